@@ -1,0 +1,224 @@
+//! Hong Kong trading costs per fill, from dated, configurable cost schedules.
+//!
+//! Rates and rounding follow ../shared/HKEX.md §3: stamp duty rounded up to the next whole dollar
+//! (skipped for exempt instruments), SFC and AFRC levies and the HKEX trading fee to the nearest
+//! cent, the CCASS settlement fee to the nearest cent within an optional minimum and maximum, and
+//! the broker commission at a rate with a minimum, unless the fill carries its own commission.
+//! Every breakdown names the schedule it used.
+
+use chrono::NaiveDate;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+use crate::model::Fill;
+
+/// One dated set of rates; applies to trade dates from `effective_from` until the next schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostSchedule {
+    /// Name shown on every fee breakdown computed with this schedule.
+    pub name: SmolStr,
+    /// First trade date (HKT) the schedule applies to.
+    pub effective_from: NaiveDate,
+    /// Stamp duty rate on consideration (0.001 = 0.1%); rounded up to the whole dollar.
+    pub stamp_duty_rate: Decimal,
+    /// SFC transaction levy rate; rounded to the cent.
+    pub sfc_levy_rate: Decimal,
+    /// AFRC transaction levy rate; rounded to the cent.
+    pub afrc_levy_rate: Decimal,
+    /// HKEX trading fee rate; rounded to the cent.
+    pub trading_fee_rate: Decimal,
+    /// CCASS settlement fee rate; rounded to the cent.
+    pub settlement_fee_rate: Decimal,
+    /// Minimum settlement fee per fill, if any.
+    #[serde(default)]
+    pub settlement_fee_min: Option<Decimal>,
+    /// Maximum settlement fee per fill, if any.
+    #[serde(default)]
+    pub settlement_fee_max: Option<Decimal>,
+    /// Broker commission rate on consideration; rounded to the cent.
+    pub commission_rate: Decimal,
+    /// Minimum broker commission per fill.
+    #[serde(default)]
+    pub commission_min: Decimal,
+}
+
+/// The costs of one fill, item by item.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FeeBreakdown {
+    /// Stamp duty.
+    pub stamp_duty: Decimal,
+    /// SFC transaction levy.
+    pub sfc_levy: Decimal,
+    /// AFRC transaction levy.
+    pub afrc_levy: Decimal,
+    /// HKEX trading fee.
+    pub trading_fee: Decimal,
+    /// CCASS settlement fee.
+    pub settlement_fee: Decimal,
+    /// Broker commission.
+    pub commission: Decimal,
+    /// Sum of the above.
+    pub total: Decimal,
+    /// Name of the schedule used.
+    pub schedule: SmolStr,
+}
+
+/// Dated cost schedules; the newest not after the trade date applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CostSchedules(pub Vec<CostSchedule>);
+
+impl Default for CostSchedules {
+    fn default() -> Self {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).expect("valid date");
+        let base = CostSchedule {
+            name: "HK-2023-11-17".into(),
+            effective_from: d(2023, 11, 17),
+            stamp_duty_rate: Decimal::new(1, 3),
+            sfc_levy_rate: Decimal::new(27, 6),
+            afrc_levy_rate: Decimal::new(15, 7),
+            trading_fee_rate: Decimal::new(565, 7),
+            settlement_fee_rate: Decimal::new(2, 5),
+            settlement_fee_min: Some(Decimal::new(2, 0)),
+            settlement_fee_max: Some(Decimal::new(100, 0)),
+            commission_rate: Decimal::new(3, 4),
+            commission_min: Decimal::new(3, 0),
+        };
+        // Settlement fee 0.0042% without minimum or maximum from mid-2025 (date unverified: configurable).
+        let mid_2025 = CostSchedule {
+            name: "HK-2025-06-01".into(),
+            effective_from: d(2025, 6, 1),
+            settlement_fee_rate: Decimal::new(42, 7),
+            settlement_fee_min: None,
+            settlement_fee_max: None,
+            ..base.clone()
+        };
+        CostSchedules(vec![base, mid_2025])
+    }
+}
+
+impl CostSchedules {
+    /// The schedule in force on `date`, if any.
+    pub fn on(&self, date: NaiveDate) -> Option<&CostSchedule> {
+        self.0
+            .iter()
+            .filter(|s| s.effective_from <= date)
+            .max_by_key(|s| s.effective_from)
+    }
+}
+
+fn cents(x: Decimal) -> Decimal {
+    x.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+impl CostSchedule {
+    /// Costs of `fill` under this schedule.
+    pub fn fees(&self, fill: &Fill) -> FeeBreakdown {
+        let consideration = fill.consideration();
+        let stamp_duty = if fill.stamp_duty_exempt {
+            Decimal::ZERO
+        } else {
+            (consideration * self.stamp_duty_rate).ceil()
+        };
+        let sfc_levy = cents(consideration * self.sfc_levy_rate);
+        let afrc_levy = cents(consideration * self.afrc_levy_rate);
+        let trading_fee = cents(consideration * self.trading_fee_rate);
+        let mut settlement_fee = cents(consideration * self.settlement_fee_rate);
+        if let Some(min) = self.settlement_fee_min {
+            settlement_fee = settlement_fee.max(min);
+        }
+        if let Some(max) = self.settlement_fee_max {
+            settlement_fee = settlement_fee.min(max);
+        }
+        let commission = match fill.commission {
+            Some(c) => c,
+            None => cents(consideration * self.commission_rate).max(self.commission_min),
+        };
+        let total = stamp_duty + sfc_levy + afrc_levy + trading_fee + settlement_fee + commission;
+        FeeBreakdown {
+            stamp_duty,
+            sfc_levy,
+            afrc_levy,
+            trading_fee,
+            settlement_fee,
+            commission,
+            total,
+            schedule: self.name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PositionKey, Side, Symbol};
+    use rust_decimal_macros::dec;
+
+    fn fill(qty: i64, price: Decimal, exempt: bool, commission: Option<Decimal>) -> Fill {
+        Fill {
+            ts: 0,
+            exec_id: "E1".into(),
+            order_id: "O1".into(),
+            key: PositionKey {
+                account: "A".into(),
+                strategy: "S".into(),
+                symbol: Symbol(700),
+            },
+            side: Side::Buy,
+            qty,
+            price,
+            commission,
+            stamp_duty_exempt: exempt,
+            odd_lot: false,
+            source_seq: 0,
+        }
+    }
+
+    fn schedule(y: i32, m: u32, d: u32) -> CostSchedule {
+        CostSchedules::default()
+            .on(NaiveDate::from_ymd_opt(y, m, d).unwrap())
+            .unwrap()
+            .clone()
+    }
+
+    /// 1000 × 385.20 = 385,200 consideration under the 2026 schedule.
+    #[test]
+    fn tencent_board_lot_2026() {
+        let f = schedule(2026, 3, 2).fees(&fill(1000, dec!(385.200), false, None));
+        assert_eq!(f.stamp_duty, dec!(386)); // 385.2 rounded up
+        assert_eq!(f.sfc_levy, dec!(10.40)); // 10.4004
+        assert_eq!(f.afrc_levy, dec!(0.58)); // 0.5778
+        assert_eq!(f.trading_fee, dec!(21.76)); // 21.7638
+        assert_eq!(f.settlement_fee, dec!(1.62)); // 1.61784
+        assert_eq!(f.commission, dec!(115.56)); // 115.56
+        assert_eq!(f.total, dec!(535.92));
+        assert_eq!(f.schedule, "HK-2025-06-01");
+    }
+
+    #[test]
+    fn exempt_instrument_pays_no_stamp_duty_and_fill_commission_overrides() {
+        let f = schedule(2026, 3, 2).fees(&fill(500, dec!(25.10), true, Some(dec!(12.50))));
+        assert_eq!(f.stamp_duty, dec!(0));
+        assert_eq!(f.commission, dec!(12.50));
+        assert_eq!(f.sfc_levy, dec!(0.34)); // 12550 × 0.000027 = 0.33885
+        assert_eq!(f.afrc_levy, dec!(0.02)); // 0.018825
+        assert_eq!(f.trading_fee, dec!(0.71)); // 0.709075
+        assert_eq!(f.settlement_fee, dec!(0.05)); // 0.05271
+        assert_eq!(f.total, dec!(13.62));
+    }
+
+    #[test]
+    fn stamp_duty_rounds_up_whole_dollars_and_old_settlement_minimum() {
+        // 100 × 10.01 = 1001: duty 1.001 → 2; old settlement 0.02 → min 2; commission min 3.
+        let f = schedule(2024, 5, 6).fees(&fill(100, dec!(10.01), false, None));
+        assert_eq!(f.stamp_duty, dec!(2));
+        assert_eq!(f.settlement_fee, dec!(2));
+        assert_eq!(f.commission, dec!(3));
+        assert_eq!(f.schedule, "HK-2023-11-17");
+        // A whole-dollar duty is not rounded further: 100 × 10 = 1000 → 1.
+        let f = schedule(2024, 5, 6).fees(&fill(100, dec!(10), false, None));
+        assert_eq!(f.stamp_duty, dec!(1));
+    }
+}

@@ -1,0 +1,135 @@
+//! P&L: fees on every fill, and positions valued at their marks.
+//!
+//! ```text
+//!  fills ─map(fees)─► EnrichedFill ─► positions ─► (symbol ⋈ marks) ─► PositionRow
+//! ```
+//!
+//! Money in output rows is rounded to [`MONEY_DP`] decimal places (the fold itself keeps full
+//! precision), so sums over rows are exact and equal however they are grouped.
+
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::marks::{Mark, MarkSource};
+use crate::model::{Fill, PositionKey, PositionState, Symbol, Ts};
+use crate::validate::trade_date;
+
+/// Decimal places kept for money in output rows.
+pub const MONEY_DP: u32 = 8;
+
+/// A fill with its costs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EnrichedFill {
+    /// The fill.
+    pub fill: Fill,
+    /// Its cost breakdown.
+    pub fees: FeeBreakdown,
+}
+
+/// Fees under the schedule in force on the fill's trade date (no costs when none is).
+pub fn enrich(fill: Fill, schedules: &CostSchedules) -> EnrichedFill {
+    let fees = match schedules.on(trade_date(fill.ts)) {
+        Some(s) => s.fees(&fill),
+        None => FeeBreakdown {
+            schedule: "none".into(),
+            ..Default::default()
+        },
+    };
+    EnrichedFill { fill, fees }
+}
+
+/// Applies [`enrich`] to every fill.
+pub fn enrich_fills<'s, T: Timestamp>(
+    fills: VecCollection<'s, T, Fill, isize>,
+    schedules: Arc<CostSchedules>,
+) -> VecCollection<'s, T, EnrichedFill, isize> {
+    fills.map(move |f| enrich(f, &schedules))
+}
+
+/// One position valued at its mark: the `positions` table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PositionRow {
+    /// Account, strategy, symbol.
+    pub key: PositionKey,
+    /// Signed quantity.
+    pub qty: i64,
+    /// Average open price (none when flat).
+    pub avg_price: Option<Decimal>,
+    /// Signed cost basis of the open quantity.
+    pub cost: Decimal,
+    /// Realized P&L before costs.
+    pub realized: Decimal,
+    /// Every cost charged.
+    pub fees: Decimal,
+    /// Unrealized P&L at the mark (zero without a mark).
+    pub unrealized: Decimal,
+    /// Signed market value at the mark (the cost basis without a mark).
+    pub market_value: Decimal,
+    /// realized − fees + unrealized.
+    pub total: Decimal,
+    /// The mark used.
+    pub mark: Option<Decimal>,
+    /// Where the mark came from.
+    pub mark_source: MarkSource,
+    /// Fills applied.
+    pub fills: u32,
+    /// Shares bought.
+    pub bought: i64,
+    /// Shares sold.
+    pub sold: i64,
+    /// Event time of the latest fill.
+    pub last_fill_ts: Ts,
+}
+
+fn money(x: Decimal) -> Decimal {
+    x.round_dp(MONEY_DP)
+}
+
+impl PositionRow {
+    /// Values `state` at `mark`.
+    pub fn new(key: PositionKey, state: &PositionState, mark: &Mark) -> PositionRow {
+        let (unrealized, market_value) = match mark.price {
+            Some(m) => (state.unrealized(m), Decimal::from(state.qty) * m),
+            None => (Decimal::ZERO, state.cost),
+        };
+        let realized = money(state.realized);
+        let fees = money(state.fees);
+        let unrealized = money(unrealized);
+        PositionRow {
+            key,
+            qty: state.qty,
+            avg_price: state.avg_price().map(money),
+            cost: money(state.cost),
+            realized,
+            fees,
+            unrealized,
+            market_value: money(market_value),
+            total: realized - fees + unrealized,
+            mark: mark.price,
+            mark_source: mark.source,
+            fills: state.fills,
+            bought: state.bought,
+            sold: state.sold,
+            last_fill_ts: state.last_fill_ts,
+        }
+    }
+}
+
+/// Joins positions with the marks of their symbols.
+///
+/// Every symbol with reference data has a mark row (possibly without a price), so the inner join
+/// keeps every position whose fill passed validation.
+pub fn value_positions<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
+    positions: VecCollection<'s, T, (PositionKey, PositionState), isize>,
+    marks: VecCollection<'s, T, (Symbol, Mark), isize>,
+) -> VecCollection<'s, T, PositionRow, isize> {
+    positions
+        .map(|(k, s)| (k.symbol, (k, s)))
+        .join_map(marks, |_sym, (k, s), m| PositionRow::new(k.clone(), s, m))
+}

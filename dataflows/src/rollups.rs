@@ -1,0 +1,115 @@
+//! Roll-ups: per account and per strategy totals over positions, and P&L by minute from fills.
+//!
+//! ```text
+//!  PositionRow ─explode(Totals)─► count_total ─► (account | strategy, Totals)
+//!  FillPnl ─explode(FlowTotals)─► count_total ─► ((account | strategy, minute), FlowTotals)
+//! ```
+
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::{Ts, NANOS_PER_MINUTE};
+use crate::operators::FillPnl;
+use crate::pnl::{PositionRow, MONEY_DP};
+use crate::sums::{FlowTotals, Totals};
+
+/// What a roll-up groups by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Group {
+    /// One account, all strategies.
+    Account(SmolStr),
+    /// One strategy, all accounts.
+    Strategy(SmolStr),
+}
+
+impl Group {
+    /// `account` or `strategy`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Group::Account(_) => "account",
+            Group::Strategy(_) => "strategy",
+        }
+    }
+
+    /// The account or strategy name.
+    pub fn name(&self) -> &str {
+        match self {
+            Group::Account(s) | Group::Strategy(s) => s,
+        }
+    }
+}
+
+/// A position's contribution to its roll-ups.
+pub fn totals_of(row: &PositionRow) -> Totals {
+    let mv = row.market_value;
+    Totals {
+        positions: Decimal::ONE,
+        long_mv: mv.max(Decimal::ZERO),
+        short_mv: mv.min(Decimal::ZERO),
+        gross: mv.abs(),
+        net: mv,
+        realized: row.realized,
+        unrealized: row.unrealized,
+        fees: row.fees,
+        total: row.total,
+    }
+}
+
+/// A fill's contribution to its minute.
+pub fn flow_of(row: &FillPnl) -> FlowTotals {
+    let f = &row.fill;
+    let qty = Decimal::from(f.qty);
+    let notional = f.consideration();
+    let buy = f.signed_qty() > 0;
+    let realized = row.step.realized.round_dp(MONEY_DP);
+    FlowTotals {
+        fills: Decimal::ONE,
+        bought: if buy { qty } else { Decimal::ZERO },
+        sold: if buy { Decimal::ZERO } else { qty },
+        buy_notional: if buy { notional } else { Decimal::ZERO },
+        sell_notional: if buy { Decimal::ZERO } else { notional },
+        realized,
+        fees: row.fees.total,
+        net: realized - row.fees.total,
+    }
+}
+
+/// Start of the minute containing `ts`.
+pub fn minute_of(ts: Ts) -> Ts {
+    ts.div_euclid(NANOS_PER_MINUTE) * NANOS_PER_MINUTE
+}
+
+/// Totals per account and per strategy.
+pub fn rollups<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
+    rows: VecCollection<'s, T, PositionRow, isize>,
+) -> VecCollection<'s, T, (Group, Totals), isize> {
+    rows.explode(|row| {
+        let t = totals_of(&row);
+        [
+            (Group::Account(row.key.account.clone()), t.clone()),
+            (Group::Strategy(row.key.strategy.clone()), t),
+        ]
+    })
+    .count_total()
+}
+
+/// Fill flow per account and per strategy per minute.
+pub fn minute_flows<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
+    fills: VecCollection<'s, T, FillPnl, isize>,
+) -> VecCollection<'s, T, ((Group, Ts), FlowTotals), isize> {
+    fills
+        .explode(|row| {
+            let t = flow_of(&row);
+            let m = minute_of(row.fill.ts);
+            [
+                ((Group::Account(row.fill.key.account.clone()), m), t.clone()),
+                ((Group::Strategy(row.fill.key.strategy.clone()), m), t),
+            ]
+        })
+        .count_total()
+}

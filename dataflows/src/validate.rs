@@ -1,0 +1,268 @@
+//! The input rules: turns parsed events into dataflow updates, or into dead letters with a reason.
+//!
+//! ```text
+//!  parsed line ──► Validator::accept ──► Accepted::{Fill, Bust, Market, Instrument, Order}
+//!                        │
+//!                        └──► Rejection (unknown symbol, qty ≤ 0, off-tick, lot, unknown/duplicate exec id)
+//! ```
+//!
+//! The validator is deterministic state kept beside the dataflow input: the instrument table, and
+//! every accepted fill by exec id (a bust must retract exactly the record that was inserted). It
+//! runs where the input is read, so a rejected line never enters the dataflow; the caller sends the
+//! rejection to the dead-letter output with the raw line and its source position.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+use crate::model::{Bust, Close, ExecId, Fill, Instrument, MarketEvent, Order, Quote, Symbol, Ts};
+use crate::ticks::SpreadTables;
+
+/// A parsed input event, before the rules that need state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// An execution (`stamp_duty_exempt` is filled in from the instrument).
+    Fill(Fill),
+    /// A cancelled execution.
+    Bust(Bust),
+    /// A quote or trade print.
+    Quote(Quote),
+    /// A closing price.
+    Close(Close),
+    /// Reference data.
+    Instrument(Instrument),
+    /// An order event.
+    Order(Order),
+}
+
+/// An accepted input, ready for the dataflow.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accepted {
+    /// Insert this fill.
+    Fill(Fill),
+    /// Retract this fill (a bust of it).
+    Bust(Fill),
+    /// Market data for the marks.
+    Market(MarketEvent),
+    /// New or changed reference data (`Listed` is also sent for a new symbol).
+    Instrument(Instrument),
+    /// An order event.
+    Order(Order),
+}
+
+/// Why an input was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The line is not valid JSON or does not match the input contract.
+    #[error("does not parse: {0}")]
+    Parse(String),
+    /// No instrument reference data for the symbol (send the instrument first).
+    #[error("unknown symbol {0}")]
+    UnknownSymbol(Symbol),
+    /// Quantity zero or negative.
+    #[error("quantity {0} is not positive")]
+    NonPositiveQty(i64),
+    /// A price that is zero or negative.
+    #[error("price {0} is not positive")]
+    NonPositivePrice(Decimal),
+    /// Price not on the spread-table grid for its band.
+    #[error("price {price} is off the tick grid (tick {tick:?} on {date})")]
+    OffTick {
+        /// The price given.
+        price: Decimal,
+        /// The tick of its band, if the price is inside the table.
+        tick: Option<Decimal>,
+        /// Trade date (HKT) whose table applied.
+        date: NaiveDate,
+    },
+    /// Quantity not a whole number of board lots and not flagged odd-lot.
+    #[error(
+        "quantity {qty} is not a multiple of the board lot {lot} (flag odd_lot for odd-lot trades)"
+    )]
+    NotBoardLot {
+        /// Quantity given.
+        qty: i64,
+        /// The instrument's board lot.
+        lot: i64,
+    },
+    /// A fill whose exec id was already accepted.
+    #[error("duplicate exec_id {0}")]
+    DuplicateExecId(ExecId),
+    /// A bust naming an exec id never seen.
+    #[error("bust of unknown exec_id {0}")]
+    UnknownExecId(ExecId),
+    /// A bust of a fill that was already busted.
+    #[error("exec_id {0} is already busted")]
+    AlreadyBusted(ExecId),
+    /// Lot size zero or negative in reference data.
+    #[error("lot size {0} is not positive")]
+    BadLotSize(i64),
+}
+
+impl Rejection {
+    /// A short stable code for metrics labels and dead-letter tables.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Parse(_) => "parse",
+            Rejection::UnknownSymbol(_) => "unknown_symbol",
+            Rejection::NonPositiveQty(_) => "qty_not_positive",
+            Rejection::NonPositivePrice(_) => "price_not_positive",
+            Rejection::OffTick { .. } => "off_tick",
+            Rejection::NotBoardLot { .. } => "not_board_lot",
+            Rejection::DuplicateExecId(_) => "duplicate_exec_id",
+            Rejection::UnknownExecId(_) => "unknown_exec_id",
+            Rejection::AlreadyBusted(_) => "already_busted",
+            Rejection::BadLotSize(_) => "bad_lot_size",
+        }
+    }
+}
+
+/// A refused input with everything needed to find and fix it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Where it came from (file name, `stdin`, or a Kafka topic).
+    pub source: SmolStr,
+    /// Position within the source: line number (1-based) or offset.
+    pub position: u64,
+    /// The raw line as received.
+    pub raw: String,
+    /// Stable reason code (see [`Rejection::code`]).
+    pub code: SmolStr,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// Hong Kong time, for trade dates.
+pub fn hkt() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("valid offset")
+}
+
+/// The HKT trade date of an event time.
+pub fn trade_date(ts: Ts) -> NaiveDate {
+    DateTime::from_timestamp_nanos(ts)
+        .with_timezone(&hkt())
+        .date_naive()
+}
+
+enum FillState {
+    Live(Fill),
+    Busted,
+}
+
+/// Stateful input rules. One per input stream; deterministic for a given input order.
+pub struct Validator {
+    spreads: SpreadTables,
+    instruments: FxHashMap<Symbol, Instrument>,
+    fills: FxHashMap<ExecId, FillState>,
+}
+
+impl Validator {
+    /// A validator using the given spread tables.
+    pub fn new(spreads: SpreadTables) -> Self {
+        Validator {
+            spreads,
+            instruments: FxHashMap::default(),
+            fills: FxHashMap::default(),
+        }
+    }
+
+    /// Known instruments.
+    pub fn instruments(&self) -> impl Iterator<Item = &Instrument> {
+        self.instruments.values()
+    }
+
+    fn instrument(&self, symbol: Symbol) -> Result<&Instrument, Rejection> {
+        self.instruments
+            .get(&symbol)
+            .ok_or(Rejection::UnknownSymbol(symbol))
+    }
+
+    fn check_price(&self, price: Decimal, ts: Ts) -> Result<(), Rejection> {
+        if price <= Decimal::ZERO {
+            return Err(Rejection::NonPositivePrice(price));
+        }
+        let date = trade_date(ts);
+        match self.spreads.on(date) {
+            Some(table) if table.on_grid(price) => Ok(()),
+            Some(table) => Err(Rejection::OffTick {
+                price,
+                tick: table.tick(price),
+                date,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies the rules to one input; on success the caller feeds every returned update in order.
+    pub fn accept(&mut self, input: Input) -> Result<Vec<Accepted>, Rejection> {
+        match input {
+            Input::Instrument(inst) => {
+                if inst.lot_size <= 0 {
+                    return Err(Rejection::BadLotSize(inst.lot_size));
+                }
+                let new = !self.instruments.contains_key(&inst.symbol);
+                self.instruments.insert(inst.symbol, inst.clone());
+                let mut out = Vec::with_capacity(2);
+                if new {
+                    out.push(Accepted::Market(MarketEvent::Listed(inst.symbol)));
+                }
+                out.push(Accepted::Instrument(inst));
+                Ok(out)
+            }
+            Input::Fill(mut fill) => {
+                let inst = self.instrument(fill.key.symbol)?;
+                if fill.qty <= 0 {
+                    return Err(Rejection::NonPositiveQty(fill.qty));
+                }
+                if !fill.odd_lot && fill.qty % inst.lot_size != 0 {
+                    return Err(Rejection::NotBoardLot {
+                        qty: fill.qty,
+                        lot: inst.lot_size,
+                    });
+                }
+                fill.stamp_duty_exempt = !inst.stamp_duty;
+                self.check_price(fill.price, fill.ts)?;
+                if self.fills.contains_key(&fill.exec_id) {
+                    return Err(Rejection::DuplicateExecId(fill.exec_id));
+                }
+                self.fills
+                    .insert(fill.exec_id.clone(), FillState::Live(fill.clone()));
+                Ok(vec![Accepted::Fill(fill)])
+            }
+            Input::Bust(bust) => match self.fills.get_mut(&bust.exec_id) {
+                None => Err(Rejection::UnknownExecId(bust.exec_id)),
+                Some(FillState::Busted) => Err(Rejection::AlreadyBusted(bust.exec_id)),
+                Some(state) => match std::mem::replace(state, FillState::Busted) {
+                    FillState::Live(fill) => Ok(vec![Accepted::Bust(fill)]),
+                    FillState::Busted => Err(Rejection::AlreadyBusted(bust.exec_id)),
+                },
+            },
+            Input::Quote(q) => {
+                self.instrument(q.symbol)?;
+                for p in [q.bid, q.ask, q.last].into_iter().flatten() {
+                    if p <= Decimal::ZERO {
+                        return Err(Rejection::NonPositivePrice(p));
+                    }
+                }
+                Ok(vec![Accepted::Market(MarketEvent::Quote(q))])
+            }
+            Input::Close(c) => {
+                self.instrument(c.symbol)?;
+                self.check_price(c.price, c.ts)?;
+                Ok(vec![Accepted::Market(MarketEvent::Close(c))])
+            }
+            Input::Order(o) => {
+                self.instrument(o.key.symbol)?;
+                if o.qty <= 0 {
+                    return Err(Rejection::NonPositiveQty(o.qty));
+                }
+                if let Some(p) = o.price {
+                    self.check_price(p, o.ts)?;
+                }
+                Ok(vec![Accepted::Order(o)])
+            }
+        }
+    }
+}
