@@ -1,1 +1,11 @@
-//! placeholder
+//! Harbour's inputs: the JSON input contract, file replay, and the deterministic sample-day generator.
+//!
+//! - [`contract`]: parse and write the JSON-lines input contract.
+//! - [`file`]: replay JSON lines from files or standard input, with line positions.
+//! - [`generate`]: a seeded, realistic HKEX trading day in the contract's format.
+//!
+//! Sources only read and parse; the input rules and everything after live in `harbour-dataflows`.
+
+pub mod contract;
+pub mod file;
+pub mod generate;

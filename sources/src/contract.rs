@@ -1,0 +1,342 @@
+//! The input contract: one JSON object per line (a Kafka message later), decimals as strings,
+//! timestamps RFC 3339 with an offset. Documented for producers in docs/input-contract.md.
+//!
+//! [`parse_line`] turns a line into a [`harbour_dataflows::validate::Input`] or a
+//! [`Rejection::Parse`]; [`to_line`] writes the same format (the generator and tests use it).
+//! Unknown fields are ignored (a tolerant reader); missing or malformed required ones are not.
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use harbour_dataflows::model::{
+    Bust, Close, Fill, Instrument, Order, OrderStatus, PositionKey, Quote, Side, Symbol, Ts,
+};
+use harbour_dataflows::validate::{hkt, Input, Rejection};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Wire {
+    Fill {
+        exec_id: String,
+        order_id: String,
+        account: String,
+        strategy: String,
+        symbol: String,
+        side: String,
+        qty: Decimal,
+        price: Decimal,
+        ts: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commission: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        odd_lot: bool,
+    },
+    Bust {
+        exec_id: String,
+        ts: String,
+    },
+    Quote {
+        symbol: String,
+        ts: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bid: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ask: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<Decimal>,
+    },
+    Close {
+        symbol: String,
+        ts: String,
+        price: Decimal,
+    },
+    Instrument {
+        symbol: String,
+        name: String,
+        lot_size: i64,
+        currency: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sector: Option<String>,
+        stamp_duty: bool,
+    },
+    Order {
+        order_id: String,
+        account: String,
+        strategy: String,
+        symbol: String,
+        side: String,
+        qty: Decimal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<Decimal>,
+        order_type: String,
+        status: String,
+        ts: String,
+    },
+}
+
+fn bad(msg: impl Into<String>) -> Rejection {
+    Rejection::Parse(msg.into())
+}
+
+fn ts(s: &str) -> Result<Ts, Rejection> {
+    let t = DateTime::parse_from_rfc3339(s).map_err(|e| bad(format!("ts {s:?}: {e}")))?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| bad(format!("ts {s:?} out of range")))
+}
+
+fn symbol(s: &str) -> Result<Symbol, Rejection> {
+    Symbol::parse(s).ok_or_else(|| {
+        bad(format!(
+            "symbol {s:?} is not a security code of up to 5 digits"
+        ))
+    })
+}
+
+fn side(s: &str) -> Result<Side, Rejection> {
+    match s {
+        "BUY" => Ok(Side::Buy),
+        "SELL" => Ok(Side::Sell),
+        _ => Err(bad(format!("side {s:?} is not BUY or SELL"))),
+    }
+}
+
+fn shares(q: Decimal) -> Result<i64, Rejection> {
+    if !q.fract().is_zero() {
+        return Err(bad(format!("qty {q} is not a whole number of shares")));
+    }
+    i64::try_from(q).map_err(|_| bad(format!("qty {q} out of range")))
+}
+
+fn nonempty(field: &str, s: String) -> Result<smol_str::SmolStr, Rejection> {
+    if s.is_empty() {
+        Err(bad(format!("{field} is empty")))
+    } else {
+        Ok(s.into())
+    }
+}
+
+/// Parses one line of the contract. `seq` is the line's source position, kept on fills and orders.
+pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
+    let wire: Wire = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    Ok(match wire {
+        Wire::Fill {
+            exec_id,
+            order_id,
+            account,
+            strategy,
+            symbol: s,
+            side: sd,
+            qty,
+            price,
+            ts: t,
+            commission,
+            odd_lot,
+        } => Input::Fill(Fill {
+            ts: ts(&t)?,
+            exec_id: nonempty("exec_id", exec_id)?,
+            order_id: order_id.into(),
+            key: PositionKey {
+                account: nonempty("account", account)?,
+                strategy: strategy.into(),
+                symbol: symbol(&s)?,
+            },
+            side: side(&sd)?,
+            qty: shares(qty)?,
+            price,
+            commission,
+            stamp_duty_exempt: false,
+            odd_lot,
+            source_seq: seq,
+        }),
+        Wire::Bust { exec_id, ts: t } => Input::Bust(Bust {
+            exec_id: nonempty("exec_id", exec_id)?,
+            ts: ts(&t)?,
+        }),
+        Wire::Quote {
+            symbol: s,
+            ts: t,
+            bid,
+            ask,
+            last,
+        } => {
+            if bid.is_none() && ask.is_none() && last.is_none() {
+                return Err(bad("quote has none of bid, ask, last"));
+            }
+            Input::Quote(Quote {
+                symbol: symbol(&s)?,
+                ts: ts(&t)?,
+                bid,
+                ask,
+                last,
+            })
+        }
+        Wire::Close {
+            symbol: s,
+            ts: t,
+            price,
+        } => Input::Close(Close {
+            symbol: symbol(&s)?,
+            ts: ts(&t)?,
+            price,
+        }),
+        Wire::Instrument {
+            symbol: s,
+            name,
+            lot_size,
+            currency,
+            sector,
+            stamp_duty,
+        } => Input::Instrument(Instrument {
+            symbol: symbol(&s)?,
+            name,
+            lot_size,
+            currency,
+            sector,
+            stamp_duty,
+        }),
+        Wire::Order {
+            order_id,
+            account,
+            strategy,
+            symbol: s,
+            side: sd,
+            qty,
+            price,
+            order_type,
+            status,
+            ts: t,
+        } => Input::Order(Order {
+            ts: ts(&t)?,
+            order_id: nonempty("order_id", order_id)?,
+            key: PositionKey {
+                account: nonempty("account", account)?,
+                strategy: strategy.into(),
+                symbol: symbol(&s)?,
+            },
+            side: side(&sd)?,
+            qty: shares(qty)?,
+            price,
+            order_type,
+            status: OrderStatus::parse(&status)
+                .ok_or_else(|| bad(format!("status {status:?} is unknown")))?,
+            source_seq: seq,
+        }),
+    })
+}
+
+/// Formats an event time as RFC 3339 in Hong Kong time, with as many fraction digits as needed.
+pub fn format_ts(t: Ts) -> String {
+    let dt: DateTime<FixedOffset> = DateTime::from_timestamp_nanos(t).with_timezone(&hkt());
+    dt.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// Writes an input as one contract line (no trailing newline).
+pub fn to_line(input: &Input) -> String {
+    let wire = match input.clone() {
+        Input::Fill(f) => Wire::Fill {
+            exec_id: f.exec_id.into(),
+            order_id: f.order_id.into(),
+            account: f.key.account.into(),
+            strategy: f.key.strategy.into(),
+            symbol: f.key.symbol.to_string(),
+            side: f.side.as_str().into(),
+            qty: Decimal::from(f.qty),
+            price: f.price,
+            ts: format_ts(f.ts),
+            commission: f.commission,
+            odd_lot: f.odd_lot,
+        },
+        Input::Bust(b) => Wire::Bust {
+            exec_id: b.exec_id.into(),
+            ts: format_ts(b.ts),
+        },
+        Input::Quote(q) => Wire::Quote {
+            symbol: q.symbol.to_string(),
+            ts: format_ts(q.ts),
+            bid: q.bid,
+            ask: q.ask,
+            last: q.last,
+        },
+        Input::Close(c) => Wire::Close {
+            symbol: c.symbol.to_string(),
+            ts: format_ts(c.ts),
+            price: c.price,
+        },
+        Input::Instrument(i) => Wire::Instrument {
+            symbol: i.symbol.to_string(),
+            name: i.name,
+            lot_size: i.lot_size,
+            currency: i.currency,
+            sector: i.sector,
+            stamp_duty: i.stamp_duty,
+        },
+        Input::Order(o) => Wire::Order {
+            order_id: o.order_id.into(),
+            account: o.key.account.into(),
+            strategy: o.key.strategy.into(),
+            symbol: o.key.symbol.to_string(),
+            side: o.side.as_str().into(),
+            qty: Decimal::from(o.qty),
+            price: o.price,
+            order_type: o.order_type,
+            status: o.status.as_str().into(),
+            ts: format_ts(o.ts),
+        },
+    };
+    serde_json::to_string(&wire).expect("contract types always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn parses_the_documented_fill() {
+        let line = r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"ACC1","strategy":"mm","symbol":"00700","side":"BUY","qty":"1000","price":"385.200","ts":"2026-01-02T09:30:00.5+08:00","commission":"12.50"}"#;
+        let Input::Fill(f) = parse_line(line, 7).unwrap() else {
+            panic!("not a fill")
+        };
+        assert_eq!(f.key.symbol, Symbol(700));
+        assert_eq!(f.qty, 1000);
+        assert_eq!(f.price, dec!(385.200));
+        assert_eq!(f.commission, Some(dec!(12.50)));
+        assert_eq!(f.ts, 1_767_317_400_500_000_000);
+        assert_eq!(f.source_seq, 7);
+        // and back
+        assert_eq!(
+            parse_line(&to_line(&Input::Fill(f.clone())), 7).unwrap(),
+            Input::Fill(f)
+        );
+    }
+
+    #[test]
+    fn rejects_what_does_not_fit_the_contract() {
+        for (line, why) in [
+            ("{not json", "key must be a string"),
+            (r#"{"type":"fill","exec_id":"E1"}"#, "missing field"),
+            (
+                r#"{"type":"bust","exec_id":"E1","ts":"yesterday"}"#,
+                "ts \"yesterday\"",
+            ),
+            (
+                r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00"}"#,
+                "none of bid",
+            ),
+            (
+                r#"{"type":"close","symbol":"ABC","ts":"2026-01-02T16:10:00+08:00","price":"1"}"#,
+                "security code",
+            ),
+            (r#"{"type":"teleport"}"#, "unknown variant"),
+        ] {
+            let err = parse_line(line, 1).unwrap_err();
+            assert!(err.to_string().contains(why), "{line}: {err}");
+            assert_eq!(err.code(), "parse");
+        }
+        let odd = r#"{"type":"fill","exec_id":"E","order_id":"O","account":"A","strategy":"S","symbol":"5","side":"SELL","qty":"10.5","price":"60","ts":"2026-01-02T09:30:00+08:00"}"#;
+        assert!(parse_line(odd, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("whole number"));
+    }
+}

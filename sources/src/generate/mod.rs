@@ -1,0 +1,1 @@
+//! The sample-day generator (being written).
