@@ -1,1 +1,317 @@
-fn main() {}
+//! `harbour-bench`: throughput and memory of Harbour's dataflows, one timely worker, release build.
+//!
+//! ```text
+//! cargo run --release -p harbour-benches -- all          # the README's table
+//! cargo run --release -p harbour-benches -- fills 1000 2000000
+//! cargo run --release -p harbour-benches -- quotes 100000 3000000
+//! cargo run --release -p harbour-benches -- deep-key 100000
+//! cargo run --release -p harbour-benches -- memory 1000000
+//! ```
+//!
+//! Inputs are built in memory before the clock starts (parsing JSON is the sources' cost, measured
+//! separately by `parse`). Each epoch feeds a batch, seals it and steps the worker until every
+//! output (positions valued at marks, enriched fills, roll-ups, minute flows) is complete for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::{Input, InputSession};
+use harbour_dataflows::fees::CostSchedules;
+use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
+use harbour_dataflows::marks::MarkPolicy;
+use harbour_dataflows::model::{
+    Fill, Instrument, MarketEvent, Order, PositionKey, Quote, Side, Symbol,
+};
+use rust_decimal::Decimal;
+use timely::dataflow::ProbeHandle;
+
+const T0: i64 = 1_772_415_000_000_000_000; // 2026-03-02T09:30:00+08:00
+const SYMBOLS: u32 = 500;
+const BATCH: usize = 10_000;
+
+struct Harness {
+    worker: timely::worker::Worker,
+    fills: InputSession<u64, Fill, isize>,
+    market: InputSession<u64, MarketEvent, isize>,
+    _orders: InputSession<u64, Order, isize>,
+    _instruments: InputSession<u64, Instrument, isize>,
+    probe: ProbeHandle<u64>,
+    epoch: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        use timely::communication::allocator::thread::Thread;
+        let alloc = timely::communication::Allocator::Thread(Thread::default());
+        let mut worker = timely::worker::Worker::new(
+            timely::WorkerConfig::default(),
+            alloc,
+            Some(Instant::now()),
+        );
+        let config = GraphConfig {
+            schedules: Arc::new(CostSchedules::default()),
+            marks: MarkPolicy::default(),
+        };
+        let (fills, market, orders, instruments, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (fi, fills) = scope.new_collection();
+            let (mi, market) = scope.new_collection();
+            let (oi, orders) = scope.new_collection();
+            let (ii, instruments) = scope.new_collection();
+            let out = harbour(
+                Inputs {
+                    fills,
+                    market,
+                    orders,
+                    instruments,
+                },
+                &config,
+            );
+            let (probe, _) = out.positions.probe();
+            let _ = out.fills.probe_with(&probe);
+            let _ = out.rollups.probe_with(&probe);
+            let _ = out.minutes.probe_with(&probe);
+            (fi, mi, oi, ii, probe)
+        });
+        let mut h = Harness {
+            worker,
+            fills,
+            market,
+            _orders: orders,
+            _instruments: instruments,
+            probe,
+            epoch: 0,
+        };
+        for s in 0..SYMBOLS {
+            h.market.insert(MarketEvent::Listed(symbol(s)));
+            h.market.insert(MarketEvent::Quote(Quote {
+                symbol: symbol(s),
+                ts: T0,
+                bid: None,
+                ask: None,
+                last: Some(price(s, 0)),
+            }));
+        }
+        h.seal();
+        h
+    }
+
+    fn seal(&mut self) {
+        self.epoch += 1;
+        self.fills.advance_to(self.epoch);
+        self.market.advance_to(self.epoch);
+        self.fills.flush();
+        self.market.flush();
+        let (probe, epoch) = (&self.probe, self.epoch);
+        self.worker.step_while(|| probe.less_than(&epoch));
+    }
+
+    /// Feeds fills in batches; returns the elapsed time.
+    fn run_fills(&mut self, fills: Vec<Fill>) -> Duration {
+        let start = Instant::now();
+        for chunk in fills.chunks(BATCH) {
+            for f in chunk {
+                self.fills.insert(f.clone());
+            }
+            self.seal();
+        }
+        start.elapsed()
+    }
+
+    fn run_quotes(&mut self, quotes: Vec<Quote>) -> Duration {
+        let start = Instant::now();
+        for chunk in quotes.chunks(BATCH) {
+            for q in chunk {
+                self.market.insert(MarketEvent::Quote(q.clone()));
+            }
+            self.seal();
+        }
+        start.elapsed()
+    }
+}
+
+fn symbol(s: u32) -> Symbol {
+    Symbol(10_000 + s)
+}
+
+/// A price on the grid of the 100–200 band (tick 0.1).
+fn price(s: u32, k: u64) -> Decimal {
+    Decimal::new(1_000 + (s as i64 * 7 + k as i64 * 13) % 900, 1)
+}
+
+/// Fill `i` for position `p` of `positions` (2 000 accounts × 500 symbols at most).
+fn fill(i: u64, p: u64, accounts: &[smol_str::SmolStr]) -> Fill {
+    let s = (p % SYMBOLS as u64) as u32;
+    Fill {
+        ts: T0 + i as i64 * 1_000_000,
+        exec_id: format!("X{i}").into(),
+        order_id: format!("O{}", i / 4).into(),
+        key: PositionKey {
+            account: accounts[(p / SYMBOLS as u64) as usize].clone(),
+            strategy: "bench".into(),
+            symbol: symbol(s),
+        },
+        side: if (i * 7 + p).is_multiple_of(3) {
+            Side::Sell
+        } else {
+            Side::Buy
+        },
+        qty: 100 * (1 + (i % 5) as i64),
+        price: price(s, i),
+        commission: None,
+        stamp_duty_exempt: false,
+        odd_lot: false,
+        source_seq: i,
+    }
+}
+
+fn accounts(positions: u64) -> Vec<smol_str::SmolStr> {
+    (0..positions.div_ceil(SYMBOLS as u64))
+        .map(|a| format!("ACC-{a:05}").into())
+        .collect()
+}
+
+fn fills_for(positions: u64, n: u64, offset: u64) -> Vec<Fill> {
+    let accts = accounts(positions);
+    (0..n)
+        .map(|i| fill(offset + i, (offset + i) % positions, &accts))
+        .collect()
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn bench_fills(positions: u64, n: u64) -> f64 {
+    let mut h = Harness::new();
+    // Every position exists before the clock starts, so the run measures steady state.
+    h.run_fills(fills_for(positions, positions, 0));
+    let fills = fills_for(positions, n, positions);
+    let t = h.run_fills(fills);
+    let rate = n as f64 / t.as_secs_f64();
+    println!("fills     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {:>7.0} ns/fill", t.as_secs_f64(), rate, 1e9 / rate);
+    rate
+}
+
+fn bench_quotes(positions: u64, n: u64) -> f64 {
+    let mut h = Harness::new();
+    h.run_fills(fills_for(positions, positions, 0));
+    let quotes: Vec<Quote> = (0..n)
+        .map(|i| {
+            let s = (i * 7919 % SYMBOLS as u64) as u32;
+            Quote {
+                symbol: symbol(s),
+                ts: T0 + 1_000_000_000 + i as i64,
+                bid: None,
+                ask: None,
+                last: Some(price(s, i)),
+            }
+        })
+        .collect();
+    let t = h.run_quotes(quotes);
+    let rate = n as f64 / t.as_secs_f64();
+    println!(
+        "quotes    positions={positions:>9} quotes={n:>8}  {:>8.3} s  {:>12.0} quotes/s",
+        t.as_secs_f64(),
+        rate
+    );
+    rate
+}
+
+/// Per-fill cost on one key already holding `history` fills, against fills on fresh keys.
+fn bench_deep_key(history: u64) -> (f64, f64) {
+    let n = 100_000u64;
+    let accts: Vec<smol_str::SmolStr> = vec!["DEEP".into()];
+    // fresh keys: one fill per new position
+    let mut h = Harness::new();
+    let fresh_accts = accounts(n);
+    let fresh: Vec<Fill> = (0..n).map(|i| fill(i, i, &fresh_accts)).collect();
+    let t_fresh = h.run_fills(fresh);
+    // deep key: `history` fills first (untimed), then n more on the same key
+    let mut h = Harness::new();
+    h.run_fills((0..history).map(|i| fill(i, 0, &accts)).collect());
+    let t_deep = h.run_fills((history..history + n).map(|i| fill(i, 0, &accts)).collect());
+    let (a, b) = (
+        t_fresh.as_secs_f64() * 1e9 / n as f64,
+        t_deep.as_secs_f64() * 1e9 / n as f64,
+    );
+    println!("deep-key  history={history:>9}: {b:>7.0} ns/fill on the deep key, {a:>7.0} ns/fill on fresh keys (ratio {:.2})", b / a);
+    (a, b)
+}
+
+fn bench_memory(positions: u64) -> f64 {
+    let before = peak_rss_mb();
+    let mut h = Harness::new();
+    h.run_fills(fills_for(positions, positions, 0));
+    let peak = peak_rss_mb();
+    let per_million = (peak - before) * 1_000_000.0 / positions as f64;
+    println!("memory    positions={positions:>9}: peak RSS {peak:.0} MB ({per_million:.0} MB per million positions, one fill each)");
+    per_million
+}
+
+fn bench_parse(n: u64) {
+    let f = fills_for(1000, n, 0);
+    let lines: Vec<String> = f
+        .into_iter()
+        .map(|f| harbour_sources::contract::to_line(&harbour_dataflows::validate::Input::Fill(f)))
+        .collect();
+    let start = Instant::now();
+    let mut ok = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if harbour_sources::contract::parse_line(l, i as u64).is_ok() {
+            ok += 1;
+        }
+    }
+    let t = start.elapsed();
+    assert_eq!(ok, lines.len());
+    println!(
+        "parse     lines={n:>9}  {:>8.3} s  {:>12.0} fill lines/s",
+        t.as_secs_f64(),
+        n as f64 / t.as_secs_f64()
+    );
+}
+
+fn arg(args: &[String], i: usize, default: u64) -> u64 {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str).unwrap_or("all") {
+        "fills" => {
+            bench_fills(arg(&args, 1, 1_000), arg(&args, 2, 2_000_000));
+        }
+        "quotes" => {
+            bench_quotes(arg(&args, 1, 1_000), arg(&args, 2, 3_000_000));
+        }
+        "deep-key" => {
+            bench_deep_key(arg(&args, 1, 100_000));
+        }
+        "memory" => {
+            bench_memory(arg(&args, 1, 1_000_000));
+        }
+        "parse" => bench_parse(arg(&args, 1, 1_000_000)),
+        "all" => {
+            let small = bench_fills(1_000, 2_000_000);
+            let large = bench_fills(1_000_000, 2_000_000);
+            println!(
+                "          per-fill cost at 1M positions / at 1k positions: {:.2}",
+                small / large
+            );
+            bench_quotes(1_000, 3_000_000);
+            bench_quotes(100_000, 3_000_000);
+            bench_deep_key(100_000);
+            bench_parse(1_000_000);
+        }
+        other => anyhow::bail!(
+            "unknown benchmark {other:?}: fills, quotes, deep-key, memory, parse or all"
+        ),
+    }
+    Ok(())
+}

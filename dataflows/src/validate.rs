@@ -47,7 +47,12 @@ pub enum Accepted {
     /// Market data for the marks.
     Market(MarketEvent),
     /// New or changed reference data (`Listed` is also sent for a new symbol).
-    Instrument(Instrument),
+    Instrument {
+        /// The record it replaces, to retract.
+        previous: Option<Instrument>,
+        /// The new record.
+        current: Instrument,
+    },
     /// An order event.
     Order(Order),
 }
@@ -202,13 +207,17 @@ impl Validator {
                 if inst.lot_size <= 0 {
                     return Err(Rejection::BadLotSize(inst.lot_size));
                 }
-                let new = !self.instruments.contains_key(&inst.symbol);
-                self.instruments.insert(inst.symbol, inst.clone());
+                let previous = self.instruments.insert(inst.symbol, inst.clone());
                 let mut out = Vec::with_capacity(2);
-                if new {
-                    out.push(Accepted::Market(MarketEvent::Listed(inst.symbol)));
+                match &previous {
+                    None => out.push(Accepted::Market(MarketEvent::Listed(inst.symbol))),
+                    Some(p) if *p == inst => return Ok(Vec::new()),
+                    Some(_) => {}
                 }
-                out.push(Accepted::Instrument(inst));
+                out.push(Accepted::Instrument {
+                    previous,
+                    current: inst,
+                });
                 Ok(out)
             }
             Input::Fill(mut fill) => {

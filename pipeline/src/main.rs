@@ -1,1 +1,191 @@
-fn main() {}
+//! `harbour`: the real-time position, P&L and risk pipeline for Hong Kong equities.
+//!
+//! Commands: `run` (a generated sample day end to end; the default), `replay` (recorded JSON
+//! lines), `generate` (write a sample day). See README.md.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use harbour_dataflows::graph::GraphConfig;
+use harbour_sinks::parquet::ParquetSink;
+use harbour_sources::file::{Replay, SourceLine};
+use harbour_sources::generate::generate;
+
+use harbour::config::{self, Config};
+use harbour::engine::{self, EngineConfig};
+use harbour::metrics::{self, Health, Metrics};
+use harbour::{state, summary};
+
+#[derive(Parser)]
+#[command(
+    name = "harbour",
+    version,
+    about = "Real-time positions, P&L and risk for Hong Kong equities"
+)]
+struct Cli {
+    /// TOML config file (see deploy/harbour.toml); HARBOUR__SECTION__KEY variables override it.
+    #[arg(long, global = true, env = "HARBOUR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the sample day and run it end to end (the default command).
+    Run {
+        /// Output folder (default: pipeline.out_dir, `harbour-out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Fills in the generated day (default: generate.fills).
+        #[arg(long)]
+        fills: Option<usize>,
+        /// Seed of the generated day (default: generate.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Replay recorded JSON-lines files (`-` reads standard input).
+    Replay {
+        /// Input files, in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output folder (default: pipeline.out_dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a generated sample day as JSON lines.
+    Generate {
+        /// Output file (`-` for standard output).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Fills.
+        #[arg(long)]
+        fills: Option<usize>,
+        /// Quotes.
+        #[arg(long)]
+        quotes: Option<usize>,
+        /// Accounts.
+        #[arg(long)]
+        accounts: Option<usize>,
+        /// Symbols.
+        #[arg(long)]
+        symbols: Option<usize>,
+        /// Seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = config::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run {
+        out: None,
+        fills: None,
+        seed: None,
+    }) {
+        Command::Run { out, fills, seed } => {
+            if let Some(f) = fills {
+                config.generate.fills = f;
+            }
+            if let Some(s) = seed {
+                config.generate.seed = s;
+            }
+            config.validate()?;
+            let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
+            let lines = generate(&config.generate).context("generating the sample day")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let input_path = out.join("input.jsonl");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&input_path)?);
+            for l in &lines {
+                writeln!(f, "{l}")?;
+            }
+            f.flush()?;
+            tracing::info!(lines = lines.len(), path = %input_path.display(), "generated sample day");
+            let source = lines.into_iter().enumerate().map(|(i, raw)| {
+                Ok(SourceLine {
+                    source: "input.jsonl".into(),
+                    position: i as u64 + 1,
+                    raw,
+                })
+            });
+            execute(&config, source, out)
+        }
+        Command::Replay { files, out } => {
+            let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
+            execute(&config, Replay::new(&files), out)
+        }
+        Command::Generate {
+            out,
+            fills,
+            quotes,
+            accounts,
+            symbols,
+            seed,
+        } => {
+            let g = &mut config.generate;
+            g.fills = fills.unwrap_or(g.fills);
+            g.quotes = quotes.unwrap_or(g.quotes);
+            g.accounts = accounts.unwrap_or(g.accounts);
+            g.symbols = symbols.unwrap_or(g.symbols);
+            g.seed = seed.unwrap_or(g.seed);
+            config.validate()?;
+            let lines = generate(&config.generate)?;
+            let mut w: Box<dyn Write> = if out == std::path::Path::new("-") {
+                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            } else {
+                Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(&out)
+                        .with_context(|| format!("creating {}", out.display()))?,
+                ))
+            };
+            for l in &lines {
+                writeln!(w, "{l}")?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn execute(
+    config: &Config,
+    source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
+    out: PathBuf,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr() {
+        match metrics::serve(addr, metrics.clone(), health.clone()) {
+            Ok(bound) => tracing::info!(%bound, "serving /metrics and /health"),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "metrics server not started (metrics.listen)")
+            }
+        }
+    }
+    let engine = EngineConfig {
+        epoch_events: config.pipeline.epoch_events,
+        graph: GraphConfig {
+            schedules: Arc::new(config.cost_schedules()),
+            marks: config.marks.policy.clone(),
+        },
+        spreads: config.spread_tables(),
+    };
+    let started = Instant::now();
+    let (state, stats) = engine::run(source, &engine, &metrics, &health)?;
+    let elapsed = started.elapsed();
+    let tables = state::snapshot(&state);
+    let written = ParquetSink::new(&out).write(&tables)?;
+    print!("{}", summary::render(&state, &stats, &written, elapsed));
+    Ok(())
+}

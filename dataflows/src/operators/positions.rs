@@ -92,7 +92,7 @@ impl Book {
             lo = lo.min(i);
         }
         let had_fills = !self.entries.is_empty();
-        let old_tail: Vec<FillPnl> = self.entries[lo..].iter().map(|e| to_row(e)).collect();
+        let old_tail: Vec<FillPnl> = self.entries[lo..].iter().map(to_row).collect();
         let old_state = self.current.clone();
 
         for (f, r) in changes {

@@ -1,0 +1,327 @@
+//! The TOML configuration, environment overrides, and validation that names the offending key.
+//!
+//! Load order: built-in defaults ← the TOML file (if given) ← environment variables
+//! `HARBOUR__<SECTION>__<KEY>` (for example `HARBOUR__PIPELINE__EPOCH_EVENTS=5000`; values are
+//! read as TOML scalars or arrays when they parse as such, else as strings). Unknown keys are
+//! errors. A documented example lives at deploy/harbour.toml.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use harbour_dataflows::fees::CostSchedules;
+use harbour_dataflows::marks::MarkPolicy;
+use harbour_dataflows::ticks::SpreadTables;
+use harbour_sources::generate::GenerateConfig;
+use serde::Deserialize;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "HARBOUR__";
+
+/// Everything configurable.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Epochs, output folder.
+    pub pipeline: PipelineConfig,
+    /// The metrics and health server.
+    pub metrics: MetricsConfig,
+    /// How positions are marked.
+    pub marks: MarksConfig,
+    /// Dated cost schedules (replace the built-in ones when given).
+    pub costs: Option<CostSchedules>,
+    /// Dated spread tables (replace the built-in ones when given).
+    pub spreads: Option<SpreadTables>,
+    /// The sample day `harbour run` and `harbour generate` produce.
+    pub generate: GenerateConfig,
+}
+
+/// `[pipeline]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Input events per epoch (the unit of output versions and, later, of durable commits). Default 10000.
+    pub epoch_events: usize,
+    /// Output folder for Parquet files. Default `harbour-out`.
+    pub out_dir: PathBuf,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            epoch_events: 10_000,
+            out_dir: PathBuf::from("harbour-out"),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address for `/metrics` and `/health`; empty disables the server. Default `127.0.0.1:9187`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+/// `[marks]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarksConfig {
+    /// Price sources in order of preference: any of `last`, `mid`, `close`. Default all three in that order.
+    pub policy: MarkPolicy,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a bad value or is unknown.
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Loads the configuration from an optional file and the environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut doc = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: p.to_owned(),
+                    message: e.to_string(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&mut doc, std::env::vars())?;
+    from_table(doc)
+}
+
+/// Parses a TOML table (after overrides) and validates it.
+pub fn from_table(doc: toml::Table) -> Result<Config, ConfigError> {
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            let key = e.path().to_string();
+            key_err(&key, e.into_inner().to_string())
+        })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Applies `HARBOUR__SECTION__KEY=value` overrides onto the document.
+pub fn apply_env(
+    doc: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(key_err(
+                &name,
+                "environment override has an empty path segment",
+            ));
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut table = &mut *doc;
+        for seg in &path[..path.len() - 1] {
+            let entry = table
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| key_err(&path.join("."), "is not a table"))?;
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pipeline.epoch_events == 0 {
+            return Err(key_err("pipeline.epoch_events", "must be at least 1"));
+        }
+        if !self.metrics.listen.is_empty() {
+            self.metrics.listen.parse::<SocketAddr>().map_err(|e| {
+                key_err(
+                    "metrics.listen",
+                    format!("{:?} is not host:port ({e})", self.metrics.listen),
+                )
+            })?;
+        }
+        if self.marks.policy.0.is_empty() {
+            return Err(key_err(
+                "marks.policy",
+                "needs at least one of last, mid, close",
+            ));
+        }
+        if let Some(c) = &self.costs {
+            if c.0.is_empty() {
+                return Err(key_err("costs", "needs at least one schedule"));
+            }
+            for (i, s) in c.0.iter().enumerate() {
+                for (name, v) in [
+                    ("stamp_duty_rate", s.stamp_duty_rate),
+                    ("sfc_levy_rate", s.sfc_levy_rate),
+                    ("afrc_levy_rate", s.afrc_levy_rate),
+                    ("trading_fee_rate", s.trading_fee_rate),
+                    ("settlement_fee_rate", s.settlement_fee_rate),
+                    ("commission_rate", s.commission_rate),
+                ] {
+                    if v.is_sign_negative() || v >= rust_decimal::Decimal::ONE {
+                        return Err(key_err(
+                            &format!("costs[{i}].{name}"),
+                            format!("{v} is not a rate in [0, 1)"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(s) = &self.spreads {
+            for (i, t) in s.0.iter().enumerate() {
+                if t.bands.is_empty() || t.bands.windows(2).any(|w| w[0].up_to >= w[1].up_to) {
+                    return Err(key_err(
+                        &format!("spreads[{i}].bands"),
+                        "must be non-empty with ascending up_to",
+                    ));
+                }
+            }
+        }
+        self.generate
+            .validate()
+            .map_err(|e| key_err("generate", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Cost schedules in force.
+    pub fn cost_schedules(&self) -> CostSchedules {
+        self.costs.clone().unwrap_or_default()
+    }
+
+    /// Spread tables in force.
+    pub fn spread_tables(&self) -> SpreadTables {
+        self.spreads.clone().unwrap_or_default()
+    }
+
+    /// The metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_table(text.parse::<toml::Table>().unwrap())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse("").unwrap();
+        assert_eq!(c.pipeline.epoch_events, 10_000);
+        assert_eq!(c.cost_schedules(), CostSchedules::default());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[pipeline]\nepoch_events = \"many\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline.epoch_events"), "{e}");
+        let e = parse("[pipeline]\nepoch_event = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epoch_event"), "{e}");
+        let e = parse("[metrics]\nlisten = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen"), "{e}");
+        let e = parse("[marks]\npolicy = [\"last\", \"vwap\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("marks.policy"), "{e}");
+        let e = parse("[pipeline]\nepoch_events = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline.epoch_events"), "{e}");
+        let bad_rate = r#"[[costs]]
+name = "x"
+effective_from = "2026-01-01"
+stamp_duty_rate = "1.5"
+sfc_levy_rate = "0"
+afrc_levy_rate = "0"
+trading_fee_rate = "0"
+settlement_fee_rate = "0"
+commission_rate = "0"
+"#;
+        let e = parse(bad_rate).unwrap_err().to_string();
+        assert!(e.contains("costs[0].stamp_duty_rate"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let mut doc: toml::Table = "[pipeline]\nepoch_events = 5".parse().unwrap();
+        let vars = [
+            (
+                "HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(),
+                "77".to_string(),
+            ),
+            (
+                "HARBOUR__METRICS__LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        apply_env(&mut doc, vars.into_iter()).unwrap();
+        let c = from_table(doc).unwrap();
+        assert_eq!(c.pipeline.epoch_events, 77);
+        assert_eq!(c.metrics.listen, "127.0.0.1:0");
+    }
+}

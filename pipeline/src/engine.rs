@@ -1,0 +1,294 @@
+//! The engine: reads lines, applies the input rules, feeds the dataflow epoch by epoch, and keeps
+//! the output tables current.
+//!
+//! ```text
+//!  lines ─► parse ─► Validator ─┬─► InputSessions ─► graph::harbour ─► inspect ─► OutputState
+//!                               └─► dead letters (raw line, reason, source position) ─┘
+//! ```
+//!
+//! One timely worker on the calling thread. An epoch is `pipeline.epoch_events` input lines; the
+//! input time of an epoch is the position of its first line, so versions grow with the input. After sealing an epoch the engine steps the worker until the outputs are complete for
+//! it, then applies the epoch's updates to the [`OutputState`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::VecCollection;
+use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
+use harbour_dataflows::marks::Mark;
+use harbour_dataflows::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
+use harbour_dataflows::operators::FillPnl;
+use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sums::{FlowTotals, Totals};
+use harbour_dataflows::ticks::SpreadTables;
+use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator};
+use harbour_sources::contract::parse_line;
+use harbour_sources::file::{ReplayError, SourceLine};
+
+use crate::metrics::{Health, Metrics};
+use crate::state::TableState;
+
+/// Settings of one run.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Lines per epoch.
+    pub epoch_events: usize,
+    /// Dataflow settings.
+    pub graph: GraphConfig,
+    /// Spread tables for the tick check.
+    pub spreads: SpreadTables,
+}
+
+/// Every output table's current rows, plus the dead letters.
+#[derive(Default)]
+pub struct OutputState {
+    /// Positions.
+    pub positions: TableState<PositionRow>,
+    /// Enriched fills.
+    pub fills: TableState<FillPnl>,
+    /// Roll-ups.
+    pub rollups: TableState<(Group, Totals)>,
+    /// Minute flows.
+    pub minutes: TableState<((Group, Ts), FlowTotals)>,
+    /// Orders.
+    pub orders: TableState<(OrderId, Order)>,
+    /// Marks.
+    pub marks: TableState<(Symbol, Mark)>,
+    /// Instruments.
+    pub instruments: TableState<Instrument>,
+    /// Dead letters, in input order.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Counts of a finished run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Lines read.
+    pub lines: u64,
+    /// Lines accepted.
+    pub accepted: u64,
+    /// Lines rejected.
+    pub dead_letters: u64,
+    /// Epochs completed.
+    pub epochs: u64,
+}
+
+type Sink<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
+
+fn tap<D: Clone + 'static>(
+    c: VecCollection<'_, u64, D, isize>,
+) -> (Sink<D>, VecCollection<'_, u64, D, isize>) {
+    let sink: Sink<D> = Rc::new(RefCell::new(Vec::new()));
+    let s = sink.clone();
+    let c = c.inspect_batch(move |_t, batch| s.borrow_mut().extend(batch.iter().cloned()));
+    (sink, c)
+}
+
+struct Taps {
+    positions: Sink<PositionRow>,
+    fills: Sink<FillPnl>,
+    rollups: Sink<(Group, Totals)>,
+    minutes: Sink<((Group, Ts), FlowTotals)>,
+    orders: Sink<(OrderId, Order)>,
+    marks: Sink<(Symbol, Mark)>,
+    instruments: Sink<Instrument>,
+}
+
+struct Sessions {
+    fills: InputSession<u64, Fill, isize>,
+    market: InputSession<u64, MarketEvent, isize>,
+    orders: InputSession<u64, Order, isize>,
+    instruments: InputSession<u64, Instrument, isize>,
+}
+
+impl Sessions {
+    fn advance(&mut self, t: u64) {
+        self.fills.advance_to(t);
+        self.market.advance_to(t);
+        self.orders.advance_to(t);
+        self.instruments.advance_to(t);
+        self.fills.flush();
+        self.market.flush();
+        self.orders.flush();
+        self.instruments.flush();
+    }
+}
+
+fn drain<D: Ord + Clone>(sink: &Sink<D>, table: &mut TableState<D>) {
+    let updates = std::mem::take(&mut *sink.borrow_mut());
+    if !updates.is_empty() {
+        table.apply(updates);
+    }
+}
+
+fn kind(e: &Event) -> &'static str {
+    match e {
+        Event::Fill(_) => "fill",
+        Event::Bust(_) => "bust",
+        Event::Quote(_) => "quote",
+        Event::Close(_) => "close",
+        Event::Instrument(_) => "instrument",
+        Event::Order(_) => "order",
+    }
+}
+
+/// Runs `lines` through the pipeline to the end; returns the final outputs.
+pub fn run(
+    lines: impl Iterator<Item = Result<SourceLine, ReplayError>>,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> Result<(OutputState, RunStats), ReplayError> {
+    let mut lines = lines;
+    let worker = &mut local_worker();
+    let result = {
+        let graph = config.graph.clone();
+        let (mut inputs, taps, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (fills_in, fills) = scope.new_collection();
+            let (market_in, market) = scope.new_collection();
+            let (orders_in, orders) = scope.new_collection();
+            let (instruments_in, instruments) = scope.new_collection();
+            let out = harbour(
+                Inputs {
+                    fills,
+                    market,
+                    orders,
+                    instruments,
+                },
+                &graph,
+            );
+            let (positions, pc) = tap(out.positions);
+            let (probe, _) = pc.probe();
+            let (fills, c) = tap(out.fills);
+            let _ = c.probe_with(&probe);
+            let (rollups, c) = tap(out.rollups);
+            let _ = c.probe_with(&probe);
+            let (minutes, c) = tap(out.minutes);
+            let _ = c.probe_with(&probe);
+            let (orders, c) = tap(out.orders);
+            let _ = c.probe_with(&probe);
+            let (marks, c) = tap(out.marks);
+            let _ = c.probe_with(&probe);
+            let (instruments, c) = tap(out.instruments);
+            let _ = c.probe_with(&probe);
+            let sessions = Sessions {
+                fills: fills_in,
+                market: market_in,
+                orders: orders_in,
+                instruments: instruments_in,
+            };
+            (
+                sessions,
+                Taps {
+                    positions,
+                    fills,
+                    rollups,
+                    minutes,
+                    orders,
+                    marks,
+                    instruments,
+                },
+                probe,
+            )
+        });
+
+        let mut validator = Validator::new(config.spreads.clone());
+        let mut state = OutputState::default();
+        let mut stats = RunStats::default();
+        let mut in_epoch = 0usize;
+
+        // An epoch's time is the 1-based position of its first line: versions grow with the input.
+        inputs.advance(1);
+        let finish_epoch = |inputs: &mut Sessions,
+                            state: &mut OutputState,
+                            stats: &mut RunStats,
+                            worker: &mut timely::worker::Worker| {
+            let sealed = Instant::now();
+            let epoch = inputs.fills.time().to_owned();
+            let next = stats.lines + 1;
+            inputs.advance(next);
+            worker.step_while(|| probe.less_than(&next));
+            drain(&taps.positions, &mut state.positions);
+            drain(&taps.fills, &mut state.fills);
+            drain(&taps.rollups, &mut state.rollups);
+            drain(&taps.minutes, &mut state.minutes);
+            drain(&taps.orders, &mut state.orders);
+            drain(&taps.marks, &mut state.marks);
+            drain(&taps.instruments, &mut state.instruments);
+            stats.epochs += 1;
+            metrics.epochs.inc();
+            metrics.epoch.set(epoch as i64);
+            metrics.positions.set(state.positions.len() as i64);
+            metrics
+                .epoch_lag_seconds
+                .set(sealed.elapsed().as_secs_f64());
+            health.epoch.store(epoch, Ordering::Relaxed);
+            tracing::debug!(epoch, positions = state.positions.len(), "epoch complete");
+        };
+
+        for line in lines.by_ref() {
+            let line = line?;
+            stats.lines += 1;
+            health.lines.store(stats.lines, Ordering::Relaxed);
+            let outcome = parse_line(&line.raw, line.position).and_then(|e| {
+                let k = kind(&e);
+                validator.accept(e).map(|a| (k, a))
+            });
+            match outcome {
+                Ok((k, accepted)) => {
+                    stats.accepted += 1;
+                    metrics.event(k);
+                    for a in accepted {
+                        match a {
+                            Accepted::Fill(f) => inputs.fills.insert(f),
+                            Accepted::Bust(f) => inputs.fills.remove(f),
+                            Accepted::Market(m) => inputs.market.insert(m),
+                            Accepted::Order(o) => inputs.orders.insert(o),
+                            Accepted::Instrument { previous, current } => {
+                                if let Some(p) = previous {
+                                    inputs.instruments.remove(p);
+                                }
+                                inputs.instruments.insert(current);
+                            }
+                        }
+                    }
+                }
+                Err(rejection) => {
+                    stats.dead_letters += 1;
+                    metrics.dead_letter(rejection.code());
+                    tracing::debug!(source = %line.source, position = line.position, reason = %rejection, "dead letter");
+                    state.dead_letters.push(DeadLetter {
+                        source: line.source.clone(),
+                        position: line.position,
+                        raw: line.raw,
+                        code: rejection.code().into(),
+                        reason: rejection.to_string(),
+                    });
+                }
+            }
+            in_epoch += 1;
+            if in_epoch >= config.epoch_events {
+                finish_epoch(&mut inputs, &mut state, &mut stats, worker);
+                in_epoch = 0;
+            }
+        }
+        if in_epoch > 0 || stats.epochs == 0 {
+            finish_epoch(&mut inputs, &mut state, &mut stats, worker);
+        }
+        Ok((state, stats))
+    };
+    result
+}
+
+/// A single timely worker on this thread (`execute_directly` wants a `Send` closure; the input
+/// iterator need not be).
+fn local_worker() -> timely::worker::Worker {
+    use timely::communication::allocator::thread::Thread;
+    let alloc = timely::communication::Allocator::Thread(Thread::default());
+    timely::worker::Worker::new(timely::WorkerConfig::default(), alloc, Some(Instant::now()))
+}

@@ -1,0 +1,14 @@
+//! The `harbour` pipeline: configuration, the engine that wires sources, dataflows and sinks,
+//! metrics and health. The binary (`main.rs`) is a thin command line over this library.
+//!
+//! - [`config`]: TOML + environment configuration, validated before any I/O.
+//! - [`engine`]: reads lines, applies the input rules, runs the dataflow epoch by epoch.
+//! - [`state`]: the output tables kept current from the dataflow's updates.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` and `/health` server.
+//! - [`summary`]: the end-of-run report.
+
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod state;
+pub mod summary;

@@ -1,0 +1,177 @@
+//! Prometheus metrics and the `/metrics` + `/health` HTTP endpoints.
+//!
+//! Metric names follow `harbour_<area>_<thing>_<unit>`. The server runs on its own thread with a
+//! small tokio runtime, so the timely worker never waits on it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of per-type counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// Event type (`fill`, `bust`, `quote`, ...).
+    pub r#type: String,
+}
+
+/// Label of dead-letter counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Rejection code.
+    pub reason: String,
+}
+
+/// Every metric of a running pipeline.
+pub struct Metrics {
+    registry: Registry,
+    /// Accepted input events, by type.
+    pub events_in: Family<TypeLabel, Counter>,
+    /// Dead letters, by reason code.
+    pub dead_letters: Family<ReasonLabel, Counter>,
+    /// Live position rows.
+    pub positions: Gauge,
+    /// Epochs completed.
+    pub epochs: Counter,
+    /// Seconds from sealing the latest epoch to its outputs being complete (processing lag).
+    pub epoch_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Latest completed epoch (the version of the newest rows).
+    pub epoch: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let events_in = Family::<TypeLabel, Counter>::default();
+        let dead_letters = Family::<ReasonLabel, Counter>::default();
+        let positions = Gauge::default();
+        let epochs = Counter::default();
+        let epoch_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        let epoch = Gauge::default();
+        registry.register(
+            "harbour_source_events",
+            "Accepted input events by type",
+            events_in.clone(),
+        );
+        registry.register(
+            "harbour_source_dead_letters",
+            "Rejected input lines by reason",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "harbour_dataflow_positions",
+            "Live position rows",
+            positions.clone(),
+        );
+        registry.register(
+            "harbour_pipeline_epochs",
+            "Epochs completed",
+            epochs.clone(),
+        );
+        registry.register(
+            "harbour_pipeline_epoch_lag_seconds",
+            "Seconds from sealing the latest epoch to its outputs being complete",
+            epoch_lag_seconds.clone(),
+        );
+        registry.register(
+            "harbour_pipeline_epoch",
+            "Latest completed epoch",
+            epoch.clone(),
+        );
+        Metrics {
+            registry,
+            events_in,
+            dead_letters,
+            positions,
+            epochs,
+            epoch_lag_seconds,
+            epoch,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an accepted event.
+    pub fn event(&self, kind: &str) {
+        self.events_in
+            .get_or_create(&TypeLabel {
+                r#type: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a dead letter.
+    pub fn dead_letter(&self, reason: &str) {
+        self.dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        encode(&mut s, &self.registry).expect("writing to a String cannot fail");
+        s
+    }
+}
+
+/// Liveness state shown by `/health`.
+#[derive(Default)]
+pub struct Health {
+    /// Latest completed epoch.
+    pub epoch: AtomicU64,
+    /// Input lines read.
+    pub lines: AtomicU64,
+}
+
+/// Serves `/metrics` and `/health` on `addr` from a background thread. Returns the bound address.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("harbour-http".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/metrics", get(move || async move { metrics.render() }))
+                    .route(
+                        "/health",
+                        get(move || async move {
+                            format!(
+                                "{{\"status\":\"ok\",\"epoch\":{},\"lines\":{}}}\n",
+                                health.epoch.load(Ordering::Relaxed),
+                                health.lines.load(Ordering::Relaxed)
+                            )
+                        }),
+                    );
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::warn!(error = %e, "metrics server stopped");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "metrics server could not start"),
+                }
+            });
+        })?;
+    Ok(bound)
+}

@@ -1,0 +1,147 @@
+//! The short report `harbour run` and `harbour replay` print at the end.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use harbour_dataflows::rollups::Group;
+use harbour_sinks::parquet::Written;
+use rust_decimal::Decimal;
+
+use crate::engine::{OutputState, RunStats};
+
+fn money(d: Decimal) -> String {
+    let r = d.round_dp(2);
+    let s = format!("{:.2}", r.abs());
+    let (int, frac) = s.split_once('.').unwrap_or((&s, "00"));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!(
+        "{}{grouped}.{frac}",
+        if r.is_sign_negative() && !r.is_zero() {
+            "-"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Renders the summary.
+pub fn render(
+    state: &OutputState,
+    stats: &RunStats,
+    written: &[Written],
+    elapsed: Duration,
+) -> String {
+    let mut s = String::new();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        s,
+        "harbour: {} lines ({} accepted, {} dead letters) in {} epochs, {:.2} s ({:.0} lines/s)",
+        stats.lines,
+        stats.accepted,
+        stats.dead_letters,
+        stats.epochs,
+        secs,
+        stats.lines as f64 / secs
+    );
+    let _ = writeln!(s, "\nTop positions by |market value|:");
+    let _ = writeln!(
+        s,
+        "  {:<10} {:<16} {:>5} {:>10} {:>12} {:>16} {:>14} {:>14}",
+        "account", "strategy", "symbol", "qty", "avg", "market value", "unrealized", "total P&L"
+    );
+    let mut rows: Vec<_> = state.positions.rows().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.market_value.abs()));
+    for r in rows.iter().take(10) {
+        let _ = writeln!(
+            s,
+            "  {:<10} {:<16} {:>5} {:>10} {:>12} {:>16} {:>14} {:>14}",
+            r.key.account,
+            r.key.strategy,
+            r.key.symbol,
+            r.qty,
+            r.avg_price
+                .map(|p| p.round_dp(3).to_string())
+                .unwrap_or_else(|| "-".into()),
+            money(r.market_value),
+            money(r.unrealized),
+            money(r.total)
+        );
+    }
+    let _ = writeln!(s, "\nP&L by account (HKD):");
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9} {:>16} {:>16} {:>14} {:>14} {:>12} {:>14}",
+        "account", "positions", "gross", "net", "realized", "unrealized", "fees", "total"
+    );
+    let mut desk = harbour_dataflows::sums::Totals::default();
+    for (g, t) in state.rollups.rows() {
+        if let Group::Account(a) = g {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>9} {:>16} {:>16} {:>14} {:>14} {:>12} {:>14}",
+                a,
+                t.positions,
+                money(t.gross),
+                money(t.net),
+                money(t.realized),
+                money(t.unrealized),
+                money(t.fees),
+                money(t.total)
+            );
+            differential_dataflow::difference::Semigroup::plus_equals(&mut desk, t);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9} {:>16} {:>16} {:>14} {:>14} {:>12} {:>14}",
+        "desk",
+        desk.positions,
+        money(desk.gross),
+        money(desk.net),
+        money(desk.realized),
+        money(desk.unrealized),
+        money(desk.fees),
+        money(desk.total)
+    );
+    if !state.dead_letters.is_empty() {
+        let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+        for d in &state.dead_letters {
+            *by.entry(d.code.as_str()).or_default() += 1;
+        }
+        let list: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "\nDead letters: {}", list.join(", "));
+    }
+    if let Some(first) = written.first() {
+        let dir = first
+            .path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let list: Vec<String> = written
+            .iter()
+            .map(|w| format!("{} ({})", w.table, w.rows))
+            .collect();
+        let _ = writeln!(s, "\nWrote {dir}/: {}", list.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::money;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn money_groups_thousands() {
+        assert_eq!(money(dec!(1234567.891)), "1,234,567.89");
+        assert_eq!(money(dec!(-1000)), "-1,000.00");
+        assert_eq!(money(dec!(0.004)), "0.00");
+        assert_eq!(money(dec!(999)), "999.00");
+    }
+}

@@ -1,0 +1,347 @@
+//! End to end: a generated day through the engine equals a batch recomputation; the binary's
+//! `run` and `replay` write the same Parquet tables, which read back consistently.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow_array::{Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use harbour::engine::{self, EngineConfig, OutputState, RunStats};
+use harbour::metrics::{Health, Metrics};
+use harbour_dataflows::fees::CostSchedules;
+use harbour_dataflows::graph::GraphConfig;
+use harbour_dataflows::marks::MarkPolicy;
+use harbour_dataflows::model::{Fill, MarketEvent};
+use harbour_dataflows::reference::recompute;
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::ticks::SpreadTables;
+use harbour_dataflows::validate::{Accepted, Validator};
+use harbour_sources::contract::parse_line;
+use harbour_sources::file::SourceLine;
+use harbour_sources::generate::{generate, GenerateConfig};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rust_decimal::Decimal;
+
+fn day(fills: usize) -> Vec<String> {
+    generate(&GenerateConfig {
+        fills,
+        quotes: fills * 3,
+        ..GenerateConfig::default()
+    })
+    .expect("generate")
+}
+
+fn engine_config(epoch_events: usize) -> EngineConfig {
+    EngineConfig {
+        epoch_events,
+        graph: GraphConfig {
+            schedules: Arc::new(CostSchedules::default()),
+            marks: MarkPolicy::default(),
+        },
+        spreads: SpreadTables::default(),
+    }
+}
+
+fn run(lines: &[String], epoch_events: usize) -> (OutputState, RunStats) {
+    let source = lines.iter().enumerate().map(|(i, raw)| {
+        Ok(SourceLine {
+            source: "day.jsonl".into(),
+            position: i as u64 + 1,
+            raw: raw.clone(),
+        })
+    });
+    engine::run(
+        source,
+        &engine_config(epoch_events),
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+    )
+    .expect("run")
+}
+
+#[test]
+fn generated_day_equals_batch_recomputation() {
+    let lines = day(4000);
+    let (state, stats) = run(&lines, 700);
+
+    // The batch side: the same rules, then a from-scratch fold.
+    let mut validator = Validator::new(SpreadTables::default());
+    let mut live: BTreeMap<String, Fill> = BTreeMap::new();
+    let mut market: Vec<MarketEvent> = Vec::new();
+    let mut rejected = 0;
+    for (i, l) in lines.iter().enumerate() {
+        match parse_line(l, i as u64 + 1).and_then(|e| validator.accept(e)) {
+            Err(_) => rejected += 1,
+            Ok(acc) => {
+                for a in acc {
+                    match a {
+                        Accepted::Fill(f) => {
+                            live.insert(f.exec_id.to_string(), f);
+                        }
+                        Accepted::Bust(f) => {
+                            live.remove(f.exec_id.as_str());
+                        }
+                        Accepted::Market(m) => market.push(m),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let fills: Vec<Fill> = live.into_values().collect();
+    let reference = recompute(
+        &fills,
+        &market,
+        &CostSchedules::default(),
+        &MarkPolicy::default(),
+    );
+
+    assert_eq!(stats.dead_letters, rejected);
+    assert!(rejected > 0, "the sample day mixes in invalid lines");
+    assert_eq!(state.dead_letters.len() as u64, stats.dead_letters);
+    assert!(state
+        .dead_letters
+        .iter()
+        .all(|d| d.position >= 1 && !d.reason.is_empty()));
+    let rows: Vec<_> = state.positions.rows().cloned().collect();
+    assert!(rows.len() > 10);
+    assert_eq!(rows, reference.positions);
+    assert_eq!(
+        state.fills.rows().cloned().collect::<Vec<_>>(),
+        reference.fills
+    );
+    assert_eq!(
+        state.rollups.rows().cloned().collect::<Vec<_>>(),
+        reference.rollups
+    );
+    assert_eq!(
+        state.minutes.rows().cloned().collect::<Vec<_>>(),
+        reference.minutes
+    );
+    assert_eq!(
+        state.marks.rows().cloned().collect::<Vec<_>>(),
+        reference.marks
+    );
+    assert!(state.orders.len() > 0 && state.instruments.len() >= 8);
+
+    // Account totals add up to the desk, and realized over fills equals realized over positions.
+    let desk_realized: Decimal = rows.iter().map(|r| r.realized).sum();
+    let acct_realized: Decimal = state
+        .rollups
+        .rows()
+        .filter(|(g, _)| matches!(g, Group::Account(_)))
+        .map(|(_, t)| t.realized)
+        .sum();
+    assert_eq!(desk_realized, acct_realized);
+}
+
+#[test]
+fn epoch_size_changes_versions_not_results() {
+    let lines = day(1500);
+    let (a, _) = run(&lines, 1);
+    let (b, sb) = run(&lines, 100_000);
+    assert_eq!(sb.epochs, 1);
+    assert_eq!(
+        a.positions.rows().collect::<Vec<_>>(),
+        b.positions.rows().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.fills.rows().collect::<Vec<_>>(),
+        b.fills.rows().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.rollups.rows().collect::<Vec<_>>(),
+        b.rollups.rows().collect::<Vec<_>>()
+    );
+    // Versions grow with the input: with one line per epoch they are line counts.
+    let max_version = a
+        .positions
+        .versioned()
+        .iter()
+        .map(|v| v.version)
+        .max()
+        .unwrap();
+    assert!(max_version > 1 && max_version <= lines.len() as u64);
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow_select_concat(&batches)
+}
+
+fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    assert!(!batches.is_empty());
+    if batches.len() == 1 {
+        return batches[0].clone();
+    }
+    let schema = batches[0].schema();
+    let cols = (0..schema.fields().len())
+        .map(|i| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            arrow_select::concat::concat(&arrays).unwrap()
+        })
+        .collect();
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn dec_sum(b: &RecordBatch, col: &str) -> i128 {
+    let a = b
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .unwrap();
+    a.iter().flatten().sum()
+}
+
+fn harbour() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harbour"));
+    c.env("HARBOUR__METRICS__LISTEN", "")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn binary_run_then_replay_write_the_same_tables() {
+    let dir = std::env::temp_dir().join(format!("harbour-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (dir.join("run"), dir.join("replay"));
+    let out = harbour()
+        .args(["run", "--fills", "2000", "--out"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("P&L by account") && summary.contains("Top positions"),
+        "{summary}"
+    );
+    let out = harbour()
+        .arg("replay")
+        .arg(a.join("input.jsonl"))
+        .arg("--out")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for table in [
+        "positions",
+        "fills",
+        "account_rollups",
+        "strategy_rollups",
+        "account_pnl_minute",
+        "orders",
+        "dead_letters",
+    ] {
+        let (x, y) = (
+            read(&a.join(format!("{table}.parquet"))),
+            read(&b.join(format!("{table}.parquet"))),
+        );
+        assert_eq!(x, y, "table {table} differs between run and replay");
+    }
+    let positions = read(&a.join("positions.parquet"));
+    let fills = read(&a.join("fills.parquet"));
+    let accounts = read(&a.join("account_rollups.parquet"));
+    let minutes = read(&a.join("account_pnl_minute.parquet"));
+    let dead = read(&a.join("dead_letters.parquet"));
+    assert!(positions.num_rows() > 0 && dead.num_rows() > 0);
+    // Sums agree across tables, to the last decimal place kept.
+    assert_eq!(dec_sum(&positions, "fees"), dec_sum(&fills, "fees_total"));
+    assert_eq!(dec_sum(&positions, "fees"), dec_sum(&accounts, "fees"));
+    assert_eq!(
+        dec_sum(&positions, "realized"),
+        dec_sum(&accounts, "realized")
+    );
+    assert_eq!(dec_sum(&minutes, "fees"), dec_sum(&fills, "fees_total"));
+    let qty = positions
+        .column_by_name("fills")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(qty.iter().flatten().sum::<i64>() as usize, fills.num_rows());
+    let codes = dead
+        .column_by_name("code")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert!(codes.iter().flatten().any(|c| c == "parse"));
+
+    // Standard input works too.
+    let input = std::fs::read(a.join("input.jsonl")).unwrap();
+    let mut child = harbour()
+        .args(["replay", "-", "--out"])
+        .arg(dir.join("stdin"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        read(&dir.join("stdin").join("positions.parquet")),
+        positions
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let out = harbour()
+        .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "0")
+        .args(["run", "--fills", "10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline.epoch_events"));
+}
+
+#[test]
+fn metrics_and_health_are_served() {
+    use std::io::{Read, Write};
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    metrics.event("fill");
+    metrics.dead_letter("off_tick");
+    let addr = harbour::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics, health).unwrap();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let m = get("/metrics");
+    assert!(
+        m.contains("harbour_source_events_total{type=\"fill\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("harbour_source_dead_letters_total{reason=\"off_tick\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("harbour_pipeline_epoch_lag_seconds"), "{m}");
+    assert!(get("/health").contains("\"status\":\"ok\""));
+}

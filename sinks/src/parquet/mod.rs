@@ -1,0 +1,126 @@
+//! Parquet files: one file per table, rewritten whole at each flush (atomic rename).
+//!
+//! ```text
+//!  Tables ──► arrow RecordBatch per table (schema.rs) ──► <dir>/<table>.parquet
+//! ```
+//!
+//! Schemas are documented in docs/parquet-schema.md. Money and prices are `Decimal128(38, 8)`,
+//! event times `Timestamp(ns, UTC)`, quantities `Int64`. Each file is written to a temporary name
+//! and renamed, so a reader never sees half a file.
+
+mod schema;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::tables::Tables;
+pub use schema::record_batches;
+
+/// Errors writing Parquet files.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetSinkError {
+    /// The output folder or a file could not be created or renamed.
+    #[error("cannot write {path}: {source} (check the output folder exists and is writable)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Encoding failed.
+    #[error("encoding table {table}: {message}")]
+    Encode {
+        /// The table.
+        table: &'static str,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// Writes [`Tables`] as Parquet files into a folder.
+#[derive(Clone, Debug)]
+pub struct ParquetSink {
+    dir: PathBuf,
+}
+
+/// One written file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Table name.
+    pub table: &'static str,
+    /// Path of the file.
+    pub path: PathBuf,
+    /// Rows written.
+    pub rows: usize,
+}
+
+impl ParquetSink {
+    /// A sink writing into `dir` (created when missing).
+    pub fn new(dir: impl Into<PathBuf>) -> ParquetSink {
+        ParquetSink { dir: dir.into() }
+    }
+
+    /// The output folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes every table; returns what was written.
+    pub fn write(&self, tables: &Tables) -> Result<Vec<Written>, ParquetSinkError> {
+        fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for (table, batch) in
+            record_batches(tables).map_err(|(table, e)| ParquetSinkError::Encode {
+                table,
+                message: e.to_string(),
+            })?
+        {
+            let path = self.dir.join(format!("{table}.parquet"));
+            write_file(&path, table, &batch)?;
+            tracing::debug!(table, rows = batch.num_rows(), path = %path.display(), "wrote parquet table");
+            out.push(Written {
+                table,
+                path,
+                rows: batch.num_rows(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn write_file(
+    path: &Path,
+    table: &'static str,
+    batch: &RecordBatch,
+) -> Result<(), ParquetSinkError> {
+    let tmp = path.with_extension("parquet.tmp");
+    let io = |source| ParquetSinkError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let enc = |e: parquet::errors::ParquetError| ParquetSinkError::Encode {
+        table,
+        message: e.to_string(),
+    };
+    let file = File::create(&tmp).map_err(io)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props)).map_err(enc)?;
+    writer.write(batch).map_err(enc)?;
+    writer.close().map_err(enc)?;
+    fs::rename(&tmp, path).map_err(|source| ParquetSinkError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,326 @@
+//! Arrow schemas of the output tables, and the conversion of rows into record batches.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    UInt64Array,
+};
+use arrow_schema::{ArrowError, Field, Schema};
+use harbour_dataflows::model::Ts;
+use harbour_dataflows::rollups::Group;
+use rust_decimal::Decimal;
+
+use crate::tables::{Tables, Versioned};
+
+/// Scale of every decimal column.
+pub const DECIMAL_SCALE: i8 = 8;
+
+fn to_i128(d: Decimal) -> i128 {
+    let mut d = d;
+    d.rescale(DECIMAL_SCALE as u32);
+    d.mantissa()
+}
+
+/// Columns of one table under construction.
+#[derive(Default)]
+struct Cols {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Cols {
+    fn push(mut self, name: &str, nullable: bool, array: ArrayRef) -> Self {
+        self.fields
+            .push(Field::new(name, array.data_type().clone(), nullable));
+        self.arrays.push(array);
+        self
+    }
+
+    fn str<'a>(self, name: &str, v: impl Iterator<Item = &'a str>) -> Self {
+        self.push(name, false, Arc::new(StringArray::from_iter_values(v)))
+    }
+
+    fn opt_str<'a>(self, name: &str, v: impl Iterator<Item = Option<&'a str>>) -> Self {
+        self.push(name, true, Arc::new(v.collect::<StringArray>()))
+    }
+
+    fn i64(self, name: &str, v: impl Iterator<Item = i64>) -> Self {
+        self.push(name, false, Arc::new(Int64Array::from_iter_values(v)))
+    }
+
+    fn u64(self, name: &str, v: impl Iterator<Item = u64>) -> Self {
+        self.push(name, false, Arc::new(UInt64Array::from_iter_values(v)))
+    }
+
+    fn dec(self, name: &str, v: impl Iterator<Item = Decimal>) -> Self {
+        self.opt_dec(name, v.map(Some)).not_null()
+    }
+
+    fn opt_dec(self, name: &str, v: impl Iterator<Item = Option<Decimal>>) -> Self {
+        let a = v
+            .map(|d| d.map(to_i128))
+            .collect::<Decimal128Array>()
+            .with_precision_and_scale(38, DECIMAL_SCALE)
+            .expect("38/8 is a valid decimal type");
+        self.push(name, true, Arc::new(a))
+    }
+
+    fn ts(self, name: &str, v: impl Iterator<Item = Ts>) -> Self {
+        let a = TimestampNanosecondArray::from_iter_values(v).with_timezone("UTC");
+        self.push(name, false, Arc::new(a))
+    }
+
+    fn not_null(mut self) -> Self {
+        if let Some(f) = self.fields.pop() {
+            self.fields.push(f.with_nullable(false));
+        }
+        self
+    }
+
+    fn finish(self) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
+    }
+}
+
+fn versions<T>(rows: &[Versioned<T>]) -> impl Iterator<Item = u64> + '_ {
+    rows.iter().map(|r| r.version)
+}
+
+/// Every table as a record batch, in a fixed order. Rows are sorted by key first.
+pub fn record_batches(
+    t: &Tables,
+) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
+    let mut out = Vec::new();
+    let mut add = |name: &'static str,
+                   b: Result<RecordBatch, ArrowError>|
+     -> Result<(), (&'static str, ArrowError)> {
+        out.push((name, b.map_err(|e| (name, e))?));
+        Ok(())
+    };
+
+    let mut p = t.positions.clone();
+    p.sort_by(|a, b| a.row.key.cmp(&b.row.key));
+    let psyms: Vec<String> = p.iter().map(|r| r.row.key.symbol.to_string()).collect();
+    add(
+        "positions",
+        Cols::default()
+            .str("account", p.iter().map(|r| r.row.key.account.as_str()))
+            .str("strategy", p.iter().map(|r| r.row.key.strategy.as_str()))
+            .str("symbol", psyms.iter().map(String::as_str))
+            .i64("qty", p.iter().map(|r| r.row.qty))
+            .opt_dec("avg_price", p.iter().map(|r| r.row.avg_price))
+            .dec("cost", p.iter().map(|r| r.row.cost))
+            .dec("realized", p.iter().map(|r| r.row.realized))
+            .dec("fees", p.iter().map(|r| r.row.fees))
+            .dec("unrealized", p.iter().map(|r| r.row.unrealized))
+            .dec("market_value", p.iter().map(|r| r.row.market_value))
+            .dec("total", p.iter().map(|r| r.row.total))
+            .opt_dec("mark", p.iter().map(|r| r.row.mark))
+            .str("mark_source", p.iter().map(|r| r.row.mark_source.as_str()))
+            .i64("fills", p.iter().map(|r| r.row.fills as i64))
+            .i64("bought", p.iter().map(|r| r.row.bought))
+            .i64("sold", p.iter().map(|r| r.row.sold))
+            .ts("last_fill_ts", p.iter().map(|r| r.row.last_fill_ts))
+            .u64("version", versions(&p))
+            .finish(),
+    )?;
+
+    let mut f = t.fills.clone();
+    f.sort_by(|a, b| {
+        (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id))
+    });
+    let syms: Vec<String> = f
+        .iter()
+        .map(|r| r.row.fill.key.symbol.to_string())
+        .collect();
+    add(
+        "fills",
+        Cols::default()
+            .str("exec_id", f.iter().map(|r| r.row.fill.exec_id.as_str()))
+            .str("order_id", f.iter().map(|r| r.row.fill.order_id.as_str()))
+            .str("account", f.iter().map(|r| r.row.fill.key.account.as_str()))
+            .str(
+                "strategy",
+                f.iter().map(|r| r.row.fill.key.strategy.as_str()),
+            )
+            .str("symbol", syms.iter().map(String::as_str))
+            .str("side", f.iter().map(|r| r.row.fill.side.as_str()))
+            .i64("qty", f.iter().map(|r| r.row.fill.qty))
+            .dec("price", f.iter().map(|r| r.row.fill.price))
+            .ts("ts", f.iter().map(|r| r.row.fill.ts))
+            .dec(
+                "consideration",
+                f.iter().map(|r| r.row.fill.consideration()),
+            )
+            .dec("stamp_duty", f.iter().map(|r| r.row.fees.stamp_duty))
+            .dec("sfc_levy", f.iter().map(|r| r.row.fees.sfc_levy))
+            .dec("afrc_levy", f.iter().map(|r| r.row.fees.afrc_levy))
+            .dec("trading_fee", f.iter().map(|r| r.row.fees.trading_fee))
+            .dec(
+                "settlement_fee",
+                f.iter().map(|r| r.row.fees.settlement_fee),
+            )
+            .dec("commission", f.iter().map(|r| r.row.fees.commission))
+            .dec("fees_total", f.iter().map(|r| r.row.fees.total))
+            .str(
+                "fee_schedule",
+                f.iter().map(|r| r.row.fees.schedule.as_str()),
+            )
+            .dec("realized", f.iter().map(|r| r.row.step.realized))
+            .i64("qty_after", f.iter().map(|r| r.row.step.qty_after))
+            .u64("source_seq", f.iter().map(|r| r.row.fill.source_seq))
+            .u64("version", versions(&f))
+            .finish(),
+    )?;
+
+    for (kind, name) in [
+        ("account", "account_rollups"),
+        ("strategy", "strategy_rollups"),
+    ] {
+        let mut r: Vec<_> = t
+            .rollups
+            .iter()
+            .filter(|r| r.row.0.kind() == kind)
+            .cloned()
+            .collect();
+        r.sort_by(|a, b| a.row.0.cmp(&b.row.0));
+        add(
+            name,
+            Cols::default()
+                .str(kind, r.iter().map(|r| r.row.0.name()))
+                .i64(
+                    "positions",
+                    r.iter()
+                        .map(|r| i64::try_from(r.row.1.positions).unwrap_or(i64::MAX)),
+                )
+                .dec("long_mv", r.iter().map(|r| r.row.1.long_mv))
+                .dec("short_mv", r.iter().map(|r| r.row.1.short_mv))
+                .dec("gross", r.iter().map(|r| r.row.1.gross))
+                .dec("net", r.iter().map(|r| r.row.1.net))
+                .dec("realized", r.iter().map(|r| r.row.1.realized))
+                .dec("unrealized", r.iter().map(|r| r.row.1.unrealized))
+                .dec("fees", r.iter().map(|r| r.row.1.fees))
+                .dec("total", r.iter().map(|r| r.row.1.total))
+                .u64("version", versions(&r))
+                .finish(),
+        )?;
+    }
+
+    for (kind, name) in [
+        ("account", "account_pnl_minute"),
+        ("strategy", "strategy_pnl_minute"),
+    ] {
+        let mut m: Vec<_> = t
+            .minutes
+            .iter()
+            .filter(|r| r.row.0 .0.kind() == kind)
+            .cloned()
+            .collect();
+        m.sort_by(|a, b| a.row.0.cmp(&b.row.0));
+        // Cumulative net P&L from fills per group, in minute order.
+        let mut cumulative = Vec::with_capacity(m.len());
+        let mut last: Option<&Group> = None;
+        let mut acc = Decimal::ZERO;
+        for r in &m {
+            if last != Some(&r.row.0 .0) {
+                acc = Decimal::ZERO;
+            }
+            acc += r.row.1.net;
+            cumulative.push(acc);
+            last = Some(&r.row.0 .0);
+        }
+        add(
+            name,
+            Cols::default()
+                .str(kind, m.iter().map(|r| r.row.0 .0.name()))
+                .ts("minute", m.iter().map(|r| r.row.0 .1))
+                .i64(
+                    "fills",
+                    m.iter()
+                        .map(|r| i64::try_from(r.row.1.fills).unwrap_or(i64::MAX)),
+                )
+                .i64(
+                    "bought",
+                    m.iter()
+                        .map(|r| i64::try_from(r.row.1.bought).unwrap_or(i64::MAX)),
+                )
+                .i64(
+                    "sold",
+                    m.iter()
+                        .map(|r| i64::try_from(r.row.1.sold).unwrap_or(i64::MAX)),
+                )
+                .dec("buy_notional", m.iter().map(|r| r.row.1.buy_notional))
+                .dec("sell_notional", m.iter().map(|r| r.row.1.sell_notional))
+                .dec("realized", m.iter().map(|r| r.row.1.realized))
+                .dec("fees", m.iter().map(|r| r.row.1.fees))
+                .dec("net", m.iter().map(|r| r.row.1.net))
+                .dec("cumulative_net", cumulative.into_iter())
+                .u64("version", versions(&m))
+                .finish(),
+        )?;
+    }
+
+    let mut o = t.orders.clone();
+    o.sort_by(|a, b| a.row.order_id.cmp(&b.row.order_id));
+    let syms: Vec<String> = o.iter().map(|r| r.row.key.symbol.to_string()).collect();
+    add(
+        "orders",
+        Cols::default()
+            .str("order_id", o.iter().map(|r| r.row.order_id.as_str()))
+            .str("account", o.iter().map(|r| r.row.key.account.as_str()))
+            .str("strategy", o.iter().map(|r| r.row.key.strategy.as_str()))
+            .str("symbol", syms.iter().map(String::as_str))
+            .str("side", o.iter().map(|r| r.row.side.as_str()))
+            .i64("qty", o.iter().map(|r| r.row.qty))
+            .opt_dec("price", o.iter().map(|r| r.row.price))
+            .str("order_type", o.iter().map(|r| r.row.order_type.as_str()))
+            .str("status", o.iter().map(|r| r.row.status.as_str()))
+            .ts("ts", o.iter().map(|r| r.row.ts))
+            .u64("version", versions(&o))
+            .finish(),
+    )?;
+
+    let mut mk = t.marks.clone();
+    mk.sort_by_key(|r| r.row.0);
+    let syms: Vec<String> = mk.iter().map(|r| r.row.0.to_string()).collect();
+    add(
+        "marks",
+        Cols::default()
+            .str("symbol", syms.iter().map(String::as_str))
+            .opt_dec("price", mk.iter().map(|r| r.row.1.price))
+            .str("source", mk.iter().map(|r| r.row.1.source.as_str()))
+            .ts("ts", mk.iter().map(|r| r.row.1.ts))
+            .u64("version", versions(&mk))
+            .finish(),
+    )?;
+
+    let mut ins = t.instruments.clone();
+    ins.sort_by_key(|r| r.row.symbol);
+    let syms: Vec<String> = ins.iter().map(|r| r.row.symbol.to_string()).collect();
+    add(
+        "instruments",
+        Cols::default()
+            .str("symbol", syms.iter().map(String::as_str))
+            .str("name", ins.iter().map(|r| r.row.name.as_str()))
+            .i64("lot_size", ins.iter().map(|r| r.row.lot_size))
+            .str("currency", ins.iter().map(|r| r.row.currency.as_str()))
+            .opt_str("sector", ins.iter().map(|r| r.row.sector.as_deref()))
+            .i64("stamp_duty", ins.iter().map(|r| r.row.stamp_duty as i64))
+            .u64("version", versions(&ins))
+            .finish(),
+    )?;
+
+    let d = &t.dead_letters;
+    add(
+        "dead_letters",
+        Cols::default()
+            .str("source", d.iter().map(|r| r.source.as_str()))
+            .u64("position", d.iter().map(|r| r.position))
+            .str("code", d.iter().map(|r| r.code.as_str()))
+            .str("reason", d.iter().map(|r| r.reason.as_str()))
+            .str("raw", d.iter().map(|r| r.raw.as_str()))
+            .finish(),
+    )?;
+    Ok(out)
+}

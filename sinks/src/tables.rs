@@ -1,0 +1,50 @@
+//! The output tables, as plain rows with versions: what every sink writes.
+//!
+//! | table | key | row |
+//! |---|---|---|
+//! | positions | account, strategy, symbol | [`PositionRow`] |
+//! | fills | exec_id | [`FillPnl`] (fill, fee breakdown, realized P&L) |
+//! | account_rollups / strategy_rollups | account / strategy | [`Totals`] |
+//! | account_pnl_minute / strategy_pnl_minute | account / strategy, minute | [`FlowTotals`] |
+//! | orders | order_id | [`Order`] (latest state) |
+//! | marks | symbol | [`Mark`] |
+//! | instruments | symbol | [`Instrument`] |
+//! | dead_letters | source, position | [`DeadLetter`] |
+
+use harbour_dataflows::marks::Mark;
+use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
+use harbour_dataflows::operators::FillPnl;
+use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sums::{FlowTotals, Totals};
+use harbour_dataflows::validate::DeadLetter;
+
+/// A row and the version it was written at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Versioned<T> {
+    /// The row.
+    pub row: T,
+    /// Version: grows with the input (the epoch of the update that produced the row).
+    pub version: u64,
+}
+
+/// Every output table's current rows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tables {
+    /// Positions valued at marks.
+    pub positions: Vec<Versioned<PositionRow>>,
+    /// Enriched fills.
+    pub fills: Vec<Versioned<FillPnl>>,
+    /// Account and strategy roll-ups.
+    pub rollups: Vec<Versioned<(Group, Totals)>>,
+    /// Flows per account/strategy per minute.
+    pub minutes: Vec<Versioned<((Group, Ts), FlowTotals)>>,
+    /// Latest order states.
+    pub orders: Vec<Versioned<Order>>,
+    /// Marks per symbol.
+    pub marks: Vec<Versioned<(Symbol, Mark)>>,
+    /// Reference data.
+    pub instruments: Vec<Versioned<Instrument>>,
+    /// Rejected input lines.
+    pub dead_letters: Vec<DeadLetter>,
+}
