@@ -19,9 +19,7 @@ use differential_dataflow::input::{Input, InputSession};
 use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
 use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::model::{
-    Fill, Instrument, MarketEvent, Order, PositionKey, Quote, Side, Symbol,
-};
+use harbour_dataflows::model::{Fill, Instrument, MarketEvent, Order, PositionKey, Quote, Side, Symbol};
 use rust_decimal::Decimal;
 use timely::dataflow::ProbeHandle;
 
@@ -43,44 +41,21 @@ impl Harness {
     fn new() -> Harness {
         use timely::communication::allocator::thread::Thread;
         let alloc = timely::communication::Allocator::Thread(Thread::default());
-        let mut worker = timely::worker::Worker::new(
-            timely::WorkerConfig::default(),
-            alloc,
-            Some(Instant::now()),
-        );
-        let config = GraphConfig {
-            schedules: Arc::new(CostSchedules::default()),
-            marks: MarkPolicy::default(),
-        };
+        let mut worker = timely::worker::Worker::new(timely::WorkerConfig::default(), alloc, Some(Instant::now()));
+        let config = GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() };
         let (fills, market, orders, instruments, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (fi, fills) = scope.new_collection();
             let (mi, market) = scope.new_collection();
             let (oi, orders) = scope.new_collection();
             let (ii, instruments) = scope.new_collection();
-            let out = harbour(
-                Inputs {
-                    fills,
-                    market,
-                    orders,
-                    instruments,
-                },
-                &config,
-            );
+            let out = harbour(Inputs { fills, market, orders, instruments }, &config);
             let (probe, _) = out.positions.probe();
             let _ = out.fills.probe_with(&probe);
             let _ = out.rollups.probe_with(&probe);
             let _ = out.minutes.probe_with(&probe);
             (fi, mi, oi, ii, probe)
         });
-        let mut h = Harness {
-            worker,
-            fills,
-            market,
-            _orders: orders,
-            _instruments: instruments,
-            probe,
-            epoch: 0,
-        };
+        let mut h = Harness { worker, fills, market, _orders: orders, _instruments: instruments, probe, epoch: 0 };
         for s in 0..SYMBOLS {
             h.market.insert(MarketEvent::Listed(symbol(s)));
             h.market.insert(MarketEvent::Quote(Quote {
@@ -108,9 +83,10 @@ impl Harness {
     /// Feeds fills in batches; returns the elapsed time.
     fn run_fills(&mut self, fills: Vec<Fill>) -> Duration {
         let start = Instant::now();
-        for chunk in fills.chunks(BATCH) {
-            for f in chunk {
-                self.fills.insert(f.clone());
+        let mut fills = fills.into_iter().peekable();
+        while fills.peek().is_some() {
+            for f in fills.by_ref().take(BATCH) {
+                self.fills.insert(f);
             }
             self.seal();
         }
@@ -119,9 +95,10 @@ impl Harness {
 
     fn run_quotes(&mut self, quotes: Vec<Quote>) -> Duration {
         let start = Instant::now();
-        for chunk in quotes.chunks(BATCH) {
-            for q in chunk {
-                self.market.insert(MarketEvent::Quote(q.clone()));
+        let mut quotes = quotes.into_iter().peekable();
+        while quotes.peek().is_some() {
+            for q in quotes.by_ref().take(BATCH) {
+                self.market.insert(MarketEvent::Quote(q));
             }
             self.seal();
         }
@@ -150,11 +127,7 @@ fn fill(i: u64, p: u64, accounts: &[smol_str::SmolStr]) -> Fill {
             strategy: "bench".into(),
             symbol: symbol(s),
         },
-        side: if (i * 7 + p).is_multiple_of(3) {
-            Side::Sell
-        } else {
-            Side::Buy
-        },
+        side: if (i * 7 + p).is_multiple_of(3) { Side::Sell } else { Side::Buy },
         qty: 100 * (1 + (i % 5) as i64),
         price: price(s, i),
         commission: None,
@@ -165,16 +138,12 @@ fn fill(i: u64, p: u64, accounts: &[smol_str::SmolStr]) -> Fill {
 }
 
 fn accounts(positions: u64) -> Vec<smol_str::SmolStr> {
-    (0..positions.div_ceil(SYMBOLS as u64))
-        .map(|a| format!("ACC-{a:05}").into())
-        .collect()
+    (0..positions.div_ceil(SYMBOLS as u64)).map(|a| format!("ACC-{a:05}").into()).collect()
 }
 
 fn fills_for(positions: u64, n: u64, offset: u64) -> Vec<Fill> {
     let accts = accounts(positions);
-    (0..n)
-        .map(|i| fill(offset + i, (offset + i) % positions, &accts))
-        .collect()
+    (0..n).map(|i| fill(offset + i, (offset + i) % positions, &accts)).collect()
 }
 
 fn peak_rss_mb() -> f64 {
@@ -195,7 +164,12 @@ fn bench_fills(positions: u64, n: u64) -> f64 {
     let fills = fills_for(positions, n, positions);
     let t = h.run_fills(fills);
     let rate = n as f64 / t.as_secs_f64();
-    println!("fills     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {:>7.0} ns/fill", t.as_secs_f64(), rate, 1e9 / rate);
+    println!(
+        "fills     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {:>7.0} ns/fill",
+        t.as_secs_f64(),
+        rate,
+        1e9 / rate
+    );
     rate
 }
 
@@ -216,11 +190,7 @@ fn bench_quotes(positions: u64, n: u64) -> f64 {
         .collect();
     let t = h.run_quotes(quotes);
     let rate = n as f64 / t.as_secs_f64();
-    println!(
-        "quotes    positions={positions:>9} quotes={n:>8}  {:>8.3} s  {:>12.0} quotes/s",
-        t.as_secs_f64(),
-        rate
-    );
+    println!("quotes    positions={positions:>9} quotes={n:>8}  {:>8.3} s  {:>12.0} quotes/s", t.as_secs_f64(), rate);
     rate
 }
 
@@ -237,10 +207,7 @@ fn bench_deep_key(history: u64) -> (f64, f64) {
     let mut h = Harness::new();
     h.run_fills((0..history).map(|i| fill(i, 0, &accts)).collect());
     let t_deep = h.run_fills((history..history + n).map(|i| fill(i, 0, &accts)).collect());
-    let (a, b) = (
-        t_fresh.as_secs_f64() * 1e9 / n as f64,
-        t_deep.as_secs_f64() * 1e9 / n as f64,
-    );
+    let (a, b) = (t_fresh.as_secs_f64() * 1e9 / n as f64, t_deep.as_secs_f64() * 1e9 / n as f64);
     println!("deep-key  history={history:>9}: {b:>7.0} ns/fill on the deep key, {a:>7.0} ns/fill on fresh keys (ratio {:.2})", b / a);
     (a, b)
 }
@@ -270,10 +237,22 @@ fn bench_parse(n: u64) {
     }
     let t = start.elapsed();
     assert_eq!(ok, lines.len());
+    println!("parse     lines={n:>9}  {:>8.3} s  {:>12.0} fill lines/s", t.as_secs_f64(), n as f64 / t.as_secs_f64());
+}
+
+fn bench_fees(n: u64) {
+    let fills = fills_for(1000, n, 0);
+    let schedules = CostSchedules::default();
+    let start = Instant::now();
+    let mut total = Decimal::ZERO;
+    for f in fills {
+        total += harbour_dataflows::pnl::enrich(f, &schedules).fees.total;
+    }
+    let t = start.elapsed();
     println!(
-        "parse     lines={n:>9}  {:>8.3} s  {:>12.0} fill lines/s",
+        "fees      fills={n:>9}  {:>8.3} s  {:>7.0} ns/fill (total {total})",
         t.as_secs_f64(),
-        n as f64 / t.as_secs_f64()
+        t.as_secs_f64() * 1e9 / n as f64
     );
 }
 
@@ -297,21 +276,17 @@ fn main() -> anyhow::Result<()> {
             bench_memory(arg(&args, 1, 1_000_000));
         }
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
+        "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "all" => {
             let small = bench_fills(1_000, 2_000_000);
             let large = bench_fills(1_000_000, 2_000_000);
-            println!(
-                "          per-fill cost at 1M positions / at 1k positions: {:.2}",
-                small / large
-            );
+            println!("          per-fill cost at 1M positions / at 1k positions: {:.2}", small / large);
             bench_quotes(1_000, 3_000_000);
             bench_quotes(100_000, 3_000_000);
             bench_deep_key(100_000);
             bench_parse(1_000_000);
         }
-        other => anyhow::bail!(
-            "unknown benchmark {other:?}: fills, quotes, deep-key, memory, parse or all"
-        ),
+        other => anyhow::bail!("unknown benchmark {other:?}: fills, quotes, deep-key, memory, parse or all"),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The whole Harbour dataflow, from validated inputs to every output collection.
 //!
 //! ```text
-//!  fills ──► enrich (fees) ──► positions ──┬─► value at marks ──► positions rows ──► roll-ups
+//!  fills ──► positions (fees on entry) ──┬─► value at marks ──► positions rows ──► roll-ups
 //!                                          └─► fill rows (realized per fill) ──────► minute flows
 //!  market ─► marks ────────────────────────────┘
 //!  orders ─► latest state per order id
@@ -24,7 +24,7 @@ use crate::marks::{Mark, MarkFold, MarkPolicy};
 use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
 use crate::operators::{latest_fold, positions, FillPnl};
 use crate::orders::OrderFold;
-use crate::pnl::{enrich_fills, value_positions, PositionRow};
+use crate::pnl::{value_positions, PositionRow};
 use crate::rollups::{minute_flows, rollups, Group};
 use crate::sums::{FlowTotals, Totals};
 
@@ -68,27 +68,15 @@ pub struct Outputs<'s, T: Timestamp> {
 }
 
 /// Builds the dataflow.
-pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice>(
+pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
     inputs: Inputs<'s, T>,
     config: &GraphConfig,
 ) -> Outputs<'s, T> {
-    let enriched = enrich_fills(inputs.fills, config.schedules.clone());
-    let (positions, fills) = positions(enriched);
-    let marks = latest_fold(
-        inputs.market.map(|e| (e.symbol(), e)),
-        MarkFold(config.marks.clone()),
-    );
+    let (positions, fills) = positions(inputs.fills, config.schedules.clone());
+    let marks = latest_fold(inputs.market.map(|e| (e.symbol(), e)), MarkFold(config.marks.clone()));
     let rows = value_positions(positions, marks.clone());
     let rollups = rollups(rows.clone());
     let minutes = minute_flows(fills.clone());
     let orders = latest_fold(inputs.orders.map(|o| (o.order_id.clone(), o)), OrderFold);
-    Outputs {
-        positions: rows,
-        fills,
-        rollups,
-        minutes,
-        marks,
-        orders,
-        instruments: inputs.instruments,
-    }
+    Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments }
 }

@@ -97,26 +97,16 @@ impl MarkState {
                 MarkSource::Last => self.last,
                 MarkSource::Close => self.close,
                 MarkSource::Mid => match (self.bid, self.ask) {
-                    (Some((tb, b)), Some((ta, a))) if b <= a => {
-                        Some((tb.max(ta), (b + a) / Decimal::TWO))
-                    }
+                    (Some((tb, b)), Some((ta, a))) if b <= a => Some((tb.max(ta), (b + a) / Decimal::TWO)),
                     _ => None,
                 },
                 MarkSource::None => None,
             };
             if let Some((ts, price)) = found {
-                return Mark {
-                    price: Some(price),
-                    source: *source,
-                    ts,
-                };
+                return Mark { price: Some(price), source: *source, ts };
             }
         }
-        Mark {
-            price: None,
-            source: MarkSource::None,
-            ts: 0,
-        }
+        Mark { price: None, source: MarkSource::None, ts: 0 }
     }
 }
 

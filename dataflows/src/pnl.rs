@@ -1,13 +1,11 @@
 //! P&L: fees on every fill, and positions valued at their marks.
 //!
 //! ```text
-//!  fills ─map(fees)─► EnrichedFill ─► positions ─► (symbol ⋈ marks) ─► PositionRow
+//!  fills ─► positions (fees per fill on entry) ─► (symbol ⋈ marks) ─► PositionRow
 //! ```
 //!
 //! Money in output rows is rounded to [`MONEY_DP`] decimal places (the fold itself keeps full
 //! precision), so sums over rows are exact and equal however they are grouped.
-
-use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
@@ -36,20 +34,9 @@ pub struct EnrichedFill {
 pub fn enrich(fill: Fill, schedules: &CostSchedules) -> EnrichedFill {
     let fees = match schedules.on(trade_date(fill.ts)) {
         Some(s) => s.fees(&fill),
-        None => FeeBreakdown {
-            schedule: "none".into(),
-            ..Default::default()
-        },
+        None => FeeBreakdown { schedule: "none".into(), ..Default::default() },
     };
     EnrichedFill { fill, fees }
-}
-
-/// Applies [`enrich`] to every fill.
-pub fn enrich_fills<'s, T: Timestamp>(
-    fills: VecCollection<'s, T, Fill, isize>,
-    schedules: Arc<CostSchedules>,
-) -> VecCollection<'s, T, EnrichedFill, isize> {
-    fills.map(move |f| enrich(f, &schedules))
 }
 
 /// One position valued at its mark: the `positions` table.
@@ -129,7 +116,5 @@ pub fn value_positions<'s, T: Timestamp + TotalOrder + differential_dataflow::la
     positions: VecCollection<'s, T, (PositionKey, PositionState), isize>,
     marks: VecCollection<'s, T, (Symbol, Mark), isize>,
 ) -> VecCollection<'s, T, PositionRow, isize> {
-    positions
-        .map(|(k, s)| (k.symbol, (k, s)))
-        .join_map(marks, |_sym, (k, s), m| PositionRow::new(k.clone(), s, m))
+    positions.map(|(k, s)| (k.symbol, (k, s))).join_map(marks, |_sym, (k, s), m| PositionRow::new(k.clone(), s, m))
 }

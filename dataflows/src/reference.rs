@@ -30,40 +30,25 @@ pub struct Reference {
 }
 
 /// Recomputes everything from the live fills (busted ones removed) and all market events.
-pub fn recompute(
-    fills: &[Fill],
-    market: &[MarketEvent],
-    schedules: &CostSchedules,
-    policy: &MarkPolicy,
-) -> Reference {
+pub fn recompute(fills: &[Fill], market: &[MarketEvent], schedules: &CostSchedules, policy: &MarkPolicy) -> Reference {
     let mut marks_state: BTreeMap<Symbol, MarkState> = BTreeMap::new();
     for e in market {
         marks_state.entry(e.symbol()).or_default().update(e);
     }
-    let marks: BTreeMap<Symbol, Mark> = marks_state
-        .iter()
-        .map(|(s, m)| (*s, m.mark(policy)))
-        .collect();
+    let marks: BTreeMap<Symbol, Mark> = marks_state.iter().map(|(s, m)| (*s, m.mark(policy))).collect();
 
     let mut books: BTreeMap<PositionKey, Vec<&Fill>> = BTreeMap::new();
     for f in fills {
         books.entry(f.key.clone()).or_default().push(f);
     }
-    let mut out = Reference {
-        marks: marks.clone().into_iter().collect(),
-        ..Default::default()
-    };
+    let mut out = Reference { marks: marks.clone().into_iter().collect(), ..Default::default() };
     for (key, mut book) in books {
         book.sort_by(|a, b| (a.ts, &a.exec_id).cmp(&(b.ts, &b.exec_id)));
         let mut state = PositionState::default();
         for f in book {
             let e = enrich(f.clone(), schedules);
             let step = state.apply(f.signed_qty(), f.price, e.fees.total, f.ts);
-            out.fills.push(FillPnl {
-                fill: e.fill,
-                fees: e.fees,
-                step,
-            });
+            out.fills.push(FillPnl { fill: e.fill, fees: e.fees, step });
         }
         if let Some(mark) = marks.get(&key.symbol) {
             out.positions.push(PositionRow::new(key, &state, mark));
@@ -72,27 +57,15 @@ pub fn recompute(
     let mut rollups: BTreeMap<Group, Totals> = BTreeMap::new();
     for row in &out.positions {
         let t = totals_of(row);
-        rollups
-            .entry(Group::Account(row.key.account.clone()))
-            .or_default()
-            .plus_equals(&t);
-        rollups
-            .entry(Group::Strategy(row.key.strategy.clone()))
-            .or_default()
-            .plus_equals(&t);
+        rollups.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
+        rollups.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
     }
     let mut minutes: BTreeMap<(Group, Ts), FlowTotals> = BTreeMap::new();
     for row in &out.fills {
         let t = flow_of(row);
         let m = minute_of(row.fill.ts);
-        minutes
-            .entry((Group::Account(row.fill.key.account.clone()), m))
-            .or_default()
-            .plus_equals(&t);
-        minutes
-            .entry((Group::Strategy(row.fill.key.strategy.clone()), m))
-            .or_default()
-            .plus_equals(&t);
+        minutes.entry((Group::Account(row.fill.key.account.clone()), m)).or_default().plus_equals(&t);
+        minutes.entry((Group::Strategy(row.fill.key.strategy.clone()), m)).or_default().plus_equals(&t);
     }
     out.rollups = rollups.into_iter().collect();
     out.minutes = minutes.into_iter().collect();

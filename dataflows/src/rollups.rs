@@ -14,7 +14,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::model::{Ts, NANOS_PER_MINUTE};
-use crate::operators::FillPnl;
+use crate::operators::{presum, FillPnl};
 use crate::pnl::{PositionRow, MONEY_DP};
 use crate::sums::{FlowTotals, Totals};
 
@@ -85,31 +85,27 @@ pub fn minute_of(ts: Ts) -> Ts {
 }
 
 /// Totals per account and per strategy.
-pub fn rollups<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
+pub fn rollups<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice + std::hash::Hash>(
     rows: VecCollection<'s, T, PositionRow, isize>,
 ) -> VecCollection<'s, T, (Group, Totals), isize> {
     rows.explode(|row| {
         let t = totals_of(&row);
-        [
-            (Group::Account(row.key.account.clone()), t.clone()),
-            (Group::Strategy(row.key.strategy.clone()), t),
-        ]
+        [(Group::Account(row.key.account.clone()), t.clone()), (Group::Strategy(row.key.strategy.clone()), t)]
     })
     .count_total()
 }
 
 /// Fill flow per account and per strategy per minute.
-pub fn minute_flows<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
+pub fn minute_flows<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice + std::hash::Hash>(
     fills: VecCollection<'s, T, FillPnl, isize>,
 ) -> VecCollection<'s, T, ((Group, Ts), FlowTotals), isize> {
-    fills
-        .explode(|row| {
-            let t = flow_of(&row);
-            let m = minute_of(row.fill.ts);
-            [
-                ((Group::Account(row.fill.key.account.clone()), m), t.clone()),
-                ((Group::Strategy(row.fill.key.strategy.clone()), m), t),
-            ]
-        })
-        .count_total()
+    let parts = fills.explode(|row| {
+        let t = flow_of(&row);
+        let m = minute_of(row.fill.ts);
+        [
+            ((Group::Account(row.fill.key.account.clone()), m), t.clone()),
+            ((Group::Strategy(row.fill.key.strategy.clone()), m), t),
+        ]
+    });
+    presum(parts).count_total()
 }

@@ -30,6 +30,9 @@ macro_rules! sums {
         impl Multiply<isize> for $name {
             type Output = $name;
             fn multiply(self, rhs: &isize) -> $name {
+                if *rhs == 1 {
+                    return self;
+                }
                 let k = Decimal::from(*rhs);
                 $name { $($f: self.$f * k,)* }
             }

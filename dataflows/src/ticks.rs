@@ -33,12 +33,7 @@ pub struct SpreadTable {
 pub struct SpreadTables(pub Vec<SpreadTable>);
 
 fn bands(rows: &[(i64, u32, i64, u32)]) -> Vec<SpreadBand> {
-    rows.iter()
-        .map(|&(u, us, t, ts)| SpreadBand {
-            up_to: Decimal::new(u, us),
-            tick: Decimal::new(t, ts),
-        })
-        .collect()
+    rows.iter().map(|&(u, us, t, ts)| SpreadBand { up_to: Decimal::new(u, us), tick: Decimal::new(t, ts) }).collect()
 }
 
 impl Default for SpreadTables {
@@ -72,14 +67,8 @@ impl Default for SpreadTables {
             (9995, 0, 5, 0),
         ]);
         SpreadTables(vec![
-            SpreadTable {
-                effective_from: NaiveDate::from_ymd_opt(2000, 1, 1).expect("date"),
-                bands: before,
-            },
-            SpreadTable {
-                effective_from: NaiveDate::from_ymd_opt(2025, 8, 4).expect("date"),
-                bands: since_2025,
-            },
+            SpreadTable { effective_from: NaiveDate::from_ymd_opt(2000, 1, 1).expect("date"), bands: before },
+            SpreadTable { effective_from: NaiveDate::from_ymd_opt(2025, 8, 4).expect("date"), bands: since_2025 },
         ])
     }
 }
@@ -87,10 +76,7 @@ impl Default for SpreadTables {
 impl SpreadTables {
     /// The table in force on `date`.
     pub fn on(&self, date: NaiveDate) -> Option<&SpreadTable> {
-        self.0
-            .iter()
-            .filter(|t| t.effective_from <= date)
-            .max_by_key(|t| t.effective_from)
+        self.0.iter().filter(|t| t.effective_from <= date).max_by_key(|t| t.effective_from)
     }
 }
 
@@ -124,10 +110,7 @@ mod tests {
     use rust_decimal_macros::dec;
 
     fn on(y: i32, m: u32, d: u32) -> SpreadTable {
-        SpreadTables::default()
-            .on(NaiveDate::from_ymd_opt(y, m, d).unwrap())
-            .unwrap()
-            .clone()
+        SpreadTables::default().on(NaiveDate::from_ymd_opt(y, m, d).unwrap()).unwrap().clone()
     }
 
     #[test]

@@ -83,9 +83,7 @@ pub enum Rejection {
         date: NaiveDate,
     },
     /// Quantity not a whole number of board lots and not flagged odd-lot.
-    #[error(
-        "quantity {qty} is not a multiple of the board lot {lot} (flag odd_lot for odd-lot trades)"
-    )]
+    #[error("quantity {qty} is not a multiple of the board lot {lot} (flag odd_lot for odd-lot trades)")]
     NotBoardLot {
         /// Quantity given.
         qty: i64,
@@ -104,6 +102,20 @@ pub enum Rejection {
     /// Lot size zero or negative in reference data.
     #[error("lot size {0} is not positive")]
     BadLotSize(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trade_date_is_the_hkt_calendar_day() {
+        // 2026-03-01T16:00:00Z is 2026-03-02T00:00 in Hong Kong; a nanosecond earlier is still the 1st.
+        let midnight_hkt = 1_772_380_800_000_000_000;
+        assert_eq!(trade_date(midnight_hkt), NaiveDate::from_ymd_opt(2026, 3, 2).unwrap());
+        assert_eq!(trade_date(midnight_hkt - 1), NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
+        assert_eq!(trade_date(-1), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
+    }
 }
 
 impl Rejection {
@@ -146,9 +158,14 @@ pub fn hkt() -> FixedOffset {
 
 /// The HKT trade date of an event time.
 pub fn trade_date(ts: Ts) -> NaiveDate {
-    DateTime::from_timestamp_nanos(ts)
-        .with_timezone(&hkt())
-        .date_naive()
+    const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+    const HKT_OFFSET: i64 = 8 * 3_600_000_000_000;
+    const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+    let days = (ts + HKT_OFFSET).div_euclid(NANOS_PER_DAY) + UNIX_EPOCH_DAYS_FROM_CE;
+    i32::try_from(days)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or_else(|| DateTime::from_timestamp_nanos(ts).with_timezone(&hkt()).date_naive())
 }
 
 enum FillState {
@@ -166,11 +183,7 @@ pub struct Validator {
 impl Validator {
     /// A validator using the given spread tables.
     pub fn new(spreads: SpreadTables) -> Self {
-        Validator {
-            spreads,
-            instruments: FxHashMap::default(),
-            fills: FxHashMap::default(),
-        }
+        Validator { spreads, instruments: FxHashMap::default(), fills: FxHashMap::default() }
     }
 
     /// Known instruments.
@@ -179,9 +192,7 @@ impl Validator {
     }
 
     fn instrument(&self, symbol: Symbol) -> Result<&Instrument, Rejection> {
-        self.instruments
-            .get(&symbol)
-            .ok_or(Rejection::UnknownSymbol(symbol))
+        self.instruments.get(&symbol).ok_or(Rejection::UnknownSymbol(symbol))
     }
 
     fn check_price(&self, price: Decimal, ts: Ts) -> Result<(), Rejection> {
@@ -191,11 +202,7 @@ impl Validator {
         let date = trade_date(ts);
         match self.spreads.on(date) {
             Some(table) if table.on_grid(price) => Ok(()),
-            Some(table) => Err(Rejection::OffTick {
-                price,
-                tick: table.tick(price),
-                date,
-            }),
+            Some(table) => Err(Rejection::OffTick { price, tick: table.tick(price), date }),
             None => Ok(()),
         }
     }
@@ -214,10 +221,7 @@ impl Validator {
                     Some(p) if *p == inst => return Ok(Vec::new()),
                     Some(_) => {}
                 }
-                out.push(Accepted::Instrument {
-                    previous,
-                    current: inst,
-                });
+                out.push(Accepted::Instrument { previous, current: inst });
                 Ok(out)
             }
             Input::Fill(mut fill) => {
@@ -226,18 +230,14 @@ impl Validator {
                     return Err(Rejection::NonPositiveQty(fill.qty));
                 }
                 if !fill.odd_lot && fill.qty % inst.lot_size != 0 {
-                    return Err(Rejection::NotBoardLot {
-                        qty: fill.qty,
-                        lot: inst.lot_size,
-                    });
+                    return Err(Rejection::NotBoardLot { qty: fill.qty, lot: inst.lot_size });
                 }
                 fill.stamp_duty_exempt = !inst.stamp_duty;
                 self.check_price(fill.price, fill.ts)?;
                 if self.fills.contains_key(&fill.exec_id) {
                     return Err(Rejection::DuplicateExecId(fill.exec_id));
                 }
-                self.fills
-                    .insert(fill.exec_id.clone(), FillState::Live(fill.clone()));
+                self.fills.insert(fill.exec_id.clone(), FillState::Live(fill.clone()));
                 Ok(vec![Accepted::Fill(fill)])
             }
             Input::Bust(bust) => match self.fills.get_mut(&bust.exec_id) {

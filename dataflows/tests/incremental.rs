@@ -26,16 +26,7 @@ enum Ev {
 const T0: i64 = 1_767_312_000_000_000_000; // 2026-01-02T00:00:00Z
 
 fn arb_fill(i: usize) -> impl Strategy<Value = Fill> {
-    (
-        0..2usize,
-        0..2usize,
-        0..3u32,
-        any::<bool>(),
-        1..6i64,
-        3800..3900i64,
-        0..600i64,
-        proptest::option::of(0..50i64),
-    )
+    (0..2usize, 0..2usize, 0..3u32, any::<bool>(), 1..6i64, 3800..3900i64, 0..600i64, proptest::option::of(0..50i64))
         .prop_map(move |(a, s, sym, buy, lots, px, t, comm)| Fill {
             ts: T0 + t * 1_000_000_000,
             exec_id: format!("E{i}").into(),
@@ -61,61 +52,40 @@ fn arb_market() -> impl Strategy<Value = MarketEvent> {
         let ts = T0 + t * 1_000_000_000;
         let p = Decimal::new(px * 2, 1);
         match kind {
-            0 => MarketEvent::Quote(Quote {
-                symbol,
-                ts,
-                bid: None,
-                ask: None,
-                last: Some(p),
-            }),
-            1 => MarketEvent::Quote(Quote {
-                symbol,
-                ts,
-                bid: Some(p),
-                ask: Some(p + Decimal::new(4, 1)),
-                last: None,
-            }),
-            2 => MarketEvent::Close(Close {
-                symbol,
-                ts,
-                price: p,
-            }),
+            0 => MarketEvent::Quote(Quote { symbol, ts, bid: None, ask: None, last: Some(p) }),
+            1 => MarketEvent::Quote(Quote { symbol, ts, bid: Some(p), ask: Some(p + Decimal::new(4, 1)), last: None }),
+            2 => MarketEvent::Close(Close { symbol, ts, price: p }),
             _ => MarketEvent::Listed(symbol),
         }
     })
 }
 
 fn arb_events() -> impl Strategy<Value = Vec<Ev>> {
-    proptest::collection::vec(
-        (0..10u8, any::<prop::sample::Index>(), arb_market()),
-        1..120,
-    )
-    .prop_flat_map(|kinds| {
-        let fills: Vec<_> = (0..kinds.len()).map(arb_fill).collect();
-        (Just(kinds), fills)
-    })
-    .prop_map(|(kinds, fills)| {
-        let mut out = Vec::new();
-        let mut made = 0usize;
-        for ((k, idx, m), f) in kinds.into_iter().zip(fills) {
-            match k {
-                0..=5 => {
-                    out.push(Ev::Fill(f));
-                    made += 1;
+    proptest::collection::vec((0..10u8, any::<prop::sample::Index>(), arb_market()), 1..120)
+        .prop_flat_map(|kinds| {
+            let fills: Vec<_> = (0..kinds.len()).map(arb_fill).collect();
+            (Just(kinds), fills)
+        })
+        .prop_map(|(kinds, fills)| {
+            let mut out = Vec::new();
+            let mut made = 0usize;
+            for ((k, idx, m), f) in kinds.into_iter().zip(fills) {
+                match k {
+                    0..=5 => {
+                        out.push(Ev::Fill(f));
+                        made += 1;
+                    }
+                    6 if made > 0 => out.push(Ev::Bust(idx.index(made))),
+                    _ => out.push(Ev::Market(m)),
                 }
-                6 if made > 0 => out.push(Ev::Bust(idx.index(made))),
-                _ => out.push(Ev::Market(m)),
             }
-        }
-        out
-    })
+            out
+        })
 }
 
 type Captured<D> = Rc<RefCell<Vec<(D, isize)>>>;
 
-fn capture<D: Clone + Ord + 'static>(
-    c: differential_dataflow::VecCollection<'_, u64, D, isize>,
-) -> Captured<D> {
+fn capture<D: Clone + Ord + 'static>(c: differential_dataflow::VecCollection<'_, u64, D, isize>) -> Captured<D> {
     let store: Captured<D> = Rc::new(RefCell::new(Vec::new()));
     let s = store.clone();
     c.inspect(move |(d, _t, r)| s.borrow_mut().push((d.clone(), *r)));
@@ -125,10 +95,7 @@ fn capture<D: Clone + Ord + 'static>(
 fn settle<D: Ord + Clone>(c: &Captured<D>) -> Vec<D> {
     let mut v = c.borrow().clone();
     consolidate(&mut v);
-    assert!(
-        v.iter().all(|(_, r)| *r == 1),
-        "every output row has multiplicity one"
-    );
+    assert!(v.iter().all(|(_, r)| *r == 1), "every output row has multiplicity one");
     v.into_iter().map(|(d, _)| d).collect()
 }
 
@@ -137,24 +104,13 @@ fn run_incremental(events: &[Ev], cuts: &[usize]) -> Reference {
     let events = events.to_vec();
     let cuts = cuts.to_vec();
     timely::execute_directly(move |worker| {
-        let config = GraphConfig {
-            schedules: Arc::new(CostSchedules::default()),
-            marks: MarkPolicy::default(),
-        };
+        let config = GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() };
         let (mut fills_in, mut market_in, probe, caps) = worker.dataflow::<u64, _, _>(|scope| {
             let (fills_in, fills) = scope.new_collection::<Fill, isize>();
             let (market_in, market) = scope.new_collection::<MarketEvent, isize>();
             let (_o, orders) = scope.new_collection();
             let (_i, instruments) = scope.new_collection();
-            let out = harbour(
-                Inputs {
-                    fills,
-                    market,
-                    orders,
-                    instruments,
-                },
-                &config,
-            );
+            let out = harbour(Inputs { fills, market, orders, instruments }, &config);
             let (probe, positions) = out.positions.probe();
             let caps = (
                 capture(positions),
@@ -210,10 +166,7 @@ fn run_incremental(events: &[Ev], cuts: &[usize]) -> Reference {
 
 fn batch(events: &[Ev]) -> Reference {
     let mut fills: Vec<Option<Fill>> = Vec::new();
-    let mut market: Vec<MarketEvent> = [700, 5, 2800]
-        .iter()
-        .map(|s| MarketEvent::Listed(Symbol(*s)))
-        .collect();
+    let mut market: Vec<MarketEvent> = [700, 5, 2800].iter().map(|s| MarketEvent::Listed(Symbol(*s))).collect();
     for ev in events {
         match ev {
             Ev::Fill(f) => fills.push(Some(f.clone())),
@@ -222,16 +175,11 @@ fn batch(events: &[Ev]) -> Reference {
         }
     }
     let live: Vec<Fill> = fills.into_iter().flatten().collect();
-    recompute(
-        &live,
-        &market,
-        &CostSchedules::default(),
-        &MarkPolicy::default(),
-    )
+    recompute(&live, &market, &CostSchedules::default(), &MarkPolicy::default())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(160))]
 
     #[test]
     fn incremental_equals_batch(events in arb_events(), cut_seed in proptest::collection::vec(0..200usize, 0..12)) {
@@ -256,11 +204,7 @@ fn late_fill_and_bust_deep_in_a_long_book() {
             ts: T0 + (i as i64 + 10) * 1_000_000_000,
             exec_id: format!("E{i:04}").into(),
             order_id: "O".into(),
-            key: PositionKey {
-                account: "A".into(),
-                strategy: "S".into(),
-                symbol: Symbol(700),
-            },
+            key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
             side: if i % 3 == 2 { Side::Sell } else { Side::Buy },
             qty: 100 * (1 + (i as i64 % 4)),
             price: Decimal::new(7600 + 2 * (i as i64 % 50), 1),

@@ -47,10 +47,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            epoch_events: 10_000,
-            out_dir: PathBuf::from("harbour-out"),
-        }
+        PipelineConfig { epoch_events: 10_000, out_dir: PathBuf::from("harbour-out") }
     }
 }
 
@@ -64,9 +61,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            listen: "127.0.0.1:9187".into(),
-        }
+        MetricsConfig { listen: "127.0.0.1:9187".into() }
     }
 }
 
@@ -108,25 +103,16 @@ pub enum ConfigError {
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Key {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Key { key: key.into(), message: message.into() }
 }
 
 /// Loads the configuration from an optional file and the environment.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let mut doc = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.to_owned(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
             text.parse::<toml::Table>()
-                .map_err(|e| ConfigError::Syntax {
-                    path: p.to_owned(),
-                    message: e.to_string(),
-                })?
+                .map_err(|e| ConfigError::Syntax { path: p.to_owned(), message: e.to_string() })?
         }
         None => toml::Table::new(),
     };
@@ -136,30 +122,23 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// Parses a TOML table (after overrides) and validates it.
 pub fn from_table(doc: toml::Table) -> Result<Config, ConfigError> {
-    let config: Config =
-        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-            let key = e.path().to_string();
-            key_err(&key, e.into_inner().to_string())
-        })?;
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let key = e.path().to_string();
+        key_err(&key, e.into_inner().to_string())
+    })?;
     config.validate()?;
     Ok(config)
 }
 
 /// Applies `HARBOUR__SECTION__KEY=value` overrides onto the document.
-pub fn apply_env(
-    doc: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+pub fn apply_env(doc: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in vars {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if path.iter().any(String::is_empty) {
-            return Err(key_err(
-                &name,
-                "environment override has an empty path segment",
-            ));
+            return Err(key_err(&name, "environment override has an empty path segment"));
         }
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
@@ -168,12 +147,8 @@ pub fn apply_env(
             .unwrap_or(toml::Value::String(value));
         let mut table = &mut *doc;
         for seg in &path[..path.len() - 1] {
-            let entry = table
-                .entry(seg.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry
-                .as_table_mut()
-                .ok_or_else(|| key_err(&path.join("."), "is not a table"))?;
+            let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| key_err(&path.join("."), "is not a table"))?;
         }
         table.insert(path[path.len() - 1].clone(), parsed);
     }
@@ -187,18 +162,13 @@ impl Config {
             return Err(key_err("pipeline.epoch_events", "must be at least 1"));
         }
         if !self.metrics.listen.is_empty() {
-            self.metrics.listen.parse::<SocketAddr>().map_err(|e| {
-                key_err(
-                    "metrics.listen",
-                    format!("{:?} is not host:port ({e})", self.metrics.listen),
-                )
-            })?;
+            self.metrics
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|e| key_err("metrics.listen", format!("{:?} is not host:port ({e})", self.metrics.listen)))?;
         }
         if self.marks.policy.0.is_empty() {
-            return Err(key_err(
-                "marks.policy",
-                "needs at least one of last, mid, close",
-            ));
+            return Err(key_err("marks.policy", "needs at least one of last, mid, close"));
         }
         if let Some(c) = &self.costs {
             if c.0.is_empty() {
@@ -214,10 +184,7 @@ impl Config {
                     ("commission_rate", s.commission_rate),
                 ] {
                     if v.is_sign_negative() || v >= rust_decimal::Decimal::ONE {
-                        return Err(key_err(
-                            &format!("costs[{i}].{name}"),
-                            format!("{v} is not a rate in [0, 1)"),
-                        ));
+                        return Err(key_err(&format!("costs[{i}].{name}"), format!("{v} is not a rate in [0, 1)")));
                     }
                 }
             }
@@ -225,16 +192,11 @@ impl Config {
         if let Some(s) = &self.spreads {
             for (i, t) in s.0.iter().enumerate() {
                 if t.bands.is_empty() || t.bands.windows(2).any(|w| w[0].up_to >= w[1].up_to) {
-                    return Err(key_err(
-                        &format!("spreads[{i}].bands"),
-                        "must be non-empty with ascending up_to",
-                    ));
+                    return Err(key_err(&format!("spreads[{i}].bands"), "must be non-empty with ascending up_to"));
                 }
             }
         }
-        self.generate
-            .validate()
-            .map_err(|e| key_err("generate", e.to_string()))?;
+        self.generate.validate().map_err(|e| key_err("generate", e.to_string()))?;
         Ok(())
     }
 
@@ -271,25 +233,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("[pipeline]\nepoch_events = \"many\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[pipeline]\nepoch_events = \"many\"").unwrap_err().to_string();
         assert!(e.contains("pipeline.epoch_events"), "{e}");
-        let e = parse("[pipeline]\nepoch_event = 5")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[pipeline]\nepoch_event = 5").unwrap_err().to_string();
         assert!(e.contains("epoch_event"), "{e}");
-        let e = parse("[metrics]\nlisten = \"nowhere\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[metrics]\nlisten = \"nowhere\"").unwrap_err().to_string();
         assert!(e.contains("metrics.listen"), "{e}");
-        let e = parse("[marks]\npolicy = [\"last\", \"vwap\"]")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[marks]\npolicy = [\"last\", \"vwap\"]").unwrap_err().to_string();
         assert!(e.contains("marks.policy"), "{e}");
-        let e = parse("[pipeline]\nepoch_events = 0")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[pipeline]\nepoch_events = 0").unwrap_err().to_string();
         assert!(e.contains("pipeline.epoch_events"), "{e}");
         let bad_rate = r#"[[costs]]
 name = "x"
@@ -309,14 +261,8 @@ commission_rate = "0"
     fn environment_overrides_win() {
         let mut doc: toml::Table = "[pipeline]\nepoch_events = 5".parse().unwrap();
         let vars = [
-            (
-                "HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(),
-                "77".to_string(),
-            ),
-            (
-                "HARBOUR__METRICS__LISTEN".to_string(),
-                "127.0.0.1:0".to_string(),
-            ),
+            ("HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(), "77".to_string()),
+            ("HARBOUR__METRICS__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         apply_env(&mut doc, vars.into_iter()).unwrap();

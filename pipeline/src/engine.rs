@@ -80,9 +80,7 @@ pub struct RunStats {
 
 type Sink<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
 
-fn tap<D: Clone + 'static>(
-    c: VecCollection<'_, u64, D, isize>,
-) -> (Sink<D>, VecCollection<'_, u64, D, isize>) {
+fn tap<D: Clone + 'static>(c: VecCollection<'_, u64, D, isize>) -> (Sink<D>, VecCollection<'_, u64, D, isize>) {
     let sink: Sink<D> = Rc::new(RefCell::new(Vec::new()));
     let s = sink.clone();
     let c = c.inspect_batch(move |_t, batch| s.borrow_mut().extend(batch.iter().cloned()));
@@ -153,15 +151,7 @@ pub fn run(
             let (market_in, market) = scope.new_collection();
             let (orders_in, orders) = scope.new_collection();
             let (instruments_in, instruments) = scope.new_collection();
-            let out = harbour(
-                Inputs {
-                    fills,
-                    market,
-                    orders,
-                    instruments,
-                },
-                &graph,
-            );
+            let out = harbour(Inputs { fills, market, orders, instruments }, &graph);
             let (positions, pc) = tap(out.positions);
             let (probe, _) = pc.probe();
             let (fills, c) = tap(out.fills);
@@ -176,25 +166,9 @@ pub fn run(
             let _ = c.probe_with(&probe);
             let (instruments, c) = tap(out.instruments);
             let _ = c.probe_with(&probe);
-            let sessions = Sessions {
-                fills: fills_in,
-                market: market_in,
-                orders: orders_in,
-                instruments: instruments_in,
-            };
-            (
-                sessions,
-                Taps {
-                    positions,
-                    fills,
-                    rollups,
-                    minutes,
-                    orders,
-                    marks,
-                    instruments,
-                },
-                probe,
-            )
+            let sessions =
+                Sessions { fills: fills_in, market: market_in, orders: orders_in, instruments: instruments_in };
+            (sessions, Taps { positions, fills, rollups, minutes, orders, marks, instruments }, probe)
         });
 
         let mut validator = Validator::new(config.spreads.clone());
@@ -224,9 +198,7 @@ pub fn run(
             metrics.epochs.inc();
             metrics.epoch.set(epoch as i64);
             metrics.positions.set(state.positions.len() as i64);
-            metrics
-                .epoch_lag_seconds
-                .set(sealed.elapsed().as_secs_f64());
+            metrics.epoch_lag_seconds.set(sealed.elapsed().as_secs_f64());
             health.epoch.store(epoch, Ordering::Relaxed);
             tracing::debug!(epoch, positions = state.positions.len(), "epoch complete");
         };

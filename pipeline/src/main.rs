@@ -21,11 +21,7 @@ use harbour::metrics::{self, Health, Metrics};
 use harbour::{state, summary};
 
 #[derive(Parser)]
-#[command(
-    name = "harbour",
-    version,
-    about = "Real-time positions, P&L and risk for Hong Kong equities"
-)]
+#[command(name = "harbour", version, about = "Real-time positions, P&L and risk for Hong Kong equities")]
 struct Cli {
     /// TOML config file (see deploy/harbour.toml); HARBOUR__SECTION__KEY variables override it.
     #[arg(long, global = true, env = "HARBOUR_CONFIG")]
@@ -82,18 +78,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let mut config = config::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run {
-        out: None,
-        fills: None,
-        seed: None,
-    }) {
+    match cli.command.unwrap_or(Command::Run { out: None, fills: None, seed: None }) {
         Command::Run { out, fills, seed } => {
             if let Some(f) = fills {
                 config.generate.fills = f;
@@ -112,27 +102,17 @@ fn main() -> anyhow::Result<()> {
             }
             f.flush()?;
             tracing::info!(lines = lines.len(), path = %input_path.display(), "generated sample day");
-            let source = lines.into_iter().enumerate().map(|(i, raw)| {
-                Ok(SourceLine {
-                    source: "input.jsonl".into(),
-                    position: i as u64 + 1,
-                    raw,
-                })
-            });
+            let source = lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| Ok(SourceLine { source: "input.jsonl".into(), position: i as u64 + 1, raw }));
             execute(&config, source, out)
         }
         Command::Replay { files, out } => {
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
             execute(&config, Replay::new(&files), out)
         }
-        Command::Generate {
-            out,
-            fills,
-            quotes,
-            accounts,
-            symbols,
-            seed,
-        } => {
+        Command::Generate { out, fills, quotes, accounts, symbols, seed } => {
             let g = &mut config.generate;
             g.fills = fills.unwrap_or(g.fills);
             g.quotes = quotes.unwrap_or(g.quotes);
@@ -145,8 +125,7 @@ fn main() -> anyhow::Result<()> {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
                 Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(&out)
-                        .with_context(|| format!("creating {}", out.display()))?,
+                    std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
                 ))
             };
             for l in &lines {
@@ -175,10 +154,7 @@ fn execute(
     }
     let engine = EngineConfig {
         epoch_events: config.pipeline.epoch_events,
-        graph: GraphConfig {
-            schedules: Arc::new(config.cost_schedules()),
-            marks: config.marks.policy.clone(),
-        },
+        graph: GraphConfig { schedules: Arc::new(config.cost_schedules()), marks: config.marks.policy.clone() },
         spreads: config.spread_tables(),
     };
     let started = Instant::now();

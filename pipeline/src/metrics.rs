@@ -56,65 +56,29 @@ impl Default for Metrics {
         let epochs = Counter::default();
         let epoch_lag_seconds = Gauge::<f64, AtomicU64>::default();
         let epoch = Gauge::default();
-        registry.register(
-            "harbour_source_events",
-            "Accepted input events by type",
-            events_in.clone(),
-        );
-        registry.register(
-            "harbour_source_dead_letters",
-            "Rejected input lines by reason",
-            dead_letters.clone(),
-        );
-        registry.register(
-            "harbour_dataflow_positions",
-            "Live position rows",
-            positions.clone(),
-        );
-        registry.register(
-            "harbour_pipeline_epochs",
-            "Epochs completed",
-            epochs.clone(),
-        );
+        registry.register("harbour_source_events", "Accepted input events by type", events_in.clone());
+        registry.register("harbour_source_dead_letters", "Rejected input lines by reason", dead_letters.clone());
+        registry.register("harbour_dataflow_positions", "Live position rows", positions.clone());
+        registry.register("harbour_pipeline_epochs", "Epochs completed", epochs.clone());
         registry.register(
             "harbour_pipeline_epoch_lag_seconds",
             "Seconds from sealing the latest epoch to its outputs being complete",
             epoch_lag_seconds.clone(),
         );
-        registry.register(
-            "harbour_pipeline_epoch",
-            "Latest completed epoch",
-            epoch.clone(),
-        );
-        Metrics {
-            registry,
-            events_in,
-            dead_letters,
-            positions,
-            epochs,
-            epoch_lag_seconds,
-            epoch,
-        }
+        registry.register("harbour_pipeline_epoch", "Latest completed epoch", epoch.clone());
+        Metrics { registry, events_in, dead_letters, positions, epochs, epoch_lag_seconds, epoch }
     }
 }
 
 impl Metrics {
     /// Counts an accepted event.
     pub fn event(&self, kind: &str) {
-        self.events_in
-            .get_or_create(&TypeLabel {
-                r#type: kind.to_owned(),
-            })
-            .inc();
+        self.events_in.get_or_create(&TypeLabel { r#type: kind.to_owned() }).inc();
     }
 
     /// Counts a dead letter.
     pub fn dead_letter(&self, reason: &str) {
-        self.dead_letters
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.dead_letters.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
     }
 
     /// The text exposition.
@@ -135,43 +99,32 @@ pub struct Health {
 }
 
 /// Serves `/metrics` and `/health` on `addr` from a background thread. Returns the bound address.
-pub fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> std::io::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("harbour-http".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let app = Router::new()
-                    .route("/metrics", get(move || async move { metrics.render() }))
-                    .route(
-                        "/health",
-                        get(move || async move {
-                            format!(
-                                "{{\"status\":\"ok\",\"epoch\":{},\"lines\":{}}}\n",
-                                health.epoch.load(Ordering::Relaxed),
-                                health.lines.load(Ordering::Relaxed)
-                            )
-                        }),
-                    );
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::warn!(error = %e, "metrics server stopped");
-                        }
+    std::thread::Builder::new().name("harbour-http".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        rt.block_on(async move {
+            let app = Router::new().route("/metrics", get(move || async move { metrics.render() })).route(
+                "/health",
+                get(move || async move {
+                    format!(
+                        "{{\"status\":\"ok\",\"epoch\":{},\"lines\":{}}}\n",
+                        health.epoch.load(Ordering::Relaxed),
+                        health.lines.load(Ordering::Relaxed)
+                    )
+                }),
+            );
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::warn!(error = %e, "metrics server stopped");
                     }
-                    Err(e) => tracing::warn!(error = %e, "metrics server could not start"),
                 }
-            });
-        })?;
+                Err(e) => tracing::warn!(error = %e, "metrics server could not start"),
+            }
+        });
+    })?;
     Ok(bound)
 }

@@ -17,9 +17,7 @@ pub struct TableState<D: Ord> {
 
 impl<D: Ord> Default for TableState<D> {
     fn default() -> Self {
-        TableState {
-            rows: BTreeMap::new(),
-        }
+        TableState { rows: BTreeMap::new() }
     }
 }
 
@@ -54,13 +52,7 @@ impl<D: Ord + Clone> TableState<D> {
 
     /// Rows with versions.
     pub fn versioned(&self) -> Vec<Versioned<D>> {
-        self.rows
-            .iter()
-            .map(|(d, v)| Versioned {
-                row: d.clone(),
-                version: *v,
-            })
-            .collect()
+        self.rows.iter().map(|(d, v)| Versioned { row: d.clone(), version: *v }).collect()
     }
 
     /// Rows.
@@ -76,15 +68,7 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         fills: s.fills.versioned(),
         rollups: s.rollups.versioned(),
         minutes: s.minutes.versioned(),
-        orders: s
-            .orders
-            .versioned()
-            .into_iter()
-            .map(|v| Versioned {
-                row: v.row.1,
-                version: v.version,
-            })
-            .collect(),
+        orders: s.orders.versioned().into_iter().map(|v| Versioned { row: v.row.1, version: v.version }).collect(),
         marks: s.marks.versioned(),
         instruments: s.instruments.versioned(),
         dead_letters: s.dead_letters.clone(),

@@ -20,23 +20,11 @@ fn money(d: Decimal) -> String {
         }
         grouped.push(c);
     }
-    format!(
-        "{}{grouped}.{frac}",
-        if r.is_sign_negative() && !r.is_zero() {
-            "-"
-        } else {
-            ""
-        }
-    )
+    format!("{}{grouped}.{frac}", if r.is_sign_negative() && !r.is_zero() { "-" } else { "" })
 }
 
 /// Renders the summary.
-pub fn render(
-    state: &OutputState,
-    stats: &RunStats,
-    written: &[Written],
-    elapsed: Duration,
-) -> String {
+pub fn render(state: &OutputState, stats: &RunStats, written: &[Written], elapsed: Duration) -> String {
     let mut s = String::new();
     let secs = elapsed.as_secs_f64().max(1e-9);
     let _ = writeln!(
@@ -65,9 +53,7 @@ pub fn render(
             r.key.strategy,
             r.key.symbol,
             r.qty,
-            r.avg_price
-                .map(|p| p.round_dp(3).to_string())
-                .unwrap_or_else(|| "-".into()),
+            r.avg_price.map(|p| p.round_dp(3).to_string()).unwrap_or_else(|| "-".into()),
             money(r.market_value),
             money(r.unrealized),
             money(r.total)
@@ -118,15 +104,8 @@ pub fn render(
         let _ = writeln!(s, "\nDead letters: {}", list.join(", "));
     }
     if let Some(first) = written.first() {
-        let dir = first
-            .path
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let list: Vec<String> = written
-            .iter()
-            .map(|w| format!("{} ({})", w.table, w.rows))
-            .collect();
+        let dir = first.path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let list: Vec<String> = written.iter().map(|w| format!("{} ({})", w.table, w.rows)).collect();
         let _ = writeln!(s, "\nWrote {dir}/: {}", list.join(", "));
     }
     s

@@ -25,40 +25,23 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rust_decimal::Decimal;
 
 fn day(fills: usize) -> Vec<String> {
-    generate(&GenerateConfig {
-        fills,
-        quotes: fills * 3,
-        ..GenerateConfig::default()
-    })
-    .expect("generate")
+    generate(&GenerateConfig { fills, quotes: fills * 3, ..GenerateConfig::default() }).expect("generate")
 }
 
 fn engine_config(epoch_events: usize) -> EngineConfig {
     EngineConfig {
         epoch_events,
-        graph: GraphConfig {
-            schedules: Arc::new(CostSchedules::default()),
-            marks: MarkPolicy::default(),
-        },
+        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
         spreads: SpreadTables::default(),
     }
 }
 
 fn run(lines: &[String], epoch_events: usize) -> (OutputState, RunStats) {
-    let source = lines.iter().enumerate().map(|(i, raw)| {
-        Ok(SourceLine {
-            source: "day.jsonl".into(),
-            position: i as u64 + 1,
-            raw: raw.clone(),
-        })
-    });
-    engine::run(
-        source,
-        &engine_config(epoch_events),
-        &Metrics::default(),
-        &Arc::new(Health::default()),
-    )
-    .expect("run")
+    let source = lines
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| Ok(SourceLine { source: "day.jsonl".into(), position: i as u64 + 1, raw: raw.clone() }));
+    engine::run(source, &engine_config(epoch_events), &Metrics::default(), &Arc::new(Health::default())).expect("run")
 }
 
 #[test]
@@ -91,49 +74,25 @@ fn generated_day_equals_batch_recomputation() {
         }
     }
     let fills: Vec<Fill> = live.into_values().collect();
-    let reference = recompute(
-        &fills,
-        &market,
-        &CostSchedules::default(),
-        &MarkPolicy::default(),
-    );
+    let reference = recompute(&fills, &market, &CostSchedules::default(), &MarkPolicy::default());
 
     assert_eq!(stats.dead_letters, rejected);
     assert!(rejected > 0, "the sample day mixes in invalid lines");
     assert_eq!(state.dead_letters.len() as u64, stats.dead_letters);
-    assert!(state
-        .dead_letters
-        .iter()
-        .all(|d| d.position >= 1 && !d.reason.is_empty()));
+    assert!(state.dead_letters.iter().all(|d| d.position >= 1 && !d.reason.is_empty()));
     let rows: Vec<_> = state.positions.rows().cloned().collect();
     assert!(rows.len() > 10);
     assert_eq!(rows, reference.positions);
-    assert_eq!(
-        state.fills.rows().cloned().collect::<Vec<_>>(),
-        reference.fills
-    );
-    assert_eq!(
-        state.rollups.rows().cloned().collect::<Vec<_>>(),
-        reference.rollups
-    );
-    assert_eq!(
-        state.minutes.rows().cloned().collect::<Vec<_>>(),
-        reference.minutes
-    );
-    assert_eq!(
-        state.marks.rows().cloned().collect::<Vec<_>>(),
-        reference.marks
-    );
+    assert_eq!(state.fills.rows().cloned().collect::<Vec<_>>(), reference.fills);
+    assert_eq!(state.rollups.rows().cloned().collect::<Vec<_>>(), reference.rollups);
+    assert_eq!(state.minutes.rows().cloned().collect::<Vec<_>>(), reference.minutes);
+    assert_eq!(state.marks.rows().cloned().collect::<Vec<_>>(), reference.marks);
     assert!(state.orders.len() > 0 && state.instruments.len() >= 8);
 
     // Account totals add up to the desk, and realized over fills equals realized over positions.
     let desk_realized: Decimal = rows.iter().map(|r| r.realized).sum();
-    let acct_realized: Decimal = state
-        .rollups
-        .rows()
-        .filter(|(g, _)| matches!(g, Group::Account(_)))
-        .map(|(_, t)| t.realized)
-        .sum();
+    let acct_realized: Decimal =
+        state.rollups.rows().filter(|(g, _)| matches!(g, Group::Account(_))).map(|(_, t)| t.realized).sum();
     assert_eq!(desk_realized, acct_realized);
 }
 
@@ -143,35 +102,17 @@ fn epoch_size_changes_versions_not_results() {
     let (a, _) = run(&lines, 1);
     let (b, sb) = run(&lines, 100_000);
     assert_eq!(sb.epochs, 1);
-    assert_eq!(
-        a.positions.rows().collect::<Vec<_>>(),
-        b.positions.rows().collect::<Vec<_>>()
-    );
-    assert_eq!(
-        a.fills.rows().collect::<Vec<_>>(),
-        b.fills.rows().collect::<Vec<_>>()
-    );
-    assert_eq!(
-        a.rollups.rows().collect::<Vec<_>>(),
-        b.rollups.rows().collect::<Vec<_>>()
-    );
+    assert_eq!(a.positions.rows().collect::<Vec<_>>(), b.positions.rows().collect::<Vec<_>>());
+    assert_eq!(a.fills.rows().collect::<Vec<_>>(), b.fills.rows().collect::<Vec<_>>());
+    assert_eq!(a.rollups.rows().collect::<Vec<_>>(), b.rollups.rows().collect::<Vec<_>>());
     // Versions grow with the input: with one line per epoch they are line counts.
-    let max_version = a
-        .positions
-        .versioned()
-        .iter()
-        .map(|v| v.version)
-        .max()
-        .unwrap();
+    let max_version = a.positions.versioned().iter().map(|v| v.version).max().unwrap();
     assert!(max_version > 1 && max_version <= lines.len() as u64);
 }
 
 fn read(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     arrow_select_concat(&batches)
 }
@@ -192,19 +133,13 @@ fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
 }
 
 fn dec_sum(b: &RecordBatch, col: &str) -> i128 {
-    let a = b
-        .column_by_name(col)
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Decimal128Array>()
-        .unwrap();
+    let a = b.column_by_name(col).unwrap().as_any().downcast_ref::<Decimal128Array>().unwrap();
     a.iter().flatten().sum()
 }
 
 fn harbour() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harbour"));
-    c.env("HARBOUR__METRICS__LISTEN", "")
-        .env("RUST_LOG", "warn");
+    c.env("HARBOUR__METRICS__LISTEN", "").env("RUST_LOG", "warn");
     c
 }
 
@@ -213,47 +148,17 @@ fn binary_run_then_replay_write_the_same_tables() {
     let dir = std::env::temp_dir().join(format!("harbour-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (a, b) = (dir.join("run"), dir.join("replay"));
-    let out = harbour()
-        .args(["run", "--fills", "2000", "--out"])
-        .arg(&a)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = harbour().args(["run", "--fills", "2000", "--out"]).arg(&a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        summary.contains("P&L by account") && summary.contains("Top positions"),
-        "{summary}"
-    );
-    let out = harbour()
-        .arg("replay")
-        .arg(a.join("input.jsonl"))
-        .arg("--out")
-        .arg(&b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(summary.contains("P&L by account") && summary.contains("Top positions"), "{summary}");
+    let out = harbour().arg("replay").arg(a.join("input.jsonl")).arg("--out").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    for table in [
-        "positions",
-        "fills",
-        "account_rollups",
-        "strategy_rollups",
-        "account_pnl_minute",
-        "orders",
-        "dead_letters",
-    ] {
-        let (x, y) = (
-            read(&a.join(format!("{table}.parquet"))),
-            read(&b.join(format!("{table}.parquet"))),
-        );
+    for table in
+        ["positions", "fills", "account_rollups", "strategy_rollups", "account_pnl_minute", "orders", "dead_letters"]
+    {
+        let (x, y) = (read(&a.join(format!("{table}.parquet"))), read(&b.join(format!("{table}.parquet"))));
         assert_eq!(x, y, "table {table} differs between run and replay");
     }
     let positions = read(&a.join("positions.parquet"));
@@ -265,24 +170,11 @@ fn binary_run_then_replay_write_the_same_tables() {
     // Sums agree across tables, to the last decimal place kept.
     assert_eq!(dec_sum(&positions, "fees"), dec_sum(&fills, "fees_total"));
     assert_eq!(dec_sum(&positions, "fees"), dec_sum(&accounts, "fees"));
-    assert_eq!(
-        dec_sum(&positions, "realized"),
-        dec_sum(&accounts, "realized")
-    );
+    assert_eq!(dec_sum(&positions, "realized"), dec_sum(&accounts, "realized"));
     assert_eq!(dec_sum(&minutes, "fees"), dec_sum(&fills, "fees_total"));
-    let qty = positions
-        .column_by_name("fills")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap();
+    let qty = positions.column_by_name("fills").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(qty.iter().flatten().sum::<i64>() as usize, fills.num_rows());
-    let codes = dead
-        .column_by_name("code")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
+    let codes = dead.column_by_name("code").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
     assert!(codes.iter().flatten().any(|c| c == "parse"));
 
     // Standard input works too.
@@ -296,20 +188,13 @@ fn binary_run_then_replay_write_the_same_tables() {
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(
-        read(&dir.join("stdin").join("positions.parquet")),
-        positions
-    );
+    assert_eq!(read(&dir.join("stdin").join("positions.parquet")), positions);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_config_names_the_key() {
-    let out = harbour()
-        .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "0")
-        .args(["run", "--fills", "10"])
-        .output()
-        .unwrap();
+    let out = harbour().env("HARBOUR__PIPELINE__EPOCH_EVENTS", "0").args(["run", "--fills", "10"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline.epoch_events"));
 }
@@ -324,24 +209,14 @@ fn metrics_and_health_are_served() {
     let addr = harbour::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics, health).unwrap();
     let get = |path: &str| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
     };
     let m = get("/metrics");
-    assert!(
-        m.contains("harbour_source_events_total{type=\"fill\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("harbour_source_dead_letters_total{reason=\"off_tick\"} 1"),
-        "{m}"
-    );
+    assert!(m.contains("harbour_source_events_total{type=\"fill\"} 1"), "{m}");
+    assert!(m.contains("harbour_source_dead_letters_total{reason=\"off_tick\"} 1"), "{m}");
     assert!(m.contains("harbour_pipeline_epoch_lag_seconds"), "{m}");
     assert!(get("/health").contains("\"status\":\"ok\""));
 }

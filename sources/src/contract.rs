@@ -80,16 +80,11 @@ fn bad(msg: impl Into<String>) -> Rejection {
 
 fn ts(s: &str) -> Result<Ts, Rejection> {
     let t = DateTime::parse_from_rfc3339(s).map_err(|e| bad(format!("ts {s:?}: {e}")))?;
-    t.timestamp_nanos_opt()
-        .ok_or_else(|| bad(format!("ts {s:?} out of range")))
+    t.timestamp_nanos_opt().ok_or_else(|| bad(format!("ts {s:?} out of range")))
 }
 
 fn symbol(s: &str) -> Result<Symbol, Rejection> {
-    Symbol::parse(s).ok_or_else(|| {
-        bad(format!(
-            "symbol {s:?} is not a security code of up to 5 digits"
-        ))
-    })
+    Symbol::parse(s).ok_or_else(|| bad(format!("symbol {s:?} is not a security code of up to 5 digits")))
 }
 
 fn side(s: &str) -> Result<Side, Rejection> {
@@ -135,11 +130,7 @@ pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
             ts: ts(&t)?,
             exec_id: nonempty("exec_id", exec_id)?,
             order_id: order_id.into(),
-            key: PositionKey {
-                account: nonempty("account", account)?,
-                strategy: strategy.into(),
-                symbol: symbol(&s)?,
-            },
+            key: PositionKey { account: nonempty("account", account)?, strategy: strategy.into(), symbol: symbol(&s)? },
             side: side(&sd)?,
             qty: shares(qty)?,
             price,
@@ -148,79 +139,34 @@ pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
             odd_lot,
             source_seq: seq,
         }),
-        Wire::Bust { exec_id, ts: t } => Input::Bust(Bust {
-            exec_id: nonempty("exec_id", exec_id)?,
-            ts: ts(&t)?,
-        }),
-        Wire::Quote {
-            symbol: s,
-            ts: t,
-            bid,
-            ask,
-            last,
-        } => {
+        Wire::Bust { exec_id, ts: t } => Input::Bust(Bust { exec_id: nonempty("exec_id", exec_id)?, ts: ts(&t)? }),
+        Wire::Quote { symbol: s, ts: t, bid, ask, last } => {
             if bid.is_none() && ask.is_none() && last.is_none() {
                 return Err(bad("quote has none of bid, ask, last"));
             }
-            Input::Quote(Quote {
-                symbol: symbol(&s)?,
+            Input::Quote(Quote { symbol: symbol(&s)?, ts: ts(&t)?, bid, ask, last })
+        }
+        Wire::Close { symbol: s, ts: t, price } => Input::Close(Close { symbol: symbol(&s)?, ts: ts(&t)?, price }),
+        Wire::Instrument { symbol: s, name, lot_size, currency, sector, stamp_duty } => {
+            Input::Instrument(Instrument { symbol: symbol(&s)?, name, lot_size, currency, sector, stamp_duty })
+        }
+        Wire::Order { order_id, account, strategy, symbol: s, side: sd, qty, price, order_type, status, ts: t } => {
+            Input::Order(Order {
                 ts: ts(&t)?,
-                bid,
-                ask,
-                last,
+                order_id: nonempty("order_id", order_id)?,
+                key: PositionKey {
+                    account: nonempty("account", account)?,
+                    strategy: strategy.into(),
+                    symbol: symbol(&s)?,
+                },
+                side: side(&sd)?,
+                qty: shares(qty)?,
+                price,
+                order_type,
+                status: OrderStatus::parse(&status).ok_or_else(|| bad(format!("status {status:?} is unknown")))?,
+                source_seq: seq,
             })
         }
-        Wire::Close {
-            symbol: s,
-            ts: t,
-            price,
-        } => Input::Close(Close {
-            symbol: symbol(&s)?,
-            ts: ts(&t)?,
-            price,
-        }),
-        Wire::Instrument {
-            symbol: s,
-            name,
-            lot_size,
-            currency,
-            sector,
-            stamp_duty,
-        } => Input::Instrument(Instrument {
-            symbol: symbol(&s)?,
-            name,
-            lot_size,
-            currency,
-            sector,
-            stamp_duty,
-        }),
-        Wire::Order {
-            order_id,
-            account,
-            strategy,
-            symbol: s,
-            side: sd,
-            qty,
-            price,
-            order_type,
-            status,
-            ts: t,
-        } => Input::Order(Order {
-            ts: ts(&t)?,
-            order_id: nonempty("order_id", order_id)?,
-            key: PositionKey {
-                account: nonempty("account", account)?,
-                strategy: strategy.into(),
-                symbol: symbol(&s)?,
-            },
-            side: side(&sd)?,
-            qty: shares(qty)?,
-            price,
-            order_type,
-            status: OrderStatus::parse(&status)
-                .ok_or_else(|| bad(format!("status {status:?} is unknown")))?,
-            source_seq: seq,
-        }),
     })
 }
 
@@ -246,22 +192,11 @@ pub fn to_line(input: &Input) -> String {
             commission: f.commission,
             odd_lot: f.odd_lot,
         },
-        Input::Bust(b) => Wire::Bust {
-            exec_id: b.exec_id.into(),
-            ts: format_ts(b.ts),
-        },
-        Input::Quote(q) => Wire::Quote {
-            symbol: q.symbol.to_string(),
-            ts: format_ts(q.ts),
-            bid: q.bid,
-            ask: q.ask,
-            last: q.last,
-        },
-        Input::Close(c) => Wire::Close {
-            symbol: c.symbol.to_string(),
-            ts: format_ts(c.ts),
-            price: c.price,
-        },
+        Input::Bust(b) => Wire::Bust { exec_id: b.exec_id.into(), ts: format_ts(b.ts) },
+        Input::Quote(q) => {
+            Wire::Quote { symbol: q.symbol.to_string(), ts: format_ts(q.ts), bid: q.bid, ask: q.ask, last: q.last }
+        }
+        Input::Close(c) => Wire::Close { symbol: c.symbol.to_string(), ts: format_ts(c.ts), price: c.price },
         Input::Instrument(i) => Wire::Instrument {
             symbol: i.symbol.to_string(),
             name: i.name,
@@ -294,9 +229,7 @@ mod tests {
     #[test]
     fn parses_the_documented_fill() {
         let line = r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"ACC1","strategy":"mm","symbol":"00700","side":"BUY","qty":"1000","price":"385.200","ts":"2026-01-02T09:30:00.5+08:00","commission":"12.50"}"#;
-        let Input::Fill(f) = parse_line(line, 7).unwrap() else {
-            panic!("not a fill")
-        };
+        let Input::Fill(f) = parse_line(line, 7).unwrap() else { panic!("not a fill") };
         assert_eq!(f.key.symbol, Symbol(700));
         assert_eq!(f.qty, 1000);
         assert_eq!(f.price, dec!(385.200));
@@ -304,10 +237,7 @@ mod tests {
         assert_eq!(f.ts, 1_767_317_400_500_000_000);
         assert_eq!(f.source_seq, 7);
         // and back
-        assert_eq!(
-            parse_line(&to_line(&Input::Fill(f.clone())), 7).unwrap(),
-            Input::Fill(f)
-        );
+        assert_eq!(parse_line(&to_line(&Input::Fill(f.clone())), 7).unwrap(), Input::Fill(f));
     }
 
     #[test]
@@ -315,18 +245,9 @@ mod tests {
         for (line, why) in [
             ("{not json", "key must be a string"),
             (r#"{"type":"fill","exec_id":"E1"}"#, "missing field"),
-            (
-                r#"{"type":"bust","exec_id":"E1","ts":"yesterday"}"#,
-                "ts \"yesterday\"",
-            ),
-            (
-                r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00"}"#,
-                "none of bid",
-            ),
-            (
-                r#"{"type":"close","symbol":"ABC","ts":"2026-01-02T16:10:00+08:00","price":"1"}"#,
-                "security code",
-            ),
+            (r#"{"type":"bust","exec_id":"E1","ts":"yesterday"}"#, "ts \"yesterday\""),
+            (r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00"}"#, "none of bid"),
+            (r#"{"type":"close","symbol":"ABC","ts":"2026-01-02T16:10:00+08:00","price":"1"}"#, "security code"),
             (r#"{"type":"teleport"}"#, "unknown variant"),
         ] {
             let err = parse_line(line, 1).unwrap_err();
@@ -334,9 +255,6 @@ mod tests {
             assert_eq!(err.code(), "parse");
         }
         let odd = r#"{"type":"fill","exec_id":"E","order_id":"O","account":"A","strategy":"S","symbol":"5","side":"SELL","qty":"10.5","price":"60","ts":"2026-01-02T09:30:00+08:00"}"#;
-        assert!(parse_line(odd, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("whole number"));
+        assert!(parse_line(odd, 1).unwrap_err().to_string().contains("whole number"));
     }
 }

@@ -84,10 +84,7 @@ impl PositionState {
         self.fees += fee;
         self.fills += 1;
         self.last_fill_ts = self.last_fill_ts.max(ts);
-        PositionStep {
-            realized,
-            qty_after: self.qty,
-        }
+        PositionStep { realized, qty_after: self.qty }
     }
 
     /// Average open price, `None` when flat.

@@ -56,7 +56,7 @@ where
             }),
             "LatestFold",
             move |_cap, _info| {
-                let mut pending: Pending<T, (F::Key, F::Value)> = Pending::new();
+                let mut pending: Pending<T, (F::Key, F::Value)> = Pending::new(1);
                 let mut states: FxHashMap<F::Key, F::State> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| pending.stash(cap, data));
@@ -68,14 +68,12 @@ where
                                 continue;
                             }
                             let state = states.entry(k.clone()).or_default();
-                            before
-                                .entry(k.clone())
-                                .or_insert_with(|| fold.show(&k, state));
+                            before.entry(k.clone()).or_insert_with(|| fold.show(&k, state));
                             for _ in 0..r {
                                 fold.fold(state, v.clone());
                             }
                         }
-                        let cap = pending.cap_for(&time);
+                        let cap = pending.cap_for(&time, 0);
                         let mut session = output.session(&cap);
                         for (k, old) in before {
                             let new = fold.show(&k, &states[&k]);

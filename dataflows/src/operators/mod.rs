@@ -9,6 +9,8 @@
 mod latest;
 mod pending;
 mod positions;
+mod presum;
 
 pub use latest::{latest_fold, LatestFold};
 pub use positions::{positions, FillPnl, CHECKPOINT_EVERY};
+pub use presum::presum;

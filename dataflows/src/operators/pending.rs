@@ -2,44 +2,43 @@
 
 use std::collections::BTreeMap;
 
-use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
 use timely::order::TotalOrder;
 use timely::progress::frontier::MutableAntichain;
 use timely::progress::Timestamp;
 
-/// Updates grouped by time, and one capability set covering every time still held.
+/// Updates grouped by time, and per output one capability set covering every time still held.
 pub(crate) struct Pending<T: Timestamp, D> {
     by_time: BTreeMap<T, Vec<(D, isize)>>,
-    caps: CapabilitySet<T>,
+    caps: Vec<CapabilitySet<T>>,
 }
 
 impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
-    pub(crate) fn new() -> Self {
-        Pending {
-            by_time: BTreeMap::new(),
-            caps: CapabilitySet::new(),
-        }
+    /// Holds updates for an operator with `outputs` outputs.
+    pub(crate) fn new(outputs: usize) -> Self {
+        Pending { by_time: BTreeMap::new(), caps: (0..outputs).map(|_| CapabilitySet::new()).collect() }
     }
 
-    /// Holds `updates` (each carrying its own time) under a capability for the message.
-    pub(crate) fn stash(
-        &mut self,
-        cap: timely::dataflow::operators::InputCapability<T>,
-        updates: &mut Vec<(D, T, isize)>,
-    ) {
-        if let Some(c) = cap.retain_least(0) {
-            self.caps.insert(c);
+    /// Holds `updates` (each carrying its own time) under capabilities for the message.
+    pub(crate) fn stash(&mut self, cap: InputCapability<T>, updates: &mut Vec<(D, T, isize)>) {
+        for (port, set) in self.caps.iter_mut().enumerate() {
+            if let Some(c) = cap.retain_least(port) {
+                set.insert(c);
+            }
         }
-        for (d, t, r) in updates.drain(..) {
-            self.by_time.entry(t).or_default().push((d, r));
+        let mut iter = updates.drain(..).peekable();
+        while let Some((d, t, r)) = iter.next() {
+            // Runs of one time (the usual message) cost one map lookup.
+            let held = self.by_time.entry(t.clone()).or_default();
+            held.push((d, r));
+            while let Some((d, _, r)) = iter.next_if(|(_, t2, _)| *t2 == t) {
+                held.push((d, r));
+            }
         }
     }
 
     /// Takes the earliest held time that the frontier has passed, with its updates.
-    pub(crate) fn next_complete(
-        &mut self,
-        frontier: &MutableAntichain<T>,
-    ) -> Option<(T, Vec<(D, isize)>)> {
+    pub(crate) fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, Vec<(D, isize)>)> {
         let first = self.by_time.keys().next()?.clone();
         if frontier.less_equal(&first) {
             return None;
@@ -47,16 +46,19 @@ impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
         self.by_time.remove_entry(&first)
     }
 
-    /// A capability to emit at `time` (which must be held).
-    pub(crate) fn cap_for(&self, time: &T) -> timely::dataflow::operators::Capability<T> {
-        self.caps.delayed(time)
+    /// A capability to emit at `time` on output `port` (the time must be held).
+    pub(crate) fn cap_for(&self, time: &T, port: usize) -> Capability<T> {
+        self.caps[port].delayed(time)
     }
 
     /// Releases capabilities no longer needed: keeps only one at the earliest held time.
     pub(crate) fn downgrade(&mut self) {
-        match self.by_time.keys().next() {
-            Some(first) => self.caps.downgrade([first.clone()]),
-            None => self.caps = CapabilitySet::new(),
+        let first = self.by_time.keys().next().cloned();
+        for set in &mut self.caps {
+            match &first {
+                Some(t) => set.downgrade([t.clone()]),
+                None => *set = CapabilitySet::new(),
+            }
         }
     }
 }

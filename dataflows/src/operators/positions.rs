@@ -15,22 +15,25 @@
 //! a bust at depth `d` from the end costs O(d + CHECKPOINT_EVERY). Output per change: the position
 //! row (retract old, insert new) and the enriched-fill rows whose realized P&L changed.
 
-use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::VecCollection;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use super::pending::Pending;
-use crate::fees::FeeBreakdown;
-use crate::model::{Fill, PositionKey, PositionState, PositionStep};
-use crate::pnl::EnrichedFill;
+use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
+use crate::pnl::{enrich, EnrichedFill};
+use rust_decimal::Decimal;
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -46,16 +49,60 @@ pub struct FillPnl {
     pub step: PositionStep,
 }
 
-/// Either output of the operator, split by [`positions`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum Out {
-    Pos(PositionKey, PositionState),
-    Fill(FillPnl),
+/// One fill in a book, stored inline without the key its book already has (no allocation per
+/// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
+struct Entry {
+    ts: i64,
+    exec_id: smol_str::SmolStr,
+    order_id: smol_str::SmolStr,
+    signed_qty: i64,
+    price: Decimal,
+    commission: Option<Decimal>,
+    stamp_duty_exempt: bool,
+    odd_lot: bool,
+    source_seq: u64,
+    fee: Decimal,
+    step: PositionStep,
 }
 
-struct Entry {
-    fill: EnrichedFill,
-    step: PositionStep,
+impl Entry {
+    fn new(f: Fill, fee: Decimal) -> Entry {
+        Entry {
+            ts: f.ts,
+            signed_qty: f.signed_qty(),
+            exec_id: f.exec_id,
+            order_id: f.order_id,
+            price: f.price,
+            commission: f.commission,
+            stamp_duty_exempt: f.stamp_duty_exempt,
+            odd_lot: f.odd_lot,
+            source_seq: f.source_seq,
+            fee,
+            step: PositionStep::default(),
+        }
+    }
+
+    fn fill(&self, key: &PositionKey) -> Fill {
+        Fill {
+            ts: self.ts,
+            exec_id: self.exec_id.clone(),
+            order_id: self.order_id.clone(),
+            key: key.clone(),
+            side: if self.signed_qty > 0 { Side::Buy } else { Side::Sell },
+            qty: self.signed_qty.abs(),
+            price: self.price,
+            commission: self.commission,
+            stamp_duty_exempt: self.stamp_duty_exempt,
+            odd_lot: self.odd_lot,
+            source_seq: self.source_seq,
+        }
+    }
+
+    /// The output row, fees recomputed (they are deterministic in the fill).
+    fn row(&self, key: &PositionKey, schedules: &CostSchedules) -> FillPnl {
+        let e = enrich(self.fill(key), schedules);
+        FillPnl { fill: e.fill, fees: e.fees, step: self.step.clone() }
+    }
 }
 
 #[derive(Default)]
@@ -71,112 +118,110 @@ fn order_key(f: &Fill) -> (i64, &str) {
 }
 
 impl Book {
+    /// Index of `f` (Ok) or where it would go (Err). Appends, the common case, are O(1).
     fn find(&self, f: &Fill) -> Result<usize, usize> {
-        self.entries
-            .binary_search_by(|e| order_key(&e.fill.fill).cmp(&order_key(f)))
+        let key = order_key(f);
+        match self.entries.last() {
+            None => return Err(0),
+            Some(last) if (last.ts, last.exec_id.as_str()) < key => return Err(self.entries.len()),
+            _ => {}
+        }
+        self.entries.binary_search_by(|e| (e.ts, e.exec_id.as_str()).cmp(&key))
     }
 
     /// Applies one time's changes; pushes output updates (+1 new, −1 old) to `out`.
-    fn apply(
-        &mut self,
-        key: &PositionKey,
-        changes: Vec<(EnrichedFill, isize)>,
-        out: &mut Vec<(Out, isize)>,
-    ) {
+    fn apply(&mut self, key: &PositionKey, changes: Vec<(Fill, isize)>, schedules: &CostSchedules, out: &mut Outputs) {
         // Earliest index touched, in the current book.
         let mut lo = self.entries.len();
         for (f, _) in &changes {
-            let i = match self.find(&f.fill) {
+            let i = match self.find(f) {
                 Ok(i) | Err(i) => i,
             };
             lo = lo.min(i);
         }
-        let had_fills = !self.entries.is_empty();
-        let old_tail: Vec<FillPnl> = self.entries[lo..].iter().map(to_row).collect();
+        let old_len = self.entries.len();
+        let had_fills = old_len > 0;
         let old_state = self.current.clone();
+        // Steps of the entries that may change, to emit only the rows that did.
+        let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
+            self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
+        let mut fresh: Vec<EnrichedFill> = Vec::new();
 
         for (f, r) in changes {
             if r > 0 {
-                for _ in 0..r {
-                    let i = match self.find(&f.fill) {
-                        Ok(i) | Err(i) => i,
-                    };
-                    self.entries.insert(
-                        i,
-                        Entry {
-                            fill: f.clone(),
-                            step: PositionStep::default(),
-                        },
-                    );
-                }
+                let i = match self.find(&f) {
+                    Ok(i) | Err(i) => i,
+                };
+                let enriched = enrich(f, schedules);
+                let fee = enriched.fees.total;
+                let entries: Vec<Entry> = (0..r).map(|_| Entry::new(enriched.fill.clone(), fee)).collect();
+                self.entries.splice(i..i, entries);
+                fresh.push(enriched);
             } else {
                 for _ in 0..(-r) {
-                    if let Ok(i) = self.find(&f.fill) {
-                        self.entries.remove(i);
+                    if let Ok(i) = self.find(&f) {
+                        let gone = self.entries.remove(i);
+                        // Retract its row unless it was inserted in this same epoch (never shown).
+                        if old_steps.contains_key(&gone.exec_id) {
+                            out.fills.push((gone.row(key, schedules), -1));
+                        }
                     }
                 }
             }
         }
 
-        // Restart the fold from the last snapshot at or before `lo`.
-        let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len().saturating_sub(1));
-        self.checkpoints.truncate(cp + 1);
-        let mut state = self.checkpoints.get(cp).cloned().unwrap_or_default();
+        // Appends continue from the current state; anything else restarts the fold from the last
+        // snapshot at or before `lo`.
+        let (mut state, start) = if lo == old_len {
+            (std::mem::take(&mut self.current), lo)
+        } else {
+            let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len().saturating_sub(1));
+            self.checkpoints.truncate(cp + 1);
+            (self.checkpoints.get(cp).cloned().unwrap_or_default(), cp * CHECKPOINT_EVERY)
+        };
         if self.checkpoints.is_empty() {
             self.checkpoints.push(PositionState::default());
         }
-        let start = cp * CHECKPOINT_EVERY;
         for i in start..self.entries.len() {
             if i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY >= self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
             }
             let e = &mut self.entries[i];
-            let f = &e.fill.fill;
-            e.step = state.apply(f.signed_qty(), f.price, e.fill.fees.total, f.ts);
+            e.step = state.apply(e.signed_qty, e.price, e.fee, e.ts);
         }
         self.current = state;
 
-        // Emit the enriched-fill rows that changed (both tails are in book order).
-        let new_tail: Vec<FillPnl> = self.entries[lo.min(self.entries.len())..]
-            .iter()
-            .map(to_row)
-            .collect();
-        let (mut a, mut b) = (
-            old_tail.into_iter().peekable(),
-            new_tail.into_iter().peekable(),
-        );
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x == y => {
-                    a.next();
-                    b.next();
+        // Emit the enriched-fill rows that changed: retract the old row, insert the new one.
+        for e in &self.entries[lo.min(self.entries.len())..] {
+            match old_steps.get(&e.exec_id) {
+                Some(old) if *old == e.step => {}
+                Some(old) => {
+                    let mut row = e.row(key, schedules);
+                    out.fills.push((row.clone(), 1));
+                    row.step = old.clone();
+                    out.fills.push((row, -1));
                 }
-                (Some(x), Some(y)) if order_key(&x.fill) <= order_key(&y.fill) => {
-                    out.push((Out::Fill(a.next().expect("peeked")), -1))
+                None => {
+                    let pos = fresh.iter().position(|x| x.fill.exec_id == e.exec_id);
+                    let row = match pos {
+                        Some(p) => {
+                            let x = fresh.swap_remove(p);
+                            FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() }
+                        }
+                        None => e.row(key, schedules),
+                    };
+                    out.fills.push((row, 1));
                 }
-                (Some(_), Some(_)) | (None, Some(_)) => {
-                    out.push((Out::Fill(b.next().expect("peeked")), 1))
-                }
-                (Some(_), None) => out.push((Out::Fill(a.next().expect("peeked")), -1)),
-                (None, None) => break,
             }
         }
 
         let changed = old_state != self.current;
         if had_fills && (self.entries.is_empty() || changed) {
-            out.push((Out::Pos(key.clone(), old_state), -1));
+            out.positions.push(((key.clone(), old_state), -1));
         }
         if !self.entries.is_empty() && (!had_fills || changed) {
-            out.push((Out::Pos(key.clone(), self.current.clone()), 1));
+            out.positions.push(((key.clone(), self.current.clone()), 1));
         }
-    }
-}
-
-fn to_row(e: &Entry) -> FillPnl {
-    FillPnl {
-        fill: e.fill.fill.clone(),
-        fees: e.fill.fees.clone(),
-        step: e.step.clone(),
     }
 }
 
@@ -186,65 +231,69 @@ fn key_hash(key: &PositionKey) -> u64 {
     h.finish()
 }
 
-/// Positions per (account, strategy, symbol), and every fill with the realized P&L it produced.
+/// Updates produced for one key at one time.
+#[derive(Default)]
+struct Outputs {
+    positions: Vec<((PositionKey, PositionState), isize)>,
+    fills: Vec<(FillPnl, isize)>,
+}
+
+type Out<T, D> = OutputBuilder<T, CapacityContainerBuilder<Vec<(D, T, isize)>>>;
+
+/// Positions per (account, strategy, symbol), and every fill with its fees and the realized P&L it
+/// produced. Fees are computed once, when a fill enters its book, under `schedules`.
 ///
 /// Input updates must be inserts (+1) of fills and, for busts, retractions (−1) of the same record.
 /// Outputs change only at times where the input changed; a key whose fills are all busted disappears.
 #[allow(clippy::type_complexity)]
 pub fn positions<'s, T>(
-    fills: VecCollection<'s, T, EnrichedFill, isize>,
-) -> (
-    VecCollection<'s, T, (PositionKey, PositionState), isize>,
-    VecCollection<'s, T, FillPnl, isize>,
-)
+    fills: VecCollection<'s, T, Fill, isize>,
+    schedules: Arc<CostSchedules>,
+) -> (VecCollection<'s, T, (PositionKey, PositionState), isize>, VecCollection<'s, T, FillPnl, isize>)
 where
     T: Timestamp + TotalOrder,
 {
-    let out = fills
-        .inner
-        .unary_frontier(
-            Exchange::new(|(f, _t, _r): &(EnrichedFill, T, isize)| key_hash(&f.fill.key)),
-            "Positions",
-            |_cap, _info| {
-                let mut pending: Pending<T, EnrichedFill> = Pending::new();
-                let mut books: FxHashMap<PositionKey, Book> = FxHashMap::default();
-                let mut updates: Vec<(Out, isize)> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| pending.stash(cap, data));
-                    while let Some((time, mut changes)) = pending.next_complete(frontier) {
-                        consolidate(&mut changes);
-                        changes.sort_by(|(a, _), (b, _)| a.fill.key.cmp(&b.fill.key));
-                        let cap = pending.cap_for(&time);
-                        let mut session = output.session(&cap);
-                        let mut iter = changes.into_iter().peekable();
-                        while let Some((first, r)) = iter.next() {
-                            let key = first.fill.key.clone();
-                            let mut group = vec![(first, r)];
-                            while iter.peek().is_some_and(|(f, _)| f.fill.key == key) {
-                                group.push(iter.next().expect("peeked"));
-                            }
-                            let book = books.entry(key.clone()).or_default();
-                            book.apply(&key, group, &mut updates);
-                            if book.entries.is_empty() {
-                                books.remove(&key);
-                            }
-                            for (o, r) in updates.drain(..) {
-                                session.give((o, time.clone(), r));
-                            }
-                        }
-                    }
-                    pending.downgrade();
+    let mut builder = OperatorBuilder::new("Positions".to_owned(), fills.inner.scope());
+    let mut input = builder.new_input(fills.inner, Exchange::new(|(f, _t, _r): &(Fill, T, isize)| key_hash(&f.key)));
+    let (pos_out, pos_stream) = builder.new_output();
+    let (fill_out, fill_stream) = builder.new_output();
+    let mut pos_out: Out<T, (PositionKey, PositionState)> = OutputBuilder::from(pos_out);
+    let mut fill_out: Out<T, FillPnl> = OutputBuilder::from(fill_out);
+
+    builder.build(move |_initial_caps| {
+        let mut pending: Pending<T, Fill> = Pending::new(2);
+        let mut books: FxHashMap<PositionKey, Book> = FxHashMap::default();
+        let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
+        let mut out = Outputs::default();
+        move |frontiers| {
+            input.for_each(|cap, data| pending.stash(cap, data));
+            let mut pos_session = pos_out.activate();
+            let mut fill_session = fill_out.activate();
+            while let Some((time, changes)) = pending.next_complete(&frontiers[0]) {
+                for (f, r) in changes {
+                    groups.entry(f.key.clone()).or_default().push((f, r));
                 }
-            },
-        )
-        .as_collection();
-    let positions = out.clone().flat_map(|o| match o {
-        Out::Pos(k, s) => Some((k, s)),
-        Out::Fill(_) => None,
+                let (pos_cap, fill_cap) = (pending.cap_for(&time, 0), pending.cap_for(&time, 1));
+                let mut pos = pos_session.session(&pos_cap);
+                let mut fil = fill_session.session(&fill_cap);
+                for (key, mut group) in groups.drain() {
+                    // Inserts before retractions, so a fill inserted and busted in one epoch nets out.
+                    group.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
+                    let book = books.entry(key.clone()).or_default();
+                    book.apply(&key, group, &schedules, &mut out);
+                    if book.entries.is_empty() {
+                        books.remove(&key);
+                    }
+                    for (d, r) in out.positions.drain(..) {
+                        pos.give((d, time.clone(), r));
+                    }
+                    for (d, r) in out.fills.drain(..) {
+                        fil.give((d, time.clone(), r));
+                    }
+                }
+            }
+            pending.downgrade();
+        }
     });
-    let fill_rows = out.flat_map(|o| match o {
-        Out::Fill(f) => Some(f),
-        Out::Pos(..) => None,
-    });
-    (positions, fill_rows)
+    (pos_stream.as_collection(), fill_stream.as_collection())
 }

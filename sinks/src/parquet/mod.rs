@@ -73,54 +73,28 @@ impl ParquetSink {
 
     /// Writes every table; returns what was written.
     pub fn write(&self, tables: &Tables) -> Result<Vec<Written>, ParquetSinkError> {
-        fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
         let mut out = Vec::new();
         for (table, batch) in
-            record_batches(tables).map_err(|(table, e)| ParquetSinkError::Encode {
-                table,
-                message: e.to_string(),
-            })?
+            record_batches(tables).map_err(|(table, e)| ParquetSinkError::Encode { table, message: e.to_string() })?
         {
             let path = self.dir.join(format!("{table}.parquet"));
             write_file(&path, table, &batch)?;
             tracing::debug!(table, rows = batch.num_rows(), path = %path.display(), "wrote parquet table");
-            out.push(Written {
-                table,
-                path,
-                rows: batch.num_rows(),
-            });
+            out.push(Written { table, path, rows: batch.num_rows() });
         }
         Ok(out)
     }
 }
 
-fn write_file(
-    path: &Path,
-    table: &'static str,
-    batch: &RecordBatch,
-) -> Result<(), ParquetSinkError> {
+fn write_file(path: &Path, table: &'static str, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
     let tmp = path.with_extension("parquet.tmp");
-    let io = |source| ParquetSinkError::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let enc = |e: parquet::errors::ParquetError| ParquetSinkError::Encode {
-        table,
-        message: e.to_string(),
-    };
+    let io = |source| ParquetSinkError::Io { path: tmp.clone(), source };
+    let enc = |e: parquet::errors::ParquetError| ParquetSinkError::Encode { table, message: e.to_string() };
     let file = File::create(&tmp).map_err(io)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props)).map_err(enc)?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props)).map_err(enc)?;
     writer.write(batch).map_err(enc)?;
     writer.close().map_err(enc)?;
-    fs::rename(&tmp, path).map_err(|source| ParquetSinkError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    fs::rename(&tmp, path).map_err(|source| ParquetSinkError::Io { path: path.to_owned(), source })
 }

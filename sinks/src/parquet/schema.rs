@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt64Array,
+    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow_schema::{ArrowError, Field, Schema};
 use harbour_dataflows::model::Ts;
@@ -31,8 +30,7 @@ struct Cols {
 
 impl Cols {
     fn push(mut self, name: &str, nullable: bool, array: ArrayRef) -> Self {
-        self.fields
-            .push(Field::new(name, array.data_type().clone(), nullable));
+        self.fields.push(Field::new(name, array.data_type().clone(), nullable));
         self.arrays.push(array);
         self
     }
@@ -88,13 +86,9 @@ fn versions<T>(rows: &[Versioned<T>]) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// Every table as a record batch, in a fixed order. Rows are sorted by key first.
-pub fn record_batches(
-    t: &Tables,
-) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
+pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
     let mut out = Vec::new();
-    let mut add = |name: &'static str,
-                   b: Result<RecordBatch, ArrowError>|
-     -> Result<(), (&'static str, ArrowError)> {
+    let mut add = |name: &'static str, b: Result<RecordBatch, ArrowError>| -> Result<(), (&'static str, ArrowError)> {
         out.push((name, b.map_err(|e| (name, e))?));
         Ok(())
     };
@@ -127,46 +121,29 @@ pub fn record_batches(
     )?;
 
     let mut f = t.fills.clone();
-    f.sort_by(|a, b| {
-        (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id))
-    });
-    let syms: Vec<String> = f
-        .iter()
-        .map(|r| r.row.fill.key.symbol.to_string())
-        .collect();
+    f.sort_by(|a, b| (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id)));
+    let syms: Vec<String> = f.iter().map(|r| r.row.fill.key.symbol.to_string()).collect();
     add(
         "fills",
         Cols::default()
             .str("exec_id", f.iter().map(|r| r.row.fill.exec_id.as_str()))
             .str("order_id", f.iter().map(|r| r.row.fill.order_id.as_str()))
             .str("account", f.iter().map(|r| r.row.fill.key.account.as_str()))
-            .str(
-                "strategy",
-                f.iter().map(|r| r.row.fill.key.strategy.as_str()),
-            )
+            .str("strategy", f.iter().map(|r| r.row.fill.key.strategy.as_str()))
             .str("symbol", syms.iter().map(String::as_str))
             .str("side", f.iter().map(|r| r.row.fill.side.as_str()))
             .i64("qty", f.iter().map(|r| r.row.fill.qty))
             .dec("price", f.iter().map(|r| r.row.fill.price))
             .ts("ts", f.iter().map(|r| r.row.fill.ts))
-            .dec(
-                "consideration",
-                f.iter().map(|r| r.row.fill.consideration()),
-            )
+            .dec("consideration", f.iter().map(|r| r.row.fill.consideration()))
             .dec("stamp_duty", f.iter().map(|r| r.row.fees.stamp_duty))
             .dec("sfc_levy", f.iter().map(|r| r.row.fees.sfc_levy))
             .dec("afrc_levy", f.iter().map(|r| r.row.fees.afrc_levy))
             .dec("trading_fee", f.iter().map(|r| r.row.fees.trading_fee))
-            .dec(
-                "settlement_fee",
-                f.iter().map(|r| r.row.fees.settlement_fee),
-            )
+            .dec("settlement_fee", f.iter().map(|r| r.row.fees.settlement_fee))
             .dec("commission", f.iter().map(|r| r.row.fees.commission))
             .dec("fees_total", f.iter().map(|r| r.row.fees.total))
-            .str(
-                "fee_schedule",
-                f.iter().map(|r| r.row.fees.schedule.as_str()),
-            )
+            .str("fee_schedule", f.iter().map(|r| r.row.fees.schedule.as_str()))
             .dec("realized", f.iter().map(|r| r.row.step.realized))
             .i64("qty_after", f.iter().map(|r| r.row.step.qty_after))
             .u64("source_seq", f.iter().map(|r| r.row.fill.source_seq))
@@ -174,26 +151,14 @@ pub fn record_batches(
             .finish(),
     )?;
 
-    for (kind, name) in [
-        ("account", "account_rollups"),
-        ("strategy", "strategy_rollups"),
-    ] {
-        let mut r: Vec<_> = t
-            .rollups
-            .iter()
-            .filter(|r| r.row.0.kind() == kind)
-            .cloned()
-            .collect();
+    for (kind, name) in [("account", "account_rollups"), ("strategy", "strategy_rollups")] {
+        let mut r: Vec<_> = t.rollups.iter().filter(|r| r.row.0.kind() == kind).cloned().collect();
         r.sort_by(|a, b| a.row.0.cmp(&b.row.0));
         add(
             name,
             Cols::default()
                 .str(kind, r.iter().map(|r| r.row.0.name()))
-                .i64(
-                    "positions",
-                    r.iter()
-                        .map(|r| i64::try_from(r.row.1.positions).unwrap_or(i64::MAX)),
-                )
+                .i64("positions", r.iter().map(|r| i64::try_from(r.row.1.positions).unwrap_or(i64::MAX)))
                 .dec("long_mv", r.iter().map(|r| r.row.1.long_mv))
                 .dec("short_mv", r.iter().map(|r| r.row.1.short_mv))
                 .dec("gross", r.iter().map(|r| r.row.1.gross))
@@ -207,16 +172,8 @@ pub fn record_batches(
         )?;
     }
 
-    for (kind, name) in [
-        ("account", "account_pnl_minute"),
-        ("strategy", "strategy_pnl_minute"),
-    ] {
-        let mut m: Vec<_> = t
-            .minutes
-            .iter()
-            .filter(|r| r.row.0 .0.kind() == kind)
-            .cloned()
-            .collect();
+    for (kind, name) in [("account", "account_pnl_minute"), ("strategy", "strategy_pnl_minute")] {
+        let mut m: Vec<_> = t.minutes.iter().filter(|r| r.row.0 .0.kind() == kind).cloned().collect();
         m.sort_by(|a, b| a.row.0.cmp(&b.row.0));
         // Cumulative net P&L from fills per group, in minute order.
         let mut cumulative = Vec::with_capacity(m.len());
@@ -235,21 +192,9 @@ pub fn record_batches(
             Cols::default()
                 .str(kind, m.iter().map(|r| r.row.0 .0.name()))
                 .ts("minute", m.iter().map(|r| r.row.0 .1))
-                .i64(
-                    "fills",
-                    m.iter()
-                        .map(|r| i64::try_from(r.row.1.fills).unwrap_or(i64::MAX)),
-                )
-                .i64(
-                    "bought",
-                    m.iter()
-                        .map(|r| i64::try_from(r.row.1.bought).unwrap_or(i64::MAX)),
-                )
-                .i64(
-                    "sold",
-                    m.iter()
-                        .map(|r| i64::try_from(r.row.1.sold).unwrap_or(i64::MAX)),
-                )
+                .i64("fills", m.iter().map(|r| i64::try_from(r.row.1.fills).unwrap_or(i64::MAX)))
+                .i64("bought", m.iter().map(|r| i64::try_from(r.row.1.bought).unwrap_or(i64::MAX)))
+                .i64("sold", m.iter().map(|r| i64::try_from(r.row.1.sold).unwrap_or(i64::MAX)))
                 .dec("buy_notional", m.iter().map(|r| r.row.1.buy_notional))
                 .dec("sell_notional", m.iter().map(|r| r.row.1.sell_notional))
                 .dec("realized", m.iter().map(|r| r.row.1.realized))

@@ -56,11 +56,7 @@ impl Replay {
     pub fn new(paths: &[PathBuf]) -> Replay {
         let mut pending = paths.to_vec();
         pending.reverse();
-        Replay {
-            pending,
-            current: None,
-            buf: Vec::new(),
-        }
+        Replay { pending, current: None, buf: Vec::new() }
     }
 
     /// Replays any reader (for tests and pipes) under the name `name`.
@@ -76,14 +72,9 @@ impl Replay {
         if path == Path::new("-") {
             return Ok(("stdin".into(), Box::new(BufReader::new(io::stdin()))));
         }
-        let f = File::open(path).map_err(|source| ReplayError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let f = File::open(path).map_err(|source| ReplayError::Open { path: path.to_owned(), source })?;
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
         Ok((name.into(), Box::new(BufReader::with_capacity(1 << 20, f))))
     }
 }
@@ -113,18 +104,10 @@ impl Iterator for Replay {
                         continue;
                     }
                     let raw = String::from_utf8_lossy(&self.buf).into_owned();
-                    return Some(Ok(SourceLine {
-                        source: name.clone(),
-                        position: *line,
-                        raw,
-                    }));
+                    return Some(Ok(SourceLine { source: name.clone(), position: *line, raw }));
                 }
                 Err(source) => {
-                    let err = ReplayError::Read {
-                        name: name.clone(),
-                        line: *line + 1,
-                        source,
-                    };
+                    let err = ReplayError::Read { name: name.clone(), line: *line + 1, source };
                     self.current = None;
                     return Some(Err(err));
                 }
@@ -140,9 +123,7 @@ mod tests {
     #[test]
     fn numbers_lines_and_skips_blanks() {
         let data = b"{\"a\":1}\n\n{\"b\":2}\r\n\xff\n".to_vec();
-        let lines: Vec<_> = Replay::from_reader("t.jsonl", io::Cursor::new(data))
-            .map(|l| l.unwrap())
-            .collect();
+        let lines: Vec<_> = Replay::from_reader("t.jsonl", io::Cursor::new(data)).map(|l| l.unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!((lines[1].position, lines[1].raw.as_str()), (3, "{\"b\":2}"));
         assert_eq!(lines[2].raw, "\u{fffd}");

@@ -31,11 +31,7 @@ impl Clock {
             .and_local_timezone(hkt())
             .single()
             .expect("a fixed offset is never ambiguous");
-        Clock {
-            open: open
-                .timestamp_nanos_opt()
-                .expect("validated dates fit in nanoseconds"),
-        }
+        Clock { open: open.timestamp_nanos_opt().expect("validated dates fit in nanoseconds") }
     }
 
     /// Event time of session time `ms`; from 12:00 on, an hour later for the lunch break.

@@ -85,10 +85,7 @@ impl GenerateConfig {
     /// Checks that the config can generate a day.
     pub fn validate(&self) -> Result<(), GenerateError> {
         if self.symbols == 0 || self.symbols > MAX_SYMBOLS {
-            return Err(GenerateError::Symbols {
-                got: self.symbols,
-                max: MAX_SYMBOLS,
-            });
+            return Err(GenerateError::Symbols { got: self.symbols, max: MAX_SYMBOLS });
         }
         if self.accounts == 0 {
             return Err(GenerateError::NoAccounts);
@@ -96,11 +93,9 @@ impl GenerateConfig {
         if self.strategies == 0 {
             return Err(GenerateError::NoStrategies);
         }
-        for (field, value) in [
-            ("bust_ratio", self.bust_ratio),
-            ("invalid_ratio", self.invalid_ratio),
-            ("late_ratio", self.late_ratio),
-        ] {
+        for (field, value) in
+            [("bust_ratio", self.bust_ratio), ("invalid_ratio", self.invalid_ratio), ("late_ratio", self.late_ratio)]
+        {
             if !(0.0..1.0).contains(&value) {
                 return Err(GenerateError::Ratio { field, value });
             }

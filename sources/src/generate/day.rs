@@ -187,29 +187,21 @@ impl Day {
 
     /// Prepares the day for `cfg` with prices on the grid of `spreads` (when the pipeline is
     /// configured with its own spread tables).
-    pub fn with_spreads(
-        cfg: &GenerateConfig,
-        spreads: &SpreadTables,
-    ) -> Result<Day, GenerateError> {
+    pub fn with_spreads(cfg: &GenerateConfig, spreads: &SpreadTables) -> Result<Day, GenerateError> {
         cfg.validate()?;
         let table = spreads.on(cfg.date).ok_or(GenerateError::Date(cfg.date))?;
         let grid = Grid::new(table);
         let mut reference = stream(cfg.seed, 0);
         let mut market = stream(cfg.seed, 1);
         let listings = universe(cfg.symbols, &grid, &mut reference);
-        let walks = listings
-            .iter()
-            .map(|l| Walk::new(l, &grid, &mut market))
-            .collect();
+        let walks = listings.iter().map(|l| Walk::new(l, &grid, &mut market)).collect();
         let weights = (0..listings.len() as u64)
             .scan(0, |sum, i| {
                 *sum += 1_000_000 / (i + 2);
                 Some(*sum)
             })
             .collect();
-        let mut times: Vec<u64> = (0..cfg.fills + cfg.quotes)
-            .map(|_| slot_time(&mut reference))
-            .collect();
+        let mut times: Vec<u64> = (0..cfg.fills + cfg.quotes).map(|_| slot_time(&mut reference)).collect();
         times.sort_unstable();
         let mut is_fill = vec![true; cfg.fills];
         is_fill.resize(cfg.fills + cfg.quotes, false);
@@ -220,9 +212,7 @@ impl Day {
             listings,
             walks,
             weights,
-            accounts: (1..=cfg.accounts)
-                .map(|i| format!("ACC-{i:03}").into())
-                .collect(),
+            accounts: (1..=cfg.accounts).map(|i| format!("ACC-{i:03}").into()).collect(),
             strategies: (0..cfg.strategies)
                 .map(|i| match STRATEGIES.get(i) {
                     Some(s) => SmolStr::new_static(s),
@@ -240,12 +230,7 @@ impl Day {
             next_order: 0,
             next_pending: 0,
             now: 0,
-            rng: Rngs {
-                market,
-                trading: stream(cfg.seed, 2),
-                late: stream(cfg.seed, 3),
-                bust: stream(cfg.seed, 4),
-            },
+            rng: Rngs { market, trading: stream(cfg.seed, 2), late: stream(cfg.seed, 3), bust: stream(cfg.seed, 4) },
             faults: Faults::new(stream(cfg.seed, 5), cfg.invalid_ratio),
             late_ratio: cfg.late_ratio,
             bust_ratio: cfg.bust_ratio,
@@ -297,12 +282,7 @@ impl Day {
     /// Holds a line back until session time `arrival`.
     fn defer(&mut self, arrival: u64, kind: Kind, line: String) {
         self.next_pending += 1;
-        self.pending.push(Reverse(Pending {
-            arrival,
-            seq: self.next_pending,
-            kind,
-            line,
-        }));
+        self.pending.push(Reverse(Pending { arrival, seq: self.next_pending, kind, line }));
     }
 
     /// Sends the held-back lines due by `until`.
@@ -319,13 +299,7 @@ impl Day {
         weights.partition_point(|&c| c <= r)
     }
 
-    fn order_line(
-        &self,
-        order: &OpenOrder,
-        key: &PositionKey,
-        status: OrderStatus,
-        ms: u64,
-    ) -> String {
+    fn order_line(&self, order: &OpenOrder, key: &PositionKey, status: OrderStatus, ms: u64) -> String {
         to_line(&Input::Order(Order {
             ts: self.clock.at(ms),
             order_id: order.id.clone(),
@@ -333,12 +307,7 @@ impl Day {
             side: order.side,
             qty: order.qty,
             price: order.limit.map(|p| self.grid.decimal(p)),
-            order_type: if order.limit.is_some() {
-                "LIMIT"
-            } else {
-                "MARKET"
-            }
-            .into(),
+            order_type: if order.limit.is_some() { "LIMIT" } else { "MARKET" }.into(),
             status,
             source_seq: 0,
         }))
@@ -363,10 +332,7 @@ impl Day {
         if self.rng.bust.random_bool(self.bust_ratio) {
             let u: f64 = self.rng.bust.random();
             let at = (t + 5_000 + (u * u * 595_000.0) as u64).min(END_MS);
-            let line = to_line(&Input::Bust(Bust {
-                exec_id,
-                ts: self.clock.at(at),
-            }));
+            let line = to_line(&Input::Bust(Bust { exec_id, ts: self.clock.at(at) }));
             self.defer(at.max(arrival + 1), Kind::Bust, line);
         }
     }
@@ -414,13 +380,7 @@ impl Day {
                     None
                 };
                 self.next_order += 1;
-                let o = OpenOrder {
-                    id: format!("O{}", self.next_order).into(),
-                    side,
-                    qty,
-                    filled: 0,
-                    limit,
-                };
+                let o = OpenOrder { id: format!("O{}", self.next_order).into(), side, qty, filled: 0, limit };
                 before.push(self.order_line(&o, &key, OrderStatus::New, t - lead));
                 o
             }
@@ -440,9 +400,7 @@ impl Day {
         let price = self.grid.decimal(price);
         let commission = rng.random_bool(COMMISSION).then(|| {
             let bp = [3, 5, 8][acc % 3];
-            (price * Decimal::from(qty) * Decimal::new(bp, 4))
-                .round_dp(2)
-                .max(Decimal::ONE)
+            (price * Decimal::from(qty) * Decimal::new(bp, 4)).round_dp(2).max(Decimal::ONE)
         });
         order.filled += qty;
         book.position += order.side.sign() * qty;
@@ -460,11 +418,7 @@ impl Day {
             odd_lot,
             source_seq: 0,
         };
-        let status = if order.filled == order.qty {
-            OrderStatus::Filled
-        } else {
-            OrderStatus::PartiallyFilled
-        };
+        let status = if order.filled == order.qty { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
         let after = self.order_line(&order, &key, status, t);
         if status == OrderStatus::PartiallyFilled {
             book.open = Some(order);
@@ -484,11 +438,7 @@ impl Day {
         self.walks[sym].advance(&self.grid, t, rng);
         let p = self.walks[sym].price;
         let shape = rng.random_range(0..100);
-        let bid = if rng.random_bool(0.5) {
-            p
-        } else {
-            self.grid.down(p)
-        };
+        let bid = if rng.random_bool(0.5) { p } else { self.grid.down(p) };
         let spread = match rng.random_range(0..20) {
             0 => 3,
             1..=3 => 2,
@@ -498,11 +448,7 @@ impl Day {
         let g = &self.grid;
         let (bid, ask, last) = match shape {
             0..60 => (Some(g.decimal(bid)), Some(g.decimal(ask)), None),
-            60..85 => (
-                Some(g.decimal(bid)),
-                Some(g.decimal(ask)),
-                Some(g.decimal(p)),
-            ),
+            60..85 => (Some(g.decimal(bid)), Some(g.decimal(ask)), Some(g.decimal(p))),
             _ => (None, None, Some(g.decimal(p))),
         };
         let line = to_line(&Input::Quote(Quote {

@@ -45,12 +45,7 @@ pub(crate) struct Faults {
 
 impl Faults {
     pub fn new(rng: ChaCha8Rng, ratio: f64) -> Faults {
-        Faults {
-            rng,
-            ratio,
-            seq: 0,
-            recent: VecDeque::with_capacity(RECENT),
-        }
+        Faults { rng, ratio, seq: 0, recent: VecDeque::with_capacity(RECENT) }
     }
 
     /// Remembers a valid fill line that has been sent, for a later duplicate.
@@ -83,11 +78,7 @@ impl Faults {
                 strategy: m.strategies[self.rng.random_range(0..m.strategies.len())].clone(),
                 symbol: m.listings[sym].instrument.symbol,
             },
-            side: if self.rng.random_bool(0.5) {
-                Side::Buy
-            } else {
-                Side::Sell
-            },
+            side: if self.rng.random_bool(0.5) { Side::Buy } else { Side::Sell },
             qty: lot * self.rng.random_range(1..=10),
             price: m.grid.decimal(price),
             commission: None,
@@ -134,14 +125,9 @@ impl Faults {
             }
             InvalidKind::UnknownExecId => {
                 self.seq += 1;
-                to_line(&Input::Bust(Bust {
-                    exec_id: format!("XU{}", self.seq).into(),
-                    ts: m.ts,
-                }))
+                to_line(&Input::Bust(Bust { exec_id: format!("XU{}", self.seq).into(), ts: m.ts }))
             }
-            InvalidKind::DuplicateExecId => {
-                self.recent[self.rng.random_range(0..self.recent.len())].clone()
-            }
+            InvalidKind::DuplicateExecId => self.recent[self.rng.random_range(0..self.recent.len())].clone(),
             InvalidKind::ZeroQty => {
                 let (mut f, _, _) = self.fill(m);
                 f.qty = 0;
@@ -178,11 +164,7 @@ impl Faults {
                 line.truncate(cut);
                 line
             }
-            2 => format!(
-                r#"{{"type":"bust","exec_id":"{}","ts":"{}",}}"#,
-                f.exec_id,
-                format_ts(f.ts)
-            ),
+            2 => format!(r#"{{"type":"bust","exec_id":"{}","ts":"{}",}}"#, f.exec_id, format_ts(f.ts)),
             _ => format!(
                 "fill,{},{},{},{},{},{},{},{},{}",
                 f.exec_id,

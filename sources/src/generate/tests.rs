@@ -67,9 +67,7 @@ fn judge(cfg: &GenerateConfig, lines: &[String]) -> Verdict {
                             }
                             v.quotes += 1;
                         }
-                        Accepted::Market(harbour_dataflows::model::MarketEvent::Close(_)) => {
-                            v.closes += 1
-                        }
+                        Accepted::Market(harbour_dataflows::model::MarketEvent::Close(_)) => v.closes += 1,
                         Accepted::Market(_) => {}
                         Accepted::Instrument { current: i, .. } => {
                             lots.insert(i.symbol, i.lot_size);
@@ -97,47 +95,21 @@ fn same_config_same_bytes_other_seed_other_day() {
 fn the_input_rules_reject_exactly_the_invalid_lines() {
     for cfg in [
         GenerateConfig::default(),
-        GenerateConfig {
-            invalid_ratio: 0.3,
-            symbols: 40,
-            accounts: 7,
-            strategies: 12,
-            ..small()
-        },
+        GenerateConfig { invalid_ratio: 0.3, symbols: 40, accounts: 7, strategies: 12, ..small() },
     ] {
         let (lines, stats) = generate_with_stats(&cfg).unwrap();
         let v = judge(&cfg, &lines);
-        let expected: BTreeMap<&str, usize> = stats
-            .invalid_by_kind
-            .iter()
-            .map(|(k, n)| (k.rejection_code(), n))
-            .filter(|&(_, n)| n > 0)
-            .collect();
+        let expected: BTreeMap<&str, usize> =
+            stats.invalid_by_kind.iter().map(|(k, n)| (k.rejection_code(), n)).filter(|&(_, n)| n > 0).collect();
         assert_eq!(v.rejected, expected);
         assert_eq!(stats.invalid, stats.invalid_by_kind.total());
-        assert!(InvalidKind::ALL
-            .iter()
-            .all(|&k| stats.invalid_by_kind.get(k) > 0));
+        assert!(InvalidKind::ALL.iter().all(|&k| stats.invalid_by_kind.get(k) > 0));
         // The counts agree with what was accepted.
         assert_eq!(lines.len(), stats.lines);
         assert_eq!(v.accepted.len() + stats.invalid, stats.lines);
         assert_eq!(
-            (
-                v.fills,
-                v.busts,
-                v.quotes,
-                v.closes,
-                v.orders,
-                v.instruments
-            ),
-            (
-                stats.fills,
-                stats.busts,
-                stats.quotes,
-                stats.closes,
-                stats.orders,
-                stats.instruments
-            )
+            (v.fills, v.busts, v.quotes, v.closes, v.orders, v.instruments),
+            (stats.fills, stats.busts, stats.quotes, stats.closes, stats.orders, stats.instruments)
         );
     }
 }
@@ -159,20 +131,14 @@ fn counts_follow_the_config() {
 #[test]
 fn invalid_lines_do_not_change_the_valid_ones() {
     let cfg = small();
-    let clean = generate_with_stats(&GenerateConfig {
-        invalid_ratio: 0.0,
-        ..cfg.clone()
-    })
-    .unwrap();
+    let clean = generate_with_stats(&GenerateConfig { invalid_ratio: 0.0, ..cfg.clone() }).unwrap();
     assert_eq!(clean.1.invalid, 0);
     let dirty = generate(&cfg).unwrap();
     assert_eq!(judge(&cfg, &dirty).accepted, clean.0);
 }
 
 fn hkt_time(ts: Ts) -> NaiveTime {
-    chrono::DateTime::from_timestamp_nanos(ts)
-        .with_timezone(&hkt())
-        .time()
+    chrono::DateTime::from_timestamp_nanos(ts).with_timezone(&hkt()).time()
 }
 
 #[test]
@@ -180,8 +146,7 @@ fn events_keep_to_the_session_and_arrive_in_rough_time_order() {
     let cfg = small();
     let (lines, stats) = generate_with_stats(&cfg).unwrap();
     let hm = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
-    let in_session =
-        |t: NaiveTime| (hm(9, 30) <= t && t < hm(12, 0)) || (hm(13, 0) <= t && t < hm(16, 0));
+    let in_session = |t: NaiveTime| (hm(9, 30) <= t && t < hm(12, 0)) || (hm(13, 0) <= t && t < hm(16, 0));
     let mut seen_event = false;
     let mut seen_close = false;
     let mut latest = Ts::MIN;
@@ -235,10 +200,7 @@ fn events_keep_to_the_session_and_arrive_in_rough_time_order() {
     }
     // Late fills (and a few duplicates among the invalid lines) are out of order; little else.
     assert!(displaced >= stats.late / 2, "{displaced} {stats:?}");
-    assert!(
-        displaced <= stats.late + stats.invalid,
-        "{displaced} {stats:?}"
-    );
+    assert!(displaced <= stats.late + stats.invalid, "{displaced} {stats:?}");
     assert!(odd > 0 && commissions > stats.fills / 10 && markets > 0);
     for s in [
         OrderStatus::New,
@@ -272,13 +234,7 @@ fn positions_go_through_zero() {
 
 #[test]
 fn the_universe_starts_with_real_large_caps() {
-    let lines = generate(&GenerateConfig {
-        symbols: 3,
-        fills: 10,
-        quotes: 10,
-        ..GenerateConfig::default()
-    })
-    .unwrap();
+    let lines = generate(&GenerateConfig { symbols: 3, fills: 10, quotes: 10, ..GenerateConfig::default() }).unwrap();
     let instruments: Vec<_> = lines
         .iter()
         .filter_map(|l| match parse_line(l, 0) {
@@ -286,21 +242,9 @@ fn the_universe_starts_with_real_large_caps() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        instruments,
-        [
-            ("00700".into(), 100, true),
-            ("00005".into(), 400, true),
-            ("09988".into(), 100, true)
-        ]
-    );
+    assert_eq!(instruments, [("00700".into(), 100, true), ("00005".into(), 400, true), ("09988".into(), 100, true)]);
 
-    let cfg = GenerateConfig {
-        symbols: 200,
-        fills: 2_000,
-        quotes: 2_000,
-        ..GenerateConfig::default()
-    };
+    let cfg = GenerateConfig { symbols: 200, fills: 2_000, quotes: 2_000, ..GenerateConfig::default() };
     let lines = generate(&cfg).unwrap();
     let mut codes = HashSet::new();
     let mut cheapest = rust_decimal::Decimal::MAX;
@@ -316,10 +260,7 @@ fn the_universe_starts_with_real_large_caps() {
         }
     }
     assert_eq!(codes.len(), 200);
-    assert!(
-        cheapest < rust_decimal::Decimal::new(25, 2),
-        "a penny stock"
-    );
+    assert!(cheapest < rust_decimal::Decimal::new(25, 2), "a penny stock");
     let v = judge(&cfg, &lines);
     assert_eq!(v.closes, 200);
 }
@@ -327,10 +268,7 @@ fn the_universe_starts_with_real_large_caps() {
 #[test]
 fn the_spread_table_of_the_date_applies() {
     // Before 4 Aug 2025 the 20–50 band ticked in 0.05: Tracker Fund prices follow it.
-    let cfg = GenerateConfig {
-        date: NaiveDate::from_ymd_opt(2025, 3, 3).unwrap(),
-        ..small()
-    };
+    let cfg = GenerateConfig { date: NaiveDate::from_ymd_opt(2025, 3, 3).unwrap(), ..small() };
     let (lines, stats) = generate_with_stats(&cfg).unwrap();
     let v = judge(&cfg, &lines);
     assert_eq!(v.rejected.values().sum::<usize>(), stats.invalid);
@@ -341,81 +279,27 @@ fn configs_are_checked() {
     let ok = GenerateConfig::default();
     assert_eq!(ok.validate(), Ok(()));
     let cases = [
-        (
-            GenerateConfig {
-                symbols: 0,
-                ..ok.clone()
-            },
-            "symbols",
-        ),
-        (
-            GenerateConfig {
-                symbols: MAX_SYMBOLS + 1,
-                ..ok.clone()
-            },
-            "symbols",
-        ),
-        (
-            GenerateConfig {
-                accounts: 0,
-                ..ok.clone()
-            },
-            "accounts",
-        ),
-        (
-            GenerateConfig {
-                strategies: 0,
-                ..ok.clone()
-            },
-            "strategies",
-        ),
-        (
-            GenerateConfig {
-                bust_ratio: 1.0,
-                ..ok.clone()
-            },
-            "bust_ratio",
-        ),
-        (
-            GenerateConfig {
-                invalid_ratio: f64::NAN,
-                ..ok.clone()
-            },
-            "invalid_ratio",
-        ),
-        (
-            GenerateConfig {
-                late_ratio: -0.1,
-                ..ok.clone()
-            },
-            "late_ratio",
-        ),
-        (
-            GenerateConfig {
-                date: NaiveDate::from_ymd_opt(1999, 12, 31).unwrap(),
-                ..ok.clone()
-            },
-            "date",
-        ),
+        (GenerateConfig { symbols: 0, ..ok.clone() }, "symbols"),
+        (GenerateConfig { symbols: MAX_SYMBOLS + 1, ..ok.clone() }, "symbols"),
+        (GenerateConfig { accounts: 0, ..ok.clone() }, "accounts"),
+        (GenerateConfig { strategies: 0, ..ok.clone() }, "strategies"),
+        (GenerateConfig { bust_ratio: 1.0, ..ok.clone() }, "bust_ratio"),
+        (GenerateConfig { invalid_ratio: f64::NAN, ..ok.clone() }, "invalid_ratio"),
+        (GenerateConfig { late_ratio: -0.1, ..ok.clone() }, "late_ratio"),
+        (GenerateConfig { date: NaiveDate::from_ymd_opt(1999, 12, 31).unwrap(), ..ok.clone() }, "date"),
     ];
     for (cfg, field) in cases {
         let err = generate(&cfg).unwrap_err();
         assert!(err.to_string().contains(field), "{err}");
     }
     // Nothing but the two fixed lines per symbol when there is nothing to trade.
-    let (lines, stats) = generate_with_stats(&GenerateConfig {
-        fills: 0,
-        quotes: 0,
-        ..ok
-    })
-    .unwrap();
+    let (lines, stats) = generate_with_stats(&GenerateConfig { fills: 0, quotes: 0, ..ok }).unwrap();
     assert_eq!((lines.len(), stats.invalid), (20, 0));
 }
 
 #[test]
 fn config_reads_with_defaults_and_refuses_unknown_fields() {
-    let cfg: GenerateConfig =
-        serde_json::from_str(r#"{"seed": 11, "date": "2026-03-03", "fills": 5}"#).unwrap();
+    let cfg: GenerateConfig = serde_json::from_str(r#"{"seed": 11, "date": "2026-03-03", "fills": 5}"#).unwrap();
     assert_eq!(
         cfg,
         GenerateConfig {
@@ -432,10 +316,7 @@ fn config_reads_with_defaults_and_refuses_unknown_fields() {
 #[test]
 #[ignore = "large: run with --release --ignored to time a million fills"]
 fn a_million_fills_stream() {
-    let cfg = GenerateConfig {
-        fills: 1_000_000,
-        ..GenerateConfig::default()
-    };
+    let cfg = GenerateConfig { fills: 1_000_000, ..GenerateConfig::default() };
     let started = std::time::Instant::now();
     let mut day = Day::new(&cfg).unwrap();
     let bytes: usize = day.by_ref().map(|l| l.len() + 1).sum();

@@ -66,18 +66,8 @@ const FIRST: [&str; 12] = [
     "TSING YI",
     "SHA TIN",
 ];
-const SECOND: [&str; 10] = [
-    "HOLDINGS",
-    "GROUP",
-    "TECH",
-    "PPT",
-    "ENERGY",
-    "BIO-B",
-    "INTL",
-    "LOGISTICS",
-    "FIN",
-    "RETAIL",
-];
+const SECOND: [&str; 10] =
+    ["HOLDINGS", "GROUP", "TECH", "PPT", "ENERGY", "BIO-B", "INTL", "LOGISTICS", "FIN", "RETAIL"];
 const SECTORS: [&str; 11] = [
     "Financials",
     "Properties & Construction",
@@ -138,17 +128,9 @@ pub(crate) fn universe(n: usize, grid: &Grid, rng: &mut ChaCha8Rng) -> Vec<Listi
             _ => &[100, 200],
         };
         let lot = lots[rng.random_range(0..lots.len())];
-        let name = format!(
-            "{} {}",
-            FIRST[rng.random_range(0..FIRST.len())],
-            SECOND[rng.random_range(0..SECOND.len())]
-        );
+        let name = format!("{} {}", FIRST[rng.random_range(0..FIRST.len())], SECOND[rng.random_range(0..SECOND.len())]);
         let sector = SECTORS[rng.random_range(0..SECTORS.len())];
-        let vol_bp = if lo < 500 {
-            rng.random_range(400..=800)
-        } else {
-            rng.random_range(150..=450)
-        };
+        let vol_bp = if lo < 500 { rng.random_range(400..=800) } else { rng.random_range(150..=450) };
         out.push(Listing {
             instrument: instrument(synthetic_code(i), name, lot, sector, true),
             lo: grid.thousandths(lo),

@@ -35,23 +35,12 @@ impl Grid {
             .flat_map(|b| [b.up_to.normalize().scale(), b.tick.normalize().scale()])
             .max()
             .unwrap_or(0);
-        Grid {
-            scale,
-            bands: table
-                .bands
-                .iter()
-                .map(|b| (units(b.up_to, scale), units(b.tick, scale)))
-                .collect(),
-        }
+        Grid { scale, bands: table.bands.iter().map(|b| (units(b.up_to, scale), units(b.tick, scale))).collect() }
     }
 
     /// The tick at `p` (the top band's tick above the table, which the walk never reaches).
     pub fn tick(&self, p: i64) -> i64 {
-        self.bands
-            .iter()
-            .find(|b| p <= b.0)
-            .or(self.bands.last())
-            .map_or(1, |b| b.1)
+        self.bands.iter().find(|b| p <= b.0).or(self.bands.last()).map_or(1, |b| b.1)
     }
 
     /// True when `p` is on the grid.
@@ -143,8 +132,7 @@ impl Walk {
     /// Starts at a price drawn from the listing's range (yesterday's close, say).
     pub fn new(listing: &Listing, grid: &Grid, rng: &mut ChaCha8Rng) -> Walk {
         let start = grid.floor(rng.random_range(listing.lo..=listing.hi)).max(1);
-        let ticks_per_day =
-            f64::from(listing.vol_bp) / 10_000.0 * start as f64 / grid.tick(start) as f64;
+        let ticks_per_day = f64::from(listing.vol_bp) / 10_000.0 * start as f64 / grid.tick(start) as f64;
         Walk {
             price: start,
             shown: 0,
@@ -193,24 +181,15 @@ mod tests {
         let mut ups = 0;
         while p < grid.thousandths(1_200_000) {
             let q = grid.up(p);
-            assert!(
-                q > p && table.on_grid(grid.decimal(q)),
-                "up from {p} to {q}"
-            );
-            assert_eq!(
-                table.tick(grid.decimal(p)),
-                Some(grid.decimal(grid.tick(p)))
-            );
+            assert!(q > p && table.on_grid(grid.decimal(q)), "up from {p} to {q}");
+            assert_eq!(table.tick(grid.decimal(p)), Some(grid.decimal(grid.tick(p))));
             p = q;
             ups += 1;
         }
         let mut downs = 0;
         while p > 1 {
             let q = grid.down(p);
-            assert!(
-                q < p && table.on_grid(grid.decimal(q)),
-                "down from {p} to {q}"
-            );
+            assert!(q < p && table.on_grid(grid.decimal(q)), "down from {p} to {q}");
             p = q;
             downs += 1;
         }
