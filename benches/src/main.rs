@@ -4,6 +4,7 @@
 //! cargo run --release -p harbour-benches -- all          # the README's table
 //! cargo run --release -p harbour-benches -- fills 1000 2000000
 //! cargo run --release -p harbour-benches -- quotes 100000 3000000
+//! cargo run --release -p harbour-benches -- scale 1000000 1000000
 //! cargo run --release -p harbour-benches -- deep-key 100000
 //! cargo run --release -p harbour-benches -- memory 1000000
 //! ```
@@ -35,6 +36,7 @@ struct Harness {
     _instruments: InputSession<u64, Instrument, isize>,
     probe: ProbeHandle<u64>,
     epoch: u64,
+    batch: usize,
 }
 
 impl Harness {
@@ -55,7 +57,16 @@ impl Harness {
             let _ = out.minutes.probe_with(&probe);
             (fi, mi, oi, ii, probe)
         });
-        let mut h = Harness { worker, fills, market, _orders: orders, _instruments: instruments, probe, epoch: 0 };
+        let mut h = Harness {
+            worker,
+            fills,
+            market,
+            _orders: orders,
+            _instruments: instruments,
+            probe,
+            epoch: 0,
+            batch: BATCH,
+        };
         for s in 0..SYMBOLS {
             h.market.insert(MarketEvent::Listed(symbol(s)));
             h.market.insert(MarketEvent::Quote(Quote {
@@ -85,7 +96,7 @@ impl Harness {
         let start = Instant::now();
         let mut fills = fills.into_iter().peekable();
         while fills.peek().is_some() {
-            for f in fills.by_ref().take(BATCH) {
+            for f in fills.by_ref().take(self.batch) {
                 self.fills.insert(f);
             }
             self.seal();
@@ -97,7 +108,7 @@ impl Harness {
         let start = Instant::now();
         let mut quotes = quotes.into_iter().peekable();
         while quotes.peek().is_some() {
-            for q in quotes.by_ref().take(BATCH) {
+            for q in quotes.by_ref().take(self.batch) {
                 self.market.insert(MarketEvent::Quote(q));
             }
             self.seal();
@@ -116,15 +127,15 @@ fn price(s: u32, k: u64) -> Decimal {
 }
 
 /// Fill `i` for position `p` of `positions` (2 000 accounts × 500 symbols at most).
-fn fill(i: u64, p: u64, accounts: &[smol_str::SmolStr]) -> Fill {
+fn fill(i: u64, p: u64, books: &[(smol_str::SmolStr, smol_str::SmolStr)]) -> Fill {
     let s = (p % SYMBOLS as u64) as u32;
     Fill {
         ts: T0 + i as i64 * 1_000_000,
         exec_id: format!("X{i}").into(),
         order_id: format!("O{}", i / 4).into(),
         key: PositionKey {
-            account: accounts[(p / SYMBOLS as u64) as usize].clone(),
-            strategy: "bench".into(),
+            account: books[(p / SYMBOLS as u64) as usize].0.clone(),
+            strategy: books[(p / SYMBOLS as u64) as usize].1.clone(),
             symbol: symbol(s),
         },
         side: if (i * 7 + p).is_multiple_of(3) { Side::Sell } else { Side::Buy },
@@ -137,8 +148,13 @@ fn fill(i: u64, p: u64, accounts: &[smol_str::SmolStr]) -> Fill {
     }
 }
 
-fn accounts(positions: u64) -> Vec<smol_str::SmolStr> {
-    (0..positions.div_ceil(SYMBOLS as u64)).map(|a| format!("ACC-{a:05}").into()).collect()
+/// The (account, strategy) books for `positions` positions over 500 symbols: at most 50 accounts,
+/// then more strategies per account (1M positions = 50 accounts × 40 strategies × 500 symbols), so
+/// the number of roll-up groups stays desk-sized as positions grow.
+fn accounts(positions: u64) -> Vec<(smol_str::SmolStr, smol_str::SmolStr)> {
+    (0..positions.div_ceil(SYMBOLS as u64))
+        .map(|b| (format!("ACC-{:03}", b % 50).into(), format!("strat-{:03}", b / 50).into()))
+        .collect()
 }
 
 fn fills_for(positions: u64, n: u64, offset: u64) -> Vec<Fill> {
@@ -194,10 +210,29 @@ fn bench_quotes(positions: u64, n: u64) -> f64 {
     rate
 }
 
+/// Per-fill cost as the number of live positions grows, with the same access pattern: epochs of
+/// 1,000 fills, each fill on a different position (a stride through all of them).
+fn bench_scale(positions: u64, n: u64) -> f64 {
+    let mut h = Harness::new();
+    h.run_fills(fills_for(positions, positions, 0));
+    h.batch = 1_000;
+    let accts = accounts(positions);
+    let stride = 7_919u64; // prime, so consecutive fills land on unrelated positions
+    let fills: Vec<Fill> = (0..n).map(|i| fill(positions + i, (i * stride) % positions, &accts)).collect();
+    let t = h.run_fills(fills);
+    let ns = t.as_secs_f64() * 1e9 / n as f64;
+    println!(
+        "scale     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {ns:>7.0} ns/fill",
+        t.as_secs_f64(),
+        n as f64 / t.as_secs_f64()
+    );
+    ns
+}
+
 /// Per-fill cost on one key already holding `history` fills, against fills on fresh keys.
 fn bench_deep_key(history: u64) -> (f64, f64) {
     let n = 100_000u64;
-    let accts: Vec<smol_str::SmolStr> = vec!["DEEP".into()];
+    let accts: Vec<(smol_str::SmolStr, smol_str::SmolStr)> = vec![("DEEP".into(), "deep".into())];
     // fresh keys: one fill per new position
     let mut h = Harness::new();
     let fresh_accts = accounts(n);
@@ -269,6 +304,9 @@ fn main() -> anyhow::Result<()> {
         "quotes" => {
             bench_quotes(arg(&args, 1, 1_000), arg(&args, 2, 3_000_000));
         }
+        "scale" => {
+            bench_scale(arg(&args, 1, 1_000), arg(&args, 2, 1_000_000));
+        }
         "deep-key" => {
             bench_deep_key(arg(&args, 1, 100_000));
         }
@@ -278,15 +316,23 @@ fn main() -> anyhow::Result<()> {
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "all" => {
-            let small = bench_fills(1_000, 2_000_000);
-            let large = bench_fills(1_000_000, 2_000_000);
-            println!("          per-fill cost at 1M positions / at 1k positions: {:.2}", small / large);
+            bench_fills(1_000, 2_000_000);
+            bench_fills(1_000_000, 2_000_000);
+            let small = bench_scale(1_000, 1_000_000);
+            let large = bench_scale(1_000_000, 1_000_000);
+            println!(
+                "          per-fill cost at 1M positions / at 1k positions (same access pattern): {:.2}",
+                large / small
+            );
             bench_quotes(1_000, 3_000_000);
             bench_quotes(100_000, 3_000_000);
             bench_deep_key(100_000);
             bench_parse(1_000_000);
+            bench_memory(1_000_000);
         }
-        other => anyhow::bail!("unknown benchmark {other:?}: fills, quotes, deep-key, memory, parse or all"),
+        other => {
+            anyhow::bail!("unknown benchmark {other:?}: fills, quotes, scale, deep-key, memory, fees, parse or all")
+        }
     }
     Ok(())
 }

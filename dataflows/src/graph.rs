@@ -1,9 +1,9 @@
 //! The whole Harbour dataflow, from validated inputs to every output collection.
 //!
 //! ```text
-//!  fills ──► positions (fees on entry) ──┬─► value at marks ──► positions rows ──► roll-ups
-//!                                          └─► fill rows (realized per fill) ──────► minute flows
-//!  market ─► marks ────────────────────────────┘
+//!  fills ──► positions (fees on entry; valued at marks) ──┬─► position rows ──► roll-ups
+//!                   ▲                                    └─► fill rows (realized per fill) ─► minute flows
+//!  market ─► marks ─┘
 //!  orders ─► latest state per order id
 //!  instruments ─► (passed through)
 //! ```
@@ -24,7 +24,7 @@ use crate::marks::{Mark, MarkFold, MarkPolicy};
 use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
 use crate::operators::{latest_fold, positions, FillPnl};
 use crate::orders::OrderFold;
-use crate::pnl::{value_positions, PositionRow};
+use crate::pnl::PositionRow;
 use crate::rollups::{minute_flows, rollups, Group};
 use crate::sums::{FlowTotals, Totals};
 
@@ -72,10 +72,9 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
     inputs: Inputs<'s, T>,
     config: &GraphConfig,
 ) -> Outputs<'s, T> {
-    let (positions, fills) = positions(inputs.fills, config.schedules.clone());
     let marks = latest_fold(inputs.market.map(|e| (e.symbol(), e)), MarkFold(config.marks.clone()));
-    let rows = value_positions(positions, marks.clone());
-    let rollups = rollups(rows.clone());
+    let (rows, fills, deltas) = positions(inputs.fills, marks.clone(), config.schedules.clone());
+    let rollups = rollups(deltas);
     let minutes = minute_flows(fills.clone());
     let orders = latest_fold(inputs.orders.map(|o| (o.order_id.clone(), o)), OrderFold);
     Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments }

@@ -1,21 +1,18 @@
 //! P&L: fees on every fill, and positions valued at their marks.
 //!
 //! ```text
-//!  fills ─► positions (fees per fill on entry) ─► (symbol ⋈ marks) ─► PositionRow
+//!  fills ─► positions (fees per fill on entry; valued at the symbol's mark) ─► PositionRow
 //! ```
 //!
 //! Money in output rows is rounded to [`MONEY_DP`] decimal places (the fold itself keeps full
 //! precision), so sums over rows are exact and equal however they are grouped.
 
-use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use timely::order::TotalOrder;
-use timely::progress::Timestamp;
 
 use crate::fees::{CostSchedules, FeeBreakdown};
 use crate::marks::{Mark, MarkSource};
-use crate::model::{Fill, PositionKey, PositionState, Symbol, Ts};
+use crate::model::{Fill, PositionKey, PositionState, Ts};
 use crate::validate::trade_date;
 
 /// Decimal places kept for money in output rows.
@@ -106,15 +103,4 @@ impl PositionRow {
             last_fill_ts: state.last_fill_ts,
         }
     }
-}
-
-/// Joins positions with the marks of their symbols.
-///
-/// Every symbol with reference data has a mark row (possibly without a price), so the inner join
-/// keeps every position whose fill passed validation.
-pub fn value_positions<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice>(
-    positions: VecCollection<'s, T, (PositionKey, PositionState), isize>,
-    marks: VecCollection<'s, T, (Symbol, Mark), isize>,
-) -> VecCollection<'s, T, PositionRow, isize> {
-    positions.map(|(k, s)| (k.symbol, (k, s))).join_map(marks, |_sym, (k, s), m| PositionRow::new(k.clone(), s, m))
 }

@@ -50,9 +50,8 @@ pub fn recompute(fills: &[Fill], market: &[MarketEvent], schedules: &CostSchedul
             let step = state.apply(f.signed_qty(), f.price, e.fees.total, f.ts);
             out.fills.push(FillPnl { fill: e.fill, fees: e.fees, step });
         }
-        if let Some(mark) = marks.get(&key.symbol) {
-            out.positions.push(PositionRow::new(key, &state, mark));
-        }
+        let none = Mark { price: None, source: crate::marks::MarkSource::None, ts: 0 };
+        out.positions.push(PositionRow::new(key.clone(), &state, marks.get(&key.symbol).unwrap_or(&none)));
     }
     let mut rollups: BTreeMap<Group, Totals> = BTreeMap::new();
     for row in &out.positions {

@@ -1,7 +1,7 @@
 //! Roll-ups: per account and per strategy totals over positions, and P&L by minute from fills.
 //!
 //! ```text
-//!  PositionRow ─explode(Totals)─► count_total ─► (account | strategy, Totals)
+//!  positions operator ─► (group, ΔTotals) per epoch ─► count_total ─► (account | strategy, Totals)
 //!  FillPnl ─explode(FlowTotals)─► count_total ─► ((account | strategy, minute), FlowTotals)
 //! ```
 
@@ -84,15 +84,11 @@ pub fn minute_of(ts: Ts) -> Ts {
     ts.div_euclid(NANOS_PER_MINUTE) * NANOS_PER_MINUTE
 }
 
-/// Totals per account and per strategy.
+/// Totals per account and per strategy, from the roll-up changes the positions operator emits.
 pub fn rollups<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice + std::hash::Hash>(
-    rows: VecCollection<'s, T, PositionRow, isize>,
+    deltas: VecCollection<'s, T, Group, Totals>,
 ) -> VecCollection<'s, T, (Group, Totals), isize> {
-    rows.explode(|row| {
-        let t = totals_of(&row);
-        [(Group::Account(row.key.account.clone()), t.clone()), (Group::Strategy(row.key.strategy.clone()), t)]
-    })
-    .count_total()
+    deltas.count_total()
 }
 
 /// Fill flow per account and per strategy per minute.

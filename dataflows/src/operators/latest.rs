@@ -60,7 +60,7 @@ where
                 let mut states: FxHashMap<F::Key, F::State> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| pending.stash(cap, data));
-                    while let Some((time, changes)) = pending.next_complete(frontier) {
+                    while let Some((time, changes)) = pending.next_complete(std::slice::from_ref(frontier)) {
                         // Old outputs of every touched key, before this time's updates.
                         let mut before: FxHashMap<F::Key, Option<F::Output>> = FxHashMap::default();
                         for ((k, v), r) in changes {

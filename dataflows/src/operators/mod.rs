@@ -6,11 +6,13 @@
 //! recomputation at that time would give, while the cost per update does not depend on how many
 //! updates a key has seen (see each operator for its bound).
 
+mod book;
 mod latest;
 mod pending;
 mod positions;
 mod presum;
 
+pub use book::{FillPnl, CHECKPOINT_EVERY};
 pub use latest::{latest_fold, LatestFold};
-pub use positions::{positions, FillPnl, CHECKPOINT_EVERY};
+pub use positions::positions;
 pub use presum::presum;

@@ -21,6 +21,16 @@ impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
 
     /// Holds `updates` (each carrying its own time) under capabilities for the message.
     pub(crate) fn stash(&mut self, cap: InputCapability<T>, updates: &mut Vec<(D, T, isize)>) {
+        self.stash_with(cap, updates, |d| d)
+    }
+
+    /// As [`Pending::stash`], wrapping each record (to hold several inputs' records together).
+    pub(crate) fn stash_with<D2>(
+        &mut self,
+        cap: InputCapability<T>,
+        updates: &mut Vec<(D2, T, isize)>,
+        wrap: impl Fn(D2) -> D,
+    ) {
         for (port, set) in self.caps.iter_mut().enumerate() {
             if let Some(c) = cap.retain_least(port) {
                 set.insert(c);
@@ -30,17 +40,17 @@ impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
         while let Some((d, t, r)) = iter.next() {
             // Runs of one time (the usual message) cost one map lookup.
             let held = self.by_time.entry(t.clone()).or_default();
-            held.push((d, r));
+            held.push((wrap(d), r));
             while let Some((d, _, r)) = iter.next_if(|(_, t2, _)| *t2 == t) {
-                held.push((d, r));
+                held.push((wrap(d), r));
             }
         }
     }
 
-    /// Takes the earliest held time that the frontier has passed, with its updates.
-    pub(crate) fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, Vec<(D, isize)>)> {
+    /// Takes the earliest held time that every input frontier has passed, with its updates.
+    pub(crate) fn next_complete(&mut self, frontiers: &[MutableAntichain<T>]) -> Option<(T, Vec<(D, isize)>)> {
         let first = self.by_time.keys().next()?.clone();
-        if frontier.less_equal(&first) {
+        if frontiers.iter().any(|f| f.less_equal(&first)) {
             return None;
         }
         self.by_time.remove_entry(&first)

@@ -1,229 +1,62 @@
-//! The position operator: average-cost positions that stay exact under busts and late fills.
+//! The position operator: average-cost positions valued at their marks, exact under busts and late
+//! fills, and re-marked without an arrangement.
 //!
 //! ```text
-//!  fills (EnrichedFill, ±1) ──exchange by PositionKey──► [ per-key fill book ] ──► Pos(key, state)
-//!                                                                          └──► Fill(FillPnl)
+//!  fills (Fill, ±1) ──exchange by PositionKey──┐                          ┌──► PositionRow changes
+//!                                              ├─► [ books by symbol, marks ] ├──► FillPnl changes
+//!  marks (Symbol, Mark) ──broadcast───────────┘                          └──► (Group, Δ Totals)
 //! ```
 //!
-//! Each key keeps its fills sorted by `(ts, exec_id)`, the realized P&L each fill produced, the
-//! running state after the last fill, and a snapshot of the state every [`CHECKPOINT_EVERY`] fills.
-//! At each completed time the operator applies that time's inserts and retractions (busts), finds
-//! the earliest fill touched, restarts the fold from the snapshot before it and replays the tail.
+//! Each worker holds the books of its keys (see [`super::book`]), grouped by symbol, and every
+//! symbol's mark (marks are few and broadcast). At each completed time it applies the time's mark
+//! changes and fill changes, then re-values the keys whose book changed and every key of a symbol
+//! whose mark changed, emitting a retraction of the row it showed and the new row. A fill costs a
+//! hash lookup and an O(1) book append; a mark change costs one row per position in the symbol.
+//! No arrangement holds the positions, so the cost per fill does not grow with their number.
 //!
-//! Cost: a fill that arrives in time order (the normal case) lands at the end of its book and
-//! costs O(1) amortized — independent of the number of fills the key already holds. A late fill or
-//! a bust at depth `d` from the end costs O(d + CHECKPOINT_EVERY). Output per change: the position
-//! row (retract old, insert new) and the enriched-fill rows whose realized P&L changed.
+//! The third output is each epoch's change of the account and strategy roll-ups, summed in the
+//! operator (one record per touched group and epoch), so a re-mark of many positions costs the
+//! roll-up arrangement a handful of updates rather than two per position.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
-use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use rustc_hash::{FxHashMap, FxHashSet};
+use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::broadcast::Broadcast;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use super::book::{Book, FillPnl};
 use super::pending::Pending;
-use crate::fees::{CostSchedules, FeeBreakdown};
-use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
-use crate::pnl::{enrich, EnrichedFill};
-use rust_decimal::Decimal;
+use crate::fees::CostSchedules;
+use crate::marks::{Mark, MarkSource};
+use crate::model::{Fill, PositionKey, Symbol};
+use crate::pnl::PositionRow;
+use crate::rollups::{totals_of, Group};
+use crate::sums::Totals;
+use differential_dataflow::difference::{Abelian, IsZero, Semigroup};
 
-/// Snapshot interval of the fold state within a key's book.
-pub const CHECKPOINT_EVERY: usize = 64;
-
-/// An enriched fill with the realized P&L it produced and the position after it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FillPnl {
-    /// The fill.
-    pub fill: Fill,
-    /// Its costs.
-    pub fees: FeeBreakdown,
-    /// What it did to the position (realized P&L before costs, quantity after).
-    pub step: PositionStep,
+/// A held input record: a fill change or a mark change.
+enum In {
+    Fill(Fill),
+    Mark(Symbol, Mark),
 }
 
-/// One fill in a book, stored inline without the key its book already has (no allocation per
-/// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
-struct Entry {
-    ts: i64,
-    exec_id: smol_str::SmolStr,
-    order_id: smol_str::SmolStr,
-    signed_qty: i64,
-    price: Decimal,
-    commission: Option<Decimal>,
-    stamp_duty_exempt: bool,
-    odd_lot: bool,
-    source_seq: u64,
-    fee: Decimal,
-    step: PositionStep,
-}
-
-impl Entry {
-    fn new(f: Fill, fee: Decimal) -> Entry {
-        Entry {
-            ts: f.ts,
-            signed_qty: f.signed_qty(),
-            exec_id: f.exec_id,
-            order_id: f.order_id,
-            price: f.price,
-            commission: f.commission,
-            stamp_duty_exempt: f.stamp_duty_exempt,
-            odd_lot: f.odd_lot,
-            source_seq: f.source_seq,
-            fee,
-            step: PositionStep::default(),
-        }
-    }
-
-    fn fill(&self, key: &PositionKey) -> Fill {
-        Fill {
-            ts: self.ts,
-            exec_id: self.exec_id.clone(),
-            order_id: self.order_id.clone(),
-            key: key.clone(),
-            side: if self.signed_qty > 0 { Side::Buy } else { Side::Sell },
-            qty: self.signed_qty.abs(),
-            price: self.price,
-            commission: self.commission,
-            stamp_duty_exempt: self.stamp_duty_exempt,
-            odd_lot: self.odd_lot,
-            source_seq: self.source_seq,
-        }
-    }
-
-    /// The output row, fees recomputed (they are deterministic in the fill).
-    fn row(&self, key: &PositionKey, schedules: &CostSchedules) -> FillPnl {
-        let e = enrich(self.fill(key), schedules);
-        FillPnl { fill: e.fill, fees: e.fees, step: self.step.clone() }
-    }
-}
-
+/// A book and the row last shown for it.
 #[derive(Default)]
-struct Book {
-    entries: Vec<Entry>,
-    /// `checkpoints[j]` is the state before entry `j * CHECKPOINT_EVERY`.
-    checkpoints: Vec<PositionState>,
-    current: PositionState,
+struct Held {
+    book: Book,
+    shown: Option<PositionRow>,
 }
 
-fn order_key(f: &Fill) -> (i64, &str) {
-    (f.ts, f.exec_id.as_str())
-}
-
-impl Book {
-    /// Index of `f` (Ok) or where it would go (Err). Appends, the common case, are O(1).
-    fn find(&self, f: &Fill) -> Result<usize, usize> {
-        let key = order_key(f);
-        match self.entries.last() {
-            None => return Err(0),
-            Some(last) if (last.ts, last.exec_id.as_str()) < key => return Err(self.entries.len()),
-            _ => {}
-        }
-        self.entries.binary_search_by(|e| (e.ts, e.exec_id.as_str()).cmp(&key))
-    }
-
-    /// Applies one time's changes; pushes output updates (+1 new, −1 old) to `out`.
-    fn apply(&mut self, key: &PositionKey, changes: Vec<(Fill, isize)>, schedules: &CostSchedules, out: &mut Outputs) {
-        // Earliest index touched, in the current book.
-        let mut lo = self.entries.len();
-        for (f, _) in &changes {
-            let i = match self.find(f) {
-                Ok(i) | Err(i) => i,
-            };
-            lo = lo.min(i);
-        }
-        let old_len = self.entries.len();
-        let had_fills = old_len > 0;
-        let old_state = self.current.clone();
-        // Steps of the entries that may change, to emit only the rows that did.
-        let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
-            self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        let mut fresh: Vec<EnrichedFill> = Vec::new();
-
-        for (f, r) in changes {
-            if r > 0 {
-                let i = match self.find(&f) {
-                    Ok(i) | Err(i) => i,
-                };
-                let enriched = enrich(f, schedules);
-                let fee = enriched.fees.total;
-                let entries: Vec<Entry> = (0..r).map(|_| Entry::new(enriched.fill.clone(), fee)).collect();
-                self.entries.splice(i..i, entries);
-                fresh.push(enriched);
-            } else {
-                for _ in 0..(-r) {
-                    if let Ok(i) = self.find(&f) {
-                        let gone = self.entries.remove(i);
-                        // Retract its row unless it was inserted in this same epoch (never shown).
-                        if old_steps.contains_key(&gone.exec_id) {
-                            out.fills.push((gone.row(key, schedules), -1));
-                        }
-                    }
-                }
-            }
-        }
-
-        // Appends continue from the current state; anything else restarts the fold from the last
-        // snapshot at or before `lo`.
-        let (mut state, start) = if lo == old_len {
-            (std::mem::take(&mut self.current), lo)
-        } else {
-            let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len().saturating_sub(1));
-            self.checkpoints.truncate(cp + 1);
-            (self.checkpoints.get(cp).cloned().unwrap_or_default(), cp * CHECKPOINT_EVERY)
-        };
-        if self.checkpoints.is_empty() {
-            self.checkpoints.push(PositionState::default());
-        }
-        for i in start..self.entries.len() {
-            if i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY >= self.checkpoints.len() {
-                self.checkpoints.push(state.clone());
-            }
-            let e = &mut self.entries[i];
-            e.step = state.apply(e.signed_qty, e.price, e.fee, e.ts);
-        }
-        self.current = state;
-
-        // Emit the enriched-fill rows that changed: retract the old row, insert the new one.
-        for e in &self.entries[lo.min(self.entries.len())..] {
-            match old_steps.get(&e.exec_id) {
-                Some(old) if *old == e.step => {}
-                Some(old) => {
-                    let mut row = e.row(key, schedules);
-                    out.fills.push((row.clone(), 1));
-                    row.step = old.clone();
-                    out.fills.push((row, -1));
-                }
-                None => {
-                    let pos = fresh.iter().position(|x| x.fill.exec_id == e.exec_id);
-                    let row = match pos {
-                        Some(p) => {
-                            let x = fresh.swap_remove(p);
-                            FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() }
-                        }
-                        None => e.row(key, schedules),
-                    };
-                    out.fills.push((row, 1));
-                }
-            }
-        }
-
-        let changed = old_state != self.current;
-        if had_fills && (self.entries.is_empty() || changed) {
-            out.positions.push(((key.clone(), old_state), -1));
-        }
-        if !self.entries.is_empty() && (!had_fills || changed) {
-            out.positions.push(((key.clone(), self.current.clone()), 1));
-        }
-    }
-}
+type Out<T, D> = OutputBuilder<T, CapacityContainerBuilder<Vec<(D, T, isize)>>>;
 
 fn key_hash(key: &PositionKey) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
@@ -231,69 +64,143 @@ fn key_hash(key: &PositionKey) -> u64 {
     h.finish()
 }
 
-/// Updates produced for one key at one time.
-#[derive(Default)]
-struct Outputs {
-    positions: Vec<((PositionKey, PositionState), isize)>,
-    fills: Vec<(FillPnl, isize)>,
+fn no_mark() -> Mark {
+    Mark { price: None, source: MarkSource::None, ts: 0 }
 }
 
-type Out<T, D> = OutputBuilder<T, CapacityContainerBuilder<Vec<(D, T, isize)>>>;
-
-/// Positions per (account, strategy, symbol), and every fill with its fees and the realized P&L it
-/// produced. Fees are computed once, when a fill enters its book, under `schedules`.
+/// Positions valued at their marks, and every fill with its fees and the realized P&L it produced.
+/// Fees are computed once, when a fill enters its book, under `schedules`.
 ///
-/// Input updates must be inserts (+1) of fills and, for busts, retractions (−1) of the same record.
-/// Outputs change only at times where the input changed; a key whose fills are all busted disappears.
+/// `fills` must hold inserts (+1) and, for busts, retractions (−1) of the same record; `marks` is
+/// the marks collection (one row per symbol). A position whose symbol has no mark yet is shown with
+/// no price. A key whose fills are all busted disappears.
 #[allow(clippy::type_complexity)]
 pub fn positions<'s, T>(
     fills: VecCollection<'s, T, Fill, isize>,
+    marks: VecCollection<'s, T, (Symbol, Mark), isize>,
     schedules: Arc<CostSchedules>,
-) -> (VecCollection<'s, T, (PositionKey, PositionState), isize>, VecCollection<'s, T, FillPnl, isize>)
+) -> (VecCollection<'s, T, PositionRow, isize>, VecCollection<'s, T, FillPnl, isize>, VecCollection<'s, T, Group, Totals>)
 where
     T: Timestamp + TotalOrder,
 {
     let mut builder = OperatorBuilder::new("Positions".to_owned(), fills.inner.scope());
-    let mut input = builder.new_input(fills.inner, Exchange::new(|(f, _t, _r): &(Fill, T, isize)| key_hash(&f.key)));
-    let (pos_out, pos_stream) = builder.new_output();
+    let mut fills_in = builder.new_input(fills.inner, Exchange::new(|(f, _t, _r): &(Fill, T, isize)| key_hash(&f.key)));
+    let mut marks_in = builder.new_input(marks.inner.broadcast(), Pipeline);
+    let (row_out, row_stream) = builder.new_output();
     let (fill_out, fill_stream) = builder.new_output();
-    let mut pos_out: Out<T, (PositionKey, PositionState)> = OutputBuilder::from(pos_out);
+    let (sum_out, sum_stream) = builder.new_output();
+    let mut row_out: Out<T, PositionRow> = OutputBuilder::from(row_out);
     let mut fill_out: Out<T, FillPnl> = OutputBuilder::from(fill_out);
+    let mut sum_out: OutputBuilder<T, CapacityContainerBuilder<Vec<(Group, T, Totals)>>> = OutputBuilder::from(sum_out);
 
     builder.build(move |_initial_caps| {
-        let mut pending: Pending<T, Fill> = Pending::new(2);
-        let mut books: FxHashMap<PositionKey, Book> = FxHashMap::default();
+        let mut pending: Pending<T, In> = Pending::new(3);
+        let mut sums: FxHashMap<Group, Totals> = FxHashMap::default();
+        // Books by symbol, then by (account, strategy): a mark change visits one inner map.
+        let mut books: FxHashMap<Symbol, FxHashMap<(SmolStr, SmolStr), Held>> = FxHashMap::default();
+        let mut marks: FxHashMap<Symbol, Mark> = FxHashMap::default();
         let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
-        let mut out = Outputs::default();
+        let mut touched_keys: Vec<PositionKey> = Vec::new();
+        let mut touched_symbols: FxHashSet<Symbol> = FxHashSet::default();
+        let mut fill_rows: Vec<(FillPnl, isize)> = Vec::new();
         move |frontiers| {
-            input.for_each(|cap, data| pending.stash(cap, data));
-            let mut pos_session = pos_out.activate();
+            fills_in.for_each(|cap, data| pending.stash_with(cap, data, In::Fill));
+            marks_in.for_each(|cap, data| pending.stash_with(cap, data, |(s, m)| In::Mark(s, m)));
+            let mut row_session = row_out.activate();
             let mut fill_session = fill_out.activate();
-            while let Some((time, changes)) = pending.next_complete(&frontiers[0]) {
-                for (f, r) in changes {
-                    groups.entry(f.key.clone()).or_default().push((f, r));
+            let mut sum_session = sum_out.activate();
+            while let Some((time, changes)) = pending.next_complete(frontiers) {
+                for (item, r) in changes {
+                    match item {
+                        In::Fill(f) => groups.entry(f.key.clone()).or_default().push((f, r)),
+                        In::Mark(s, m) => {
+                            // The marks collection retracts the old row and inserts the new one.
+                            if r > 0 {
+                                marks.insert(s, m);
+                                touched_symbols.insert(s);
+                            } else if marks.get(&s) == Some(&m) {
+                                marks.remove(&s);
+                                touched_symbols.insert(s);
+                            }
+                        }
+                    }
                 }
-                let (pos_cap, fill_cap) = (pending.cap_for(&time, 0), pending.cap_for(&time, 1));
-                let mut pos = pos_session.session(&pos_cap);
-                let mut fil = fill_session.session(&fill_cap);
+                let (row_cap, fill_cap) = (pending.cap_for(&time, 0), pending.cap_for(&time, 1));
+                let mut rows = row_session.session(&row_cap);
+                let mut fils = fill_session.session(&fill_cap);
+
                 for (key, mut group) in groups.drain() {
                     // Inserts before retractions, so a fill inserted and busted in one epoch nets out.
                     group.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
-                    let book = books.entry(key.clone()).or_default();
-                    book.apply(&key, group, &schedules, &mut out);
-                    if book.entries.is_empty() {
-                        books.remove(&key);
+                    let held = books
+                        .entry(key.symbol)
+                        .or_default()
+                        .entry((key.account.clone(), key.strategy.clone()))
+                        .or_default();
+                    held.book.apply(&key, group, &schedules, &mut fill_rows);
+                    for (d, r) in fill_rows.drain(..) {
+                        fils.give((d, time.clone(), r));
                     }
-                    for (d, r) in out.positions.drain(..) {
-                        pos.give((d, time.clone(), r));
+                    if !touched_symbols.contains(&key.symbol) {
+                        touched_keys.push(key);
                     }
-                    for (d, r) in out.fills.drain(..) {
-                        fil.give((d, time.clone(), r));
+                }
+
+                let mut add = |row: &PositionRow, negate: bool| {
+                    let mut t = totals_of(row);
+                    if negate {
+                        t.negate();
+                    }
+                    sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
+                    sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
+                };
+                let mut show = |key: &PositionKey, held: &mut Held, mark: &Mark| -> bool {
+                    let new = (!held.book.entries.is_empty())
+                        .then(|| PositionRow::new(key.clone(), &held.book.current, mark));
+                    if new != held.shown {
+                        if let Some(old) = held.shown.take() {
+                            add(&old, true);
+                            rows.give((old, time.clone(), -1));
+                        }
+                        if let Some(new) = &new {
+                            add(new, false);
+                            rows.give((new.clone(), time.clone(), 1));
+                        }
+                        held.shown = new;
+                    }
+                    held.shown.is_some()
+                };
+                for key in touched_keys.drain(..) {
+                    let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
+                    if let Some(by_key) = books.get_mut(&key.symbol) {
+                        let ident = (key.account.clone(), key.strategy.clone());
+                        if let Some(held) = by_key.get_mut(&ident) {
+                            if !show(&key, held, &mark) {
+                                by_key.remove(&ident);
+                            }
+                        }
+                    }
+                }
+                for symbol in touched_symbols.drain() {
+                    let mark = marks.get(&symbol).cloned().unwrap_or_else(no_mark);
+                    if let Some(by_key) = books.get_mut(&symbol) {
+                        by_key.retain(|(account, strategy), held| {
+                            let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
+                            show(&key, held, &mark)
+                        });
+                    }
+                }
+                drop(show);
+                let sum_cap = pending.cap_for(&time, 2);
+                let mut deltas = sum_session.session(&sum_cap);
+                for (group, t) in sums.drain() {
+                    if !t.is_zero() {
+                        deltas.give((group, time.clone(), t));
                     }
                 }
             }
             pending.downgrade();
         }
     });
-    (pos_stream.as_collection(), fill_stream.as_collection())
+    (row_stream.as_collection(), fill_stream.as_collection(), sum_stream.as_collection())
 }

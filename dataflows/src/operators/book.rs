@@ -1,0 +1,204 @@
+//! A position's fill book: its fills in `(ts, exec_id)` order and the average-cost fold over them.
+//!
+//! The book keeps the realized P&L each fill produced, the running state after the last fill, and a
+//! snapshot of the state every [`CHECKPOINT_EVERY`] fills. Applying one epoch's inserts and
+//! retractions (busts) finds the earliest fill touched, restarts the fold from the snapshot before
+//! it and replays the tail; an append (the normal case) continues from the current state.
+//!
+//! Cost: an in-order fill is O(1) amortized, independent of the book's length; a late fill or a
+//! bust at depth `d` from the end costs O(d + CHECKPOINT_EVERY).
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
+use crate::pnl::{enrich, EnrichedFill};
+
+/// Snapshot interval of the fold state within a key's book.
+pub const CHECKPOINT_EVERY: usize = 64;
+
+/// An enriched fill with the realized P&L it produced and the position after it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FillPnl {
+    /// The fill.
+    pub fill: Fill,
+    /// Its costs.
+    pub fees: FeeBreakdown,
+    /// What it did to the position (realized P&L before costs, quantity after).
+    pub step: PositionStep,
+}
+
+/// One fill in a book, stored inline without the key its book already has (no allocation per
+/// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
+pub(crate) struct Entry {
+    ts: i64,
+    exec_id: smol_str::SmolStr,
+    order_id: smol_str::SmolStr,
+    signed_qty: i64,
+    price: Decimal,
+    commission: Option<Decimal>,
+    stamp_duty_exempt: bool,
+    odd_lot: bool,
+    source_seq: u64,
+    fee: Decimal,
+    step: PositionStep,
+}
+
+impl Entry {
+    fn new(f: Fill, fee: Decimal) -> Entry {
+        Entry {
+            ts: f.ts,
+            signed_qty: f.signed_qty(),
+            exec_id: f.exec_id,
+            order_id: f.order_id,
+            price: f.price,
+            commission: f.commission,
+            stamp_duty_exempt: f.stamp_duty_exempt,
+            odd_lot: f.odd_lot,
+            source_seq: f.source_seq,
+            fee,
+            step: PositionStep::default(),
+        }
+    }
+
+    fn fill(&self, key: &PositionKey) -> Fill {
+        Fill {
+            ts: self.ts,
+            exec_id: self.exec_id.clone(),
+            order_id: self.order_id.clone(),
+            key: key.clone(),
+            side: if self.signed_qty > 0 { Side::Buy } else { Side::Sell },
+            qty: self.signed_qty.abs(),
+            price: self.price,
+            commission: self.commission,
+            stamp_duty_exempt: self.stamp_duty_exempt,
+            odd_lot: self.odd_lot,
+            source_seq: self.source_seq,
+        }
+    }
+
+    /// The output row, fees recomputed (they are deterministic in the fill).
+    fn row(&self, key: &PositionKey, schedules: &CostSchedules) -> FillPnl {
+        let e = enrich(self.fill(key), schedules);
+        FillPnl { fill: e.fill, fees: e.fees, step: self.step.clone() }
+    }
+}
+
+/// The fills of one position and its running fold.
+#[derive(Default)]
+pub(crate) struct Book {
+    pub(crate) entries: Vec<Entry>,
+    /// `checkpoints[j]` is the state before entry `j * CHECKPOINT_EVERY`.
+    checkpoints: Vec<PositionState>,
+    pub(crate) current: PositionState,
+}
+
+fn order_key(f: &Fill) -> (i64, &str) {
+    (f.ts, f.exec_id.as_str())
+}
+
+impl Book {
+    /// Index of `f` (Ok) or where it would go (Err). Appends, the common case, are O(1).
+    fn find(&self, f: &Fill) -> Result<usize, usize> {
+        let key = order_key(f);
+        match self.entries.last() {
+            None => return Err(0),
+            Some(last) if (last.ts, last.exec_id.as_str()) < key => return Err(self.entries.len()),
+            _ => {}
+        }
+        self.entries.binary_search_by(|e| (e.ts, e.exec_id.as_str()).cmp(&key))
+    }
+
+    /// Applies one time's changes; pushes output updates (+1 new, −1 old) to `out`.
+    pub(crate) fn apply(
+        &mut self,
+        key: &PositionKey,
+        changes: Vec<(Fill, isize)>,
+        schedules: &CostSchedules,
+        out: &mut Vec<(FillPnl, isize)>,
+    ) {
+        // Earliest index touched, in the current book.
+        let mut lo = self.entries.len();
+        for (f, _) in &changes {
+            let i = match self.find(f) {
+                Ok(i) | Err(i) => i,
+            };
+            lo = lo.min(i);
+        }
+        let old_len = self.entries.len();
+        // Steps of the entries that may change, to emit only the rows that did.
+        let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
+            self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
+        let mut fresh: Vec<EnrichedFill> = Vec::new();
+
+        for (f, r) in changes {
+            if r > 0 {
+                let i = match self.find(&f) {
+                    Ok(i) | Err(i) => i,
+                };
+                let enriched = enrich(f, schedules);
+                let fee = enriched.fees.total;
+                let entries: Vec<Entry> = (0..r).map(|_| Entry::new(enriched.fill.clone(), fee)).collect();
+                self.entries.splice(i..i, entries);
+                fresh.push(enriched);
+            } else {
+                for _ in 0..(-r) {
+                    if let Ok(i) = self.find(&f) {
+                        let gone = self.entries.remove(i);
+                        // Retract its row unless it was inserted in this same epoch (never shown).
+                        if old_steps.contains_key(&gone.exec_id) {
+                            out.push((gone.row(key, schedules), -1));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Appends continue from the current state; anything else restarts the fold from the last
+        // snapshot at or before `lo`.
+        let (mut state, start) = if lo == old_len {
+            (std::mem::take(&mut self.current), lo)
+        } else {
+            let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len().saturating_sub(1));
+            self.checkpoints.truncate(cp + 1);
+            (self.checkpoints.get(cp).cloned().unwrap_or_default(), cp * CHECKPOINT_EVERY)
+        };
+        if self.checkpoints.is_empty() {
+            self.checkpoints.push(PositionState::default());
+        }
+        for i in start..self.entries.len() {
+            if i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY >= self.checkpoints.len() {
+                self.checkpoints.push(state.clone());
+            }
+            let e = &mut self.entries[i];
+            e.step = state.apply(e.signed_qty, e.price, e.fee, e.ts);
+        }
+        self.current = state;
+
+        // Emit the enriched-fill rows that changed: retract the old row, insert the new one.
+        for e in &self.entries[lo.min(self.entries.len())..] {
+            match old_steps.get(&e.exec_id) {
+                Some(old) if *old == e.step => {}
+                Some(old) => {
+                    let mut row = e.row(key, schedules);
+                    out.push((row.clone(), 1));
+                    row.step = old.clone();
+                    out.push((row, -1));
+                }
+                None => {
+                    let pos = fresh.iter().position(|x| x.fill.exec_id == e.exec_id);
+                    let row = match pos {
+                        Some(p) => {
+                            let x = fresh.swap_remove(p);
+                            FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() }
+                        }
+                        None => e.row(key, schedules),
+                    };
+                    out.push((row, 1));
+                }
+            }
+        }
+    }
+}
