@@ -328,7 +328,9 @@ fn main() -> anyhow::Result<()> {
             bench_quotes(100_000, 3_000_000);
             bench_deep_key(100_000);
             bench_parse(1_000_000);
-            bench_memory(1_000_000);
+            // Peak RSS is per process: measure memory in a fresh one.
+            let status = std::process::Command::new(std::env::current_exe()?).args(["memory", "1000000"]).status()?;
+            anyhow::ensure!(status.success(), "memory benchmark failed");
         }
         other => {
             anyhow::bail!("unknown benchmark {other:?}: fills, quotes, scale, deep-key, memory, fees, parse or all")

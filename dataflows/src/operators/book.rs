@@ -90,7 +90,8 @@ impl Entry {
 #[derive(Default)]
 pub(crate) struct Book {
     pub(crate) entries: Vec<Entry>,
-    /// `checkpoints[j]` is the state before entry `j * CHECKPOINT_EVERY`.
+    /// `checkpoints[j]` is the state before entry `(j + 1) * CHECKPOINT_EVERY` (the state before
+    /// entry 0 is the empty position, not stored: a short book allocates none).
     checkpoints: Vec<PositionState>,
     pub(crate) current: PositionState,
 }
@@ -131,7 +132,7 @@ impl Book {
         // Steps of the entries that may change, to emit only the rows that did.
         let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        let mut fresh: Vec<EnrichedFill> = Vec::new();
+        let mut fresh: FxHashMap<smol_str::SmolStr, EnrichedFill> = FxHashMap::default();
 
         for (f, r) in changes {
             if r > 0 {
@@ -140,9 +141,14 @@ impl Book {
                 };
                 let enriched = enrich(f, schedules);
                 let fee = enriched.fees.total;
-                let entries: Vec<Entry> = (0..r).map(|_| Entry::new(enriched.fill.clone(), fee)).collect();
-                self.entries.splice(i..i, entries);
-                fresh.push(enriched);
+                // Small books grow one entry at a time: most positions hold a handful of fills.
+                if self.entries.len() < 8 {
+                    self.entries.reserve_exact(r as usize);
+                }
+                for _ in 0..r {
+                    self.entries.insert(i, Entry::new(enriched.fill.clone(), fee));
+                }
+                fresh.insert(enriched.fill.exec_id.clone(), enriched);
             } else {
                 for _ in 0..(-r) {
                     if let Ok(i) = self.find(&f) {
@@ -161,15 +167,13 @@ impl Book {
         let (mut state, start) = if lo == old_len {
             (std::mem::take(&mut self.current), lo)
         } else {
-            let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len().saturating_sub(1));
-            self.checkpoints.truncate(cp + 1);
-            (self.checkpoints.get(cp).cloned().unwrap_or_default(), cp * CHECKPOINT_EVERY)
+            let cp = (lo / CHECKPOINT_EVERY).min(self.checkpoints.len());
+            self.checkpoints.truncate(cp);
+            let state = if cp == 0 { PositionState::default() } else { self.checkpoints[cp - 1].clone() };
+            (state, cp * CHECKPOINT_EVERY)
         };
-        if self.checkpoints.is_empty() {
-            self.checkpoints.push(PositionState::default());
-        }
         for i in start..self.entries.len() {
-            if i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY >= self.checkpoints.len() {
+            if i > 0 && i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
             }
             let e = &mut self.entries[i];
@@ -188,12 +192,8 @@ impl Book {
                     out.push((row, -1));
                 }
                 None => {
-                    let pos = fresh.iter().position(|x| x.fill.exec_id == e.exec_id);
-                    let row = match pos {
-                        Some(p) => {
-                            let x = fresh.swap_remove(p);
-                            FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() }
-                        }
+                    let row = match fresh.remove(&e.exec_id) {
+                        Some(x) => FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() },
                         None => e.row(key, schedules),
                     };
                     out.push((row, 1));
