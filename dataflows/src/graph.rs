@@ -73,9 +73,9 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
     config: &GraphConfig,
 ) -> Outputs<'s, T> {
     let marks = latest_fold(inputs.market.map(|e| (e.symbol(), e)), MarkFold(config.marks.clone()));
-    let (rows, fills, deltas) = positions(inputs.fills, marks.clone(), config.schedules.clone());
+    let (rows, fills, deltas, flows) = positions(inputs.fills, marks.clone(), config.schedules.clone());
     let rollups = rollups(deltas);
-    let minutes = minute_flows(fills.clone());
+    let minutes = minute_flows(flows);
     let orders = latest_fold(inputs.orders.map(|o| (o.order_id.clone(), o)), OrderFold);
     Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  positions operator ─► (group, ΔTotals) per epoch ─► count_total ─► (account | strategy, Totals)
-//!  FillPnl ─explode(FlowTotals)─► count_total ─► ((account | strategy, minute), FlowTotals)
+//!  positions operator ─► ((group, minute), ΔFlowTotals) per epoch ─► count_total ─► ((account | strategy, minute), FlowTotals)
 //! ```
 
 use differential_dataflow::operators::CountTotal;
@@ -14,7 +14,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::model::{Ts, NANOS_PER_MINUTE};
-use crate::operators::{presum, FillPnl};
+use crate::operators::FillPnl;
 use crate::pnl::{PositionRow, MONEY_DP};
 use crate::sums::{FlowTotals, Totals};
 
@@ -91,17 +91,10 @@ pub fn rollups<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::L
     deltas.count_total()
 }
 
-/// Fill flow per account and per strategy per minute.
+/// Fill flow per account and per strategy per minute, from the per-epoch changes the positions
+/// operator emits.
 pub fn minute_flows<'s, T: Timestamp + TotalOrder + differential_dataflow::lattice::Lattice + std::hash::Hash>(
-    fills: VecCollection<'s, T, FillPnl, isize>,
+    deltas: VecCollection<'s, T, (Group, Ts), FlowTotals>,
 ) -> VecCollection<'s, T, ((Group, Ts), FlowTotals), isize> {
-    let parts = fills.explode(|row| {
-        let t = flow_of(&row);
-        let m = minute_of(row.fill.ts);
-        [
-            ((Group::Account(row.fill.key.account.clone()), m), t.clone()),
-            ((Group::Strategy(row.fill.key.strategy.clone()), m), t),
-        ]
-    });
-    presum(parts).count_total()
+    deltas.count_total()
 }

@@ -10,9 +10,7 @@ mod book;
 mod latest;
 mod pending;
 mod positions;
-mod presum;
 
 pub use book::{FillPnl, CHECKPOINT_EVERY};
 pub use latest::{latest_fold, LatestFold};
 pub use positions::positions;
-pub use presum::presum;

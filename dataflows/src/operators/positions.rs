@@ -4,7 +4,8 @@
 //! ```text
 //!  fills (Fill, ±1) ──exchange by PositionKey──┐                          ┌──► PositionRow changes
 //!                                              ├─► [ books by symbol, marks ] ├──► FillPnl changes
-//!  marks (Symbol, Mark) ──broadcast───────────┘                          └──► (Group, Δ Totals)
+//!  marks (Symbol, Mark) ──broadcast───────────┘                          ├──► (Group, Δ Totals)
+//!                                                                         └──► ((Group, minute), Δ FlowTotals)
 //! ```
 //!
 //! Each worker holds the books of its keys (see [`super::book`]), grouped by symbol, and every
@@ -14,9 +15,10 @@
 //! hash lookup and an O(1) book append; a mark change costs one row per position in the symbol.
 //! No arrangement holds the positions, so the cost per fill does not grow with their number.
 //!
-//! The third output is each epoch's change of the account and strategy roll-ups, summed in the
-//! operator (one record per touched group and epoch), so a re-mark of many positions costs the
-//! roll-up arrangement a handful of updates rather than two per position.
+//! The third and fourth outputs are each epoch's change of the account and strategy roll-ups and
+//! of the per-minute fill flows, summed in the operator (one record per touched group and epoch),
+//! so a re-mark of many positions, or a busy epoch of fills, costs the `count_total` behind them a
+//! handful of updates rather than two per row.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -37,10 +39,11 @@ use super::book::{Book, FillPnl};
 use super::pending::Pending;
 use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkSource};
+use crate::model::Ts;
 use crate::model::{Fill, PositionKey, Symbol};
 use crate::pnl::PositionRow;
-use crate::rollups::{totals_of, Group};
-use crate::sums::Totals;
+use crate::rollups::{flow_of, minute_of, totals_of, Group};
+use crate::sums::{FlowTotals, Totals};
 use differential_dataflow::difference::{Abelian, IsZero, Semigroup};
 
 /// A held input record: a fill change or a mark change.
@@ -79,7 +82,12 @@ pub fn positions<'s, T>(
     fills: VecCollection<'s, T, Fill, isize>,
     marks: VecCollection<'s, T, (Symbol, Mark), isize>,
     schedules: Arc<CostSchedules>,
-) -> (VecCollection<'s, T, PositionRow, isize>, VecCollection<'s, T, FillPnl, isize>, VecCollection<'s, T, Group, Totals>)
+) -> (
+    VecCollection<'s, T, PositionRow, isize>,
+    VecCollection<'s, T, FillPnl, isize>,
+    VecCollection<'s, T, Group, Totals>,
+    VecCollection<'s, T, (Group, Ts), FlowTotals>,
+)
 where
     T: Timestamp + TotalOrder,
 {
@@ -89,12 +97,16 @@ where
     let (row_out, row_stream) = builder.new_output();
     let (fill_out, fill_stream) = builder.new_output();
     let (sum_out, sum_stream) = builder.new_output();
+    let (flow_out, flow_stream) = builder.new_output();
     let mut row_out: Out<T, PositionRow> = OutputBuilder::from(row_out);
     let mut fill_out: Out<T, FillPnl> = OutputBuilder::from(fill_out);
     let mut sum_out: OutputBuilder<T, CapacityContainerBuilder<Vec<(Group, T, Totals)>>> = OutputBuilder::from(sum_out);
+    let mut flow_out: OutputBuilder<T, CapacityContainerBuilder<Vec<((Group, Ts), T, FlowTotals)>>> =
+        OutputBuilder::from(flow_out);
 
     builder.build(move |_initial_caps| {
-        let mut pending: Pending<T, In> = Pending::new(3);
+        let mut pending: Pending<T, In> = Pending::new(4);
+        let mut flows: FxHashMap<(Group, Ts), FlowTotals> = FxHashMap::default();
         let mut sums: FxHashMap<Group, Totals> = FxHashMap::default();
         // Books by symbol, then by (account, strategy): a mark change visits one inner map.
         let mut books: FxHashMap<Symbol, FxHashMap<(SmolStr, SmolStr), Held>> = FxHashMap::default();
@@ -109,6 +121,7 @@ where
             let mut row_session = row_out.activate();
             let mut fill_session = fill_out.activate();
             let mut sum_session = sum_out.activate();
+            let mut flow_session = flow_out.activate();
             while let Some((time, changes)) = pending.next_complete(frontiers) {
                 for (item, r) in changes {
                     match item {
@@ -139,6 +152,13 @@ where
                         .or_default();
                     held.book.apply(&key, group, &schedules, &mut fill_rows);
                     for (d, r) in fill_rows.drain(..) {
+                        let mut t = flow_of(&d);
+                        if r < 0 {
+                            t.negate();
+                        }
+                        let m = minute_of(d.fill.ts);
+                        flows.entry((Group::Account(d.fill.key.account.clone()), m)).or_default().plus_equals(&t);
+                        flows.entry((Group::Strategy(d.fill.key.strategy.clone()), m)).or_default().plus_equals(&t);
                         fils.give((d, time.clone(), r));
                     }
                     if !touched_symbols.contains(&key.symbol) {
@@ -198,9 +218,16 @@ where
                         deltas.give((group, time.clone(), t));
                     }
                 }
+                let flow_cap = pending.cap_for(&time, 3);
+                let mut flow_deltas = flow_session.session(&flow_cap);
+                for (key, t) in flows.drain() {
+                    if !t.is_zero() {
+                        flow_deltas.give((key, time.clone(), t));
+                    }
+                }
             }
             pending.downgrade();
         }
     });
-    (row_stream.as_collection(), fill_stream.as_collection(), sum_stream.as_collection())
+    (row_stream.as_collection(), fill_stream.as_collection(), sum_stream.as_collection(), flow_stream.as_collection())
 }
