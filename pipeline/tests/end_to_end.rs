@@ -220,3 +220,50 @@ fn metrics_and_health_are_served() {
     assert!(m.contains("harbour_pipeline_epoch_lag_seconds"), "{m}");
     assert!(get("/health").contains("\"status\":\"ok\""));
 }
+
+/// The worked example of ../shared/HKEX.md §4 through the whole pipeline (parse, rules, dataflow,
+/// marks), with only the fills' own commissions as costs: to the cent.
+#[test]
+fn hkex_worked_example_end_to_end() {
+    use rust_decimal_macros::dec;
+    let zero_costs: harbour_dataflows::fees::CostSchedules = serde_json::from_str(
+        r#"[{"name":"commission-only","effective_from":"2000-01-01","stamp_duty_rate":"0","sfc_levy_rate":"0",
+            "afrc_levy_rate":"0","trading_fee_rate":"0","settlement_fee_rate":"0","commission_rate":"0"}]"#,
+    )
+    .unwrap();
+    let lines = [
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
+        r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"1000","price":"10","ts":"2026-03-02T09:30:00+08:00","commission":"5"}"#,
+        r#"{"type":"fill","exec_id":"E2","order_id":"O2","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"1000","price":"12","ts":"2026-03-02T09:31:00+08:00","commission":"5"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:31:30+08:00","last":"11.5"}"#,
+        r#"{"type":"fill","exec_id":"E3","order_id":"O3","account":"A","strategy":"S","symbol":"00700","side":"SELL","qty":"500","price":"13","ts":"2026-03-02T09:32:00+08:00","commission":"5"}"#,
+        r#"{"type":"fill","exec_id":"E4","order_id":"O4","account":"A","strategy":"S","symbol":"00700","side":"SELL","qty":"2500","price":"11","ts":"2026-03-02T09:33:00+08:00","commission":"10"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:34:00+08:00","last":"10.5"}"#,
+    ];
+    let mut config = engine_config(1);
+    config.graph.schedules = Arc::new(zero_costs);
+    let source = lines
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| Ok(SourceLine { source: "example".into(), position: i as u64 + 1, raw: raw.to_string() }));
+    let (state, stats) = engine::run(source, &config, &Metrics::default(), &Arc::new(Health::default())).unwrap();
+    assert_eq!(stats.dead_letters, 0);
+    let rows: Vec<_> = state.positions.rows().collect();
+    assert_eq!(rows.len(), 1);
+    let p = rows[0];
+    assert_eq!((p.qty, p.avg_price), (-1000, Some(dec!(11))));
+    assert_eq!(p.realized, dec!(1000));
+    assert_eq!(p.fees, dec!(25));
+    assert_eq!(p.realized - p.fees, dec!(975)); // nautilus's realized
+    assert_eq!(p.unrealized, dec!(500));
+    assert_eq!(p.total, dec!(1475));
+    assert_eq!(p.market_value, dec!(-10500));
+    let realized: Vec<Decimal> = {
+        let mut f: Vec<_> = state.fills.rows().collect();
+        f.sort_by_key(|r| r.fill.ts);
+        f.iter().map(|r| r.step.realized).collect()
+    };
+    assert_eq!(realized, vec![dec!(0), dec!(0), dec!(1000), dec!(0)]);
+    let account = state.rollups.rows().find(|(g, _)| *g == Group::Account("A".into())).unwrap();
+    assert_eq!((account.1.gross, account.1.net, account.1.total), (dec!(10500), dec!(-10500), dec!(1475)));
+}
