@@ -237,3 +237,36 @@ fn late_fill_and_bust_deep_in_a_long_book() {
     assert_eq!(inc, batch(&events));
     assert_eq!(inc.fills.len(), 300);
 }
+
+fn long_book_fill(i: usize) -> Fill {
+    Fill {
+        ts: T0 + (i as i64 + 10) * 1_000_000_000,
+        exec_id: format!("E{i:04}").into(),
+        order_id: "O".into(),
+        key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
+        side: if i % 3 == 2 { Side::Sell } else { Side::Buy },
+        qty: 100 * (1 + (i as i64 % 4)),
+        price: Decimal::new(7600 + 2 * (i as i64 % 50), 1),
+        commission: None,
+        stamp_duty_exempt: false,
+        odd_lot: false,
+        source_seq: i as u64,
+    }
+}
+
+/// Regression: busting the fill at a snapshot boundary (the 129th, index 128) and then appending
+/// past the next boundary keeps the fold's snapshots in place.
+#[test]
+fn bust_at_a_snapshot_boundary_then_append() {
+    let mut events: Vec<Ev> = (0..129).map(|i| Ev::Fill(long_book_fill(i))).collect();
+    events.push(Ev::Bust(128));
+    events.extend((129..260).map(|i| Ev::Fill(long_book_fill(i))));
+    // restarts the fold from the snapshot before entry 192, which the appends above laid down
+    events.push(Ev::Bust(200));
+    events.extend((260..300).map(|i| Ev::Fill(long_book_fill(i))));
+    // epochs: the first 129 fills, the bust, then appends in small epochs
+    let cuts: Vec<usize> = [129, 130].into_iter().chain((140..events.len()).step_by(9)).collect();
+    let inc = run_incremental(&events, &cuts);
+    assert_eq!(inc, batch(&events));
+    assert_eq!(inc.fills.len(), 298);
+}

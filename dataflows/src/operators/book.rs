@@ -101,6 +101,43 @@ fn order_key(f: &Fill) -> (i64, &str) {
 }
 
 impl Book {
+    /// The common case: only inserts, all after the last fill held. Folds them in order from the
+    /// current state and emits their rows; no search, no replay. Returns false (having changed
+    /// nothing) when the changes are anything else.
+    fn append(
+        &mut self,
+        changes: &mut Vec<(Fill, isize)>,
+        schedules: &CostSchedules,
+        out: &mut Vec<(FillPnl, isize)>,
+    ) -> bool {
+        if changes.iter().any(|(_, r)| *r != 1) {
+            return false;
+        }
+        changes.sort_by(|(a, _), (b, _)| order_key(a).cmp(&order_key(b)));
+        let after_last = match (self.entries.last(), changes.first()) {
+            (Some(last), Some((f, _))) => (last.ts, last.exec_id.as_str()) < order_key(f),
+            _ => true,
+        };
+        if !after_last || changes.windows(2).any(|w| order_key(&w[0].0) == order_key(&w[1].0)) {
+            return false;
+        }
+        if self.entries.len() < 8 {
+            self.entries.reserve_exact(changes.len());
+        }
+        for (f, _) in changes.drain(..) {
+            let i = self.entries.len();
+            if i > 0 && i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY > self.checkpoints.len() {
+                self.checkpoints.push(self.current.clone());
+            }
+            let enriched = enrich(f, schedules);
+            let mut entry = Entry::new(enriched.fill.clone(), enriched.fees.total);
+            entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
+            out.push((FillPnl { fill: enriched.fill, fees: enriched.fees, step: entry.step.clone() }, 1));
+            self.entries.push(entry);
+        }
+        true
+    }
+
     /// Index of `f` (Ok) or where it would go (Err). Appends, the common case, are O(1).
     fn find(&self, f: &Fill) -> Result<usize, usize> {
         let key = order_key(f);
@@ -120,6 +157,10 @@ impl Book {
         schedules: &CostSchedules,
         out: &mut Vec<(FillPnl, isize)>,
     ) {
+        let mut changes = changes;
+        if self.append(&mut changes, schedules, out) {
+            return;
+        }
         // Earliest index touched, in the current book.
         let mut lo = self.entries.len();
         for (f, _) in &changes {
