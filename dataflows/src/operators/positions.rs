@@ -115,6 +115,7 @@ where
         let mut touched_keys: Vec<PositionKey> = Vec::new();
         let mut touched_symbols: FxHashSet<Symbol> = FxHashSet::default();
         let mut fill_rows: Vec<(FillPnl, isize)> = Vec::new();
+        let mut key_flows: Vec<(Ts, FlowTotals)> = Vec::new();
         move |frontiers| {
             fills_in.for_each(|cap, data| pending.stash_with(cap, data, In::Fill));
             marks_in.for_each(|cap, data| pending.stash_with(cap, data, |(s, m)| In::Mark(s, m)));
@@ -151,15 +152,22 @@ where
                         .entry((key.account.clone(), key.strategy.clone()))
                         .or_default();
                     held.book.apply(&key, group, &schedules, &mut fill_rows);
+                    // This key's flow per minute first (a few minutes an epoch), then the groups.
                     for (d, r) in fill_rows.drain(..) {
                         let mut t = flow_of(&d);
                         if r < 0 {
                             t.negate();
                         }
                         let m = minute_of(d.fill.ts);
-                        flows.entry((Group::Account(d.fill.key.account.clone()), m)).or_default().plus_equals(&t);
-                        flows.entry((Group::Strategy(d.fill.key.strategy.clone()), m)).or_default().plus_equals(&t);
+                        match key_flows.iter_mut().find(|(km, _)| *km == m) {
+                            Some((_, acc)) => acc.plus_equals(&t),
+                            None => key_flows.push((m, t)),
+                        }
                         fils.give((d, time.clone(), r));
+                    }
+                    for (m, t) in key_flows.drain(..) {
+                        flows.entry((Group::Account(key.account.clone()), m)).or_default().plus_equals(&t);
+                        flows.entry((Group::Strategy(key.strategy.clone()), m)).or_default().plus_equals(&t);
                     }
                     if !touched_symbols.contains(&key.symbol) {
                         touched_keys.push(key);
