@@ -92,38 +92,53 @@ fn capture<D: Clone + Ord + 'static>(c: differential_dataflow::VecCollection<'_,
     store
 }
 
-fn settle<D: Ord + Clone>(c: &Captured<D>) -> Vec<D> {
-    let mut v = c.borrow().clone();
+fn settle<D: Ord + Clone>(mut v: Vec<(D, isize)>) -> Vec<D> {
     consolidate(&mut v);
     assert!(v.iter().all(|(_, r)| *r == 1), "every output row has multiplicity one");
     v.into_iter().map(|(d, _)| d).collect()
 }
 
+type Parts = (
+    Vec<(harbour_dataflows::pnl::PositionRow, isize)>,
+    Vec<(harbour_dataflows::operators::FillPnl, isize)>,
+    Vec<((harbour_dataflows::rollups::Group, harbour_dataflows::sums::Totals), isize)>,
+    Vec<(((harbour_dataflows::rollups::Group, i64), harbour_dataflows::sums::FlowTotals), isize)>,
+    Vec<((Symbol, harbour_dataflows::marks::Mark), isize)>,
+);
+
 /// Runs the events through the dataflow, advancing the epoch at the given cut points.
 fn run_incremental(events: &[Ev], cuts: &[usize]) -> Reference {
+    run_on_workers(events, cuts, 1)
+}
+
+/// As [`run_incremental`] on `workers` timely workers: worker 0 reads the input, the positions
+/// and marks operators exchange and broadcast across all of them.
+fn run_on_workers(events: &[Ev], cuts: &[usize], workers: usize) -> Reference {
     let events = events.to_vec();
     let cuts = cuts.to_vec();
-    timely::execute_directly(move |worker| {
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let config = GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() };
+        let reader = worker.index() == 0;
         let (mut fills_in, mut market_in, probe, caps) = worker.dataflow::<u64, _, _>(|scope| {
             let (fills_in, fills) = scope.new_collection::<Fill, isize>();
             let (market_in, market) = scope.new_collection::<MarketEvent, isize>();
             let (_o, orders) = scope.new_collection();
             let (_i, instruments) = scope.new_collection();
             let out = harbour(Inputs { fills, market, orders, instruments }, &config);
+            // Probe every output: a worker's results are read once all of them are complete.
             let (probe, positions) = out.positions.probe();
-            let caps = (
-                capture(positions),
-                capture(out.fills),
-                capture(out.rollups),
-                capture(out.minutes),
-                capture(out.marks),
-            );
+            let fills = out.fills.probe_with(&probe);
+            let rollups = out.rollups.probe_with(&probe);
+            let minutes = out.minutes.probe_with(&probe);
+            let marks = out.marks.probe_with(&probe);
+            let caps = (capture(positions), capture(fills), capture(rollups), capture(minutes), capture(marks));
             (fills_in, market_in, probe, caps)
         });
         // Every symbol is listed first, as reference data would do.
-        for s in [700, 5, 2800] {
-            market_in.insert(MarketEvent::Listed(Symbol(s)));
+        if reader {
+            for s in [700, 5, 2800] {
+                market_in.insert(MarketEvent::Listed(Symbol(s)));
+            }
         }
         let mut made: Vec<Option<Fill>> = Vec::new();
         let mut epoch = 1u64;
@@ -138,15 +153,23 @@ fn run_incremental(events: &[Ev], cuts: &[usize]) -> Reference {
             }
             match ev {
                 Ev::Fill(f) => {
-                    fills_in.insert(f.clone());
+                    if reader {
+                        fills_in.insert(f.clone());
+                    }
                     made.push(Some(f.clone()));
                 }
                 Ev::Bust(n) => {
                     if let Some(f) = made[*n].take() {
-                        fills_in.remove(f);
+                        if reader {
+                            fills_in.remove(f);
+                        }
                     }
                 }
-                Ev::Market(m) => market_in.insert(m.clone()),
+                Ev::Market(m) => {
+                    if reader {
+                        market_in.insert(m.clone())
+                    }
+                }
             }
         }
         fills_in.advance_to(epoch);
@@ -154,14 +177,32 @@ fn run_incremental(events: &[Ev], cuts: &[usize]) -> Reference {
         fills_in.flush();
         market_in.flush();
         worker.step_while(|| probe.less_than(fills_in.time()));
-        Reference {
-            positions: settle(&caps.0),
-            fills: settle(&caps.1),
-            rollups: settle(&caps.2),
-            minutes: settle(&caps.3),
-            marks: settle(&caps.4),
-        }
+        let parts: Parts = (
+            caps.0.borrow().clone(),
+            caps.1.borrow().clone(),
+            caps.2.borrow().clone(),
+            caps.3.borrow().clone(),
+            caps.4.borrow().clone(),
+        );
+        parts
     })
+    .expect("timely runs");
+    let mut all: Parts = Default::default();
+    for part in guards.join() {
+        let p = part.expect("worker finished");
+        all.0.extend(p.0);
+        all.1.extend(p.1);
+        all.2.extend(p.2);
+        all.3.extend(p.3);
+        all.4.extend(p.4);
+    }
+    Reference {
+        positions: settle(all.0),
+        fills: settle(all.1),
+        rollups: settle(all.2),
+        minutes: settle(all.3),
+        marks: settle(all.4),
+    }
 }
 
 fn batch(events: &[Ev]) -> Reference {
@@ -191,6 +232,13 @@ proptest! {
         prop_assert_eq!(&inc.marks, &reference.marks);
         prop_assert_eq!(&inc.rollups, &reference.rollups);
         prop_assert_eq!(&inc.minutes, &reference.minutes);
+    }
+
+    /// The same on three workers: positions exchanged by key, marks broadcast.
+    #[test]
+    fn three_workers_equal_batch(events in arb_events(), cut_seed in proptest::collection::vec(0..200usize, 0..12)) {
+        let cuts: Vec<usize> = cut_seed.into_iter().filter(|c| *c < events.len()).collect();
+        prop_assert_eq!(run_on_workers(&events, &cuts, 3), batch(&events));
     }
 }
 
