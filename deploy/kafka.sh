@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A local single-node Apache Kafka (KRaft mode) for tests and for trying the Kafka path.
+#
+#   deploy/kafka.sh start   # prints `export HARBOUR_KAFKA_BOOTSTRAP=127.0.0.1:PORT`; eval it
+#   deploy/kafka.sh stop    # stops the broker this script started and removes its data
+#
+# The broker comes from Maven Central (org.apache.kafka:kafka_2.13, fetched with
+# `mvn dependency:copy-dependencies`) and runs on the machine's Java (17+). Java and Maven are
+# installed from Debian when missing. Jars are cached in ~/.cache/harbour/kafka-<version>; data lives
+# in a temporary directory; both ports are spare loopback ports.
+set -euo pipefail
+
+KAFKA_VERSION="${HARBOUR_KAFKA_VERSION:-4.1.1}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/kafka-$KAFKA_VERSION"
+STATE="${HARBOUR_KAFKA_STATE:-${TMPDIR:-/tmp}/harbour-kafka.state}"
+
+need() {
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    echo "installing java and maven from Debian" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >&2
+  fi
+}
+
+fetch() {
+  if [ -f "$CACHE/.complete" ]; then return; fi
+  mkdir -p "$CACHE"
+  cat > "$CACHE/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>harbour.local</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+POM
+  echo "fetching Apache Kafka $KAFKA_VERSION from Maven Central" >&2
+  (cd "$CACHE" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs >&2)
+  touch "$CACHE/.complete"
+}
+
+spare_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start() {
+  need
+  fetch
+  local dir port cport id
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/harbour-kafka.XXXXXX")"
+  port="$(spare_port)"
+  cport="$(spare_port)"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.partitions=4
+auto.create.topics.enable=true
+PROPS
+  id="$(java -cp "$CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+  java -cp "$CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1
+  nohup java -Xmx512m -cp "$CACHE/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
+  echo "$! $dir 127.0.0.1:$port" > "$STATE"
+  for _ in $(seq 1 120); do
+    if grep -q "Transition from STARTING to STARTED" "$dir/kafka.log" 2>/dev/null; then
+      echo "export HARBOUR_KAFKA_BOOTSTRAP=127.0.0.1:$port"
+      return 0
+    fi
+    if ! kill -0 "$(cut -d' ' -f1 "$STATE")" 2>/dev/null; then break; fi
+    sleep 0.5
+  done
+  echo "kafka did not start; its log: $dir/kafka.log" >&2
+  tail -20 "$dir/kafka.log" >&2 || true
+  stop
+  return 1
+}
+
+stop() {
+  [ -f "$STATE" ] || return 0
+  local pid dir
+  read -r pid dir _ < "$STATE"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  case "$dir" in "${TMPDIR:-/tmp}"/harbour-kafka.*) rm -rf "$dir" ;; esac
+  rm -f "$STATE"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
