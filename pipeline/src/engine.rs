@@ -6,9 +6,10 @@
 //!                               └─► dead letters (raw line, reason, source position) ─┘
 //! ```
 //!
-//! One timely worker on the calling thread. An epoch is `pipeline.epoch_events` input lines; the
-//! input time of an epoch is the position of its first line, so versions grow with the input. After sealing an epoch the engine steps the worker until the outputs are complete for
-//! it, then applies the epoch's updates to the [`OutputState`].
+//! One timely worker on the calling thread. An epoch is `pipeline.epoch_events` input lines (for
+//! [`run`]; a source driving an [`Engine`] decides itself); the input time of an epoch is the
+//! position of its first line, so versions grow with the input. Sealing an epoch steps the worker
+//! until the outputs are complete for it, then applies the epoch's updates to the [`OutputState`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,6 +30,7 @@ use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator};
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
+use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{Health, Metrics};
 use crate::state::TableState;
@@ -80,11 +82,11 @@ pub struct RunStats {
 
 type Sink<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
 
-fn tap<D: Clone + 'static>(c: VecCollection<'_, u64, D, isize>) -> (Sink<D>, VecCollection<'_, u64, D, isize>) {
+fn tap<D: Clone + 'static>(c: VecCollection<'_, u64, D, isize>, probe: &ProbeHandle<u64>) -> Sink<D> {
     let sink: Sink<D> = Rc::new(RefCell::new(Vec::new()));
     let s = sink.clone();
-    let c = c.inspect_batch(move |_t, batch| s.borrow_mut().extend(batch.iter().cloned()));
-    (sink, c)
+    let _ = c.inspect_batch(move |_t, batch| s.borrow_mut().extend(batch.iter().cloned())).probe_with(probe);
+    sink
 }
 
 struct Taps {
@@ -135,16 +137,27 @@ fn kind(e: &Event) -> &'static str {
     }
 }
 
-/// Runs `lines` through the pipeline to the end; returns the final outputs.
-pub fn run(
-    lines: impl Iterator<Item = Result<SourceLine, ReplayError>>,
-    config: &EngineConfig,
-    metrics: &Metrics,
-    health: &Arc<Health>,
-) -> Result<(OutputState, RunStats), ReplayError> {
-    let mut lines = lines;
-    let worker = &mut local_worker();
-    let result = {
+/// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
+///
+/// Drive it with [`Engine::feed`] and [`Engine::seal`] (a source decides where epochs end), or run
+/// a whole input with [`run`]. After `seal` returns, [`Engine::state`] holds every output as of the
+/// sealed epoch: the point where a sink would write and report the epoch durable.
+pub struct Engine<'m> {
+    worker: timely::worker::Worker,
+    inputs: Sessions,
+    taps: Taps,
+    probe: ProbeHandle<u64>,
+    validator: Validator,
+    state: OutputState,
+    stats: RunStats,
+    metrics: &'m Metrics,
+    health: Arc<Health>,
+}
+
+impl<'m> Engine<'m> {
+    /// Builds the dataflow.
+    pub fn new(config: &EngineConfig, metrics: &'m Metrics, health: Arc<Health>) -> Engine<'m> {
+        let mut worker = local_worker();
         let graph = config.graph.clone();
         let (mut inputs, taps, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (fills_in, fills) = scope.new_collection();
@@ -152,109 +165,144 @@ pub fn run(
             let (orders_in, orders) = scope.new_collection();
             let (instruments_in, instruments) = scope.new_collection();
             let out = harbour(Inputs { fills, market, orders, instruments }, &graph);
-            let (positions, pc) = tap(out.positions);
-            let (probe, _) = pc.probe();
-            let (fills, c) = tap(out.fills);
-            let _ = c.probe_with(&probe);
-            let (rollups, c) = tap(out.rollups);
-            let _ = c.probe_with(&probe);
-            let (minutes, c) = tap(out.minutes);
-            let _ = c.probe_with(&probe);
-            let (orders, c) = tap(out.orders);
-            let _ = c.probe_with(&probe);
-            let (marks, c) = tap(out.marks);
-            let _ = c.probe_with(&probe);
-            let (instruments, c) = tap(out.instruments);
-            let _ = c.probe_with(&probe);
+            let probe = ProbeHandle::new();
+            let taps = Taps {
+                positions: tap(out.positions, &probe),
+                fills: tap(out.fills, &probe),
+                rollups: tap(out.rollups, &probe),
+                minutes: tap(out.minutes, &probe),
+                orders: tap(out.orders, &probe),
+                marks: tap(out.marks, &probe),
+                instruments: tap(out.instruments, &probe),
+            };
             let sessions =
                 Sessions { fills: fills_in, market: market_in, orders: orders_in, instruments: instruments_in };
-            (sessions, Taps { positions, fills, rollups, minutes, orders, marks, instruments }, probe)
+            (sessions, taps, probe)
         });
-
-        let mut validator = Validator::new(config.spreads.clone());
-        let mut state = OutputState::default();
-        let mut stats = RunStats::default();
-        let mut in_epoch = 0usize;
-
         // An epoch's time is the 1-based position of its first line: versions grow with the input.
         inputs.advance(1);
-        let finish_epoch = |inputs: &mut Sessions,
-                            state: &mut OutputState,
-                            stats: &mut RunStats,
-                            worker: &mut timely::worker::Worker| {
-            let sealed = Instant::now();
-            let epoch = inputs.fills.time().to_owned();
-            let next = stats.lines + 1;
-            inputs.advance(next);
-            worker.step_while(|| probe.less_than(&next));
-            drain(&taps.positions, &mut state.positions);
-            drain(&taps.fills, &mut state.fills);
-            drain(&taps.rollups, &mut state.rollups);
-            drain(&taps.minutes, &mut state.minutes);
-            drain(&taps.orders, &mut state.orders);
-            drain(&taps.marks, &mut state.marks);
-            drain(&taps.instruments, &mut state.instruments);
-            stats.epochs += 1;
-            metrics.epochs.inc();
-            metrics.epoch.set(epoch as i64);
-            metrics.positions.set(state.positions.len() as i64);
-            metrics.epoch_lag_seconds.set(sealed.elapsed().as_secs_f64());
-            health.epoch.store(epoch, Ordering::Relaxed);
-            tracing::debug!(epoch, positions = state.positions.len(), "epoch complete");
-        };
+        Engine {
+            worker,
+            inputs,
+            taps,
+            probe,
+            validator: Validator::new(config.spreads.clone()),
+            state: OutputState::default(),
+            stats: RunStats::default(),
+            metrics,
+            health,
+        }
+    }
 
-        for line in lines.by_ref() {
-            let line = line?;
-            stats.lines += 1;
-            health.lines.store(stats.lines, Ordering::Relaxed);
-            let outcome = parse_line(&line.raw, line.position).and_then(|e| {
-                let k = kind(&e);
-                validator.accept(e).map(|a| (k, a))
-            });
-            match outcome {
-                Ok((k, accepted)) => {
-                    stats.accepted += 1;
-                    metrics.event(k);
-                    for a in accepted {
-                        match a {
-                            Accepted::Fill(f) => inputs.fills.insert(f),
-                            Accepted::Bust(f) => inputs.fills.remove(f),
-                            Accepted::Market(m) => inputs.market.insert(m),
-                            Accepted::Order(o) => inputs.orders.insert(o),
-                            Accepted::Instrument { previous, current } => {
-                                if let Some(p) = previous {
-                                    inputs.instruments.remove(p);
-                                }
-                                inputs.instruments.insert(current);
+    /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead letter.
+    pub fn feed(&mut self, line: SourceLine) {
+        self.stats.lines += 1;
+        self.health.lines.store(self.stats.lines, Ordering::Relaxed);
+        let validator = &mut self.validator;
+        let outcome = parse_line(&line.raw, line.position).and_then(|e| {
+            let k = kind(&e);
+            validator.accept(e).map(|a| (k, a))
+        });
+        match outcome {
+            Ok((k, accepted)) => {
+                self.stats.accepted += 1;
+                self.metrics.event(k);
+                let inputs = &mut self.inputs;
+                for a in accepted {
+                    match a {
+                        Accepted::Fill(f) => inputs.fills.insert(f),
+                        Accepted::Bust(f) => inputs.fills.remove(f),
+                        Accepted::Market(m) => inputs.market.insert(m),
+                        Accepted::Order(o) => inputs.orders.insert(o),
+                        Accepted::Instrument { previous, current } => {
+                            if let Some(p) = previous {
+                                inputs.instruments.remove(p);
                             }
+                            inputs.instruments.insert(current);
                         }
                     }
                 }
-                Err(rejection) => {
-                    stats.dead_letters += 1;
-                    metrics.dead_letter(rejection.code());
-                    tracing::debug!(source = %line.source, position = line.position, reason = %rejection, "dead letter");
-                    state.dead_letters.push(DeadLetter {
-                        source: line.source.clone(),
-                        position: line.position,
-                        raw: line.raw,
-                        code: rejection.code().into(),
-                        reason: rejection.to_string(),
-                    });
-                }
             }
-            in_epoch += 1;
-            if in_epoch >= config.epoch_events {
-                finish_epoch(&mut inputs, &mut state, &mut stats, worker);
-                in_epoch = 0;
+            Err(rejection) => {
+                self.stats.dead_letters += 1;
+                self.metrics.dead_letter(rejection.code());
+                tracing::debug!(source = %line.source, position = line.position, reason = %rejection, "dead letter");
+                self.state.dead_letters.push(DeadLetter {
+                    source: line.source,
+                    position: line.position,
+                    raw: line.raw,
+                    code: rejection.code().into(),
+                    reason: rejection.to_string(),
+                });
             }
         }
-        if in_epoch > 0 || stats.epochs == 0 {
-            finish_epoch(&mut inputs, &mut state, &mut stats, worker);
+    }
+
+    /// Ends the current epoch: runs the dataflow until its outputs are complete and applies them
+    /// to the state. Returns the sealed epoch's time (its version).
+    pub fn seal(&mut self) -> u64 {
+        let sealed = Instant::now();
+        let epoch = *self.inputs.fills.time();
+        let next = self.stats.lines + 1;
+        self.inputs.advance(next);
+        let probe = &self.probe;
+        self.worker.step_while(|| probe.less_than(&next));
+        let (taps, state) = (&self.taps, &mut self.state);
+        drain(&taps.positions, &mut state.positions);
+        drain(&taps.fills, &mut state.fills);
+        drain(&taps.rollups, &mut state.rollups);
+        drain(&taps.minutes, &mut state.minutes);
+        drain(&taps.orders, &mut state.orders);
+        drain(&taps.marks, &mut state.marks);
+        drain(&taps.instruments, &mut state.instruments);
+        self.stats.epochs += 1;
+        self.metrics.epochs.inc();
+        self.metrics.epoch.set(epoch as i64);
+        self.metrics.positions.set(state.positions.len() as i64);
+        self.metrics.epoch_lag_seconds.set(sealed.elapsed().as_secs_f64());
+        self.health.epoch.store(epoch, Ordering::Relaxed);
+        tracing::debug!(epoch, positions = state.positions.len(), "epoch complete");
+        epoch
+    }
+
+    /// Outputs as of the last sealed epoch.
+    pub fn state(&self) -> &OutputState {
+        &self.state
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
+    }
+
+    /// Ends the run, returning the outputs and counts.
+    pub fn finish(self) -> (OutputState, RunStats) {
+        (self.state, self.stats)
+    }
+}
+
+/// Runs `lines` through the pipeline to the end, `config.epoch_events` lines per epoch; returns the
+/// final outputs.
+pub fn run(
+    lines: impl Iterator<Item = Result<SourceLine, ReplayError>>,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> Result<(OutputState, RunStats), ReplayError> {
+    let mut engine = Engine::new(config, metrics, health.clone());
+    let mut in_epoch = 0usize;
+    for line in lines {
+        engine.feed(line?);
+        in_epoch += 1;
+        if in_epoch >= config.epoch_events {
+            engine.seal();
+            in_epoch = 0;
         }
-        Ok((state, stats))
-    };
-    result
+    }
+    if in_epoch > 0 || engine.stats().epochs == 0 {
+        engine.seal();
+    }
+    Ok(engine.finish())
 }
 
 /// A single timely worker on this thread (`execute_directly` wants a `Send` closure; the input

@@ -87,7 +87,7 @@ fn generated_day_equals_batch_recomputation() {
     assert_eq!(state.rollups.rows().cloned().collect::<Vec<_>>(), reference.rollups);
     assert_eq!(state.minutes.rows().cloned().collect::<Vec<_>>(), reference.minutes);
     assert_eq!(state.marks.rows().cloned().collect::<Vec<_>>(), reference.marks);
-    assert!(state.orders.len() > 0 && state.instruments.len() >= 8);
+    assert!(!state.orders.is_empty() && state.instruments.len() >= 8);
 
     // Account totals add up to the desk, and realized over fills equals realized over positions.
     let desk_realized: Decimal = rows.iter().map(|r| r.realized).sum();

@@ -126,7 +126,7 @@ impl Book {
         }
         for (f, _) in changes.drain(..) {
             let i = self.entries.len();
-            if i > 0 && i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY > self.checkpoints.len() {
+            if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(self.current.clone());
             }
             let enriched = enrich(f, schedules);
@@ -214,7 +214,7 @@ impl Book {
             (state, cp * CHECKPOINT_EVERY)
         };
         for i in start..self.entries.len() {
-            if i > 0 && i % CHECKPOINT_EVERY == 0 && i / CHECKPOINT_EVERY > self.checkpoints.len() {
+            if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
             }
             let e = &mut self.entries[i];

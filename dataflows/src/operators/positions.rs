@@ -174,51 +174,52 @@ where
                     }
                 }
 
-                let mut add = |row: &PositionRow, negate: bool| {
-                    let mut t = totals_of(row);
-                    if negate {
-                        t.negate();
-                    }
-                    sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
-                    sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
-                };
-                let mut show = |key: &PositionKey, held: &mut Held, mark: &Mark| -> bool {
-                    let new = (!held.book.entries.is_empty())
-                        .then(|| PositionRow::new(key.clone(), &held.book.current, mark));
-                    if new != held.shown {
-                        if let Some(old) = held.shown.take() {
-                            add(&old, true);
-                            rows.give((old, time.clone(), -1));
+                {
+                    let mut add = |row: &PositionRow, negate: bool| {
+                        let mut t = totals_of(row);
+                        if negate {
+                            t.negate();
                         }
-                        if let Some(new) = &new {
-                            add(new, false);
-                            rows.give((new.clone(), time.clone(), 1));
+                        sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
+                        sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
+                    };
+                    let mut show = |key: &PositionKey, held: &mut Held, mark: &Mark| -> bool {
+                        let new = (!held.book.entries.is_empty())
+                            .then(|| PositionRow::new(key.clone(), &held.book.current, mark));
+                        if new != held.shown {
+                            if let Some(old) = held.shown.take() {
+                                add(&old, true);
+                                rows.give((old, time.clone(), -1));
+                            }
+                            if let Some(new) = &new {
+                                add(new, false);
+                                rows.give((new.clone(), time.clone(), 1));
+                            }
+                            held.shown = new;
                         }
-                        held.shown = new;
-                    }
-                    held.shown.is_some()
-                };
-                for key in touched_keys.drain(..) {
-                    let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
-                    if let Some(by_key) = books.get_mut(&key.symbol) {
-                        let ident = (key.account.clone(), key.strategy.clone());
-                        if let Some(held) = by_key.get_mut(&ident) {
-                            if !show(&key, held, &mark) {
-                                by_key.remove(&ident);
+                        held.shown.is_some()
+                    };
+                    for key in touched_keys.drain(..) {
+                        let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
+                        if let Some(by_key) = books.get_mut(&key.symbol) {
+                            let ident = (key.account.clone(), key.strategy.clone());
+                            if let Some(held) = by_key.get_mut(&ident) {
+                                if !show(&key, held, &mark) {
+                                    by_key.remove(&ident);
+                                }
                             }
                         }
                     }
-                }
-                for symbol in touched_symbols.drain() {
-                    let mark = marks.get(&symbol).cloned().unwrap_or_else(no_mark);
-                    if let Some(by_key) = books.get_mut(&symbol) {
-                        by_key.retain(|(account, strategy), held| {
-                            let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
-                            show(&key, held, &mark)
-                        });
+                    for symbol in touched_symbols.drain() {
+                        let mark = marks.get(&symbol).cloned().unwrap_or_else(no_mark);
+                        if let Some(by_key) = books.get_mut(&symbol) {
+                            by_key.retain(|(account, strategy), held| {
+                                let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
+                                show(&key, held, &mark)
+                            });
+                        }
                     }
                 }
-                drop(show);
                 let sum_cap = pending.cap_for(&time, 2);
                 let mut deltas = sum_session.session(&sum_cap);
                 for (group, t) in sums.drain() {
