@@ -6,9 +6,11 @@
 //! - [`state`]: the output tables kept current from the dataflow's updates.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` and `/health` server.
 //! - [`summary`]: the end-of-run report.
+//! - [`verify`]: recompute from scratch and compare (`harbour replay --verify`).
 
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod state;
 pub mod summary;
+pub mod verify;

@@ -52,6 +52,9 @@ enum Command {
         /// Output folder (default: pipeline.out_dir).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Recompute every output from scratch afterwards and fail if it differs (not for stdin).
+        #[arg(long)]
+        verify: bool,
     },
     /// Write a generated sample day as JSON lines.
     Generate {
@@ -106,11 +109,27 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| Ok(SourceLine { source: "input.jsonl".into(), position: i as u64 + 1, raw }));
-            execute(&config, source, out)
+            execute(&config, source, out).map(|_| ())
         }
-        Command::Replay { files, out } => {
+        Command::Replay { files, out, verify } => {
+            if verify && files.iter().any(|f| f == std::path::Path::new("-")) {
+                anyhow::bail!("--verify reads the input twice: give files, not `-`");
+            }
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
-            execute(&config, Replay::new(&files), out)
+            let state = execute(&config, Replay::new(&files), out)?;
+            if verify {
+                let lines = Replay::new(&files).collect::<Result<Vec<_>, _>>()?;
+                let reference = harbour::verify::reference(lines.into_iter(), &engine_config(&config));
+                let report = harbour::verify::compare_with(&state, &reference);
+                if !report.mismatches.is_empty() {
+                    anyhow::bail!(
+                        "verify: the incremental outputs differ from a recomputation:\n{}",
+                        report.mismatches.join("\n")
+                    );
+                }
+                println!("verify: {} rows equal a from-scratch recomputation", report.rows);
+            }
+            Ok(())
         }
         Command::Generate { out, fills, quotes, accounts, symbols, seed } => {
             let g = &mut config.generate;
@@ -137,11 +156,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        epoch_events: config.pipeline.epoch_events,
+        graph: GraphConfig { schedules: Arc::new(config.cost_schedules()), marks: config.marks.policy.clone() },
+        spreads: config.spread_tables(),
+    }
+}
+
 fn execute(
     config: &Config,
     source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
     out: PathBuf,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<engine::OutputState> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     if let Some(addr) = config.metrics_addr() {
@@ -152,16 +179,12 @@ fn execute(
             }
         }
     }
-    let engine = EngineConfig {
-        epoch_events: config.pipeline.epoch_events,
-        graph: GraphConfig { schedules: Arc::new(config.cost_schedules()), marks: config.marks.policy.clone() },
-        spreads: config.spread_tables(),
-    };
+    let engine = engine_config(config);
     let started = Instant::now();
     let (state, stats) = engine::run(source, &engine, &metrics, &health)?;
     let elapsed = started.elapsed();
     let tables = state::snapshot(&state);
     let written = ParquetSink::new(&out).write(&tables)?;
     print!("{}", summary::render(&state, &stats, &written, elapsed));
-    Ok(())
+    Ok(state)
 }

@@ -1,7 +1,6 @@
 //! End to end: a generated day through the engine equals a batch recomputation; the binary's
 //! `run` and `replay` write the same Parquet tables, which read back consistently.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
@@ -13,11 +12,9 @@ use harbour::metrics::{Health, Metrics};
 use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::graph::GraphConfig;
 use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::model::{Fill, MarketEvent};
-use harbour_dataflows::reference::recompute;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::ticks::SpreadTables;
-use harbour_dataflows::validate::{Accepted, Validator};
+use harbour_dataflows::validate::Validator;
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::SourceLine;
 use harbour_sources::generate::{generate, GenerateConfig};
@@ -50,31 +47,21 @@ fn generated_day_equals_batch_recomputation() {
     let (state, stats) = run(&lines, 700);
 
     // The batch side: the same rules, then a from-scratch fold.
+    let source_lines = || {
+        lines.iter().enumerate().map(|(i, raw)| SourceLine {
+            source: "day.jsonl".into(),
+            position: i as u64 + 1,
+            raw: raw.clone(),
+        })
+    };
+    let reference = harbour::verify::reference(source_lines(), &engine_config(700));
     let mut validator = Validator::new(SpreadTables::default());
-    let mut live: BTreeMap<String, Fill> = BTreeMap::new();
-    let mut market: Vec<MarketEvent> = Vec::new();
-    let mut rejected = 0;
-    for (i, l) in lines.iter().enumerate() {
-        match parse_line(l, i as u64 + 1).and_then(|e| validator.accept(e)) {
-            Err(_) => rejected += 1,
-            Ok(acc) => {
-                for a in acc {
-                    match a {
-                        Accepted::Fill(f) => {
-                            live.insert(f.exec_id.to_string(), f);
-                        }
-                        Accepted::Bust(f) => {
-                            live.remove(f.exec_id.as_str());
-                        }
-                        Accepted::Market(m) => market.push(m),
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    let fills: Vec<Fill> = live.into_values().collect();
-    let reference = recompute(&fills, &market, &CostSchedules::default(), &MarkPolicy::default());
+    let rejected = source_lines()
+        .filter(|l| parse_line(&l.raw, l.position).and_then(|e| validator.accept(e)).is_err())
+        .count() as u64;
+    let verified = harbour::verify::compare_with(&state, &reference);
+    assert!(verified.mismatches.is_empty(), "{:?}", verified.mismatches);
+    assert!(verified.rows > 4000);
 
     assert_eq!(stats.dead_letters, rejected);
     assert!(rejected > 0, "the sample day mixes in invalid lines");
@@ -152,8 +139,9 @@ fn binary_run_then_replay_write_the_same_tables() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("P&L by account") && summary.contains("Top positions"), "{summary}");
-    let out = harbour().arg("replay").arg(a.join("input.jsonl")).arg("--out").arg(&b).output().unwrap();
+    let out = harbour().arg("replay").arg(a.join("input.jsonl")).arg("--verify").arg("--out").arg(&b).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rows equal a from-scratch recomputation"));
 
     for table in
         ["positions", "fills", "account_rollups", "strategy_rollups", "account_pnl_minute", "orders", "dead_letters"]
