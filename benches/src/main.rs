@@ -24,6 +24,9 @@ use harbour_dataflows::model::{Fill, Instrument, MarketEvent, Order, PositionKey
 use rust_decimal::Decimal;
 use timely::dataflow::ProbeHandle;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const T0: i64 = 1_772_415_000_000_000_000; // 2026-03-02T09:30:00+08:00
 const SYMBOLS: u32 = 500;
 const BATCH: usize = 10_000;
@@ -173,78 +176,84 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn bench_fills(positions: u64, n: u64) -> f64 {
-    let mut h = Harness::new();
-    // Every position exists before the clock starts, so the run measures steady state.
-    h.run_fills(fills_for(positions, positions, 0));
-    let fills = fills_for(positions, n, positions);
-    let t = h.run_fills(fills);
-    let rate = n as f64 / t.as_secs_f64();
+/// Runs `f` `RUNS` times; returns the median duration, printing the spread.
+fn median(label: &str, n: u64, unit: &str, mut f: impl FnMut() -> Duration) -> f64 {
+    let mut runs: Vec<Duration> = (0..RUNS).map(|_| f()).collect();
+    runs.sort();
+    let mid = runs[runs.len() / 2].as_secs_f64();
+    let (lo, hi) = (runs[0].as_secs_f64(), runs[runs.len() - 1].as_secs_f64());
     println!(
-        "fills     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {:>7.0} ns/fill",
-        t.as_secs_f64(),
-        rate,
-        1e9 / rate
+        "{label}  {:>12.0} {unit}/s  {:>7.0} ns/{unit}  (median of {RUNS}; {:.0}–{:.0} {unit}/s)",
+        n as f64 / mid,
+        mid * 1e9 / n as f64,
+        n as f64 / hi,
+        n as f64 / lo
     );
-    rate
+    mid * 1e9 / n as f64
+}
+
+/// Runs of each measurement; the median is reported (this machine's timings vary by ±15%).
+const RUNS: usize = 5;
+
+fn bench_fills(positions: u64, n: u64) -> f64 {
+    median(&format!("fills     positions={positions:>9} fills={n:>9}"), n, "fill", || {
+        let mut h = Harness::new();
+        // Every position exists before the clock starts, so the run measures steady state.
+        h.run_fills(fills_for(positions, positions, 0));
+        h.run_fills(fills_for(positions, n, positions))
+    })
 }
 
 fn bench_quotes(positions: u64, n: u64) -> f64 {
-    let mut h = Harness::new();
-    h.run_fills(fills_for(positions, positions, 0));
-    let quotes: Vec<Quote> = (0..n)
-        .map(|i| {
-            let s = (i * 7919 % SYMBOLS as u64) as u32;
-            Quote {
-                symbol: symbol(s),
-                ts: T0 + 1_000_000_000 + i as i64,
-                bid: None,
-                ask: None,
-                last: Some(price(s, i)),
-            }
-        })
-        .collect();
-    let t = h.run_quotes(quotes);
-    let rate = n as f64 / t.as_secs_f64();
-    println!("quotes    positions={positions:>9} quotes={n:>8}  {:>8.3} s  {:>12.0} quotes/s", t.as_secs_f64(), rate);
-    rate
+    median(&format!("quotes    positions={positions:>9} quotes={n:>8}"), n, "quote", || {
+        let mut h = Harness::new();
+        h.run_fills(fills_for(positions, positions, 0));
+        let quotes: Vec<Quote> = (0..n)
+            .map(|i| {
+                let s = (i * 7919 % SYMBOLS as u64) as u32;
+                Quote {
+                    symbol: symbol(s),
+                    ts: T0 + 1_000_000_000 + i as i64,
+                    bid: None,
+                    ask: None,
+                    last: Some(price(s, i)),
+                }
+            })
+            .collect();
+        h.run_quotes(quotes)
+    })
 }
 
 /// Per-fill cost as the number of live positions grows, with the same access pattern: epochs of
 /// 1,000 fills, each fill on a different position (a stride through all of them).
 fn bench_scale(positions: u64, n: u64) -> f64 {
-    let mut h = Harness::new();
-    h.run_fills(fills_for(positions, positions, 0));
-    h.batch = 1_000;
-    let accts = accounts(positions);
-    let stride = 7_919u64; // prime, so consecutive fills land on unrelated positions
-    let fills: Vec<Fill> = (0..n).map(|i| fill(positions + i, (i * stride) % positions, &accts)).collect();
-    let t = h.run_fills(fills);
-    let ns = t.as_secs_f64() * 1e9 / n as f64;
-    println!(
-        "scale     positions={positions:>9} fills={n:>9}  {:>8.3} s  {:>12.0} fills/s  {ns:>7.0} ns/fill",
-        t.as_secs_f64(),
-        n as f64 / t.as_secs_f64()
-    );
-    ns
+    median(&format!("scale     positions={positions:>9} fills={n:>9}"), n, "fill", || {
+        let mut h = Harness::new();
+        h.run_fills(fills_for(positions, positions, 0));
+        h.batch = 1_000;
+        let accts = accounts(positions);
+        let stride = 7_919u64; // prime, so consecutive fills land on unrelated positions
+        let fills: Vec<Fill> = (0..n).map(|i| fill(positions + i, (i * stride) % positions, &accts)).collect();
+        h.run_fills(fills)
+    })
 }
 
-/// Per-fill cost on one key already holding `history` fills, against fills on fresh keys.
+/// Per-fill cost of 100,000 fills on one key that already holds `history` fills, against the
+/// same 100,000 fills on one key that starts empty.
 fn bench_deep_key(history: u64) -> (f64, f64) {
     let n = 100_000u64;
-    let accts: Vec<(smol_str::SmolStr, smol_str::SmolStr)> = vec![("DEEP".into(), "deep".into())];
-    // fresh keys: one fill per new position
-    let mut h = Harness::new();
-    let fresh_accts = accounts(n);
-    let fresh: Vec<Fill> = (0..n).map(|i| fill(i, i, &fresh_accts)).collect();
-    let t_fresh = h.run_fills(fresh);
-    // deep key: `history` fills first (untimed), then n more on the same key
-    let mut h = Harness::new();
-    h.run_fills((0..history).map(|i| fill(i, 0, &accts)).collect());
-    let t_deep = h.run_fills((history..history + n).map(|i| fill(i, 0, &accts)).collect());
-    let (a, b) = (t_fresh.as_secs_f64() * 1e9 / n as f64, t_deep.as_secs_f64() * 1e9 / n as f64);
-    println!("deep-key  history={history:>9}: {b:>7.0} ns/fill on the deep key, {a:>7.0} ns/fill on fresh keys (ratio {:.2})", b / a);
-    (a, b)
+    let book: Vec<(smol_str::SmolStr, smol_str::SmolStr)> = vec![("DEEP".into(), "deep".into())];
+    let fresh = median(&format!("deep-key  history={:>9} fills={n:>9}", 0), n, "fill", || {
+        let mut h = Harness::new();
+        h.run_fills((history..history + n).map(|i| fill(i, 0, &book)).collect())
+    });
+    let deep = median(&format!("deep-key  history={history:>9} fills={n:>9}"), n, "fill", || {
+        let mut h = Harness::new();
+        h.run_fills((0..history).map(|i| fill(i, 0, &book)).collect());
+        h.run_fills((history..history + n).map(|i| fill(i, 0, &book)).collect())
+    });
+    println!("          per-fill cost on a key holding {history} fills / on an empty key: {:.2}", deep / fresh);
+    (fresh, deep)
 }
 
 fn bench_memory(positions: u64) -> f64 {
