@@ -246,23 +246,7 @@ proptest! {
 /// long book both give the recomputed result.
 #[test]
 fn late_fill_and_bust_deep_in_a_long_book() {
-    let mut events = Vec::new();
-    for i in 0..300usize {
-        let f = Fill {
-            ts: T0 + (i as i64 + 10) * 1_000_000_000,
-            exec_id: format!("E{i:04}").into(),
-            order_id: "O".into(),
-            key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
-            side: if i % 3 == 2 { Side::Sell } else { Side::Buy },
-            qty: 100 * (1 + (i as i64 % 4)),
-            price: Decimal::new(7600 + 2 * (i as i64 % 50), 1),
-            commission: None,
-            stamp_duty_exempt: false,
-            odd_lot: false,
-            source_seq: i as u64,
-        };
-        events.push(Ev::Fill(f));
-    }
+    let mut events: Vec<Ev> = (0..300).map(|i| Ev::Fill(long_book_fill(i))).collect();
     events.push(Ev::Market(MarketEvent::Quote(Quote {
         symbol: Symbol(700),
         ts: T0,
