@@ -6,6 +6,7 @@
 //! cargo run --release -p harbour-benches -- quotes 100000 3000000
 //! cargo run --release -p harbour-benches -- scale 1000000 1000000
 //! cargo run --release -p harbour-benches -- deep-key 100000
+//! cargo run --release -p harbour-benches -- late 100000
 //! cargo run --release -p harbour-benches -- memory 1000000
 //! ```
 //!
@@ -256,6 +257,28 @@ fn bench_deep_key(history: u64) -> (f64, f64) {
     (fresh, deep)
 }
 
+/// Cost of a late fill (one that lands 100 fills before the end of its key's book) on a key holding
+/// `history` fills: the fold replays from the snapshot before it, so the cost depends on the depth,
+/// not on the history. One late fill per epoch.
+fn bench_late(history: u64) -> f64 {
+    let n = 2_000u64;
+    let book: Vec<(smol_str::SmolStr, smol_str::SmolStr)> = vec![("LATE".into(), "late".into())];
+    median(&format!("late      history={history:>9} fills={n:>9}"), n, "fill", || {
+        let mut h = Harness::new();
+        h.run_fills((0..history).map(|i| fill(i, 0, &book)).collect());
+        h.batch = 1;
+        let slot = T0 + (history as i64 - 100) * 1_000_000 + 500_000;
+        let late: Vec<Fill> = (0..n)
+            .map(|j| {
+                let mut f = fill(history + j, 0, &book);
+                f.ts = slot;
+                f
+            })
+            .collect();
+        h.run_fills(late)
+    })
+}
+
 fn bench_memory(positions: u64) -> f64 {
     let before = peak_rss_mb();
     let mut h = Harness::new();
@@ -316,6 +339,9 @@ fn main() -> anyhow::Result<()> {
         "scale" => {
             bench_scale(arg(&args, 1, 1_000), arg(&args, 2, 1_000_000));
         }
+        "late" => {
+            bench_late(arg(&args, 1, 100_000));
+        }
         "deep-key" => {
             bench_deep_key(arg(&args, 1, 100_000));
         }
@@ -336,13 +362,21 @@ fn main() -> anyhow::Result<()> {
             bench_quotes(1_000, 3_000_000);
             bench_quotes(100_000, 3_000_000);
             bench_deep_key(100_000);
+            let short = bench_late(1_000);
+            let long = bench_late(100_000);
+            println!(
+                "          late-fill cost on a 100,000-fill book / on a 1,000-fill book (same depth): {:.2}",
+                long / short
+            );
             bench_parse(1_000_000);
             // Peak RSS is per process: measure memory in a fresh one.
             let status = std::process::Command::new(std::env::current_exe()?).args(["memory", "1000000"]).status()?;
             anyhow::ensure!(status.success(), "memory benchmark failed");
         }
         other => {
-            anyhow::bail!("unknown benchmark {other:?}: fills, quotes, scale, deep-key, memory, fees, parse or all")
+            anyhow::bail!(
+                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse or all"
+            )
         }
     }
     Ok(())
