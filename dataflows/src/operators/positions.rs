@@ -112,7 +112,6 @@ where
         let mut books: FxHashMap<Symbol, FxHashMap<(SmolStr, SmolStr), Held>> = FxHashMap::default();
         let mut marks: FxHashMap<Symbol, Mark> = FxHashMap::default();
         let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
-        let mut touched_keys: Vec<PositionKey> = Vec::new();
         let mut touched_symbols: FxHashSet<Symbol> = FxHashSet::default();
         let mut fill_rows: Vec<(FillPnl, isize)> = Vec::new();
         let mut key_flows: Vec<(Ts, FlowTotals)> = Vec::new();
@@ -143,37 +142,6 @@ where
                 let mut rows = row_session.session(&row_cap);
                 let mut fils = fill_session.session(&fill_cap);
 
-                for (key, mut group) in groups.drain() {
-                    // Inserts before retractions, so a fill inserted and busted in one epoch nets out.
-                    group.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
-                    let held = books
-                        .entry(key.symbol)
-                        .or_default()
-                        .entry((key.account.clone(), key.strategy.clone()))
-                        .or_default();
-                    held.book.apply(&key, group, &schedules, &mut fill_rows);
-                    // This key's flow per minute first (a few minutes an epoch), then the groups.
-                    for (d, r) in fill_rows.drain(..) {
-                        let mut t = flow_of(&d);
-                        if r < 0 {
-                            t.negate();
-                        }
-                        let m = minute_of(d.fill.ts);
-                        match key_flows.iter_mut().find(|(km, _)| *km == m) {
-                            Some((_, acc)) => acc.plus_equals(&t),
-                            None => key_flows.push((m, t)),
-                        }
-                        fils.give((d, time.clone(), r));
-                    }
-                    for (m, t) in key_flows.drain(..) {
-                        flows.entry((Group::Account(key.account.clone()), m)).or_default().plus_equals(&t);
-                        flows.entry((Group::Strategy(key.strategy.clone()), m)).or_default().plus_equals(&t);
-                    }
-                    if !touched_symbols.contains(&key.symbol) {
-                        touched_keys.push(key);
-                    }
-                }
-
                 {
                     let mut add = |row: &PositionRow, negate: bool| {
                         let mut t = totals_of(row);
@@ -199,17 +167,39 @@ where
                         }
                         held.shown.is_some()
                     };
-                    for key in touched_keys.drain(..) {
-                        let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
-                        if let Some(by_key) = books.get_mut(&key.symbol) {
-                            let ident = (key.account.clone(), key.strategy.clone());
-                            if let Some(held) = by_key.get_mut(&ident) {
-                                if !show(&key, held, &mark) {
-                                    by_key.remove(&ident);
-                                }
+                    for (key, mut group) in groups.drain() {
+                        // Inserts before retractions, so a fill inserted and busted in one epoch nets out.
+                        group.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
+                        let by_key = books.entry(key.symbol).or_default();
+                        let ident = (key.account.clone(), key.strategy.clone());
+                        let held = by_key.entry(ident.clone()).or_default();
+                        held.book.apply(&key, group, &schedules, &mut fill_rows);
+                        // This key's flow per minute first (a few minutes an epoch), then the groups.
+                        for (d, r) in fill_rows.drain(..) {
+                            let mut t = flow_of(&d);
+                            if r < 0 {
+                                t.negate();
+                            }
+                            let m = minute_of(d.fill.ts);
+                            match key_flows.iter_mut().find(|(km, _)| *km == m) {
+                                Some((_, acc)) => acc.plus_equals(&t),
+                                None => key_flows.push((m, t)),
+                            }
+                            fils.give((d, time.clone(), r));
+                        }
+                        for (m, t) in key_flows.drain(..) {
+                            flows.entry((Group::Account(key.account.clone()), m)).or_default().plus_equals(&t);
+                            flows.entry((Group::Strategy(key.strategy.clone()), m)).or_default().plus_equals(&t);
+                        }
+                        // Value it now, while its book is hot; a symbol re-marked this epoch is valued below.
+                        if !touched_symbols.contains(&key.symbol) {
+                            let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
+                            if !show(&key, held, &mark) {
+                                by_key.remove(&ident);
                             }
                         }
                     }
+
                     for symbol in touched_symbols.drain() {
                         let mark = marks.get(&symbol).cloned().unwrap_or_else(no_mark);
                         if let Some(by_key) = books.get_mut(&symbol) {
