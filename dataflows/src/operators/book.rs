@@ -108,12 +108,15 @@ impl Book {
         &mut self,
         changes: &mut Vec<(Fill, isize)>,
         schedules: &CostSchedules,
-        out: &mut Vec<(FillPnl, isize)>,
+        out: &mut impl FnMut(FillPnl, isize),
     ) -> bool {
         if changes.iter().any(|(_, r)| *r != 1) {
             return false;
         }
-        changes.sort_by(|(a, _), (b, _)| order_key(a).cmp(&order_key(b)));
+        // Fills usually arrive in order: check before moving them.
+        if !changes.is_sorted_by(|(a, _), (b, _)| order_key(a) <= order_key(b)) {
+            changes.sort_by(|(a, _), (b, _)| order_key(a).cmp(&order_key(b)));
+        }
         let after_last = match (self.entries.last(), changes.first()) {
             (Some(last), Some((f, _))) => (last.ts, last.exec_id.as_str()) < order_key(f),
             _ => true,
@@ -132,7 +135,7 @@ impl Book {
             let enriched = enrich(f, schedules);
             let mut entry = Entry::new(enriched.fill.clone(), enriched.fees.total);
             entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
-            out.push((FillPnl { fill: enriched.fill, fees: enriched.fees, step: entry.step.clone() }, 1));
+            out(FillPnl { fill: enriched.fill, fees: enriched.fees, step: entry.step.clone() }, 1);
             self.entries.push(entry);
         }
         true
@@ -149,13 +152,13 @@ impl Book {
         self.entries.binary_search_by(|e| (e.ts, e.exec_id.as_str()).cmp(&key))
     }
 
-    /// Applies one time's changes; pushes output updates (+1 new, −1 old) to `out`.
+    /// Applies one time's changes; hands output updates (+1 new, −1 old) to `out`.
     pub(crate) fn apply(
         &mut self,
         key: &PositionKey,
         changes: Vec<(Fill, isize)>,
         schedules: &CostSchedules,
-        out: &mut Vec<(FillPnl, isize)>,
+        out: &mut impl FnMut(FillPnl, isize),
     ) {
         let mut changes = changes;
         if self.append(&mut changes, schedules, out) {
@@ -196,7 +199,7 @@ impl Book {
                         let gone = self.entries.remove(i);
                         // Retract its row unless it was inserted in this same epoch (never shown).
                         if old_steps.contains_key(&gone.exec_id) {
-                            out.push((gone.row(key, schedules), -1));
+                            out(gone.row(key, schedules), -1);
                         }
                     }
                 }
@@ -228,16 +231,16 @@ impl Book {
                 Some(old) if *old == e.step => {}
                 Some(old) => {
                     let mut row = e.row(key, schedules);
-                    out.push((row.clone(), 1));
+                    out(row.clone(), 1);
                     row.step = old.clone();
-                    out.push((row, -1));
+                    out(row, -1);
                 }
                 None => {
                     let row = match fresh.remove(&e.exec_id) {
                         Some(x) => FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() },
                         None => e.row(key, schedules),
                     };
-                    out.push((row, 1));
+                    out(row, 1);
                 }
             }
         }

@@ -113,7 +113,6 @@ where
         let mut marks: FxHashMap<Symbol, Mark> = FxHashMap::default();
         let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
         let mut touched_symbols: FxHashSet<Symbol> = FxHashSet::default();
-        let mut fill_rows: Vec<(FillPnl, isize)> = Vec::new();
         let mut key_flows: Vec<(Ts, FlowTotals)> = Vec::new();
         move |frontiers| {
             fills_in.for_each(|cap, data| pending.stash_with(cap, data, In::Fill));
@@ -173,9 +172,8 @@ where
                         let by_key = books.entry(key.symbol).or_default();
                         let ident = (key.account.clone(), key.strategy.clone());
                         let held = by_key.entry(ident.clone()).or_default();
-                        held.book.apply(&key, group, &schedules, &mut fill_rows);
                         // This key's flow per minute first (a few minutes an epoch), then the groups.
-                        for (d, r) in fill_rows.drain(..) {
+                        held.book.apply(&key, group, &schedules, &mut |d: FillPnl, r: isize| {
                             let mut t = flow_of(&d);
                             if r < 0 {
                                 t.negate();
@@ -186,7 +184,7 @@ where
                                 None => key_flows.push((m, t)),
                             }
                             fils.give((d, time.clone(), r));
-                        }
+                        });
                         for (m, t) in key_flows.drain(..) {
                             flows.entry((Group::Account(key.account.clone()), m)).or_default().plus_equals(&t);
                             flows.entry((Group::Strategy(key.strategy.clone()), m)).or_default().plus_equals(&t);
