@@ -8,7 +8,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MarketEvent, Symbol, Ts};
+use crate::model::{Close, MarketEvent, Quote, Symbol, Ts};
 use crate::operators::LatestFold;
 
 /// Where a mark came from.
@@ -60,7 +60,7 @@ pub struct Mark {
 }
 
 /// Latest value of each price field of a symbol.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkState {
     last: Option<(Ts, Decimal)>,
     bid: Option<(Ts, Decimal)>,
@@ -88,6 +88,25 @@ impl MarkState {
             }
             MarketEvent::Close(c) => newer(&mut self.close, c.ts, Some(c.price)),
         }
+    }
+
+    /// Market events that rebuild this state from nothing, in any order (checkpoint restore).
+    pub fn events(&self, symbol: Symbol) -> Vec<MarketEvent> {
+        let quote = |ts, bid, ask, last| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last });
+        let mut out = Vec::with_capacity(4);
+        if let Some((ts, p)) = self.last {
+            out.push(quote(ts, None, None, Some(p)));
+        }
+        if let Some((ts, p)) = self.bid {
+            out.push(quote(ts, Some(p), None, None));
+        }
+        if let Some((ts, p)) = self.ask {
+            out.push(quote(ts, None, Some(p), None));
+        }
+        if let Some((ts, price)) = self.close {
+            out.push(MarketEvent::Close(Close { symbol, ts, price }));
+        }
+        out
     }
 
     /// The mark under `policy`.

@@ -173,6 +173,17 @@ enum FillState {
     Busted,
 }
 
+/// Everything a [`Validator`] remembers, for checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorState {
+    /// Known instruments.
+    pub instruments: Vec<Instrument>,
+    /// Fills not busted.
+    pub live: Vec<Fill>,
+    /// Exec ids of busted fills (a second bust, or a fill re-using the id, is refused).
+    pub busted: Vec<ExecId>,
+}
+
 /// Stateful input rules. One per input stream; deterministic for a given input order.
 pub struct Validator {
     spreads: SpreadTables,
@@ -184,6 +195,33 @@ impl Validator {
     /// A validator using the given spread tables.
     pub fn new(spreads: SpreadTables) -> Self {
         Validator { spreads, instruments: FxHashMap::default(), fills: FxHashMap::default() }
+    }
+
+    /// A validator that continues from a saved state.
+    pub fn restore(spreads: SpreadTables, state: ValidatorState) -> Self {
+        let mut v = Validator::new(spreads);
+        v.instruments = state.instruments.into_iter().map(|i| (i.symbol, i)).collect();
+        v.fills.extend(state.live.into_iter().map(|f| (f.exec_id.clone(), FillState::Live(f))));
+        v.fills.extend(state.busted.into_iter().map(|x| (x, FillState::Busted)));
+        v
+    }
+
+    /// What this validator remembers, sorted (deterministic).
+    pub fn state(&self) -> ValidatorState {
+        let mut s = ValidatorState {
+            instruments: self.instruments.values().cloned().collect(),
+            ..ValidatorState::default()
+        };
+        s.instruments.sort_unstable_by_key(|i| i.symbol);
+        for (x, f) in &self.fills {
+            match f {
+                FillState::Live(f) => s.live.push(f.clone()),
+                FillState::Busted => s.busted.push(x.clone()),
+            }
+        }
+        s.live.sort_unstable_by(|a, b| a.exec_id.cmp(&b.exec_id));
+        s.busted.sort_unstable();
+        s
     }
 
     /// Known instruments.

@@ -20,16 +20,20 @@ use std::time::Instant;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
-use harbour_dataflows::marks::Mark;
+use harbour_dataflows::marks::{Mark, MarkState};
 use harbour_dataflows::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
 use harbour_dataflows::operators::FillPnl;
+use harbour_dataflows::operators::LatestFold;
+use harbour_dataflows::orders::OrderFold;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
-use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator};
+use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator, ValidatorState};
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{Health, Metrics};
@@ -137,6 +141,28 @@ fn kind(e: &Event) -> &'static str {
     }
 }
 
+/// The state a restarted engine needs to continue exactly where a checkpoint was taken: the input
+/// rules' memory, the latest market fields per symbol, the latest state per order, the dead
+/// letters so far and the input count (versions continue from it). Positions, fills and roll-ups
+/// are functions of these and are rebuilt by feeding them back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// Input lines read before the snapshot.
+    pub lines: u64,
+    /// Run counts at the snapshot.
+    pub accepted: u64,
+    /// Dead letters counted at the snapshot.
+    pub rejected: u64,
+    /// Instruments, live fills, busted exec ids.
+    pub validator: ValidatorState,
+    /// Latest price fields per symbol.
+    pub marks: Vec<(Symbol, MarkState)>,
+    /// Latest state per order.
+    pub orders: Vec<Order>,
+    /// Dead letters so far.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
 /// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
 ///
 /// Drive it with [`Engine::feed`] and [`Engine::seal`] (a source decides where epochs end), or run
@@ -148,6 +174,10 @@ pub struct Engine<'m> {
     taps: Taps,
     probe: ProbeHandle<u64>,
     validator: Validator,
+    spreads: SpreadTables,
+    /// Latest market fields and order states, kept beside the dataflow for snapshots.
+    mark_states: FxHashMap<Symbol, MarkState>,
+    order_states: FxHashMap<OrderId, Option<Order>>,
     state: OutputState,
     stats: RunStats,
     metrics: &'m Metrics,
@@ -187,6 +217,9 @@ impl<'m> Engine<'m> {
             taps,
             probe,
             validator: Validator::new(config.spreads.clone()),
+            spreads: config.spreads.clone(),
+            mark_states: FxHashMap::default(),
+            order_states: FxHashMap::default(),
             state: OutputState::default(),
             stats: RunStats::default(),
             metrics,
@@ -194,8 +227,9 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead letter.
-    pub fn feed(&mut self, line: SourceLine) {
+    /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead
+    /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
+    pub fn feed(&mut self, line: SourceLine) -> bool {
         self.stats.lines += 1;
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
         let validator = &mut self.validator;
@@ -212,8 +246,14 @@ impl<'m> Engine<'m> {
                     match a {
                         Accepted::Fill(f) => inputs.fills.insert(f),
                         Accepted::Bust(f) => inputs.fills.remove(f),
-                        Accepted::Market(m) => inputs.market.insert(m),
-                        Accepted::Order(o) => inputs.orders.insert(o),
+                        Accepted::Market(m) => {
+                            self.mark_states.entry(m.symbol()).or_default().update(&m);
+                            inputs.market.insert(m)
+                        }
+                        Accepted::Order(o) => {
+                            OrderFold.fold(self.order_states.entry(o.order_id.clone()).or_default(), o.clone());
+                            inputs.orders.insert(o)
+                        }
                         Accepted::Instrument { previous, current } => {
                             if let Some(p) = previous {
                                 inputs.instruments.remove(p);
@@ -222,6 +262,7 @@ impl<'m> Engine<'m> {
                         }
                     }
                 }
+                true
             }
             Err(rejection) => {
                 self.stats.dead_letters += 1;
@@ -234,8 +275,66 @@ impl<'m> Engine<'m> {
                     code: rejection.code().into(),
                     reason: rejection.to_string(),
                 });
+                false
             }
         }
+    }
+
+    /// Everything needed to continue from here after a restart (see [`EngineSnapshot`]); call it
+    /// right after [`Engine::seal`].
+    pub fn snapshot(&self) -> EngineSnapshot {
+        let mut marks: Vec<(Symbol, MarkState)> = self.mark_states.iter().map(|(k, v)| (*k, v.clone())).collect();
+        marks.sort_unstable_by_key(|(k, _)| *k);
+        let mut orders: Vec<Order> = self.order_states.values().flatten().cloned().collect();
+        orders.sort_unstable_by(|a, b| a.order_id.cmp(&b.order_id));
+        EngineSnapshot {
+            lines: self.stats.lines,
+            accepted: self.stats.accepted,
+            rejected: self.stats.dead_letters,
+            validator: self.validator.state(),
+            marks,
+            orders,
+            dead_letters: self.state.dead_letters.clone(),
+        }
+    }
+
+    /// Continues from a snapshot: feeds its instruments, market fields, live fills and orders back
+    /// as one epoch at the snapshot's input position, so every output table holds what it held
+    /// when the snapshot was taken (at that one version) and later epochs continue its versions.
+    /// Call on a fresh engine, before any [`Engine::feed`].
+    pub fn restore(&mut self, snap: EngineSnapshot) {
+        assert_eq!(self.stats.lines, 0, "restore runs on a fresh engine");
+        if snap.lines == 0 {
+            return;
+        }
+        let inputs = &mut self.inputs;
+        let t = snap.lines.max(1);
+        inputs.advance(t);
+        for i in &snap.validator.instruments {
+            inputs.market.insert(harbour_dataflows::model::MarketEvent::Listed(i.symbol));
+            inputs.instruments.insert(i.clone());
+        }
+        for (symbol, m) in &snap.marks {
+            for e in m.events(*symbol) {
+                inputs.market.insert(e);
+            }
+        }
+        for f in &snap.validator.live {
+            inputs.fills.insert(f.clone());
+        }
+        for o in &snap.orders {
+            inputs.orders.insert(o.clone());
+        }
+        self.mark_states = snap.marks.into_iter().collect();
+        self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), Some(o))).collect();
+        self.validator = Validator::restore(self.spreads.clone(), snap.validator);
+        self.state.dead_letters = snap.dead_letters;
+        self.stats.lines = snap.lines;
+        self.stats.accepted = snap.accepted;
+        self.stats.dead_letters = snap.rejected;
+        self.seal();
+        self.stats.epochs = 0;
+        tracing::info!(lines = snap.lines, positions = self.state.positions.len(), "engine restored from snapshot");
     }
 
     /// Ends the current epoch: runs the dataflow until its outputs are complete and applies them

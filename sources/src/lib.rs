@@ -2,6 +2,7 @@
 //!
 //! - [`contract`]: parse and write the JSON-lines input contract.
 //! - [`file`]: replay JSON lines from files or standard input, with line positions.
+//! - [`kafka`]: the Kafka consumer of the input topics, topic set-up, publishing and dead letters.
 //! - [`generate`]: a seeded, realistic HKEX trading day in the contract's format.
 //!
 //! Sources only read and parse; the input rules and everything after live in `harbour-dataflows`.
@@ -9,3 +10,4 @@
 pub mod contract;
 pub mod file;
 pub mod generate;
+pub mod kafka;

@@ -1,0 +1,196 @@
+//! The input consumer: every partition of the input topics, assigned explicitly at the offsets
+//! the pipeline's checkpoint names, polled on the calling thread.
+//!
+//! Harbour's own checkpoint, not the group's committed offsets, decides where reading starts (the
+//! checkpoint is consistent with the dataflow state it restores); the group offsets follow the
+//! durable epochs so that lag tooling sees the truth, and are the fallback on a first start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use smol_str::SmolStr;
+
+use super::{KafkaConfig, KafkaError};
+
+/// A topic partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Partition {
+    /// Topic name.
+    pub topic: SmolStr,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Next offset to read, per partition.
+pub type Offsets = BTreeMap<Partition, i64>;
+
+/// One consumed message.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Where it came from.
+    pub partition: Partition,
+    /// Its offset.
+    pub offset: i64,
+    /// The payload (empty when the message had none).
+    pub payload: Vec<u8>,
+}
+
+/// The input consumer.
+pub struct InputConsumer {
+    consumer: BaseConsumer,
+    partitions: Vec<Partition>,
+    group_id: String,
+}
+
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl InputConsumer {
+    /// Connects, finds every partition of `topics`, and assigns them starting at `start` (a
+    /// partition missing there starts at the group's committed offset, else at the beginning).
+    pub fn open(config: &KafkaConfig, topics: &[&str], start: &Offsets) -> Result<InputConsumer, KafkaError> {
+        let mut client = config.client()?;
+        client
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        let consumer: BaseConsumer = client.create().map_err(KafkaError::client)?;
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let md = consumer.fetch_metadata(Some(topic), META_TIMEOUT).map_err(KafkaError::client)?;
+            let t = md.topics().iter().find(|t| t.name() == *topic);
+            let n = t.map(|t| t.partitions().len()).unwrap_or(0);
+            if n == 0 {
+                return Err(KafkaError::MissingTopic((*topic).to_string()));
+            }
+            for p in 0..n as i32 {
+                partitions.push(Partition { topic: SmolStr::new(topic), partition: p });
+            }
+        }
+        // Where the group left off, for partitions the checkpoint does not know.
+        let mut ask = TopicPartitionList::new();
+        for p in &partitions {
+            ask.add_partition(&p.topic, p.partition);
+        }
+        let committed = consumer.committed_offsets(ask, META_TIMEOUT).map_err(KafkaError::client)?;
+        let mut assign = TopicPartitionList::new();
+        for p in &partitions {
+            let offset = match start.get(p) {
+                Some(o) => Offset::Offset(*o),
+                None => match committed.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                },
+            };
+            assign.add_partition_offset(&p.topic, p.partition, offset).map_err(KafkaError::client)?;
+        }
+        consumer.assign(&assign).map_err(KafkaError::client)?;
+        tracing::info!(partitions = partitions.len(), group = %config.group_id, "kafka consumer assigned");
+        Ok(InputConsumer { consumer, partitions, group_id: config.group_id.clone() })
+    }
+
+    /// Every assigned partition.
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+
+    /// The next message, waiting up to `timeout`. Transient broker errors are logged and skipped
+    /// (librdkafka retries them); fatal ones are returned.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(m)) => Ok(Some(Record {
+                partition: Partition { topic: SmolStr::new(m.topic()), partition: m.partition() },
+                offset: m.offset(),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            })),
+            Some(Err(RdError::PartitionEOF(_))) => Ok(None),
+            Some(Err(e)) => {
+                if let Some(code) = e.rdkafka_error_code() {
+                    use rdkafka::types::RDKafkaErrorCode as C;
+                    if matches!(code, C::Fatal | C::TopicAuthorizationFailed | C::GroupAuthorizationFailed) {
+                        return Err(KafkaError::client(e));
+                    }
+                }
+                tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stops fetching `p` (messages already fetched may still arrive; the caller keeps order).
+    pub fn pause(&self, p: &Partition) -> Result<(), KafkaError> {
+        let mut l = TopicPartitionList::new();
+        l.add_partition(&p.topic, p.partition);
+        self.consumer.pause(&l).map_err(KafkaError::client)
+    }
+
+    /// Resumes fetching every partition.
+    pub fn resume_all(&self) -> Result<(), KafkaError> {
+        let mut l = TopicPartitionList::new();
+        for p in &self.partitions {
+            l.add_partition(&p.topic, p.partition);
+        }
+        self.consumer.resume(&l).map_err(KafkaError::client)
+    }
+
+    /// Moves `p` to `offset` (used after a pause, to re-read from the first message not taken).
+    pub fn seek(&self, p: &Partition, offset: i64) -> Result<(), KafkaError> {
+        self.consumer
+            .seek(&p.topic, p.partition, Offset::Offset(offset), Duration::from_secs(10))
+            .map_err(KafkaError::client)
+    }
+
+    /// Commits `offsets` (next offset to read, per partition) for the group, synchronously.
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut l = TopicPartitionList::new();
+        for (p, o) in offsets {
+            l.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o)).map_err(KafkaError::client)?;
+        }
+        self.consumer.commit(&l, CommitMode::Sync).map_err(KafkaError::client)?;
+        tracing::debug!(group = %self.group_id, partitions = offsets.len(), "offsets committed");
+        Ok(())
+    }
+
+    /// The high watermark (offset after the last message) of every partition.
+    pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
+        let mut out = Offsets::new();
+        for p in &self.partitions {
+            let (_low, high) =
+                self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
+            out.insert(p.clone(), high);
+        }
+        Ok(out)
+    }
+
+    /// The group's committed offsets (for tests and tooling).
+    pub fn committed(&self) -> Result<Offsets, KafkaError> {
+        let mut ask = TopicPartitionList::new();
+        for p in &self.partitions {
+            ask.add_partition(&p.topic, p.partition);
+        }
+        let got = self.consumer.committed_offsets(ask, META_TIMEOUT).map_err(KafkaError::client)?;
+        let mut out = Offsets::new();
+        for p in &self.partitions {
+            if let Some(Offset::Offset(o)) = got.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
+                out.insert(p.clone(), o);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,49 @@
+//! Kafka: the production input, and the dead-letter topic.
+//!
+//! ```text
+//!  instruments, fills (+busts), orders, market topics ──► InputConsumer (explicit assignment,
+//!        start offsets from Harbour's checkpoint) ──► Record { partition, offset, payload }
+//!  poison messages ──► DeadLetterProducer ──► dead-letter topic (reason + source position headers)
+//!  contract lines ──► publish_lines (routing by type and key) ──► input topics
+//! ```
+//!
+//! Epochs, checkpoints and offset commits are the pipeline's business (`harbour::kafka`); this
+//! module only talks to the broker. Message keys: account for fills, busts and orders; symbol for
+//! market data and instruments.
+
+mod config;
+mod consumer;
+mod producer;
+
+pub use config::{is_secret, KafkaConfig, Topics, SECRET_ENV};
+pub use consumer::{InputConsumer, Offsets, Partition, Record};
+pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison};
+
+/// Errors talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// A librdkafka client call failed.
+    #[error("kafka: {0}")]
+    Client(String),
+    /// A configured topic does not exist.
+    #[error("kafka topic `{0}` does not exist (create it, or run `harbour kafka produce` once)")]
+    MissingTopic(String),
+    /// Some messages were not delivered.
+    #[error("kafka: {0} message(s) could not be delivered")]
+    Delivery(u64),
+    /// Topic creation failed.
+    #[error("kafka: creating topic {0}: {1}")]
+    Admin(String, String),
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+    /// The admin runtime could not start.
+    #[error("kafka admin runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl KafkaError {
+    fn client(e: rdkafka::error::KafkaError) -> KafkaError {
+        KafkaError::Client(e.to_string())
+    }
+}

@@ -1,0 +1,221 @@
+//! Producing to Kafka: topic creation, publishing contract lines to their topics (what
+//! `harbour kafka produce` does with a sample day), and the dead-letter topic.
+//!
+//! Routing of a contract line: fills and busts to the fills topic keyed by account (a bust takes
+//! the account of the fill it cancels, so it lands behind that fill in the same partition), orders
+//! keyed by account, quotes and closes keyed by symbol, instruments keyed by symbol. A line that is
+//! not a contract object still goes to the fills topic (keyed by its bytes), so that the consumer's
+//! dead-letter path sees it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use serde::Deserialize;
+
+use super::consumer::Partition;
+use super::{KafkaConfig, KafkaError};
+
+/// Counts delivery outcomes.
+#[derive(Default)]
+pub struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The producer context: shares its [`Deliveries`] with the producer's owner.
+#[derive(Clone, Default)]
+pub struct Counted(Arc<Deliveries>);
+
+impl std::ops::Deref for Counted {
+    type Target = Deliveries;
+    fn deref(&self) -> &Deliveries {
+        &self.0
+    }
+}
+
+impl ClientContext for Counted {}
+
+impl ProducerContext for Counted {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "kafka delivery failed");
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+fn producer(config: &KafkaConfig) -> Result<(BaseProducer<Counted>, Counted), KafkaError> {
+    let mut c = config.client()?;
+    c.set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4");
+    let d = Counted::default();
+    let p = c.create_with_context(d.clone()).map_err(KafkaError::client)?;
+    Ok((p, d))
+}
+
+fn send<'a>(p: &BaseProducer<Counted>, mut record: BaseRecord<'a, [u8], [u8], ()>) -> Result<(), KafkaError> {
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(KafkaError::client(e)),
+        }
+    }
+}
+
+fn flush(p: &BaseProducer<Counted>, d: &Deliveries) -> Result<(), KafkaError> {
+    p.flush(Duration::from_secs(60)).map_err(KafkaError::client)?;
+    match d.failed.swap(0, Ordering::Relaxed) {
+        0 => Ok(()),
+        n => Err(KafkaError::Delivery(n)),
+    }
+}
+
+/// Creates the input and dead-letter topics with `config.partitions` partitions when missing.
+pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client()?.create().map_err(KafkaError::client)?;
+    let t = &config.topics;
+    let names = [&t.instruments, &t.fills, &t.orders, &t.market, &t.dead_letters];
+    let topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KafkaError::Runtime)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = rt.block_on(admin.create_topics(&topics, &opts)).map_err(KafkaError::client)?;
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, partitions = config.partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(KafkaError::Admin(name, code.to_string())),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Route<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    account: Option<&'a str>,
+    symbol: Option<&'a str>,
+    exec_id: Option<&'a str>,
+}
+
+/// Publishes contract lines to their topics (see the module docs for the routing); returns the
+/// number of messages per topic once the broker acknowledged every one.
+pub fn publish_lines<'a>(
+    config: &KafkaConfig,
+    lines: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, u64>, KafkaError> {
+    let (p, d) = producer(config)?;
+    let t = &config.topics;
+    let mut fill_accounts: HashMap<String, String> = HashMap::new();
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for line in lines {
+        let route: Option<Route<'_>> = serde_json::from_str(line).ok();
+        let (topic, key): (&str, String) = match route {
+            Some(Route { kind: Some("fill"), account: Some(a), exec_id, .. }) => {
+                if let Some(x) = exec_id {
+                    fill_accounts.insert(x.to_string(), a.to_string());
+                }
+                (&t.fills, a.to_string())
+            }
+            Some(Route { kind: Some("bust"), exec_id: Some(x), .. }) => {
+                (&t.fills, fill_accounts.get(x).cloned().unwrap_or_else(|| x.to_string()))
+            }
+            Some(Route { kind: Some("order"), account: Some(a), .. }) => (&t.orders, a.to_string()),
+            Some(Route { kind: Some("quote" | "close"), symbol: Some(s), .. }) => (&t.market, s.to_string()),
+            Some(Route { kind: Some("instrument"), symbol: Some(s), .. }) => (&t.instruments, s.to_string()),
+            _ => (&t.fills, line.chars().take(64).collect()),
+        };
+        send(&p, BaseRecord::to(topic).key(key.as_bytes()).payload(line.as_bytes()))?;
+        *counts.entry(topic.to_string()).or_default() += 1;
+        p.poll(Duration::ZERO);
+    }
+    flush(&p, &d)?;
+    Ok(counts)
+}
+
+/// A poison message on its way to the dead-letter topic.
+#[derive(Clone, Debug)]
+pub struct Poison<'a> {
+    /// Where it was read.
+    pub partition: &'a Partition,
+    /// Its offset.
+    pub offset: i64,
+    /// Machine-readable reason (`parse`, `unknown_symbol`, …).
+    pub code: &'a str,
+    /// Human-readable reason.
+    pub reason: &'a str,
+    /// The original payload.
+    pub payload: &'a [u8],
+}
+
+/// Writes poison messages to the dead-letter topic, with headers `harbour.reason`,
+/// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition` and
+/// `harbour.source.offset`; keyed by `topic/partition/offset` so a re-send after a restart is
+/// recognisable.
+pub struct DeadLetterProducer {
+    producer: BaseProducer<Counted>,
+    deliveries: Counted,
+    topic: String,
+    pending: u64,
+}
+
+impl DeadLetterProducer {
+    /// A producer for `config.topics.dead_letters`.
+    pub fn new(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
+        let (producer, deliveries) = producer(config)?;
+        Ok(DeadLetterProducer { producer, deliveries, topic: config.topics.dead_letters.clone(), pending: 0 })
+    }
+
+    /// Queues one poison message.
+    pub fn send(&mut self, m: &Poison<'_>) -> Result<(), KafkaError> {
+        let partition = m.partition.partition.to_string();
+        let offset = m.offset.to_string();
+        let key = format!("{}/{}", m.partition, m.offset);
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "harbour.reason", value: Some(m.reason) })
+            .insert(Header { key: "harbour.reason_code", value: Some(m.code) })
+            .insert(Header { key: "harbour.source.topic", value: Some(m.partition.topic.as_str()) })
+            .insert(Header { key: "harbour.source.partition", value: Some(&partition) })
+            .insert(Header { key: "harbour.source.offset", value: Some(&offset) });
+        send(&self.producer, BaseRecord::to(&self.topic).key(key.as_bytes()).payload(m.payload).headers(headers))?;
+        self.pending += 1;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until the broker acknowledged everything queued: the dead-letter topic is then
+    /// durable for the epochs sent so far.
+    pub fn flush(&mut self) -> Result<(), KafkaError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        flush(&self.producer, &self.deliveries)?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Messages acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.deliveries.delivered.load(Ordering::Relaxed)
+    }
+}
