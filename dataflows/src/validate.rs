@@ -208,10 +208,8 @@ impl Validator {
 
     /// What this validator remembers, sorted (deterministic).
     pub fn state(&self) -> ValidatorState {
-        let mut s = ValidatorState {
-            instruments: self.instruments.values().cloned().collect(),
-            ..ValidatorState::default()
-        };
+        let mut s =
+            ValidatorState { instruments: self.instruments.values().cloned().collect(), ..ValidatorState::default() };
         s.instruments.sort_unstable_by_key(|i| i.symbol);
         for (x, f) in &self.fills {
             match f {

@@ -12,6 +12,7 @@ use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::marks::MarkPolicy;
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_sources::generate::GenerateConfig;
+use harbour_sources::kafka::KafkaConfig;
 use serde::Deserialize;
 
 /// Prefix of environment overrides.
@@ -33,6 +34,8 @@ pub struct Config {
     pub spreads: Option<SpreadTables>,
     /// The sample day `harbour run` and `harbour generate` produce.
     pub generate: GenerateConfig,
+    /// The Kafka input (`harbour kafka run`) and `harbour kafka produce`.
+    pub kafka: KafkaConfig,
 }
 
 /// `[pipeline]`
@@ -43,11 +46,26 @@ pub struct PipelineConfig {
     pub epoch_events: usize,
     /// Output folder for Parquet files. Default `harbour-out`.
     pub out_dir: PathBuf,
+    /// Kafka runs: an epoch is sealed after this many milliseconds even when not full. Default 100.
+    pub epoch_max_ms: u64,
+    /// Kafka runs: sinks are written and offsets committed at most this often. Default 1000.
+    pub flush_ms: u64,
+    /// Kafka runs: a checkpoint is written at most this often (and on stop). Default 30000.
+    pub checkpoint_ms: u64,
+    /// Kafka runs: the checkpoint folder (checkpoint, epoch log, committed marker). Default `harbour-state`.
+    pub state_dir: PathBuf,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { epoch_events: 10_000, out_dir: PathBuf::from("harbour-out") }
+        PipelineConfig {
+            epoch_events: 10_000,
+            out_dir: PathBuf::from("harbour-out"),
+            epoch_max_ms: 100,
+            flush_ms: 1_000,
+            checkpoint_ms: 30_000,
+            state_dir: PathBuf::from("harbour-state"),
+        }
     }
 }
 
@@ -117,7 +135,12 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         None => toml::Table::new(),
     };
     apply_env(&mut doc, std::env::vars())?;
-    from_table(doc)
+    let mut config = from_table(doc)?;
+    // The variable deploy/kafka.sh exports.
+    if let Ok(b) = std::env::var("HARBOUR_KAFKA_BOOTSTRAP") {
+        config.kafka.bootstrap = b;
+    }
+    Ok(config)
 }
 
 /// Parses a TOML table (after overrides) and validates it.
@@ -197,6 +220,14 @@ impl Config {
             }
         }
         self.generate.validate().map_err(|e| key_err("generate", e.to_string()))?;
+        self.kafka.validate().map_err(|(key, message)| key_err(&key, message))?;
+        for (key, v) in
+            [("pipeline.flush_ms", self.pipeline.flush_ms), ("pipeline.epoch_max_ms", self.pipeline.epoch_max_ms)]
+        {
+            if v == 0 {
+                return Err(key_err(key, "must be at least 1"));
+            }
+        }
         Ok(())
     }
 

@@ -1,12 +1,14 @@
 //! `harbour`: the real-time position, P&L and risk pipeline for Hong Kong equities.
 //!
 //! Commands: `run` (a generated sample day end to end; the default), `replay` (recorded JSON
-//! lines), `generate` (write a sample day). See README.md.
+//! lines), `generate` (write a sample day), `kafka run` / `kafka produce` (the Kafka path). See
+//! README.md.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -17,6 +19,7 @@ use harbour_sources::generate::generate;
 
 use harbour::config::{self, Config};
 use harbour::engine::{self, EngineConfig};
+use harbour::kafka::{self, EpochSink, KafkaRun, ParquetEpochSink};
 use harbour::metrics::{self, Health, Metrics};
 use harbour::{state, summary};
 
@@ -61,6 +64,11 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// The Kafka path: consume the input topics, or publish a day to them.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
     /// Write a generated sample day as JSON lines.
     Generate {
         /// Output file (`-` for standard output).
@@ -79,6 +87,35 @@ enum Command {
         #[arg(long)]
         symbols: Option<usize>,
         /// Seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Consume the input topics into every sink, committing offsets once the sinks hold the data.
+    /// Restarts resume from the checkpoint in pipeline.state_dir. Stops on SIGINT/SIGTERM.
+    Run {
+        /// Output folder (default: pipeline.out_dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Checkpoint folder (default: pipeline.state_dir).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Exit once every partition reached the end it had at start.
+        #[arg(long)]
+        until_end: bool,
+    },
+    /// Publish JSON-lines files (or a generated sample day) to the input topics, creating them when
+    /// missing.
+    Produce {
+        /// Files to publish; none publishes a generated day (generate.* settings).
+        files: Vec<PathBuf>,
+        /// Fills in the generated day.
+        #[arg(long)]
+        fills: Option<usize>,
+        /// Seed of the generated day.
         #[arg(long)]
         seed: Option<u64>,
     },
@@ -136,6 +173,52 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Kafka { command: KafkaCommand::Produce { files, fills, seed } } => {
+            config.generate.fills = fills.unwrap_or(config.generate.fills);
+            config.generate.seed = seed.unwrap_or(config.generate.seed);
+            config.validate()?;
+            let lines: Vec<String> = if files.is_empty() {
+                generate(&config.generate)?
+            } else {
+                Replay::new(&files).map(|l| l.map(|l| l.raw)).collect::<Result<_, _>>()?
+            };
+            harbour_sources::kafka::create_topics(&config.kafka)?;
+            let started = Instant::now();
+            let counts = harbour_sources::kafka::publish_lines(&config.kafka, lines.iter().map(String::as_str))?;
+            let mut counts: Vec<_> = counts.into_iter().collect();
+            counts.sort();
+            for (topic, n) in &counts {
+                println!("{topic}: {n} messages");
+            }
+            println!("published {} lines in {:.2}s", lines.len(), started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Kafka { command: KafkaCommand::Run { out, state, until_end } } => {
+            let (metrics, health) = serve_metrics(&config);
+            let stop = Arc::new(AtomicBool::new(false));
+            stop_on_signal(stop.clone());
+            let run = KafkaRun {
+                epoch_events: config.pipeline.epoch_events,
+                epoch_max: Duration::from_millis(config.pipeline.epoch_max_ms),
+                flush_every: Duration::from_millis(config.pipeline.flush_ms),
+                checkpoint_every: Duration::from_millis(config.pipeline.checkpoint_ms),
+                stop_at_end: until_end,
+                state_dir: state.unwrap_or_else(|| config.pipeline.state_dir.clone()),
+                out_dir: out.unwrap_or_else(|| config.pipeline.out_dir.clone()),
+            };
+            let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+            let started = Instant::now();
+            let outcome = kafka::run(&config.kafka, &run, &engine_config(&config), &metrics, &health, sinks, &stop)?;
+            let written = ParquetSink::new(&run.out_dir).write(&state::snapshot(&outcome.state))?;
+            print!("{}", summary::render(&outcome.state, &outcome.stats, &written, started.elapsed()));
+            println!(
+                "kafka: restored from epoch {}, re-formed {} logged epochs, committed {} partitions",
+                outcome.restored_from,
+                outcome.replayed,
+                outcome.committed.len()
+            );
+            Ok(())
+        }
         Command::Generate { out, fills, quotes, accounts, symbols, seed } => {
             let g = &mut config.generate;
             g.fills = fills.unwrap_or(g.fills);
@@ -169,11 +252,25 @@ fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
-fn execute(
-    config: &Config,
-    source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
-    out: PathBuf,
-) -> anyhow::Result<engine::OutputState> {
+/// Sets `stop` on SIGINT or SIGTERM (the run then seals, flushes, commits and checkpoints).
+fn stop_on_signal(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+}
+
+fn serve_metrics(config: &Config) -> (Arc<Metrics>, Arc<Health>) {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     if let Some(addr) = config.metrics_addr() {
@@ -184,6 +281,15 @@ fn execute(
             }
         }
     }
+    (metrics, health)
+}
+
+fn execute(
+    config: &Config,
+    source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
+    out: PathBuf,
+) -> anyhow::Result<engine::OutputState> {
+    let (metrics, health) = serve_metrics(config);
     let engine = engine_config(config);
     let started = Instant::now();
     let (state, stats) = engine::run(source, &engine, &metrics, &health)?;

@@ -30,6 +30,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label of per-partition gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
 /// Every metric of a running pipeline.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +54,18 @@ pub struct Metrics {
     pub epoch_lag_seconds: Gauge<f64, AtomicU64>,
     /// Latest completed epoch (the version of the newest rows).
     pub epoch: Gauge,
+    /// Newest epoch every sink holds.
+    pub durable_epoch: Gauge,
+    /// Messages behind the high watermark, per partition.
+    pub kafka_lag: Family<PartitionLabel, Gauge>,
+    /// Committed offset (next to read), per partition.
+    pub kafka_committed_offset: Family<PartitionLabel, Gauge>,
+    /// Poison messages written to the dead-letter topic.
+    pub kafka_dead_letters_sent: Counter,
+    /// Epochs re-formed from the epoch log after a restart.
+    pub kafka_replayed_epochs: Counter,
+    /// Size of the newest checkpoint.
+    pub checkpoint_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -66,7 +87,45 @@ impl Default for Metrics {
             epoch_lag_seconds.clone(),
         );
         registry.register("harbour_pipeline_epoch", "Latest completed epoch", epoch.clone());
-        Metrics { registry, events_in, dead_letters, positions, epochs, epoch_lag_seconds, epoch }
+        let durable_epoch = Gauge::default();
+        registry.register("harbour_pipeline_durable_epoch", "Newest epoch every sink holds", durable_epoch.clone());
+        let kafka_lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register("harbour_kafka_consumer_lag", "Messages behind the high watermark", kafka_lag.clone());
+        let kafka_committed_offset = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "harbour_kafka_committed_offset",
+            "Committed offset (next to read) per partition",
+            kafka_committed_offset.clone(),
+        );
+        let kafka_dead_letters_sent = Counter::default();
+        registry.register(
+            "harbour_kafka_dead_letters_sent",
+            "Poison messages written to the dead-letter topic",
+            kafka_dead_letters_sent.clone(),
+        );
+        let kafka_replayed_epochs = Counter::default();
+        registry.register(
+            "harbour_kafka_replayed_epochs",
+            "Epochs re-formed from the epoch log after a restart",
+            kafka_replayed_epochs.clone(),
+        );
+        let checkpoint_bytes = Gauge::default();
+        registry.register("harbour_checkpoint_bytes", "Size of the newest checkpoint", checkpoint_bytes.clone());
+        Metrics {
+            registry,
+            events_in,
+            dead_letters,
+            positions,
+            epochs,
+            epoch_lag_seconds,
+            epoch,
+            durable_epoch,
+            kafka_lag,
+            kafka_committed_offset,
+            kafka_dead_letters_sent,
+            kafka_replayed_epochs,
+            checkpoint_bytes,
+        }
     }
 }
 
@@ -79,6 +138,18 @@ impl Metrics {
     /// Counts a dead letter.
     pub fn dead_letter(&self, reason: &str) {
         self.dead_letters.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Sets a partition's consumer lag.
+    pub fn kafka_lag(&self, p: &harbour_sources::kafka::Partition, lag: i64) {
+        self.kafka_lag.get_or_create(&PartitionLabel { topic: p.topic.to_string(), partition: p.partition }).set(lag);
+    }
+
+    /// Sets a partition's committed offset.
+    pub fn kafka_committed(&self, p: &harbour_sources::kafka::Partition, offset: i64) {
+        self.kafka_committed_offset
+            .get_or_create(&PartitionLabel { topic: p.topic.to_string(), partition: p.partition })
+            .set(offset);
     }
 
     /// The text exposition.

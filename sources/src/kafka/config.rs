@@ -146,7 +146,15 @@ impl KafkaConfig {
 
     /// A librdkafka client configuration with the pass-through properties and the secrets.
     pub fn client(&self) -> Result<ClientConfig, KafkaError> {
+        self.client_with(&[])
+    }
+
+    /// Like [`KafkaConfig::client`], starting from `defaults` that the configured properties override.
+    pub fn client_with(&self, defaults: &[(&str, &str)]) -> Result<ClientConfig, KafkaError> {
         let mut c = ClientConfig::new();
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         c.set("bootstrap.servers", &self.bootstrap);
         for (k, v) in &self.properties {
             c.set(k, v);

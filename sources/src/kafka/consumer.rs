@@ -54,18 +54,23 @@ pub struct InputConsumer {
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl InputConsumer {
-    /// Connects, finds every partition of `topics`, and assigns them starting at `start` (a
-    /// partition missing there starts at the group's committed offset, else at the beginning).
+    /// Connects, finds every partition of `topics`, and assigns them starting at `start`; a
+    /// partition missing there starts at its beginning. (Not at the group's committed offset:
+    /// the pipeline's state is only consistent with the offsets of its own checkpoint, and with
+    /// no checkpoint the state is empty, which matches the beginning.)
     pub fn open(config: &KafkaConfig, topics: &[&str], start: &Offsets) -> Result<InputConsumer, KafkaError> {
-        let mut client = config.client()?;
-        client
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "65536");
+        let mut client = config.client_with(&[
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("fetch.wait.max.ms", "20"),
+            // Fetch ahead up to 64 MiB; a partition whose queue is full retries soon, not after
+            // librdkafka's default second (which stalls a consumer of many partitions).
+            ("queued.max.messages.kbytes", "65536"),
+            ("fetch.queue.backoff.ms", "5"),
+        ])?;
+        client.set("group.id", &config.group_id);
         let consumer: BaseConsumer = client.create().map_err(KafkaError::client)?;
         let mut partitions = Vec::new();
         for topic in topics {
@@ -79,21 +84,9 @@ impl InputConsumer {
                 partitions.push(Partition { topic: SmolStr::new(topic), partition: p });
             }
         }
-        // Where the group left off, for partitions the checkpoint does not know.
-        let mut ask = TopicPartitionList::new();
-        for p in &partitions {
-            ask.add_partition(&p.topic, p.partition);
-        }
-        let committed = consumer.committed_offsets(ask, META_TIMEOUT).map_err(KafkaError::client)?;
         let mut assign = TopicPartitionList::new();
         for p in &partitions {
-            let offset = match start.get(p) {
-                Some(o) => Offset::Offset(*o),
-                None => match committed.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Offset::Offset(o),
-                    _ => Offset::Beginning,
-                },
-            };
+            let offset = start.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
             assign.add_partition_offset(&p.topic, p.partition, offset).map_err(KafkaError::client)?;
         }
         consumer.assign(&assign).map_err(KafkaError::client)?;
@@ -167,13 +160,13 @@ impl InputConsumer {
         Ok(())
     }
 
-    /// The high watermark (offset after the last message) of every partition.
-    pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
-        let mut out = Offsets::new();
+    /// The low and high watermarks (first offset held, offset after the last message) of every
+    /// partition.
+    pub fn watermarks(&self) -> Result<BTreeMap<Partition, (i64, i64)>, KafkaError> {
+        let mut out = BTreeMap::new();
         for p in &self.partitions {
-            let (_low, high) =
-                self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
-            out.insert(p.clone(), high);
+            let w = self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
+            out.insert(p.clone(), w);
         }
         Ok(out)
     }

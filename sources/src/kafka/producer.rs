@@ -57,12 +57,13 @@ impl ProducerContext for Counted {
 }
 
 fn producer(config: &KafkaConfig) -> Result<(BaseProducer<Counted>, Counted), KafkaError> {
-    let mut c = config.client()?;
-    c.set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4");
+    let c = config.client_with(&[
+        ("linger.ms", "5"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+        ("enable.idempotence", "true"),
+        ("compression.type", "lz4"),
+    ])?;
     let d = Counted::default();
     let p = c.create_with_context(d.clone()).map_err(KafkaError::client)?;
     Ok((p, d))

@@ -1,0 +1,286 @@
+//! Harbour's own durable progress: checkpoints and the epoch log (reclocking).
+//!
+//! ```text
+//!  <dir>/checkpoint.bin   newest complete checkpoint: engine snapshot + source offsets + epoch
+//!  <dir>/epochs.log       one line per epoch sealed after it: its time and end offsets
+//!  <dir>/committed        the newest epoch every sink holds (offsets committed through it)
+//! ```
+//!
+//! The epoch log is what makes a replay reproduce the same versions: an epoch's boundaries (the
+//! end offset of every partition) are written and fsynced before any sink sees its rows, and a
+//! restart re-forms exactly those epochs before reading on. Without it, a restart could cut the
+//! same messages into different epochs and give a row a lower version than one a sink already
+//! holds (the "stale row wins under FINAL" fault).
+//!
+//! Files are written to a temporary name, fsynced and renamed, and the folder fsynced: a crash
+//! leaves either the old or the new file, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use harbour_sources::kafka::{Offsets, Partition};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineSnapshot;
+
+/// Errors reading or writing checkpoint files.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file operation failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file does not decode.
+    #[error("checkpoint {path} is damaged: {message} (move it away to start from the group's offsets)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+/// Offsets as a list (stable encoding).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetList(pub Vec<(String, i32, i64)>);
+
+impl From<&Offsets> for OffsetList {
+    fn from(o: &Offsets) -> Self {
+        OffsetList(o.iter().map(|(p, off)| (p.topic.to_string(), p.partition, *off)).collect())
+    }
+}
+
+impl OffsetList {
+    /// The offset of one partition.
+    pub fn get(&self, p: &Partition) -> Option<i64> {
+        self.0.iter().find(|(t, n, _)| *n == p.partition && *t == p.topic).map(|(_, _, o)| *o)
+    }
+
+    /// Back to a map.
+    pub fn to_offsets(&self) -> Offsets {
+        self.0.iter().map(|(t, p, o)| (Partition { topic: t.as_str().into(), partition: *p }, *o)).collect()
+    }
+}
+
+/// A checkpoint: the engine's state after `epoch`, and where each partition continues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version of this file.
+    pub format: u32,
+    /// Time (version) of the last epoch included.
+    pub epoch: u64,
+    /// Next offset per partition.
+    pub offsets: OffsetList,
+    /// The engine's state.
+    pub engine: EngineSnapshot,
+}
+
+/// One sealed epoch: its time and every partition's end offset (exclusive).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch's time (the version of its rows).
+    pub epoch: u64,
+    /// Input count after it (the next epoch's time is this plus one).
+    pub lines: u64,
+    /// Next offset per partition after it.
+    pub ends: OffsetList,
+}
+
+const FORMAT: u32 = 1;
+
+/// The checkpoint folder.
+pub struct CheckpointStore {
+    dir: PathBuf,
+    log: Option<File>,
+    unsynced: bool,
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl CheckpointStore {
+    /// Opens (creating) the folder.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore, CheckpointError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // A crash mid-append leaves a torn last line: cut it, so new lines start clean.
+        let log = dir.join("epochs.log");
+        if let Ok(bytes) = fs::read(&log) {
+            if bytes.last().is_some_and(|b| *b != b'\n') {
+                let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(keep as u64)).map_err(io(&log))?;
+                tracing::warn!(path = %log.display(), cut = bytes.len() - keep, "cut a torn epoch-log line");
+            }
+        }
+        Ok(CheckpointStore { dir, log: None, unsynced: false })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest complete checkpoint, if any.
+    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.dir.join("checkpoint.bin");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let c: Checkpoint = rmp_serde::from_slice(&bytes)
+            .map_err(|e| CheckpointError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        if c.format != FORMAT {
+            return Err(CheckpointError::Corrupt { path, message: format!("format {} (expected {FORMAT})", c.format) });
+        }
+        Ok(Some(c))
+    }
+
+    /// Epochs logged after `after` (a torn last line, from a crash mid-write, is ignored).
+    pub fn epochs_after(&self, after: u64) -> Result<Vec<EpochRecord>, CheckpointError> {
+        let path = self.dir.join("epochs.log");
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut out: Vec<EpochRecord> = Vec::new();
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(io(&path))?;
+            match serde_json::from_str::<EpochRecord>(&line) {
+                Ok(r) if r.epoch > after && out.last().is_none_or(|l| r.epoch > l.epoch) => out.push(r),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring a torn epoch-log line");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest epoch recorded as held by every sink (0 when none).
+    pub fn committed(&self) -> Result<u64, CheckpointError> {
+        let path = self.dir.join("committed");
+        match fs::read_to_string(&path) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .map_err(|e: std::num::ParseIntError| CheckpointError::Corrupt { path, message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Records that every sink holds `epoch`.
+    pub fn set_committed(&self, epoch: u64) -> Result<(), CheckpointError> {
+        write_atomic(&self.dir, "committed", epoch.to_string().as_bytes())
+    }
+
+    /// Appends an epoch to the log (made durable by [`CheckpointStore::sync`]).
+    pub fn log_epoch(&mut self, r: &EpochRecord) -> Result<(), CheckpointError> {
+        let path = self.dir.join("epochs.log");
+        if self.log.is_none() {
+            self.log = Some(OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?);
+        }
+        let f = self.log.as_mut().expect("opened above");
+        let mut line = serde_json::to_string(r).expect("epoch records serialize");
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(io(&path))?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every logged epoch durable. Called before any sink writes rows of those epochs.
+    pub fn sync(&mut self) -> Result<(), CheckpointError> {
+        if let (true, Some(f)) = (self.unsynced, self.log.as_mut()) {
+            f.sync_data().map_err(io(&self.dir.join("epochs.log")))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint atomically, then drops the log lines it covers.
+    pub fn save(&mut self, c: &Checkpoint) -> Result<usize, CheckpointError> {
+        let bytes = rmp_serde::to_vec(c).expect("checkpoints serialize");
+        write_atomic(&self.dir, "checkpoint.bin", &bytes)?;
+        // Keep the epochs after the checkpoint; rewrite the log atomically.
+        self.sync()?;
+        let keep = self.epochs_after(c.epoch)?;
+        let mut text = String::new();
+        for r in &keep {
+            text.push_str(&serde_json::to_string(r).expect("epoch records serialize"));
+            text.push('\n');
+        }
+        self.log = None;
+        write_atomic(&self.dir, "epochs.log", text.as_bytes())?;
+        Ok(bytes.len())
+    }
+
+    /// A checkpoint of `engine` at `epoch` with `offsets`.
+    pub fn checkpoint(epoch: u64, offsets: &Offsets, engine: EngineSnapshot) -> Checkpoint {
+        Checkpoint { format: FORMAT, epoch, offsets: offsets.into(), engine }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("harbour-ckpt-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn offsets(n: i64) -> Offsets {
+        [(Partition { topic: "t".into(), partition: 0 }, n)].into_iter().collect()
+    }
+
+    #[test]
+    fn epochs_survive_and_checkpoints_trim_the_log() {
+        let dir = temp();
+        let mut s = CheckpointStore::open(&dir).unwrap();
+        assert!(s.load().unwrap().is_none());
+        for e in 1..=5u64 {
+            s.log_epoch(&EpochRecord { epoch: e * 10, lines: e * 10 + 9, ends: (&offsets(e as i64)).into() }).unwrap();
+        }
+        s.sync().unwrap();
+        // A torn write at the end is ignored.
+        OpenOptions::new().append(true).open(dir.join("epochs.log")).unwrap().write_all(b"{\"epoch\":6").unwrap();
+        assert_eq!(s.epochs_after(0).unwrap().len(), 5);
+        let mut s = CheckpointStore::open(&dir).unwrap();
+        assert!(fs::read(dir.join("epochs.log")).unwrap().ends_with(b"\n"), "reopening cuts the torn line");
+        let snap = EngineSnapshot { lines: 29, ..EngineSnapshot::default() };
+        s.save(&CheckpointStore::checkpoint(20, &offsets(2), snap.clone())).unwrap();
+        let c = s.load().unwrap().unwrap();
+        assert_eq!((c.epoch, c.engine, c.offsets.to_offsets()), (20, snap, offsets(2)));
+        let rest: Vec<u64> = s.epochs_after(c.epoch).unwrap().iter().map(|r| r.epoch).collect();
+        assert_eq!(rest, vec![30, 40, 50]);
+        // Appends after the rewrite land in the new file.
+        s.log_epoch(&EpochRecord { epoch: 60, lines: 69, ends: (&offsets(6)).into() }).unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.epochs_after(20).unwrap().len(), 4);
+        assert_eq!(s.committed().unwrap(), 0);
+        s.set_committed(40).unwrap();
+        assert_eq!(s.committed().unwrap(), 40);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,453 @@
+//! The Kafka run loop: consume, cut epochs, feed the engine, write sinks, commit what is durable.
+//!
+//! ```text
+//!  InputConsumer ─► admit (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
+//!        ▲                                                     │ seal (epoch: count / time / idle)
+//!        │                                                     ▼
+//!        │                     epochs.log (epoch, end offset per partition), fsynced
+//!        │                                                     ▼
+//!        └── group commit + `committed` ◄── every sink durable ◄── sinks write the epoch
+//!                                            └─► checkpoint (engine snapshot + offsets), periodically
+//! ```
+//!
+//! Start-up: load the newest checkpoint (engine state + offsets; none means "from the
+//! beginning"), re-form every epoch logged after it exactly (each partition read up to the logged
+//! end offset, messages beyond held back and their partition paused), then read on. On a fresh
+//! start the instruments topic is read to its end and sealed as an epoch of its own before any
+//! other topic, so fills never meet an unknown symbol because of topic interleaving.
+//!
+//! The durable-offset contract (../shared/BRIEF.md): an epoch's boundaries are durable before any
+//! sink sees its rows; offsets are committed, and `committed` moved, only after every sink wrote
+//! through the epoch; nothing is committed past what the sinks hold. Sinks are written
+//! synchronously at flush points, so consumption stops while they write (backpressure), and
+//! memory is bounded by librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB) plus
+//! messages held back during a replay (their partitions are paused).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harbour_sinks::parquet::ParquetSink;
+use harbour_sources::file::SourceLine;
+use harbour_sources::kafka::{
+    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Offsets, Partition, Poison, Record,
+};
+
+use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
+use crate::engine::{Engine, EngineConfig, OutputState, RunStats};
+use crate::metrics::{Health, Metrics};
+use crate::state;
+
+/// Settings of a Kafka run.
+#[derive(Clone, Debug)]
+pub struct KafkaRun {
+    /// Messages per epoch at most.
+    pub epoch_events: usize,
+    /// An epoch is sealed after this long even when not full.
+    pub epoch_max: Duration,
+    /// Sinks are written (and offsets committed) at most this often.
+    pub flush_every: Duration,
+    /// A checkpoint is written at most this often (and at the end).
+    pub checkpoint_every: Duration,
+    /// Stop once every partition reached the high watermark it had at start.
+    pub stop_at_end: bool,
+    /// Checkpoint folder.
+    pub state_dir: PathBuf,
+    /// Parquet output folder.
+    pub out_dir: PathBuf,
+}
+
+/// Why a Kafka run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaRunError {
+    /// The broker.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The checkpoint folder.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A sink could not write; nothing was committed past what it holds.
+    #[error("sink {sink}: {message}")]
+    Sink {
+        /// Which sink.
+        sink: &'static str,
+        /// The cause.
+        message: String,
+    },
+    /// A logged epoch did not re-form identically (the input changed under the checkpoint).
+    #[error("replaying epoch {epoch}: {message}")]
+    Replay {
+        /// The epoch.
+        epoch: u64,
+        /// What differed.
+        message: String,
+    },
+}
+
+/// A destination that holds the pipeline's tables durably.
+pub trait EpochSink {
+    /// Name, for logs and errors.
+    fn name(&self) -> &'static str;
+    /// Makes `state` (the tables as of `epoch`) durable; returns once the store acknowledged.
+    fn write_through(&mut self, epoch: u64, state: &OutputState) -> Result<(), String>;
+}
+
+/// The Parquet files: each flush rewrites every table (atomic renames).
+pub struct ParquetEpochSink(pub ParquetSink);
+
+impl EpochSink for ParquetEpochSink {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn write_through(&mut self, _epoch: u64, s: &OutputState) -> Result<(), String> {
+        self.0.write(&state::snapshot(s)).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// What a Kafka run did.
+pub struct KafkaOutcome {
+    /// Final tables.
+    pub state: OutputState,
+    /// Counts (lines include those restored from the checkpoint).
+    pub stats: RunStats,
+    /// Offsets committed last.
+    pub committed: Offsets,
+    /// Epoch of the checkpoint the run started from (0: none).
+    pub restored_from: u64,
+    /// Epochs re-formed from the epoch log.
+    pub replayed: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Re-forming logged epochs.
+    Replay,
+    /// Reading the instruments topic to its end first.
+    Bootstrap,
+    /// Reading on.
+    Live,
+}
+
+struct Loop<'a, 'm> {
+    engine: Engine<'m>,
+    consumer: InputConsumer,
+    dlq: DeadLetterProducer,
+    store: CheckpointStore,
+    sinks: Vec<Box<dyn EpochSink + 'a>>,
+    metrics: &'m Metrics,
+    run: &'a KafkaRun,
+    instruments_topic: String,
+    /// Next offset per partition (what has been fed).
+    next: Offsets,
+    held: BTreeMap<Partition, VecDeque<Record>>,
+    paused: BTreeSet<Partition>,
+    replay: VecDeque<EpochRecord>,
+    bootstrap_until: Offsets,
+    phase: Phase,
+    in_epoch: usize,
+    epoch_opened: Instant,
+    /// The last sealed epoch and its end offsets.
+    sealed: (u64, Offsets),
+    durable: u64,
+    committed: u64,
+    committed_offsets: Offsets,
+    last_flush: Instant,
+    last_checkpoint: Instant,
+    replayed: usize,
+}
+
+fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
+    w.get(p).map_or(0, |(low, _)| *low)
+}
+
+impl<'a, 'm> Loop<'a, 'm> {
+    /// The offset a message must stay below to be fed now; `None` when unlimited.
+    fn limit(&self, p: &Partition) -> Option<i64> {
+        match self.phase {
+            Phase::Replay => Some(self.replay.front().and_then(|r| r.ends.get(p)).unwrap_or(i64::MIN)),
+            Phase::Bootstrap if p.topic != self.instruments_topic => Some(i64::MIN),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self, r: Record) -> Result<(), KafkaRunError> {
+        if self.next.get(&r.partition).is_some_and(|n| r.offset < *n) {
+            return Ok(()); // re-delivered after a pause: already fed
+        }
+        if self.limit(&r.partition).is_some_and(|l| r.offset >= l) {
+            if self.paused.insert(r.partition.clone()) {
+                self.consumer.pause(&r.partition)?;
+            }
+            self.held.entry(r.partition.clone()).or_default().push_back(r);
+            return Ok(());
+        }
+        self.feed(r)
+    }
+
+    fn feed(&mut self, r: Record) -> Result<(), KafkaRunError> {
+        let raw = String::from_utf8_lossy(&r.payload).into_owned();
+        let line = SourceLine { source: r.partition.to_string().into(), position: r.offset as u64, raw };
+        let accepted = self.engine.feed(line);
+        self.next.insert(r.partition.clone(), r.offset + 1);
+        self.in_epoch += 1;
+        if !accepted && !self.replaying_committed() {
+            let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
+            self.dlq.send(&Poison {
+                partition: &r.partition,
+                offset: r.offset,
+                code: &d.code,
+                reason: &d.reason,
+                payload: &r.payload,
+            })?;
+            self.metrics.kafka_dead_letters_sent.inc();
+        }
+        Ok(())
+    }
+
+    /// True while re-forming an epoch every sink already holds (its dead letters were sent).
+    fn replaying_committed(&self) -> bool {
+        self.phase == Phase::Replay && self.replay.front().is_some_and(|r| r.epoch <= self.committed)
+    }
+
+    fn replay_epoch_complete(&self) -> bool {
+        self.replay.front().is_some_and(|r| {
+            r.ends.0.iter().all(|(t, p, end)| {
+                self.next.get(&Partition { topic: t.as_str().into(), partition: *p }).is_some_and(|n| *n >= *end)
+            })
+        })
+    }
+
+    fn bootstrap_complete(&self, w: &BTreeMap<Partition, (i64, i64)>) -> bool {
+        self.bootstrap_until.iter().all(|(p, high)| self.next.get(p).copied().unwrap_or(lowest(w, p)) >= *high)
+    }
+
+    fn seal(&mut self) -> Result<(), KafkaRunError> {
+        let epoch = self.engine.seal();
+        let lines = self.engine.stats().lines;
+        if self.phase == Phase::Replay {
+            let r = self.replay.pop_front().expect("replay epoch");
+            if r.epoch != epoch || r.lines != lines {
+                return Err(KafkaRunError::Replay {
+                    epoch: r.epoch,
+                    message: format!("re-formed as epoch {epoch} ending at line {lines}, logged ending at {}", r.lines),
+                });
+            }
+            self.replayed += 1;
+            self.metrics.kafka_replayed_epochs.inc();
+        } else {
+            let record = EpochRecord { epoch, lines, ends: (&self.next).into() };
+            self.store.log_epoch(&record)?;
+        }
+        self.sealed = (epoch, self.next.clone());
+        self.in_epoch = 0;
+        self.epoch_opened = Instant::now();
+        Ok(())
+    }
+
+    /// Releases held messages whose limit moved, in offset order per partition.
+    fn release(&mut self) -> Result<(), KafkaRunError> {
+        let parts: Vec<Partition> = self.held.keys().cloned().collect();
+        for p in parts {
+            while let Some(r) = self.held.get_mut(&p).and_then(|q| q.front().cloned()) {
+                if self.limit(&p).is_some_and(|l| r.offset >= l) {
+                    break;
+                }
+                self.held.get_mut(&p).expect("held").pop_front();
+                if !self.next.get(&p).is_some_and(|n| r.offset < *n) {
+                    self.feed(r)?;
+                }
+                if self.phase == Phase::Replay && self.replay_epoch_complete() {
+                    self.seal()?;
+                    self.after_replay_epoch()?;
+                }
+            }
+        }
+        self.held.retain(|_, q| !q.is_empty());
+        if self.held.is_empty() && !self.paused.is_empty() {
+            self.consumer.resume_all()?;
+            self.paused.clear();
+        }
+        Ok(())
+    }
+
+    fn after_replay_epoch(&mut self) -> Result<(), KafkaRunError> {
+        if self.replay.is_empty() {
+            self.phase = Phase::Live;
+            tracing::info!(epochs = self.replayed, "logged epochs re-formed; reading on");
+        }
+        self.flush(false)
+    }
+
+    /// Writes every sink through the last sealed epoch and commits it, when due (or `force`).
+    fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
+        let (epoch, ends) = self.sealed.clone();
+        if epoch <= self.durable || (!force && self.last_flush.elapsed() < self.run.flush_every) {
+            return Ok(());
+        }
+        // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
+        self.store.sync()?;
+        let state = self.engine.state();
+        for sink in &mut self.sinks {
+            let started = Instant::now();
+            sink.write_through(epoch, state).map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?;
+            tracing::debug!(sink = sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
+        }
+        self.dlq.flush()?;
+        self.durable = epoch;
+        self.metrics.durable_epoch.set(epoch as i64);
+        if epoch > self.committed {
+            self.consumer.commit(&ends)?;
+            self.store.set_committed(epoch)?;
+            self.committed = epoch;
+            for (p, o) in &ends {
+                self.metrics.kafka_committed(p, *o);
+            }
+            self.committed_offsets = ends.clone();
+        }
+        self.last_flush = Instant::now();
+        if force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every {
+            let started = Instant::now();
+            let c = CheckpointStore::checkpoint(epoch, &ends, self.engine.snapshot());
+            let bytes = self.store.save(&c)?;
+            self.last_checkpoint = Instant::now();
+            self.metrics.checkpoint_bytes.set(bytes as i64);
+            tracing::info!(epoch, bytes, ms = started.elapsed().as_millis() as u64, "checkpoint written");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the pipeline on Kafka until `stop` is set (or, with `stop_at_end`, until caught up).
+pub fn run<'a>(
+    kafka: &KafkaConfig,
+    run: &'a KafkaRun,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    sinks: Vec<Box<dyn EpochSink + 'a>>,
+    stop: &AtomicBool,
+) -> Result<KafkaOutcome, KafkaRunError> {
+    let store = CheckpointStore::open(&run.state_dir)?;
+    let checkpoint = store.load()?;
+    let mut engine = Engine::new(config, metrics, health.clone());
+    let (start, restored_from) = match checkpoint {
+        Some(c) => {
+            tracing::info!(epoch = c.epoch, lines = c.engine.lines, "restoring from checkpoint");
+            engine.restore(c.engine);
+            (c.offsets.to_offsets(), c.epoch)
+        }
+        None => (Offsets::new(), 0),
+    };
+    let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
+    let committed = store.committed()?;
+    let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
+    let watermarks = consumer.watermarks()?;
+    let phase = if !replay.is_empty() {
+        tracing::info!(epochs = replay.len(), from = replay[0].epoch, "re-forming logged epochs");
+        Phase::Replay
+    } else if restored_from == 0 {
+        Phase::Bootstrap
+    } else {
+        Phase::Live
+    };
+    let bootstrap_until: Offsets = watermarks
+        .iter()
+        .filter(|(p, _)| p.topic == kafka.topics.instruments)
+        .map(|(p, (_, high))| (p.clone(), *high))
+        .collect();
+    let end: Offsets = watermarks.iter().map(|(p, (_, high))| (p.clone(), *high)).collect();
+    let mut l = Loop {
+        engine,
+        consumer,
+        dlq: DeadLetterProducer::new(kafka)?,
+        store,
+        sinks,
+        metrics,
+        run,
+        instruments_topic: kafka.topics.instruments.clone(),
+        next: start.clone(),
+        held: BTreeMap::new(),
+        paused: BTreeSet::new(),
+        replay,
+        bootstrap_until,
+        phase,
+        in_epoch: 0,
+        epoch_opened: Instant::now(),
+        sealed: (restored_from, start.clone()),
+        // Sinks hold everything through the committed epoch already.
+        durable: restored_from.max(committed),
+        committed,
+        committed_offsets: Offsets::new(),
+        last_flush: Instant::now(),
+        last_checkpoint: Instant::now(),
+        replayed: 0,
+    };
+    let mut last_lag = Instant::now() - Duration::from_secs(60);
+    loop {
+        if l.phase == Phase::Bootstrap && l.bootstrap_complete(&watermarks) {
+            if l.in_epoch > 0 {
+                l.seal()?;
+            }
+            l.phase = Phase::Live;
+            tracing::info!(instruments = l.engine.state().instruments.len(), "instruments loaded; reading every topic");
+            l.release()?;
+        }
+        if stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested");
+            break;
+        }
+        let record = l.consumer.poll(Duration::from_millis(100))?;
+        let idle = record.is_none();
+        if let Some(r) = record {
+            l.take(r)?;
+        }
+        match l.phase {
+            Phase::Replay => {
+                if l.replay_epoch_complete() {
+                    l.seal()?;
+                    l.after_replay_epoch()?;
+                    l.release()?;
+                }
+            }
+            Phase::Bootstrap => {}
+            Phase::Live => {
+                if l.in_epoch > 0
+                    && (l.in_epoch >= run.epoch_events || idle || l.epoch_opened.elapsed() >= run.epoch_max)
+                {
+                    l.seal()?;
+                }
+                if l.in_epoch == 0 {
+                    l.flush(false)?;
+                }
+            }
+        }
+        if last_lag.elapsed() >= Duration::from_secs(2) {
+            if let Ok(w) = l.consumer.watermarks() {
+                for (p, (low, high)) in &w {
+                    metrics.kafka_lag(p, high - l.next.get(p).copied().unwrap_or(*low));
+                }
+            }
+            last_lag = Instant::now();
+        }
+        if run.stop_at_end
+            && l.phase == Phase::Live
+            && l.in_epoch == 0
+            && l.held.is_empty()
+            && end.iter().all(|(p, high)| l.next.get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
+        {
+            tracing::info!("caught up with the high watermarks seen at start");
+            break;
+        }
+    }
+    if l.in_epoch > 0 && l.phase != Phase::Replay {
+        l.seal()?;
+    }
+    l.flush(true)?;
+    let committed = l.committed_offsets.clone();
+    let replayed = l.replayed;
+    let (state, stats) = l.engine.finish();
+    Ok(KafkaOutcome { state, stats, committed, restored_from, replayed })
+}
