@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's test command.
 #
-# Starts whatever services the tests need on spare loopback ports (none yet: the Kafka, ClickHouse
-# and Redis connectors will add theirs here), runs every test of the workspace, and stops what it
-# started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
+# Installs what the build and the services need when missing (Debian packages: a C toolchain,
+# pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka), starts Apache Kafka
+# (deploy/kafka.sh: KRaft, spare loopback port, temporary data), runs every test of the workspace,
+# and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
-cleanup() { :; }
+bash deploy/deps.sh
+
+cleanup() { bash deploy/kafka.sh stop || true; }
 trap cleanup EXIT
+eval "$(bash deploy/kafka.sh start)"
+echo "kafka at $HARBOUR_KAFKA_BOOTSTRAP" >&2
 
 cargo test --workspace --locked "$@"

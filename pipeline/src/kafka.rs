@@ -256,7 +256,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                     break;
                 }
                 self.held.get_mut(&p).expect("held").pop_front();
-                if !self.next.get(&p).is_some_and(|n| r.offset < *n) {
+                if self.next.get(&p).is_none_or(|n| r.offset >= *n) {
                     self.feed(r)?;
                 }
                 if self.phase == Phase::Replay && self.replay_epoch_complete() {
@@ -265,10 +265,12 @@ impl<'a, 'm> Loop<'a, 'm> {
                 }
             }
         }
+        // A partition whose held messages are all fed fetches again (the others stay paused).
         self.held.retain(|_, q| !q.is_empty());
-        if self.held.is_empty() && !self.paused.is_empty() {
-            self.consumer.resume_all()?;
-            self.paused.clear();
+        let drained: Vec<Partition> = self.paused.iter().filter(|p| !self.held.contains_key(*p)).cloned().collect();
+        for p in drained {
+            self.consumer.resume(&p)?;
+            self.paused.remove(&p);
         }
         Ok(())
     }
@@ -425,6 +427,19 @@ pub fn run<'a>(
             }
         }
         if last_lag.elapsed() >= Duration::from_secs(2) {
+            if let Some(r) = l.replay.front() {
+                let short: Vec<String> = r
+                    .ends
+                    .0
+                    .iter()
+                    .filter_map(|(t, p, end)| {
+                        let part = Partition { topic: t.as_str().into(), partition: *p };
+                        let n = l.next.get(&part).copied();
+                        (n.is_none_or(|n| n < *end)).then(|| format!("{part} at {n:?} of {end}"))
+                    })
+                    .collect();
+                tracing::debug!(epoch = r.epoch, held = l.held.len(), ?short, "re-forming epoch");
+            }
             if let Ok(w) = l.consumer.watermarks() {
                 for (p, (low, high)) in &w {
                     metrics.kafka_lag(p, high - l.next.get(p).copied().unwrap_or(*low));

@@ -130,6 +130,13 @@ impl InputConsumer {
         self.consumer.pause(&l).map_err(KafkaError::client)
     }
 
+    /// Resumes fetching `p` from the first message not yet returned by [`InputConsumer::poll`].
+    pub fn resume(&self, p: &Partition) -> Result<(), KafkaError> {
+        let mut l = TopicPartitionList::new();
+        l.add_partition(&p.topic, p.partition);
+        self.consumer.resume(&l).map_err(KafkaError::client)
+    }
+
     /// Resumes fetching every partition.
     pub fn resume_all(&self) -> Result<(), KafkaError> {
         let mut l = TopicPartitionList::new();

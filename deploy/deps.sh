@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Harbour's build and local services need, when missing:
+# a C toolchain, pkg-config, OpenSSL and zlib headers (librdkafka is built from source by the
+# rdkafka crate), python3 (spare-port helper), Java and Maven (deploy/kafka.sh).
+set -euo pipefail
+want=(build-essential pkg-config libssl-dev zlib1g-dev python3 default-jre-headless maven)
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A Java runtime other than Debian's default is fine.
+if command -v java >/dev/null 2>&1; then
+  missing=("${missing[@]/default-jre-headless}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing from Debian: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+fi

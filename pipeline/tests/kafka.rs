@@ -1,0 +1,354 @@
+//! Kafka end to end on a real Apache Kafka broker (the one `deploy/kafka.sh` starts; the README's
+//! test command exports `HARBOUR_KAFKA_BOOTSTRAP`). Every test uses its own topics and group.
+//!
+//! - The Kafka path gives the tables of a file replay of the same day, commits every partition to
+//!   its end, and sends every poison message to the dead-letter topic with its headers.
+//! - Crash: the binary is killed with SIGKILL at random moments at least ten times while it works,
+//!   restarted each time; the final Parquet tables equal those of an uninterrupted file replay and
+//!   the committed offsets are at the end of every partition.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::DataType;
+use harbour::engine::{self, EngineConfig, OutputState};
+use harbour::kafka::{self, EpochSink, KafkaRun, ParquetEpochSink};
+use harbour::metrics::{Health, Metrics};
+use harbour_dataflows::fees::CostSchedules;
+use harbour_dataflows::graph::GraphConfig;
+use harbour_dataflows::marks::MarkPolicy;
+use harbour_dataflows::ticks::SpreadTables;
+use harbour_sinks::parquet::ParquetSink;
+use harbour_sources::file::SourceLine;
+use harbour_sources::generate::{generate, GenerateConfig};
+use harbour_sources::kafka::{create_topics, publish_lines, InputConsumer, KafkaConfig, Offsets, Topics};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::Message;
+
+fn bootstrap() -> String {
+    std::env::var("HARBOUR_KAFKA_BOOTSTRAP").expect(
+        "these tests need a Kafka broker: run `bash deploy/test.sh` (it starts one), \
+         or `eval \"$(deploy/kafka.sh start)\"` first",
+    )
+}
+
+fn kafka_config(name: &str) -> KafkaConfig {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let p = format!("test.{name}.{}.{nanos}", std::process::id());
+    KafkaConfig {
+        bootstrap: bootstrap(),
+        group_id: format!("{p}.group"),
+        topics: Topics {
+            fills: format!("{p}.fills"),
+            orders: format!("{p}.orders"),
+            market: format!("{p}.market"),
+            instruments: format!("{p}.instruments"),
+            dead_letters: format!("{p}.dead-letters"),
+        },
+        partitions: 3,
+        ..KafkaConfig::default()
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harbour-kafka-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn engine_config(epoch_events: usize) -> EngineConfig {
+    EngineConfig {
+        epoch_events,
+        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
+        spreads: SpreadTables::default(),
+    }
+}
+
+fn file_replay(lines: &[String]) -> OutputState {
+    let source = lines
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| Ok(SourceLine { source: "day.jsonl".into(), position: i as u64 + 1, raw: raw.clone() }));
+    engine::run(source, &engine_config(10_000), &Metrics::default(), &Arc::new(Health::default())).unwrap().0
+}
+
+/// Compares every table, without what legitimately differs between a Kafka run and a file
+/// replay: versions (epochs are cut differently) and source positions (offsets vs line numbers).
+/// Rows compare typed (decimals by value).
+fn assert_same_tables(got: &OutputState, want: &OutputState) {
+    fn table<T: PartialEq + std::fmt::Debug>(name: &str, ours: Vec<T>, theirs: Vec<T>) {
+        if let Some((a, b)) = ours.iter().zip(&theirs).find(|(a, b)| a != b) {
+            panic!("table {name} differs first at\n  kafka  {a:?}\n  replay {b:?}");
+        }
+        assert_eq!(ours.len(), theirs.len(), "table {name}: row count");
+    }
+    let fills = |s: &OutputState| {
+        let mut v: Vec<_> = s
+            .fills
+            .rows()
+            .cloned()
+            .map(|mut r| {
+                r.fill.source_seq = 0;
+                r
+            })
+            .collect();
+        v.sort_by(|a, b| a.fill.exec_id.cmp(&b.fill.exec_id));
+        v
+    };
+    let orders = |s: &OutputState| {
+        s.orders
+            .rows()
+            .cloned()
+            .map(|(_, mut o)| {
+                o.source_seq = 0;
+                o
+            })
+            .collect::<Vec<_>>()
+    };
+    let dead = |s: &OutputState| {
+        let mut v: Vec<(String, String)> = s.dead_letters.iter().map(|d| (d.code.to_string(), d.raw.clone())).collect();
+        v.sort();
+        v
+    };
+    table("positions", got.positions.rows().collect(), want.positions.rows().collect());
+    table("fills", fills(got), fills(want));
+    table("rollups", got.rollups.rows().collect(), want.rollups.rows().collect());
+    table("minutes", got.minutes.rows().collect(), want.minutes.rows().collect());
+    table("orders", orders(got), orders(want));
+    table("marks", got.marks.rows().collect(), want.marks.rows().collect());
+    table("instruments", got.instruments.rows().collect(), want.instruments.rows().collect());
+    table("dead letters", dead(got), dead(want));
+}
+
+fn ends(consumer: &InputConsumer) -> Offsets {
+    consumer.watermarks().unwrap().into_iter().filter(|(_, (lo, hi))| hi > lo).map(|(p, (_, hi))| (p, hi)).collect()
+}
+
+#[test]
+fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
+    let cfg = kafka_config("equal");
+    let lines =
+        generate(&GenerateConfig { fills: 4_000, quotes: 8_000, seed: 5, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    let counts = publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    assert_eq!(counts.values().sum::<u64>(), lines.len() as u64);
+
+    let dir = temp("equal");
+    let run = KafkaRun {
+        epoch_events: 1_000,
+        epoch_max: Duration::from_millis(50),
+        flush_every: Duration::from_millis(100),
+        checkpoint_every: Duration::from_millis(500),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    let metrics = Metrics::default();
+    let out = kafka::run(
+        &cfg,
+        &run,
+        &engine_config(1_000),
+        &metrics,
+        &Arc::new(Health::default()),
+        sinks,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let expected = file_replay(&lines);
+    assert!(expected.positions.len() > 50 && expected.dead_letters.len() > 20);
+    assert_same_tables(&out.state, &expected);
+    assert_eq!(out.stats.lines, lines.len() as u64);
+
+    // Every partition with messages is committed to its end, for the group and in metrics.
+    let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    let end = ends(&consumer);
+    assert_eq!(consumer.committed().unwrap(), end);
+    assert_eq!(out.committed, end);
+    let text = metrics.render();
+    assert!(text.contains("harbour_kafka_committed_offset{"), "{text}");
+
+    // The dead-letter topic holds each poison message once, with its reason and source position.
+    let dlq: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{}.dlq-reader", cfg.group_id))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&cfg.topics.dead_letters]).unwrap();
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < expected.dead_letters.len() && Instant::now() < deadline {
+        let Some(m) = dlq.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        let h = m.headers().expect("dead letters carry headers");
+        let header = |k: &str| {
+            h.iter()
+                .find(|x| x.key == k)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                .unwrap_or_else(|| panic!("header {k} missing"))
+        };
+        let (topic, partition, offset) =
+            (header("harbour.source.topic"), header("harbour.source.partition"), header("harbour.source.offset"));
+        assert!(cfg.topics.inputs().contains(&topic.as_str()), "{topic}");
+        assert!(!header("harbour.reason").is_empty());
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        assert_eq!(key, format!("{topic}/{partition}/{offset}"));
+        seen.push((header("harbour.reason_code"), String::from_utf8_lossy(m.payload().unwrap()).into_owned(), key));
+    }
+    let mut got: Vec<(String, String)> = seen.iter().map(|(c, p, _)| (c.clone(), p.clone())).collect();
+    let mut want: Vec<(String, String)> =
+        expected.dead_letters.iter().map(|d| (d.code.to_string(), d.raw.clone())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each poison message once, with its reason code and payload");
+    let codes: BTreeSet<&str> = want.iter().map(|(c, _)| c.as_str()).collect();
+    for c in ["parse", "unknown_symbol", "qty_not_positive", "off_tick", "not_board_lot", "duplicate_exec_id"] {
+        assert!(codes.contains(c), "the sample day has a {c} poison message");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn read_table(dir: &Path, table: &str) -> Vec<String> {
+    let file = File::open(dir.join(format!("{table}.parquet"))).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let skip = ["version", "source_seq", "source", "position"];
+    let mut rows = Vec::new();
+    for b in reader {
+        let b: RecordBatch = b.unwrap();
+        let schema = b.schema();
+        // Timestamps as their integer nanoseconds (named time zones need chrono-tz to print).
+        let arrays: Vec<(String, ArrayRef)> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+            .map(|(i, f)| {
+                let a = b.column(i).clone();
+                let a = match f.data_type() {
+                    DataType::Timestamp(..) => arrow_cast::cast(&a, &DataType::Int64).unwrap(),
+                    _ => a,
+                };
+                (f.name().clone(), a)
+            })
+            .collect();
+        let cols: Vec<(String, ArrayFormatter)> = arrays
+            .iter()
+            .map(|(n, a)| (n.clone(), ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default()).unwrap()))
+            .collect();
+        for r in 0..b.num_rows() {
+            rows.push(cols.iter().map(|(n, c)| format!("{n}={}", c.value(r))).collect::<Vec<_>>().join(" "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn harbour(cfg: &KafkaConfig) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harbour"));
+    let t = &cfg.topics;
+    c.env("HARBOUR__METRICS__LISTEN", "")
+        .env("RUST_LOG", "warn")
+        .env("HARBOUR_KAFKA_BOOTSTRAP", &cfg.bootstrap)
+        .env("HARBOUR__KAFKA__GROUP_ID", &cfg.group_id)
+        .env("HARBOUR__KAFKA__TOPICS__FILLS", &t.fills)
+        .env("HARBOUR__KAFKA__TOPICS__ORDERS", &t.orders)
+        .env("HARBOUR__KAFKA__TOPICS__MARKET", &t.market)
+        .env("HARBOUR__KAFKA__TOPICS__INSTRUMENTS", &t.instruments)
+        .env("HARBOUR__KAFKA__TOPICS__DEAD_LETTERS", &t.dead_letters);
+    c
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    let cfg = kafka_config("crash");
+    let lines =
+        generate(&GenerateConfig { fills: 30_000, quotes: 90_000, seed: 9, ..GenerateConfig::default() }).unwrap();
+    let dir = temp("crash");
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+
+    let start = |c: &mut Command| -> Child {
+        c.args(["kafka", "run", "--until-end", "--out"])
+            .arg(dir.join("out"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "2000")
+            .env("HARBOUR__PIPELINE__EPOCH_MAX_MS", "20")
+            .env("HARBOUR__PIPELINE__FLUSH_MS", "40")
+            .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "250")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut kills = 0;
+    let mut finished_early = 0;
+    let (mut low, mut high) = (150u64, 700u64);
+    while kills < 12 {
+        let mut child = start(&mut harbour(&cfg));
+        std::thread::sleep(Duration::from_millis(rng.random_range(low..high)));
+        if child.try_wait().unwrap().is_some() {
+            // It finished before the kill: the work left was shorter than the delay.
+            finished_early += 1;
+            assert!(finished_early < 20, "runs keep finishing before the kill");
+            (low, high) = ((low / 2).max(20), (high / 2).max(60));
+            continue;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    // The kills interrupted real work: the sinks did not yet hold the whole day.
+    let committed: u64 = std::fs::read_to_string(dir.join("state/committed")).map_or(0, |s| s.trim().parse().unwrap());
+    assert!(committed < lines.len() as u64, "work was left when the last kill landed (committed epoch {committed})");
+    let status = harbour(&cfg)
+        .args(["kafka", "run", "--until-end", "--out"])
+        .arg(dir.join("out"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the final run completes");
+
+    let reference = dir.join("reference");
+    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
+    assert!(status.success());
+    for table in [
+        "positions",
+        "fills",
+        "account_rollups",
+        "strategy_rollups",
+        "account_pnl_minute",
+        "strategy_pnl_minute",
+        "orders",
+        "marks",
+        "instruments",
+        "dead_letters",
+    ] {
+        let (got, want) = (read_table(&dir.join("out"), table), read_table(&reference, table));
+        if let Some((a, b)) = got.iter().zip(&want).find(|(a, b)| a != b) {
+            panic!("after {kills} kills, table {table} differs first at\n  kafka  {a}\n  replay {b}");
+        }
+        assert_eq!(got.len(), want.len(), "after {kills} kills, table {table}: row count");
+    }
+    let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
+    eprintln!("crash test: {kills} SIGKILLs, {finished_early} runs that finished before their kill");
+    let _ = std::fs::remove_dir_all(dir);
+}
