@@ -323,6 +323,90 @@ fn bench_fees(n: u64) {
     );
 }
 
+/// Kafka to positions on a real broker (`HARBOUR_KAFKA_BOOTSTRAP`): a day of `fills` fill messages
+/// (plus its instruments and busts) is produced once; then cold runs from an empty checkpoint
+/// folder read it all (parse, rules, positions, fees, P&L, roll-ups; no sink but the checkpoint),
+/// and a restart from the checkpoint the last cold run left is timed to caught-up.
+fn bench_kafka(fills: u64) -> anyhow::Result<()> {
+    use harbour::kafka::{self, KafkaRun};
+    use harbour_sources::generate::{generate, GenerateConfig};
+    use harbour_sources::kafka::{create_topics, publish_lines, KafkaConfig, Topics};
+    use std::sync::atomic::AtomicBool;
+
+    let bootstrap = std::env::var("HARBOUR_KAFKA_BOOTSTRAP")
+        .map_err(|_| anyhow::anyhow!("the kafka benchmark needs HARBOUR_KAFKA_BOOTSTRAP (eval \"$(deploy/kafka.sh start)\")"))?;
+    let tag = format!("bench.{}.{}", std::process::id(), fills);
+    let cfg = KafkaConfig {
+        bootstrap,
+        group_id: format!("{tag}.group"),
+        topics: Topics {
+            fills: format!("{tag}.fills"),
+            orders: format!("{tag}.orders"),
+            market: format!("{tag}.market"),
+            instruments: format!("{tag}.instruments"),
+            dead_letters: format!("{tag}.dead-letters"),
+        },
+        partitions: 4,
+        ..KafkaConfig::default()
+    };
+    let day = generate(&GenerateConfig { fills: fills as usize, quotes: 0, invalid_ratio: 0.0, ..GenerateConfig::default() })?;
+    let lines: Vec<&str> = day
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"bust\"") || l.contains("\"type\":\"instrument\""))
+        .collect();
+    create_topics(&cfg)?;
+    let t = Instant::now();
+    publish_lines(&cfg, lines.iter().copied())?;
+    println!("kafka     produced {} messages in {:.2}s", lines.len(), t.elapsed().as_secs_f64());
+
+    let dir = std::env::temp_dir().join(format!("harbour-bench-{tag}"));
+    let config = harbour::engine::EngineConfig {
+        epoch_events: 10_000,
+        graph: harbour_dataflows::graph::GraphConfig::default(),
+        spreads: harbour_dataflows::ticks::SpreadTables::default(),
+    };
+    let run = KafkaRun {
+        epoch_events: 10_000,
+        epoch_max: Duration::from_millis(100),
+        flush_every: Duration::from_secs(1),
+        checkpoint_every: Duration::from_secs(3600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let once = || -> anyhow::Result<kafka::KafkaOutcome> {
+        let metrics = harbour::metrics::Metrics::default();
+        let health = std::sync::Arc::new(harbour::metrics::Health::default());
+        Ok(kafka::run(&cfg, &run, &config, &metrics, &health, Vec::new(), &AtomicBool::new(false))?)
+    };
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = once()?;
+        anyhow::ensure!(out.stats.lines == lines.len() as u64, "read {} of {} messages", out.stats.lines, lines.len());
+        cold.push(out.caught_up_after.expect("stop_at_end").as_secs_f64());
+    }
+    cold.sort_by(f64::total_cmp);
+    let n = lines.len() as f64;
+    println!(
+        "kafka     cold start to caught-up: {:.2}s median of 3 ({:.2}–{:.2}s) = {:.0} messages/s ({} fills, {} messages)",
+        cold[1], cold[0], cold[2], n / cold[1], fills, lines.len()
+    );
+    let mut warm = Vec::new();
+    for _ in 0..3 {
+        let out = once()?;
+        warm.push((out.caught_up_after.expect("stop_at_end").as_secs_f64(), out.restored_after.as_secs_f64()));
+    }
+    warm.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!(
+        "kafka     restart from the end-of-day checkpoint to caught-up: {:.2}s median of 3 (checkpoint loaded and restored in {:.2}s); peak RSS {:.0} MB",
+        warm[1].0, warm[1].1, peak_rss_mb()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn arg(args: &[String], i: usize, default: u64) -> u64 {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
@@ -350,6 +434,7 @@ fn main() -> anyhow::Result<()> {
         }
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
+        "kafka" => bench_kafka(arg(&args, 1, 1_000_000))?,
         "all" => {
             bench_fills(1_000, 2_000_000);
             bench_fills(1_000_000, 2_000_000);
@@ -375,7 +460,7 @@ fn main() -> anyhow::Result<()> {
         }
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse or all"
+                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse, kafka or all"
             )
         }
     }

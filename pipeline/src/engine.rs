@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{Health, Metrics};
-use crate::state::TableState;
+use crate::state::{Keyed, TableState};
 
 /// Settings of one run.
 #[derive(Clone, Debug)]
@@ -123,7 +123,7 @@ impl Sessions {
     }
 }
 
-fn drain<D: Ord + Clone>(sink: &Sink<D>, table: &mut TableState<D>) {
+fn drain<D: Keyed + Ord + Clone + std::fmt::Debug>(sink: &Sink<D>, table: &mut TableState<D>) {
     let updates = std::mem::take(&mut *sink.borrow_mut());
     if !updates.is_empty() {
         table.apply(updates);

@@ -119,6 +119,10 @@ pub struct KafkaOutcome {
     pub restored_from: u64,
     /// Epochs re-formed from the epoch log.
     pub replayed: usize,
+    /// From the start of the run to the checkpoint restored (zero without one).
+    pub restored_after: Duration,
+    /// From the start of the run to reaching the high watermarks seen at start (`stop_at_end`).
+    pub caught_up_after: Option<Duration>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -332,6 +336,7 @@ pub fn run<'a>(
     sinks: Vec<Box<dyn EpochSink + 'a>>,
     stop: &AtomicBool,
 ) -> Result<KafkaOutcome, KafkaRunError> {
+    let began = Instant::now();
     let store = CheckpointStore::open(&run.state_dir)?;
     let checkpoint = store.load()?;
     let mut engine = Engine::new(config, metrics, health.clone());
@@ -343,6 +348,7 @@ pub fn run<'a>(
         }
         None => (Offsets::new(), 0),
     };
+    let restored_after = if restored_from > 0 { began.elapsed() } else { Duration::ZERO };
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
     let committed = store.committed()?;
     let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
@@ -388,6 +394,7 @@ pub fn run<'a>(
         replayed: 0,
     };
     let mut last_lag = Instant::now() - Duration::from_secs(60);
+    let mut caught_up_after = None;
     loop {
         if l.phase == Phase::Bootstrap && l.bootstrap_complete(&watermarks) {
             if l.in_epoch > 0 {
@@ -453,7 +460,8 @@ pub fn run<'a>(
             && l.held.is_empty()
             && end.iter().all(|(p, high)| l.next.get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
         {
-            tracing::info!("caught up with the high watermarks seen at start");
+            caught_up_after = Some(began.elapsed());
+            tracing::info!(seconds = began.elapsed().as_secs_f64(), "caught up with the high watermarks seen at start");
             break;
         }
     }
@@ -464,5 +472,5 @@ pub fn run<'a>(
     let committed = l.committed_offsets.clone();
     let replayed = l.replayed;
     let (state, stats) = l.engine.finish();
-    Ok(KafkaOutcome { state, stats, committed, restored_from, replayed })
+    Ok(KafkaOutcome { state, stats, committed, restored_from, replayed, restored_after, caught_up_after })
 }

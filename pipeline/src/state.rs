@@ -1,43 +1,122 @@
 //! The current rows of every output table, kept from the dataflow's update stream.
 //!
-//! Each epoch's updates are consolidated, then applied: a +1 inserts the row at the epoch's
-//! version, a −1 removes it. The result is what an idempotent sink holds after the epoch, and it
-//! is what the Parquet sink writes.
+//! Each table is a hash map from the row's deterministic key (exec id; account, strategy and
+//! symbol; …, see [`Keyed`]) to the row and the version it was written at. An epoch's updates
+//! are applied retractions first: a −1 removes the key's row when it is that row, a +1 inserts
+//! the row at the epoch's version. The result is what an idempotent sink holds after the epoch,
+//! and what the Parquet sink writes.
 
-use std::collections::BTreeMap;
+use std::hash::Hash;
 
-use differential_dataflow::consolidation::consolidate;
+use harbour_dataflows::marks::Mark;
+use harbour_dataflows::model::{ExecId, Instrument, Order, OrderId, PositionKey, Symbol, Ts};
+use harbour_dataflows::operators::FillPnl;
+use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_sinks::tables::{Tables, Versioned};
+use rustc_hash::FxHashMap;
 
-/// One output table's rows with their versions.
-#[derive(Debug)]
-pub struct TableState<D: Ord> {
-    rows: BTreeMap<D, u64>,
+/// A row of an output table and its deterministic key (what sinks upsert by).
+pub trait Keyed {
+    /// The key.
+    type Key: Hash + Eq + Clone;
+    /// The row's key.
+    fn key(&self) -> Self::Key;
 }
 
-impl<D: Ord> Default for TableState<D> {
-    fn default() -> Self {
-        TableState { rows: BTreeMap::new() }
+impl Keyed for PositionRow {
+    type Key = PositionKey;
+    fn key(&self) -> PositionKey {
+        self.key.clone()
     }
 }
 
-impl<D: Ord + Clone> TableState<D> {
-    /// Applies one epoch's updates (any order; they are consolidated first).
-    pub fn apply(&mut self, mut updates: Vec<(D, u64, isize)>) {
+impl Keyed for FillPnl {
+    type Key = ExecId;
+    fn key(&self) -> ExecId {
+        self.fill.exec_id.clone()
+    }
+}
+
+impl Keyed for (Group, Totals) {
+    type Key = Group;
+    fn key(&self) -> Group {
+        self.0.clone()
+    }
+}
+
+impl Keyed for ((Group, Ts), FlowTotals) {
+    type Key = (Group, Ts);
+    fn key(&self) -> (Group, Ts) {
+        self.0.clone()
+    }
+}
+
+impl Keyed for (OrderId, Order) {
+    type Key = OrderId;
+    fn key(&self) -> OrderId {
+        self.0.clone()
+    }
+}
+
+impl Keyed for (Symbol, Mark) {
+    type Key = Symbol;
+    fn key(&self) -> Symbol {
+        self.0
+    }
+}
+
+impl Keyed for Instrument {
+    type Key = Symbol;
+    fn key(&self) -> Symbol {
+        self.symbol
+    }
+}
+
+/// One output table's rows with their versions.
+#[derive(Debug)]
+pub struct TableState<D: Keyed> {
+    rows: FxHashMap<D::Key, (D, u64)>,
+}
+
+impl<D: Keyed> Default for TableState<D> {
+    fn default() -> Self {
+        TableState { rows: FxHashMap::default() }
+    }
+}
+
+impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
+    /// Applies one epoch's updates (any order).
+    pub fn apply(&mut self, updates: Vec<(D, u64, isize)>) {
         let version = updates.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
-        let mut flat: Vec<(D, isize)> = updates.drain(..).map(|(d, _t, r)| (d, r)).collect();
-        consolidate(&mut flat);
-        // Removals first, so a row re-inserted in the same epoch keeps its new version.
-        for (d, r) in flat.iter().filter(|(_, r)| *r < 0) {
-            debug_assert_eq!(*r, -1, "an output row is retracted once");
-            self.rows.remove(d);
-        }
-        for (d, r) in flat {
+        let mut inserts = Vec::with_capacity(updates.len());
+        // Retractions of rows not held: they cancel an insertion of the same row in this epoch.
+        let mut unmatched: Vec<D> = Vec::new();
+        for (d, _t, r) in updates {
             if r > 0 {
-                debug_assert_eq!(r, 1, "output rows are sets");
-                self.rows.insert(d, version);
+                inserts.extend(std::iter::repeat_n(d, r as usize));
+                continue;
+            }
+            let key = d.key();
+            for _ in 0..-r {
+                match self.rows.get(&key) {
+                    Some((held, _)) if *held == d => {
+                        self.rows.remove(&key);
+                    }
+                    _ => unmatched.push(d.clone()),
+                }
             }
         }
+        for d in inserts {
+            if let Some(i) = unmatched.iter().position(|u| *u == d) {
+                unmatched.swap_remove(i);
+                continue;
+            }
+            let previous = self.rows.insert(d.key(), (d, version));
+            debug_assert!(previous.is_none(), "one row per key: {previous:?}");
+        }
+        debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
     }
 
     /// Number of rows.
@@ -50,14 +129,24 @@ impl<D: Ord + Clone> TableState<D> {
         self.rows.is_empty()
     }
 
-    /// Rows with versions.
-    pub fn versioned(&self) -> Vec<Versioned<D>> {
-        self.rows.iter().map(|(d, v)| Versioned { row: d.clone(), version: *v }).collect()
+    /// The row held for a key.
+    pub fn get(&self, key: &D::Key) -> Option<&D> {
+        self.rows.get(key).map(|(d, _)| d)
     }
 
-    /// Rows.
+    /// Rows with versions, sorted by row.
+    pub fn versioned(&self) -> Vec<Versioned<D>> {
+        let mut v: Vec<Versioned<D>> =
+            self.rows.values().map(|(d, v)| Versioned { row: d.clone(), version: *v }).collect();
+        v.sort_unstable_by(|a, b| a.row.cmp(&b.row));
+        v
+    }
+
+    /// Rows, sorted.
     pub fn rows(&self) -> impl Iterator<Item = &D> {
-        self.rows.keys()
+        let mut v: Vec<&D> = self.rows.values().map(|(d, _)| d).collect();
+        v.sort_unstable();
+        v.into_iter()
     }
 }
 
