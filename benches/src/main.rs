@@ -333,8 +333,9 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
     use harbour_sources::kafka::{create_topics, publish_lines, KafkaConfig, Topics};
     use std::sync::atomic::AtomicBool;
 
-    let bootstrap = std::env::var("HARBOUR_KAFKA_BOOTSTRAP")
-        .map_err(|_| anyhow::anyhow!("the kafka benchmark needs HARBOUR_KAFKA_BOOTSTRAP (eval \"$(deploy/kafka.sh start)\")"))?;
+    let bootstrap = std::env::var("HARBOUR_KAFKA_BOOTSTRAP").map_err(|_| {
+        anyhow::anyhow!("the kafka benchmark needs HARBOUR_KAFKA_BOOTSTRAP (eval \"$(deploy/kafka.sh start)\")")
+    })?;
     let tag = format!("bench.{}.{}", std::process::id(), fills);
     let cfg = KafkaConfig {
         bootstrap,
@@ -349,11 +350,18 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
         partitions: 4,
         ..KafkaConfig::default()
     };
-    let day = generate(&GenerateConfig { fills: fills as usize, quotes: 0, invalid_ratio: 0.0, ..GenerateConfig::default() })?;
+    let day = generate(&GenerateConfig {
+        fills: fills as usize,
+        quotes: 0,
+        invalid_ratio: 0.0,
+        ..GenerateConfig::default()
+    })?;
     let lines: Vec<&str> = day
         .iter()
         .map(String::as_str)
-        .filter(|l| l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"bust\"") || l.contains("\"type\":\"instrument\""))
+        .filter(|l| {
+            l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"bust\"") || l.contains("\"type\":\"instrument\"")
+        })
         .collect();
     create_topics(&cfg)?;
     let t = Instant::now();

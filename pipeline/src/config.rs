@@ -289,6 +289,19 @@ commission_rate = "0"
     }
 
     #[test]
+    fn the_documented_example_config_parses_to_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/harbour.toml")).unwrap();
+        let c = parse(&text).unwrap();
+        let d = parse("").unwrap();
+        assert_eq!(c.pipeline.flush_ms, d.pipeline.flush_ms);
+        assert_eq!(c.pipeline.state_dir, d.pipeline.state_dir);
+        assert_eq!(c.kafka.topics, d.kafka.topics);
+        assert_eq!(c.kafka.group_id, d.kafka.group_id);
+        let e = parse("[kafka.properties]\n\"sasl.password\" = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("kafka.properties.sasl.password"), "{e}");
+    }
+
+    #[test]
     fn environment_overrides_win() {
         let mut doc: toml::Table = "[pipeline]\nepoch_events = 5".parse().unwrap();
         let vars = [
