@@ -169,7 +169,8 @@ pub fn trade_date(ts: Ts) -> NaiveDate {
 }
 
 enum FillState {
-    Live(Fill),
+    /// Boxed: the map then moves 8 bytes, not a whole fill, when it grows.
+    Live(Box<Fill>),
     Busted,
 }
 
@@ -201,7 +202,7 @@ impl Validator {
     pub fn restore(spreads: SpreadTables, state: ValidatorState) -> Self {
         let mut v = Validator::new(spreads);
         v.instruments = state.instruments.into_iter().map(|i| (i.symbol, i)).collect();
-        v.fills.extend(state.live.into_iter().map(|f| (f.exec_id.clone(), FillState::Live(f))));
+        v.fills.extend(state.live.into_iter().map(|f| (f.exec_id.clone(), FillState::Live(Box::new(f)))));
         v.fills.extend(state.busted.into_iter().map(|x| (x, FillState::Busted)));
         v
     }
@@ -213,7 +214,7 @@ impl Validator {
         s.instruments.sort_unstable_by_key(|i| i.symbol);
         for (x, f) in &self.fills {
             match f {
-                FillState::Live(f) => s.live.push(f.clone()),
+                FillState::Live(f) => s.live.push((**f).clone()),
                 FillState::Busted => s.busted.push(x.clone()),
             }
         }
@@ -273,14 +274,14 @@ impl Validator {
                 if self.fills.contains_key(&fill.exec_id) {
                     return Err(Rejection::DuplicateExecId(fill.exec_id));
                 }
-                self.fills.insert(fill.exec_id.clone(), FillState::Live(fill.clone()));
+                self.fills.insert(fill.exec_id.clone(), FillState::Live(Box::new(fill.clone())));
                 Ok(vec![Accepted::Fill(fill)])
             }
             Input::Bust(bust) => match self.fills.get_mut(&bust.exec_id) {
                 None => Err(Rejection::UnknownExecId(bust.exec_id)),
                 Some(FillState::Busted) => Err(Rejection::AlreadyBusted(bust.exec_id)),
                 Some(state) => match std::mem::replace(state, FillState::Busted) {
-                    FillState::Live(fill) => Ok(vec![Accepted::Bust(fill)]),
+                    FillState::Live(fill) => Ok(vec![Accepted::Bust(*fill)]),
                     FillState::Busted => Err(Rejection::AlreadyBusted(bust.exec_id)),
                 },
             },

@@ -77,7 +77,7 @@ impl Keyed for Instrument {
 /// One output table's rows with their versions.
 #[derive(Debug)]
 pub struct TableState<D: Keyed> {
-    rows: FxHashMap<D::Key, (D, u64)>,
+    rows: FxHashMap<D::Key, Box<(D, u64)>>,
 }
 
 impl<D: Keyed> Default for TableState<D> {
@@ -100,7 +100,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             }
             let key = d.key();
             for _ in 0..-r {
-                match self.rows.get(&key) {
+                match self.rows.get(&key).map(|b| &**b) {
                     Some((held, _)) if *held == d => {
                         self.rows.remove(&key);
                     }
@@ -113,7 +113,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
                 unmatched.swap_remove(i);
                 continue;
             }
-            let previous = self.rows.insert(d.key(), (d, version));
+            let previous = self.rows.insert(d.key(), Box::new((d, version)));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
         }
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
@@ -131,20 +131,20 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
 
     /// The row held for a key.
     pub fn get(&self, key: &D::Key) -> Option<&D> {
-        self.rows.get(key).map(|(d, _)| d)
+        self.rows.get(key).map(|b| &b.0)
     }
 
     /// Rows with versions, sorted by row.
     pub fn versioned(&self) -> Vec<Versioned<D>> {
         let mut v: Vec<Versioned<D>> =
-            self.rows.values().map(|(d, v)| Versioned { row: d.clone(), version: *v }).collect();
+            self.rows.values().map(|b| Versioned { row: b.0.clone(), version: b.1 }).collect();
         v.sort_unstable_by(|a, b| a.row.cmp(&b.row));
         v
     }
 
     /// Rows, sorted.
     pub fn rows(&self) -> impl Iterator<Item = &D> {
-        let mut v: Vec<&D> = self.rows.values().map(|(d, _)| d).collect();
+        let mut v: Vec<&D> = self.rows.values().map(|b| &b.0).collect();
         v.sort_unstable();
         v.into_iter()
     }
