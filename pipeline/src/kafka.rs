@@ -146,6 +146,8 @@ struct Loop<'a, 'm> {
     instruments_topic: String,
     /// Next offset per partition (what has been fed).
     next: Offsets,
+    /// `topic/partition` names, the dead letters' source.
+    names: BTreeMap<Partition, smol_str::SmolStr>,
     held: BTreeMap<Partition, VecDeque<Record>>,
     paused: BTreeSet<Partition>,
     replay: VecDeque<EpochRecord>,
@@ -192,10 +194,27 @@ impl<'a, 'm> Loop<'a, 'm> {
     }
 
     fn feed(&mut self, r: Record) -> Result<(), KafkaRunError> {
-        let raw = String::from_utf8_lossy(&r.payload).into_owned();
-        let line = SourceLine { source: r.partition.to_string().into(), position: r.offset as u64, raw };
-        let accepted = self.engine.feed(line);
-        self.next.insert(r.partition.clone(), r.offset + 1);
+        // The payload becomes the line without a copy when it is UTF-8 (a poison message that is
+        // not keeps its bytes for the dead-letter topic).
+        let (raw, payload) = match String::from_utf8(r.payload) {
+            Ok(s) => (s, None),
+            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
+        };
+        let source = match self.names.get(&r.partition) {
+            Some(n) => n.clone(),
+            None => {
+                let n = smol_str::SmolStr::new(r.partition.to_string());
+                self.names.insert(r.partition.clone(), n.clone());
+                n
+            }
+        };
+        let accepted = self.engine.feed(SourceLine { source, position: r.offset as u64, raw });
+        match self.next.get_mut(&r.partition) {
+            Some(n) => *n = r.offset + 1,
+            None => {
+                self.next.insert(r.partition.clone(), r.offset + 1);
+            }
+        }
         self.in_epoch += 1;
         if !accepted && !self.replaying_committed() {
             let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
@@ -204,7 +223,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                 offset: r.offset,
                 code: &d.code,
                 reason: &d.reason,
-                payload: &r.payload,
+                payload: payload.as_deref().unwrap_or(d.raw.as_bytes()),
             })?;
             self.metrics.kafka_dead_letters_sent.inc();
         }
@@ -377,6 +396,7 @@ pub fn run<'a>(
         run,
         instruments_topic: kafka.topics.instruments.clone(),
         next: start.clone(),
+        names: BTreeMap::new(),
         held: BTreeMap::new(),
         paused: BTreeSet::new(),
         replay,
