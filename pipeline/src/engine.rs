@@ -124,9 +124,10 @@ impl Sessions {
 }
 
 fn drain<D: Keyed + Ord + Clone + std::fmt::Debug>(sink: &Sink<D>, table: &mut TableState<D>) {
-    let updates = std::mem::take(&mut *sink.borrow_mut());
+    // Applied in place: the tap keeps its capacity from epoch to epoch.
+    let mut updates = sink.borrow_mut();
     if !updates.is_empty() {
-        table.apply(updates);
+        table.apply(&mut updates);
     }
 }
 

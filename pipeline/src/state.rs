@@ -87,34 +87,37 @@ impl<D: Keyed> Default for TableState<D> {
 }
 
 impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
-    /// Applies one epoch's updates (any order).
-    pub fn apply(&mut self, updates: Vec<(D, u64, isize)>) {
+    /// Applies one epoch's updates (any order), leaving `updates` empty with its capacity.
+    pub fn apply(&mut self, updates: &mut Vec<(D, u64, isize)>) {
         let version = updates.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
-        let mut inserts = Vec::with_capacity(updates.len());
-        // Retractions of rows not held: they cancel an insertion of the same row in this epoch.
+        // Retractions first; one of a row not held cancels an insertion of that row in this epoch.
         let mut unmatched: Vec<D> = Vec::new();
-        for (d, _t, r) in updates {
-            if r > 0 {
-                inserts.extend(std::iter::repeat_n(d, r as usize));
-                continue;
-            }
+        for (d, _t, r) in updates.iter().filter(|u| u.2 < 0) {
             let key = d.key();
             for _ in 0..-r {
                 match self.rows.get(&key).map(|b| &**b) {
-                    Some((held, _)) if *held == d => {
+                    Some((held, _)) if held == d => {
                         self.rows.remove(&key);
                     }
                     _ => unmatched.push(d.clone()),
                 }
             }
         }
-        for d in inserts {
+        let mut insert = |d: D| {
             if let Some(i) = unmatched.iter().position(|u| *u == d) {
                 unmatched.swap_remove(i);
-                continue;
+                return;
             }
             let previous = self.rows.insert(d.key(), Box::new((d, version)));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
+        };
+        for (d, _t, r) in updates.drain(..) {
+            if r > 0 {
+                for _ in 1..r {
+                    insert(d.clone());
+                }
+                insert(d);
+            }
         }
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
     }
