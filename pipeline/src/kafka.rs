@@ -158,6 +158,7 @@ struct Loop<'a, 'm> {
     /// The last sealed epoch and its end offsets.
     sealed: (u64, Offsets),
     durable: u64,
+    checkpointed: u64,
     committed: u64,
     committed_offsets: Offsets,
     last_flush: Instant,
@@ -306,37 +307,44 @@ impl<'a, 'm> Loop<'a, 'm> {
         self.flush(false)
     }
 
-    /// Writes every sink through the last sealed epoch and commits it, when due (or `force`).
+    /// Writes every sink through the last sealed epoch and commits it, when due (or `force`);
+    /// then writes a checkpoint of that epoch when one is due (or `force`). Called only between
+    /// epochs, so the engine's state is exactly the sealed epoch's.
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
         let (epoch, ends) = self.sealed.clone();
-        if epoch <= self.durable || (!force && self.last_flush.elapsed() < self.run.flush_every) {
-            return Ok(());
-        }
-        // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
-        self.store.sync()?;
-        let state = self.engine.state();
-        for sink in &mut self.sinks {
-            let started = Instant::now();
-            sink.write_through(epoch, state).map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?;
-            tracing::debug!(sink = sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
-        }
-        self.dlq.flush()?;
-        self.durable = epoch;
-        self.metrics.durable_epoch.set(epoch as i64);
-        if epoch > self.committed {
-            self.consumer.commit(&ends)?;
-            self.store.set_committed(epoch)?;
-            self.committed = epoch;
-            for (p, o) in &ends {
-                self.metrics.kafka_committed(p, *o);
+        if epoch > self.durable && (force || self.last_flush.elapsed() >= self.run.flush_every) {
+            // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
+            self.store.sync()?;
+            let state = self.engine.state();
+            for sink in &mut self.sinks {
+                let started = Instant::now();
+                sink.write_through(epoch, state)
+                    .map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?;
+                tracing::debug!(sink = sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
             }
-            self.committed_offsets = ends.clone();
+            self.dlq.flush()?;
+            self.durable = epoch;
+            self.metrics.durable_epoch.set(epoch as i64);
+            if epoch > self.committed {
+                self.consumer.commit(&ends)?;
+                self.store.set_committed(epoch)?;
+                self.committed = epoch;
+                for (p, o) in &ends {
+                    self.metrics.kafka_committed(p, *o);
+                }
+                self.committed_offsets = ends.clone();
+            }
+            self.last_flush = Instant::now();
         }
-        self.last_flush = Instant::now();
-        if force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every {
+        // A checkpoint only of an epoch every sink holds (a restart never restores past them).
+        if self.durable == epoch
+            && epoch > self.checkpointed
+            && (force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every)
+        {
             let started = Instant::now();
             let c = CheckpointStore::checkpoint(epoch, &ends, self.engine.snapshot());
             let bytes = self.store.save(&c)?;
+            self.checkpointed = epoch;
             self.last_checkpoint = Instant::now();
             self.metrics.checkpoint_bytes.set(bytes as i64);
             tracing::info!(epoch, bytes, ms = started.elapsed().as_millis() as u64, "checkpoint written");
@@ -407,6 +415,7 @@ pub fn run<'a>(
         sealed: (restored_from, start.clone()),
         // Sinks hold everything through the committed epoch already.
         durable: restored_from.max(committed),
+        checkpointed: restored_from,
         committed,
         committed_offsets: Offsets::new(),
         last_flush: Instant::now(),

@@ -166,6 +166,14 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         &AtomicBool::new(false),
     )
     .unwrap();
+    // A clean stop leaves a checkpoint of everything read, which every sink holds.
+    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    let checkpoint = store.load().unwrap().expect("a checkpoint after a clean stop");
+    assert_eq!(checkpoint.engine.lines, lines.len() as u64);
+    assert_eq!(store.committed().unwrap(), checkpoint.epoch);
+    assert!(store.epochs_after(checkpoint.epoch).unwrap().is_empty());
+    let text = metrics.render();
+    assert!(text.contains("harbour_kafka_consumer_lag{"), "{text}");
     let expected = file_replay(&lines);
     assert!(expected.positions.len() > 50 && expected.dead_letters.len() > 20);
     assert_same_tables(&out.state, &expected);
