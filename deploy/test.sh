@@ -2,8 +2,9 @@
 # The whole test suite: the README's test command.
 #
 # Installs what the build and the services need when missing (Debian packages: a C toolchain,
-# pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka), starts Apache Kafka
-# (deploy/kafka.sh: KRaft, spare loopback port, temporary data), runs every test of the workspace,
+# pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka; clickhouse-server),
+# starts Apache Kafka (deploy/kafka.sh: KRaft) and ClickHouse (deploy/clickhouse.sh), each on
+# spare loopback ports with its data in a temporary directory, runs every test of the workspace,
 # and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,14 @@ fi
 
 bash deploy/deps.sh
 
-cleanup() { bash deploy/kafka.sh stop || true; }
+cleanup() {
+  bash deploy/kafka.sh stop || true
+  bash deploy/clickhouse.sh stop || true
+}
 trap cleanup EXIT
 eval "$(bash deploy/kafka.sh start)"
 echo "kafka at $HARBOUR_KAFKA_BOOTSTRAP" >&2
+eval "$(bash deploy/clickhouse.sh start)"
+echo "clickhouse at $HARBOUR_CLICKHOUSE_URL" >&2
 
 cargo test --workspace --locked "$@"

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::marks::MarkPolicy;
 use harbour_dataflows::ticks::SpreadTables;
+use harbour_sinks::clickhouse::ClickHouseConfig;
 use harbour_sources::generate::GenerateConfig;
 use harbour_sources::kafka::KafkaConfig;
 use serde::Deserialize;
@@ -36,6 +37,8 @@ pub struct Config {
     pub generate: GenerateConfig,
     /// The Kafka input (`harbour kafka run`) and `harbour kafka produce`.
     pub kafka: KafkaConfig,
+    /// The ClickHouse sink (enabled when `url` or `HARBOUR_CLICKHOUSE_URL` is set).
+    pub clickhouse: ClickHouseConfig,
 }
 
 /// `[pipeline]`
@@ -139,6 +142,10 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     // The variable deploy/kafka.sh exports.
     if let Ok(b) = std::env::var("HARBOUR_KAFKA_BOOTSTRAP") {
         config.kafka.bootstrap = b;
+    }
+    // The variable deploy/clickhouse.sh exports.
+    if let Ok(u) = std::env::var("HARBOUR_CLICKHOUSE_URL") {
+        config.clickhouse.url = u;
     }
     Ok(config)
 }

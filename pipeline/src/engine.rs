@@ -180,6 +180,7 @@ pub struct Engine<'m> {
     mark_states: FxHashMap<Symbol, MarkState>,
     order_states: FxHashMap<OrderId, Option<Order>>,
     state: OutputState,
+    dead_letters_taken: usize,
     stats: RunStats,
     metrics: &'m Metrics,
     health: Arc<Health>,
@@ -222,6 +223,7 @@ impl<'m> Engine<'m> {
             mark_states: FxHashMap::default(),
             order_states: FxHashMap::default(),
             state: OutputState::default(),
+            dead_letters_taken: 0,
             stats: RunStats::default(),
             metrics,
             health,
@@ -368,6 +370,19 @@ impl<'m> Engine<'m> {
     /// Outputs as of the last sealed epoch.
     pub fn state(&self) -> &OutputState {
         &self.state
+    }
+
+    /// Keeps a log of every table's changes from now on, for [`Engine::take_changes`].
+    pub fn track_changes(&mut self) {
+        crate::state::track_changes(&mut self.state);
+        self.dead_letters_taken = self.state.dead_letters.len();
+    }
+
+    /// The changes since the last call (or since [`Engine::track_changes`]), in epoch order.
+    pub fn take_changes(&mut self) -> harbour_sinks::tables::Changes {
+        let c = crate::state::take_changes(&mut self.state, self.dead_letters_taken);
+        self.dead_letters_taken = self.state.dead_letters.len();
+        c
     }
 
     /// Counts so far.

@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harbour_sinks::clickhouse::ClickHouseSink;
 use harbour_sinks::parquet::ParquetSink;
+use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
     DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Offsets, Partition, Poison, Record,
@@ -90,8 +92,9 @@ pub enum KafkaRunError {
 pub trait EpochSink {
     /// Name, for logs and errors.
     fn name(&self) -> &'static str;
-    /// Makes `state` (the tables as of `epoch`) durable; returns once the store acknowledged.
-    fn write_through(&mut self, epoch: u64, state: &OutputState) -> Result<(), String>;
+    /// Makes the tables as of `epoch` durable, from the whole `state` or from the `changes` since
+    /// the previous call; returns once the store acknowledged.
+    fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String>;
 }
 
 /// The Parquet files: each flush rewrites every table (atomic renames).
@@ -102,8 +105,21 @@ impl EpochSink for ParquetEpochSink {
         "parquet"
     }
 
-    fn write_through(&mut self, _epoch: u64, s: &OutputState) -> Result<(), String> {
+    fn write_through(&mut self, _epoch: u64, s: &OutputState, _changes: &Changes) -> Result<(), String> {
         self.0.write(&state::snapshot(s)).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// ClickHouse: each flush inserts the rows changed since the previous one, then `sink_progress`.
+pub struct ClickHouseEpochSink(pub ClickHouseSink);
+
+impl EpochSink for ClickHouseEpochSink {
+    fn name(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
+        self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -315,10 +331,11 @@ impl<'a, 'm> Loop<'a, 'm> {
         if epoch > self.durable && (force || self.last_flush.elapsed() >= self.run.flush_every) {
             // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
             self.store.sync()?;
+            let changes = self.engine.take_changes();
             let state = self.engine.state();
             for sink in &mut self.sinks {
                 let started = Instant::now();
-                sink.write_through(epoch, state)
+                sink.write_through(epoch, state, &changes)
                     .map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?;
                 tracing::debug!(sink = sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
             }
@@ -376,6 +393,8 @@ pub fn run<'a>(
         None => (Offsets::new(), 0),
     };
     let restored_after = if restored_from > 0 { began.elapsed() } else { Duration::ZERO };
+    // Sinks that upsert take the changes from here on (restored rows are already theirs).
+    engine.track_changes();
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
     let committed = store.committed()?;
     let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;

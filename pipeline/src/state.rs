@@ -14,7 +14,7 @@ use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
-use harbour_sinks::tables::{Tables, Versioned};
+use harbour_sinks::tables::{Change, Changes, Tables, Versioned};
 use rustc_hash::FxHashMap;
 
 /// A row of an output table and its deterministic key (what sinks upsert by).
@@ -74,15 +74,17 @@ impl Keyed for Instrument {
     }
 }
 
-/// One output table's rows with their versions.
+/// One output table's rows with their versions, and (when tracked) its changes since they were
+/// last taken.
 #[derive(Debug)]
 pub struct TableState<D: Keyed> {
     rows: FxHashMap<D::Key, Box<(D, u64)>>,
+    log: Option<Vec<Change<D>>>,
 }
 
 impl<D: Keyed> Default for TableState<D> {
     fn default() -> Self {
-        TableState { rows: FxHashMap::default() }
+        TableState { rows: FxHashMap::default(), log: None }
     }
 }
 
@@ -92,21 +94,30 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         let version = updates.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
         // Retractions first; one of a row not held cancels an insertion of that row in this epoch.
         let mut unmatched: Vec<D> = Vec::new();
+        let mut removed: Vec<D> = Vec::new();
         for (d, _t, r) in updates.iter().filter(|u| u.2 < 0) {
             let key = d.key();
             for _ in 0..-r {
                 match self.rows.get(&key).map(|b| &**b) {
                     Some((held, _)) if held == d => {
-                        self.rows.remove(&key);
+                        if let Some(b) = self.rows.remove(&key) {
+                            if self.log.is_some() {
+                                removed.push(b.0);
+                            }
+                        }
                     }
                     _ => unmatched.push(d.clone()),
                 }
             }
         }
+        let log = &mut self.log;
         let mut insert = |d: D| {
             if let Some(i) = unmatched.iter().position(|u| *u == d) {
                 unmatched.swap_remove(i);
                 return;
+            }
+            if let Some(log) = log.as_mut() {
+                log.push(Change { row: d.clone(), version, deleted: false });
             }
             let previous = self.rows.insert(d.key(), Box::new((d, version)));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
@@ -120,6 +131,23 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             }
         }
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
+        if let Some(log) = self.log.as_mut() {
+            for row in removed {
+                if !self.rows.contains_key(&row.key()) {
+                    log.push(Change { row, version, deleted: true });
+                }
+            }
+        }
+    }
+
+    /// Starts keeping a log of changes (for sinks that upsert by key and version).
+    pub fn track(&mut self) {
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes since the last call (empty when not tracking).
+    pub fn take_changes(&mut self) -> Vec<Change<D>> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Number of rows.
@@ -165,4 +193,34 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         instruments: s.instruments.versioned(),
         dead_letters: s.dead_letters.clone(),
     }
+}
+
+/// Takes every tracked table's changes since the last call, and the dead letters from `from` on.
+pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize) -> Changes {
+    Changes {
+        positions: s.positions.take_changes(),
+        fills: s.fills.take_changes(),
+        rollups: s.rollups.take_changes(),
+        minutes: s.minutes.take_changes(),
+        orders: s
+            .orders
+            .take_changes()
+            .into_iter()
+            .map(|c| Change { row: c.row.1, version: c.version, deleted: c.deleted })
+            .collect(),
+        marks: s.marks.take_changes(),
+        instruments: s.instruments.take_changes(),
+        dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
+    }
+}
+
+/// Starts change tracking on every table.
+pub fn track_changes(s: &mut crate::engine::OutputState) {
+    s.positions.track();
+    s.fills.track();
+    s.rollups.track();
+    s.minutes.track();
+    s.orders.track();
+    s.marks.track();
+    s.instruments.track();
 }

@@ -1,7 +1,10 @@
-//! Harbour's outputs. The embedded default is [`parquet`]: one file per table in an output folder.
+//! Harbour's outputs. The embedded default is [`parquet`]: one file per table in an output folder;
+//! [`clickhouse`] holds the analysts' tables.
 //!
-//! Sinks receive the tables the dataflow maintains ([`tables::Tables`]): every row with the
-//! version it was last written at (the timely time of the update that produced it).
+//! Sinks receive the tables the dataflow maintains: whole ([`tables::Tables`], every row with the
+//! version it was last written at) or as the changes since the last flush ([`tables::Changes`],
+//! for sinks that upsert by key and version).
 
+pub mod clickhouse;
 pub mod parquet;
 pub mod tables;

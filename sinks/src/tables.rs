@@ -48,3 +48,54 @@ pub struct Tables {
     /// Rejected input lines.
     pub dead_letters: Vec<DeadLetter>,
 }
+
+/// One row change: the row as of `version`, or (when `deleted`) its removal at `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change<T> {
+    /// The row (for a removal, the row removed: its key is what is deleted).
+    pub row: T,
+    /// Version: the epoch of the change.
+    pub version: u64,
+    /// True when the row no longer exists (a busted fill, a position whose fills were all busted).
+    pub deleted: bool,
+}
+
+/// Every table's changes since the last flush, in epoch order: what upserting sinks write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Positions.
+    pub positions: Vec<Change<PositionRow>>,
+    /// Enriched fills.
+    pub fills: Vec<Change<FillPnl>>,
+    /// Roll-ups.
+    pub rollups: Vec<Change<(Group, Totals)>>,
+    /// Minute flows.
+    pub minutes: Vec<Change<((Group, Ts), FlowTotals)>>,
+    /// Order states.
+    pub orders: Vec<Change<Order>>,
+    /// Marks.
+    pub marks: Vec<Change<(Symbol, Mark)>>,
+    /// Instruments.
+    pub instruments: Vec<Change<Instrument>>,
+    /// New dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Changes {
+    /// Number of changed rows over all tables.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+            + self.fills.len()
+            + self.rollups.len()
+            + self.minutes.len()
+            + self.orders.len()
+            + self.marks.len()
+            + self.instruments.len()
+            + self.dead_letters.len()
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

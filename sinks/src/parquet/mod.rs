@@ -21,6 +21,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::tables::Tables;
 pub use schema::record_batches;
+pub(crate) use schema::to_i128;
 
 /// Errors writing Parquet files.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use crate::tables::{Tables, Versioned};
 /// Scale of every decimal column.
 pub const DECIMAL_SCALE: i8 = 8;
 
-fn to_i128(d: Decimal) -> i128 {
+pub(crate) fn to_i128(d: Decimal) -> i128 {
     let mut d = d;
     d.rescale(DECIMAL_SCALE as u32);
     d.mantissa()

@@ -1,0 +1,129 @@
+//! The ClickHouse sink on a real ClickHouse server (the one `deploy/clickhouse.sh` starts; the
+//! README's test command exports `HARBOUR_CLICKHOUSE_URL`). Each test uses its own database.
+
+use std::sync::Arc;
+
+use harbour::engine::{Engine, EngineConfig, OutputState};
+use harbour::metrics::{Health, Metrics};
+use harbour_dataflows::fees::CostSchedules;
+use harbour_dataflows::graph::GraphConfig;
+use harbour_dataflows::marks::MarkPolicy;
+use harbour_dataflows::ticks::SpreadTables;
+use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+use harbour_sinks::tables::Changes;
+use harbour_sources::file::SourceLine;
+use harbour_sources::generate::{generate, GenerateConfig};
+use rust_decimal::Decimal;
+
+fn sink(name: &str) -> ClickHouseSink {
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").expect(
+        "these tests need ClickHouse: run `bash deploy/test.sh` (it starts one), \
+         or `eval \"$(deploy/clickhouse.sh start)\"` first",
+    );
+    let config = ClickHouseConfig {
+        url,
+        database: format!("harbour_test_{name}_{}", std::process::id()),
+        ..ClickHouseConfig::default()
+    };
+    ClickHouseSink::connect(&config).unwrap()
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        epoch_events: 500,
+        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
+        spreads: SpreadTables::default(),
+    }
+}
+
+/// A sum as ClickHouse computes it: of values stored at 8 decimal places (per-fill realized P&L
+/// from average cost can have more).
+fn money(values: impl Iterator<Item = Decimal>) -> String {
+    let mut sum: Decimal = values
+        .map(|mut d| {
+            d.rescale(8);
+            d
+        })
+        .sum();
+    sum.rescale(8);
+    sum.to_string()
+}
+
+/// What ClickHouse must show under FINAL: counts and exact sums of the engine's tables.
+fn expected(s: &OutputState) -> String {
+    let fills: Vec<_> = s.fills.rows().collect();
+    let positions: Vec<_> = s.positions.rows().collect();
+    format!(
+        "{}\t{}\t{}\t{}\n{}\t{}\t{}\t{}\t{}\n{}\n",
+        fills.len(),
+        fills.iter().map(|f| f.fill.qty).sum::<i64>(),
+        money(fills.iter().map(|f| f.step.realized)),
+        money(fills.iter().map(|f| f.fees.total)),
+        positions.len(),
+        positions.iter().map(|p| p.qty).sum::<i64>(),
+        money(positions.iter().map(|p| p.realized)),
+        money(positions.iter().map(|p| p.fees)),
+        money(positions.iter().map(|p| p.total)),
+        s.dead_letters.len(),
+    )
+}
+
+fn shown(sink: &mut ClickHouseSink) -> String {
+    let fills = sink
+        .query_text("SELECT count(), sum(qty), sum(realized), sum(fees_total) FROM fills FINAL WHERE deleted = 0")
+        .unwrap();
+    let positions = sink
+        .query_text(
+            "SELECT count(), sum(qty), sum(realized), sum(fees), sum(total) FROM positions FINAL WHERE deleted = 0",
+        )
+        .unwrap();
+    let dead = sink.query_text("SELECT count() FROM dead_letters FINAL").unwrap();
+    format!("{fills}{positions}{dead}")
+}
+
+#[test]
+fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_changes_nothing() {
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 21, ..GenerateConfig::default() }).unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&config(), &metrics, health);
+    engine.track_changes();
+    let mut ch = sink("day");
+    let mut sent: Vec<(u64, Changes)> = Vec::new();
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 500 == 0 || i + 1 == lines.len() {
+            let epoch = engine.seal();
+            // Flush every other epoch: a flush carries the changes of several epochs.
+            if sent.len().is_multiple_of(2) || i + 1 == lines.len() {
+                let changes = engine.take_changes();
+                ch.write(epoch, &changes).unwrap();
+                sent.push((epoch, changes));
+            } else {
+                sent.push((epoch, Changes::default()));
+            }
+        }
+    }
+    let (state, _) = engine.finish();
+    assert!(state.fills.len() > 2_000 && !state.dead_letters.is_empty());
+    let busted = ch.query_text("SELECT count() FROM fills FINAL WHERE deleted = 1").unwrap();
+    assert_ne!(busted.trim(), "0", "busts are visible as deleted fills");
+    let want = expected(&state);
+    assert_eq!(shown(&mut ch), want);
+    let last = sent.last().unwrap().0;
+    assert_eq!(ch.query_text("SELECT max(epoch) FROM sink_progress FINAL").unwrap().trim(), last.to_string());
+
+    // A replay after a crash writes the same epochs again: nothing changes under FINAL.
+    for (epoch, changes) in &sent {
+        ch.write(*epoch, changes).unwrap();
+    }
+    assert_eq!(shown(&mut ch), want);
+    // position_history holds one row per position version.
+    let versions: usize = sent.iter().map(|(_, c)| c.positions.len()).sum();
+    let history = ch.query_text("SELECT count() FROM position_history FINAL").unwrap();
+    assert_eq!(history.trim(), versions.to_string());
+    // Migrations are recorded once and re-applying them is harmless.
+    let again = sink("day");
+    drop(again);
+    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "1");
+}

@@ -1,0 +1,252 @@
+//! ClickHouse: the analysts' tables, written by epoch, idempotent by key and version.
+//!
+//! ```text
+//!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
+//!     positions, position_history, fills, dead_letters  ──► sink_progress (epoch) last
+//! ```
+//!
+//! Tables are created by the migrations under deploy/clickhouse/ (embedded at build time, applied
+//! at start-up, recorded in `harbour_migrations`). [`ClickHouseSink::write`] returns only once
+//! ClickHouse acknowledged every insert of the flush; until then the pipeline commits nothing.
+//! Retriable failures (connection refused, timeouts, overload) are retried with exponential
+//! backoff and jitter, for as long as it takes; a permanent one (a schema mismatch) is returned,
+//! and the pipeline stops rather than drop data. Works on ClickHouse 18.16 (Debian's package:
+//! `validation = false`, RowBinary without a header) and on current releases (validation on).
+
+mod rows;
+mod schema;
+
+use std::time::Duration;
+
+use clickhouse::Client;
+use rand::Rng;
+use serde::Deserialize;
+
+pub use rows::{date, seconds};
+pub use schema::MIGRATIONS;
+
+use crate::tables::Changes;
+
+/// `[clickhouse]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP(S) URL; empty disables the sink. `HARBOUR_CLICKHOUSE_URL` overrides it.
+    pub url: String,
+    /// Database. Default `default`.
+    pub database: String,
+    /// User. Default `default`.
+    pub user: String,
+    /// File holding the password (never logged); `HARBOUR_CLICKHOUSE_PASSWORD` works too.
+    pub password_file: Option<std::path::PathBuf>,
+    /// Check rows against the table schema before sending (needs ClickHouse ≥ 24.10; off for 18.16).
+    pub validation: bool,
+    /// Longest pause between retries, in milliseconds. Default 5000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: String::new(),
+            database: "default".into(),
+            user: "default".into(),
+            password_file: None,
+            validation: false,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password_file", &self.password_file.as_ref().map(|_| "<set>"))
+            .field("validation", &self.validation)
+            .finish()
+    }
+}
+
+/// Errors of the ClickHouse sink.
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// A permanent failure: retrying cannot help.
+    #[error("clickhouse {what}: {message}")]
+    Permanent {
+        /// What was being done.
+        what: String,
+        /// ClickHouse's answer.
+        message: String,
+    },
+    /// Bad settings.
+    #[error("clickhouse config: {0}")]
+    Config(String),
+}
+
+fn retriable(e: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) | E::TimedOut => true,
+        // Overload, memory, too many parts, network codes: worth waiting for.
+        E::BadResponse(m) => {
+            ["Code: 159", "Code: 202", "Code: 209", "Code: 210", "Code: 241", "Code: 252", "Code: 242"]
+                .iter()
+                .any(|c| m.contains(c))
+        }
+        _ => false,
+    }
+}
+
+/// The sink.
+pub struct ClickHouseSink {
+    client: Client,
+    rt: tokio::runtime::Runtime,
+    max_backoff: Duration,
+    name: String,
+    /// Failed attempts so far (for metrics and tests).
+    pub retries: u64,
+}
+
+impl ClickHouseSink {
+    /// Connects and applies the migrations (waiting for ClickHouse while it is unreachable).
+    pub fn connect(config: &ClickHouseConfig) -> Result<ClickHouseSink, ClickHouseError> {
+        let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap_or_else(|_| config.url.clone());
+        if url.is_empty() {
+            return Err(ClickHouseError::Config("clickhouse.url is empty".into()));
+        }
+        let password = match (&config.password_file, std::env::var("HARBOUR_CLICKHOUSE_PASSWORD")) {
+            (_, Ok(p)) => Some(p),
+            (Some(f), _) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| ClickHouseError::Config(format!("clickhouse.password_file {}: {e}", f.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, _) => None,
+        };
+        let mut server = Client::default().with_url(&url).with_user(&config.user).with_validation(config.validation);
+        if let Some(p) = password {
+            server = server.with_password(p);
+        }
+        let client = server.clone().with_database(&config.database);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClickHouseError::Config(format!("runtime: {e}")))?;
+        let mut sink = ClickHouseSink {
+            client: server,
+            rt,
+            max_backoff: Duration::from_millis(config.max_backoff_ms.max(10)),
+            name: "clickhouse".into(),
+            retries: 0,
+        };
+        let db = config.database.replace('`', "");
+        sink.retry("creating the database", move |c| {
+            let sql = format!("CREATE DATABASE IF NOT EXISTS `{db}`");
+            async move { c.query(&sql).execute().await }
+        })?;
+        sink.client = client;
+        sink.migrate()?;
+        tracing::info!(url = %url, database = %config.database, "clickhouse sink ready");
+        Ok(sink)
+    }
+
+    /// Runs `f` until it succeeds or fails permanently, backing off exponentially with jitter.
+    fn retry<T, F, Fut>(&mut self, what: &str, mut f: F) -> Result<T, ClickHouseError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.rt.block_on(f(self.client.clone())) {
+                Ok(v) => return Ok(v),
+                Err(e) if retriable(&e) => {
+                    self.retries += 1;
+                    let jitter = rand::rng().random_range(0.5..1.5);
+                    let wait = backoff.mul_f64(jitter).min(self.max_backoff);
+                    tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "clickhouse unavailable, retrying");
+                    std::thread::sleep(wait);
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+                Err(e) => return Err(ClickHouseError::Permanent { what: what.to_string(), message: e.to_string() }),
+            }
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), ClickHouseError> {
+        for m in MIGRATIONS {
+            for statement in m.statements() {
+                let sql = statement.to_string();
+                self.retry(&format!("migration {} ({})", m.version, m.name), move |c| {
+                    let sql = sql.clone();
+                    async move { c.query(&sql).execute().await }
+                })?;
+            }
+            let (version, name) = (m.version, m.name.to_string());
+            self.retry("recording a migration", move |c| {
+                let name = name.clone();
+                async move {
+                    c.query("INSERT INTO harbour_migrations (version, name, applied_at) SELECT ?, ?, now()")
+                        .bind(version)
+                        .bind(name)
+                        .execute()
+                        .await
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `changes` and then records `epoch` in `sink_progress`; returns once ClickHouse
+    /// acknowledged all of it. Returns the number of rows written.
+    pub fn write(&mut self, epoch: u64, changes: &Changes) -> Result<u64, ClickHouseError> {
+        let positions: Vec<rows::Position> = changes.positions.iter().map(Into::into).collect();
+        let history: Vec<rows::PositionVersion> = changes.positions.iter().map(Into::into).collect();
+        let fills: Vec<rows::FillRow> = changes.fills.iter().map(Into::into).collect();
+        let dead: Vec<rows::DeadLetterRow> =
+            changes.dead_letters.iter().map(|d| rows::DeadLetterRow::new(d, epoch)).collect();
+        let n = (positions.len() + history.len() + fills.len() + dead.len()) as u64;
+        insert(self, "positions", &positions)?;
+        insert(self, "position_history", &history)?;
+        insert(self, "fills", &fills)?;
+        insert(self, "dead_letters", &dead)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+        let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];
+        insert(self, "sink_progress", &progress)?;
+        Ok(n)
+    }
+
+    /// Runs a query and returns its result as text (TabSeparated), for tests and tools.
+    pub fn query_text(&mut self, sql: &str) -> Result<String, ClickHouseError> {
+        let sql = sql.to_string();
+        self.retry("query", move |c| {
+            let sql = sql.clone();
+            async move {
+                let mut cursor = c.query(&sql).fetch_bytes("TabSeparated")?;
+                let bytes = cursor.collect().await?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+        })
+    }
+}
+
+fn insert<R>(sink: &mut ClickHouseSink, table: &'static str, rows: &[R]) -> Result<(), ClickHouseError>
+where
+    R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
+    for<'a> R: clickhouse::Row<Value<'a> = R>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sink.retry(&format!("insert into {table}"), |c| async move {
+        let mut ins = c.insert::<R>(table).await?;
+        for r in rows {
+            ins.write(r).await?;
+        }
+        ins.end().await
+    })
+}

@@ -1,0 +1,228 @@
+//! Rows as the ClickHouse tables of deploy/clickhouse/ hold them (RowBinary: field order is
+//! column order). Money is `Decimal(38, 8)` (an `i128` at scale 8, rounded half away from zero
+//! only beyond 8 places, which no fee or price has); event times are a `DateTime` (seconds) plus
+//! the exact nanoseconds; `trade_date` is the Hong Kong trade date.
+
+use chrono::NaiveDate;
+use clickhouse::Row;
+use harbour_dataflows::model::Ts;
+use harbour_dataflows::operators::FillPnl;
+use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::validate::{trade_date, DeadLetter};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::parquet::to_i128;
+use crate::tables::Change;
+
+fn dec(d: Decimal) -> i128 {
+    to_i128(d)
+}
+
+/// Days since 1970-01-01 of the HKT trade date of `ts` (ClickHouse `Date`).
+pub fn date(ts: Ts) -> u16 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    (trade_date(ts) - epoch).num_days().clamp(0, u16::MAX as i64) as u16
+}
+
+/// Whole seconds of `ts` (ClickHouse `DateTime`, UTC).
+pub fn seconds(ts: Ts) -> u32 {
+    (ts.div_euclid(1_000_000_000)).clamp(0, u32::MAX as i64) as u32
+}
+
+/// `positions` and (without the cost and counts) `position_history`.
+#[derive(Row, Serialize)]
+pub struct Position {
+    trade_date: u16,
+    account: String,
+    strategy: String,
+    symbol: String,
+    qty: i64,
+    avg_price: Option<i128>,
+    cost: i128,
+    realized: i128,
+    fees: i128,
+    unrealized: i128,
+    market_value: i128,
+    total: i128,
+    mark: Option<i128>,
+    mark_source: String,
+    fills: u64,
+    bought: i64,
+    sold: i64,
+    last_fill_time: u32,
+    last_fill_ts_ns: i64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<PositionRow>> for Position {
+    fn from(c: &Change<PositionRow>) -> Self {
+        let r = &c.row;
+        Position {
+            trade_date: date(r.last_fill_ts),
+            account: r.key.account.to_string(),
+            strategy: r.key.strategy.to_string(),
+            symbol: r.key.symbol.to_string(),
+            qty: r.qty,
+            avg_price: r.avg_price.map(dec),
+            cost: dec(r.cost),
+            realized: dec(r.realized),
+            fees: dec(r.fees),
+            unrealized: dec(r.unrealized),
+            market_value: dec(r.market_value),
+            total: dec(r.total),
+            mark: r.mark.map(dec),
+            mark_source: r.mark_source.as_str().to_string(),
+            fills: u64::from(r.fills),
+            bought: r.bought,
+            sold: r.sold,
+            last_fill_time: seconds(r.last_fill_ts),
+            last_fill_ts_ns: r.last_fill_ts,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `position_history`: every version of every position.
+#[derive(Row, Serialize)]
+pub struct PositionVersion {
+    trade_date: u16,
+    account: String,
+    strategy: String,
+    symbol: String,
+    qty: i64,
+    avg_price: Option<i128>,
+    realized: i128,
+    fees: i128,
+    unrealized: i128,
+    market_value: i128,
+    total: i128,
+    mark: Option<i128>,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<PositionRow>> for PositionVersion {
+    fn from(c: &Change<PositionRow>) -> Self {
+        let r = &c.row;
+        PositionVersion {
+            trade_date: date(r.last_fill_ts),
+            account: r.key.account.to_string(),
+            strategy: r.key.strategy.to_string(),
+            symbol: r.key.symbol.to_string(),
+            qty: r.qty,
+            avg_price: r.avg_price.map(dec),
+            realized: dec(r.realized),
+            fees: dec(r.fees),
+            unrealized: dec(r.unrealized),
+            market_value: dec(r.market_value),
+            total: dec(r.total),
+            mark: r.mark.map(dec),
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `fills`: enriched, with the fee breakdown; a bust is the same key with `deleted = 1`.
+#[derive(Row, Serialize)]
+pub struct FillRow {
+    trade_date: u16,
+    exec_id: String,
+    order_id: String,
+    account: String,
+    strategy: String,
+    symbol: String,
+    side: String,
+    qty: i64,
+    price: i128,
+    time: u32,
+    ts_ns: i64,
+    consideration: i128,
+    stamp_duty: i128,
+    sfc_levy: i128,
+    afrc_levy: i128,
+    trading_fee: i128,
+    settlement_fee: i128,
+    commission: i128,
+    fees_total: i128,
+    fee_schedule: String,
+    realized: i128,
+    qty_after: i64,
+    source_seq: u64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<FillPnl>> for FillRow {
+    fn from(c: &Change<FillPnl>) -> Self {
+        let (f, fees) = (&c.row.fill, &c.row.fees);
+        FillRow {
+            trade_date: date(f.ts),
+            exec_id: f.exec_id.to_string(),
+            order_id: f.order_id.to_string(),
+            account: f.key.account.to_string(),
+            strategy: f.key.strategy.to_string(),
+            symbol: f.key.symbol.to_string(),
+            side: f.side.as_str().to_string(),
+            qty: f.qty,
+            price: dec(f.price),
+            time: seconds(f.ts),
+            ts_ns: f.ts,
+            consideration: dec(f.consideration()),
+            stamp_duty: dec(fees.stamp_duty),
+            sfc_levy: dec(fees.sfc_levy),
+            afrc_levy: dec(fees.afrc_levy),
+            trading_fee: dec(fees.trading_fee),
+            settlement_fee: dec(fees.settlement_fee),
+            commission: dec(fees.commission),
+            fees_total: dec(fees.total),
+            fee_schedule: fees.schedule.to_string(),
+            realized: dec(c.row.step.realized),
+            qty_after: c.row.step.qty_after,
+            source_seq: f.source_seq,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `dead_letters`.
+#[derive(Row, Serialize)]
+pub struct DeadLetterRow {
+    source: String,
+    position: u64,
+    code: String,
+    reason: String,
+    raw: String,
+    version: u64,
+}
+
+impl DeadLetterRow {
+    /// A dead letter written at `version`.
+    pub fn new(d: &DeadLetter, version: u64) -> Self {
+        DeadLetterRow {
+            source: d.source.to_string(),
+            position: d.position,
+            code: d.code.to_string(),
+            reason: d.reason.clone(),
+            raw: d.raw.clone(),
+            version,
+        }
+    }
+}
+
+/// `sink_progress`: the newest epoch the sink holds.
+#[derive(Row, Serialize)]
+pub struct Progress {
+    /// Sink name.
+    pub sink: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Rows written for it.
+    pub rows: u64,
+    /// When (seconds since the epoch, UTC).
+    pub written_at: u32,
+}

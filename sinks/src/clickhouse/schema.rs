@@ -1,0 +1,35 @@
+//! The versioned migrations of deploy/clickhouse/, embedded at build time.
+
+/// One migration: a file of `;`-separated statements, each idempotent.
+pub struct Migration {
+    /// Its number (the file's prefix).
+    pub version: u32,
+    /// Its file name.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The statements, comments removed.
+    pub fn statements(&self) -> Vec<String> {
+        let text: String = self.sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    }
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "001_init.sql", sql: include_str!("../../../deploy/clickhouse/001_init.sql") }];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_split_into_idempotent_statements() {
+        let s = MIGRATIONS[0].statements();
+        assert!(s.len() >= 6, "{s:?}");
+        assert!(s.iter().all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS")), "{s:?}");
+    }
+}
