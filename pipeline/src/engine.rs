@@ -32,7 +32,9 @@ use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator, ValidatorState};
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
+use harbour_sinks::tables::SourceEvent;
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
@@ -181,6 +183,8 @@ pub struct Engine<'m> {
     order_states: FxHashMap<OrderId, Option<Order>>,
     state: OutputState,
     dead_letters_taken: usize,
+    /// Every message fed, while changes are tracked.
+    events: Option<Vec<SourceEvent>>,
     stats: RunStats,
     metrics: &'m Metrics,
     health: Arc<Health>,
@@ -224,6 +228,7 @@ impl<'m> Engine<'m> {
             order_states: FxHashMap::default(),
             state: OutputState::default(),
             dead_letters_taken: 0,
+            events: None,
             stats: RunStats::default(),
             metrics,
             health,
@@ -236,10 +241,22 @@ impl<'m> Engine<'m> {
         self.stats.lines += 1;
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
         let validator = &mut self.validator;
+        let mut parsed_kind = "";
         let outcome = parse_line(&line.raw, line.position).and_then(|e| {
             let k = kind(&e);
+            parsed_kind = k;
             validator.accept(e).map(|a| (k, a))
         });
+        if let Some(log) = self.events.as_mut() {
+            log.push(SourceEvent {
+                source: line.source.clone(),
+                position: line.position,
+                kind: parsed_kind,
+                code: outcome.as_ref().err().map(|r| SmolStr::new_static(r.code())).unwrap_or_default(),
+                raw: line.raw.clone(),
+                version: *self.inputs.fills.time(),
+            });
+        }
         match outcome {
             Ok((k, accepted)) => {
                 self.stats.accepted += 1;
@@ -376,12 +393,14 @@ impl<'m> Engine<'m> {
     pub fn track_changes(&mut self) {
         crate::state::track_changes(&mut self.state);
         self.dead_letters_taken = self.state.dead_letters.len();
+        self.events.get_or_insert_with(Vec::new);
     }
 
     /// The changes since the last call (or since [`Engine::track_changes`]), in epoch order.
     pub fn take_changes(&mut self) -> harbour_sinks::tables::Changes {
-        let c = crate::state::take_changes(&mut self.state, self.dead_letters_taken);
+        let mut c = crate::state::take_changes(&mut self.state, self.dead_letters_taken);
         self.dead_letters_taken = self.state.dead_letters.len();
+        c.events = self.events.as_mut().map(std::mem::take).unwrap_or_default();
         c
     }
 

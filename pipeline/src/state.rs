@@ -211,6 +211,7 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
         marks: s.marks.take_changes(),
         instruments: s.instruments.take_changes(),
         dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
+        events: Vec::new(),
     }
 }
 

@@ -53,8 +53,16 @@ fn money(values: impl Iterator<Item = Decimal>) -> String {
 fn expected(s: &OutputState) -> String {
     let fills: Vec<_> = s.fills.rows().collect();
     let positions: Vec<_> = s.positions.rows().collect();
+    let minutes = |account: bool| {
+        let rows: Vec<_> = s
+            .minutes
+            .rows()
+            .filter(|((g, _), _)| matches!(g, harbour_dataflows::rollups::Group::Account(_)) == account)
+            .collect();
+        format!("{}\t{}", rows.len(), money(rows.iter().map(|(_, t)| t.net)))
+    };
     format!(
-        "{}\t{}\t{}\t{}\n{}\t{}\t{}\t{}\t{}\n{}\n",
+        "{}\t{}\t{}\t{}\n{}\t{}\t{}\t{}\t{}\n{}\n{}\n{}\n{}\n{}\n",
         fills.len(),
         fills.iter().map(|f| f.fill.qty).sum::<i64>(),
         money(fills.iter().map(|f| f.step.realized)),
@@ -65,6 +73,10 @@ fn expected(s: &OutputState) -> String {
         money(positions.iter().map(|p| p.fees)),
         money(positions.iter().map(|p| p.total)),
         s.dead_letters.len(),
+        minutes(true),
+        minutes(false),
+        s.orders.len(),
+        s.instruments.len(),
     )
 }
 
@@ -78,7 +90,12 @@ fn shown(sink: &mut ClickHouseSink) -> String {
         )
         .unwrap();
     let dead = sink.query_text("SELECT count() FROM dead_letters FINAL").unwrap();
-    format!("{fills}{positions}{dead}")
+    let account = sink.query_text("SELECT count(), sum(net) FROM account_pnl_minute FINAL WHERE deleted = 0").unwrap();
+    let strategy =
+        sink.query_text("SELECT count(), sum(net) FROM strategy_pnl_minute FINAL WHERE deleted = 0").unwrap();
+    let orders = sink.query_text("SELECT count() FROM orders FINAL WHERE deleted = 0").unwrap();
+    let instruments = sink.query_text("SELECT count() FROM instruments FINAL WHERE deleted = 0").unwrap();
+    format!("{fills}{positions}{dead}{account}{strategy}{orders}{instruments}")
 }
 
 #[test]
@@ -122,8 +139,13 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     let versions: usize = sent.iter().map(|(_, c)| c.positions.len()).sum();
     let history = ch.query_text("SELECT count() FROM position_history FINAL").unwrap();
     assert_eq!(history.trim(), versions.to_string());
+    let order_versions: usize = sent.iter().map(|(_, c)| c.orders.len()).sum();
+    assert_eq!(ch.query_text("SELECT count() FROM order_history FINAL").unwrap().trim(), order_versions.to_string());
+    // The event log holds every message once, refused ones with their reason.
+    let events = ch.query_text("SELECT count(), countIf(accepted = 0) FROM events FINAL").unwrap();
+    assert_eq!(events, format!("{}\t{}\n", lines.len(), state.dead_letters.len()));
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);
-    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "1");
+    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "2");
 }

@@ -79,6 +79,25 @@ pub struct Changes {
     pub instruments: Vec<Change<Instrument>>,
     /// New dead letters.
     pub dead_letters: Vec<DeadLetter>,
+    /// Every input message as received, in order (the event-sourcing log).
+    pub events: Vec<SourceEvent>,
+}
+
+/// One input message as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEvent {
+    /// Where it came from (`topic/partition`, a file name).
+    pub source: smol_str::SmolStr,
+    /// Offset or line number.
+    pub position: u64,
+    /// Its `type` (`fill`, `quote`, …), or empty when it did not parse.
+    pub kind: &'static str,
+    /// The dead-letter reason code when refused, else empty.
+    pub code: smol_str::SmolStr,
+    /// The message.
+    pub raw: String,
+    /// The epoch it was read in.
+    pub version: u64,
 }
 
 impl Changes {
@@ -92,6 +111,7 @@ impl Changes {
             + self.marks.len()
             + self.instruments.len()
             + self.dead_letters.len()
+            + self.events.len()
     }
 
     /// True when nothing changed.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
-//!     positions, position_history, fills, dead_letters  ──► sink_progress (epoch) last
+//!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute,
+//!     orders, order_history, dead_letters  ──► sink_progress (epoch) last
 //! ```
 //!
 //! Tables are created by the migrations under deploy/clickhouse/ (embedded at build time, applied
@@ -26,6 +27,7 @@ pub use rows::{date, seconds};
 pub use schema::MIGRATIONS;
 
 use crate::tables::Changes;
+use harbour_dataflows::rollups::Group;
 
 /// `[clickhouse]`
 #[derive(Clone, Deserialize)]
@@ -209,10 +211,32 @@ impl ClickHouseSink {
         let fills: Vec<rows::FillRow> = changes.fills.iter().map(Into::into).collect();
         let dead: Vec<rows::DeadLetterRow> =
             changes.dead_letters.iter().map(|d| rows::DeadLetterRow::new(d, epoch)).collect();
-        let n = (positions.len() + history.len() + fills.len() + dead.len()) as u64;
+        let is_account = |c: &&crate::tables::Change<_>| matches!(c.row, ((Group::Account(_), _), _));
+        let account_minutes: Vec<rows::AccountMinute> =
+            changes.minutes.iter().filter(is_account).map(Into::into).collect();
+        let strategy_minutes: Vec<rows::StrategyMinute> =
+            changes.minutes.iter().filter(|c| !is_account(c)).map(Into::into).collect();
+        let orders: Vec<rows::OrderRow> = changes.orders.iter().map(Into::into).collect();
+        let instruments: Vec<rows::InstrumentRow> = changes.instruments.iter().map(Into::into).collect();
+        let events: Vec<rows::EventRow> = changes.events.iter().map(Into::into).collect();
+        let n = (positions.len()
+            + history.len()
+            + fills.len()
+            + dead.len()
+            + account_minutes.len()
+            + strategy_minutes.len()
+            + 2 * orders.len()
+            + instruments.len()
+            + events.len()) as u64;
+        insert(self, "events", &events)?;
+        insert(self, "instruments", &instruments)?;
         insert(self, "positions", &positions)?;
         insert(self, "position_history", &history)?;
         insert(self, "fills", &fills)?;
+        insert(self, "account_pnl_minute", &account_minutes)?;
+        insert(self, "strategy_pnl_minute", &strategy_minutes)?;
+        insert(self, "orders", &orders)?;
+        insert(self, "order_history", &orders)?;
         insert(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];

@@ -5,7 +5,9 @@
 
 use chrono::NaiveDate;
 use clickhouse::Row;
-use harbour_dataflows::model::Ts;
+use harbour_dataflows::model::{Instrument, Order, Ts};
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sums::FlowTotals;
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::validate::{trade_date, DeadLetter};
@@ -13,7 +15,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::parquet::to_i128;
-use crate::tables::Change;
+use crate::tables::{Change, SourceEvent};
 
 fn dec(d: Decimal) -> i128 {
     to_i128(d)
@@ -225,4 +227,160 @@ pub struct Progress {
     pub rows: u64,
     /// When (seconds since the epoch, UTC).
     pub written_at: u32,
+}
+
+fn whole(d: Decimal) -> i64 {
+    i64::try_from(d.trunc()).unwrap_or(i64::MAX)
+}
+
+/// `account_pnl_minute` and `strategy_pnl_minute`: fill flows per group per minute (the column
+/// names differ in the group column only).
+macro_rules! minute_row {
+    ($(#[$m:meta])* $name:ident, $group:ident) => {
+        $(#[$m])*
+        #[derive(Row, Serialize)]
+        pub struct $name {
+            trade_date: u16,
+            $group: String,
+            minute: u32,
+            fills: i64,
+            bought: i64,
+            sold: i64,
+            buy_notional: i128,
+            sell_notional: i128,
+            realized: i128,
+            fees: i128,
+            net: i128,
+            version: u64,
+            deleted: u8,
+        }
+
+        impl From<&Change<((Group, Ts), FlowTotals)>> for $name {
+            fn from(c: &Change<((Group, Ts), FlowTotals)>) -> Self {
+                let ((g, minute), t) = &c.row;
+                $name {
+                    trade_date: date(*minute),
+                    $group: g.name().to_string(),
+                    minute: seconds(*minute),
+                    fills: whole(t.fills),
+                    bought: whole(t.bought),
+                    sold: whole(t.sold),
+                    buy_notional: dec(t.buy_notional),
+                    sell_notional: dec(t.sell_notional),
+                    realized: dec(t.realized),
+                    fees: dec(t.fees),
+                    net: dec(t.net),
+                    version: c.version,
+                    deleted: u8::from(c.deleted),
+                }
+            }
+        }
+    };
+}
+
+minute_row!(
+    /// A row of `account_pnl_minute`.
+    AccountMinute,
+    account
+);
+minute_row!(
+    /// A row of `strategy_pnl_minute`.
+    StrategyMinute,
+    strategy
+);
+
+/// `orders` (latest state) and `order_history` (every version).
+#[derive(Row, Serialize)]
+pub struct OrderRow {
+    trade_date: u16,
+    order_id: String,
+    account: String,
+    strategy: String,
+    symbol: String,
+    side: String,
+    qty: i64,
+    price: Option<i128>,
+    order_type: String,
+    status: String,
+    time: u32,
+    ts_ns: i64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<Order>> for OrderRow {
+    fn from(c: &Change<Order>) -> Self {
+        let o = &c.row;
+        OrderRow {
+            trade_date: date(o.ts),
+            order_id: o.order_id.to_string(),
+            account: o.key.account.to_string(),
+            strategy: o.key.strategy.to_string(),
+            symbol: o.key.symbol.to_string(),
+            side: o.side.as_str().to_string(),
+            qty: o.qty,
+            price: o.price.map(dec),
+            order_type: o.order_type.clone(),
+            status: o.status.as_str().to_string(),
+            time: seconds(o.ts),
+            ts_ns: o.ts,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `instruments`.
+#[derive(Row, Serialize)]
+pub struct InstrumentRow {
+    symbol: String,
+    name: String,
+    lot_size: i64,
+    currency: String,
+    sector: Option<String>,
+    stamp_duty: u8,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<Instrument>> for InstrumentRow {
+    fn from(c: &Change<Instrument>) -> Self {
+        let i = &c.row;
+        InstrumentRow {
+            symbol: i.symbol.to_string(),
+            name: i.name.clone(),
+            lot_size: i.lot_size,
+            currency: i.currency.clone(),
+            sector: i.sector.clone(),
+            stamp_duty: u8::from(i.stamp_duty),
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `events`: every input message as received.
+#[derive(Row, Serialize)]
+pub struct EventRow {
+    source: String,
+    position: u64,
+    r#type: String,
+    accepted: u8,
+    reason_code: String,
+    raw: String,
+    version: u64,
+}
+
+impl From<&SourceEvent> for EventRow {
+    fn from(e: &SourceEvent) -> Self {
+        EventRow {
+            source: e.source.to_string(),
+            position: e.position,
+            r#type: e.kind.to_string(),
+            accepted: u8::from(e.code.is_empty()),
+            reason_code: e.code.to_string(),
+            raw: e.raw.clone(),
+            version: e.version,
+        }
+    }
 }

@@ -19,8 +19,14 @@ impl Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "001_init.sql", sql: include_str!("../../../deploy/clickhouse/001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "001_init.sql", sql: include_str!("../../../deploy/clickhouse/001_init.sql") },
+    Migration {
+        version: 2,
+        name: "002_flows_orders_events.sql",
+        sql: include_str!("../../../deploy/clickhouse/002_flows_orders_events.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {
