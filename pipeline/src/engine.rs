@@ -30,12 +30,12 @@ use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator, ValidatorState};
+use harbour_sinks::tables::SourceEvent;
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
-use harbour_sinks::tables::SourceEvent;
 use rustc_hash::FxHashMap;
-use smol_str::SmolStr;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{Health, Metrics};

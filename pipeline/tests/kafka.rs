@@ -25,6 +25,7 @@ use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::graph::GraphConfig;
 use harbour_dataflows::marks::MarkPolicy;
 use harbour_dataflows::ticks::SpreadTables;
+use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use harbour_sinks::parquet::ParquetSink;
 use harbour_sources::file::SourceLine;
 use harbour_sources::generate::{generate, GenerateConfig};
@@ -229,6 +230,18 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A sum as ClickHouse computes it: of values stored at 8 decimal places.
+fn money(values: impl Iterator<Item = rust_decimal::Decimal>) -> String {
+    let mut sum: rust_decimal::Decimal = values
+        .map(|mut d| {
+            d.rescale(8);
+            d
+        })
+        .sum();
+    sum.rescale(8);
+    sum.to_string()
+}
+
 fn read_table(dir: &Path, table: &str) -> Vec<String> {
     let file = File::open(dir.join(format!("{table}.parquet"))).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
@@ -279,6 +292,13 @@ fn harbour(cfg: &KafkaConfig) -> Command {
     c
 }
 
+fn clickhouse_url() -> String {
+    std::env::var("HARBOUR_CLICKHOUSE_URL").expect(
+        "the crash test writes ClickHouse too: run `bash deploy/test.sh` (it starts one), \
+         or `eval \"$(deploy/clickhouse.sh start)\"` first",
+    )
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let cfg = kafka_config("crash");
@@ -290,8 +310,11 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     create_topics(&cfg).unwrap();
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
 
+    let database = format!("harbour_crash_{}", std::process::id());
     let start = |c: &mut Command| -> Child {
-        c.args(["kafka", "run", "--until-end", "--out"])
+        c.env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
+            .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
+            .args(["kafka", "run", "--until-end", "--out"])
             .arg(dir.join("out"))
             .arg("--state")
             .arg(dir.join("state"))
@@ -326,6 +349,8 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let committed: u64 = std::fs::read_to_string(dir.join("state/committed")).map_or(0, |s| s.trim().parse().unwrap());
     assert!(committed < lines.len() as u64, "work was left when the last kill landed (committed epoch {committed})");
     let status = harbour(&cfg)
+        .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
+        .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
         .args(["kafka", "run", "--until-end", "--out"])
         .arg(dir.join("out"))
         .arg("--state")
@@ -357,6 +382,34 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
+
+    // ClickHouse, written through the same kills: under FINAL, nothing lost and nothing doubled.
+    let expected = file_replay(&lines);
+    let mut ch = ClickHouseSink::connect(&ClickHouseConfig {
+        url: clickhouse_url(),
+        database: database.clone(),
+        ..ClickHouseConfig::default()
+    })
+    .unwrap();
+    let fills = ch.query_text("SELECT count(), sum(qty), sum(fees_total) FROM fills FINAL WHERE deleted = 0").unwrap();
+    let want_fills = format!(
+        "{}\t{}\t{}\n",
+        expected.fills.len(),
+        expected.fills.rows().map(|f| f.fill.qty).sum::<i64>(),
+        money(expected.fills.rows().map(|f| f.fees.total))
+    );
+    assert_eq!(fills, want_fills, "clickhouse fills after {kills} kills");
+    let positions =
+        ch.query_text("SELECT count(), sum(qty), sum(total) FROM positions FINAL WHERE deleted = 0").unwrap();
+    let want_positions = format!(
+        "{}\t{}\t{}\n",
+        expected.positions.len(),
+        expected.positions.rows().map(|p| p.qty).sum::<i64>(),
+        money(expected.positions.rows().map(|p| p.total))
+    );
+    assert_eq!(positions, want_positions, "clickhouse positions after {kills} kills");
+    let events = ch.query_text("SELECT count() FROM events FINAL").unwrap();
+    assert_eq!(events.trim(), lines.len().to_string(), "every message once in the event log");
     eprintln!("crash test: {kills} SIGKILLs, {finished_early} runs that finished before their kill");
     let _ = std::fs::remove_dir_all(dir);
 }

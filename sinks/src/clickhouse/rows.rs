@@ -6,10 +6,10 @@
 use chrono::NaiveDate;
 use clickhouse::Row;
 use harbour_dataflows::model::{Instrument, Order, Ts};
-use harbour_dataflows::rollups::Group;
-use harbour_dataflows::sums::FlowTotals;
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sums::FlowTotals;
 use harbour_dataflows::validate::{trade_date, DeadLetter};
 use rust_decimal::Decimal;
 use serde::Serialize;
