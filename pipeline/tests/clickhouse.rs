@@ -144,6 +144,14 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     // The event log holds every message once, refused ones with their reason.
     let events = ch.query_text("SELECT count(), countIf(accepted = 0) FROM events FINAL").unwrap();
     assert_eq!(events, format!("{}\t{}\n", lines.len(), state.dead_letters.len()));
+    // Every example query of docs/clickhouse.md runs and returns rows.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/clickhouse.md")).unwrap();
+    let queries: Vec<&str> = doc.split("```sql").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(queries.len() >= 5);
+    for q in queries {
+        let out = ch.query_text(q.trim()).unwrap_or_else(|e| panic!("docs/clickhouse.md query failed: {e}\n{q}"));
+        assert!(!out.trim().is_empty(), "no rows from\n{q}");
+    }
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);
