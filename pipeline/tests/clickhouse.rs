@@ -28,6 +28,10 @@ fn sink(name: &str) -> ClickHouseSink {
     ClickHouseSink::connect(&config).unwrap()
 }
 
+fn config_engine() -> EngineConfig {
+    config()
+}
+
 fn config() -> EngineConfig {
     EngineConfig {
         epoch_events: 500,
@@ -156,4 +160,118 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     let again = sink("day");
     drop(again);
     assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "2");
+}
+
+/// A private ClickHouse (deploy/clickhouse.sh with its own state file), which this test kills and
+/// restarts.
+struct PrivateServer {
+    state: std::path::PathBuf,
+    url: String,
+}
+
+impl PrivateServer {
+    fn start(name: &str) -> PrivateServer {
+        let state = std::env::temp_dir().join(format!("harbour-clickhouse-{name}-{}.state", std::process::id()));
+        let out = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/clickhouse.sh"))
+            .arg("start")
+            .env("HARBOUR_CLICKHOUSE_STATE", &state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .trim_start_matches("export HARBOUR_CLICKHOUSE_URL=")
+            .to_string();
+        PrivateServer { state, url }
+    }
+
+    fn pid_and_dir(&self) -> (String, String) {
+        let s = std::fs::read_to_string(&self.state).unwrap();
+        let mut parts = s.split_whitespace();
+        (parts.next().unwrap().to_string(), parts.next().unwrap().to_string())
+    }
+
+    fn kill(&self) {
+        let (pid, _) = self.pid_and_dir();
+        assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    }
+
+    /// Starts the server again on the same data and ports, from another thread (no stop on drop).
+    fn restart_detached(self) {
+        self.restart();
+        std::mem::forget(self);
+    }
+
+    /// Starts the server again on the same data and ports.
+    fn restart(&self) {
+        let (_, dir) = self.pid_and_dir();
+        let child = std::process::Command::new("clickhouse-server")
+            .arg(format!("--config-file={dir}/config.xml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(&self.state, format!("{} {dir} {}\n", child.id(), self.url)).unwrap();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/clickhouse.sh"))
+            .arg("stop")
+            .env("HARBOUR_CLICKHOUSE_STATE", &self.state)
+            .status();
+    }
+}
+
+#[test]
+fn clickhouse_down_mid_run_the_sink_waits_and_the_tables_end_complete() {
+    let server = PrivateServer::start("outage");
+    let config = ClickHouseConfig {
+        url: server.url.clone(),
+        database: "harbour_outage".into(),
+        max_backoff_ms: 300,
+        ..ClickHouseConfig::default()
+    };
+    // The test harness's HARBOUR_CLICKHOUSE_URL must not redirect this sink.
+    let mut ch = ClickHouseSink::connect_to(&config).unwrap();
+    let lines =
+        generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 4, ..GenerateConfig::default() }).unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&config_engine(), &metrics, health);
+    engine.track_changes();
+    let half = lines.len() / 2;
+    let mut restarted = None;
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 400 == 0 || i + 1 == lines.len() {
+            let epoch = engine.seal();
+            if restarted.is_none() && i >= half {
+                server.kill();
+                let started = std::time::Instant::now();
+                // Up again in a second and a half; meanwhile the write below keeps retrying.
+                let s = std::thread::spawn({
+                    let state = server.state.clone();
+                    let url = server.url.clone();
+                    move || {
+                        std::thread::sleep(std::time::Duration::from_millis(1500));
+                        PrivateServer { state, url }.restart_detached()
+                    }
+                });
+                ch.write(epoch, &engine.take_changes()).unwrap();
+                s.join().unwrap();
+                restarted = Some(started.elapsed());
+            } else {
+                ch.write(epoch, &engine.take_changes()).unwrap();
+            }
+        }
+    }
+    let waited = restarted.expect("the server was killed mid-run");
+    assert!(waited.as_millis() >= 1_400, "the write waited for the server ({waited:?})");
+    assert!(ch.retries > 0, "the outage was retried");
+    let (state, _) = engine.finish();
+    assert_eq!(shown(&mut ch), expected(&state), "complete tables after the outage");
 }
