@@ -415,6 +415,60 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows per second into ClickHouse (`HARBOUR_CLICKHOUSE_URL`): a generated day runs through the
+/// engine in epochs of 10,000 messages; every 10 epochs (as the Kafka loop's time-based flush
+/// would, at this rate) the changes (every table, the event log) are written by the sink, which
+/// returns once ClickHouse acknowledged them. Reports rows over the time
+/// spent in the sink, and over the whole run.
+fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
+    use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+    use harbour_sources::file::SourceLine;
+    use harbour_sources::generate::{generate, GenerateConfig};
+
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL")
+        .map_err(|_| anyhow::anyhow!("the clickhouse benchmark needs HARBOUR_CLICKHOUSE_URL (eval \"$(deploy/clickhouse.sh start)\")"))?;
+    let day = generate(&GenerateConfig { fills: fills as usize, quotes: fills as usize, ..GenerateConfig::default() })?;
+    let database = format!("harbour_bench_{}", std::process::id());
+    let mut sink = ClickHouseSink::connect_to(&ClickHouseConfig { url, database: database.clone(), ..ClickHouseConfig::default() })?;
+    let config = harbour::engine::EngineConfig {
+        epoch_events: 10_000,
+        graph: harbour_dataflows::graph::GraphConfig::default(),
+        spreads: harbour_dataflows::ticks::SpreadTables::default(),
+    };
+    let metrics = harbour::metrics::Metrics::default();
+    let mut engine =
+        harbour::engine::Engine::new(&config, &metrics, std::sync::Arc::new(harbour::metrics::Health::default()));
+    engine.track_changes();
+    let (mut rows, mut in_sink) = (0u64, Duration::ZERO);
+    let started = Instant::now();
+    for (i, raw) in day.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 10_000 == 0 || i + 1 == day.len() {
+            let epoch = engine.seal();
+            if (i + 1) % 100_000 != 0 && i + 1 != day.len() {
+                continue;
+            }
+            let changes = engine.take_changes();
+            let t = Instant::now();
+            rows += sink.write(epoch, &changes)?;
+            in_sink += t.elapsed();
+        }
+    }
+    let total = started.elapsed();
+    println!(
+        "clickhouse {} rows from {} messages ({} fills): {:.0} rows/s while writing ({:.2}s in the sink), {:.0} rows/s over the whole run ({:.2}s)",
+        rows,
+        day.len(),
+        fills,
+        rows as f64 / in_sink.as_secs_f64(),
+        in_sink.as_secs_f64(),
+        rows as f64 / total.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    sink.query_text(&format!("DROP DATABASE IF EXISTS {database}"))?;
+    Ok(())
+}
+
 fn arg(args: &[String], i: usize, default: u64) -> u64 {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
@@ -443,6 +497,7 @@ fn main() -> anyhow::Result<()> {
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "kafka" => bench_kafka(arg(&args, 1, 1_000_000))?,
+        "clickhouse" => bench_clickhouse(arg(&args, 1, 200_000))?,
         "all" => {
             bench_fills(1_000, 2_000_000);
             bench_fills(1_000_000, 2_000_000);
@@ -468,7 +523,7 @@ fn main() -> anyhow::Result<()> {
         }
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse, kafka or all"
+                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse, kafka, clickhouse or all"
             )
         }
     }

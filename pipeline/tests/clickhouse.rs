@@ -205,6 +205,8 @@ impl PrivateServer {
     }
 
     /// Starts the server again on the same data and ports.
+    // The server outlives this handle on purpose: `deploy/clickhouse.sh stop` stops it by pid.
+    #[allow(clippy::zombie_processes)]
     fn restart(&self) {
         let (_, dir) = self.pid_and_dir();
         let child = std::process::Command::new("clickhouse-server")
