@@ -2,8 +2,9 @@
 # The whole test suite: the README's test command.
 #
 # Installs what the build and the services need when missing (Debian packages: a C toolchain,
-# pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka; clickhouse-server),
-# starts Apache Kafka (deploy/kafka.sh: KRaft) and ClickHouse (deploy/clickhouse.sh), each on
+# pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka; clickhouse-server;
+# redis-server), starts Apache Kafka (deploy/kafka.sh: KRaft), ClickHouse (deploy/clickhouse.sh)
+# and Redis (deploy/redis.sh), each on
 # spare loopback ports with its data in a temporary directory, runs every test of the workspace,
 # and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
@@ -23,11 +24,14 @@ bash deploy/deps.sh
 cleanup() {
   bash deploy/kafka.sh stop || true
   bash deploy/clickhouse.sh stop || true
+  bash deploy/redis.sh stop || true
 }
 trap cleanup EXIT
 eval "$(bash deploy/kafka.sh start)"
 echo "kafka at $HARBOUR_KAFKA_BOOTSTRAP" >&2
 eval "$(bash deploy/clickhouse.sh start)"
 echo "clickhouse at $HARBOUR_CLICKHOUSE_URL" >&2
+eval "$(bash deploy/redis.sh start)"
+echo "redis at $HARBOUR_REDIS_URL" >&2
 
 cargo test --workspace --locked "$@"

@@ -425,11 +425,18 @@ fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
     use harbour_sources::file::SourceLine;
     use harbour_sources::generate::{generate, GenerateConfig};
 
-    let url = std::env::var("HARBOUR_CLICKHOUSE_URL")
-        .map_err(|_| anyhow::anyhow!("the clickhouse benchmark needs HARBOUR_CLICKHOUSE_URL (eval \"$(deploy/clickhouse.sh start)\")"))?;
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").map_err(|_| {
+        anyhow::anyhow!(
+            "the clickhouse benchmark needs HARBOUR_CLICKHOUSE_URL (eval \"$(deploy/clickhouse.sh start)\")"
+        )
+    })?;
     let day = generate(&GenerateConfig { fills: fills as usize, quotes: fills as usize, ..GenerateConfig::default() })?;
     let database = format!("harbour_bench_{}", std::process::id());
-    let mut sink = ClickHouseSink::connect_to(&ClickHouseConfig { url, database: database.clone(), ..ClickHouseConfig::default() })?;
+    let mut sink = ClickHouseSink::connect_to(&ClickHouseConfig {
+        url,
+        database: database.clone(),
+        ..ClickHouseConfig::default()
+    })?;
     let config = harbour::engine::EngineConfig {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),

@@ -12,6 +12,7 @@ use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::marks::MarkPolicy;
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_sinks::clickhouse::ClickHouseConfig;
+use harbour_sinks::redis::RedisConfig;
 use harbour_sources::generate::GenerateConfig;
 use harbour_sources::kafka::KafkaConfig;
 use serde::Deserialize;
@@ -39,6 +40,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The ClickHouse sink (enabled when `url` or `HARBOUR_CLICKHOUSE_URL` is set).
     pub clickhouse: ClickHouseConfig,
+    /// The Redis sink (enabled when `url` or `HARBOUR_REDIS_URL` is set).
+    pub redis: RedisConfig,
 }
 
 /// `[pipeline]`
@@ -146,6 +149,10 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     // The variable deploy/clickhouse.sh exports.
     if let Ok(u) = std::env::var("HARBOUR_CLICKHOUSE_URL") {
         config.clickhouse.url = u;
+    }
+    // The variable deploy/redis.sh exports.
+    if let Ok(u) = std::env::var("HARBOUR_REDIS_URL") {
+        config.redis.url = u;
     }
     Ok(config)
 }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use harbour_sinks::clickhouse::ClickHouseSink;
 use harbour_sinks::parquet::ParquetSink;
+use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
@@ -107,6 +108,20 @@ impl EpochSink for ParquetEpochSink {
 
     fn write_through(&mut self, _epoch: u64, s: &OutputState, _changes: &Changes) -> Result<(), String> {
         self.0.write(&state::snapshot(s)).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Redis: each flush applies the changes since the previous one, fenced by version, and moves the
+/// epoch marker, in one MULTI/EXEC.
+pub struct RedisEpochSink(pub RedisSink);
+
+impl EpochSink for RedisEpochSink {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
+        self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

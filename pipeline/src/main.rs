@@ -19,10 +19,11 @@ use harbour_sources::generate::generate;
 
 use harbour::config::{self, Config};
 use harbour::engine::{self, EngineConfig};
-use harbour::kafka::{self, ClickHouseEpochSink, EpochSink, KafkaRun, ParquetEpochSink};
+use harbour::kafka::{self, ClickHouseEpochSink, EpochSink, KafkaRun, ParquetEpochSink, RedisEpochSink};
 use harbour::metrics::{self, Health, Metrics};
 use harbour::{state, summary};
 use harbour_sinks::clickhouse::ClickHouseSink;
+use harbour_sinks::redis::RedisSink;
 
 /// mimalloc: the pipeline allocates per fill (rows, books); it measured ~14% faster than the
 /// system allocator on the fills benchmark.
@@ -210,6 +211,9 @@ fn main() -> anyhow::Result<()> {
             let mut sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
             if !config.clickhouse.url.is_empty() {
                 sinks.push(Box::new(ClickHouseEpochSink(ClickHouseSink::connect(&config.clickhouse)?)));
+            }
+            if !config.redis.url.is_empty() {
+                sinks.push(Box::new(RedisEpochSink(RedisSink::connect(&config.redis)?)));
             }
             let started = Instant::now();
             let outcome = kafka::run(&config.kafka, &run, &engine_config(&config), &metrics, &health, sinks, &stop)?;

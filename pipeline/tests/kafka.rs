@@ -292,6 +292,18 @@ fn harbour(cfg: &KafkaConfig) -> Command {
     c
 }
 
+/// The test Redis, database 2 (emptied first), keys without expiry (the test may outlast a TTL).
+fn redis_env(c: &mut Command) -> &mut Command {
+    let url = std::env::var("HARBOUR_REDIS_URL").expect(
+        "the crash test writes Redis too: run `bash deploy/test.sh` (it starts one), \
+         or `eval \"$(deploy/redis.sh start)\"` first",
+    );
+    c.env("HARBOUR_REDIS_URL", format!("{}/2", url.trim_end_matches('/')))
+        .env("HARBOUR__REDIS__POSITION_TTL_MS", "0")
+        .env("HARBOUR__REDIS__PORTFOLIO_TTL_MS", "0")
+        .env("HARBOUR__REDIS__PRICE_TTL_MS", "0")
+}
+
 fn clickhouse_url() -> String {
     std::env::var("HARBOUR_CLICKHOUSE_URL").expect(
         "the crash test writes ClickHouse too: run `bash deploy/test.sh` (it starts one), \
@@ -311,8 +323,14 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
 
     let database = format!("harbour_crash_{}", std::process::id());
+    let redis_url = format!("{}/2", std::env::var("HARBOUR_REDIS_URL").unwrap_or_default().trim_end_matches('/'));
+    {
+        let mut r = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("FLUSHDB").query(&mut r).unwrap();
+    }
     let start = |c: &mut Command| -> Child {
-        c.env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
+        redis_env(c)
+            .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
             .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
             .args(["kafka", "run", "--until-end", "--out"])
             .arg(dir.join("out"))
@@ -348,7 +366,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     // The kills interrupted real work: the sinks did not yet hold the whole day.
     let committed: u64 = std::fs::read_to_string(dir.join("state/committed")).map_or(0, |s| s.trim().parse().unwrap());
     assert!(committed < lines.len() as u64, "work was left when the last kill landed (committed epoch {committed})");
-    let status = harbour(&cfg)
+    let status = redis_env(&mut harbour(&cfg))
         .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
         .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
         .args(["kafka", "run", "--until-end", "--out"])
@@ -410,6 +428,31 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     assert_eq!(positions, want_positions, "clickhouse positions after {kills} kills");
     let events = ch.query_text("SELECT count() FROM events FINAL").unwrap();
     assert_eq!(events.trim(), lines.len().to_string(), "every message once in the event log");
+
+    // Redis, fenced through the same kills: every live position's hash holds the final row.
+    let mut r = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
+    for p in expected.positions.rows() {
+        let h: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(harbour_sinks::redis::position_key(p)).query(&mut r).unwrap();
+        for (f, want) in harbour_sinks::redis::fields_of_position(p) {
+            let got = h
+                .get(f)
+                .unwrap_or_else(|| panic!("{} lacks {f} after {kills} kills", harbour_sinks::redis::position_key(p)));
+            if let (Ok(a), Ok(b)) = (got.parse::<rust_decimal::Decimal>(), want.parse::<rust_decimal::Decimal>()) {
+                assert_eq!(a, b, "{} {f} after {kills} kills", harbour_sinks::redis::position_key(p));
+            } else {
+                assert_eq!(got, &want, "{} {f} after {kills} kills", harbour_sinks::redis::position_key(p));
+            }
+        }
+    }
+    let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(&mut r).unwrap();
+    let live = keys
+        .iter()
+        .filter(|k| {
+            redis::cmd("HGET").arg(k.as_str()).arg("deleted").query::<Option<String>>(&mut r).unwrap().is_none()
+        })
+        .count();
+    assert_eq!(live, expected.positions.len(), "no extra live positions in Redis");
     eprintln!("crash test: {kills} SIGKILLs, {finished_early} runs that finished before their kill");
     let _ = std::fs::remove_dir_all(dir);
 }

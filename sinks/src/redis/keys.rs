@@ -1,0 +1,115 @@
+//! Which hash and stream each changed row goes to, and its fields. Decimals are written exactly,
+//! as text; event times as nanoseconds since the Unix epoch.
+
+use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::rollups::Group;
+
+use super::RedisConfig;
+use crate::tables::Changes;
+
+/// One fenced write.
+pub(super) struct Write {
+    pub key: String,
+    pub stream: &'static str,
+    pub version: u64,
+    pub ttl_ms: u64,
+    pub deleted: bool,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+/// The hash key of a position.
+pub fn position_key(r: &PositionRow) -> String {
+    format!("harbour:position:{}:{}:{}", r.key.account, r.key.strategy, r.key.symbol)
+}
+
+/// The fields of a position hash (besides `version`).
+pub fn fields_of_position(r: &PositionRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("account", r.key.account.to_string()),
+        ("strategy", r.key.strategy.to_string()),
+        ("symbol", r.key.symbol.to_string()),
+        ("qty", r.qty.to_string()),
+        ("avg_price", opt(&r.avg_price)),
+        ("realized", r.realized.to_string()),
+        ("fees", r.fees.to_string()),
+        ("unrealized", r.unrealized.to_string()),
+        ("market_value", r.market_value.to_string()),
+        ("total", r.total.to_string()),
+        ("mark", opt(&r.mark)),
+        ("mark_source", r.mark_source.as_str().to_string()),
+        ("fills", r.fills.to_string()),
+        ("last_fill_ts", r.last_fill_ts.to_string()),
+    ]
+}
+
+pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
+    let mut out = Vec::with_capacity(c.positions.len() + c.rollups.len() + c.marks.len() + c.instruments.len());
+    for ch in &c.positions {
+        out.push(Write {
+            key: position_key(&ch.row),
+            stream: "harbour:stream:positions",
+            version: ch.version,
+            ttl_ms: cfg.position_ttl_ms,
+            deleted: ch.deleted,
+            fields: fields_of_position(&ch.row),
+        });
+    }
+    for ch in &c.rollups {
+        let (g, t) = &ch.row;
+        let key = match g {
+            Group::Account(a) => format!("harbour:account:{a}"),
+            Group::Strategy(s) => format!("harbour:strategy:{s}"),
+        };
+        out.push(Write {
+            key,
+            stream: "harbour:stream:portfolio",
+            version: ch.version,
+            ttl_ms: cfg.portfolio_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![
+                ("positions", t.positions.to_string()),
+                ("long_mv", t.long_mv.to_string()),
+                ("short_mv", t.short_mv.to_string()),
+                ("gross", t.gross.to_string()),
+                ("net", t.net.to_string()),
+                ("realized", t.realized.to_string()),
+                ("unrealized", t.unrealized.to_string()),
+                ("fees", t.fees.to_string()),
+                ("total", t.total.to_string()),
+            ],
+        });
+    }
+    for ch in &c.marks {
+        let (s, m) = &ch.row;
+        out.push(Write {
+            key: format!("harbour:price:{s}"),
+            stream: "harbour:stream:prices",
+            version: ch.version,
+            ttl_ms: cfg.price_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![("price", opt(&m.price)), ("source", m.source.as_str().to_string()), ("ts", m.ts.to_string())],
+        });
+    }
+    for ch in &c.instruments {
+        let i = &ch.row;
+        out.push(Write {
+            key: format!("harbour:instrument:{}", i.symbol),
+            stream: "harbour:stream:instruments",
+            version: ch.version,
+            ttl_ms: cfg.instrument_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![
+                ("name", i.name.clone()),
+                ("lot_size", i.lot_size.to_string()),
+                ("currency", i.currency.clone()),
+                ("sector", opt(&i.sector)),
+                ("stamp_duty", u8::from(i.stamp_duty).to_string()),
+            ],
+        });
+    }
+    out
+}

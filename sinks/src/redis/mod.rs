@@ -1,0 +1,246 @@
+//! Redis: the live feed. Latest state in hashes, a stream of changes per kind, writes fenced by
+//! version.
+//!
+//! ```text
+//!  Changes since the last flush ──► MULTI
+//!     EVALSHA fence.lua  (per changed row: write the hash only if the version is newer, refresh
+//!                         its TTL, XADD the change to the kind's stream)
+//!     EVALSHA max-epoch  (harbour:sink:epoch, never backwards)
+//!  EXEC ──► durable: the epoch marker and the epoch's writes land in one atomic step
+//! ```
+//!
+//! Keys (documented for consumers in docs/redis.md):
+//! `harbour:position:{account}:{strategy}:{symbol}`, `harbour:account:{account}`,
+//! `harbour:strategy:{strategy}`, `harbour:price:{symbol}`, `harbour:instrument:{symbol}`; each
+//! hash holds the row's fields, its `version` and, for rows that no longer exist, `deleted = 1`.
+//! Streams: `harbour:stream:positions`, `harbour:stream:portfolio`, `harbour:stream:prices`,
+//! `harbour:stream:instruments` (XADD with MAXLEN ~). A replay, or an out-of-order retry, writes
+//! nothing: the fence keeps the newer version, and its stream entry is not repeated.
+
+mod keys;
+
+use std::time::Duration;
+
+use rand::Rng;
+use redis::{Client, Connection, Script};
+use serde::Deserialize;
+
+pub use keys::{fields_of_position, position_key};
+
+use crate::tables::Changes;
+
+/// `[redis]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS) URL; empty disables the sink. `HARBOUR_REDIS_URL` overrides it.
+    pub url: String,
+    /// File holding the password (never logged); `HARBOUR_REDIS_PASSWORD` works too.
+    pub password_file: Option<std::path::PathBuf>,
+    /// TTL of position hashes, milliseconds (0: none). Default 30000 (the seed's portfolio views).
+    pub position_ttl_ms: u64,
+    /// TTL of account and strategy roll-ups. Default 30000.
+    pub portfolio_ttl_ms: u64,
+    /// TTL of prices (marks). Default 10000.
+    pub price_ttl_ms: u64,
+    /// TTL of instrument reference data. Default 86400000 (a day).
+    pub instrument_ttl_ms: u64,
+    /// Approximate length each stream is trimmed to. Default 100000.
+    pub stream_maxlen: u64,
+    /// Longest pause between retries while Redis is unreachable, milliseconds. Default 5000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            password_file: None,
+            position_ttl_ms: 30_000,
+            portfolio_ttl_ms: 30_000,
+            price_ttl_ms: 10_000,
+            instrument_ttl_ms: 86_400_000,
+            stream_maxlen: 100_000,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show its host part only.
+        let host = self.url.rsplit('@').next().unwrap_or_default();
+        f.debug_struct("RedisConfig")
+            .field("url", &host)
+            .field("password_file", &self.password_file.as_ref().map(|_| "<set>"))
+            .field("position_ttl_ms", &self.position_ttl_ms)
+            .field("price_ttl_ms", &self.price_ttl_ms)
+            .finish()
+    }
+}
+
+/// Errors of the Redis sink.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// Retrying cannot help (a script error, a wrong type at a key).
+    #[error("redis {what}: {message}")]
+    Permanent {
+        /// What was being done.
+        what: &'static str,
+        /// Redis's answer.
+        message: String,
+    },
+    /// Bad settings.
+    #[error("redis config: {0}")]
+    Config(String),
+}
+
+const EPOCH_KEY: &str = "harbour:sink:epoch";
+const MAX_EPOCH: &str = "local held = tonumber(redis.call('GET', KEYS[1]) or '0') \
+     if held < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0";
+
+/// The sink.
+pub struct RedisSink {
+    client: Client,
+    conn: Option<Connection>,
+    fence: Script,
+    max_epoch: Script,
+    config: RedisConfig,
+    /// Failed attempts so far.
+    pub retries: u64,
+    /// Rows the fence refused (older or equal versions) in the last write.
+    pub fenced: u64,
+}
+
+fn retriable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+        )
+}
+
+impl RedisSink {
+    /// A sink for `config` (`HARBOUR_REDIS_URL` and `HARBOUR_REDIS_PASSWORD` override it).
+    pub fn connect(config: &RedisConfig) -> Result<RedisSink, RedisError> {
+        let mut config = config.clone();
+        if let Ok(u) = std::env::var("HARBOUR_REDIS_URL") {
+            config.url = u;
+        }
+        RedisSink::connect_to(&config)
+    }
+
+    /// Like [`RedisSink::connect`], to exactly `config.url`.
+    pub fn connect_to(config: &RedisConfig) -> Result<RedisSink, RedisError> {
+        if config.url.is_empty() {
+            return Err(RedisError::Config("redis.url is empty".into()));
+        }
+        let mut info: redis::ConnectionInfo = config
+            .url
+            .as_str()
+            .parse()
+            .map_err(|e: redis::RedisError| RedisError::Config(format!("redis.url: {e}")))?;
+        let password = match (std::env::var("HARBOUR_REDIS_PASSWORD"), &config.password_file) {
+            (Ok(p), _) => Some(p),
+            (_, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| RedisError::Config(format!("redis.password_file {}: {e}", f.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(p) = password {
+            let settings = info.redis_settings().clone().set_password(p);
+            info = info.set_redis_settings(settings);
+        }
+        let client = Client::open(info).map_err(|e| RedisError::Config(e.to_string()))?;
+        let mut sink = RedisSink {
+            client,
+            conn: None,
+            fence: Script::new(include_str!("fence.lua")),
+            max_epoch: Script::new(MAX_EPOCH),
+            config: config.clone(),
+            retries: 0,
+            fenced: 0,
+        };
+        sink.with_retry("connecting", |_, _| Ok(()))?;
+        tracing::info!(url = %config.url.rsplit('@').next().unwrap_or_default(), "redis sink ready");
+        Ok(sink)
+    }
+
+    fn with_retry<T>(
+        &mut self,
+        what: &'static str,
+        mut f: impl FnMut(&mut Connection, &RedisSink) -> redis::RedisResult<T>,
+    ) -> Result<T, RedisError> {
+        let mut backoff = Duration::from_millis(50);
+        let max = Duration::from_millis(self.config.max_backoff_ms.max(10));
+        loop {
+            let attempt = (|| {
+                if self.conn.is_none() {
+                    let mut c = self.client.get_connection_with_timeout(Duration::from_secs(5))?;
+                    // Scripts are loaded once per connection, before any MULTI uses them.
+                    self.fence.prepare_invoke().load(&mut c)?;
+                    self.max_epoch.prepare_invoke().load(&mut c)?;
+                    self.conn = Some(c);
+                }
+                let mut conn = self.conn.take().expect("connected above");
+                let r = f(&mut conn, self);
+                self.conn = Some(conn);
+                r
+            })();
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) if retriable(&e) => {
+                    self.conn = None;
+                    self.retries += 1;
+                    let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.5)).min(max);
+                    tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "redis unavailable, retrying");
+                    std::thread::sleep(wait);
+                    backoff = (backoff * 2).min(max);
+                }
+                Err(e) => return Err(RedisError::Permanent { what, message: e.to_string() }),
+            }
+        }
+    }
+
+    /// Writes `changes` and moves the durable epoch marker to `epoch`, in one MULTI/EXEC; returns
+    /// once Redis acknowledged it. Returns how many rows were applied (the others were fenced).
+    pub fn write(&mut self, epoch: u64, changes: &Changes) -> Result<u64, RedisError> {
+        let writes = keys::writes(changes, &self.config);
+        let (fence_sha, epoch_sha) = (self.fence.get_hash().to_string(), self.max_epoch.get_hash().to_string());
+        let maxlen = self.config.stream_maxlen;
+        let applied: Vec<i64> = self.with_retry("writing an epoch", |conn, _| {
+            let mut p = redis::pipe();
+            p.atomic();
+            for w in &writes {
+                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(2).arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms);
+                c.arg(maxlen).arg(if w.deleted { "1" } else { "0" });
+                for (f, v) in &w.fields {
+                    c.arg(*f).arg(v);
+                }
+            }
+            p.cmd("EVALSHA").arg(&epoch_sha).arg(1).arg(EPOCH_KEY).arg(epoch);
+            p.query(conn)
+        })?;
+        let n = applied.iter().take(writes.len()).filter(|a| **a == 1).count() as u64;
+        self.fenced = writes.len() as u64 - n;
+        Ok(n)
+    }
+
+    /// The durable epoch marker.
+    pub fn epoch(&mut self) -> Result<u64, RedisError> {
+        let v: Option<u64> = self.with_retry("reading the epoch", |c, _| redis::cmd("GET").arg(EPOCH_KEY).query(c))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// A connection for tests and tools.
+    pub fn connection(&mut self) -> Result<Connection, RedisError> {
+        self.client.get_connection().map_err(|e| RedisError::Permanent { what: "connecting", message: e.to_string() })
+    }
+}
