@@ -476,6 +476,58 @@ fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Key updates per second into Redis (`HARBOUR_REDIS_URL`): a generated day through the engine,
+/// the changes of every 100,000 messages written by the sink (fenced EVALSHA per row, one
+/// MULTI/EXEC per flush). Reports updates over the time spent in the sink.
+fn bench_redis(fills: u64) -> anyhow::Result<()> {
+    use harbour_sinks::redis::{RedisConfig, RedisSink};
+    use harbour_sources::file::SourceLine;
+    use harbour_sources::generate::{generate, GenerateConfig};
+
+    let url = std::env::var("HARBOUR_REDIS_URL")
+        .map_err(|_| anyhow::anyhow!("the redis benchmark needs HARBOUR_REDIS_URL (eval \"$(deploy/redis.sh start)\")"))?;
+    let url = format!("{}/3", url.trim_end_matches('/'));
+    let day = generate(&GenerateConfig { fills: fills as usize, quotes: 3 * fills as usize, ..GenerateConfig::default() })?;
+    let mut sink = RedisSink::connect_to(&RedisConfig { url, ..RedisConfig::default() })?;
+    {
+        let mut c = sink.connection()?;
+        redis::cmd("FLUSHDB").query::<()>(&mut c)?;
+    }
+    let config = harbour::engine::EngineConfig {
+        epoch_events: 10_000,
+        graph: harbour_dataflows::graph::GraphConfig::default(),
+        spreads: harbour_dataflows::ticks::SpreadTables::default(),
+    };
+    let metrics = harbour::metrics::Metrics::default();
+    let mut engine =
+        harbour::engine::Engine::new(&config, &metrics, std::sync::Arc::new(harbour::metrics::Health::default()));
+    engine.track_changes();
+    let (mut updates, mut flushes, mut in_sink) = (0u64, 0u64, Duration::ZERO);
+    for (i, raw) in day.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 10_000 == 0 || i + 1 == day.len() {
+            let epoch = engine.seal();
+            if (i + 1) % 100_000 != 0 && i + 1 != day.len() {
+                continue;
+            }
+            let changes = engine.take_changes();
+            let t = Instant::now();
+            updates += sink.write(epoch, &changes)?;
+            in_sink += t.elapsed();
+            flushes += 1;
+        }
+    }
+    println!(
+        "redis     {} fenced key updates (+ stream entries) in {} flushes from {} messages: {:.0} updates/s while writing ({:.2}s in the sink)",
+        updates,
+        flushes,
+        day.len(),
+        updates as f64 / in_sink.as_secs_f64(),
+        in_sink.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn arg(args: &[String], i: usize, default: u64) -> u64 {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
@@ -505,6 +557,7 @@ fn main() -> anyhow::Result<()> {
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "kafka" => bench_kafka(arg(&args, 1, 1_000_000))?,
         "clickhouse" => bench_clickhouse(arg(&args, 1, 200_000))?,
+        "redis" => bench_redis(arg(&args, 1, 200_000))?,
         "all" => {
             bench_fills(1_000, 2_000_000);
             bench_fills(1_000_000, 2_000_000);
@@ -530,7 +583,7 @@ fn main() -> anyhow::Result<()> {
         }
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse, kafka, clickhouse or all"
+                "unknown benchmark {other:?}: fills, quotes, scale, deep-key, late, memory, fees, parse, kafka, clickhouse, redis or all"
             )
         }
     }

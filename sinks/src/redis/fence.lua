@@ -1,21 +1,35 @@
--- Harbour's fenced write: applies a row to its hash only when its version is newer than the one
--- held, then refreshes the key's TTL and appends the change to the kind's stream.
--- KEYS[1] hash, KEYS[2] stream
--- ARGV[1] version, ARGV[2] ttl ms (0: none), ARGV[3] stream MAXLEN (approximate),
--- ARGV[4] deleted ('1' keeps a tombstone: an older replay cannot bring the row back),
--- ARGV[5..] field, value, ...
-local held = redis.call('HGET', KEYS[1], 'version')
-if held and tonumber(held) >= tonumber(ARGV[1]) then
-  return 0
+-- Harbour's fenced writes, a batch of rows per call: each row is applied to its hash only when its
+-- version is newer than the one held; then the key's TTL is refreshed and the change appended to
+-- the kind's stream. Returns the number of rows applied.
+--
+-- ARGV[1]: stream MAXLEN (approximate); then, per row:
+--   key, stream, version, ttl ms (0: none), deleted ('1' keeps a tombstone so an older replay
+--   cannot bring the row back), n, then n field/value pairs.
+-- (Keys are passed as arguments: Harbour's Redis is a single instance, not a cluster.)
+local maxlen = ARGV[1]
+local i = 2
+local applied = 0
+while i <= #ARGV do
+  local key, stream, version, ttl, deleted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local n = tonumber(ARGV[i + 5])
+  local first, last = i + 6, i + 5 + 2 * n
+  i = last + 1
+  local held = redis.call('HGET', key, 'version')
+  if not held or tonumber(held) < tonumber(version) then
+    if deleted == '1' then
+      redis.call('DEL', key)
+      redis.call('HSET', key, 'version', version, 'deleted', '1')
+    else
+      -- A kind's rows always carry the same fields: HSET overwrites them all.
+      redis.call('HSET', key, 'version', version, unpack(ARGV, first, last))
+      redis.call('HDEL', key, 'deleted')
+    end
+    if tonumber(ttl) > 0 then
+      redis.call('PEXPIRE', key, ttl)
+    end
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'key', key, 'version', version, 'deleted', deleted,
+      unpack(ARGV, first, last))
+    applied = applied + 1
+  end
 end
-redis.call('DEL', KEYS[1])
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'deleted', '1')
-else
-  redis.call('HSET', KEYS[1], 'version', ARGV[1], unpack(ARGV, 5))
-end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1], 'deleted', ARGV[4], unpack(ARGV, 5))
-return 1
+return applied

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  Changes since the last flush ──► MULTI
-//!     EVALSHA fence.lua  (per changed row: write the hash only if the version is newer, refresh
-//!                         its TTL, XADD the change to the kind's stream)
+//!     EVALSHA fence.lua  (per 500 changed rows: write each hash only if the version is newer,
+//!                         refresh its TTL, XADD the change to the kind's stream)
 //!     EVALSHA max-epoch  (harbour:sink:epoch, never backwards)
 //!  EXEC ──► durable: the epoch marker and the epoch's writes land in one atomic step
 //! ```
@@ -96,6 +96,8 @@ pub enum RedisError {
 }
 
 const EPOCH_KEY: &str = "harbour:sink:epoch";
+/// Rows per fence-script call.
+const ROWS_PER_CALL: usize = 500;
 const MAX_EPOCH: &str = "local held = tonumber(redis.call('GET', KEYS[1]) or '0') \
      if held < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0";
 
@@ -218,17 +220,23 @@ impl RedisSink {
         let applied: Vec<i64> = self.with_retry("writing an epoch", |conn, _| {
             let mut p = redis::pipe();
             p.atomic();
-            for w in &writes {
-                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(2).arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms);
-                c.arg(maxlen).arg(if w.deleted { "1" } else { "0" });
-                for (f, v) in &w.fields {
-                    c.arg(*f).arg(v);
+            // One script call per chunk of rows: the per-call cost is paid once per chunk.
+            for chunk in writes.chunks(ROWS_PER_CALL) {
+                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen);
+                for w in chunk {
+                    c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
+                    let fields: &[(&str, String)] = if w.deleted { &[] } else { &w.fields };
+                    c.arg(fields.len());
+                    for (f, v) in fields {
+                        c.arg(*f).arg(v);
+                    }
                 }
             }
             p.cmd("EVALSHA").arg(&epoch_sha).arg(1).arg(EPOCH_KEY).arg(epoch);
             p.query(conn)
         })?;
-        let n = applied.iter().take(writes.len()).filter(|a| **a == 1).count() as u64;
+        let chunks = writes.len().div_ceil(ROWS_PER_CALL);
+        let n = applied.iter().take(chunks).sum::<i64>() as u64;
         self.fenced = writes.len() as u64 - n;
         Ok(n)
     }
