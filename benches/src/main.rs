@@ -484,10 +484,12 @@ fn bench_redis(fills: u64) -> anyhow::Result<()> {
     use harbour_sources::file::SourceLine;
     use harbour_sources::generate::{generate, GenerateConfig};
 
-    let url = std::env::var("HARBOUR_REDIS_URL")
-        .map_err(|_| anyhow::anyhow!("the redis benchmark needs HARBOUR_REDIS_URL (eval \"$(deploy/redis.sh start)\")"))?;
+    let url = std::env::var("HARBOUR_REDIS_URL").map_err(|_| {
+        anyhow::anyhow!("the redis benchmark needs HARBOUR_REDIS_URL (eval \"$(deploy/redis.sh start)\")")
+    })?;
     let url = format!("{}/3", url.trim_end_matches('/'));
-    let day = generate(&GenerateConfig { fills: fills as usize, quotes: 3 * fills as usize, ..GenerateConfig::default() })?;
+    let day =
+        generate(&GenerateConfig { fills: fills as usize, quotes: 3 * fills as usize, ..GenerateConfig::default() })?;
     let mut sink = RedisSink::connect_to(&RedisConfig { url, ..RedisConfig::default() })?;
     {
         let mut c = sink.connection()?;

@@ -89,3 +89,103 @@ fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
     assert_eq!(rs.epoch().unwrap(), last, "the epoch marker never goes back");
     assert!(applied > 0);
 }
+
+/// A private redis-server this test stops and starts again on the same port and data.
+fn private_redis() -> (std::path::PathBuf, String) {
+    let state = std::env::temp_dir().join(format!("harbour-redis-outage-{}.state", std::process::id()));
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis.sh"))
+        .arg("start")
+        .env("HARBOUR_REDIS_STATE", &state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8(out.stdout).unwrap().trim().trim_start_matches("export HARBOUR_REDIS_URL=").to_string();
+    (state, url)
+}
+
+#[test]
+fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
+    let (state_file, url) = private_redis();
+    let stop = |state: &std::path::Path| {
+        std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis.sh"))
+            .arg("stop")
+            .env("HARBOUR_REDIS_STATE", state)
+            .status()
+            .unwrap();
+    };
+    let (pid, dir) = {
+        let s = std::fs::read_to_string(&state_file).unwrap();
+        let mut p = s.split_whitespace();
+        (p.next().unwrap().to_string(), p.next().unwrap().to_string())
+    };
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap().to_string();
+    let mut rs =
+        RedisSink::connect_to(&RedisConfig { url: url.clone(), max_backoff_ms: 200, ..RedisConfig::default() })
+            .unwrap();
+    let lines =
+        generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 8, ..GenerateConfig::default() }).unwrap();
+    let config = EngineConfig {
+        epoch_events: 400,
+        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
+        spreads: SpreadTables::default(),
+    };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&config, &metrics, health);
+    engine.track_changes();
+    let mut outage = None;
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 400 == 0 || i + 1 == lines.len() {
+            let epoch = engine.seal();
+            if outage.is_none() && i >= lines.len() / 2 {
+                // Stop Redis (it saves its append-only file), start it again 1.5 s later on the same port.
+                assert!(std::process::Command::new("kill").arg(&pid).status().unwrap().success());
+                let (dir, port, state_file) = (dir.clone(), port.clone(), state_file.clone());
+                let started = std::time::Instant::now();
+                let restart = std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(1500));
+                    let child = std::process::Command::new("redis-server")
+                        .args([
+                            "--bind",
+                            "127.0.0.1",
+                            "--port",
+                            &port,
+                            "--dir",
+                            &dir,
+                            "--appendonly",
+                            "yes",
+                            "--save",
+                            "",
+                        ])
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    let url = format!("redis://127.0.0.1:{port}/");
+                    std::fs::write(&state_file, format!("{} {dir} {url}\n", child.id())).unwrap();
+                    std::mem::forget(child); // stopped by deploy/redis.sh stop, by pid
+                });
+                rs.write(epoch, &engine.take_changes()).unwrap();
+                restart.join().unwrap();
+                outage = Some(started.elapsed());
+            } else {
+                rs.write(epoch, &engine.take_changes()).unwrap();
+            }
+        }
+    }
+    let waited = outage.expect("redis was stopped mid-run");
+    assert!(waited.as_millis() >= 1_400, "the write waited for Redis ({waited:?})");
+    assert!(rs.retries > 0);
+    let (state, _) = engine.finish();
+    let mut c = rs.connection().unwrap();
+    for p in state.positions.rows() {
+        let h: HashMap<String, String> = redis::cmd("HGETALL").arg(position_key(p)).query(&mut c).unwrap();
+        for (f, want) in fields_of_position(p) {
+            assert_eq!(h.get(f), Some(&want), "{} field {f} after the restart", position_key(p));
+        }
+    }
+    let newest = state.positions.versioned().iter().map(|v| v.version).max().unwrap_or(0);
+    assert!(rs.epoch().unwrap() >= newest, "the epoch marker covers every row written");
+    stop(&state_file);
+}
