@@ -18,8 +18,9 @@
 //!
 //! The durable-offset contract (../shared/BRIEF.md): an epoch's boundaries are durable before any
 //! sink sees its rows; offsets are committed, and `committed` moved, only after every sink wrote
-//! through the epoch; nothing is committed past what the sinks hold. Sinks are written
-//! synchronously at flush points, so consumption stops while they write (backpressure), and
+//! through the epoch; nothing is committed past what the sinks hold. Each sink has its own cadence
+//! (Redis every epoch, ClickHouse every second by default); offsets follow the slowest. Sinks are
+//! written synchronously between epochs, so consumption stops while they write (backpressure), and
 //! memory is bounded by librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB) plus
 //! messages held back during a replay (their partitions are paused).
 
@@ -96,6 +97,16 @@ pub trait EpochSink {
     /// Makes the tables as of `epoch` durable, from the whole `state` or from the `changes` since
     /// the previous call; returns once the store acknowledged.
     fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String>;
+    /// How often this sink is written; `None`: the pipeline's `flush_ms`. A live feed can be
+    /// written every epoch while an analytical store takes larger batches; offsets are committed
+    /// through the newest epoch every sink holds.
+    fn flush_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether the sink reads `changes` (when not, they are not kept for it).
+    fn wants_changes(&self) -> bool {
+        true
+    }
 }
 
 /// The Parquet files: each flush rewrites every table (atomic renames).
@@ -109,15 +120,23 @@ impl EpochSink for ParquetEpochSink {
     fn write_through(&mut self, _epoch: u64, s: &OutputState, _changes: &Changes) -> Result<(), String> {
         self.0.write(&state::snapshot(s)).map(|_| ()).map_err(|e| e.to_string())
     }
+
+    fn wants_changes(&self) -> bool {
+        false
+    }
 }
 
 /// Redis: each flush applies the changes since the previous one, fenced by version, and moves the
 /// epoch marker, in one MULTI/EXEC.
-pub struct RedisEpochSink(pub RedisSink);
+pub struct RedisEpochSink(pub RedisSink, pub Option<Duration>);
 
 impl EpochSink for RedisEpochSink {
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn flush_every(&self) -> Option<Duration> {
+        self.1
     }
 
     fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
@@ -126,11 +145,15 @@ impl EpochSink for RedisEpochSink {
 }
 
 /// ClickHouse: each flush inserts the rows changed since the previous one, then `sink_progress`.
-pub struct ClickHouseEpochSink(pub ClickHouseSink);
+pub struct ClickHouseEpochSink(pub ClickHouseSink, pub Option<Duration>);
 
 impl EpochSink for ClickHouseEpochSink {
     fn name(&self) -> &'static str {
         "clickhouse"
+    }
+
+    fn flush_every(&self) -> Option<Duration> {
+        self.1
     }
 
     fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
@@ -166,15 +189,26 @@ enum Phase {
     Live,
 }
 
+/// A sink with its own cadence and the changes it has not written yet.
+struct Slot<'a> {
+    sink: Box<dyn EpochSink + 'a>,
+    every: Duration,
+    last: Instant,
+    durable: u64,
+    pending: Changes,
+}
+
 struct Loop<'a, 'm> {
     engine: Engine<'m>,
     consumer: InputConsumer,
     dlq: DeadLetterProducer,
     store: CheckpointStore,
-    sinks: Vec<Box<dyn EpochSink + 'a>>,
+    sinks: Vec<Slot<'a>>,
     metrics: &'m Metrics,
     run: &'a KafkaRun,
     instruments_topic: String,
+    /// End offsets of the epochs sealed since the last commit.
+    recent: VecDeque<(u64, Offsets)>,
     /// Next offset per partition (what has been fed).
     next: Offsets,
     /// `topic/partition` names, the dead letters' source.
@@ -188,11 +222,9 @@ struct Loop<'a, 'm> {
     epoch_opened: Instant,
     /// The last sealed epoch and its end offsets.
     sealed: (u64, Offsets),
-    durable: u64,
     checkpointed: u64,
     committed: u64,
     committed_offsets: Offsets,
-    last_flush: Instant,
     last_checkpoint: Instant,
     replayed: usize,
 }
@@ -297,6 +329,16 @@ impl<'a, 'm> Loop<'a, 'm> {
             self.store.log_epoch(&record)?;
         }
         self.sealed = (epoch, self.next.clone());
+        self.recent.push_back((epoch, self.next.clone()));
+        // Every sink gets the epoch's changes; each writes them at its own cadence.
+        let changes = self.engine.take_changes();
+        let mut takers: Vec<&mut Slot<'a>> = self.sinks.iter_mut().filter(|s| s.sink.wants_changes()).collect();
+        if let Some((last, rest)) = takers.split_last_mut() {
+            for slot in rest {
+                slot.pending.append(changes.clone());
+            }
+            last.pending.append(changes);
+        }
         self.in_epoch = 0;
         self.epoch_opened = Instant::now();
         Ok(())
@@ -342,39 +384,52 @@ impl<'a, 'm> Loop<'a, 'm> {
     /// then writes a checkpoint of that epoch when one is due (or `force`). Called only between
     /// epochs, so the engine's state is exactly the sealed epoch's.
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
-        let (epoch, ends) = self.sealed.clone();
-        if epoch > self.durable && (force || self.last_flush.elapsed() >= self.run.flush_every) {
-            // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
-            self.store.sync()?;
-            let changes = self.engine.take_changes();
-            let state = self.engine.state();
-            for sink in &mut self.sinks {
-                let started = Instant::now();
-                sink.write_through(epoch, state, &changes)
-                    .map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?;
-                tracing::debug!(sink = sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
+        let (epoch, _) = self.sealed.clone();
+        let checkpoint_due = force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every;
+        // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
+        let mut synced = false;
+        for slot in &mut self.sinks {
+            if slot.durable >= epoch || !(checkpoint_due || slot.last.elapsed() >= slot.every) {
+                continue;
             }
-            self.dlq.flush()?;
-            self.durable = epoch;
-            self.metrics.durable_epoch.set(epoch as i64);
-            if epoch > self.committed {
-                self.consumer.commit(&ends)?;
-                self.store.set_committed(epoch)?;
-                self.committed = epoch;
-                for (p, o) in &ends {
-                    self.metrics.kafka_committed(p, *o);
-                }
-                self.committed_offsets = ends.clone();
+            if !synced {
+                self.store.sync()?;
+                synced = true;
             }
-            self.last_flush = Instant::now();
-        }
-        // A checkpoint only of an epoch every sink holds (a restart never restores past them).
-        if self.durable == epoch
-            && epoch > self.checkpointed
-            && (force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every)
-        {
             let started = Instant::now();
-            let c = CheckpointStore::checkpoint(epoch, &ends, self.engine.snapshot());
+            let changes = std::mem::take(&mut slot.pending);
+            slot.sink
+                .write_through(epoch, self.engine.state(), &changes)
+                .map_err(|message| KafkaRunError::Sink { sink: slot.sink.name(), message })?;
+            slot.durable = epoch;
+            slot.last = Instant::now();
+            tracing::debug!(sink = slot.sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
+        }
+        // The newest epoch every sink holds.
+        let all = self.sinks.iter().map(|s| s.durable).min().unwrap_or(epoch);
+        self.metrics.durable_epoch.set(all as i64);
+        if all > self.committed {
+            self.dlq.flush()?;
+            while self.recent.front().is_some_and(|(e, _)| *e < all) {
+                self.recent.pop_front();
+            }
+            let ends = match self.recent.front() {
+                Some((e, ends)) if *e == all => ends.clone(),
+                _ => self.sealed.1.clone(),
+            };
+            self.consumer.commit(&ends)?;
+            self.store.set_committed(all)?;
+            self.committed = all;
+            for (p, o) in &ends {
+                self.metrics.kafka_committed(p, *o);
+            }
+            self.committed_offsets = ends;
+        }
+        // A checkpoint only of an epoch every sink holds (a restart never restores past them),
+        // taken while the engine's state is that epoch's.
+        if checkpoint_due && all == epoch && epoch > self.checkpointed {
+            let started = Instant::now();
+            let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, self.engine.snapshot());
             let bytes = self.store.save(&c)?;
             self.checkpointed = epoch;
             self.last_checkpoint = Instant::now();
@@ -428,6 +483,18 @@ pub fn run<'a>(
         .map(|(p, (_, high))| (p.clone(), *high))
         .collect();
     let end: Offsets = watermarks.iter().map(|(p, (_, high))| (p.clone(), *high)).collect();
+    // Sinks hold everything through the committed epoch already.
+    let held = restored_from.max(committed);
+    let sinks: Vec<Slot<'a>> = sinks
+        .into_iter()
+        .map(|sink| Slot {
+            every: sink.flush_every().unwrap_or(run.flush_every),
+            sink,
+            last: Instant::now(),
+            durable: held,
+            pending: Changes::default(),
+        })
+        .collect();
     let mut l = Loop {
         engine,
         consumer,
@@ -437,6 +504,7 @@ pub fn run<'a>(
         metrics,
         run,
         instruments_topic: kafka.topics.instruments.clone(),
+        recent: VecDeque::new(),
         next: start.clone(),
         names: BTreeMap::new(),
         held: BTreeMap::new(),
@@ -447,12 +515,9 @@ pub fn run<'a>(
         in_epoch: 0,
         epoch_opened: Instant::now(),
         sealed: (restored_from, start.clone()),
-        // Sinks hold everything through the committed epoch already.
-        durable: restored_from.max(committed),
         checkpointed: restored_from,
         committed,
         committed_offsets: Offsets::new(),
-        last_flush: Instant::now(),
         last_checkpoint: Instant::now(),
         replayed: 0,
     };

@@ -210,10 +210,16 @@ fn main() -> anyhow::Result<()> {
             };
             let mut sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
             if !config.clickhouse.url.is_empty() {
-                sinks.push(Box::new(ClickHouseEpochSink(ClickHouseSink::connect(&config.clickhouse)?)));
+                sinks.push(Box::new(ClickHouseEpochSink(
+                    ClickHouseSink::connect(&config.clickhouse)?,
+                    Some(Duration::from_millis(config.clickhouse.flush_ms)),
+                )));
             }
             if !config.redis.url.is_empty() {
-                sinks.push(Box::new(RedisEpochSink(RedisSink::connect(&config.redis)?)));
+                sinks.push(Box::new(RedisEpochSink(
+                    RedisSink::connect(&config.redis)?,
+                    Some(Duration::from_millis(config.redis.flush_ms)),
+                )));
             }
             let started = Instant::now();
             let outcome = kafka::run(&config.kafka, &run, &engine_config(&config), &metrics, &health, sinks, &stop)?;

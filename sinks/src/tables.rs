@@ -118,4 +118,17 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Appends later changes (of later epochs) to these.
+    pub fn append(&mut self, mut later: Changes) {
+        self.positions.append(&mut later.positions);
+        self.fills.append(&mut later.fills);
+        self.rollups.append(&mut later.rollups);
+        self.minutes.append(&mut later.minutes);
+        self.orders.append(&mut later.orders);
+        self.marks.append(&mut later.marks);
+        self.instruments.append(&mut later.instruments);
+        self.dead_letters.append(&mut later.dead_letters);
+        self.events.append(&mut later.events);
+    }
 }

@@ -45,6 +45,8 @@ pub struct ClickHouseConfig {
     pub validation: bool,
     /// Longest pause between retries, in milliseconds. Default 5000.
     pub max_backoff_ms: u64,
+    /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 1000.
+    pub flush_ms: u64,
 }
 
 impl Default for ClickHouseConfig {
@@ -56,6 +58,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             validation: false,
             max_backoff_ms: 5_000,
+            flush_ms: 1_000,
         }
     }
 }

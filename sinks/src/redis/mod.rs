@@ -49,6 +49,9 @@ pub struct RedisConfig {
     pub stream_maxlen: u64,
     /// Longest pause between retries while Redis is unreachable, milliseconds. Default 5000.
     pub max_backoff_ms: u64,
+    /// The sink is written at most this often, in milliseconds; 0 (the default): every epoch,
+    /// for freshness.
+    pub flush_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -62,6 +65,7 @@ impl Default for RedisConfig {
             instrument_ttl_ms: 86_400_000,
             stream_maxlen: 100_000,
             max_backoff_ms: 5_000,
+            flush_ms: 0,
         }
     }
 }
