@@ -463,8 +463,11 @@ pub fn run<'a>(
         None => (Offsets::new(), 0),
     };
     let restored_after = if restored_from > 0 { began.elapsed() } else { Duration::ZERO };
-    // Sinks that upsert take the changes from here on (restored rows are already theirs).
-    engine.track_changes();
+    // Sinks that upsert take the changes from here on (restored rows are already theirs); with
+    // none, the engine keeps no change log.
+    if sinks.iter().any(|s| s.wants_changes()) {
+        engine.track_changes();
+    }
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
     let committed = store.committed()?;
     let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
