@@ -7,20 +7,13 @@
 # Uses Debian's clickhouse-server package (installed when missing; an 18.16 release on bookworm),
 # with its configuration, data and logs in a temporary directory, on spare loopback ports.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 STATE="${HARBOUR_CLICKHOUSE_STATE:-${TMPDIR:-/tmp}/harbour-clickhouse.state}"
 
 need() {
-  if ! command -v clickhouse-server >/dev/null 2>&1; then
-    echo "installing clickhouse-server from Debian" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server >&2
-  fi
-}
-
-spare_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  command -v clickhouse-server >/dev/null 2>&1 || apt_install clickhouse-server
 }
 
 start() {
@@ -74,16 +67,7 @@ XML
 }
 
 stop() {
-  [ -f "$STATE" ] || return 0
-  local pid dir
-  read -r pid dir _ < "$STATE"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  case "$dir" in "${TMPDIR:-/tmp}"/harbour-clickhouse.*) rm -rf "$dir" ;; esac
-  rm -f "$STATE"
+  stop_service "$STATE" harbour-clickhouse
 }
 
 case "${1:-}" in

@@ -15,9 +15,7 @@ if command -v java >/dev/null 2>&1; then
 fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing from Debian: ${missing[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+  # shellcheck source=deploy/lib.sh
+  . "$(dirname "$0")/lib.sh"
+  apt_install "${missing[@]}"
 fi

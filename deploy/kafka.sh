@@ -9,6 +9,8 @@
 # installed from Debian when missing. Jars are cached in ~/.cache/harbour/kafka-<version>; data lives
 # in a temporary directory; both ports are spare loopback ports.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 KAFKA_VERSION="${HARBOUR_KAFKA_VERSION:-4.1.1}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/kafka-$KAFKA_VERSION"
@@ -16,9 +18,7 @@ STATE="${HARBOUR_KAFKA_STATE:-${TMPDIR:-/tmp}/harbour-kafka.state}"
 
 need() {
   if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-    echo "installing java and maven from Debian" >&2
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >&2
+    apt_install default-jre-headless maven
   fi
 }
 
@@ -38,10 +38,6 @@ POM
   echo "fetching Apache Kafka $KAFKA_VERSION from Maven Central" >&2
   (cd "$CACHE" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs >&2)
   touch "$CACHE/.complete"
-}
-
-spare_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 start() {
@@ -87,16 +83,7 @@ PROPS
 }
 
 stop() {
-  [ -f "$STATE" ] || return 0
-  local pid dir
-  read -r pid dir _ < "$STATE"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  case "$dir" in "${TMPDIR:-/tmp}"/harbour-kafka.*) rm -rf "$dir" ;; esac
-  rm -f "$STATE"
+  stop_service "$STATE" harbour-kafka
 }
 
 case "${1:-}" in

@@ -432,11 +432,8 @@ fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
     })?;
     let day = generate(&GenerateConfig { fills: fills as usize, quotes: fills as usize, ..GenerateConfig::default() })?;
     let database = format!("harbour_bench_{}", std::process::id());
-    let mut sink = ClickHouseSink::connect_to(&ClickHouseConfig {
-        url,
-        database: database.clone(),
-        ..ClickHouseConfig::default()
-    })?;
+    let mut sink =
+        ClickHouseSink::connect(&ClickHouseConfig { url, database: database.clone(), ..ClickHouseConfig::default() })?;
     let config = harbour::engine::EngineConfig {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),
@@ -490,7 +487,7 @@ fn bench_redis(fills: u64) -> anyhow::Result<()> {
     let url = format!("{}/3", url.trim_end_matches('/'));
     let day =
         generate(&GenerateConfig { fills: fills as usize, quotes: 3 * fills as usize, ..GenerateConfig::default() })?;
-    let mut sink = RedisSink::connect_to(&RedisConfig { url, ..RedisConfig::default() })?;
+    let mut sink = RedisSink::connect(&RedisConfig { url, ..RedisConfig::default() })?;
     {
         let mut c = sink.connection()?;
         redis::cmd("FLUSHDB").query::<()>(&mut c)?;

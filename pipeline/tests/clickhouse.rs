@@ -1,19 +1,17 @@
 //! The ClickHouse sink on a real ClickHouse server (the one `deploy/clickhouse.sh` starts; the
 //! README's test command exports `HARBOUR_CLICKHOUSE_URL`). Each test uses its own database.
 
+mod common;
+
 use std::sync::Arc;
 
-use harbour::engine::{Engine, EngineConfig, OutputState};
+use common::{engine_config, money};
+use harbour::engine::{Engine, OutputState};
 use harbour::metrics::{Health, Metrics};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::ticks::SpreadTables;
 use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::generate::{generate, GenerateConfig};
-use rust_decimal::Decimal;
 
 fn sink(name: &str) -> ClickHouseSink {
     let url = std::env::var("HARBOUR_CLICKHOUSE_URL").expect(
@@ -26,31 +24,6 @@ fn sink(name: &str) -> ClickHouseSink {
         ..ClickHouseConfig::default()
     };
     ClickHouseSink::connect(&config).unwrap()
-}
-
-fn config_engine() -> EngineConfig {
-    config()
-}
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        epoch_events: 500,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    }
-}
-
-/// A sum as ClickHouse computes it: of values stored at 8 decimal places (per-fill realized P&L
-/// from average cost can have more).
-fn money(values: impl Iterator<Item = Decimal>) -> String {
-    let mut sum: Decimal = values
-        .map(|mut d| {
-            d.rescale(8);
-            d
-        })
-        .sum();
-    sum.rescale(8);
-    sum.to_string()
 }
 
 /// What ClickHouse must show under FINAL: counts and exact sums of the engine's tables.
@@ -107,7 +80,7 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     let lines =
         generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 21, ..GenerateConfig::default() }).unwrap();
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&config(), &metrics, health);
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
     engine.track_changes();
     let mut ch = sink("day");
     let mut sent: Vec<(u64, Changes)> = Vec::new();
@@ -239,11 +212,11 @@ fn clickhouse_down_mid_run_the_sink_waits_and_the_tables_end_complete() {
         ..ClickHouseConfig::default()
     };
     // The test harness's HARBOUR_CLICKHOUSE_URL must not redirect this sink.
-    let mut ch = ClickHouseSink::connect_to(&config).unwrap();
+    let mut ch = ClickHouseSink::connect(&config).unwrap();
     let lines =
         generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 4, ..GenerateConfig::default() }).unwrap();
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&config_engine(), &metrics, health);
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
     engine.track_changes();
     let half = lines.len() / 2;
     let mut restarted = None;

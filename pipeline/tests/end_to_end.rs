@@ -1,17 +1,17 @@
 //! End to end: a generated day through the engine equals a batch recomputation; the binary's
 //! `run` and `replay` write the same Parquet tables, which read back consistently.
 
+mod common;
+
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::{Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
-use harbour::engine::{self, EngineConfig, OutputState, RunStats};
+use common::engine_config;
+use harbour::engine::{self, OutputState, RunStats};
 use harbour::metrics::{Health, Metrics};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::Validator;
@@ -23,14 +23,6 @@ use rust_decimal::Decimal;
 
 fn day(fills: usize) -> Vec<String> {
     generate(&GenerateConfig { fills, quotes: fills * 3, ..GenerateConfig::default() }).expect("generate")
-}
-
-fn engine_config(epoch_events: usize) -> EngineConfig {
-    EngineConfig {
-        epoch_events,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    }
 }
 
 fn run(lines: &[String], epoch_events: usize) -> (OutputState, RunStats) {

@@ -15,16 +15,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
-use harbour::engine::{self, EngineConfig, OutputState};
+use common::{engine_config, money};
+use harbour::engine::{self, OutputState};
 use harbour::kafka::{self, EpochSink, KafkaRun, ParquetEpochSink};
 use harbour::metrics::{Health, Metrics};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::ticks::SpreadTables;
 use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use harbour_sinks::parquet::ParquetSink;
 use harbour_sources::file::SourceLine;
@@ -66,14 +65,6 @@ fn temp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn engine_config(epoch_events: usize) -> EngineConfig {
-    EngineConfig {
-        epoch_events,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    }
 }
 
 fn file_replay(lines: &[String]) -> OutputState {
@@ -228,18 +219,6 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         assert!(codes.contains(c), "the sample day has a {c} poison message");
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A sum as ClickHouse computes it: of values stored at 8 decimal places.
-fn money(values: impl Iterator<Item = rust_decimal::Decimal>) -> String {
-    let mut sum: rust_decimal::Decimal = values
-        .map(|mut d| {
-            d.rescale(8);
-            d
-        })
-        .sum();
-    sum.rescale(8);
-    sum.to_string()
 }
 
 fn read_table(dir: &Path, table: &str) -> Vec<String> {

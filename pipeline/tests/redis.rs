@@ -1,15 +1,14 @@
 //! The Redis sink on a real redis-server (the one `deploy/redis.sh` starts; the README's test
 //! command exports `HARBOUR_REDIS_URL`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use harbour::engine::{Engine, EngineConfig};
+use common::engine_config;
+use harbour::engine::Engine;
 use harbour::metrics::{Health, Metrics};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::ticks::SpreadTables;
 use harbour_sinks::redis::{fields_of_position, position_key, RedisConfig, RedisSink};
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
@@ -21,7 +20,7 @@ fn sink(db: u32) -> RedisSink {
     );
     // deploy/redis.sh gives `redis://host:port/`: this test uses its own database number.
     let url = format!("{}/{db}", url.trim_end_matches('/'));
-    let mut s = RedisSink::connect_to(&RedisConfig { url, ..RedisConfig::default() }).unwrap();
+    let mut s = RedisSink::connect(&RedisConfig { url, ..RedisConfig::default() }).unwrap();
     let mut c = s.connection().unwrap();
     let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
     s
@@ -31,11 +30,7 @@ fn sink(db: u32) -> RedisSink {
 fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
     let lines =
         generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 33, ..GenerateConfig::default() }).unwrap();
-    let config = EngineConfig {
-        epoch_events: 500,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    };
+    let config = engine_config(500);
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
     let mut engine = Engine::new(&config, &metrics, health);
     engine.track_changes();
@@ -122,15 +117,10 @@ fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     };
     let port = url.trim_end_matches('/').rsplit(':').next().unwrap().to_string();
     let mut rs =
-        RedisSink::connect_to(&RedisConfig { url: url.clone(), max_backoff_ms: 200, ..RedisConfig::default() })
-            .unwrap();
+        RedisSink::connect(&RedisConfig { url: url.clone(), max_backoff_ms: 200, ..RedisConfig::default() }).unwrap();
     let lines =
         generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 8, ..GenerateConfig::default() }).unwrap();
-    let config = EngineConfig {
-        epoch_events: 400,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    };
+    let config = engine_config(400);
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
     let mut engine = Engine::new(&config, &metrics, health);
     engine.track_changes();

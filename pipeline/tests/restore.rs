@@ -1,24 +1,15 @@
 //! Checkpoint restore: an engine restored from a snapshot taken mid-run, fed the rest of the
 //! input, ends with exactly the tables of an uninterrupted run.
 
+mod common;
+
 use std::sync::Arc;
 
-use harbour::engine::{Engine, EngineConfig, EngineSnapshot, OutputState};
+use common::engine_config;
+use harbour::engine::{Engine, EngineSnapshot, OutputState};
 use harbour::metrics::{Health, Metrics};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::ticks::SpreadTables;
 use harbour_sources::file::SourceLine;
 use harbour_sources::generate::{generate, GenerateConfig};
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        epoch_events: 500,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
-        spreads: SpreadTables::default(),
-    }
-}
 
 fn line(i: usize, raw: &str) -> SourceLine {
     SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.to_string() }
@@ -60,7 +51,7 @@ fn restored_engine_continues_to_the_same_tables() {
     let lines =
         generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 11, ..GenerateConfig::default() }).unwrap();
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let cfg = config();
+    let cfg = engine_config(500);
 
     let mut whole = Engine::new(&cfg, &metrics, health.clone());
     feed_all(&mut whole, lines.iter().enumerate(), 500);

@@ -116,18 +116,9 @@ pub struct ClickHouseSink {
 }
 
 impl ClickHouseSink {
-    /// Connects and applies the migrations (waiting for ClickHouse while it is unreachable).
-    /// `HARBOUR_CLICKHOUSE_URL` overrides `config.url`.
+    /// Connects to `config.url` (the config loader applies `HARBOUR_CLICKHOUSE_URL`) and applies
+    /// the migrations, waiting for ClickHouse while it is unreachable.
     pub fn connect(config: &ClickHouseConfig) -> Result<ClickHouseSink, ClickHouseError> {
-        let mut config = config.clone();
-        if let Ok(url) = std::env::var("HARBOUR_CLICKHOUSE_URL") {
-            config.url = url;
-        }
-        ClickHouseSink::connect_to(&config)
-    }
-
-    /// Like [`ClickHouseSink::connect`], to exactly `config.url`.
-    pub fn connect_to(config: &ClickHouseConfig) -> Result<ClickHouseSink, ClickHouseError> {
         let url = config.url.clone();
         if url.is_empty() {
             return Err(ClickHouseError::Config("clickhouse.url is empty".into()));

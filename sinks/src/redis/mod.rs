@@ -131,17 +131,9 @@ fn retriable(e: &redis::RedisError) -> bool {
 }
 
 impl RedisSink {
-    /// A sink for `config` (`HARBOUR_REDIS_URL` and `HARBOUR_REDIS_PASSWORD` override it).
+    /// A sink for `config.url` (the config loader applies `HARBOUR_REDIS_URL`; the password comes
+    /// from `HARBOUR_REDIS_PASSWORD` or `password_file`).
     pub fn connect(config: &RedisConfig) -> Result<RedisSink, RedisError> {
-        let mut config = config.clone();
-        if let Ok(u) = std::env::var("HARBOUR_REDIS_URL") {
-            config.url = u;
-        }
-        RedisSink::connect_to(&config)
-    }
-
-    /// Like [`RedisSink::connect`], to exactly `config.url`.
-    pub fn connect_to(config: &RedisConfig) -> Result<RedisSink, RedisError> {
         if config.url.is_empty() {
             return Err(RedisError::Config("redis.url is empty".into()));
         }

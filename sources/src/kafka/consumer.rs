@@ -137,22 +137,6 @@ impl InputConsumer {
         self.consumer.resume(&l).map_err(KafkaError::client)
     }
 
-    /// Resumes fetching every partition.
-    pub fn resume_all(&self) -> Result<(), KafkaError> {
-        let mut l = TopicPartitionList::new();
-        for p in &self.partitions {
-            l.add_partition(&p.topic, p.partition);
-        }
-        self.consumer.resume(&l).map_err(KafkaError::client)
-    }
-
-    /// Moves `p` to `offset` (used after a pause, to re-read from the first message not taken).
-    pub fn seek(&self, p: &Partition, offset: i64) -> Result<(), KafkaError> {
-        self.consumer
-            .seek(&p.topic, p.partition, Offset::Offset(offset), Duration::from_secs(10))
-            .map_err(KafkaError::client)
-    }
-
     /// Commits `offsets` (next offset to read, per partition) for the group, synchronously.
     pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
         if offsets.is_empty() {

@@ -23,10 +23,9 @@ use serde::Deserialize;
 use super::consumer::Partition;
 use super::{KafkaConfig, KafkaError};
 
-/// Counts delivery outcomes.
+/// Counts failed deliveries (checked at each flush).
 #[derive(Default)]
 pub struct Deliveries {
-    delivered: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -46,13 +45,10 @@ impl ClientContext for Counted {}
 impl ProducerContext for Counted {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "kafka delivery failed");
-                self.failed.fetch_add(1, Ordering::Relaxed)
-            }
-        };
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "kafka delivery failed");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -213,10 +209,5 @@ impl DeadLetterProducer {
         flush(&self.producer, &self.deliveries)?;
         self.pending = 0;
         Ok(())
-    }
-
-    /// Messages acknowledged so far.
-    pub fn delivered(&self) -> u64 {
-        self.deliveries.delivered.load(Ordering::Relaxed)
     }
 }
