@@ -9,6 +9,7 @@
 # and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -22,9 +23,9 @@ fi
 bash deploy/deps.sh
 
 cleanup() {
-  bash deploy/kafka.sh stop || true
-  bash deploy/clickhouse.sh stop || true
-  bash deploy/redis.sh stop || true
+  bash "$root/deploy/kafka.sh" stop || true
+  bash "$root/deploy/clickhouse.sh" stop || true
+  bash "$root/deploy/redis.sh" stop || true
 }
 trap cleanup EXIT
 eval "$(bash deploy/kafka.sh start)"
@@ -34,4 +35,8 @@ echo "clickhouse at $HARBOUR_CLICKHOUSE_URL" >&2
 eval "$(bash deploy/redis.sh start)"
 echo "redis at $HARBOUR_REDIS_URL" >&2
 
-cargo test --workspace --locked "$@"
+# Build first, then run with a ceiling: a test that hangs (a service that never answers, a
+# pipeline that never reaches the end) fails the run with the name of the test still running,
+# instead of running into CI's own limit. The whole suite takes a few minutes here.
+cargo test --workspace --locked --no-run "$@"
+timeout --signal=TERM --kill-after=30s "${HARBOUR_TEST_TIMEOUT:-30m}" cargo test --workspace --locked "$@"

@@ -221,6 +221,112 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A sink that fails once it is asked to write past `fail_after`: the run stops with an error and
+/// no final checkpoint, as after a crash, leaving every sealed epoch in the epoch log.
+struct FailingSink {
+    fail_after: u64,
+}
+
+impl EpochSink for FailingSink {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+
+    fn write_through(
+        &mut self,
+        epoch: u64,
+        _s: &OutputState,
+        _c: &harbour_sinks::tables::Changes,
+    ) -> Result<(), String> {
+        if epoch > self.fail_after {
+            Err(format!("refusing epoch {epoch}"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wants_changes(&self) -> bool {
+        false
+    }
+}
+
+/// Regression (a CI run hung here): a restart re-forms many small logged epochs spread over every
+/// partition. Messages held back for a later epoch must be released as soon as any epoch seals,
+/// whichever partition sealed it, and all of them once the log is re-formed; otherwise their
+/// partitions stay paused and the run never reaches the end.
+#[test]
+fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
+    let cfg = kafka_config("relog");
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 9_000, seed: 11, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("relog");
+    let run = KafkaRun {
+        epoch_events: 20,
+        epoch_max: Duration::from_millis(200),
+        flush_every: Duration::from_millis(200),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let config = engine_config(1_000);
+    // First run: stops with a sink error two thirds in, after many sealed epochs.
+    let fail_after = (lines.len() as u64) * 2 / 3;
+    let failing: Vec<Box<dyn EpochSink>> = vec![Box::new(FailingSink { fail_after })];
+    let err = kafka::run(&cfg, &run, &config, &metrics, &health, failing, &AtomicBool::new(false))
+        .err()
+        .expect("the failing sink stops the first run");
+    assert!(err.to_string().contains("refusing epoch"), "{err}");
+    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    assert!(store.load().unwrap().is_none(), "no checkpoint was due");
+    let logged = store.epochs_after(0).unwrap().len();
+    assert!(logged > 20, "the log holds many epochs ({logged})");
+
+    // Second run, on a thread so a hang fails the test instead of stalling the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (cfg2, run2) = (cfg.clone(), run.clone());
+    std::thread::spawn(move || {
+        let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run2.out_dir)))];
+        let out = kafka::run(
+            &cfg2,
+            &run2,
+            &engine_config(1_000),
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &AtomicBool::new(false),
+        );
+        let _ = tx.send(out.map(|o| (o.state, o.stats.lines, o.replayed)).map_err(|e| e.to_string()));
+    });
+    let (state, read, replayed) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the restarted run reaches the end within two minutes")
+        .unwrap();
+    assert_eq!(replayed, logged, "every logged epoch re-formed");
+    assert_eq!(read, lines.len() as u64);
+    assert_same_tables(&state, &file_replay(&lines));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits for `child`; past `limit` it is killed and the test fails (a hang must not stall CI).
+fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn read_table(dir: &Path, table: &str) -> Vec<String> {
     let file = File::open(dir.join(format!("{table}.parquet"))).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
@@ -345,15 +451,16 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     // The kills interrupted real work: the sinks did not yet hold the whole day.
     let committed: u64 = std::fs::read_to_string(dir.join("state/committed")).map_or(0, |s| s.trim().parse().unwrap());
     assert!(committed < lines.len() as u64, "work was left when the last kill landed (committed epoch {committed})");
-    let status = redis_env(&mut harbour(&cfg))
+    let last = redis_env(&mut harbour(&cfg))
         .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
         .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
         .args(["kafka", "run", "--until-end", "--out"])
         .arg(dir.join("out"))
         .arg("--state")
         .arg(dir.join("state"))
-        .status()
+        .spawn()
         .unwrap();
+    let status = wait_at_most(last, Duration::from_secs(300), "the final run after the kills");
     assert!(status.success(), "the final run completes");
 
     let reference = dir.join("reference");

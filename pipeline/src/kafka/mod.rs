@@ -1,7 +1,7 @@
 //! The Kafka run loop: consume, cut epochs, feed the engine, write sinks, commit what is durable.
 //!
 //! ```text
-//!  InputConsumer ─► admit (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
+//!  InputConsumer ─► Gate (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
 //!        ▲                                                     │ seal (epoch: count / time / idle)
 //!        │                                                     ▼
 //!        │                     epochs.log (epoch, end offset per partition), fsynced
@@ -24,7 +24,9 @@
 //! memory is bounded by librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB) plus
 //! messages held back during a replay (their partitions are paused).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod gate;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +45,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
 use crate::engine::{Engine, EngineConfig, OutputState, RunStats};
 use crate::metrics::{Health, Metrics};
 use crate::state;
+use gate::{Gate, Phase, Step};
 
 /// Settings of a Kafka run.
 #[derive(Clone, Debug)]
@@ -179,16 +182,6 @@ pub struct KafkaOutcome {
     pub caught_up_after: Option<Duration>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Phase {
-    /// Re-forming logged epochs.
-    Replay,
-    /// Reading the instruments topic to its end first.
-    Bootstrap,
-    /// Reading on.
-    Live,
-}
-
 /// A sink with its own cadence and the changes it has not written yet.
 struct Slot<'a> {
     sink: Box<dyn EpochSink + 'a>,
@@ -206,18 +199,12 @@ struct Loop<'a, 'm> {
     sinks: Vec<Slot<'a>>,
     metrics: &'m Metrics,
     run: &'a KafkaRun,
-    instruments_topic: String,
     /// End offsets of the epochs sealed since the last commit.
     recent: VecDeque<(u64, Offsets)>,
-    /// Next offset per partition (what has been fed).
-    next: Offsets,
     /// `topic/partition` names, the dead letters' source.
     names: BTreeMap<Partition, smol_str::SmolStr>,
-    held: BTreeMap<Partition, VecDeque<Record>>,
-    paused: BTreeSet<Partition>,
-    replay: VecDeque<EpochRecord>,
-    bootstrap_until: Offsets,
-    phase: Phase,
+    /// What is fed now and what waits; where each partition is.
+    gate: Gate,
     in_epoch: usize,
     epoch_opened: Instant,
     /// The last sealed epoch and its end offsets.
@@ -234,30 +221,24 @@ fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
 }
 
 impl<'a, 'm> Loop<'a, 'm> {
-    /// The offset a message must stay below to be fed now; `None` when unlimited.
-    fn limit(&self, p: &Partition) -> Option<i64> {
-        match self.phase {
-            Phase::Replay => Some(self.replay.front().and_then(|r| r.ends.get(p)).unwrap_or(i64::MIN)),
-            Phase::Bootstrap if p.topic != self.instruments_topic => Some(i64::MIN),
-            _ => None,
-        }
-    }
-
-    fn take(&mut self, r: Record) -> Result<(), KafkaRunError> {
-        if self.next.get(&r.partition).is_some_and(|n| r.offset < *n) {
-            return Ok(()); // re-delivered after a pause: already fed
-        }
-        if self.limit(&r.partition).is_some_and(|l| r.offset >= l) {
-            if self.paused.insert(r.partition.clone()) {
-                self.consumer.pause(&r.partition)?;
+    /// Carries out the gate's steps, in order.
+    fn apply(&mut self, steps: &mut Vec<Step>) -> Result<(), KafkaRunError> {
+        for step in steps.drain(..) {
+            match step {
+                Step::Feed { record, replaying } => self.feed(record, replaying)?,
+                Step::SealReplayed(r) => {
+                    self.seal(Some(r))?;
+                    self.flush(false)?;
+                }
+                Step::ReplayDone => tracing::info!(epochs = self.replayed, "logged epochs re-formed; reading on"),
+                Step::Pause(p) => self.consumer.pause(&p)?,
+                Step::Resume(p) => self.consumer.resume(&p)?,
             }
-            self.held.entry(r.partition.clone()).or_default().push_back(r);
-            return Ok(());
         }
-        self.feed(r)
+        Ok(())
     }
 
-    fn feed(&mut self, r: Record) -> Result<(), KafkaRunError> {
+    fn feed(&mut self, r: Record, replaying: Option<u64>) -> Result<(), KafkaRunError> {
         // The payload becomes the line without a copy when it is UTF-8 (a poison message that is
         // not keeps its bytes for the dead-letter topic).
         let (raw, payload) = match String::from_utf8(r.payload) {
@@ -273,14 +254,10 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
         };
         let accepted = self.engine.feed(SourceLine { source, position: r.offset as u64, raw });
-        match self.next.get_mut(&r.partition) {
-            Some(n) => *n = r.offset + 1,
-            None => {
-                self.next.insert(r.partition.clone(), r.offset + 1);
-            }
-        }
         self.in_epoch += 1;
-        if !accepted && !self.replaying_committed() {
+        // A re-formed epoch every sink already holds had its dead letters sent.
+        let sent_before = replaying.is_some_and(|e| e <= self.committed);
+        if !accepted && !sent_before {
             let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
             self.dlq.send(&Poison {
                 partition: &r.partition,
@@ -294,42 +271,30 @@ impl<'a, 'm> Loop<'a, 'm> {
         Ok(())
     }
 
-    /// True while re-forming an epoch every sink already holds (its dead letters were sent).
-    fn replaying_committed(&self) -> bool {
-        self.phase == Phase::Replay && self.replay.front().is_some_and(|r| r.epoch <= self.committed)
-    }
-
-    fn replay_epoch_complete(&self) -> bool {
-        self.replay.front().is_some_and(|r| {
-            r.ends.0.iter().all(|(t, p, end)| {
-                self.next.get(&Partition { topic: t.as_str().into(), partition: *p }).is_some_and(|n| *n >= *end)
-            })
-        })
-    }
-
-    fn bootstrap_complete(&self, w: &BTreeMap<Partition, (i64, i64)>) -> bool {
-        self.bootstrap_until.iter().all(|(p, high)| self.next.get(p).copied().unwrap_or(lowest(w, p)) >= *high)
-    }
-
-    fn seal(&mut self) -> Result<(), KafkaRunError> {
+    /// Seals the epoch: a re-formed one (`replayed`) must come out exactly as logged; a new one
+    /// is logged.
+    fn seal(&mut self, replayed: Option<EpochRecord>) -> Result<(), KafkaRunError> {
         let epoch = self.engine.seal();
         let lines = self.engine.stats().lines;
-        if self.phase == Phase::Replay {
-            let r = self.replay.pop_front().expect("replay epoch");
-            if r.epoch != epoch || r.lines != lines {
-                return Err(KafkaRunError::Replay {
-                    epoch: r.epoch,
-                    message: format!("re-formed as epoch {epoch} ending at line {lines}, logged ending at {}", r.lines),
-                });
+        let next = self.gate.next().clone();
+        match replayed {
+            Some(r) => {
+                if r.epoch != epoch || r.lines != lines {
+                    return Err(KafkaRunError::Replay {
+                        epoch: r.epoch,
+                        message: format!(
+                            "re-formed as epoch {epoch} ending at line {lines}, logged ending at {}",
+                            r.lines
+                        ),
+                    });
+                }
+                self.replayed += 1;
+                self.metrics.kafka_replayed_epochs.inc();
             }
-            self.replayed += 1;
-            self.metrics.kafka_replayed_epochs.inc();
-        } else {
-            let record = EpochRecord { epoch, lines, ends: (&self.next).into() };
-            self.store.log_epoch(&record)?;
+            None => self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into() })?,
         }
-        self.sealed = (epoch, self.next.clone());
-        self.recent.push_back((epoch, self.next.clone()));
+        self.recent.push_back((epoch, next.clone()));
+        self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
         let mut takers: Vec<&mut Slot<'a>> = self.sinks.iter_mut().filter(|s| s.sink.wants_changes()).collect();
@@ -342,42 +307,6 @@ impl<'a, 'm> Loop<'a, 'm> {
         self.in_epoch = 0;
         self.epoch_opened = Instant::now();
         Ok(())
-    }
-
-    /// Releases held messages whose limit moved, in offset order per partition.
-    fn release(&mut self) -> Result<(), KafkaRunError> {
-        let parts: Vec<Partition> = self.held.keys().cloned().collect();
-        for p in parts {
-            while let Some(r) = self.held.get_mut(&p).and_then(|q| q.front().cloned()) {
-                if self.limit(&p).is_some_and(|l| r.offset >= l) {
-                    break;
-                }
-                self.held.get_mut(&p).expect("held").pop_front();
-                if self.next.get(&p).is_none_or(|n| r.offset >= *n) {
-                    self.feed(r)?;
-                }
-                if self.phase == Phase::Replay && self.replay_epoch_complete() {
-                    self.seal()?;
-                    self.after_replay_epoch()?;
-                }
-            }
-        }
-        // A partition whose held messages are all fed fetches again (the others stay paused).
-        self.held.retain(|_, q| !q.is_empty());
-        let drained: Vec<Partition> = self.paused.iter().filter(|p| !self.held.contains_key(*p)).cloned().collect();
-        for p in drained {
-            self.consumer.resume(&p)?;
-            self.paused.remove(&p);
-        }
-        Ok(())
-    }
-
-    fn after_replay_epoch(&mut self) -> Result<(), KafkaRunError> {
-        if self.replay.is_empty() {
-            self.phase = Phase::Live;
-            tracing::info!(epochs = self.replayed, "logged epochs re-formed; reading on");
-        }
-        self.flush(false)
     }
 
     /// Writes every sink through the last sealed epoch and commits it, when due (or `force`);
@@ -472,19 +401,15 @@ pub fn run<'a>(
     let committed = store.committed()?;
     let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
     let watermarks = consumer.watermarks()?;
-    let phase = if !replay.is_empty() {
-        tracing::info!(epochs = replay.len(), from = replay[0].epoch, "re-forming logged epochs");
-        Phase::Replay
-    } else if restored_from == 0 {
-        Phase::Bootstrap
-    } else {
-        Phase::Live
-    };
+    if let Some(first) = replay.front() {
+        tracing::info!(epochs = replay.len(), from = first.epoch, "re-forming logged epochs");
+    }
     let bootstrap_until: Offsets = watermarks
         .iter()
         .filter(|(p, _)| p.topic == kafka.topics.instruments)
         .map(|(p, (_, high))| (p.clone(), *high))
         .collect();
+    let gate = Gate::new(replay, restored_from == 0, &kafka.topics.instruments, bootstrap_until, start.clone());
     let end: Offsets = watermarks.iter().map(|(p, (_, high))| (p.clone(), *high)).collect();
     // Sinks hold everything through the committed epoch already.
     let held = restored_from.max(committed);
@@ -506,15 +431,9 @@ pub fn run<'a>(
         sinks,
         metrics,
         run,
-        instruments_topic: kafka.topics.instruments.clone(),
         recent: VecDeque::new(),
-        next: start.clone(),
         names: BTreeMap::new(),
-        held: BTreeMap::new(),
-        paused: BTreeSet::new(),
-        replay,
-        bootstrap_until,
-        phase,
+        gate,
         in_epoch: 0,
         epoch_opened: Instant::now(),
         sealed: (restored_from, start.clone()),
@@ -526,14 +445,15 @@ pub fn run<'a>(
     };
     let mut last_lag = Instant::now() - Duration::from_secs(60);
     let mut caught_up_after = None;
+    let mut steps = Vec::new();
     loop {
-        if l.phase == Phase::Bootstrap && l.bootstrap_complete(&watermarks) {
+        if l.gate.phase() == Phase::Bootstrap && l.gate.bootstrap_complete(|p| lowest(&watermarks, p)) {
             if l.in_epoch > 0 {
-                l.seal()?;
+                l.seal(None)?;
             }
-            l.phase = Phase::Live;
             tracing::info!(instruments = l.engine.state().instruments.len(), "instruments loaded; reading every topic");
-            l.release()?;
+            l.gate.go_live(&mut steps);
+            l.apply(&mut steps)?;
         }
         if stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested");
@@ -541,63 +461,54 @@ pub fn run<'a>(
         }
         let record = l.consumer.poll(Duration::from_millis(100))?;
         let idle = record.is_none();
-        if let Some(r) = record {
-            l.take(r)?;
+        match record {
+            Some(r) => l.gate.offer(r, &mut steps),
+            None => l.gate.idle(&mut steps),
         }
-        match l.phase {
-            Phase::Replay => {
-                if l.replay_epoch_complete() {
-                    l.seal()?;
-                    l.after_replay_epoch()?;
-                    l.release()?;
-                }
+        l.apply(&mut steps)?;
+        if l.gate.phase() == Phase::Live {
+            if l.in_epoch > 0 && (l.in_epoch >= run.epoch_events || idle || l.epoch_opened.elapsed() >= run.epoch_max) {
+                l.seal(None)?;
             }
-            Phase::Bootstrap => {}
-            Phase::Live => {
-                if l.in_epoch > 0
-                    && (l.in_epoch >= run.epoch_events || idle || l.epoch_opened.elapsed() >= run.epoch_max)
-                {
-                    l.seal()?;
-                }
-                if l.in_epoch == 0 {
-                    l.flush(false)?;
-                }
+            if l.in_epoch == 0 {
+                l.flush(false)?;
             }
         }
         if last_lag.elapsed() >= Duration::from_secs(2) {
-            if let Some(r) = l.replay.front() {
+            if let Some(r) = l.gate.replaying() {
                 let short: Vec<String> = r
                     .ends
                     .0
                     .iter()
                     .filter_map(|(t, p, end)| {
                         let part = Partition { topic: t.as_str().into(), partition: *p };
-                        let n = l.next.get(&part).copied();
+                        let n = l.gate.next().get(&part).copied();
                         (n.is_none_or(|n| n < *end)).then(|| format!("{part} at {n:?} of {end}"))
                     })
                     .collect();
-                tracing::debug!(epoch = r.epoch, held = l.held.len(), ?short, "re-forming epoch");
+                tracing::debug!(epoch = r.epoch, ?short, "re-forming epoch");
             }
             if let Ok(w) = l.consumer.watermarks() {
                 for (p, (low, high)) in &w {
-                    metrics.kafka_lag(p, high - l.next.get(p).copied().unwrap_or(*low));
+                    metrics.kafka_lag(p, high - l.gate.next().get(p).copied().unwrap_or(*low));
                 }
             }
             last_lag = Instant::now();
         }
         if run.stop_at_end
-            && l.phase == Phase::Live
+            && l.gate.phase() == Phase::Live
             && l.in_epoch == 0
-            && l.held.is_empty()
-            && end.iter().all(|(p, high)| l.next.get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
+            && !l.gate.holds()
+            && end.iter().all(|(p, high)| l.gate.next().get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
         {
             caught_up_after = Some(began.elapsed());
             tracing::info!(seconds = began.elapsed().as_secs_f64(), "caught up with the high watermarks seen at start");
             break;
         }
     }
-    if l.in_epoch > 0 && l.phase != Phase::Replay {
-        l.seal()?;
+    // A partly re-formed epoch is not sealed (it would be cut differently from the log).
+    if l.in_epoch > 0 && l.gate.phase() != Phase::Replay {
+        l.seal(None)?;
     }
     l.flush(true)?;
     let committed = l.committed_offsets.clone();
