@@ -10,4 +10,5 @@
 pub mod contract;
 pub mod file;
 pub mod generate;
+pub mod hkex;
 pub mod kafka;
