@@ -15,6 +15,7 @@
 
 pub mod book;
 pub mod encode;
+pub mod feed;
 pub mod wire;
 
 #[cfg(test)]

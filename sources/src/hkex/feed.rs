@@ -1,0 +1,809 @@
+//! Feed handling: sequence numbers, A/B line arbitration, gaps, and the market state kept from
+//! the messages (instruments, books, trades, prices, trading status), turned into the same
+//! contract inputs as JSON market data.
+//!
+//! - [`Sequencer`]: one per channel. Lines A and B carry the same sequence numbers (packed
+//!   differently); per message, the first arrival is applied and the other is a duplicate.
+//!   A message past the next expected number opens a gap: it is kept until the gap is filled
+//!   (retransmission) or given up ([`Sequencer::skip_gap`], then recovery is the refresh
+//!   service's). Sequence Reset (100) restarts the numbering.
+//! - [`MarketState`]: what the messages say, per security; at the end of each packet it emits
+//!   one quote per security whose best bid/offer changed (so a delete-then-add inside a packet
+//!   never shows a transient best price), a `last` quote per trade, a close per closing price
+//!   and an instrument per Security Definition.
+
+use std::collections::BTreeMap;
+
+use harbour_dataflows::model::{Close, Instrument, Quote, Symbol, Ts};
+use harbour_dataflows::validate::Input;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::book::{AggregatedBook, BookError, FullBook, Top};
+use super::wire::{ascii, decode_message, DecodeError, Message, Packet, Price};
+
+/// Counters of one feed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    /// Packets received (both lines, heartbeats included).
+    pub packets: u64,
+    /// Messages applied (each sequence number once).
+    pub messages: u64,
+    /// Messages dropped as already applied (the other line, or a retransmission overlap).
+    pub duplicates: u64,
+    /// Gaps opened.
+    pub gaps: u64,
+    /// Messages given up as lost (gaps skipped).
+    pub lost: u64,
+    /// Messages of types Harbour does not read.
+    pub unknown: u64,
+    /// Packets or messages that did not decode.
+    pub decode_errors: u64,
+    /// Book messages that did not apply (unknown order, level outside the book).
+    pub book_errors: u64,
+    /// Sequence resets.
+    pub resets: u64,
+}
+
+/// A range of missing sequence numbers, inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// First missing.
+    pub from: u32,
+    /// Last missing.
+    pub to: u32,
+}
+
+/// Sequence tracking of one channel.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    next: Option<u32>,
+    /// Messages past a gap, by sequence number (owned copies of their bytes).
+    pending: BTreeMap<u32, Vec<u8>>,
+}
+
+impl Sequencer {
+    /// The next sequence number expected (`None` before the first message).
+    pub fn next(&self) -> Option<u32> {
+        self.next
+    }
+
+    /// Starts expecting `seq` (after a refresh, or to begin mid-stream).
+    pub fn expect(&mut self, seq: u32) {
+        self.next = Some(seq);
+        self.pending.retain(|s, _| *s >= seq);
+    }
+
+    /// The first open gap, if any.
+    pub fn gap(&self) -> Option<Gap> {
+        let next = self.next?;
+        self.pending.keys().next().map(|first| Gap { from: next, to: first - 1 })
+    }
+
+    /// Messages waiting behind a gap.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Offers a packet's messages; every message that is next in sequence (and those waiting
+    /// behind it) goes to `apply` in order. A heartbeat naming a number past what arrived opens a
+    /// gap. Returns a gap this packet opened.
+    pub fn offer(
+        &mut self,
+        packet: &Packet<'_>,
+        stats: &mut FeedStats,
+        apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>),
+    ) -> Option<Gap> {
+        let had_gap = self.gap();
+        if packet.is_heartbeat() {
+            let last = packet.header.seq_num;
+            if let Some(next) = self.next {
+                if seq_after(last, next.wrapping_sub(1)) && !self.pending.contains_key(&last) {
+                    // Messages up to `last` were sent and not seen: wait for them (a marker entry
+                    // keeps the gap open until they arrive or it is skipped).
+                    self.pending.entry(last.wrapping_add(1)).or_default();
+                }
+            }
+            return self.new_gap(had_gap, stats);
+        }
+        for (seq, m) in packet.messages() {
+            let next = *self.next.get_or_insert(seq);
+            if seq == next {
+                self.pending.remove(&seq); // a heartbeat's marker, or an early copy
+                self.next = Some(next.wrapping_add(1));
+                stats.messages += 1;
+                self.apply_one(seq, m, stats, apply);
+                self.drain(stats, apply);
+            } else if seq_after(seq, next) {
+                if self.pending.contains_key(&seq) && !self.pending[&seq].is_empty() {
+                    stats.duplicates += 1;
+                } else {
+                    let start = m_offset(packet, seq);
+                    self.pending.insert(seq, start.to_vec());
+                }
+            } else {
+                stats.duplicates += 1;
+            }
+        }
+        self.new_gap(had_gap, stats)
+    }
+
+    fn new_gap(&self, had: Option<Gap>, stats: &mut FeedStats) -> Option<Gap> {
+        let now = self.gap();
+        match (had, now) {
+            (None, Some(g)) => {
+                stats.gaps += 1;
+                Some(g)
+            }
+            _ => None,
+        }
+    }
+
+    fn apply_one(
+        &mut self,
+        seq: u32,
+        m: Result<Message<'_>, DecodeError>,
+        stats: &mut FeedStats,
+        apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>),
+    ) {
+        if let Ok(Message::SequenceReset { new_seq_no }) = m {
+            stats.resets += 1;
+            self.next = Some(new_seq_no);
+            self.pending.clear();
+        }
+        apply(seq, m);
+    }
+
+    fn drain(&mut self, stats: &mut FeedStats, apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>)) {
+        while let Some(next) = self.next {
+            let Some(bytes) = self.pending.remove(&next) else { break };
+            if bytes.is_empty() {
+                // A heartbeat's marker: the gap it named is closed.
+                continue;
+            }
+            self.next = Some(next.wrapping_add(1));
+            stats.messages += 1;
+            let m = decode_message(&bytes, 0);
+            self.apply_one(next, m, stats, apply);
+        }
+    }
+
+    /// Gives up the first gap: its messages are counted lost and those waiting behind it are
+    /// applied. (The caller then recovers state from the refresh service.)
+    pub fn skip_gap(
+        &mut self,
+        stats: &mut FeedStats,
+        apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>),
+    ) -> Option<Gap> {
+        let g = self.gap()?;
+        stats.lost += u64::from(g.to.wrapping_sub(g.from)) + 1;
+        self.next = Some(g.to.wrapping_add(1));
+        self.drain(stats, apply);
+        Some(g)
+    }
+}
+
+/// `a` comes after `b` in sequence (wrapping).
+fn seq_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+/// The bytes of the message with sequence number `seq` in a checked packet.
+fn m_offset<'a>(packet: &Packet<'a>, seq: u32) -> &'a [u8] {
+    let bytes = packet.bytes();
+    let mut offset = super::wire::PACKET_HEADER;
+    let mut s = packet.header.seq_num;
+    loop {
+        let size = usize::from(u16::from_le_bytes([bytes[offset], bytes[offset + 1]]));
+        if s == seq {
+            return &bytes[offset..offset + size];
+        }
+        offset += size;
+        s = s.wrapping_add(1);
+    }
+}
+
+/// One trade, kept so a Trade Cancel can retract it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TradeRecord {
+    id: u32,
+    price: Price,
+    time: u64,
+    cancelled: bool,
+}
+
+/// Trading status of a security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Suspension {
+    /// Trading (or no status seen).
+    #[default]
+    Trading,
+    /// Halted (SuspensionIndicator 2).
+    Halted,
+}
+
+/// What the feed says of one security.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Lot size, currency and the rest, once the Security Definition arrived.
+    pub instrument: Option<Instrument>,
+    /// SpreadTableCode.
+    pub spread_table: String,
+    /// Previous closing price.
+    pub previous_close: Option<Price>,
+    /// Full order book (FullTick).
+    pub full: FullBook,
+    /// Aggregated book (Standard/Premium).
+    pub aggregated: AggregatedBook,
+    /// Which book the feed maintains (the one last updated).
+    pub uses_full_book: bool,
+    trades: Vec<TradeRecord>,
+    /// Nominal price.
+    pub nominal: Option<Price>,
+    /// Closing price.
+    pub close: Option<Price>,
+    /// Halted or trading.
+    pub suspension: Suspension,
+    top: Top,
+}
+
+impl Security {
+    /// Best bid and offer of the book the feed maintains.
+    pub fn top(&self) -> Top {
+        if self.uses_full_book {
+            self.full.top()
+        } else {
+            self.aggregated.top()
+        }
+    }
+
+    /// Last trade not cancelled.
+    pub fn last_trade(&self) -> Option<Price> {
+        self.trades.iter().rev().find(|t| !t.cancelled).map(|t| t.price)
+    }
+}
+
+/// Trading session of a market (message 20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// TradingSessionSubID.
+    pub sub_id: u8,
+    /// TradingSesStatus.
+    pub status: u8,
+    /// StartDateTime.
+    pub start: u64,
+}
+
+/// The market state kept from the messages, and the inputs it gives the pipeline.
+#[derive(Debug, Default)]
+pub struct MarketState {
+    securities: FxHashMap<u32, Security>,
+    sessions: BTreeMap<String, Session>,
+    touched: FxHashSet<u32>,
+    send_time: u64,
+    /// Counters.
+    pub stats: FeedStats,
+}
+
+fn ts(ns: u64) -> Ts {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+impl MarketState {
+    /// One security's state.
+    pub fn security(&self, code: u32) -> Option<&Security> {
+        self.securities.get(&code)
+    }
+
+    /// Securities seen.
+    pub fn securities(&self) -> impl Iterator<Item = (&u32, &Security)> {
+        self.securities.iter()
+    }
+
+    /// Trading session per market code.
+    pub fn sessions(&self) -> &BTreeMap<String, Session> {
+        &self.sessions
+    }
+
+    /// Starts a packet sent at `send_time`.
+    pub fn begin_packet(&mut self, send_time: u64) {
+        self.send_time = send_time;
+    }
+
+    /// Applies one message; inputs that do not wait for the packet's end go to `out`.
+    pub fn apply(&mut self, m: &Message<'_>, out: &mut Vec<Input>) {
+        let book = |s: &mut MarketState, code: u32, full: bool, r: Result<(), BookError>| {
+            if r.is_err() {
+                s.stats.book_errors += 1;
+            }
+            s.securities.entry(code).or_default().uses_full_book = full;
+            s.touched.insert(code);
+        };
+        match *m {
+            Message::SecurityDefinition(d) => {
+                let code = d.security_code();
+                let i = Instrument {
+                    symbol: Symbol(code),
+                    name: ascii(d.short_name()).to_owned(),
+                    lot_size: i64::from(d.lot_size()),
+                    currency: ascii(d.currency_code()).to_owned(),
+                    sector: None,
+                    stamp_duty: d.stamp_duty(),
+                };
+                let s = self.securities.entry(code).or_default();
+                s.spread_table = ascii(d.spread_table_code()).to_owned();
+                s.previous_close = Some(d.previous_closing_price()).filter(|p| p.0 > 0);
+                s.instrument = Some(i.clone());
+                out.push(Input::Instrument(i));
+            }
+            Message::TradingSessionStatus { market_code, sub_id, status, start, .. } => {
+                self.sessions.insert(ascii(market_code).to_owned(), Session { sub_id, status, start });
+            }
+            Message::SecurityStatus { security_code, suspension } => {
+                self.securities.entry(security_code).or_default().suspension = match suspension {
+                    2 => Suspension::Halted,
+                    _ => Suspension::Trading,
+                };
+            }
+            Message::AddOrder { security_code, order_id, price, quantity, side, .. } => {
+                let r = self.securities.entry(security_code).or_default().full.add(order_id, side, price, quantity);
+                book(self, security_code, true, r);
+            }
+            Message::ModifyOrder { security_code, order_id, quantity, .. } => {
+                let r = self.securities.entry(security_code).or_default().full.modify(order_id, quantity);
+                book(self, security_code, true, r);
+            }
+            Message::DeleteOrder { security_code, order_id, .. } => {
+                let r = self.securities.entry(security_code).or_default().full.delete(order_id);
+                book(self, security_code, true, r);
+            }
+            Message::AggregateOrderBookUpdate { security_code, entries } => {
+                let s = self.securities.entry(security_code).or_default();
+                let mut r = Ok(());
+                for e in entries.iter() {
+                    if let Err(e) = s.aggregated.apply(&e) {
+                        r = Err(e);
+                    }
+                }
+                book(self, security_code, false, r);
+            }
+            Message::Trade { security_code, trade_id, price, trade_time, .. } => {
+                let s = self.securities.entry(security_code).or_default();
+                s.trades.push(TradeRecord { id: trade_id, price, time: trade_time, cancelled: false });
+                out.push(Input::Quote(Quote {
+                    symbol: Symbol(security_code),
+                    ts: ts(trade_time),
+                    bid: None,
+                    ask: None,
+                    last: Some(price.to_decimal()),
+                }));
+            }
+            Message::TradeCancel { security_code, trade_id } => {
+                let s = self.securities.entry(security_code).or_default();
+                let before = s.last_trade();
+                if let Some(t) = s.trades.iter_mut().rev().find(|t| t.id == trade_id && !t.cancelled) {
+                    t.cancelled = true;
+                }
+                let after = s.last_trade();
+                // The last price reverts to the trade before the cancelled one, as of the cancel.
+                if let (Some(b), Some(a)) = (before, after) {
+                    if a != b {
+                        out.push(Input::Quote(Quote {
+                            symbol: Symbol(security_code),
+                            ts: ts(self.send_time),
+                            bid: None,
+                            ask: None,
+                            last: Some(a.to_decimal()),
+                        }));
+                    }
+                }
+            }
+            Message::TradeTicker { security_code, ticker_id, price, trade_time, cancel, .. } => {
+                // The Standard feed's trades: same handling as Trade/Trade Cancel by ticker id.
+                if cancel {
+                    self.apply(&Message::TradeCancel { security_code, trade_id: ticker_id }, out);
+                } else {
+                    let m = Message::Trade {
+                        security_code,
+                        trade_id: ticker_id,
+                        price,
+                        quantity: 0,
+                        trade_type: 0,
+                        trade_time,
+                    };
+                    self.apply(&m, out);
+                }
+            }
+            Message::NominalPrice { security_code, price } => {
+                self.securities.entry(security_code).or_default().nominal = Some(price);
+            }
+            Message::ClosingPrice { security_code, price, .. } => {
+                if price.0 > 0 {
+                    self.securities.entry(security_code).or_default().close = Some(price);
+                    out.push(Input::Close(Close {
+                        symbol: Symbol(security_code),
+                        ts: ts(self.send_time),
+                        price: price.to_decimal(),
+                    }));
+                }
+            }
+            Message::SequenceReset { .. } => {
+                // Caches are cleared; the refresh service rebuilds them.
+                for s in self.securities.values_mut() {
+                    s.full.clear();
+                    s.aggregated = AggregatedBook::default();
+                }
+            }
+            Message::Unknown { .. } => self.stats.unknown += 1,
+            Message::Statistics { .. }
+            | Message::Logon { .. }
+            | Message::LogonResponse { .. }
+            | Message::RetransmissionRequest { .. }
+            | Message::RetransmissionResponse { .. }
+            | Message::RefreshComplete { .. } => {}
+        }
+    }
+
+    /// Ends the packet: a quote for each security whose best bid or offer price changed.
+    pub fn end_packet(&mut self, out: &mut Vec<Input>) {
+        let mut touched: Vec<u32> = self.touched.drain().collect();
+        touched.sort_unstable();
+        for code in touched {
+            let s = self.securities.get_mut(&code).expect("touched security");
+            let top = s.top();
+            let price = |t: &Top| (t.bid.map(|l| l.price), t.ask.map(|l| l.price));
+            if price(&top) != price(&s.top) && (top.bid.is_some() || top.ask.is_some()) {
+                out.push(Input::Quote(Quote {
+                    symbol: Symbol(code),
+                    ts: ts(self.send_time),
+                    bid: top.bid.map(|l| l.price.to_decimal()),
+                    ask: top.ask.map(|l| l.price.to_decimal()),
+                    last: None,
+                }));
+            }
+            s.top = top;
+        }
+    }
+}
+
+/// A channel's sequencer and the market state together: packets in, contract inputs out.
+#[derive(Debug, Default)]
+pub struct FeedHandler {
+    /// Per channel.
+    pub sequencers: BTreeMap<u16, Sequencer>,
+    /// What the messages say.
+    pub state: MarketState,
+}
+
+/// A packet or message that could not be used, with where it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedReject {
+    /// Channel.
+    pub channel: u16,
+    /// Sequence number of the message (of the packet, for a packet error).
+    pub seq: Option<u32>,
+    /// The error.
+    pub error: DecodeError,
+}
+
+impl FeedHandler {
+    /// One datagram of `channel`; inputs to `out`, undecodable parts to `rejects`. Returns a
+    /// gap the packet opened.
+    pub fn on_datagram(
+        &mut self,
+        channel: u16,
+        bytes: &[u8],
+        out: &mut Vec<Input>,
+        rejects: &mut Vec<FeedReject>,
+    ) -> Option<Gap> {
+        let state = &mut self.state;
+        state.stats.packets += 1;
+        let packet = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(error) => {
+                state.stats.decode_errors += 1;
+                rejects.push(FeedReject { channel, seq: None, error });
+                return None;
+            }
+        };
+        state.begin_packet(packet.header.send_time);
+        let seq = self.sequencers.entry(channel).or_default();
+        let mut stats = std::mem::take(&mut state.stats);
+        let gap = seq.offer(&packet, &mut stats, &mut |s, m| match m {
+            Ok(m) => state.apply(&m, out),
+            Err(error) => {
+                state.stats.decode_errors += 1;
+                rejects.push(FeedReject { channel, seq: Some(s), error });
+            }
+        });
+        merge(&mut state.stats, stats);
+        state.end_packet(out);
+        gap
+    }
+
+    /// Gives up the first gap of `channel` (see [`Sequencer::skip_gap`]).
+    pub fn skip_gap(&mut self, channel: u16, out: &mut Vec<Input>, rejects: &mut Vec<FeedReject>) -> Option<Gap> {
+        let state = &mut self.state;
+        let seq = self.sequencers.get_mut(&channel)?;
+        let mut stats = std::mem::take(&mut state.stats);
+        let g = seq.skip_gap(&mut stats, &mut |s, m| match m {
+            Ok(m) => state.apply(&m, out),
+            Err(error) => {
+                state.stats.decode_errors += 1;
+                rejects.push(FeedReject { channel, seq: Some(s), error });
+            }
+        });
+        merge(&mut state.stats, stats);
+        state.end_packet(out);
+        g
+    }
+}
+
+fn merge(into: &mut FeedStats, from: FeedStats) {
+    into.packets += from.packets;
+    into.messages += from.messages;
+    into.duplicates += from.duplicates;
+    into.gaps += from.gaps;
+    into.lost += from.lost;
+    into.unknown += from.unknown;
+    into.decode_errors += from.decode_errors;
+    into.book_errors += from.book_errors;
+    into.resets += from.resets;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode::{PacketWriter, SecurityDefinitionSpec};
+    use super::super::wire::{action, BookEntries, BookEntry, BookSide};
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn nominal(code: u32, p: i32) -> Message<'static> {
+        Message::NominalPrice { security_code: code, price: Price(p) }
+    }
+
+    /// Packets of nominal-price messages with sequence numbers `first..`, `per` to a packet.
+    fn packets(first: u32, n: u32, per: usize) -> Vec<Vec<u8>> {
+        let mut w = PacketWriter::new(first);
+        for i in 0..n {
+            if i as usize % per == 0 {
+                w.cut();
+            }
+            w.push(&nominal(1, (first + i) as i32), 0);
+        }
+        w.finish()
+    }
+
+    fn run(seq: &mut Sequencer, stats: &mut FeedStats, packets: &[Vec<u8>]) -> (Vec<u32>, Vec<Gap>) {
+        let mut applied = Vec::new();
+        let mut gaps = Vec::new();
+        for p in packets {
+            let p = Packet::parse(p).unwrap();
+            if let Some(g) = seq.offer(&p, stats, &mut |s, m| {
+                assert_eq!(m.unwrap(), nominal(1, s as i32), "message {s} is its own");
+                applied.push(s);
+            }) {
+                gaps.push(g);
+            }
+        }
+        (applied, gaps)
+    }
+
+    #[test]
+    fn lines_a_and_b_packed_differently_apply_each_message_once_first_arrival_wins() {
+        let a = packets(100, 30, 4);
+        let b = packets(100, 30, 7);
+        // Interleave: B is ahead for a while, then A.
+        let mut arrivals = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if j < b.len() && (j <= i || i >= a.len()) {
+                arrivals.push(b[j].clone());
+                j += 1;
+            } else {
+                arrivals.push(a[i].clone());
+                i += 1;
+            }
+        }
+        let (mut seq, mut stats) = (Sequencer::default(), FeedStats::default());
+        let (applied, gaps) = run(&mut seq, &mut stats, &arrivals);
+        assert_eq!(applied, (100..130).collect::<Vec<_>>());
+        assert!(gaps.is_empty());
+        assert_eq!(stats.messages, 30);
+        assert_eq!(stats.duplicates, 30);
+    }
+
+    #[test]
+    fn a_gap_waits_for_retransmission_then_applies_in_order() {
+        let all = packets(1, 20, 5); // 1-5, 6-10, 11-15, 16-20
+        let (mut seq, mut stats) = (Sequencer::default(), FeedStats::default());
+        let (applied, gaps) = run(&mut seq, &mut stats, &[all[0].clone(), all[2].clone(), all[3].clone()]);
+        assert_eq!(applied, (1..=5).collect::<Vec<_>>());
+        assert_eq!(gaps, vec![Gap { from: 6, to: 10 }]);
+        assert_eq!(seq.pending(), 10);
+        assert_eq!(stats.gaps, 1);
+        // The retransmission (packed differently, overlapping what arrived) fills it.
+        let retrans = packets(6, 8, 3); // 6..13
+        let (applied, gaps) = run(&mut seq, &mut stats, &retrans);
+        assert_eq!(applied, (6..=20).collect::<Vec<_>>());
+        assert!(gaps.is_empty());
+        assert_eq!(seq.gap(), None);
+        assert_eq!(stats.duplicates, 3); // 11, 12, 13 arrived twice
+    }
+
+    #[test]
+    fn a_heartbeat_past_what_arrived_opens_a_gap_and_skipping_counts_the_loss() {
+        let all = packets(1, 10, 5);
+        let (mut seq, mut stats) = (Sequencer::default(), FeedStats::default());
+        run(&mut seq, &mut stats, &all[..1]);
+        let mut w = PacketWriter::new(11);
+        w.heartbeat(0); // names 10 as the last sent
+        let (applied, gaps) = run(&mut seq, &mut stats, &w.finish());
+        assert!(applied.is_empty());
+        assert_eq!(gaps, vec![Gap { from: 6, to: 10 }]);
+        let mut applied = Vec::new();
+        assert_eq!(seq.skip_gap(&mut stats, &mut |s, _| applied.push(s)), Some(Gap { from: 6, to: 10 }));
+        assert!(applied.is_empty());
+        assert_eq!(stats.lost, 5);
+        assert_eq!(seq.next(), Some(11));
+        assert_eq!(seq.gap(), None);
+        // Messages after it apply normally; the late originals are duplicates.
+        let (applied, _) = run(&mut seq, &mut stats, &packets(11, 3, 5));
+        assert_eq!(applied, vec![11, 12, 13]);
+        run(&mut seq, &mut stats, &all[1..]);
+        assert_eq!(stats.duplicates, 5);
+    }
+
+    #[test]
+    fn a_heartbeat_filled_by_its_messages_closes_the_gap() {
+        let all = packets(1, 10, 5);
+        let (mut seq, mut stats) = (Sequencer::default(), FeedStats::default());
+        run(&mut seq, &mut stats, &all[..1]);
+        let mut w = PacketWriter::new(11);
+        w.heartbeat(0);
+        run(&mut seq, &mut stats, &w.finish());
+        let (applied, _) = run(&mut seq, &mut stats, &all[1..]);
+        assert_eq!(applied, (6..=10).collect::<Vec<_>>());
+        assert_eq!(seq.gap(), None);
+        let (applied, gaps) = run(&mut seq, &mut stats, &packets(11, 2, 5));
+        assert_eq!(applied, vec![11, 12]);
+        assert!(gaps.is_empty());
+    }
+
+    #[test]
+    fn sequence_reset_restarts_the_numbering_and_clears_books() {
+        let mut h = FeedHandler::default();
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let mut w = PacketWriter::new(500);
+        let entries = BookEntries::encode(&[BookEntry {
+            quantity: 100,
+            price: Price(10_000),
+            orders: 1,
+            side: BookSide::Bid,
+            level: 1,
+            action: action::NEW,
+        }]);
+        w.push(
+            &Message::AggregateOrderBookUpdate {
+                security_code: 5,
+                entries: BookEntries::from_bytes(&entries).unwrap(),
+            },
+            1,
+        );
+        w.cut();
+        w.push(&Message::SequenceReset { new_seq_no: 1 }, 2);
+        for p in w.finish() {
+            h.on_datagram(7, &p, &mut out, &mut rejects);
+        }
+        assert_eq!(h.sequencers[&7].next(), Some(1));
+        assert_eq!(h.state.security(5).unwrap().top(), Top::default());
+        let mut w = PacketWriter::new(1);
+        w.push(&nominal(5, 9), 3);
+        h.on_datagram(7, &w.finish()[0], &mut out, &mut rejects);
+        assert_eq!(h.state.security(5).unwrap().nominal, Some(Price(9)));
+        assert_eq!(h.state.stats.resets, 1);
+        assert!(rejects.is_empty());
+    }
+
+    #[test]
+    fn quotes_come_once_per_packet_from_the_final_best_prices() {
+        let mut h = FeedHandler::default();
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let def = SecurityDefinitionSpec {
+            security_code: 700,
+            short_name: "TENCENT".into(),
+            currency: "HKD".into(),
+            lot_size: 100,
+            stamp_duty: true,
+            ..SecurityDefinitionSpec::default()
+        }
+        .encode();
+        let mut w = PacketWriter::new(1);
+        w.push(&decode_message(&def, 0).unwrap(), 10);
+        let add = |id, side, p| Message::AddOrder {
+            security_code: 700,
+            order_id: id,
+            price: Price(p),
+            quantity: 100,
+            side,
+            order_type: b'2',
+            position: 0,
+        };
+        w.push(&add(1, BookSide::Bid, 385_000), 20);
+        w.push(&add(2, BookSide::Offer, 385_400), 20);
+        // Next packet: the best offer leaves and a better one arrives; a transient best of
+        // nothing (or a worse offer) must not show.
+        w.push(&add(3, BookSide::Offer, 386_000), 30);
+        w.push(&Message::DeleteOrder { security_code: 700, order_id: 2, side: BookSide::Offer }, 30);
+        w.push(&add(4, BookSide::Offer, 385_200), 30);
+        // A trade, then its cancel: last reverts.
+        w.push(
+            &Message::Trade {
+                security_code: 700,
+                trade_id: 1,
+                price: Price(385_200),
+                quantity: 100,
+                trade_type: 0,
+                trade_time: 40,
+            },
+            40,
+        );
+        w.push(
+            &Message::Trade {
+                security_code: 700,
+                trade_id: 2,
+                price: Price(385_400),
+                quantity: 100,
+                trade_type: 0,
+                trade_time: 41,
+            },
+            41,
+        );
+        w.push(&Message::TradeCancel { security_code: 700, trade_id: 2 }, 50);
+        w.push(&Message::ClosingPrice { security_code: 700, price: Price(385_200), trades: 1 }, 60);
+        for p in w.finish() {
+            h.on_datagram(1, &p, &mut out, &mut rejects);
+        }
+        let q = |ts, bid, ask, last| Input::Quote(Quote { symbol: Symbol(700), ts, bid, ask, last });
+        assert_eq!(
+            out,
+            vec![
+                Input::Instrument(Instrument {
+                    symbol: Symbol(700),
+                    name: "TENCENT".into(),
+                    lot_size: 100,
+                    currency: "HKD".into(),
+                    sector: None,
+                    stamp_duty: true
+                }),
+                q(20, Some(dec!(385.000)), Some(dec!(385.400)), None),
+                q(30, Some(dec!(385.000)), Some(dec!(385.200)), None),
+                q(40, None, None, Some(dec!(385.200))),
+                q(41, None, None, Some(dec!(385.400))),
+                q(50, None, None, Some(dec!(385.200))),
+                Input::Close(Close { symbol: Symbol(700), ts: 60, price: dec!(385.200) }),
+            ]
+        );
+        assert!(rejects.is_empty());
+        assert_eq!(h.state.security(700).unwrap().last_trade(), Some(Price(385_200)));
+    }
+
+    #[test]
+    fn bad_packets_and_messages_are_rejected_with_their_place_and_counted() {
+        let mut h = FeedHandler::default();
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        h.on_datagram(3, &[1, 2, 3], &mut out, &mut rejects);
+        let mut p = PacketWriter::new(9);
+        p.push(&Message::Unknown { msg_type: 30, bytes: &[8, 0, 30, 0, 1, 2, 3, 4] }, 0); // too short for 30
+        p.push(&Message::DeleteOrder { security_code: 1, order_id: 77, side: BookSide::Bid }, 0); // unknown order
+        p.push(&Message::Unknown { msg_type: 54, bytes: &[6, 0, 54, 0, 1, 2] }, 0);
+        h.on_datagram(3, &p.finish()[0], &mut out, &mut rejects);
+        assert_eq!(rejects.len(), 2);
+        assert_eq!(rejects[0].seq, None);
+        assert_eq!(rejects[1].seq, Some(9));
+        assert_eq!(h.state.stats.decode_errors, 2);
+        assert_eq!(h.state.stats.book_errors, 1);
+        assert_eq!(h.state.stats.unknown, 1);
+        assert_eq!(h.state.stats.messages, 3);
+        assert_eq!(h.state.stats.packets, 2);
+    }
+}
