@@ -33,6 +33,7 @@ use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validato
 use harbour_sinks::tables::SourceEvent;
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
+use harbour_sources::hkex::replay::FeedItem;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
@@ -300,6 +301,33 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Records input a source could not decode (an OMD-C packet, say) as a dead letter: counted as
+    /// a line and a dead letter, exactly like a refused line.
+    pub fn reject(&mut self, line: SourceLine, code: &'static str, reason: String) {
+        self.stats.lines += 1;
+        self.health.lines.store(self.stats.lines, Ordering::Relaxed);
+        self.stats.dead_letters += 1;
+        self.metrics.dead_letter(code);
+        tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
+        if let Some(log) = self.events.as_mut() {
+            log.push(SourceEvent {
+                source: line.source.clone(),
+                position: line.position,
+                kind: "",
+                code: SmolStr::new_static(code),
+                raw: line.raw.clone(),
+                version: *self.inputs.fills.time(),
+            });
+        }
+        self.state.dead_letters.push(DeadLetter {
+            source: line.source,
+            position: line.position,
+            raw: line.raw,
+            code: code.into(),
+            reason,
+        });
+    }
+
     /// Everything needed to continue from here after a restart (see [`EngineSnapshot`]); call it
     /// right after [`Engine::seal`].
     pub fn snapshot(&self) -> EngineSnapshot {
@@ -437,6 +465,37 @@ pub fn run(
         engine.seal();
     }
     Ok(engine.finish())
+}
+
+/// Runs recorded OMD-C merged with JSON lines (see `harbour_sources::hkex::replay`), sealing an
+/// epoch every `epoch_events` items.
+pub fn run_feed(
+    items: impl Iterator<Item = FeedItem>,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> (OutputState, RunStats) {
+    let mut engine = Engine::new(config, metrics, health.clone());
+    let mut in_epoch = 0usize;
+    for item in items {
+        match item {
+            FeedItem::Line(line) => {
+                engine.feed(line);
+            }
+            FeedItem::Reject { source, position, raw, code, reason } => {
+                engine.reject(SourceLine { source, position, raw }, code, reason)
+            }
+        }
+        in_epoch += 1;
+        if in_epoch >= config.epoch_events {
+            engine.seal();
+            in_epoch = 0;
+        }
+    }
+    if in_epoch > 0 || engine.stats().epochs == 0 {
+        engine.seal();
+    }
+    engine.finish()
 }
 
 /// A single timely worker on this thread (`execute_directly` wants a `Send` closure; the input

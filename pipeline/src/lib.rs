@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: checkpoints, the epoch log and the committed marker (Kafka restarts).
 //! - [`engine`]: reads lines, applies the input rules, runs the dataflow epoch by epoch.
 //! - [`state`]: the output tables kept current from the dataflow's updates.
+//! - [`hkex`]: `harbour hkex` encode / replay / record of OMD-C captures.
 //! - [`kafka`]: the Kafka run loop: epochs, dead letters, durable commits, checkpoints.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` and `/health` server.
 //! - [`summary`]: the end-of-run report.
@@ -13,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod hkex;
 pub mod kafka;
 pub mod metrics;
 pub mod state;

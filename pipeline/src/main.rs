@@ -1,7 +1,8 @@
 //! `harbour`: the real-time position, P&L and risk pipeline for Hong Kong equities.
 //!
 //! Commands: `run` (a generated sample day end to end; the default), `replay` (recorded JSON
-//! lines), `generate` (write a sample day), `kafka run` / `kafka produce` (the Kafka path). See
+//! lines), `generate` (write a sample day), `kafka run` / `kafka produce` (the Kafka path),
+//! `hkex encode` / `hkex replay` / `hkex record` (OMD-C captures). See
 //! README.md.
 
 use std::io::Write;
@@ -71,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: KafkaCommand,
     },
+    /// HKEX OMD-C: encode a day as a capture, replay a capture, record one from UDP.
+    Hkex {
+        #[command(subcommand)]
+        command: HkexCommand,
+    },
     /// Write a generated sample day as JSON lines.
     Generate {
         /// Output file (`-` for standard output).
@@ -91,6 +97,59 @@ enum Command {
         /// Seed.
         #[arg(long)]
         seed: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HkexCommand {
+    /// Encode the market data of JSON-lines files (or a generated day) as OMD-C packets on lines A
+    /// and B: a capture (`.pcap` for pcap, otherwise Harbour's format) and the other lines beside.
+    Encode {
+        /// JSON-lines files; none encodes a generated day (generate.* settings).
+        files: Vec<PathBuf>,
+        /// Capture to write.
+        #[arg(long)]
+        capture: PathBuf,
+        /// JSON lines that are not market data (fills, orders, busts), to replay beside it.
+        #[arg(long)]
+        lines: PathBuf,
+        /// Channels to spread securities over.
+        #[arg(long, default_value_t = 4)]
+        channels: u16,
+        /// Fills in the generated day.
+        #[arg(long)]
+        fills: Option<usize>,
+        /// Seed of the generated day.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Replay a capture (Harbour's format or pcap) merged by event time with JSON-lines files.
+    Replay {
+        /// The capture.
+        capture: PathBuf,
+        /// JSON-lines files (fills, orders, busts).
+        files: Vec<PathBuf>,
+        /// Output folder (default: pipeline.out_dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Record datagrams from UDP to a capture until SIGINT/SIGTERM (or a limit).
+    Record {
+        /// CHANNEL:LINE:GROUP:PORT, repeated (LINE A or B; GROUP empty for unicast).
+        #[arg(long = "source", required = true)]
+        sources: Vec<String>,
+        /// Local interface address that joins the multicast groups.
+        #[arg(long, default_value = "0.0.0.0")]
+        interface: std::net::Ipv4Addr,
+        /// Capture to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many datagrams.
+        #[arg(long)]
+        packets: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
     },
 }
 
@@ -233,6 +292,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Hkex { command } => hkex_command(command, &mut config),
         Command::Generate { out, fills, quotes, accounts, symbols, seed } => {
             let g = &mut config.generate;
             g.fills = fills.unwrap_or(g.fills);
@@ -296,6 +356,54 @@ fn serve_metrics(config: &Config) -> (Arc<Metrics>, Arc<Health>) {
         }
     }
     (metrics, health)
+}
+
+fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()> {
+    match command {
+        HkexCommand::Encode { files, capture, lines, channels, fills, seed } => {
+            let day: Vec<String> = if files.is_empty() {
+                config.generate.fills = fills.unwrap_or(config.generate.fills);
+                config.generate.seed = seed.unwrap_or(config.generate.seed);
+                generate(&config.generate)?
+            } else {
+                Replay::new(&files).map(|l| l.map(|l| l.raw)).collect::<Result<_, _>>()?
+            };
+            let cfg = harbour_sources::hkex::day::DayEncoding { channels, line_b: true };
+            let e = harbour::hkex::encode(&day, &capture, &lines, &cfg)?;
+            println!(
+                "hkex: {} market lines as {} datagrams (lines A and B) in {}; {} other lines in {}",
+                e.market_lines,
+                e.records,
+                capture.display(),
+                e.other_lines,
+                lines.display()
+            );
+            Ok(())
+        }
+        HkexCommand::Replay { capture, files, out } => {
+            let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
+            let (metrics, health) = serve_metrics(config);
+            let started = Instant::now();
+            let run = harbour::hkex::replay(&capture, &files, &engine_config(config), &metrics, &health)?;
+            let elapsed = started.elapsed();
+            let written = ParquetSink::new(&out).write(&state::snapshot(&run.state))?;
+            print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));
+            let f = &run.feed;
+            println!(
+                "hkex: {} packets, {} messages applied, {} duplicates (A/B), {} gaps ({} lost), {} unknown, {} undecodable, {} book errors",
+                f.packets, f.messages, f.duplicates, f.gaps, f.lost, f.unknown, f.decode_errors, f.book_errors
+            );
+            Ok(())
+        }
+        HkexCommand::Record { sources, interface, out, packets, seconds } => {
+            let sources = sources.iter().map(|s| s.parse()).collect::<Result<Vec<harbour::hkex::UdpSource>, _>>()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            stop_on_signal(stop.clone());
+            let n = harbour::hkex::record(&sources, interface, &out, &stop, packets, seconds.map(Duration::from_secs))?;
+            println!("hkex: recorded {n} datagrams to {}", out.display());
+            Ok(())
+        }
+    }
 }
 
 fn execute(

@@ -565,7 +565,7 @@ mod tests {
     fn packets(first: u32, n: u32, per: usize) -> Vec<Vec<u8>> {
         let mut w = PacketWriter::new(first);
         for i in 0..n {
-            if i as usize % per == 0 {
+            if (i as usize).is_multiple_of(per) {
                 w.cut();
             }
             w.push(&nominal(1, (first + i) as i32), 0);

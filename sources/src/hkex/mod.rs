@@ -14,8 +14,11 @@
 //! ../shared/HKEX.md §1 (the spec itself is copyrighted and not copied here).
 
 pub mod book;
+pub mod capture;
+pub mod day;
 pub mod encode;
 pub mod feed;
+pub mod replay;
 pub mod wire;
 
 #[cfg(test)]

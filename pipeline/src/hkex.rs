@@ -1,0 +1,246 @@
+//! `harbour hkex …`: encode a day as an OMD-C capture, replay a capture (with JSON fills and
+//! orders) through the engine, record datagrams from UDP (multicast or unicast) to a capture.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use harbour_sources::file::SourceLine;
+use harbour_sources::hkex::capture::{CaptureReader, CaptureWriter, PcapWriter, Record};
+use harbour_sources::hkex::day::{encode_day, DayEncoding};
+use harbour_sources::hkex::feed::FeedStats;
+use harbour_sources::hkex::replay::HkexReplay;
+
+use crate::engine::{self, EngineConfig, OutputState, RunStats};
+use crate::metrics::{Health, Metrics};
+
+/// Errors of the `hkex` commands.
+#[derive(Debug, thiserror::Error)]
+pub enum HkexError {
+    /// A file.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The capture.
+    #[error("{path}: {source}")]
+    Capture {
+        /// Which file.
+        path: PathBuf,
+        /// The cause.
+        source: harbour_sources::hkex::capture::CaptureError,
+    },
+    /// A `--source` that does not parse.
+    #[error("--source {0:?}: expected CHANNEL:LINE:GROUP:PORT (LINE A or B; GROUP empty for unicast), e.g. 1:A:239.1.1.1:51001")]
+    Source(String),
+    /// A socket.
+    #[error("udp {addr}: {source}")]
+    Socket {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HkexError + '_ {
+    move |source| HkexError::Io { path: path.to_owned(), source }
+}
+
+/// What `encode` wrote.
+pub struct Encoded {
+    /// Datagrams.
+    pub records: usize,
+    /// Market lines encoded.
+    pub market_lines: usize,
+    /// Other lines written beside.
+    pub other_lines: usize,
+}
+
+/// Writes the market data of `lines` as a capture (Harbour's format, or pcap when the file name
+/// ends in `.pcap`; pcap ports are 51000 + channel, line B on 52000 + channel) and the other lines
+/// as JSON lines.
+pub fn encode(lines: &[String], capture: &Path, other: &Path, cfg: &DayEncoding) -> Result<Encoded, HkexError> {
+    let day = encode_day(lines, cfg);
+    let file = File::create(capture).map_err(io(capture))?;
+    if capture.extension().is_some_and(|e| e == "pcap") {
+        let mut w = PcapWriter::new(file).map_err(io(capture))?;
+        for r in &day.records {
+            let port = if r.line == 0 { 51_000 } else { 52_000 } + r.channel;
+            w.write(r.recv_time, [239, 1, 1, r.channel as u8], port, &r.data).map_err(io(capture))?;
+        }
+        w.finish().map_err(io(capture))?;
+    } else {
+        let mut w = CaptureWriter::new(file).map_err(io(capture))?;
+        for r in &day.records {
+            w.write(r).map_err(io(capture))?;
+        }
+        w.finish().map_err(io(capture))?;
+    }
+    std::fs::write(other, day.other_lines.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(io(other))?;
+    Ok(Encoded { records: day.records.len(), market_lines: day.encoded, other_lines: day.other_lines.len() })
+}
+
+/// The pcap port map `encode` uses: 51000 + channel for line A, 52000 + channel for line B.
+pub fn default_port_map(port: u16) -> Option<(u16, u8)> {
+    match port {
+        51_000..=51_999 => Some((port - 51_000, 0)),
+        52_000..=52_999 => Some((port - 52_000, 1)),
+        _ => None,
+    }
+}
+
+/// What a replay did.
+pub struct FeedRun {
+    /// Output tables.
+    pub state: OutputState,
+    /// Engine counts.
+    pub stats: RunStats,
+    /// Feed counters.
+    pub feed: FeedStats,
+}
+
+/// Replays `capture` merged by event time with the JSON lines of `files`.
+pub fn replay(
+    capture: &Path,
+    files: &[PathBuf],
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> Result<FeedRun, HkexError> {
+    let f = File::open(capture).map_err(io(capture))?;
+    let reader = CaptureReader::new(f, default_port_map)
+        .map_err(|source| HkexError::Capture { path: capture.to_owned(), source })?;
+    let mut lines = Vec::new();
+    for path in files {
+        let f = File::open(path).map_err(io(path))?;
+        let name: smol_str::SmolStr = path.file_name().map_or("input".into(), |n| n.to_string_lossy().into());
+        for (i, l) in BufReader::new(f).lines().enumerate() {
+            let raw = l.map_err(io(path))?;
+            if !raw.trim().is_empty() {
+                lines.push(SourceLine { source: name.clone(), position: i as u64 + 1, raw });
+            }
+        }
+    }
+    let name = capture.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
+    let mut merged = HkexReplay::new(&name, reader, lines.into_iter());
+    let (state, stats) = engine::run_feed(&mut merged, config, metrics, health);
+    if let Some(source) = merged.take_error() {
+        return Err(HkexError::Capture { path: capture.to_owned(), source });
+    }
+    Ok(FeedRun { state, stats, feed: merged.handler.state.stats.clone() })
+}
+
+/// One UDP source to record: a channel's line, on a multicast group (or unicast) and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpSource {
+    /// Channel id.
+    pub channel: u16,
+    /// 0 = A, 1 = B.
+    pub line: u8,
+    /// Multicast group; `None` for unicast.
+    pub group: Option<Ipv4Addr>,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for UdpSource {
+    type Err = HkexError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || HkexError::Source(s.to_owned());
+        let parts: Vec<&str> = s.split(':').collect();
+        let [channel, line, group, port] = parts[..] else { return Err(bad()) };
+        Ok(UdpSource {
+            channel: channel.parse().map_err(|_| bad())?,
+            line: match line {
+                "A" | "a" => 0,
+                "B" | "b" => 1,
+                _ => return Err(bad()),
+            },
+            group: if group.is_empty() { None } else { Some(group.parse().map_err(|_| bad())?) },
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Records datagrams from `sources` to `out` until `stop`, `max_packets` or `max_time`.
+/// `interface` is the local address joining multicast groups. Returns the datagrams written.
+pub fn record(
+    sources: &[UdpSource],
+    interface: Ipv4Addr,
+    out: &Path,
+    stop: &AtomicBool,
+    max_packets: Option<u64>,
+    max_time: Option<Duration>,
+) -> Result<u64, HkexError> {
+    let (tx, rx) = mpsc::sync_channel::<Record>(65_536);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for s in sources {
+        let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, s.port);
+        let sock = UdpSocket::bind(addr).map_err(|source| HkexError::Socket { addr: addr.to_string(), source })?;
+        if let Some(g) = s.group {
+            sock.join_multicast_v4(&g, &interface)
+                .map_err(|source| HkexError::Socket { addr: format!("{g}:{}", s.port), source })?;
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|source| HkexError::Socket { addr: addr.to_string(), source })?;
+        let (tx, done, s) = (tx.clone(), done.clone(), s.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 65_536];
+            while !done.load(Ordering::Relaxed) {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        let recv_time = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64);
+                        let r = Record { recv_time, channel: s.channel, line: s.line, data: buf[..n].to_vec() };
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) => {
+                        tracing::warn!(port = s.port, error = %e, "udp receive failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let file = File::create(out).map_err(io(out))?;
+    let mut w = CaptureWriter::new(file).map_err(io(out))?;
+    let started = Instant::now();
+    let mut written = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed)
+            || max_packets.is_some_and(|m| written >= m)
+            || max_time.is_some_and(|t| started.elapsed() >= t)
+        {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => {
+                w.write(&r).map_err(io(out))?;
+                written += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    w.finish().map_err(io(out))?;
+    Ok(written)
+}

@@ -1,0 +1,262 @@
+//! Replay of recorded OMD-C (a capture) merged by event time with JSON-lines input (fills,
+//! orders, busts): what `harbour hkex replay` feeds the engine. Market data becomes contract
+//! lines (the same inputs as JSON market data); packets and messages that do not decode become
+//! rejects with their place in the capture.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use harbour_dataflows::model::Ts;
+use harbour_dataflows::validate::Input;
+use smol_str::SmolStr;
+
+use super::capture::{CaptureError, Record};
+use super::feed::{FeedHandler, FeedReject};
+use crate::contract::{parse_line, to_line};
+use crate::file::SourceLine;
+
+/// How far (in packet send time) the replay reads ahead to put feed items in event-time order.
+pub const REORDER_NS: i64 = 1_000_000_000;
+
+/// Index of a buffered item (the heap orders keys only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot(usize);
+
+/// One thing for the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedItem {
+    /// A contract line (from the feed, or passed through from JSON input).
+    Line(SourceLine),
+    /// Feed input that could not be used: a dead letter with its reason.
+    Reject {
+        /// `capture#chN/A`.
+        source: SmolStr,
+        /// Record number in the capture (1-based).
+        position: u64,
+        /// The datagram, hex.
+        raw: String,
+        /// Reason code.
+        code: &'static str,
+        /// Reason.
+        reason: String,
+    },
+}
+
+/// Event time of a JSON line (`None`: no time, or it does not parse; it goes out at once).
+fn line_ts(raw: &str) -> Option<Ts> {
+    match parse_line(raw, 0).ok()? {
+        Input::Fill(f) => Some(f.ts),
+        Input::Bust(b) => Some(b.ts),
+        Input::Order(o) => Some(o.ts),
+        Input::Quote(q) => Some(q.ts),
+        Input::Close(c) => Some(c.ts),
+        Input::Instrument(_) => None,
+    }
+}
+
+fn input_ts(i: &Input, send_time: u64) -> Ts {
+    match i {
+        Input::Quote(q) => q.ts,
+        Input::Close(c) => c.ts,
+        _ => i64::try_from(send_time).unwrap_or(i64::MAX),
+    }
+}
+
+/// The merge: capture records through a [`FeedHandler`], and JSON lines, in event-time order
+/// (JSON lines first on equal times; lines without a time as soon as they are reached). Feed
+/// items are put in event-time order within a read-ahead of [`REORDER_NS`] of send time.
+pub struct HkexReplay<R, L: Iterator<Item = SourceLine>> {
+    records: R,
+    lines: std::iter::Peekable<L>,
+    name: SmolStr,
+    /// The feed handler (its state and counters stay readable).
+    pub handler: FeedHandler,
+    /// Decoded feed items by (event time, arrival): datagrams of different channels (or a
+    /// recording's threads) need not arrive in event-time order.
+    feed: BinaryHeap<Reverse<(Ts, u64, Slot)>>,
+    slots: Vec<Option<FeedItem>>,
+    free: Vec<usize>,
+    arrival: u64,
+    /// Newest send time decoded (the exchange's clock, as event times are).
+    received: u64,
+    record_no: u64,
+    records_done: bool,
+    error: Option<CaptureError>,
+    inputs: Vec<Input>,
+    rejects: Vec<FeedReject>,
+}
+
+impl<R, L> HkexReplay<R, L>
+where
+    R: Iterator<Item = Result<Record, CaptureError>>,
+    L: Iterator<Item = SourceLine>,
+{
+    /// Replays `records` (named `name` in dead letters) merged with `lines`.
+    pub fn new(name: &str, records: R, lines: L) -> Self {
+        HkexReplay {
+            records,
+            lines: lines.peekable(),
+            name: name.into(),
+            handler: FeedHandler::default(),
+            feed: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            arrival: 0,
+            received: 0,
+            record_no: 0,
+            records_done: false,
+            error: None,
+            inputs: Vec::new(),
+            rejects: Vec::new(),
+        }
+    }
+
+    /// Reading the capture failed (the replay ended there).
+    pub fn take_error(&mut self) -> Option<CaptureError> {
+        self.error.take()
+    }
+
+    fn push(&mut self, ts: Ts, item: FeedItem) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(item);
+                i
+            }
+            None => {
+                self.slots.push(Some(item));
+                self.slots.len() - 1
+            }
+        };
+        self.arrival += 1;
+        self.feed.push(Reverse((ts, self.arrival, Slot(slot))));
+    }
+
+    fn pop(&mut self) -> Option<FeedItem> {
+        let Reverse((_, _, Slot(i))) = self.feed.pop()?;
+        self.free.push(i);
+        self.slots[i].take()
+    }
+
+    /// Decodes records until the earliest item decoded is older than the newest packet's send
+    /// time less [`REORDER_NS`] (or the capture ends).
+    fn fill(&mut self) {
+        loop {
+            if self.records_done {
+                return;
+            }
+            if let Some(Reverse((front, _, _))) = self.feed.peek() {
+                if i64::try_from(self.received).unwrap_or(i64::MAX) > front.saturating_add(REORDER_NS) {
+                    return;
+                }
+            }
+            let r = match self.records.next() {
+                None => {
+                    self.records_done = true;
+                    return;
+                }
+                Some(Err(e)) => {
+                    self.error = Some(e);
+                    self.records_done = true;
+                    return;
+                }
+                Some(Ok(r)) => r,
+            };
+            self.record_no += 1;
+            let source: SmolStr =
+                format!("{}#ch{}/{}", self.name, r.channel, if r.line == 0 { 'A' } else { 'B' }).into();
+            self.handler.on_datagram(r.channel, &r.data, &mut self.inputs, &mut self.rejects);
+            let send_time =
+                r.data.get(8..16).map_or(r.recv_time, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            self.received = self.received.max(send_time);
+            let inputs: Vec<Input> = self.inputs.drain(..).collect();
+            for i in inputs {
+                let ts = input_ts(&i, send_time);
+                let line = SourceLine { source: source.clone(), position: self.record_no, raw: to_line(&i) };
+                self.push(ts, FeedItem::Line(line));
+            }
+            let rejects: Vec<FeedReject> = self.rejects.drain(..).collect();
+            for reject in rejects {
+                let raw = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                let reason = match reject.seq {
+                    Some(seq) => format!("message {seq}: {}", reject.error),
+                    None => reject.error.to_string(),
+                };
+                let item = FeedItem::Reject {
+                    source: source.clone(),
+                    position: self.record_no,
+                    raw,
+                    code: "omdc_decode",
+                    reason,
+                };
+                self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
+            }
+        }
+    }
+}
+
+impl<R, L> Iterator for HkexReplay<R, L>
+where
+    R: Iterator<Item = Result<Record, CaptureError>>,
+    L: Iterator<Item = SourceLine>,
+{
+    type Item = FeedItem;
+
+    fn next(&mut self) -> Option<FeedItem> {
+        self.fill();
+        let feed_ts = self.feed.peek().map(|Reverse((t, _, _))| *t);
+        let take_line = match (self.lines.peek(), feed_ts) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(ft)) => line_ts(&l.raw).is_none_or(|lt| lt <= ft),
+        };
+        if take_line {
+            self.lines.next().map(FeedItem::Line)
+        } else {
+            self.pop()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode::PacketWriter;
+    use super::super::wire::{Message, Price};
+    use super::*;
+
+    fn record(channel: u16, first_seq: u32, t: u64, code: u32) -> Record {
+        let mut w = PacketWriter::new(first_seq);
+        w.push(&Message::ClosingPrice { security_code: code, price: Price(1_000), trades: 1 }, t);
+        Record { recv_time: 0, channel, line: 0, data: w.finish().remove(0) }
+    }
+
+    fn line(ts_secs: u64, n: u64) -> SourceLine {
+        let ts = chrono::DateTime::from_timestamp(ts_secs as i64, 0).unwrap().to_rfc3339();
+        SourceLine {
+            source: "x".into(),
+            position: n,
+            raw: format!(r#"{{"type":"bust","exec_id":"E{n}","ts":"{ts}"}}"#),
+        }
+    }
+
+    fn order(items: Vec<FeedItem>) -> Vec<String> {
+        items
+            .into_iter()
+            .map(|i| match i {
+                FeedItem::Line(l) if l.raw.contains("bust") => format!("json{}", l.position),
+                FeedItem::Line(l) => l.raw.split("\"symbol\":\"").nth(1).unwrap()[..5].to_string(),
+                FeedItem::Reject { .. } => "reject".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn feed_items_come_in_event_time_order_within_the_read_ahead_and_json_lines_interleave() {
+        let s = 1_000_000_000u64;
+        // Channel 2's datagram at t=10 s was recorded after channel 1's at t=10.5 s.
+        let records = vec![record(1, 1, 10 * s + s / 2, 1), record(2, 1, 10 * s, 2), record(1, 2, 12 * s, 3)];
+        let lines = vec![line(10, 1), line(11, 2), line(13, 3)];
+        let replay = HkexReplay::new("cap", records.into_iter().map(Ok), lines.into_iter());
+        assert_eq!(order(replay.collect()), vec!["json1", "00002", "00001", "json2", "00003", "json3"]);
+    }
+}
