@@ -8,11 +8,14 @@
 //! cargo run --release -p harbour-benches -- deep-key 100000
 //! cargo run --release -p harbour-benches -- late 100000
 //! cargo run --release -p harbour-benches -- memory 1000000
+//! cargo run --release -p harbour-benches -- hkex 2000000    # OMD-C decode and book building
 //! ```
 //!
 //! Inputs are built in memory before the clock starts (parsing JSON is the sources' cost, measured
 //! separately by `parse`). Each epoch feeds a batch, seals it and steps the worker until every
 //! output (positions valued at marks, enriched fills, roll-ups, minute flows) is complete for it.
+
+mod hkex;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -552,6 +555,7 @@ fn main() -> anyhow::Result<()> {
         "memory" => {
             bench_memory(arg(&args, 1, 1_000_000));
         }
+        "hkex" => hkex::bench_hkex(arg(&args, 1, 2_000_000) as usize),
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "kafka" => bench_kafka(arg(&args, 1, 1_000_000))?,

@@ -10,8 +10,6 @@
 //! Inconsistent input (an unknown order id, a level number past the book) is a [`BookError`],
 //! counted by the caller; the book stays usable.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use super::wire::{action, BookEntry, BookSide, Price};
@@ -75,8 +73,10 @@ struct Order {
 #[derive(Clone, Debug, Default)]
 pub struct FullBook {
     orders: FxHashMap<u64, Order>,
-    bids: BTreeMap<i32, (u64, u32)>,
-    asks: BTreeMap<i32, (u64, u32)>,
+    /// Price levels, ascending by price: (price, quantity, orders). Books hold tens of levels
+    /// near the touch, where a sorted vector beats a tree.
+    bids: Vec<(i32, u64, u32)>,
+    asks: Vec<(i32, u64, u32)>,
 }
 
 fn is_bid(side: BookSide) -> Result<bool, BookError> {
@@ -88,7 +88,7 @@ fn is_bid(side: BookSide) -> Result<bool, BookError> {
 }
 
 impl FullBook {
-    fn side(&mut self, bid: bool) -> &mut BTreeMap<i32, (u64, u32)> {
+    fn side(&mut self, bid: bool) -> &mut Vec<(i32, u64, u32)> {
         if bid {
             &mut self.bids
         } else {
@@ -97,18 +97,23 @@ impl FullBook {
     }
 
     fn add_level(&mut self, bid: bool, price: i32, qty: u32) {
-        let l = self.side(bid).entry(price).or_default();
-        l.0 += u64::from(qty);
-        l.1 += 1;
+        let side = self.side(bid);
+        match side.binary_search_by_key(&price, |l| l.0) {
+            Ok(i) => {
+                side[i].1 += u64::from(qty);
+                side[i].2 += 1;
+            }
+            Err(i) => side.insert(i, (price, u64::from(qty), 1)),
+        }
     }
 
     fn remove_level(&mut self, bid: bool, price: i32, qty: u32) {
         let side = self.side(bid);
-        if let Some(l) = side.get_mut(&price) {
-            l.0 -= u64::from(qty);
-            l.1 -= 1;
-            if l.1 == 0 {
-                side.remove(&price);
+        if let Ok(i) = side.binary_search_by_key(&price, |l| l.0) {
+            side[i].1 -= u64::from(qty);
+            side[i].2 -= 1;
+            if side[i].2 == 0 {
+                side.remove(i);
             }
         }
     }
@@ -116,10 +121,12 @@ impl FullBook {
     /// Add Order (30).
     pub fn add(&mut self, order_id: u64, side: BookSide, price: Price, quantity: u32) -> Result<(), BookError> {
         let bid = is_bid(side)?;
-        if self.orders.contains_key(&order_id) {
-            return Err(BookError::DuplicateOrder(order_id));
+        match self.orders.entry(order_id) {
+            std::collections::hash_map::Entry::Occupied(_) => return Err(BookError::DuplicateOrder(order_id)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Order { price: price.0, quantity, bid });
+            }
         }
-        self.orders.insert(order_id, Order { price: price.0, quantity, bid });
         self.add_level(bid, price.0, quantity);
         Ok(())
     }
@@ -129,8 +136,10 @@ impl FullBook {
         let o = self.orders.get_mut(&order_id).ok_or(BookError::UnknownOrder(order_id))?;
         let (bid, price, old) = (o.bid, o.price, o.quantity);
         o.quantity = quantity;
-        let l = self.side(bid).get_mut(&price).expect("an order's level exists");
-        l.0 = l.0 - u64::from(old) + u64::from(quantity);
+        let side = self.side(bid);
+        if let Ok(i) = side.binary_search_by_key(&price, |l| l.0) {
+            side[i].1 = side[i].1 - u64::from(old) + u64::from(quantity);
+        }
         Ok(())
     }
 
@@ -143,19 +152,19 @@ impl FullBook {
 
     /// Best bid and offer (orders without a price, at-auction, are not levels).
     pub fn top(&self) -> Top {
-        let level = |(p, (q, n)): (&i32, &(u64, u32))| Level { price: Price(*p), quantity: *q, orders: *n };
+        let level = |&(p, q, n): &(i32, u64, u32)| Level { price: Price(p), quantity: q, orders: n };
         Top {
-            bid: self.bids.iter().rev().find(|(p, _)| **p > 0).map(level),
-            ask: self.asks.iter().find(|(p, _)| **p > 0).map(level),
+            bid: self.bids.last().filter(|l| l.0 > 0).map(level),
+            ask: self.asks.get(self.asks.partition_point(|l| l.0 <= 0)).map(level),
         }
     }
 
     /// The best `n` levels of a side, best first.
     pub fn levels(&self, side: BookSide, n: usize) -> Vec<Level> {
-        let level = |(p, (q, c)): (&i32, &(u64, u32))| Level { price: Price(*p), quantity: *q, orders: *c };
+        let level = |&(p, q, c): &(i32, u64, u32)| Level { price: Price(p), quantity: q, orders: c };
         match side {
-            BookSide::Bid => self.bids.iter().rev().filter(|(p, _)| **p > 0).take(n).map(level).collect(),
-            _ => self.asks.iter().filter(|(p, _)| **p > 0).take(n).map(level).collect(),
+            BookSide::Bid => self.bids.iter().rev().filter(|l| l.0 > 0).take(n).map(level).collect(),
+            _ => self.asks.iter().filter(|l| l.0 > 0).take(n).map(level).collect(),
         }
     }
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use harbour_dataflows::model::{Close, Instrument, Quote, Symbol, Ts};
 use harbour_dataflows::validate::Input;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::book::{AggregatedBook, BookError, FullBook, Top};
 use super::wire::{ascii, decode_message, DecodeError, Message, Packet, Price};
@@ -202,6 +202,10 @@ fn m_offset<'a>(packet: &Packet<'a>, seq: u32) -> &'a [u8] {
     }
 }
 
+/// Trades kept per security for Trade Cancel (memory stays bounded over a day; a cancel of an
+/// older trade no longer moves the last price).
+pub const TRADES_KEPT: usize = 256;
+
 /// One trade, kept so a Trade Cancel can retract it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TradeRecord {
@@ -236,7 +240,8 @@ pub struct Security {
     pub aggregated: AggregatedBook,
     /// Which book the feed maintains (the one last updated).
     pub uses_full_book: bool,
-    trades: Vec<TradeRecord>,
+    /// The latest trades (at most [`TRADES_KEPT`]), for cancels.
+    trades: std::collections::VecDeque<TradeRecord>,
     /// Nominal price.
     pub nominal: Option<Price>,
     /// Closing price.
@@ -244,6 +249,7 @@ pub struct Security {
     /// Halted or trading.
     pub suspension: Suspension,
     top: Top,
+    touched: bool,
 }
 
 impl Security {
@@ -278,7 +284,7 @@ pub struct Session {
 pub struct MarketState {
     securities: FxHashMap<u32, Security>,
     sessions: BTreeMap<String, Session>,
-    touched: FxHashSet<u32>,
+    touched: Vec<u32>,
     send_time: u64,
     /// Counters.
     pub stats: FeedStats,
@@ -304,6 +310,23 @@ impl MarketState {
         &self.sessions
     }
 
+    /// The security a book message is for, marked as touched in this packet.
+    fn book(&mut self, code: u32, full: bool) -> &mut Security {
+        let s = self.securities.entry(code).or_default();
+        s.uses_full_book = full;
+        if !s.touched {
+            s.touched = true;
+            self.touched.push(code);
+        }
+        s
+    }
+
+    fn count(&mut self, r: Result<(), BookError>) {
+        if r.is_err() {
+            self.stats.book_errors += 1;
+        }
+    }
+
     /// Starts a packet sent at `send_time`.
     pub fn begin_packet(&mut self, send_time: u64) {
         self.send_time = send_time;
@@ -311,13 +334,6 @@ impl MarketState {
 
     /// Applies one message; inputs that do not wait for the packet's end go to `out`.
     pub fn apply(&mut self, m: &Message<'_>, out: &mut Vec<Input>) {
-        let book = |s: &mut MarketState, code: u32, full: bool, r: Result<(), BookError>| {
-            if r.is_err() {
-                s.stats.book_errors += 1;
-            }
-            s.securities.entry(code).or_default().uses_full_book = full;
-            s.touched.insert(code);
-        };
         match *m {
             Message::SecurityDefinition(d) => {
                 let code = d.security_code();
@@ -345,30 +361,36 @@ impl MarketState {
                 };
             }
             Message::AddOrder { security_code, order_id, price, quantity, side, .. } => {
-                let r = self.securities.entry(security_code).or_default().full.add(order_id, side, price, quantity);
-                book(self, security_code, true, r);
+                let s = self.book(security_code, true);
+                let r = s.full.add(order_id, side, price, quantity);
+                self.count(r);
             }
             Message::ModifyOrder { security_code, order_id, quantity, .. } => {
-                let r = self.securities.entry(security_code).or_default().full.modify(order_id, quantity);
-                book(self, security_code, true, r);
+                let s = self.book(security_code, true);
+                let r = s.full.modify(order_id, quantity);
+                self.count(r);
             }
             Message::DeleteOrder { security_code, order_id, .. } => {
-                let r = self.securities.entry(security_code).or_default().full.delete(order_id);
-                book(self, security_code, true, r);
+                let s = self.book(security_code, true);
+                let r = s.full.delete(order_id);
+                self.count(r);
             }
             Message::AggregateOrderBookUpdate { security_code, entries } => {
-                let s = self.securities.entry(security_code).or_default();
+                let s = self.book(security_code, false);
                 let mut r = Ok(());
                 for e in entries.iter() {
                     if let Err(e) = s.aggregated.apply(&e) {
                         r = Err(e);
                     }
                 }
-                book(self, security_code, false, r);
+                self.count(r);
             }
             Message::Trade { security_code, trade_id, price, trade_time, .. } => {
                 let s = self.securities.entry(security_code).or_default();
-                s.trades.push(TradeRecord { id: trade_id, price, time: trade_time, cancelled: false });
+                if s.trades.len() == TRADES_KEPT {
+                    s.trades.pop_front();
+                }
+                s.trades.push_back(TradeRecord { id: trade_id, price, time: trade_time, cancelled: false });
                 out.push(Input::Quote(Quote {
                     symbol: Symbol(security_code),
                     ts: ts(trade_time),
@@ -445,10 +467,10 @@ impl MarketState {
 
     /// Ends the packet: a quote for each security whose best bid or offer price changed.
     pub fn end_packet(&mut self, out: &mut Vec<Input>) {
-        let mut touched: Vec<u32> = self.touched.drain().collect();
-        touched.sort_unstable();
-        for code in touched {
+        self.touched.sort_unstable();
+        for code in self.touched.drain(..) {
             let s = self.securities.get_mut(&code).expect("touched security");
+            s.touched = false;
             let top = s.top();
             let price = |t: &Top| (t.bid.map(|l| l.price), t.ask.map(|l| l.price));
             if price(&top) != price(&s.top) && (top.bid.is_some() || top.ask.is_some()) {
