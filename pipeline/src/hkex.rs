@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use harbour_sources::file::SourceLine;
 use harbour_sources::hkex::capture::{CaptureReader, CaptureWriter, PcapWriter, Record};
 use harbour_sources::hkex::day::{encode_day, DayEncoding};
-use harbour_sources::hkex::feed::FeedStats;
+use harbour_sources::hkex::feed::{FeedHandler, FeedStats};
 use harbour_sources::hkex::replay::HkexReplay;
+use harbour_sources::hkex::retrans::RetransClient;
 
 use crate::engine::{self, EngineConfig, OutputState, RunStats};
 use crate::metrics::{Health, Metrics};
@@ -105,12 +106,27 @@ pub struct FeedRun {
     pub stats: RunStats,
     /// Feed counters.
     pub feed: FeedStats,
+    /// The feed handler at the end (books, prices, status).
+    pub handler: FeedHandler,
+    /// Gaps recovered from the retransmission service.
+    pub recovered: u64,
 }
 
-/// Replays `capture` merged by event time with the JSON lines of `files`.
+/// The retransmission service to recover gaps from.
+#[derive(Clone, Debug)]
+pub struct Retransmission {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Logon username.
+    pub username: String,
+}
+
+/// Replays `capture` merged by event time with the JSON lines of `files`; gaps both lines
+/// missed are recovered from `retrans` (or given up, counted as lost, without it).
 pub fn replay(
     capture: &Path,
     files: &[PathBuf],
+    retrans: Option<&Retransmission>,
     config: &EngineConfig,
     metrics: &Metrics,
     health: &Arc<Health>,
@@ -131,11 +147,30 @@ pub fn replay(
     }
     let name = capture.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
     let mut merged = HkexReplay::new(&name, reader, lines.into_iter());
+    if let Some(r) = retrans.cloned() {
+        // One session, opened at the first gap and kept.
+        let mut session: Option<RetransClient> = None;
+        merged = merged.with_recovery(Box::new(move |channel, gap| {
+            if session.is_none() {
+                let c =
+                    RetransClient::connect(r.addr, &r.username, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+                session = Some(c);
+            }
+            let c = session.as_mut().expect("session");
+            let got = c.request(channel, gap.from, gap.to);
+            if got.is_err() {
+                session = None; // a new session next time
+            }
+            tracing::info!(channel, from = gap.from, to = gap.to, ok = got.is_ok(), "gap: retransmission requested");
+            got.map_err(|e| e.to_string())
+        }));
+    }
     let (state, stats) = engine::run_feed(&mut merged, config, metrics, health);
     if let Some(source) = merged.take_error() {
         return Err(HkexError::Capture { path: capture.to_owned(), source });
     }
-    Ok(FeedRun { state, stats, feed: merged.handler.state.stats.clone() })
+    let handler = std::mem::take(&mut merged.handler);
+    Ok(FeedRun { state, stats, feed: handler.state.stats.clone(), handler, recovered: merged.recovered })
 }
 
 /// One UDP source to record: a channel's line, on a multicast group (or unicast) and port.

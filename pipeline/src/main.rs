@@ -132,6 +132,12 @@ enum HkexCommand {
         /// Output folder (default: pipeline.out_dir).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Retransmission service (HOST:PORT) that fills gaps both lines missed.
+        #[arg(long)]
+        retrans: Option<std::net::SocketAddr>,
+        /// Username for the retransmission logon.
+        #[arg(long, default_value = "HARBOUR")]
+        retrans_user: String,
     },
     /// Record datagrams from UDP to a capture until SIGINT/SIGTERM (or a limit).
     Record {
@@ -380,18 +386,20 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             );
             Ok(())
         }
-        HkexCommand::Replay { capture, files, out } => {
+        HkexCommand::Replay { capture, files, out, retrans, retrans_user } => {
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
             let (metrics, health) = serve_metrics(config);
             let started = Instant::now();
-            let run = harbour::hkex::replay(&capture, &files, &engine_config(config), &metrics, &health)?;
+            let retrans = retrans.map(|addr| harbour::hkex::Retransmission { addr, username: retrans_user });
+            let run =
+                harbour::hkex::replay(&capture, &files, retrans.as_ref(), &engine_config(config), &metrics, &health)?;
             let elapsed = started.elapsed();
             let written = ParquetSink::new(&out).write(&state::snapshot(&run.state))?;
             print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));
             let f = &run.feed;
             println!(
-                "hkex: {} packets, {} messages applied, {} duplicates (A/B), {} gaps ({} lost), {} unknown, {} undecodable, {} book errors",
-                f.packets, f.messages, f.duplicates, f.gaps, f.lost, f.unknown, f.decode_errors, f.book_errors
+                "hkex: {} packets, {} messages applied, {} duplicates (A/B), {} gaps ({} recovered, {} messages lost), {} unknown, {} undecodable, {} book errors",
+                f.packets, f.messages, f.duplicates, f.gaps, run.recovered, f.lost, f.unknown, f.decode_errors, f.book_errors
             );
             Ok(())
         }

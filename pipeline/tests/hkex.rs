@@ -40,8 +40,19 @@ fn json_replay(lines: &[String]) -> OutputState {
 }
 
 fn feed_replay(capture: &Path, other: &Path) -> hk::FeedRun {
-    hk::replay(capture, &[other.to_owned()], &engine_config(500), &Metrics::default(), &Arc::new(Health::default()))
-        .unwrap()
+    feed_replay_with(capture, other, None)
+}
+
+fn feed_replay_with(capture: &Path, other: &Path, retrans: Option<&hk::Retransmission>) -> hk::FeedRun {
+    hk::replay(
+        capture,
+        &[other.to_owned()],
+        retrans,
+        &engine_config(500),
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+    )
+    .unwrap()
 }
 
 /// Every table equal, but for what legitimately differs: versions and source positions (the
@@ -216,5 +227,71 @@ fn datagrams_recorded_from_udp_replay_like_the_capture_they_came_from() {
     assert_eq!(run.state.positions.len(), want.positions.len());
     assert_eq!(run.state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
     assert_eq!(run.feed.messages, run.feed.duplicates);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The aggregated books of every security, best levels first.
+fn books(h: &harbour_sources::hkex::feed::FeedHandler) -> Vec<(u32, String)> {
+    use harbour_sources::hkex::wire::BookSide;
+    let mut v: Vec<(u32, String)> = h
+        .state
+        .securities()
+        .map(|(code, s)| {
+            (*code, format!("{:?} | {:?}", s.aggregated.levels(BookSide::Bid), s.aggregated.levels(BookSide::Offer)))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gaps_on_both_lines_are_recovered_from_the_retransmission_service_and_the_books_end_identical() {
+    use harbour_sources::hkex::retrans::RetransServer;
+    use harbour_sources::hkex::wire::Packet;
+    let lines = day(1_500, 24);
+    let dir = temp("gaps");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding { channels: 2, line_b: true }).unwrap();
+    let records: Vec<_> =
+        CaptureReader::new(std::fs::File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    // The service holds every message the exchange sent.
+    let server = RetransServer::start(Duration::from_millis(200)).unwrap();
+    for r in records.iter().filter(|r| r.line == 0) {
+        server.record(r.channel, &r.data);
+    }
+    // Lose, on both lines, every packet holding a message whose number is 40..=45 mod 400.
+    let lost = |r: &harbour_sources::hkex::capture::Record| {
+        let p = Packet::parse(&r.data).unwrap();
+        (p.header.seq_num..=p.last_seq()).any(|s| (40..=45).contains(&(s % 400)))
+    };
+    let holed = dir.join("holed.omdc");
+    let mut w = CaptureWriter::new(std::fs::File::create(&holed).unwrap()).unwrap();
+    let mut dropped = 0;
+    for r in &records {
+        if lost(r) {
+            dropped += 1;
+        } else {
+            w.write(r).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    assert!(dropped > 20, "{dropped}");
+
+    let clean = feed_replay(&capture, &other);
+    let retrans = hk::Retransmission { addr: server.addr(), username: "HARBOUR".into() };
+    let run = feed_replay_with(&holed, &other, Some(&retrans));
+    assert!(run.feed.gaps > 5, "{:?}", run.feed);
+    assert_eq!(run.feed.lost, 0);
+    assert_eq!(run.recovered, run.feed.gaps);
+    assert!(server.stats().requests as u64 >= run.feed.gaps);
+    assert_eq!(run.feed.messages, clean.feed.messages, "every message applied once");
+    assert_eq!(books(&run.handler), books(&clean.handler), "books identical to the gap-free run");
+    assert_same_tables(&run.state, &json_replay(&lines));
+
+    // Without the service the gaps are given up and counted; the replay still ends.
+    let blind = feed_replay(&holed, &other);
+    assert!(blind.feed.lost > 0);
+    assert_eq!(blind.recovered, 0);
+    assert!(blind.feed.messages < clean.feed.messages);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -19,6 +19,7 @@ pub mod day;
 pub mod encode;
 pub mod feed;
 pub mod replay;
+pub mod retrans;
 pub mod wire;
 
 #[cfg(test)]

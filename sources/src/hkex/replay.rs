@@ -10,13 +10,23 @@ use harbour_dataflows::model::Ts;
 use harbour_dataflows::validate::Input;
 use smol_str::SmolStr;
 
+use std::collections::BTreeMap;
+
 use super::capture::{CaptureError, Record};
-use super::feed::{FeedHandler, FeedReject};
+use super::feed::{FeedHandler, FeedReject, Gap};
 use crate::contract::{parse_line, to_line};
 use crate::file::SourceLine;
 
 /// How far (in packet send time) the replay reads ahead to put feed items in event-time order.
 pub const REORDER_NS: i64 = 1_000_000_000;
+
+/// How long (in send time) a gap may stay open before it is recovered: the other line usually
+/// fills it first.
+pub const GAP_WAIT_NS: u64 = 10_000_000;
+
+/// Recovers a gap: the packets holding `gap`'s messages of `channel` (the retransmission
+/// service), or why not.
+pub type Recovery = Box<dyn FnMut(u16, Gap) -> Result<Vec<Vec<u8>>, String>>;
 
 /// Index of a buffered item (the heap orders keys only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +94,11 @@ pub struct HkexReplay<R, L: Iterator<Item = SourceLine>> {
     error: Option<CaptureError>,
     inputs: Vec<Input>,
     rejects: Vec<FeedReject>,
+    recovery: Option<Recovery>,
+    /// Channels with an open gap, and the send time it was seen at.
+    open_gaps: BTreeMap<u16, u64>,
+    /// Gaps recovered through [`Recovery`].
+    pub recovered: u64,
 }
 
 impl<R, L> HkexReplay<R, L>
@@ -108,6 +123,75 @@ where
             error: None,
             inputs: Vec::new(),
             rejects: Vec::new(),
+            recovery: None,
+            open_gaps: BTreeMap::new(),
+            recovered: 0,
+        }
+    }
+
+    /// Recovers gaps through `recovery` (without it, a gap still open after [`GAP_WAIT_NS`] is
+    /// given up: its messages are counted lost and the channel reads on).
+    pub fn with_recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
+    /// Recovers (or gives up) the gaps open since before `now` (all of them at the end).
+    fn close_gaps(&mut self, now: Option<u64>) {
+        let due: Vec<u16> = self
+            .open_gaps
+            .iter()
+            .filter(|(_, t)| now.is_none_or(|n| n >= t.saturating_add(GAP_WAIT_NS)))
+            .map(|(c, _)| *c)
+            .collect();
+        for channel in due {
+            self.open_gaps.remove(&channel);
+            let mut attempts = 0;
+            while let Some(gap) = self.handler.sequencers.get(&channel).and_then(|s| s.gap()) {
+                attempts += 1;
+                let got = match (&mut self.recovery, attempts <= 3) {
+                    (Some(r), true) => r(channel, gap),
+                    (Some(_), false) => Err("the gap stayed open after 3 recoveries".into()),
+                    (None, _) => Err("no retransmission service".into()),
+                };
+                match got {
+                    Ok(packets) => {
+                        for p in packets {
+                            self.handler.on_datagram(channel, &p, &mut self.inputs, &mut self.rejects);
+                            let send_time = p.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8")));
+                            self.take_outputs(channel, 0, send_time, &p);
+                        }
+                        self.recovered += 1;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(channel, from = gap.from, to = gap.to, %reason, "gap given up: messages lost");
+                        self.handler.skip_gap(channel, &mut self.inputs, &mut self.rejects);
+                        self.take_outputs(channel, 0, 0, &[]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the handler's inputs and rejects of one datagram into the merge heap.
+    fn take_outputs(&mut self, channel: u16, line: u8, send_time: u64, data: &[u8]) {
+        let source: SmolStr = format!("{}#ch{}/{}", self.name, channel, if line == 0 { 'A' } else { 'B' }).into();
+        let inputs: Vec<Input> = self.inputs.drain(..).collect();
+        for i in inputs {
+            let ts = input_ts(&i, send_time);
+            let line = SourceLine { source: source.clone(), position: self.record_no, raw: to_line(&i) };
+            self.push(ts, FeedItem::Line(line));
+        }
+        let rejects: Vec<FeedReject> = self.rejects.drain(..).collect();
+        for reject in rejects {
+            let raw = data.iter().map(|b| format!("{b:02x}")).collect();
+            let reason = match reject.seq {
+                Some(seq) => format!("message {seq}: {}", reject.error),
+                None => reject.error.to_string(),
+            };
+            let item =
+                FeedItem::Reject { source: source.clone(), position: self.record_no, raw, code: "omdc_decode", reason };
+            self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
         }
     }
 
@@ -152,6 +236,7 @@ where
             let r = match self.records.next() {
                 None => {
                     self.records_done = true;
+                    self.close_gaps(None);
                     return;
                 }
                 Some(Err(e)) => {
@@ -162,33 +247,15 @@ where
                 Some(Ok(r)) => r,
             };
             self.record_no += 1;
-            let source: SmolStr =
-                format!("{}#ch{}/{}", self.name, r.channel, if r.line == 0 { 'A' } else { 'B' }).into();
-            self.handler.on_datagram(r.channel, &r.data, &mut self.inputs, &mut self.rejects);
             let send_time =
                 r.data.get(8..16).map_or(r.recv_time, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
             self.received = self.received.max(send_time);
-            let inputs: Vec<Input> = self.inputs.drain(..).collect();
-            for i in inputs {
-                let ts = input_ts(&i, send_time);
-                let line = SourceLine { source: source.clone(), position: self.record_no, raw: to_line(&i) };
-                self.push(ts, FeedItem::Line(line));
+            if self.handler.on_datagram(r.channel, &r.data, &mut self.inputs, &mut self.rejects).is_some() {
+                self.open_gaps.entry(r.channel).or_insert(send_time);
             }
-            let rejects: Vec<FeedReject> = self.rejects.drain(..).collect();
-            for reject in rejects {
-                let raw = r.data.iter().map(|b| format!("{b:02x}")).collect();
-                let reason = match reject.seq {
-                    Some(seq) => format!("message {seq}: {}", reject.error),
-                    None => reject.error.to_string(),
-                };
-                let item = FeedItem::Reject {
-                    source: source.clone(),
-                    position: self.record_no,
-                    raw,
-                    code: "omdc_decode",
-                    reason,
-                };
-                self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
+            self.take_outputs(r.channel, r.line, send_time, &r.data);
+            if !self.open_gaps.is_empty() {
+                self.close_gaps(Some(self.received));
             }
         }
     }
