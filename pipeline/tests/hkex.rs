@@ -295,3 +295,65 @@ fn gaps_on_both_lines_are_recovered_from_the_retransmission_service_and_the_book
     assert!(blind.feed.messages < clean.feed.messages);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snapshot() {
+    use harbour_sources::hkex::feed::{refresh_packets, FeedHandler};
+    use harbour_sources::hkex::replay::HkexReplay;
+    use harbour_sources::hkex::wire::Packet;
+    let lines = day(1_500, 25);
+    let dir = temp("refresh");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding { channels: 2, line_b: true }).unwrap();
+    let records: Vec<_> =
+        CaptureReader::new(std::fs::File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    let lost = |r: &harbour_sources::hkex::capture::Record| {
+        let p = Packet::parse(&r.data).unwrap();
+        (p.header.seq_num..=p.last_seq()).any(|s| (100..=104).contains(&(s % 1_000)))
+    };
+    let holed: Vec<_> = records.iter().filter(|r| !lost(r)).cloned().collect();
+    assert!(holed.len() < records.len());
+    // The refresh channel, simulated from the clean feed: the channel's state once every
+    // message through the gap was sent.
+    let line_a: Vec<_> = records.iter().filter(|r| r.line == 0).cloned().collect();
+    let refresh = move |channel: u16, gap: harbour_sources::hkex::feed::Gap| {
+        let mut h = FeedHandler::default();
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let mut last = 0;
+        for r in line_a.iter().filter(|r| r.channel == channel) {
+            h.on_datagram(channel, &r.data, &mut out, &mut rejects);
+            last = Packet::parse(&r.data).unwrap().last_seq();
+            if last >= gap.to {
+                break;
+            }
+        }
+        // The refresh channel cycles: a client joining mid-cycle discards up to the first Refresh
+        // Complete, then takes the next whole snapshot.
+        let snapshot = h.state.snapshot(channel);
+        let mut packets = refresh_packets(&snapshot[snapshot.len() / 2..], last, 1);
+        packets.extend(refresh_packets(&snapshot, last, 1));
+        Ok(packets)
+    };
+    let other_lines: Vec<SourceLine> = std::fs::read_to_string(&other)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| SourceLine { source: "other".into(), position: i as u64 + 1, raw: l.to_owned() })
+        .collect();
+    let mut replay =
+        HkexReplay::new("holed", holed.into_iter().map(Ok), other_lines.into_iter()).with_refresh(Box::new(refresh));
+    let (state, _) =
+        engine::run_feed(&mut replay, &engine_config(500), &Metrics::default(), &Arc::new(Health::default()));
+    let f = &replay.handler.state.stats;
+    assert!(f.gaps >= 2, "{f:?}");
+    assert_eq!(replay.refreshed, f.gaps, "every gap recovered by a refresh");
+    assert_eq!(f.refreshes, f.gaps);
+    assert_eq!(f.lost, 0);
+    let clean = feed_replay(&capture, &other);
+    assert_eq!(books(&replay.handler), books(&clean.handler), "books identical to the gap-free run");
+    let want = json_replay(&lines);
+    // A snapshot restores state, not history: the day's positions and marks are whole.
+    assert_eq!(state.positions.rows().collect::<Vec<_>>(), want.positions.rows().collect::<Vec<_>>());
+    assert_eq!(state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(dir);
+}

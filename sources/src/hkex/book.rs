@@ -168,6 +168,13 @@ impl FullBook {
         }
     }
 
+    /// Resting orders: id, (price, quantity, is bid), by id.
+    pub fn orders(&self) -> Vec<(u64, (i32, u32, bool))> {
+        let mut v: Vec<_> = self.orders.iter().map(|(id, o)| (*id, (o.price, o.quantity, o.bid))).collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v
+    }
+
     /// Orders in the book.
     pub fn order_count(&self) -> usize {
         self.orders.len()

@@ -42,6 +42,8 @@ pub struct FeedStats {
     pub book_errors: u64,
     /// Sequence resets.
     pub resets: u64,
+    /// Channels recovered from the refresh service.
+    pub refreshes: u64,
 }
 
 /// A range of missing sequence numbers, inclusive.
@@ -57,6 +59,8 @@ pub struct Gap {
 #[derive(Debug, Default)]
 pub struct Sequencer {
     next: Option<u32>,
+    /// While a refresh runs, every real-time message is kept, none applied.
+    holding: bool,
     /// Messages past a gap, by sequence number (owned copies of their bytes).
     pending: BTreeMap<u32, Vec<u8>>,
 }
@@ -76,7 +80,11 @@ impl Sequencer {
     /// The first open gap, if any.
     pub fn gap(&self) -> Option<Gap> {
         let next = self.next?;
-        self.pending.keys().next().map(|first| Gap { from: next, to: first - 1 })
+        self.pending
+            .keys()
+            .next()
+            .filter(|first| **first != next)
+            .map(|first| Gap { from: next, to: first.wrapping_sub(1) })
     }
 
     /// Messages waiting behind a gap.
@@ -107,7 +115,13 @@ impl Sequencer {
         }
         for (seq, m) in packet.messages() {
             let next = *self.next.get_or_insert(seq);
-            if seq == next {
+            if self.holding && !seq_after(next, seq) {
+                if self.pending.get(&seq).is_some_and(|b| !b.is_empty()) {
+                    stats.duplicates += 1;
+                } else {
+                    self.pending.insert(seq, m_offset(packet, seq).to_vec());
+                }
+            } else if seq == next {
                 self.pending.remove(&seq); // a heartbeat's marker, or an early copy
                 self.next = Some(next.wrapping_add(1));
                 stats.messages += 1;
@@ -165,6 +179,26 @@ impl Sequencer {
             let m = decode_message(&bytes, 0);
             self.apply_one(next, m, stats, apply);
         }
+    }
+
+    /// Keeps every real-time message from now on, applying none (a refresh is running).
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Ends a refresh that brought the state to `last_seq`: kept messages up to it are dropped,
+    /// the rest applied in order.
+    pub fn resume_after(
+        &mut self,
+        last_seq: u32,
+        stats: &mut FeedStats,
+        apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>),
+    ) {
+        self.holding = false;
+        let next = last_seq.wrapping_add(1);
+        self.next = Some(next);
+        self.pending.retain(|s, _| !seq_after(next, *s));
+        self.drain(stats, apply);
     }
 
     /// Gives up the first gap: its messages are counted lost and those waiting behind it are
@@ -248,6 +282,10 @@ pub struct Security {
     pub close: Option<Price>,
     /// Halted or trading.
     pub suspension: Suspension,
+    /// Channel its messages come on.
+    pub channel: u16,
+    /// The Security Definition as received (for snapshots).
+    definition: Vec<u8>,
     top: Top,
     touched: bool,
 }
@@ -286,6 +324,7 @@ pub struct MarketState {
     sessions: BTreeMap<String, Session>,
     touched: Vec<u32>,
     send_time: u64,
+    channel: u16,
     /// Counters.
     pub stats: FeedStats,
 }
@@ -314,6 +353,7 @@ impl MarketState {
     fn book(&mut self, code: u32, full: bool) -> &mut Security {
         let s = self.securities.entry(code).or_default();
         s.uses_full_book = full;
+        s.channel = self.channel;
         if !s.touched {
             s.touched = true;
             self.touched.push(code);
@@ -327,9 +367,85 @@ impl MarketState {
         }
     }
 
-    /// Starts a packet sent at `send_time`.
-    pub fn begin_packet(&mut self, send_time: u64) {
+    /// Starts a packet sent at `send_time` on `channel`.
+    pub fn begin_packet(&mut self, send_time: u64, channel: u16) {
         self.send_time = send_time;
+        self.channel = channel;
+    }
+
+    /// Empties the books of every security of `channel` (before a refresh snapshot).
+    pub fn clear_channel(&mut self, channel: u16) {
+        for (code, s) in self.securities.iter_mut().filter(|(_, s)| s.channel == channel) {
+            s.full.clear();
+            s.aggregated = AggregatedBook::default();
+            if !s.touched {
+                s.touched = true;
+                self.touched.push(*code);
+            }
+        }
+    }
+
+    /// The state of `channel`'s securities as refresh messages: definitions, books (53 New
+    /// entries per level, or 30 Add Order per resting order), nominal and closing prices.
+    pub fn snapshot(&self, channel: u16) -> Vec<Vec<u8>> {
+        use super::encode::encode_message;
+        use super::wire::{action, BookEntries, BookEntry, BookSide};
+        let mut codes: Vec<u32> =
+            self.securities.iter().filter(|(_, s)| s.channel == channel).map(|(c, _)| *c).collect();
+        codes.sort_unstable();
+        let mut out = Vec::new();
+        let mut put = |m: &Message<'_>| {
+            let mut b = Vec::new();
+            encode_message(m, &mut b);
+            out.push(b);
+        };
+        for code in codes {
+            let s = &self.securities[&code];
+            if !s.definition.is_empty() {
+                if let Ok(m) = decode_message(&s.definition, 0) {
+                    put(&m);
+                }
+            }
+            if s.uses_full_book {
+                for (id, o) in s.full.orders() {
+                    put(&Message::AddOrder {
+                        security_code: code,
+                        order_id: id,
+                        price: Price(o.0),
+                        quantity: o.1,
+                        side: if o.2 { BookSide::Bid } else { BookSide::Offer },
+                        order_type: b'2',
+                        position: 0,
+                    });
+                }
+            } else {
+                let mut entries = Vec::new();
+                for side in [BookSide::Bid, BookSide::Offer] {
+                    for (i, l) in s.aggregated.levels(side).iter().enumerate() {
+                        entries.push(BookEntry {
+                            quantity: l.quantity,
+                            price: l.price,
+                            orders: l.orders,
+                            side,
+                            level: i as u8 + 1,
+                            action: action::NEW,
+                        });
+                    }
+                }
+                if !entries.is_empty() {
+                    let bytes = BookEntries::encode(&entries);
+                    let entries = BookEntries::from_bytes(&bytes).expect("at most 20 entries");
+                    put(&Message::AggregateOrderBookUpdate { security_code: code, entries });
+                }
+            }
+            if let Some(price) = s.nominal {
+                put(&Message::NominalPrice { security_code: code, price });
+            }
+            if let Some(price) = s.close {
+                put(&Message::ClosingPrice { security_code: code, price, trades: 0 });
+            }
+        }
+        out
     }
 
     /// Applies one message; inputs that do not wait for the packet's end go to `out`.
@@ -346,6 +462,8 @@ impl MarketState {
                     stamp_duty: d.stamp_duty(),
                 };
                 let s = self.securities.entry(code).or_default();
+                s.channel = self.channel;
+                s.definition = d.bytes().to_vec();
                 s.spread_table = ascii(d.spread_table_code()).to_owned();
                 s.previous_close = Some(d.previous_closing_price()).filter(|p| p.0 > 0);
                 s.instrument = Some(i.clone());
@@ -494,6 +612,22 @@ pub struct FeedHandler {
     pub sequencers: BTreeMap<u16, Sequencer>,
     /// What the messages say.
     pub state: MarketState,
+    /// Refreshes running, per channel: `None` until the first Refresh Complete, then the
+    /// snapshot's messages.
+    refresh: BTreeMap<u16, Option<Vec<Vec<u8>>>>,
+}
+
+/// Packs refresh messages into packets, each snapshot followed by Refresh Complete (for tests and
+/// the local services; the exchange sends the real refresh channel).
+pub fn refresh_packets(snapshot: &[Vec<u8>], last_seq: u32, first_seq: u32) -> Vec<Vec<u8>> {
+    let mut w = super::encode::PacketWriter::new(first_seq);
+    for m in snapshot {
+        if let Ok(m) = decode_message(m, 0) {
+            w.push(&m, 0);
+        }
+    }
+    w.push(&Message::RefreshComplete { last_seq_num: last_seq }, 0);
+    w.finish()
 }
 
 /// A packet or message that could not be used, with where it was.
@@ -527,7 +661,7 @@ impl FeedHandler {
                 return None;
             }
         };
-        state.begin_packet(packet.header.send_time);
+        state.begin_packet(packet.header.send_time, channel);
         let seq = self.sequencers.entry(channel).or_default();
         let mut stats = std::mem::take(&mut state.stats);
         let gap = seq.offer(&packet, &mut stats, &mut |s, m| match m {
@@ -540,6 +674,102 @@ impl FeedHandler {
         merge(&mut state.stats, stats);
         state.end_packet(out);
         gap
+    }
+
+    /// Starts recovering `channel` from the refresh service: real-time messages are kept, not
+    /// applied, until a whole snapshot arrived ([`FeedHandler::on_refresh_datagram`]).
+    pub fn begin_refresh(&mut self, channel: u16) {
+        self.sequencers.entry(channel).or_default().hold();
+        self.refresh.insert(channel, None);
+    }
+
+    /// Abandons a refresh of `channel` (the kept messages wait behind their gap again).
+    pub fn cancel_refresh(&mut self, channel: u16, out: &mut Vec<Input>, rejects: &mut Vec<FeedReject>) {
+        if self.refresh.remove(&channel).is_none() {
+            return;
+        }
+        let state = &mut self.state;
+        if let Some(seq) = self.sequencers.get_mut(&channel) {
+            seq.holding = false;
+            let mut stats = std::mem::take(&mut state.stats);
+            seq.drain(&mut stats, &mut |s, m| match m {
+                Ok(m) => state.apply(&m, out),
+                Err(error) => {
+                    state.stats.decode_errors += 1;
+                    rejects.push(FeedReject { channel, seq: Some(s), error });
+                }
+            });
+            merge(&mut state.stats, stats);
+        }
+        state.end_packet(out);
+    }
+
+    /// Whether a refresh of `channel` is running.
+    pub fn refreshing(&self, channel: u16) -> bool {
+        self.refresh.contains_key(&channel)
+    }
+
+    /// A datagram of `channel`'s refresh service. Messages before the first Refresh Complete are
+    /// discarded (a snapshot already under way); those up to the next one are the snapshot: the
+    /// channel's books are cleared, the snapshot applied, kept real-time messages up to its
+    /// LastSeqNum dropped and the rest applied. Returns that LastSeqNum once done.
+    pub fn on_refresh_datagram(
+        &mut self,
+        channel: u16,
+        bytes: &[u8],
+        out: &mut Vec<Input>,
+        rejects: &mut Vec<FeedReject>,
+    ) -> Option<u32> {
+        let Some(collected) = self.refresh.get_mut(&channel) else { return None };
+        let packet = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(error) => {
+                self.state.stats.decode_errors += 1;
+                rejects.push(FeedReject { channel, seq: None, error });
+                return None;
+            }
+        };
+        let mut done = None;
+        for (_, m) in packet.messages() {
+            let Ok(m) = m else { continue };
+            match (m, collected.as_mut()) {
+                (Message::RefreshComplete { .. }, None) => *collected = Some(Vec::new()),
+                (_, None) => {}
+                (Message::RefreshComplete { last_seq_num }, Some(_)) => {
+                    done = Some(last_seq_num);
+                    break;
+                }
+                (m, Some(v)) => {
+                    let mut b = Vec::new();
+                    super::encode::encode_message(&m, &mut b);
+                    v.push(b);
+                }
+            }
+        }
+        let last = done?;
+        let snapshot = self.refresh.remove(&channel).flatten().unwrap_or_default();
+        let state = &mut self.state;
+        state.begin_packet(packet.header.send_time, channel);
+        state.clear_channel(channel);
+        for b in &snapshot {
+            if let Ok(m) = decode_message(b, 0) {
+                state.apply(&m, out);
+            }
+        }
+        state.end_packet(out);
+        state.stats.refreshes += 1;
+        let seq = self.sequencers.entry(channel).or_default();
+        let mut stats = std::mem::take(&mut state.stats);
+        seq.resume_after(last, &mut stats, &mut |s, m| match m {
+            Ok(m) => state.apply(&m, out),
+            Err(error) => {
+                state.stats.decode_errors += 1;
+                rejects.push(FeedReject { channel, seq: Some(s), error });
+            }
+        });
+        merge(&mut state.stats, stats);
+        state.end_packet(out);
+        Some(last)
     }
 
     /// Gives up the first gap of `channel` (see [`Sequencer::skip_gap`]).
@@ -570,6 +800,7 @@ fn merge(into: &mut FeedStats, from: FeedStats) {
     into.decode_errors += from.decode_errors;
     into.book_errors += from.book_errors;
     into.resets += from.resets;
+    into.refreshes += from.refreshes;
 }
 
 #[cfg(test)]
@@ -827,5 +1058,88 @@ mod tests {
         assert_eq!(h.state.stats.unknown, 1);
         assert_eq!(h.state.stats.messages, 3);
         assert_eq!(h.state.stats.packets, 2);
+    }
+
+    #[test]
+    fn a_refresh_snapshot_rebuilds_the_books_and_kept_messages_after_it_apply() {
+        use super::super::wire::BookEntries;
+        // A flow of aggregated-book updates on channel 3: security 5's bid ladder.
+        let update = |level: u8, act: u8, price: i32, qty: u64| {
+            BookEntries::encode(&[BookEntry {
+                quantity: qty,
+                price: Price(price),
+                orders: 1,
+                side: BookSide::Bid,
+                level,
+                action: act,
+            }])
+        };
+        let steps: Vec<Vec<u8>> = (0..30)
+            .map(|i: i32| match i % 3 {
+                0 => update(1, action::NEW, 10_000 + i * 10, 100),
+                1 => update(1, action::CHANGE, 10_000 + (i - 1) * 10, 200 + i as u64),
+                _ => update(2, action::DELETE, 0, 0),
+            })
+            .collect();
+        let mut w = PacketWriter::new(1);
+        for (i, e) in steps.iter().enumerate() {
+            w.cut();
+            let m =
+                Message::AggregateOrderBookUpdate { security_code: 5, entries: BookEntries::from_bytes(e).unwrap() };
+            w.push(&m, i as u64);
+        }
+        let packets = w.finish(); // one message each, seq 1..=30
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        // The clean run, and its snapshot after message 20.
+        let mut clean = FeedHandler::default();
+        for p in &packets[..20] {
+            clean.on_datagram(3, p, &mut out, &mut rejects);
+        }
+        let snapshot = clean.state.snapshot(3);
+        for p in &packets[20..] {
+            clean.on_datagram(3, p, &mut out, &mut rejects);
+        }
+        // A run that lost 9..=14 on every line.
+        let mut h = FeedHandler::default();
+        for p in packets[..8].iter().chain(&packets[14..]) {
+            h.on_datagram(3, p, &mut out, &mut rejects);
+        }
+        assert_eq!(h.sequencers[&3].gap(), Some(Gap { from: 9, to: 14 }));
+        h.begin_refresh(3);
+        assert!(h.refreshing(3));
+        // The refresh channel: the tail of an earlier snapshot (discarded), then a whole one.
+        let mut refresh = refresh_packets(&snapshot[..1], 3, 1);
+        refresh.extend(refresh_packets(&snapshot, 20, 100));
+        let mut done = None;
+        for p in &refresh {
+            if let Some(l) = h.on_refresh_datagram(3, p, &mut out, &mut rejects) {
+                done = Some(l);
+            }
+        }
+        assert_eq!(done, Some(20));
+        assert!(!h.refreshing(3));
+        assert_eq!(h.sequencers[&3].gap(), None);
+        assert_eq!(h.sequencers[&3].next(), Some(31));
+        let bids = |h: &FeedHandler| h.state.security(5).unwrap().aggregated.levels(BookSide::Bid).to_vec();
+        assert_eq!(bids(&h), bids(&clean));
+        assert_eq!(h.state.stats.refreshes, 1);
+        assert!(rejects.is_empty());
+        // Real-time messages keep coming while a refresh runs: kept, applied after it.
+        let mut w = PacketWriter::new(31);
+        let m = Message::AggregateOrderBookUpdate {
+            security_code: 5,
+            entries: BookEntries::from_bytes(&steps[0]).unwrap(),
+        };
+        w.push(&m, 99);
+        let more = w.finish();
+        h.begin_refresh(3);
+        h.on_datagram(3, &more[0], &mut out, &mut rejects);
+        assert_eq!(bids(&h), bids(&clean), "held during the refresh");
+        let snap = h.state.snapshot(3);
+        for p in refresh_packets(&snap, 0, 1).iter().chain(&refresh_packets(&snap, 30, 5)) {
+            h.on_refresh_datagram(3, p, &mut out, &mut rejects);
+        }
+        clean.on_datagram(3, &more[0], &mut out, &mut rejects);
+        assert_eq!(bids(&h), bids(&clean), "applied after it");
     }
 }

@@ -28,6 +28,10 @@ pub const GAP_WAIT_NS: u64 = 10_000_000;
 /// service), or why not.
 pub type Recovery = Box<dyn FnMut(u16, Gap) -> Result<Vec<Vec<u8>>, String>>;
 
+/// Recovers a channel from the refresh service: the refresh channel's packets, read until a whole
+/// snapshot went by (`gap` says what is missing), or why not.
+pub type Refresh = Box<dyn FnMut(u16, Gap) -> Result<Vec<Vec<u8>>, String>>;
+
 /// Index of a buffered item (the heap orders keys only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Slot(usize);
@@ -95,10 +99,13 @@ pub struct HkexReplay<R, L: Iterator<Item = SourceLine>> {
     inputs: Vec<Input>,
     rejects: Vec<FeedReject>,
     recovery: Option<Recovery>,
+    refresh: Option<Refresh>,
     /// Channels with an open gap, and the send time it was seen at.
     open_gaps: BTreeMap<u16, u64>,
     /// Gaps recovered through [`Recovery`].
     pub recovered: u64,
+    /// Channels recovered through [`Refresh`].
+    pub refreshed: u64,
 }
 
 impl<R, L> HkexReplay<R, L>
@@ -124,8 +131,10 @@ where
             inputs: Vec::new(),
             rejects: Vec::new(),
             recovery: None,
+            refresh: None,
             open_gaps: BTreeMap::new(),
             recovered: 0,
+            refreshed: 0,
         }
     }
 
@@ -134,6 +143,38 @@ where
     pub fn with_recovery(mut self, recovery: Recovery) -> Self {
         self.recovery = Some(recovery);
         self
+    }
+
+    /// Recovers gaps the retransmission service cannot fill from the refresh service.
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = Some(refresh);
+        self
+    }
+
+    /// A refresh of `channel`: true once a snapshot was applied.
+    fn try_refresh(&mut self, channel: u16, gap: Gap) -> bool {
+        let Some(hook) = self.refresh.as_mut() else { return false };
+        let packets = match hook(channel, gap) {
+            Ok(p) => p,
+            Err(reason) => {
+                tracing::warn!(channel, %reason, "refresh failed");
+                return false;
+            }
+        };
+        self.handler.begin_refresh(channel);
+        for p in packets {
+            let done = self.handler.on_refresh_datagram(channel, &p, &mut self.inputs, &mut self.rejects);
+            let send_time = p.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8")));
+            self.take_outputs(channel, 0, send_time, &p);
+            if let Some(last) = done {
+                tracing::info!(channel, last, "channel recovered from the refresh service");
+                self.refreshed += 1;
+                return true;
+            }
+        }
+        self.handler.cancel_refresh(channel, &mut self.inputs, &mut self.rejects);
+        self.take_outputs(channel, 0, 0, &[]);
+        false
     }
 
     /// Recovers (or gives up) the gaps open since before `now` (all of them at the end).
@@ -163,6 +204,7 @@ where
                         }
                         self.recovered += 1;
                     }
+                    Err(_) if self.try_refresh(channel, gap) => {}
                     Err(reason) => {
                         tracing::warn!(channel, from = gap.from, to = gap.to, %reason, "gap given up: messages lost");
                         self.handler.skip_gap(channel, &mut self.inputs, &mut self.rejects);
