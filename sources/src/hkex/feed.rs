@@ -720,7 +720,7 @@ impl FeedHandler {
         out: &mut Vec<Input>,
         rejects: &mut Vec<FeedReject>,
     ) -> Option<u32> {
-        let Some(collected) = self.refresh.get_mut(&channel) else { return None };
+        let collected = self.refresh.get_mut(&channel)?;
         let packet = match Packet::parse(bytes) {
             Ok(p) => p,
             Err(error) => {
