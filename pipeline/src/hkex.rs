@@ -41,6 +41,9 @@ pub enum HkexError {
     /// A `--source` that does not parse.
     #[error("--source {0:?}: expected CHANNEL:LINE:GROUP:PORT (LINE A or B; GROUP empty for unicast), e.g. 1:A:239.1.1.1:51001")]
     Source(String),
+    /// Kafka.
+    #[error("{0}")]
+    Kafka(String),
     /// A socket.
     #[error("udp {addr}: {source}")]
     Socket {
@@ -206,18 +209,14 @@ impl std::str::FromStr for UdpSource {
     }
 }
 
-/// Records datagrams from `sources` to `out` until `stop`, `max_packets` or `max_time`.
-/// `interface` is the local address joining multicast groups. Returns the datagrams written.
-pub fn record(
+/// Receiver threads, one per source, sending every datagram (with its receive time) to the
+/// returned channel until `done` is set.
+fn udp_receivers(
     sources: &[UdpSource],
     interface: Ipv4Addr,
-    out: &Path,
-    stop: &AtomicBool,
-    max_packets: Option<u64>,
-    max_time: Option<Duration>,
-) -> Result<u64, HkexError> {
+    done: &Arc<AtomicBool>,
+) -> Result<(mpsc::Receiver<Record>, Vec<std::thread::JoinHandle<()>>), HkexError> {
     let (tx, rx) = mpsc::sync_channel::<Record>(65_536);
-    let done = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for s in sources {
         let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, s.port);
@@ -251,7 +250,21 @@ pub fn record(
             }
         }));
     }
-    drop(tx);
+    Ok((rx, threads))
+}
+
+/// Records datagrams from `sources` to `out` until `stop`, `max_packets` or `max_time`.
+/// `interface` is the local address joining multicast groups. Returns the datagrams written.
+pub fn record(
+    sources: &[UdpSource],
+    interface: Ipv4Addr,
+    out: &Path,
+    stop: &AtomicBool,
+    max_packets: Option<u64>,
+    max_time: Option<Duration>,
+) -> Result<u64, HkexError> {
+    let done = Arc::new(AtomicBool::new(false));
+    let (rx, threads) = udp_receivers(sources, interface, &done)?;
     let file = File::create(out).map_err(io(out))?;
     let mut w = CaptureWriter::new(file).map_err(io(out))?;
     let started = Instant::now();
@@ -278,4 +291,132 @@ pub fn record(
     }
     w.finish().map_err(io(out))?;
     Ok(written)
+}
+
+/// Where `publish` reads datagrams from.
+pub enum FeedSource {
+    /// A capture (Harbour's format or pcap), as fast as it reads.
+    Capture(PathBuf),
+    /// Live UDP, until stopped.
+    Udp {
+        /// Channel lines.
+        sources: Vec<UdpSource>,
+        /// Local interface joining multicast groups.
+        interface: Ipv4Addr,
+    },
+}
+
+/// What `publish` sent.
+pub struct Published {
+    /// Messages per topic.
+    pub messages: std::collections::HashMap<String, u64>,
+    /// Undecodable datagrams sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Feed counters.
+    pub feed: FeedStats,
+    /// Gaps recovered from the retransmission service.
+    pub recovered: u64,
+}
+
+/// The OMD-C bridge: decodes the feed (arbitrating lines, recovering gaps) and publishes its
+/// instruments, quotes and closes to the Kafka market and instruments topics as contract lines,
+/// so the Kafka pipeline, with its durable offsets, reads the exchange's own feed. Undecodable
+/// datagrams go to the dead-letter topic (source `omdc:<name>#chN/L`, offset = datagram number).
+pub fn publish(
+    source: &FeedSource,
+    kafka: &harbour_sources::kafka::KafkaConfig,
+    retrans: Option<&Retransmission>,
+    stop: &AtomicBool,
+) -> Result<Published, HkexError> {
+    use harbour_sources::hkex::replay::FeedItem;
+    use harbour_sources::kafka::{publish_lines, DeadLetterProducer, Partition, Poison};
+    let kafka_err = |e: harbour_sources::kafka::KafkaError| HkexError::Kafka(e.to_string());
+    let done = Arc::new(AtomicBool::new(false));
+    let (records, name, threads): (Box<dyn Iterator<Item = _>>, String, Vec<std::thread::JoinHandle<()>>) = match source
+    {
+        FeedSource::Capture(path) => {
+            let f = File::open(path).map_err(io(path))?;
+            let reader = CaptureReader::new(f, default_port_map)
+                .map_err(|source| HkexError::Capture { path: path.clone(), source })?;
+            let name = path.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
+            (Box::new(reader), name, Vec::new())
+        }
+        FeedSource::Udp { sources, interface } => {
+            let (rx, threads) = udp_receivers(sources, *interface, &done)?;
+            let it = std::iter::from_fn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(r) => return Some(Ok(r)),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                }
+            });
+            (Box::new(it), "udp".to_owned(), threads)
+        }
+    };
+    let live = matches!(source, FeedSource::Udp { .. });
+    let mut merged = HkexReplay::new(&name, records, std::iter::empty());
+    if live {
+        merged = merged.with_reorder(0);
+    }
+    if let Some(r) = retrans.cloned() {
+        let mut session: Option<RetransClient> = None;
+        merged = merged.with_recovery(Box::new(move |channel, gap| {
+            if session.is_none() {
+                session = Some(
+                    RetransClient::connect(r.addr, &r.username, Duration::from_secs(5)).map_err(|e| e.to_string())?,
+                );
+            }
+            let got = session.as_mut().expect("session").request(channel, gap.from, gap.to);
+            if got.is_err() {
+                session = None;
+            }
+            got.map_err(|e| e.to_string())
+        }));
+    }
+    let mut dlq = DeadLetterProducer::new(kafka).map_err(kafka_err)?;
+    let mut dead = 0u64;
+    let mut dlq_error = None;
+    let lines = (&mut merged).filter_map(|item| match item {
+        FeedItem::Line(l) => Some(l.raw),
+        FeedItem::Reject { source, position, raw, code, reason } => {
+            let partition = Partition { topic: format!("omdc:{source}").into(), partition: 0 };
+            let poison = Poison {
+                partition: &partition,
+                offset: position as i64,
+                code,
+                reason: &reason,
+                payload: raw.as_bytes(),
+            };
+            if let Err(e) = dlq.send(&poison) {
+                dlq_error.get_or_insert(e);
+            }
+            dead += 1;
+            None
+        }
+    });
+    let messages = publish_lines(kafka, lines).map_err(kafka_err)?;
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(e) = dlq_error {
+        return Err(kafka_err(e));
+    }
+    dlq.flush().map_err(kafka_err)?;
+    if let Some(e) = merged.take_error() {
+        let path = match source {
+            FeedSource::Capture(p) => p.clone(),
+            FeedSource::Udp { .. } => PathBuf::from("udp"),
+        };
+        return Err(HkexError::Capture { path, source: e });
+    }
+    Ok(Published {
+        messages,
+        dead_letters: dead,
+        feed: merged.handler.state.stats.clone(),
+        recovered: merged.recovered,
+    })
 }

@@ -139,6 +139,25 @@ enum HkexCommand {
         #[arg(long, default_value = "HARBOUR")]
         retrans_user: String,
     },
+    /// Bridge the feed to Kafka: decode a capture or live UDP (arbitrating lines A/B, recovering
+    /// gaps) and publish instruments, quotes and closes to the instruments and market topics.
+    Publish {
+        /// A capture to publish (Harbour's format or pcap).
+        #[arg(long, conflicts_with = "sources")]
+        capture: Option<PathBuf>,
+        /// CHANNEL:LINE:GROUP:PORT, repeated: live UDP until SIGINT/SIGTERM.
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// Local interface address that joins the multicast groups.
+        #[arg(long, default_value = "0.0.0.0")]
+        interface: std::net::Ipv4Addr,
+        /// Retransmission service (HOST:PORT) that fills gaps both lines missed.
+        #[arg(long)]
+        retrans: Option<std::net::SocketAddr>,
+        /// Username for the retransmission logon.
+        #[arg(long, default_value = "HARBOUR")]
+        retrans_user: String,
+    },
     /// Record datagrams from UDP to a capture until SIGINT/SIGTERM (or a limit).
     Record {
         /// CHANNEL:LINE:GROUP:PORT, repeated (LINE A or B; GROUP empty for unicast).
@@ -400,6 +419,29 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             println!(
                 "hkex: {} packets, {} messages applied, {} duplicates (A/B), {} gaps ({} recovered, {} messages lost), {} unknown, {} undecodable, {} book errors",
                 f.packets, f.messages, f.duplicates, f.gaps, run.recovered, f.lost, f.unknown, f.decode_errors, f.book_errors
+            );
+            Ok(())
+        }
+        HkexCommand::Publish { capture, sources, interface, retrans, retrans_user } => {
+            let source = match capture {
+                Some(path) => harbour::hkex::FeedSource::Capture(path),
+                None if !sources.is_empty() => harbour::hkex::FeedSource::Udp {
+                    sources: sources.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>()?,
+                    interface,
+                },
+                None => anyhow::bail!("hkex publish: give --capture FILE or at least one --source"),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            stop_on_signal(stop.clone());
+            let retrans = retrans.map(|addr| harbour::hkex::Retransmission { addr, username: retrans_user });
+            harbour_sources::kafka::create_topics(&config.kafka)?;
+            let p = harbour::hkex::publish(&source, &config.kafka, retrans.as_ref(), &stop)?;
+            let mut topics: Vec<_> = p.messages.iter().collect();
+            topics.sort();
+            let f = &p.feed;
+            println!(
+                "hkex: published {topics:?}; {} dead letters; {} packets, {} messages, {} duplicates (A/B), {} gaps ({} recovered, {} messages lost)",
+                p.dead_letters, f.packets, f.messages, f.duplicates, f.gaps, p.recovered, f.lost
             );
             Ok(())
         }

@@ -100,6 +100,7 @@ pub struct HkexReplay<R, L: Iterator<Item = SourceLine>> {
     rejects: Vec<FeedReject>,
     recovery: Option<Recovery>,
     refresh: Option<Refresh>,
+    reorder_ns: i64,
     /// Channels with an open gap, and the send time it was seen at.
     open_gaps: BTreeMap<u16, u64>,
     /// Gaps recovered through [`Recovery`].
@@ -132,6 +133,7 @@ where
             rejects: Vec::new(),
             recovery: None,
             refresh: None,
+            reorder_ns: REORDER_NS,
             open_gaps: BTreeMap::new(),
             recovered: 0,
             refreshed: 0,
@@ -142,6 +144,13 @@ where
     /// given up: its messages are counted lost and the channel reads on).
     pub fn with_recovery(mut self, recovery: Recovery) -> Self {
         self.recovery = Some(recovery);
+        self
+    }
+
+    /// Sets the read-ahead (send time) used to order feed inputs; 0 passes every input on as soon
+    /// as its datagram is decoded (a live feed).
+    pub fn with_reorder(mut self, ns: i64) -> Self {
+        self.reorder_ns = ns;
         self
     }
 
@@ -271,7 +280,7 @@ where
                 return;
             }
             if let Some(Reverse((front, _, _))) = self.feed.peek() {
-                if i64::try_from(self.received).unwrap_or(i64::MAX) > front.saturating_add(REORDER_NS) {
+                if i64::try_from(self.received).unwrap_or(i64::MAX) >= front.saturating_add(self.reorder_ns) {
                     return;
                 }
             }

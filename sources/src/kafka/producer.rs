@@ -117,15 +117,16 @@ struct Route<'a> {
 
 /// Publishes contract lines to their topics (see the module docs for the routing); returns the
 /// number of messages per topic once the broker acknowledged every one.
-pub fn publish_lines<'a>(
+pub fn publish_lines<S: AsRef<str>>(
     config: &KafkaConfig,
-    lines: impl IntoIterator<Item = &'a str>,
+    lines: impl IntoIterator<Item = S>,
 ) -> Result<HashMap<String, u64>, KafkaError> {
     let (p, d) = producer(config)?;
     let t = &config.topics;
     let mut fill_accounts: HashMap<String, String> = HashMap::new();
     let mut counts: HashMap<String, u64> = HashMap::new();
     for line in lines {
+        let line = line.as_ref();
         let route: Option<Route<'_>> = serde_json::from_str(line).ok();
         let (topic, key): (&str, String) = match route {
             Some(Route { kind: Some("fill"), account: Some(a), exec_id, .. }) => {
