@@ -9,12 +9,14 @@
 //! cargo run --release -p harbour-benches -- late 100000
 //! cargo run --release -p harbour-benches -- memory 1000000
 //! cargo run --release -p harbour-benches -- hkex 2000000    # OMD-C decode and book building
+//! cargo run --release -p harbour-benches -- freshness 50000 12   # Kafka -> ClickHouse/Redis latency
 //! ```
 //!
 //! Inputs are built in memory before the clock starts (parsing JSON is the sources' cost, measured
 //! separately by `parse`). Each epoch feeds a batch, seals it and steps the worker until every
 //! output (positions valued at marks, enriched fills, roll-ups, minute flows) is complete for it.
 
+mod freshness;
 mod hkex;
 
 use std::sync::Arc;
@@ -555,6 +557,7 @@ fn main() -> anyhow::Result<()> {
         "memory" => {
             bench_memory(arg(&args, 1, 1_000_000));
         }
+        "freshness" => freshness::bench_freshness(arg(&args, 1, 50_000), arg(&args, 2, 12))?,
         "hkex" => hkex::bench_hkex(arg(&args, 1, 2_000_000) as usize),
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),

@@ -292,7 +292,8 @@ fn main() -> anyhow::Result<()> {
                 state_dir: state.unwrap_or_else(|| config.pipeline.state_dir.clone()),
                 out_dir: out.unwrap_or_else(|| config.pipeline.out_dir.clone()),
             };
-            let mut sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+            let mut sinks: Vec<Box<dyn EpochSink + Send>> =
+                vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
             if !config.clickhouse.url.is_empty() {
                 sinks.push(Box::new(ClickHouseEpochSink(
                     ClickHouseSink::connect(&config.clickhouse)?,

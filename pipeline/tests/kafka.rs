@@ -146,7 +146,7 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         state_dir: dir.join("state"),
         out_dir: dir.join("out"),
     };
-    let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
     let metrics = Metrics::default();
     let out = kafka::run(
         &cfg,
@@ -275,7 +275,7 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let config = engine_config(1_000);
     // First run: stops with a sink error two thirds in, after many sealed epochs.
     let fail_after = (lines.len() as u64) * 2 / 3;
-    let failing: Vec<Box<dyn EpochSink>> = vec![Box::new(FailingSink { fail_after })];
+    let failing: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(FailingSink { fail_after })];
     let err = kafka::run(&cfg, &run, &config, &metrics, &health, failing, &AtomicBool::new(false))
         .err()
         .expect("the failing sink stops the first run");
@@ -289,7 +289,7 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (cfg2, run2) = (cfg.clone(), run.clone());
     std::thread::spawn(move || {
-        let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run2.out_dir)))];
+        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run2.out_dir)))];
         let out = kafka::run(
             &cfg2,
             &run2,
@@ -574,7 +574,7 @@ fn an_omdc_feed_bridged_to_kafka_gives_the_tables_of_the_json_day() {
         state_dir: dir.join("state"),
         out_dir: dir.join("out"),
     };
-    let sinks: Vec<Box<dyn EpochSink>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
     let out = kafka::run(
         &cfg,
         &run,

@@ -28,8 +28,9 @@ mod gate;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harbour_sinks::clickhouse::ClickHouseSink;
@@ -110,6 +111,12 @@ pub trait EpochSink {
     fn wants_changes(&self) -> bool {
         true
     }
+    /// Whether `write_through` reads the whole `state`. A sink that does not (it writes the
+    /// changes only) runs on a thread of its own: the loop hands it each batch and reads on
+    /// while it writes; offsets still follow what it acknowledged.
+    fn reads_state(&self) -> bool {
+        true
+    }
 }
 
 /// The Parquet files: each flush rewrites every table (atomic renames).
@@ -134,6 +141,10 @@ impl EpochSink for ParquetEpochSink {
 pub struct RedisEpochSink(pub RedisSink, pub Option<Duration>);
 
 impl EpochSink for RedisEpochSink {
+    fn reads_state(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -151,6 +162,10 @@ impl EpochSink for RedisEpochSink {
 pub struct ClickHouseEpochSink(pub ClickHouseSink, pub Option<Duration>);
 
 impl EpochSink for ClickHouseEpochSink {
+    fn reads_state(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "clickhouse"
     }
@@ -182,13 +197,91 @@ pub struct KafkaOutcome {
     pub caught_up_after: Option<Duration>,
 }
 
+/// Changed rows a sink may have waiting while its thread writes the previous batch; past this
+/// the loop waits for it (backpressure: consumption stops, memory stays bounded).
+pub const MAX_PENDING_ROWS: usize = 2_000_000;
+
+/// A sink on a thread of its own: batches go in, acknowledged epochs come back.
+struct Worker {
+    tx: Option<SyncSender<(u64, Changes)>>,
+    durable: Arc<AtomicU64>,
+    failed: Arc<Mutex<Option<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(mut sink: Box<dyn EpochSink + Send>, durable_from: u64) -> Worker {
+        // One batch queued while one is written; later changes wait in the slot (and coalesce).
+        let (tx, rx) = sync_channel::<(u64, Changes)>(1);
+        let durable = Arc::new(AtomicU64::new(durable_from));
+        let failed = Arc::new(Mutex::new(None));
+        let (d, f) = (durable.clone(), failed.clone());
+        let name = sink.name();
+        let thread = std::thread::Builder::new()
+            .name(format!("sink-{name}"))
+            .spawn(move || {
+                let none = OutputState::default();
+                while let Ok((epoch, changes)) = rx.recv() {
+                    let started = Instant::now();
+                    match sink.write_through(epoch, &none, &changes) {
+                        Ok(()) => {
+                            d.store(epoch, Ordering::Release);
+                            tracing::debug!(
+                                sink = name,
+                                epoch,
+                                ms = started.elapsed().as_millis() as u64,
+                                "sink durable"
+                            );
+                        }
+                        Err(m) => {
+                            *f.lock().expect("sink failure") = Some(m);
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("a sink thread starts");
+        Worker { tx: Some(tx), durable, failed, thread: Some(thread) }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A sink with its own cadence and the changes it has not written yet.
-struct Slot<'a> {
-    sink: Box<dyn EpochSink + 'a>,
+struct Slot {
+    name: &'static str,
+    wants_changes: bool,
+    /// Written on the loop's thread (it reads the whole state).
+    sink: Option<Box<dyn EpochSink + Send>>,
+    /// Or on its own.
+    worker: Option<Worker>,
     every: Duration,
     last: Instant,
+    /// Newest epoch handed to the sink.
+    handed: u64,
+    /// Newest epoch a loop-thread sink wrote.
     durable: u64,
     pending: Changes,
+}
+
+impl Slot {
+    /// Newest epoch the sink holds.
+    fn durable(&self) -> u64 {
+        self.worker.as_ref().map_or(self.durable, |w| w.durable.load(Ordering::Acquire))
+    }
+
+    fn failure(&self) -> Option<KafkaRunError> {
+        let w = self.worker.as_ref()?;
+        let m = w.failed.lock().expect("sink failure").clone()?;
+        Some(KafkaRunError::Sink { sink: self.name, message: m })
+    }
 }
 
 struct Loop<'a, 'm> {
@@ -196,7 +289,7 @@ struct Loop<'a, 'm> {
     consumer: InputConsumer,
     dlq: DeadLetterProducer,
     store: CheckpointStore,
-    sinks: Vec<Slot<'a>>,
+    sinks: Vec<Slot>,
     metrics: &'m Metrics,
     run: &'a KafkaRun,
     /// End offsets of the epochs sealed since the last commit.
@@ -297,7 +390,7 @@ impl<'a, 'm> Loop<'a, 'm> {
         self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
-        let mut takers: Vec<&mut Slot<'a>> = self.sinks.iter_mut().filter(|s| s.sink.wants_changes()).collect();
+        let mut takers: Vec<&mut Slot> = self.sinks.iter_mut().filter(|s| s.wants_changes).collect();
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
                 slot.pending.append(changes.clone());
@@ -318,24 +411,71 @@ impl<'a, 'm> Loop<'a, 'm> {
         // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
         let mut synced = false;
         for slot in &mut self.sinks {
-            if slot.durable >= epoch || !(checkpoint_due || slot.last.elapsed() >= slot.every) {
+            if let Some(e) = slot.failure() {
+                return Err(e);
+            }
+            if slot.handed >= epoch || !(checkpoint_due || slot.last.elapsed() >= slot.every) {
                 continue;
             }
             if !synced {
                 self.store.sync()?;
                 synced = true;
             }
-            let started = Instant::now();
-            let changes = std::mem::take(&mut slot.pending);
-            slot.sink
-                .write_through(epoch, self.engine.state(), &changes)
-                .map_err(|message| KafkaRunError::Sink { sink: slot.sink.name(), message })?;
-            slot.durable = epoch;
+            match (&mut slot.sink, &slot.worker) {
+                (Some(sink), _) => {
+                    let started = Instant::now();
+                    let changes = std::mem::take(&mut slot.pending);
+                    sink.write_through(epoch, self.engine.state(), &changes)
+                        .map_err(|message| KafkaRunError::Sink { sink: slot.name, message })?;
+                    slot.durable = epoch;
+                    tracing::debug!(sink = slot.name, epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
+                }
+                (None, Some(w)) => {
+                    let batch = (epoch, std::mem::take(&mut slot.pending));
+                    let tx = w.tx.as_ref().expect("worker running");
+                    // Wait for the sink's thread only when a checkpoint needs this epoch or too
+                    // much is waiting; otherwise hand over when it is free.
+                    if checkpoint_due || batch.1.len() > MAX_PENDING_ROWS {
+                        if tx.send(batch).is_err() {
+                            return Err(slot.failure().unwrap_or(KafkaRunError::Sink {
+                                sink: slot.name,
+                                message: "the sink's thread stopped".into(),
+                            }));
+                        }
+                    } else {
+                        match tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full((_, changes))) => {
+                                slot.pending = changes; // still busy: later changes join these
+                                continue;
+                            }
+                            Err(TrySendError::Disconnected(_)) => {
+                                return Err(slot.failure().unwrap_or(KafkaRunError::Sink {
+                                    sink: slot.name,
+                                    message: "the sink's thread stopped".into(),
+                                }))
+                            }
+                        }
+                    }
+                }
+                (None, None) => unreachable!("a slot has a sink or a worker"),
+            }
+            slot.handed = epoch;
             slot.last = Instant::now();
-            tracing::debug!(sink = slot.sink.name(), epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
+        }
+        // A checkpoint (or the end) needs every sink to hold the sealed epoch.
+        if checkpoint_due {
+            for slot in &self.sinks {
+                while slot.durable() < epoch {
+                    if let Some(e) = slot.failure() {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
         }
         // The newest epoch every sink holds.
-        let all = self.sinks.iter().map(|s| s.durable).min().unwrap_or(epoch);
+        let all = self.sinks.iter().map(Slot::durable).min().unwrap_or(epoch);
         self.metrics.durable_epoch.set(all as i64);
         if all > self.committed {
             self.dlq.flush()?;
@@ -370,13 +510,13 @@ impl<'a, 'm> Loop<'a, 'm> {
 }
 
 /// Runs the pipeline on Kafka until `stop` is set (or, with `stop_at_end`, until caught up).
-pub fn run<'a>(
+pub fn run(
     kafka: &KafkaConfig,
-    run: &'a KafkaRun,
+    run: &KafkaRun,
     config: &EngineConfig,
     metrics: &Metrics,
     health: &Arc<Health>,
-    sinks: Vec<Box<dyn EpochSink + 'a>>,
+    sinks: Vec<Box<dyn EpochSink + Send>>,
     stop: &AtomicBool,
 ) -> Result<KafkaOutcome, KafkaRunError> {
     let began = Instant::now();
@@ -413,14 +553,24 @@ pub fn run<'a>(
     let end: Offsets = watermarks.iter().map(|(p, (_, high))| (p.clone(), *high)).collect();
     // Sinks hold everything through the committed epoch already.
     let held = restored_from.max(committed);
-    let sinks: Vec<Slot<'a>> = sinks
+    let sinks: Vec<Slot> = sinks
         .into_iter()
-        .map(|sink| Slot {
-            every: sink.flush_every().unwrap_or(run.flush_every),
-            sink,
-            last: Instant::now(),
-            durable: held,
-            pending: Changes::default(),
+        .map(|sink| {
+            let (name, every, wants_changes) =
+                (sink.name(), sink.flush_every().unwrap_or(run.flush_every), sink.wants_changes());
+            let (sink, worker) =
+                if sink.reads_state() { (Some(sink), None) } else { (None, Some(Worker::start(sink, held))) };
+            Slot {
+                name,
+                wants_changes,
+                sink,
+                worker,
+                every,
+                last: Instant::now(),
+                handed: held,
+                durable: held,
+                pending: Changes::default(),
+            }
         })
         .collect();
     let mut l = Loop {

@@ -111,5 +111,15 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
             ],
         });
     }
-    out
+    conflate(out)
+}
+
+/// Keeps the latest write per key (the changes come in epoch order): a flush that carries several
+/// epochs (the sink was busy) writes each key once, with its newest row.
+fn conflate(mut writes: Vec<Write>) -> Vec<Write> {
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    writes.reverse();
+    writes.retain(|w| seen.insert(w.key.clone()));
+    writes.reverse();
+    writes
 }

@@ -1,0 +1,205 @@
+//! End-to-end freshness: fills produced to Kafka at a steady rate, stamped with the wall clock,
+//! consumed by the real run loop (`harbour::kafka::run`) into ClickHouse and Redis; each sink's
+//! write is timed, and every fill it carried counts `acknowledged − fill ts` (fill in → row
+//! visible in ClickHouse, position hash updated in Redis). Needs HARBOUR_KAFKA_BOOTSTRAP,
+//! HARBOUR_CLICKHOUSE_URL and HARBOUR_REDIS_URL.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use harbour::engine::OutputState;
+use harbour::kafka::{self, ClickHouseEpochSink, EpochSink, KafkaRun, RedisEpochSink};
+use harbour_sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+use harbour_sinks::redis::{RedisConfig, RedisSink};
+use harbour_sinks::tables::Changes;
+use harbour_sources::contract::{parse_line, to_line};
+use harbour_sources::generate::{generate, GenerateConfig};
+use harbour_sources::kafka::{create_topics, publish_lines, KafkaConfig, Topics};
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Wraps a sink: after each acknowledged write, the age of every fill it carried.
+struct Timed {
+    inner: Box<dyn EpochSink + Send>,
+    ages: Arc<Mutex<Vec<i64>>>,
+    measuring: Arc<AtomicBool>,
+}
+
+impl EpochSink for Timed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String> {
+        self.inner.write_through(epoch, state, changes)?;
+        let now = now_ns();
+        if self.measuring.load(Ordering::Relaxed) {
+            let mut ages = self.ages.lock().expect("ages");
+            ages.extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
+        }
+        Ok(())
+    }
+    fn flush_every(&self) -> Option<Duration> {
+        self.inner.flush_every()
+    }
+    fn wants_changes(&self) -> bool {
+        true
+    }
+    fn reads_state(&self) -> bool {
+        self.inner.reads_state()
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1e6
+}
+
+/// `harbour-bench freshness [fills_per_second] [seconds]`.
+pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("the freshness benchmark needs {k}"));
+    let (bootstrap, ch_url, redis_url) =
+        (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?, env("HARBOUR_REDIS_URL")?);
+    let tag = format!("fresh.{}", std::process::id());
+    let cfg = KafkaConfig {
+        bootstrap,
+        group_id: format!("{tag}.group"),
+        topics: Topics {
+            fills: format!("{tag}.fills"),
+            orders: format!("{tag}.orders"),
+            market: format!("{tag}.market"),
+            instruments: format!("{tag}.instruments"),
+            dead_letters: format!("{tag}.dead-letters"),
+        },
+        partitions: 4,
+        ..KafkaConfig::default()
+    };
+    let total = (rate * seconds) as usize;
+    let day = generate(&GenerateConfig { fills: total, quotes: 0, invalid_ratio: 0.0, ..GenerateConfig::default() })?;
+    let instruments: Vec<&str> =
+        day.iter().map(String::as_str).filter(|l| l.contains("\"type\":\"instrument\"")).collect();
+    let fills: Vec<harbour_dataflows::model::Fill> = day
+        .iter()
+        .filter(|l| l.contains("\"type\":\"fill\""))
+        .filter_map(|l| match parse_line(l, 0) {
+            Ok(harbour_dataflows::validate::Input::Fill(f)) => Some(f),
+            _ => None,
+        })
+        .collect();
+    create_topics(&cfg)?;
+    publish_lines(&cfg, instruments.iter().copied())?;
+
+    let dir = std::env::temp_dir().join(format!("harbour-bench-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = harbour::config::load(None)?; // HARBOUR__SECTION__KEY overrides apply
+    let database = format!("harbour_fresh_{}", std::process::id());
+    let ch_cfg = ClickHouseConfig { url: ch_url, database: database.clone(), ..config.clickhouse.clone() };
+    let redis_cfg = RedisConfig { url: format!("{}/4", redis_url.trim_end_matches('/')), ..config.redis.clone() };
+    let (ch_ages, redis_ages) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = KafkaRun {
+        epoch_events: config.pipeline.epoch_events,
+        epoch_max: Duration::from_millis(config.pipeline.epoch_max_ms),
+        flush_every: Duration::from_millis(config.pipeline.flush_ms),
+        checkpoint_every: Duration::from_millis(config.pipeline.checkpoint_ms),
+        stop_at_end: false,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let pipeline = {
+        let (cfg, run, stop) = (cfg.clone(), run.clone(), stop.clone());
+        let (ch_ages, redis_ages, measuring) = (ch_ages.clone(), redis_ages.clone(), measuring.clone());
+        let (ch_cfg, redis_cfg) = (ch_cfg.clone(), redis_cfg.clone());
+        std::thread::spawn(move || -> anyhow::Result<u64> {
+            let ch = ClickHouseSink::connect(&ch_cfg)?;
+            let redis = RedisSink::connect(&redis_cfg)?;
+            let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
+                Box::new(Timed {
+                    inner: Box::new(ClickHouseEpochSink(ch, Some(Duration::from_millis(ch_cfg.flush_ms)))),
+                    ages: ch_ages,
+                    measuring: measuring.clone(),
+                }),
+                Box::new(Timed {
+                    inner: Box::new(RedisEpochSink(redis, Some(Duration::from_millis(redis_cfg.flush_ms)))),
+                    ages: redis_ages,
+                    measuring,
+                }),
+            ];
+            let engine = harbour::engine::EngineConfig {
+                epoch_events: config.pipeline.epoch_events,
+                graph: harbour_dataflows::graph::GraphConfig::default(),
+                spreads: harbour_dataflows::ticks::SpreadTables::default(),
+            };
+            let out = kafka::run(
+                &cfg,
+                &run,
+                &engine,
+                &harbour::metrics::Metrics::default(),
+                &Arc::new(harbour::metrics::Health::default()),
+                sinks,
+                &stop,
+            )?;
+            Ok(out.stats.lines)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3)); // connected, instruments loaded
+                                                // Produce at `rate`, each fill stamped with the wall clock as it is sent.
+    let warmup = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut batch: Vec<String> = Vec::new();
+    let producer_cfg = cfg.clone();
+    let mut stream = fills.into_iter();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(100_000);
+    let producer = std::thread::spawn(move || publish_lines(&producer_cfg, rx));
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if started.elapsed() >= warmup {
+            measuring.store(true, Ordering::Relaxed);
+        }
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
+        while sent < due {
+            let Some(mut f) = stream.next() else { break };
+            f.ts = now_ns();
+            batch.push(to_line(&harbour_dataflows::validate::Input::Fill(f)));
+            sent += 1;
+        }
+        for l in batch.drain(..) {
+            tx.send(l)?;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let produced_in = started.elapsed();
+    drop(tx);
+    producer.join().expect("producer")?;
+    std::thread::sleep(Duration::from_secs(3)); // the last flushes
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let read = pipeline.join().expect("pipeline")?;
+    println!(
+        "freshness {sent} fills produced in {:.1}s ({:.0}/s; the first {}s not measured), {read} messages read",
+        produced_in.as_secs_f64(),
+        sent as f64 / produced_in.as_secs_f64(),
+        warmup.as_secs()
+    );
+    for (name, ages, target) in [("clickhouse", &ch_ages, "p99 < 1000 ms"), ("redis", &redis_ages, "p99 < 20 ms")] {
+        let mut a = ages.lock().expect("ages").clone();
+        a.sort_unstable();
+        println!(
+            "freshness {name:<10} fill in -> acknowledged by the sink, {} fills: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target {target})",
+            a.len(),
+            percentile(&a, 0.5),
+            percentile(&a, 0.99),
+            percentile(&a, 1.0)
+        );
+    }
+    let mut ch = ClickHouseSink::connect(&ch_cfg)?;
+    ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
