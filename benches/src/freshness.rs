@@ -25,6 +25,7 @@ fn now_ns() -> i64 {
 struct Timed {
     inner: Box<dyn EpochSink + Send>,
     ages: Arc<Mutex<Vec<i64>>>,
+    writes: Arc<Mutex<Vec<i64>>>,
     measuring: Arc<AtomicBool>,
 }
 
@@ -33,9 +34,11 @@ impl EpochSink for Timed {
         self.inner.name()
     }
     fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String> {
+        let started = now_ns();
         self.inner.write_through(epoch, state, changes)?;
         let now = now_ns();
         if self.measuring.load(Ordering::Relaxed) {
+            self.writes.lock().expect("writes").push(now - started);
             let mut ages = self.ages.lock().expect("ages");
             ages.extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
         }
@@ -101,6 +104,7 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
     let ch_cfg = ClickHouseConfig { url: ch_url, database: database.clone(), ..config.clickhouse.clone() };
     let redis_cfg = RedisConfig { url: format!("{}/4", redis_url.trim_end_matches('/')), ..config.redis.clone() };
     let (ch_ages, redis_ages) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let (ch_writes, redis_writes) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let run = KafkaRun {
@@ -115,6 +119,7 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
     let pipeline = {
         let (cfg, run, stop) = (cfg.clone(), run.clone(), stop.clone());
         let (ch_ages, redis_ages, measuring) = (ch_ages.clone(), redis_ages.clone(), measuring.clone());
+        let (ch_writes, redis_writes) = (ch_writes.clone(), redis_writes.clone());
         let (ch_cfg, redis_cfg) = (ch_cfg.clone(), redis_cfg.clone());
         std::thread::spawn(move || -> anyhow::Result<u64> {
             let ch = ClickHouseSink::connect(&ch_cfg)?;
@@ -123,11 +128,13 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
                 Box::new(Timed {
                     inner: Box::new(ClickHouseEpochSink(ch, Some(Duration::from_millis(ch_cfg.flush_ms)))),
                     ages: ch_ages,
+                    writes: ch_writes,
                     measuring: measuring.clone(),
                 }),
                 Box::new(Timed {
                     inner: Box::new(RedisEpochSink(redis, Some(Duration::from_millis(redis_cfg.flush_ms)))),
                     ages: redis_ages,
+                    writes: redis_writes,
                     measuring,
                 }),
             ];
@@ -187,9 +194,20 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
         sent as f64 / produced_in.as_secs_f64(),
         warmup.as_secs()
     );
-    for (name, ages, target) in [("clickhouse", &ch_ages, "p99 < 1000 ms"), ("redis", &redis_ages, "p99 < 20 ms")] {
+    for (name, ages, writes, target) in
+        [("clickhouse", &ch_ages, &ch_writes, "p99 < 1000 ms"), ("redis", &redis_ages, &redis_writes, "p99 < 20 ms")]
+    {
         let mut a = ages.lock().expect("ages").clone();
         a.sort_unstable();
+        let mut w = writes.lock().expect("writes").clone();
+        w.sort_unstable();
+        println!(
+            "freshness {name:<10} {} writes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms each",
+            w.len(),
+            percentile(&w, 0.5),
+            percentile(&w, 0.99),
+            percentile(&w, 1.0)
+        );
         println!(
             "freshness {name:<10} fill in -> acknowledged by the sink, {} fills: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target {target})",
             a.len(),

@@ -67,7 +67,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             epoch_events: 10_000,
             out_dir: PathBuf::from("harbour-out"),
-            epoch_max_ms: 100,
+            epoch_max_ms: 20,
             flush_ms: 1_000,
             checkpoint_ms: 30_000,
             state_dir: PathBuf::from("harbour-state"),

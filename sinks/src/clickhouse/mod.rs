@@ -58,7 +58,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             validation: false,
             max_backoff_ms: 5_000,
-            flush_ms: 1_000,
+            flush_ms: 250,
         }
     }
 }
