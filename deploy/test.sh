@@ -6,7 +6,8 @@
 # redis-server), starts Apache Kafka (deploy/kafka.sh: KRaft), ClickHouse (deploy/clickhouse.sh)
 # and Redis (deploy/redis.sh), each on
 # spare loopback ports with its data in a temporary directory, runs every test of the workspace,
-# and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
+# checks the ClickHouse DDL on a current release (deploy/clickhouse/check_current.py, chDB from
+# PyPI), and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -40,3 +41,12 @@ echo "redis at $HARBOUR_REDIS_URL" >&2
 # instead of running into CI's own limit. The whole suite takes a few minutes here.
 cargo test --workspace --locked --no-run "$@"
 timeout --signal=TERM --kill-after=30s "${HARBOUR_TEST_TIMEOUT:-30m}" cargo test --workspace --locked "$@"
+
+# The ClickHouse migrations and docs queries on a current ClickHouse too (chDB, the ClickHouse
+# engine as a library, from PyPI), column types compared with the 18.16 server started above.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/chdb-venv"
+if ! "$venv/bin/python" -c "import chdb" >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "chdb-core==26.9.0"
+fi
+"$venv/bin/python" deploy/clickhouse/check_current.py

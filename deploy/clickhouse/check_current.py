@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Harbour's ClickHouse DDL on a current ClickHouse release.
+
+Debian ships ClickHouse 18.16, which the integration tests run against; the migrations must also
+work on current releases. This check runs them on chDB (the ClickHouse engine as a library, from
+PyPI: chdb-core, ClickHouse 26.x) in a temporary folder, twice (they are idempotent), fills every
+table with random rows, runs every example query of docs/clickhouse.md, and, when
+HARBOUR_CLICKHOUSE_URL points at a running server (the test script's 18.16), checks that both
+servers report the same column names and types for every table, so the rows the sink writes in
+RowBinary mean the same on both.
+
+Usage: python3 deploy/clickhouse/check_current.py   (deploy/test.sh runs it in a venv)
+Exits non-zero on the first failure, naming it.
+"""
+import os
+import re
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+
+import chdb
+from chdb import session as chs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def statements(path):
+    text = "\n".join(line.split("--")[0] for line in open(path, encoding="utf-8").read().splitlines())
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def fail(msg):
+    print(f"check_current: FAILED: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main():
+    migrations = sorted(
+        os.path.join(ROOT, "deploy", "clickhouse", f)
+        for f in os.listdir(os.path.join(ROOT, "deploy", "clickhouse"))
+        if re.match(r"^\d+_.*\.sql$", f)
+    )
+    if len(migrations) < 2:
+        fail(f"expected the migrations under deploy/clickhouse, found {migrations}")
+    with tempfile.TemporaryDirectory() as tmp:
+        s = chs.Session(os.path.join(tmp, "db"))
+        version = s.query("SELECT version()", "CSV").bytes().decode().strip().strip('"')
+        s.query("CREATE DATABASE IF NOT EXISTS harbour")
+        s.query("USE harbour")
+        for _ in range(2):  # idempotent
+            for m in migrations:
+                for st in statements(m):
+                    try:
+                        s.query(st)
+                    except Exception as e:  # noqa: BLE001 - report which statement
+                        fail(f"{os.path.basename(m)} on ClickHouse {version}: {e}\n{st}")
+        tables = s.query(
+            "SELECT name FROM system.tables WHERE database = 'harbour' ORDER BY name", "CSV"
+        ).bytes().decode().split()
+        tables = [t.strip('"') for t in tables]
+        expected = {"positions", "position_history", "fills", "dead_letters", "sink_progress", "harbour_migrations",
+                    "account_pnl_minute", "strategy_pnl_minute", "orders", "order_history", "instruments", "events"}
+        missing = expected - set(tables)
+        if missing:
+            fail(f"tables missing on ClickHouse {version}: {sorted(missing)}")
+        columns = {}
+        for t in tables:
+            rows = s.query(
+                f"SELECT name, type FROM system.columns WHERE database = 'harbour' AND table = '{t}' ORDER BY position",
+                "TSV",
+            ).bytes().decode().splitlines()
+            columns[t] = [tuple(r.split("\t")) for r in rows]
+            structure = ", ".join(f"{n} {ty}" for n, ty in columns[t])
+            s.query(f"INSERT INTO {t} SELECT * FROM generateRandom('{structure}', 7, 12, 3) LIMIT 50")
+            n = s.query(f"SELECT count() FROM {t} FINAL", "CSV").bytes().decode().strip()
+            if int(n) == 0:
+                fail(f"{t}: no rows under FINAL after inserting 50")
+        doc = open(os.path.join(ROOT, "docs", "clickhouse.md"), encoding="utf-8").read()
+        queries = [b.split("```")[0].strip() for b in doc.split("```sql")[1:]]
+        if len(queries) < 5:
+            fail(f"expected the example queries of docs/clickhouse.md, found {len(queries)}")
+        for q in queries:
+            try:
+                s.query(q, "CSV")
+            except Exception as e:  # noqa: BLE001
+                fail(f"docs/clickhouse.md query on ClickHouse {version}: {e}\n{q}")
+        compared = 0
+        url = os.environ.get("HARBOUR_CLICKHOUSE_URL")
+        if url:
+            db = "harbour_check_current"
+            post = lambda q: urllib.request.urlopen(  # noqa: E731
+                urllib.request.Request(url.rstrip("/") + "/", data=q.encode()), timeout=30
+            ).read().decode()
+            post(f"CREATE DATABASE IF NOT EXISTS {db}")
+            for m in migrations:
+                for st in statements(m):
+                    post(st.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {db}."))
+            old_version = post("SELECT version()").strip()
+            for t in tables:
+                old = [tuple(r.split("\t")) for r in post(
+                    f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{t}' FORMAT TSV"
+                ).splitlines()]
+                if old != columns[t]:
+                    fail(f"{t}: ClickHouse {old_version} reports {old}, ClickHouse {version} reports {columns[t]}")
+                compared += 1
+            post(f"DROP DATABASE IF EXISTS {db}")
+        print(
+            f"check_current: ClickHouse {version}: {sum(len(statements(m)) for m in migrations)} statements applied twice, "
+            f"{len(tables)} tables with random rows, {len(queries)} docs queries run"
+            + (f", column types equal to ClickHouse {old_version} for {compared} tables" if url else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
