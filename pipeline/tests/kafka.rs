@@ -602,3 +602,88 @@ fn an_omdc_feed_bridged_to_kafka_gives_the_tables_of_the_json_day() {
     assert_same_tables(&got, &want);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// ClickHouse down during a Kafka run: the loop reads on (ClickHouse is written on its own
+/// thread) but commits nothing past what ClickHouse holds; once it is back, the run catches up and
+/// the tables end complete.
+#[test]
+fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
+    use common::PrivateServer;
+    use harbour::kafka::ClickHouseEpochSink;
+    let server = PrivateServer::start("kafka-outage");
+    let cfg = kafka_config("chdown");
+    let lines =
+        generate(&GenerateConfig { fills: 2_000, quotes: 4_000, seed: 12, ..GenerateConfig::default() }).unwrap();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, first.iter().map(String::as_str)).unwrap();
+    let dir = temp("chdown");
+    let run = KafkaRun {
+        epoch_events: 300,
+        epoch_max: Duration::from_millis(20),
+        flush_every: Duration::from_millis(50),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: false,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let database = format!("harbour_kafka_outage_{}", std::process::id());
+    let ch_cfg = ClickHouseConfig {
+        url: server.url.clone(),
+        database: database.clone(),
+        max_backoff_ms: 200,
+        ..ClickHouseConfig::default()
+    };
+    let sink = ClickHouseSink::connect(&ch_cfg).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
+    let handle = {
+        let (cfg, run, stop, health) = (cfg.clone(), run.clone(), stop.clone(), health.clone());
+        std::thread::spawn(move || {
+            let sinks: Vec<Box<dyn EpochSink + Send>> =
+                vec![Box::new(ClickHouseEpochSink(sink, Some(Duration::from_millis(50))))];
+            kafka::run(&cfg, &run, &engine_config(300), &Metrics::default(), &health, sinks, &stop)
+                .map(|o| o.state)
+                .map_err(|e| e.to_string())
+        })
+    };
+    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    let lines_read = || health.lines.load(std::sync::atomic::Ordering::Relaxed);
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    let at_end = || consumer.committed().unwrap() == ends(&consumer);
+    // The first half read and committed.
+    wait_for("the first half committed", &|| lines_read() >= first.len() as u64 && at_end());
+    server.kill();
+    let held = store.committed().unwrap();
+    publish_lines(&cfg, second.iter().map(String::as_str)).unwrap();
+    // The loop reads the second half while ClickHouse is down ...
+    wait_for("the second half read", &|| lines_read() >= lines.len() as u64);
+    std::thread::sleep(Duration::from_millis(500));
+    // ... and commits none of it.
+    assert_eq!(store.committed().unwrap(), held, "nothing committed while ClickHouse is down");
+    assert!(!at_end(), "the group's offsets are not at the end");
+    server.restart();
+    wait_for("everything committed", &at_end);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let state = handle.join().unwrap().unwrap();
+    assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed to the end once it is back");
+    let mut ch = ClickHouseSink::connect(&ch_cfg).unwrap();
+    let fills = ch.query_text("SELECT count(), sum(qty) FROM fills FINAL WHERE deleted = 0").unwrap();
+    let want = format!("{}\t{}\n", state.fills.len(), state.fills.rows().map(|f| f.fill.qty).sum::<i64>());
+    assert_eq!(fills, want, "every fill in ClickHouse once");
+    let progress = ch.query_text("SELECT max(epoch) FROM sink_progress").unwrap();
+    assert_eq!(
+        progress.trim().parse::<u64>().unwrap(),
+        store.committed().unwrap(),
+        "committed = what ClickHouse holds"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
