@@ -221,3 +221,99 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// ClickHouse behind the real run loop, counting the rows it acknowledges.
+struct CountingClickHouse(ClickHouseSink, Arc<std::sync::atomic::AtomicU64>);
+
+impl EpochSink for CountingClickHouse {
+    fn name(&self) -> &'static str {
+        "clickhouse"
+    }
+    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
+        let rows = self.0.write(epoch, changes).map_err(|e| e.to_string())?;
+        self.1.fetch_add(rows, Ordering::Relaxed);
+        Ok(())
+    }
+    fn flush_every(&self) -> Option<Duration> {
+        Some(Duration::from_millis(250))
+    }
+    fn reads_state(&self) -> bool {
+        false
+    }
+}
+
+/// `harbour-bench clickhouse-sustained [fills]`: a day of fills produced to Kafka, then consumed
+/// from the start by the run loop with ClickHouse as its only sink (on its own thread, every
+/// 250 ms); rows ClickHouse acknowledged over the whole run, until every sink holds the end.
+pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("this benchmark needs {k}"));
+    let (bootstrap, ch_url) = (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?);
+    let tag = format!("chsus.{}", std::process::id());
+    let cfg = KafkaConfig {
+        bootstrap,
+        group_id: format!("{tag}.group"),
+        topics: Topics {
+            fills: format!("{tag}.fills"),
+            orders: format!("{tag}.orders"),
+            market: format!("{tag}.market"),
+            instruments: format!("{tag}.instruments"),
+            dead_letters: format!("{tag}.dead-letters"),
+        },
+        partitions: 4,
+        ..KafkaConfig::default()
+    };
+    let day = generate(&GenerateConfig {
+        fills: fills as usize,
+        quotes: 0,
+        invalid_ratio: 0.0,
+        ..GenerateConfig::default()
+    })?;
+    let lines: Vec<&str> = day
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"instrument\""))
+        .collect();
+    create_topics(&cfg)?;
+    publish_lines(&cfg, lines.iter().copied())?;
+    let dir = std::env::temp_dir().join(format!("harbour-bench-{tag}"));
+    let database = format!("harbour_sustained_{}", std::process::id());
+    let ch_cfg = ClickHouseConfig { url: ch_url, database: database.clone(), ..ClickHouseConfig::default() };
+    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sinks: Vec<Box<dyn EpochSink + Send>> =
+        vec![Box::new(CountingClickHouse(ClickHouseSink::connect(&ch_cfg)?, rows.clone()))];
+    let run = KafkaRun {
+        epoch_events: 10_000,
+        epoch_max: Duration::from_millis(20),
+        flush_every: Duration::from_millis(250),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let engine = harbour::engine::EngineConfig {
+        epoch_events: 10_000,
+        graph: harbour_dataflows::graph::GraphConfig::default(),
+        spreads: harbour_dataflows::ticks::SpreadTables::default(),
+    };
+    let started = Instant::now();
+    let out = kafka::run(
+        &cfg,
+        &run,
+        &engine,
+        &harbour::metrics::Metrics::default(),
+        &Arc::new(harbour::metrics::Health::default()),
+        sinks,
+        &AtomicBool::new(false),
+    )?;
+    let took = started.elapsed().as_secs_f64();
+    let rows = rows.load(Ordering::Relaxed);
+    println!(
+        "clickhouse sustained: {rows} rows acknowledged for {} messages in {took:.2}s from cold start = {:.0} rows/s through the whole pipeline",
+        out.stats.lines,
+        rows as f64 / took
+    );
+    let mut ch = ClickHouseSink::connect(&ch_cfg)?;
+    ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -557,6 +557,7 @@ fn main() -> anyhow::Result<()> {
         "memory" => {
             bench_memory(arg(&args, 1, 1_000_000));
         }
+        "clickhouse-sustained" => freshness::bench_clickhouse_sustained(arg(&args, 1, 500_000))?,
         "freshness" => freshness::bench_freshness(arg(&args, 1, 50_000), arg(&args, 2, 12))?,
         "hkex" => hkex::bench_hkex(arg(&args, 1, 2_000_000) as usize),
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
