@@ -9,6 +9,8 @@
 //! - [`operators`]: the custom operators (positions; latest state per key).
 //! - [`marks`], [`pnl`], [`rollups`], [`orders`]: the dataflow stages.
 //! - [`reference`]: a from-scratch batch recomputation, the yardstick for the incremental outputs.
+//! - [`risk`]: exposure, concentration, EWMA volatility, VaR, drawdown and limit alerts (formulas;
+//!   the risk dataflow is still to come).
 
 pub mod fees;
 pub mod graph;
@@ -18,6 +20,7 @@ pub mod operators;
 pub mod orders;
 pub mod pnl;
 pub mod reference;
+pub mod risk;
 pub mod rollups;
 pub mod sums;
 pub mod ticks;
