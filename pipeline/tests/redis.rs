@@ -179,3 +179,72 @@ fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     assert!(rs.epoch().unwrap() >= newest, "the epoch marker covers every row written");
     stop(&state_file);
 }
+
+/// With `redis.publish`, every applied change is also published on its stream's channel, once:
+/// a fenced replay publishes nothing.
+#[test]
+fn applied_changes_are_published_once_for_listeners() {
+    let url = std::env::var("HARBOUR_REDIS_URL").expect("HARBOUR_REDIS_URL (deploy/redis.sh)");
+    let url = format!("{}/5", url.trim_end_matches('/'));
+    let mut rs =
+        RedisSink::connect(&RedisConfig { url: url.clone(), publish: true, ..RedisConfig::default() }).unwrap();
+    {
+        let mut c = rs.connection().unwrap();
+        let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    }
+    // A listener on the positions channel (Pub/Sub is server-wide, not per database).
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let listener = {
+        let (url, ready) = (url.clone(), ready.clone());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+            let mut ps = c.as_pubsub();
+            ps.subscribe("harbour:stream:positions").unwrap();
+            ready.wait();
+            while let Ok(m) = ps.get_message() {
+                if tx.send(m.get_payload::<String>().unwrap()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    ready.wait();
+    let lines = generate(&GenerateConfig { fills: 400, quotes: 800, seed: 35, ..GenerateConfig::default() }).unwrap();
+    let config = engine_config(200);
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&config, &metrics, health);
+    engine.track_changes();
+    let mut sent = Vec::new();
+    let mut expected: Vec<String> = Vec::new();
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % 200 == 0 || i + 1 == lines.len() {
+            let epoch = engine.seal();
+            let changes = engine.take_changes();
+            // The conflated writes of this flush: the last change per position key.
+            let mut last: HashMap<String, u64> = HashMap::new();
+            for c in &changes.positions {
+                last.insert(position_key(&c.row), c.version);
+            }
+            expected.extend(last.into_iter().map(|(k, v)| format!("{k} {v}")));
+            rs.write(epoch, &changes).unwrap();
+            sent.push((epoch, changes));
+        }
+    }
+    // Replaying every epoch (fenced) publishes nothing more.
+    for (epoch, changes) in &sent {
+        rs.write(*epoch, changes).unwrap();
+    }
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(m) = rx.recv_timeout(std::time::Duration::from_millis(1_000)) {
+        got.push(m);
+    }
+    drop(rx);
+    listener.join().unwrap();
+    got.sort();
+    expected.sort();
+    assert!(expected.len() > 50, "{}", expected.len());
+    assert_eq!(got, expected, "each applied position change published once, replays none");
+}

@@ -2,12 +2,14 @@
 -- version is newer than the one held; then the key's TTL is refreshed and the change appended to
 -- the kind's stream. Returns the number of rows applied.
 --
--- ARGV[1]: stream MAXLEN (approximate); then, per row:
+-- ARGV[1]: stream MAXLEN (approximate); ARGV[2]: '1' to also PUBLISH each applied change on the
+-- kind's stream name as channel (message: "<key> <version>"); then, per row:
 --   key, stream, version, ttl ms (0: none), deleted ('1' keeps a tombstone so an older replay
 --   cannot bring the row back), n, then n field/value pairs.
 -- (Keys are passed as arguments: Harbour's Redis is a single instance, not a cluster.)
 local maxlen = ARGV[1]
-local i = 2
+local publish = ARGV[2] == '1'
+local i = 3
 local applied = 0
 while i <= #ARGV do
   local key, stream, version, ttl, deleted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -29,6 +31,9 @@ while i <= #ARGV do
     end
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'key', key, 'version', version, 'deleted', deleted,
       unpack(ARGV, first, last))
+    if publish then
+      redis.call('PUBLISH', stream, key .. ' ' .. version)
+    end
     applied = applied + 1
   end
 end

@@ -52,6 +52,9 @@ pub struct RedisConfig {
     /// The sink is written at most this often, in milliseconds; 0 (the default): every epoch,
     /// for freshness.
     pub flush_ms: u64,
+    /// Also PUBLISH each applied change (`<key> <version>`) on a channel named like its stream,
+    /// for fire-and-forget listeners. Default false.
+    pub publish: bool,
 }
 
 impl Default for RedisConfig {
@@ -66,6 +69,7 @@ impl Default for RedisConfig {
             stream_maxlen: 100_000,
             max_backoff_ms: 5_000,
             flush_ms: 0,
+            publish: false,
         }
     }
 }
@@ -212,13 +216,13 @@ impl RedisSink {
     pub fn write(&mut self, epoch: u64, changes: &Changes) -> Result<u64, RedisError> {
         let writes = keys::writes(changes, &self.config);
         let (fence_sha, epoch_sha) = (self.fence.get_hash().to_string(), self.max_epoch.get_hash().to_string());
-        let maxlen = self.config.stream_maxlen;
+        let (maxlen, publish) = (self.config.stream_maxlen, self.config.publish);
         let applied: Vec<i64> = self.with_retry("writing an epoch", |conn, _| {
             let mut p = redis::pipe();
             p.atomic();
             // One script call per chunk of rows: the per-call cost is paid once per chunk.
             for chunk in writes.chunks(ROWS_PER_CALL) {
-                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen);
+                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen).arg(if publish { "1" } else { "0" });
                 for w in chunk {
                     c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
                     let fields: &[(&str, String)] = if w.deleted { &[] } else { &w.fields };
