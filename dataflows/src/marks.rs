@@ -77,6 +77,23 @@ fn newer(slot: &mut Option<(Ts, Decimal)>, ts: Ts, v: Option<Decimal>) {
 }
 
 impl MarkState {
+    /// Latest last-trade price and its event time.
+    pub fn last(&self) -> Option<(Ts, Decimal)> {
+        self.last
+    }
+    /// Latest best bid and its event time.
+    pub fn bid(&self) -> Option<(Ts, Decimal)> {
+        self.bid
+    }
+    /// Latest best ask and its event time.
+    pub fn ask(&self) -> Option<(Ts, Decimal)> {
+        self.ask
+    }
+    /// Latest closing price and its event time.
+    pub fn close(&self) -> Option<(Ts, Decimal)> {
+        self.close
+    }
+
     /// Absorbs one market event.
     pub fn update(&mut self, e: &MarketEvent) {
         match e {

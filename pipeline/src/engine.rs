@@ -181,6 +181,9 @@ pub struct Engine<'m> {
     spreads: SpreadTables,
     /// Latest market fields and order states, kept beside the dataflow for snapshots.
     mark_states: FxHashMap<Symbol, MarkState>,
+    /// Symbols quoted since the last `take_changes`, with the epoch (version) of their latest
+    /// quote (kept only while changes are tracked).
+    quoted: Option<FxHashMap<Symbol, u64>>,
     order_states: FxHashMap<OrderId, Option<Order>>,
     state: OutputState,
     dead_letters_taken: usize,
@@ -226,6 +229,7 @@ impl<'m> Engine<'m> {
             validator: Validator::new(config.spreads.clone()),
             spreads: config.spreads.clone(),
             mark_states: FxHashMap::default(),
+            quoted: None,
             order_states: FxHashMap::default(),
             state: OutputState::default(),
             dead_letters_taken: 0,
@@ -269,6 +273,9 @@ impl<'m> Engine<'m> {
                         Accepted::Bust(f) => inputs.fills.remove(f),
                         Accepted::Market(m) => {
                             self.mark_states.entry(m.symbol()).or_default().update(&m);
+                            if let Some(q) = self.quoted.as_mut() {
+                                q.insert(m.symbol(), *inputs.fills.time());
+                            }
                             inputs.market.insert(m)
                         }
                         Accepted::Order(o) => {
@@ -422,14 +429,31 @@ impl<'m> Engine<'m> {
         crate::state::track_changes(&mut self.state);
         self.dead_letters_taken = self.state.dead_letters.len();
         self.events.get_or_insert_with(Vec::new);
+        self.quoted.get_or_insert_with(FxHashMap::default);
     }
 
     /// The changes since the last call (or since [`Engine::track_changes`]), in epoch order.
     pub fn take_changes(&mut self) -> harbour_sinks::tables::Changes {
         let mut c = crate::state::take_changes(&mut self.state, self.dead_letters_taken);
         self.dead_letters_taken = self.state.dead_letters.len();
+        if let Some(q) = self.quoted.as_mut() {
+            let mut quoted: Vec<(Symbol, u64)> = q.drain().collect();
+            quoted.sort_unstable();
+            c.quotes = quoted
+                .into_iter()
+                .filter_map(|(s, version)| {
+                    let row = (s, self.mark_states.get(&s)?.clone());
+                    Some(harbour_sinks::tables::Change { row, version, deleted: false })
+                })
+                .collect();
+        }
         c.events = self.events.as_mut().map(std::mem::take).unwrap_or_default();
         c
+    }
+
+    /// The latest market fields of a symbol (bid, ask, last, close with their times).
+    pub fn market(&self, symbol: Symbol) -> Option<&MarkState> {
+        self.mark_states.get(&symbol)
     }
 
     /// Counts so far.

@@ -209,6 +209,7 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
             .map(|c| Change { row: c.row.1, version: c.version, deleted: c.deleted })
             .collect(),
         marks: s.marks.take_changes(),
+        quotes: Vec::new(), // the engine adds them (market state lives beside the tables)
         instruments: s.instruments.take_changes(),
         dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
         events: Vec::new(),

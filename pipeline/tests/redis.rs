@@ -47,8 +47,26 @@ fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
             sent.push((epoch, changes));
         }
     }
-    let (state, _) = engine.finish();
+    // The latest quote of every symbol: its market fields exactly, each with its event time.
     let mut c = rs.connection().unwrap();
+    let mut quoted = 0;
+    for (symbol, _) in engine.state().marks.rows() {
+        let Some(m) = engine.market(*symbol) else { continue };
+        let h: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(format!("harbour:quote:{symbol}")).query(&mut c).unwrap();
+        for (name, field) in [("bid", m.bid()), ("ask", m.ask()), ("last", m.last()), ("close", m.close())] {
+            let want_price = field.map(|(_, p)| p);
+            let got_price = h.get(name).filter(|v| !v.is_empty()).map(|v| v.parse::<rust_decimal::Decimal>().unwrap());
+            assert_eq!(got_price, want_price, "harbour:quote:{symbol} {name}");
+            let got_ts = h.get(&format!("{name}_ts")).filter(|v| !v.is_empty()).map(|v| v.parse::<i64>().unwrap());
+            assert_eq!(got_ts, field.map(|(t, _)| t), "harbour:quote:{symbol} {name}_ts");
+        }
+        let ttl: i64 = redis::cmd("PTTL").arg(format!("harbour:quote:{symbol}")).query(&mut c).unwrap();
+        assert!(ttl > 200_000 && ttl <= 300_000, "market data keeps 5 minutes ({ttl} ms)");
+        quoted += 1;
+    }
+    assert!(quoted >= 5, "{quoted} symbols quoted");
+    let (state, _) = engine.finish();
     let snapshot = |c: &mut redis::Connection| -> HashMap<String, HashMap<String, String>> {
         let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(c).unwrap();
         keys.into_iter().map(|k| (k.clone(), redis::cmd("HGETALL").arg(&k).query(c).unwrap())).collect()

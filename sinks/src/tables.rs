@@ -11,7 +11,7 @@
 //! | instruments | symbol | [`Instrument`] |
 //! | dead_letters | source, position | [`DeadLetter`] |
 
-use harbour_dataflows::marks::Mark;
+use harbour_dataflows::marks::{Mark, MarkState};
 use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
@@ -75,6 +75,8 @@ pub struct Changes {
     pub orders: Vec<Change<Order>>,
     /// Marks.
     pub marks: Vec<Change<(Symbol, Mark)>>,
+    /// Latest market fields (bid, ask, last, close with their times) of symbols quoted.
+    pub quotes: Vec<Change<(Symbol, MarkState)>>,
     /// Instruments.
     pub instruments: Vec<Change<Instrument>>,
     /// New dead letters.
@@ -109,6 +111,7 @@ impl Changes {
             + self.minutes.len()
             + self.orders.len()
             + self.marks.len()
+            + self.quotes.len()
             + self.instruments.len()
             + self.dead_letters.len()
             + self.events.len()
@@ -127,6 +130,7 @@ impl Changes {
         self.minutes.append(&mut later.minutes);
         self.orders.append(&mut later.orders);
         self.marks.append(&mut later.marks);
+        self.quotes.append(&mut later.quotes);
         self.instruments.append(&mut later.instruments);
         self.dead_letters.append(&mut later.dead_letters);
         self.events.append(&mut later.events);

@@ -47,7 +47,8 @@ pub fn fields_of_position(r: &PositionRow) -> Vec<(&'static str, String)> {
 }
 
 pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
-    let mut out = Vec::with_capacity(c.positions.len() + c.rollups.len() + c.marks.len() + c.instruments.len());
+    let mut out =
+        Vec::with_capacity(c.positions.len() + c.rollups.len() + c.marks.len() + c.quotes.len() + c.instruments.len());
     for ch in &c.positions {
         out.push(Write {
             key: position_key(&ch.row),
@@ -92,6 +93,28 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
             ttl_ms: cfg.price_ttl_ms,
             deleted: ch.deleted,
             fields: vec![("price", opt(&m.price)), ("source", m.source.as_str().to_string()), ("ts", m.ts.to_string())],
+        });
+    }
+    for ch in &c.quotes {
+        let (sym, q) = &ch.row;
+        let field = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(_, p)| p.to_string()).unwrap_or_default();
+        let time = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(t, _)| t.to_string()).unwrap_or_default();
+        out.push(Write {
+            key: format!("harbour:quote:{sym}"),
+            stream: "harbour:stream:quotes",
+            version: ch.version,
+            ttl_ms: cfg.quote_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![
+                ("bid", field(q.bid())),
+                ("bid_ts", time(q.bid())),
+                ("ask", field(q.ask())),
+                ("ask_ts", time(q.ask())),
+                ("last", field(q.last())),
+                ("last_ts", time(q.last())),
+                ("close", field(q.close())),
+                ("close_ts", time(q.close())),
+            ],
         });
     }
     for ch in &c.instruments {
