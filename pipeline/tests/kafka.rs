@@ -285,6 +285,28 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let logged = store.epochs_after(0).unwrap().len();
     assert!(logged > 20, "the log holds many epochs ({logged})");
 
+    // A run stopped (SIGTERM's path) while it re-forms the log: it must leave a state the next
+    // run can continue from (no checkpoint of a partly re-formed epoch).
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::default());
+        let (cfg2, run2, stop2, m2) = (cfg.clone(), run.clone(), stop.clone(), metrics.clone());
+        let t = std::thread::spawn(move || {
+            let sinks: Vec<Box<dyn EpochSink + Send>> =
+                vec![Box::new(ParquetEpochSink(ParquetSink::new(&run2.out_dir)))];
+            kafka::run(&cfg2, &run2, &engine_config(1_000), &m2, &Arc::new(Health::default()), sinks, &stop2)
+                .map(|o| o.replayed)
+                .map_err(|e| e.to_string())
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics.kafka_replayed_epochs.get() < (logged / 3) as u64 {
+            assert!(Instant::now() < deadline, "the log is being re-formed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let replayed = t.join().unwrap().expect("a stopped run ends cleanly");
+        assert!(replayed < logged, "stopped while re-forming ({replayed} of {logged})");
+    }
     // Second run, on a thread so a hang fails the test instead of stalling the suite.
     let (tx, rx) = std::sync::mpsc::channel();
     let (cfg2, run2) = (cfg.clone(), run.clone());
@@ -305,7 +327,7 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the restarted run reaches the end within two minutes")
         .unwrap();
-    assert_eq!(replayed, logged, "every logged epoch re-formed");
+    assert!(replayed > 0, "the rest of the log re-formed");
     assert_eq!(read, lines.len() as u64);
     assert_same_tables(&state, &file_replay(&lines));
     let _ = std::fs::remove_dir_all(dir);

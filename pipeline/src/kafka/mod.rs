@@ -19,10 +19,15 @@
 //! The durable-offset contract (../shared/BRIEF.md): an epoch's boundaries are durable before any
 //! sink sees its rows; offsets are committed, and `committed` moved, only after every sink wrote
 //! through the epoch; nothing is committed past what the sinks hold. Each sink has its own cadence
-//! (Redis every epoch, ClickHouse every second by default); offsets follow the slowest. Sinks are
-//! written synchronously between epochs, so consumption stops while they write (backpressure), and
-//! memory is bounded by librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB) plus
-//! messages held back during a replay (their partitions are paused).
+//! (Redis every epoch, ClickHouse every 250 ms by default); offsets follow the slowest. Sinks that
+//! read the whole state (Parquet) are written on the loop's thread; the others (ClickHouse, Redis)
+//! on threads of their own, handed a batch when free while the loop reads on. Checkpoints are
+//! snapshots of a sealed epoch, saved once every sink holds it.
+//!
+//! Memory: librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB), messages held back
+//! during a replay (their partitions are paused), and per threaded sink one batch being written,
+//! one queued and up to [`MAX_PENDING_ROWS`] changed rows waiting (past that the loop waits for
+//! the sink: consumption stops).
 
 mod gate;
 
@@ -223,7 +228,11 @@ impl Worker {
                 let none = OutputState::default();
                 while let Ok((epoch, changes)) = rx.recv() {
                     let started = Instant::now();
-                    match sink.write_through(epoch, &none, &changes) {
+                    let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        sink.write_through(epoch, &none, &changes)
+                    }))
+                    .unwrap_or_else(|_| Err("the sink panicked".into()));
+                    match wrote {
                         Ok(()) => {
                             d.store(epoch, Ordering::Release);
                             tracing::debug!(
@@ -247,9 +256,13 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // Closing the channel ends the thread once its write returns; a thread still retrying
+        // an unreachable store is left to the process's exit rather than waited for.
         self.tx.take();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -282,10 +295,47 @@ impl Slot {
         let m = w.failed.lock().expect("sink failure").clone()?;
         Some(KafkaRunError::Sink { sink: self.name, message: m })
     }
+
+    /// Its thread ended without a recorded failure.
+    fn stopped(&self) -> KafkaRunError {
+        self.failure().unwrap_or(KafkaRunError::Sink { sink: self.name, message: "the sink's thread stopped".into() })
+    }
+
+    /// While waiting for the sink: its failure, a stop of the run, or the deadline end the wait.
+    fn check(&self, stop: Option<&AtomicBool>, deadline: Option<Instant>) -> Result<(), KafkaRunError> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if self.worker.as_ref().is_some_and(|w| w.thread.as_ref().is_none_or(|t| t.is_finished())) {
+            return Err(self.stopped());
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(KafkaRunError::Sink {
+                sink: self.name,
+                message: "stopped while waiting for the sink; nothing committed past what it holds".into(),
+            });
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(KafkaRunError::Sink {
+                sink: self.name,
+                message: format!(
+                    "no acknowledgement within {} s at the end of the run; nothing committed past what it holds",
+                    END_WAIT.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
+
+/// How long the end of a run waits for the sinks to acknowledge the last epoch.
+pub const END_WAIT: Duration = Duration::from_secs(120);
 
 struct Loop<'a, 'm> {
     engine: Engine<'m>,
+    stop: &'a AtomicBool,
+    /// A snapshot of the sealed epoch, saved once every sink holds that epoch.
+    pending_checkpoint: Option<(u64, crate::checkpoint::Checkpoint)>,
     consumer: InputConsumer,
     dlq: DeadLetterProducer,
     store: CheckpointStore,
@@ -390,7 +440,9 @@ impl<'a, 'm> Loop<'a, 'm> {
         self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
-        let mut takers: Vec<&mut Slot> = self.sinks.iter_mut().filter(|s| s.wants_changes).collect();
+        // (Not for a sink that already holds the epoch: a re-formed epoch it wrote before.)
+        let mut takers: Vec<&mut Slot> =
+            self.sinks.iter_mut().filter(|s| s.wants_changes && s.handed < epoch).collect();
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
                 slot.pending.append(changes.clone());
@@ -402,12 +454,37 @@ impl<'a, 'm> Loop<'a, 'm> {
         Ok(())
     }
 
+    /// Hands `batch` to a sink's thread, waiting while it is busy: until `deadline` (then an
+    /// error), unless the sink failed or the run is stopped.
+    fn hand_waiting(
+        slot: &Slot,
+        mut batch: (u64, Changes),
+        stop: Option<&AtomicBool>,
+        deadline: Option<Instant>,
+    ) -> Result<(), KafkaRunError> {
+        let w = slot.worker.as_ref().expect("a worker sink");
+        let tx = w.tx.as_ref().expect("worker running");
+        loop {
+            match tx.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(b)) => batch = b,
+                Err(TrySendError::Disconnected(_)) => return Err(slot.stopped()),
+            }
+            slot.check(stop, deadline)?;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
     /// Writes every sink through the last sealed epoch and commits it, when due (or `force`);
-    /// then writes a checkpoint of that epoch when one is due (or `force`). Called only between
-    /// epochs, so the engine's state is exactly the sealed epoch's.
+    /// checkpoints when one is due (or `force`). Called between epochs (the engine's state is the
+    /// sealed epoch's), except at the end of a run stopped inside an epoch being re-formed or
+    /// bootstrapped (`in_epoch > 0`): then only the changes of sealed epochs are written, and no
+    /// whole-state sink or checkpoint sees the partial state.
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
         let (epoch, _) = self.sealed.clone();
+        let partial = self.in_epoch > 0;
         let checkpoint_due = force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every;
+        let deadline = force.then(|| Instant::now() + END_WAIT);
         // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
         let mut synced = false;
         for slot in &mut self.sinks {
@@ -415,6 +492,9 @@ impl<'a, 'm> Loop<'a, 'm> {
                 return Err(e);
             }
             if slot.handed >= epoch || !(checkpoint_due || slot.last.elapsed() >= slot.every) {
+                continue;
+            }
+            if partial && slot.sink.is_some() {
                 continue;
             }
             if !synced {
@@ -432,29 +512,20 @@ impl<'a, 'm> Loop<'a, 'm> {
                 }
                 (None, Some(w)) => {
                     let batch = (epoch, std::mem::take(&mut slot.pending));
-                    let tx = w.tx.as_ref().expect("worker running");
-                    // Wait for the sink's thread only when a checkpoint needs this epoch or too
-                    // much is waiting; otherwise hand over when it is free.
-                    if checkpoint_due || batch.1.len() > MAX_PENDING_ROWS {
-                        if tx.send(batch).is_err() {
-                            return Err(slot.failure().unwrap_or(KafkaRunError::Sink {
-                                sink: slot.name,
-                                message: "the sink's thread stopped".into(),
-                            }));
-                        }
+                    // Wait for the sink's thread only at the end or when too much is waiting
+                    // (backpressure); otherwise hand over when it is free.
+                    if force || batch.1.len() > MAX_PENDING_ROWS {
+                        let stop = (!force).then_some(self.stop);
+                        Self::hand_waiting(slot, batch, stop, deadline)?;
                     } else {
+                        let tx = w.tx.as_ref().expect("worker running");
                         match tx.try_send(batch) {
                             Ok(()) => {}
                             Err(TrySendError::Full((_, changes))) => {
                                 slot.pending = changes; // still busy: later changes join these
                                 continue;
                             }
-                            Err(TrySendError::Disconnected(_)) => {
-                                return Err(slot.failure().unwrap_or(KafkaRunError::Sink {
-                                    sink: slot.name,
-                                    message: "the sink's thread stopped".into(),
-                                }))
-                            }
+                            Err(TrySendError::Disconnected(_)) => return Err(slot.stopped()),
                         }
                     }
                 }
@@ -463,13 +534,11 @@ impl<'a, 'm> Loop<'a, 'm> {
             slot.handed = epoch;
             slot.last = Instant::now();
         }
-        // A checkpoint (or the end) needs every sink to hold the sealed epoch.
-        if checkpoint_due {
+        // At the end, every sink holds the sealed epoch before the last commit.
+        if force {
             for slot in &self.sinks {
-                while slot.durable() < epoch {
-                    if let Some(e) = slot.failure() {
-                        return Err(e);
-                    }
+                while slot.durable() < epoch && !(partial && slot.sink.is_some()) {
+                    slot.check(None, deadline)?;
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
@@ -494,17 +563,39 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             self.committed_offsets = ends;
         }
-        // A checkpoint only of an epoch every sink holds (a restart never restores past them),
-        // taken while the engine's state is that epoch's.
-        if checkpoint_due && all == epoch && epoch > self.checkpointed {
-            let started = Instant::now();
-            let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, self.engine.snapshot());
-            let bytes = self.store.save(&c)?;
-            self.checkpointed = epoch;
-            self.last_checkpoint = Instant::now();
-            self.metrics.checkpoint_bytes.set(bytes as i64);
-            tracing::info!(epoch, bytes, ms = started.elapsed().as_millis() as u64, "checkpoint written");
+        // Checkpoints: the engine's snapshot is taken while its state is the sealed epoch's, once
+        // every sink was handed that epoch, and saved once every sink holds it (a restart never
+        // restores past what the sinks hold). The loop does not wait for it.
+        if let Some((e, _)) = &self.pending_checkpoint {
+            if all >= *e {
+                let (e, c) = self.pending_checkpoint.take().expect("pending checkpoint");
+                self.save_checkpoint(e, &c)?;
+            }
         }
+        if checkpoint_due
+            && !partial
+            && self.pending_checkpoint.is_none()
+            && epoch > self.checkpointed
+            && self.sinks.iter().all(|s| s.handed >= epoch)
+        {
+            let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, self.engine.snapshot());
+            if all >= epoch {
+                self.save_checkpoint(epoch, &c)?;
+            } else {
+                self.pending_checkpoint = Some((epoch, c));
+                self.last_checkpoint = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&mut self, epoch: u64, c: &crate::checkpoint::Checkpoint) -> Result<(), KafkaRunError> {
+        let started = Instant::now();
+        let bytes = self.store.save(c)?;
+        self.checkpointed = epoch;
+        self.last_checkpoint = Instant::now();
+        self.metrics.checkpoint_bytes.set(bytes as i64);
+        tracing::info!(epoch, bytes, ms = started.elapsed().as_millis() as u64, "checkpoint written");
         Ok(())
     }
 }
@@ -575,6 +666,8 @@ pub fn run(
         .collect();
     let mut l = Loop {
         engine,
+        stop,
+        pending_checkpoint: None,
         consumer,
         dlq: DeadLetterProducer::new(kafka)?,
         store,
@@ -656,8 +749,9 @@ pub fn run(
             break;
         }
     }
-    // A partly re-formed epoch is not sealed (it would be cut differently from the log).
-    if l.in_epoch > 0 && l.gate.phase() != Phase::Replay {
+    // A partly re-formed epoch is not sealed (it would be cut differently from the log), nor a
+    // partly read instruments topic (a restart bootstraps again: nothing of it was committed).
+    if l.in_epoch > 0 && l.gate.phase() == Phase::Live {
         l.seal(None)?;
     }
     l.flush(true)?;
