@@ -115,6 +115,17 @@ impl Sequencer {
         }
         for (seq, m) in packet.messages() {
             let next = *self.next.get_or_insert(seq);
+            // The common case: in sequence, nothing waiting, no refresh running.
+            if seq == next && !self.holding && self.pending.is_empty() {
+                self.next = Some(next.wrapping_add(1));
+                stats.messages += 1;
+                if !matches!(m, Ok(Message::SequenceReset { .. })) {
+                    apply(seq, m);
+                    continue;
+                }
+                self.apply_one(seq, m, stats, apply);
+                continue;
+            }
             if self.holding && !seq_after(next, seq) {
                 if self.pending.get(&seq).is_some_and(|b| !b.is_empty()) {
                     stats.duplicates += 1;
