@@ -76,4 +76,21 @@ mod tests {
         inc.add(dec!(-68000.00));
         assert_eq!(inc, Exposure::of([dec!(385200.00), dec!(-68000.00), dec!(125800.00)]));
     }
+
+    proptest::proptest! {
+        /// Updating one position at a time (remove its old value, add the new) always equals the
+        /// exposure recomputed from the current values.
+        #[test]
+        fn incremental_equals_recomputation(ops in proptest::collection::vec((0usize..8, -1_000_000i64..1_000_000), 1..200)) {
+            let mut values = [Decimal::ZERO; 8];
+            let mut inc = Exposure::default();
+            for (i, cents) in ops {
+                let new = Decimal::new(cents, 2);
+                inc.remove(values[i]);
+                inc.add(new);
+                values[i] = new;
+                proptest::prop_assert_eq!(inc, Exposure::of(values));
+            }
+        }
+    }
 }
