@@ -15,7 +15,7 @@ use harbour_sinks::redis::{RedisConfig, RedisSink};
 use harbour_sinks::tables::Changes;
 use harbour_sources::contract::{parse_line, to_line};
 use harbour_sources::generate::{generate, GenerateConfig};
-use harbour_sources::kafka::{create_topics, publish_lines, KafkaConfig, Topics};
+use harbour_sources::kafka::{create_topics, publish_lines};
 
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -69,19 +69,7 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
     let (bootstrap, ch_url, redis_url) =
         (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?, env("HARBOUR_REDIS_URL")?);
     let tag = format!("fresh.{}", std::process::id());
-    let cfg = KafkaConfig {
-        bootstrap,
-        group_id: format!("{tag}.group"),
-        topics: Topics {
-            fills: format!("{tag}.fills"),
-            orders: format!("{tag}.orders"),
-            market: format!("{tag}.market"),
-            instruments: format!("{tag}.instruments"),
-            dead_letters: format!("{tag}.dead-letters"),
-        },
-        partitions: 4,
-        ..KafkaConfig::default()
-    };
+    let cfg = crate::kafka_config(&tag, bootstrap);
     let total = (rate * seconds) as usize;
     let day = generate(&GenerateConfig { fills: total, quotes: 0, invalid_ratio: 0.0, ..GenerateConfig::default() })?;
     let instruments: Vec<&str> =
@@ -249,19 +237,7 @@ pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("this benchmark needs {k}"));
     let (bootstrap, ch_url) = (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?);
     let tag = format!("chsus.{}", std::process::id());
-    let cfg = KafkaConfig {
-        bootstrap,
-        group_id: format!("{tag}.group"),
-        topics: Topics {
-            fills: format!("{tag}.fills"),
-            orders: format!("{tag}.orders"),
-            market: format!("{tag}.market"),
-            instruments: format!("{tag}.instruments"),
-            dead_letters: format!("{tag}.dead-letters"),
-        },
-        partitions: 4,
-        ..KafkaConfig::default()
-    };
+    let cfg = crate::kafka_config(&tag, bootstrap);
     let day = generate(&GenerateConfig {
         fills: fills as usize,
         quotes: 0,

@@ -332,17 +332,10 @@ fn bench_fees(n: u64) {
 /// (plus its instruments and busts) is produced once; then cold runs from an empty checkpoint
 /// folder read it all (parse, rules, positions, fees, P&L, roll-ups; no sink but the checkpoint),
 /// and a restart from the checkpoint the last cold run left is timed to caught-up.
-fn bench_kafka(fills: u64) -> anyhow::Result<()> {
-    use harbour::kafka::{self, KafkaRun};
-    use harbour_sources::generate::{generate, GenerateConfig};
-    use harbour_sources::kafka::{create_topics, publish_lines, KafkaConfig, Topics};
-    use std::sync::atomic::AtomicBool;
-
-    let bootstrap = std::env::var("HARBOUR_KAFKA_BOOTSTRAP").map_err(|_| {
-        anyhow::anyhow!("the kafka benchmark needs HARBOUR_KAFKA_BOOTSTRAP (eval \"$(deploy/kafka.sh start)\")")
-    })?;
-    let tag = format!("bench.{}.{}", std::process::id(), fills);
-    let cfg = KafkaConfig {
+/// Topics and group of their own (named after `tag`), 4 partitions each.
+fn kafka_config(tag: &str, bootstrap: String) -> harbour_sources::kafka::KafkaConfig {
+    use harbour_sources::kafka::{KafkaConfig, Topics};
+    KafkaConfig {
         bootstrap,
         group_id: format!("{tag}.group"),
         topics: Topics {
@@ -354,7 +347,20 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
         },
         partitions: 4,
         ..KafkaConfig::default()
-    };
+    }
+}
+
+fn bench_kafka(fills: u64) -> anyhow::Result<()> {
+    use harbour::kafka::{self, KafkaRun};
+    use harbour_sources::generate::{generate, GenerateConfig};
+    use harbour_sources::kafka::{create_topics, publish_lines};
+    use std::sync::atomic::AtomicBool;
+
+    let bootstrap = std::env::var("HARBOUR_KAFKA_BOOTSTRAP").map_err(|_| {
+        anyhow::anyhow!("the kafka benchmark needs HARBOUR_KAFKA_BOOTSTRAP (eval \"$(deploy/kafka.sh start)\")")
+    })?;
+    let tag = format!("bench.{}.{}", std::process::id(), fills);
+    let cfg = crate::kafka_config(&tag, bootstrap);
     let day = generate(&GenerateConfig {
         fills: fills as usize,
         quotes: 0,

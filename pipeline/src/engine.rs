@@ -243,8 +243,7 @@ impl<'m> Engine<'m> {
     /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead
     /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
     pub fn feed(&mut self, line: SourceLine) -> bool {
-        self.stats.lines += 1;
-        self.health.lines.store(self.stats.lines, Ordering::Relaxed);
+        self.count_line();
         let validator = &mut self.validator;
         let mut parsed_kind = "";
         let outcome = parse_line(&line.raw, line.position).and_then(|e| {
@@ -252,16 +251,7 @@ impl<'m> Engine<'m> {
             parsed_kind = k;
             validator.accept(e).map(|a| (k, a))
         });
-        if let Some(log) = self.events.as_mut() {
-            log.push(SourceEvent {
-                source: line.source.clone(),
-                position: line.position,
-                kind: parsed_kind,
-                code: outcome.as_ref().err().map(|r| SmolStr::new_static(r.code())).unwrap_or_default(),
-                raw: line.raw.clone(),
-                version: *self.inputs.fills.time(),
-            });
-        }
+        self.log_event(&line, parsed_kind, outcome.as_ref().err().map_or("", |r| r.code()));
         match outcome {
             Ok((k, accepted)) => {
                 self.stats.accepted += 1;
@@ -293,16 +283,7 @@ impl<'m> Engine<'m> {
                 true
             }
             Err(rejection) => {
-                self.stats.dead_letters += 1;
-                self.metrics.dead_letter(rejection.code());
-                tracing::debug!(source = %line.source, position = line.position, reason = %rejection, "dead letter");
-                self.state.dead_letters.push(DeadLetter {
-                    source: line.source,
-                    position: line.position,
-                    raw: line.raw,
-                    code: rejection.code().into(),
-                    reason: rejection.to_string(),
-                });
+                self.dead_letter(line, rejection.code(), rejection.to_string());
                 false
             }
         }
@@ -311,21 +292,34 @@ impl<'m> Engine<'m> {
     /// Records input a source could not decode (an OMD-C packet, say) as a dead letter: counted as
     /// a line and a dead letter, exactly like a refused line.
     pub fn reject(&mut self, line: SourceLine, code: &'static str, reason: String) {
+        self.count_line();
+        self.log_event(&line, "", code);
+        self.dead_letter(line, code, reason);
+    }
+
+    fn count_line(&mut self) {
         self.stats.lines += 1;
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
-        self.stats.dead_letters += 1;
-        self.metrics.dead_letter(code);
-        tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
+    }
+
+    /// The event-sourcing log's record of a line (when changes are tracked).
+    fn log_event(&mut self, line: &SourceLine, kind: &'static str, code: &'static str) {
         if let Some(log) = self.events.as_mut() {
             log.push(SourceEvent {
                 source: line.source.clone(),
                 position: line.position,
-                kind: "",
+                kind,
                 code: SmolStr::new_static(code),
                 raw: line.raw.clone(),
                 version: *self.inputs.fills.time(),
             });
         }
+    }
+
+    fn dead_letter(&mut self, line: SourceLine, code: &'static str, reason: String) {
+        self.stats.dead_letters += 1;
+        self.metrics.dead_letter(code);
+        tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
         self.state.dead_letters.push(DeadLetter {
             source: line.source,
             position: line.position,
@@ -475,20 +469,7 @@ pub fn run(
     metrics: &Metrics,
     health: &Arc<Health>,
 ) -> Result<(OutputState, RunStats), ReplayError> {
-    let mut engine = Engine::new(config, metrics, health.clone());
-    let mut in_epoch = 0usize;
-    for line in lines {
-        engine.feed(line?);
-        in_epoch += 1;
-        if in_epoch >= config.epoch_events {
-            engine.seal();
-            in_epoch = 0;
-        }
-    }
-    if in_epoch > 0 || engine.stats().epochs == 0 {
-        engine.seal();
-    }
-    Ok(engine.finish())
+    drive(lines.map(|l| l.map(FeedItem::Line)), config, metrics, health)
 }
 
 /// Runs recorded OMD-C merged with JSON lines (see `harbour_sources::hkex::replay`), sealing an
@@ -499,10 +480,23 @@ pub fn run_feed(
     metrics: &Metrics,
     health: &Arc<Health>,
 ) -> (OutputState, RunStats) {
+    match drive(items.map(Ok::<_, std::convert::Infallible>), config, metrics, health) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Feeds `items` to a new engine, sealing an epoch every `epoch_events` items (and at the end).
+fn drive<E>(
+    items: impl Iterator<Item = Result<FeedItem, E>>,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> Result<(OutputState, RunStats), E> {
     let mut engine = Engine::new(config, metrics, health.clone());
     let mut in_epoch = 0usize;
     for item in items {
-        match item {
+        match item? {
             FeedItem::Line(line) => {
                 engine.feed(line);
             }
@@ -519,7 +513,7 @@ pub fn run_feed(
     if in_epoch > 0 || engine.stats().epochs == 0 {
         engine.seal();
     }
-    engine.finish()
+    Ok(engine.finish())
 }
 
 /// A single timely worker on this thread (`execute_directly` wants a `Send` closure; the input

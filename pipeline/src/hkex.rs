@@ -124,6 +124,28 @@ pub struct Retransmission {
     pub username: String,
 }
 
+impl Retransmission {
+    /// Gap recovery through this service: one session, opened at the first gap and kept (a new
+    /// one after a failure).
+    pub fn recovery(&self) -> harbour_sources::hkex::replay::Recovery {
+        let r = self.clone();
+        let mut session: Option<RetransClient> = None;
+        Box::new(move |channel, gap| {
+            if session.is_none() {
+                let c =
+                    RetransClient::connect(r.addr, &r.username, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+                session = Some(c);
+            }
+            let got = session.as_mut().expect("session").request(channel, gap.from, gap.to);
+            if got.is_err() {
+                session = None;
+            }
+            tracing::info!(channel, from = gap.from, to = gap.to, ok = got.is_ok(), "gap: retransmission requested");
+            got.map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Replays `capture` merged by event time with the JSON lines of `files`; gaps both lines
 /// missed are recovered from `retrans` (or given up, counted as lost, without it).
 pub fn replay(
@@ -150,23 +172,8 @@ pub fn replay(
     }
     let name = capture.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
     let mut merged = HkexReplay::new(&name, reader, lines.into_iter());
-    if let Some(r) = retrans.cloned() {
-        // One session, opened at the first gap and kept.
-        let mut session: Option<RetransClient> = None;
-        merged = merged.with_recovery(Box::new(move |channel, gap| {
-            if session.is_none() {
-                let c =
-                    RetransClient::connect(r.addr, &r.username, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-                session = Some(c);
-            }
-            let c = session.as_mut().expect("session");
-            let got = c.request(channel, gap.from, gap.to);
-            if got.is_err() {
-                session = None; // a new session next time
-            }
-            tracing::info!(channel, from = gap.from, to = gap.to, ok = got.is_ok(), "gap: retransmission requested");
-            got.map_err(|e| e.to_string())
-        }));
+    if let Some(r) = retrans {
+        merged = merged.with_recovery(r.recovery());
     }
     let (state, stats) = engine::run_feed(&mut merged, config, metrics, health);
     if let Some(source) = merged.take_error() {
@@ -361,20 +368,8 @@ pub fn publish(
     if live {
         merged = merged.with_reorder(0);
     }
-    if let Some(r) = retrans.cloned() {
-        let mut session: Option<RetransClient> = None;
-        merged = merged.with_recovery(Box::new(move |channel, gap| {
-            if session.is_none() {
-                session = Some(
-                    RetransClient::connect(r.addr, &r.username, Duration::from_secs(5)).map_err(|e| e.to_string())?,
-                );
-            }
-            let got = session.as_mut().expect("session").request(channel, gap.from, gap.to);
-            if got.is_err() {
-                session = None;
-            }
-            got.map_err(|e| e.to_string())
-        }));
+    if let Some(r) = retrans {
+        merged = merged.with_recovery(r.recovery());
     }
     let mut dlq = DeadLetterProducer::new(kafka).map_err(kafka_err)?;
     let mut dead = 0u64;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::engine_config;
+use common::{assert_same_tables, engine_config, Compare};
 use harbour::engine::{self, OutputState};
 use harbour::hkex::{self as hk, UdpSource};
 use harbour::metrics::{Health, Metrics};
@@ -55,64 +55,6 @@ fn feed_replay_with(capture: &Path, other: &Path, retrans: Option<&hk::Retransmi
     .unwrap()
 }
 
-/// Every table equal, but for what legitimately differs: versions and source positions (the
-/// lines are numbered differently), instruments' sectors (OMD-C carries none), and the raw text
-/// of market lines refused by the input rules (re-rendered from the decoded message).
-fn assert_same_tables(got: &OutputState, want: &OutputState) {
-    fn table<T: PartialEq + std::fmt::Debug>(name: &str, ours: Vec<T>, theirs: Vec<T>) {
-        if let Some((a, b)) = ours.iter().zip(&theirs).find(|(a, b)| a != b) {
-            panic!("table {name} differs first at\n  omd-c {a:?}\n  json  {b:?}");
-        }
-        assert_eq!(ours.len(), theirs.len(), "table {name}: row count");
-    }
-    let fills = |s: &OutputState| {
-        let mut v: Vec<_> = s
-            .fills
-            .rows()
-            .cloned()
-            .map(|mut r| {
-                r.fill.source_seq = 0;
-                r
-            })
-            .collect();
-        v.sort_by(|a, b| a.fill.exec_id.cmp(&b.fill.exec_id));
-        v
-    };
-    let orders = |s: &OutputState| {
-        s.orders
-            .rows()
-            .cloned()
-            .map(|(_, mut o)| {
-                o.source_seq = 0;
-                o
-            })
-            .collect::<Vec<_>>()
-    };
-    let instruments = |s: &OutputState| {
-        s.instruments
-            .rows()
-            .cloned()
-            .map(|mut i| {
-                i.sector = None;
-                i
-            })
-            .collect::<Vec<_>>()
-    };
-    let dead = |s: &OutputState| {
-        let mut v: Vec<String> = s.dead_letters.iter().map(|d| d.code.to_string()).collect();
-        v.sort();
-        v
-    };
-    table("positions", got.positions.rows().collect(), want.positions.rows().collect());
-    table("fills", fills(got), fills(want));
-    table("rollups", got.rollups.rows().collect(), want.rollups.rows().collect());
-    table("minutes", got.minutes.rows().collect(), want.minutes.rows().collect());
-    table("orders", orders(got), orders(want));
-    table("marks", got.marks.rows().collect(), want.marks.rows().collect());
-    table("instruments", instruments(got), instruments(want));
-    table("dead letter codes", dead(got), dead(want));
-}
-
 #[test]
 fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
     let lines = day(3_000, 21);
@@ -124,7 +66,7 @@ fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
         let run = feed_replay(&capture, &other);
         let want = json_replay(&lines);
         assert!(want.positions.len() > 50 && want.marks.len() == 10);
-        assert_same_tables(&run.state, &want);
+        assert_same_tables(&run.state, &want, Compare::OmdC);
         // Every message once: line B's copies were all duplicates; nothing lost or refused.
         let f = &run.feed;
         assert_eq!(f.messages, f.duplicates, "{capture:?}: {f:?}");
@@ -286,7 +228,7 @@ fn gaps_on_both_lines_are_recovered_from_the_retransmission_service_and_the_book
     assert!(server.stats().requests as u64 >= run.feed.gaps);
     assert_eq!(run.feed.messages, clean.feed.messages, "every message applied once");
     assert_eq!(books(&run.handler), books(&clean.handler), "books identical to the gap-free run");
-    assert_same_tables(&run.state, &json_replay(&lines));
+    assert_same_tables(&run.state, &json_replay(&lines), Compare::OmdC);
 
     // Without the service the gaps are given up and counted; the replay still ends.
     let blind = feed_replay(&holed, &other);

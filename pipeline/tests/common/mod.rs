@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use harbour::engine::EngineConfig;
+use harbour::engine::{EngineConfig, OutputState};
 use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::graph::GraphConfig;
 use harbour_dataflows::marks::MarkPolicy;
@@ -99,4 +99,78 @@ impl Drop for PrivateServer {
             .env("HARBOUR_CLICKHOUSE_STATE", &self.state)
             .status();
     }
+}
+
+/// What two runs of the same day may legitimately differ in, besides versions and source
+/// positions (epochs are cut differently; offsets vs line numbers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Nothing else.
+    Exact,
+    /// Market data came through OMD-C: instruments carry no sector, and market lines refused by
+    /// the input rules are re-rendered JSON (dead letters compare by reason code).
+    OmdC,
+}
+
+/// Compares every table (rows typed: decimals by value).
+pub fn assert_same_tables(got: &OutputState, want: &OutputState, compare: Compare) {
+    fn table<T: PartialEq + std::fmt::Debug>(name: &str, ours: Vec<T>, theirs: Vec<T>) {
+        if let Some((a, b)) = ours.iter().zip(&theirs).find(|(a, b)| a != b) {
+            panic!("table {name} differs first at\n  got  {a:?}\n  want {b:?}");
+        }
+        assert_eq!(ours.len(), theirs.len(), "table {name}: row count");
+    }
+    let omdc = compare == Compare::OmdC;
+    let fills = |s: &OutputState| {
+        let mut v: Vec<_> = s
+            .fills
+            .rows()
+            .cloned()
+            .map(|mut r| {
+                r.fill.source_seq = 0;
+                r
+            })
+            .collect();
+        v.sort_by(|a, b| a.fill.exec_id.cmp(&b.fill.exec_id));
+        v
+    };
+    let orders = |s: &OutputState| {
+        s.orders
+            .rows()
+            .cloned()
+            .map(|(_, mut o)| {
+                o.source_seq = 0;
+                o
+            })
+            .collect::<Vec<_>>()
+    };
+    let instruments = |s: &OutputState| {
+        s.instruments
+            .rows()
+            .cloned()
+            .map(|mut i| {
+                if omdc {
+                    i.sector = None;
+                }
+                i
+            })
+            .collect::<Vec<_>>()
+    };
+    let dead = |s: &OutputState| {
+        let mut v: Vec<(String, String)> = s
+            .dead_letters
+            .iter()
+            .map(|d| (d.code.to_string(), if omdc { String::new() } else { d.raw.clone() }))
+            .collect();
+        v.sort();
+        v
+    };
+    table("positions", got.positions.rows().collect(), want.positions.rows().collect());
+    table("fills", fills(got), fills(want));
+    table("rollups", got.rollups.rows().collect(), want.rollups.rows().collect());
+    table("minutes", got.minutes.rows().collect(), want.minutes.rows().collect());
+    table("orders", orders(got), orders(want));
+    table("marks", got.marks.rows().collect(), want.marks.rows().collect());
+    table("instruments", instruments(got), instruments(want));
+    table("dead letters", dead(got), dead(want));
 }

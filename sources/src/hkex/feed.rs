@@ -115,17 +115,6 @@ impl Sequencer {
         }
         for (seq, m) in packet.messages() {
             let next = *self.next.get_or_insert(seq);
-            // The common case: in sequence, nothing waiting, no refresh running.
-            if seq == next && !self.holding && self.pending.is_empty() {
-                self.next = Some(next.wrapping_add(1));
-                stats.messages += 1;
-                if !matches!(m, Ok(Message::SequenceReset { .. })) {
-                    apply(seq, m);
-                    continue;
-                }
-                self.apply_one(seq, m, stats, apply);
-                continue;
-            }
             if self.holding && !seq_after(next, seq) {
                 if self.pending.get(&seq).is_some_and(|b| !b.is_empty()) {
                     stats.duplicates += 1;
@@ -674,15 +663,7 @@ impl FeedHandler {
         };
         state.begin_packet(packet.header.send_time, channel);
         let seq = self.sequencers.entry(channel).or_default();
-        let mut stats = std::mem::take(&mut state.stats);
-        let gap = seq.offer(&packet, &mut stats, &mut |s, m| match m {
-            Ok(m) => state.apply(&m, out),
-            Err(error) => {
-                state.stats.decode_errors += 1;
-                rejects.push(FeedReject { channel, seq: Some(s), error });
-            }
-        });
-        merge(&mut state.stats, stats);
+        let gap = sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.offer(&packet, stats, apply));
         state.end_packet(out);
         gap
     }
@@ -702,15 +683,7 @@ impl FeedHandler {
         let state = &mut self.state;
         if let Some(seq) = self.sequencers.get_mut(&channel) {
             seq.holding = false;
-            let mut stats = std::mem::take(&mut state.stats);
-            seq.drain(&mut stats, &mut |s, m| match m {
-                Ok(m) => state.apply(&m, out),
-                Err(error) => {
-                    state.stats.decode_errors += 1;
-                    rejects.push(FeedReject { channel, seq: Some(s), error });
-                }
-            });
-            merge(&mut state.stats, stats);
+            sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.drain(stats, apply));
         }
         state.end_packet(out);
     }
@@ -770,15 +743,7 @@ impl FeedHandler {
         state.end_packet(out);
         state.stats.refreshes += 1;
         let seq = self.sequencers.entry(channel).or_default();
-        let mut stats = std::mem::take(&mut state.stats);
-        seq.resume_after(last, &mut stats, &mut |s, m| match m {
-            Ok(m) => state.apply(&m, out),
-            Err(error) => {
-                state.stats.decode_errors += 1;
-                rejects.push(FeedReject { channel, seq: Some(s), error });
-            }
-        });
-        merge(&mut state.stats, stats);
+        sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.resume_after(last, stats, apply));
         state.end_packet(out);
         Some(last)
     }
@@ -787,18 +752,33 @@ impl FeedHandler {
     pub fn skip_gap(&mut self, channel: u16, out: &mut Vec<Input>, rejects: &mut Vec<FeedReject>) -> Option<Gap> {
         let state = &mut self.state;
         let seq = self.sequencers.get_mut(&channel)?;
-        let mut stats = std::mem::take(&mut state.stats);
-        let g = seq.skip_gap(&mut stats, &mut |s, m| match m {
-            Ok(m) => state.apply(&m, out),
-            Err(error) => {
-                state.stats.decode_errors += 1;
-                rejects.push(FeedReject { channel, seq: Some(s), error });
-            }
-        });
-        merge(&mut state.stats, stats);
+        let g = sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.skip_gap(stats, apply));
         state.end_packet(out);
         g
     }
+}
+
+/// Runs `f` on a channel's sequencer, with an `apply` that feeds the market state (a message that
+/// does not decode becomes a reject); the sequencer's counters join the state's.
+fn sequenced<R>(
+    state: &mut MarketState,
+    seq: &mut Sequencer,
+    channel: u16,
+    out: &mut Vec<Input>,
+    rejects: &mut Vec<FeedReject>,
+    f: impl FnOnce(&mut Sequencer, &mut FeedStats, &mut &mut dyn FnMut(u32, Result<Message<'_>, DecodeError>)) -> R,
+) -> R {
+    let mut stats = std::mem::take(&mut state.stats);
+    let mut apply = |s: u32, m: Result<Message<'_>, DecodeError>| match m {
+        Ok(m) => state.apply(&m, out),
+        Err(error) => {
+            state.stats.decode_errors += 1;
+            rejects.push(FeedReject { channel, seq: Some(s), error });
+        }
+    };
+    let r = f(seq, &mut stats, &mut (&mut apply as &mut dyn FnMut(u32, Result<Message<'_>, DecodeError>)));
+    merge(&mut state.stats, stats);
+    r
 }
 
 fn merge(into: &mut FeedStats, from: FeedStats) {
