@@ -101,6 +101,8 @@ pub struct HkexReplay<R, L: Iterator<Item = SourceLine>> {
     recovery: Option<Recovery>,
     refresh: Option<Refresh>,
     reorder_ns: i64,
+    /// `name#chN/L` per channel and line, the feed lines' source.
+    sources: BTreeMap<(u16, u8), SmolStr>,
     /// Channels with an open gap, and the send time it was seen at.
     open_gaps: BTreeMap<u16, u64>,
     /// Gaps recovered through [`Recovery`].
@@ -134,6 +136,7 @@ where
             recovery: None,
             refresh: None,
             reorder_ns: REORDER_NS,
+            sources: BTreeMap::new(),
             open_gaps: BTreeMap::new(),
             recovered: 0,
             refreshed: 0,
@@ -226,7 +229,12 @@ where
 
     /// Moves the handler's inputs and rejects of one datagram into the merge heap.
     fn take_outputs(&mut self, channel: u16, line: u8, send_time: u64, data: &[u8]) {
-        let source: SmolStr = format!("{}#ch{}/{}", self.name, channel, if line == 0 { 'A' } else { 'B' }).into();
+        let name = &self.name;
+        let source = self
+            .sources
+            .entry((channel, line))
+            .or_insert_with(|| format!("{name}#ch{channel}/{}", if line == 0 { 'A' } else { 'B' }).into())
+            .clone();
         let inputs: Vec<Input> = self.inputs.drain(..).collect();
         for i in inputs {
             let ts = input_ts(&i, send_time);
