@@ -53,13 +53,19 @@ impl Harness {
         use timely::communication::allocator::thread::Thread;
         let alloc = timely::communication::Allocator::Thread(Thread::default());
         let mut worker = timely::worker::Worker::new(timely::WorkerConfig::default(), alloc, Some(Instant::now()));
-        let config = GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() };
+        let config = GraphConfig {
+            schedules: Arc::new(CostSchedules::default()),
+            marks: MarkPolicy::default(),
+            ..GraphConfig::default()
+        };
         let (fills, market, orders, instruments, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (fi, fills) = scope.new_collection();
             let (mi, market) = scope.new_collection();
             let (oi, orders) = scope.new_collection();
             let (ii, instruments) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments }, &config);
+            let (_l, limits) = scope.new_collection();
+            let (_s, seeds) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &config);
             let (probe, _) = out.positions.probe();
             let _ = out.fills.probe_with(&probe);
             let _ = out.rollups.probe_with(&probe);

@@ -4,6 +4,8 @@
 //!  fills ──► positions (fees on entry; valued at marks) ──┬─► position rows ──► roll-ups
 //!                   ▲                                    └─► fill rows (realized per fill) ─► minute flows
 //!  market ─► marks ─┘
+//!                   │                                    └─► risk (per account, strategy, desk) ─► risk rows, alerts
+//!  limits, seeds ───┴────────────────────────────────────────┘
 //!  orders ─► latest state per order id
 //!  instruments ─► (passed through)
 //! ```
@@ -22,9 +24,10 @@ use timely::progress::Timestamp;
 use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkFold, MarkPolicy};
 use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
-use crate::operators::{latest_fold, positions, FillPnl};
+use crate::operators::{latest_fold, positions, risk, FillPnl};
 use crate::orders::OrderFold;
 use crate::pnl::PositionRow;
+use crate::risk::book::{AlertRow, Limits, RiskConfig, RiskRow, RiskSeed};
 use crate::rollups::{minute_flows, rollups, Group};
 use crate::sums::{FlowTotals, Totals};
 
@@ -35,6 +38,8 @@ pub struct GraphConfig {
     pub schedules: Arc<CostSchedules>,
     /// Mark policy.
     pub marks: MarkPolicy,
+    /// Risk settings (history, capital, limits at start).
+    pub risk: RiskConfig,
 }
 
 /// The input collections.
@@ -47,6 +52,10 @@ pub struct Inputs<'s, T: Timestamp> {
     pub orders: VecCollection<'s, T, Order, isize>,
     /// Instruments (a change retracts the previous record).
     pub instruments: VecCollection<'s, T, Instrument, isize>,
+    /// Risk limits: a record replaces the limits from its time on.
+    pub limits: VecCollection<'s, T, Limits, isize>,
+    /// Risk path state (drawdown peaks, breaches) carried over a restart.
+    pub seeds: VecCollection<'s, T, RiskSeed, isize>,
 }
 
 /// The output collections.
@@ -65,6 +74,10 @@ pub struct Outputs<'s, T: Timestamp> {
     pub orders: VecCollection<'s, T, (OrderId, Order), isize>,
     /// Instruments.
     pub instruments: VecCollection<'s, T, Instrument, isize>,
+    /// Risk metrics per account, strategy and the desk.
+    pub risk: VecCollection<'s, T, RiskRow, isize>,
+    /// Limit alerts (insert-only).
+    pub alerts: VecCollection<'s, T, AlertRow, isize>,
 }
 
 /// Builds the dataflow.
@@ -74,8 +87,10 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
 ) -> Outputs<'s, T> {
     let marks = latest_fold(inputs.market.map(|e| (e.symbol(), e)), MarkFold(config.marks.clone()));
     let (rows, fills, deltas, flows) = positions(inputs.fills, marks.clone(), config.schedules.clone());
+    let (risk, alerts) =
+        risk(rows.clone(), marks.clone(), inputs.instruments.clone(), inputs.limits, inputs.seeds, config.risk.clone());
     let rollups = rollups(deltas);
     let minutes = minute_flows(flows);
     let orders = latest_fold(inputs.orders.map(|o| (o.order_id.clone(), o)), OrderFold);
-    Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments }
+    Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments, risk, alerts }
 }

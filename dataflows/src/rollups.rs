@@ -25,21 +25,25 @@ pub enum Group {
     Account(SmolStr),
     /// One strategy, all accounts.
     Strategy(SmolStr),
+    /// Every position (risk metrics only: the roll-ups have no desk row).
+    Desk,
 }
 
 impl Group {
-    /// `account` or `strategy`.
+    /// `account`, `strategy` or `desk`.
     pub fn kind(&self) -> &'static str {
         match self {
             Group::Account(_) => "account",
             Group::Strategy(_) => "strategy",
+            Group::Desk => "desk",
         }
     }
 
-    /// The account or strategy name.
+    /// The account or strategy name (empty for the desk).
     pub fn name(&self) -> &str {
         match self {
             Group::Account(s) | Group::Strategy(s) => s,
+            Group::Desk => "",
         }
     }
 }

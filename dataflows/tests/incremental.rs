@@ -117,14 +117,20 @@ fn run_on_workers(events: &[Ev], cuts: &[usize], workers: usize) -> Reference {
     let events = events.to_vec();
     let cuts = cuts.to_vec();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let config = GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() };
+        let config = GraphConfig {
+            schedules: Arc::new(CostSchedules::default()),
+            marks: MarkPolicy::default(),
+            ..GraphConfig::default()
+        };
         let reader = worker.index() == 0;
         let (mut fills_in, mut market_in, probe, caps) = worker.dataflow::<u64, _, _>(|scope| {
             let (fills_in, fills) = scope.new_collection::<Fill, isize>();
             let (market_in, market) = scope.new_collection::<MarketEvent, isize>();
             let (_o, orders) = scope.new_collection();
             let (_i, instruments) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments }, &config);
+            let (_l, limits) = scope.new_collection();
+            let (_s, seeds) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &config);
             // Probe every output: a worker's results are read once all of them are complete.
             let (probe, positions) = out.positions.probe();
             let fills = out.fills.probe_with(&probe);

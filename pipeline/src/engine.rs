@@ -26,6 +26,7 @@ use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::operators::LatestFold;
 use harbour_dataflows::orders::OrderFold;
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSeed};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
@@ -70,6 +71,10 @@ pub struct OutputState {
     pub marks: TableState<(Symbol, Mark)>,
     /// Instruments.
     pub instruments: TableState<Instrument>,
+    /// Risk metrics per account, strategy and the desk.
+    pub risk: TableState<RiskRow>,
+    /// Limit alerts (insert-only).
+    pub alerts: TableState<AlertRow>,
     /// Dead letters, in input order.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -104,6 +109,8 @@ struct Taps {
     orders: Sink<(OrderId, Order)>,
     marks: Sink<(Symbol, Mark)>,
     instruments: Sink<Instrument>,
+    risk: Sink<RiskRow>,
+    alerts: Sink<AlertRow>,
 }
 
 struct Sessions {
@@ -111,6 +118,8 @@ struct Sessions {
     market: InputSession<u64, MarketEvent, isize>,
     orders: InputSession<u64, Order, isize>,
     instruments: InputSession<u64, Instrument, isize>,
+    limits: InputSession<u64, Limits, isize>,
+    seeds: InputSession<u64, RiskSeed, isize>,
 }
 
 impl Sessions {
@@ -119,6 +128,10 @@ impl Sessions {
         self.market.advance_to(t);
         self.orders.advance_to(t);
         self.instruments.advance_to(t);
+        self.limits.advance_to(t);
+        self.seeds.advance_to(t);
+        self.limits.flush();
+        self.seeds.flush();
         self.fills.flush();
         self.market.flush();
         self.orders.flush();
@@ -165,6 +178,13 @@ pub struct EngineSnapshot {
     pub orders: Vec<Order>,
     /// Dead letters so far.
     pub dead_letters: Vec<DeadLetter>,
+    /// Risk alerts so far, with their versions (the path state of drawdowns and limits is
+    /// rebuilt from them and the risk rows).
+    #[serde(default)]
+    pub alerts: Vec<(AlertRow, u64)>,
+    /// Drawdown peaks and limit states per group.
+    #[serde(default)]
+    pub risk: Vec<RiskSeed>,
 }
 
 /// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
@@ -204,7 +224,9 @@ impl<'m> Engine<'m> {
             let (market_in, market) = scope.new_collection();
             let (orders_in, orders) = scope.new_collection();
             let (instruments_in, instruments) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments }, &graph);
+            let (limits_in, limits) = scope.new_collection();
+            let (seeds_in, seeds) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &graph);
             let probe = ProbeHandle::new();
             let taps = Taps {
                 positions: tap(out.positions, &probe),
@@ -214,9 +236,17 @@ impl<'m> Engine<'m> {
                 orders: tap(out.orders, &probe),
                 marks: tap(out.marks, &probe),
                 instruments: tap(out.instruments, &probe),
+                risk: tap(out.risk, &probe),
+                alerts: tap(out.alerts, &probe),
             };
-            let sessions =
-                Sessions { fills: fills_in, market: market_in, orders: orders_in, instruments: instruments_in };
+            let sessions = Sessions {
+                fills: fills_in,
+                market: market_in,
+                orders: orders_in,
+                instruments: instruments_in,
+                limits: limits_in,
+                seeds: seeds_in,
+            };
             (sessions, taps, probe)
         });
         // An epoch's time is the 1-based position of its first line: versions grow with the input.
@@ -344,7 +374,14 @@ impl<'m> Engine<'m> {
             marks,
             orders,
             dead_letters: self.state.dead_letters.clone(),
+            alerts: self.state.alerts.versioned().into_iter().map(|v| (v.row, v.version)).collect(),
+            risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
         }
+    }
+
+    /// Replaces the risk limits from the current epoch on (a reload).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.inputs.limits.insert(limits);
     }
 
     /// Continues from a snapshot: feeds its instruments, market fields, live fills and orders back
@@ -374,6 +411,11 @@ impl<'m> Engine<'m> {
         for o in &snap.orders {
             inputs.orders.insert(o.clone());
         }
+        for s in &snap.risk {
+            inputs.seeds.insert(s.clone());
+        }
+        // Alerts are events: they are kept as they were, not fired again.
+        self.state.alerts.restore(snap.alerts);
         self.mark_states = snap.marks.into_iter().collect();
         self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), Some(o))).collect();
         self.validator = Validator::restore(self.spreads.clone(), snap.validator);
@@ -403,6 +445,8 @@ impl<'m> Engine<'m> {
         drain(&taps.orders, &mut state.orders);
         drain(&taps.marks, &mut state.marks);
         drain(&taps.instruments, &mut state.instruments);
+        drain(&taps.risk, &mut state.risk);
+        drain(&taps.alerts, &mut state.alerts);
         self.stats.epochs += 1;
         self.metrics.epochs.inc();
         self.metrics.epoch.set(epoch as i64);

@@ -347,7 +347,11 @@ fn main() -> anyhow::Result<()> {
 fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
         epoch_events: config.pipeline.epoch_events,
-        graph: GraphConfig { schedules: Arc::new(config.cost_schedules()), marks: config.marks.policy.clone() },
+        graph: GraphConfig {
+            schedules: Arc::new(config.cost_schedules()),
+            marks: config.marks.policy.clone(),
+            ..GraphConfig::default()
+        },
         spreads: config.spread_tables(),
     }
 }

@@ -12,6 +12,8 @@ use harbour_dataflows::marks::Mark;
 use harbour_dataflows::model::{ExecId, Instrument, Order, OrderId, PositionKey, Symbol, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow};
+use harbour_dataflows::risk::limits::Severity;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_sinks::tables::{Change, Changes, Tables, Versioned};
@@ -71,6 +73,20 @@ impl Keyed for Instrument {
     type Key = Symbol;
     fn key(&self) -> Symbol {
         self.symbol
+    }
+}
+
+impl Keyed for RiskRow {
+    type Key = Group;
+    fn key(&self) -> Group {
+        self.group.clone()
+    }
+}
+
+impl Keyed for AlertRow {
+    type Key = (Group, Metric, Severity, u32, AlertKind);
+    fn key(&self) -> Self::Key {
+        (self.group.clone(), self.metric, self.severity, self.seq, self.kind)
     }
 }
 
@@ -140,6 +156,13 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
     }
 
+    /// Puts back rows held before a restart (at their versions), without logging them as changes.
+    pub fn restore(&mut self, rows: Vec<(D, u64)>) {
+        for (d, v) in rows {
+            self.rows.insert(d.key(), Box::new((d, v)));
+        }
+    }
+
     /// Starts keeping a log of changes (for sinks that upsert by key and version).
     pub fn track(&mut self) {
         self.log.get_or_insert_with(Vec::new);
@@ -191,6 +214,8 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         orders: s.orders.versioned().into_iter().map(|v| Versioned { row: v.row.1, version: v.version }).collect(),
         marks: s.marks.versioned(),
         instruments: s.instruments.versioned(),
+        risk: s.risk.versioned(),
+        alerts: s.alerts.versioned(),
         dead_letters: s.dead_letters.clone(),
     }
 }
@@ -211,6 +236,8 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
         marks: s.marks.take_changes(),
         quotes: Vec::new(), // the engine adds them (market state lives beside the tables)
         instruments: s.instruments.take_changes(),
+        risk: s.risk.take_changes(),
+        alerts: s.alerts.take_changes(),
         dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
         events: Vec::new(),
     }
@@ -225,4 +252,6 @@ pub fn track_changes(s: &mut crate::engine::OutputState) {
     s.orders.track();
     s.marks.track();
     s.instruments.track();
+    s.risk.track();
+    s.alerts.track();
 }

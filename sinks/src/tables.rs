@@ -9,12 +9,15 @@
 //! | orders | order_id | [`Order`] (latest state) |
 //! | marks | symbol | [`Mark`] |
 //! | instruments | symbol | [`Instrument`] |
+//! | risk | account / strategy / desk | [`RiskRow`] |
+//! | alerts | group, metric, severity, seq, kind | [`AlertRow`] (insert-only) |
 //! | dead_letters | source, position | [`DeadLetter`] |
 
 use harbour_dataflows::marks::{Mark, MarkState};
 use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::risk::book::{AlertRow, RiskRow};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::validate::DeadLetter;
@@ -45,6 +48,10 @@ pub struct Tables {
     pub marks: Vec<Versioned<(Symbol, Mark)>>,
     /// Reference data.
     pub instruments: Vec<Versioned<Instrument>>,
+    /// Risk metrics.
+    pub risk: Vec<Versioned<RiskRow>>,
+    /// Limit alerts.
+    pub alerts: Vec<Versioned<AlertRow>>,
     /// Rejected input lines.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -79,6 +86,10 @@ pub struct Changes {
     pub quotes: Vec<Change<(Symbol, MarkState)>>,
     /// Instruments.
     pub instruments: Vec<Change<Instrument>>,
+    /// Risk metrics.
+    pub risk: Vec<Change<RiskRow>>,
+    /// New alerts.
+    pub alerts: Vec<Change<AlertRow>>,
     /// New dead letters.
     pub dead_letters: Vec<DeadLetter>,
     /// Every input message as received, in order (the event-sourcing log).
@@ -113,6 +124,8 @@ impl Changes {
             + self.marks.len()
             + self.quotes.len()
             + self.instruments.len()
+            + self.risk.len()
+            + self.alerts.len()
             + self.dead_letters.len()
             + self.events.len()
     }
@@ -132,6 +145,8 @@ impl Changes {
         self.marks.append(&mut later.marks);
         self.quotes.append(&mut later.quotes);
         self.instruments.append(&mut later.instruments);
+        self.risk.append(&mut later.risk);
+        self.alerts.append(&mut later.alerts);
         self.dead_letters.append(&mut later.dead_letters);
         self.events.append(&mut later.events);
     }

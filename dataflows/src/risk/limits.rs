@@ -6,9 +6,11 @@
 //! order, so a restart that replays the same values emits the same alerts.
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 /// How bad a breach is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Past the soft level.
     Soft,
@@ -16,8 +18,18 @@ pub enum Severity {
     Hard,
 }
 
+impl Severity {
+    /// Lower-case name for outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Soft => "soft",
+            Severity::Hard => "hard",
+        }
+    }
+}
+
 /// A limit on a metric (exposure, VaR, drawdown, position size...): values above a level breach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Limit {
     /// Soft level.
     pub soft: Decimal,

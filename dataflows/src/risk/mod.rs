@@ -7,12 +7,15 @@
 //! - [`var`]: parametric VaR (any confidence, any horizon) with its per-position components,
 //!   historical VaR and expected shortfall.
 //! - [`drawdown`]: running peak of total P&L, drawdown and the day's maximum drawdown.
+//! - [`book`]: all of the above per account, strategy and desk, kept incrementally from position
+//!   and mark changes, with limit alerts (what the risk operator runs).
 //! - [`limits`]: soft and hard limits with hysteresis; one event when a breach starts, one when
 //!   it clears.
 //!
 //! Money stays exact ([`Decimal`]); statistical estimates (volatility, VaR) are `f64`, reported
 //! rounded to the cent by the caller.
 
+pub mod book;
 pub mod concentration;
 pub mod drawdown;
 pub mod exposure;

@@ -14,7 +14,11 @@ use rust_decimal::Decimal;
 pub fn engine_config(epoch_events: usize) -> EngineConfig {
     EngineConfig {
         epoch_events,
-        graph: GraphConfig { schedules: Arc::new(CostSchedules::default()), marks: MarkPolicy::default() },
+        graph: GraphConfig {
+            schedules: Arc::new(CostSchedules::default()),
+            marks: MarkPolicy::default(),
+            ..GraphConfig::default()
+        },
         spreads: SpreadTables::default(),
     }
 }

@@ -64,6 +64,7 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
         let key = match g {
             Group::Account(a) => format!("harbour:account:{a}"),
             Group::Strategy(s) => format!("harbour:strategy:{s}"),
+            Group::Desk => "harbour:desk".to_string(),
         };
         out.push(Write {
             key,

@@ -1,0 +1,848 @@
+//! The risk book: every risk metric of every account, strategy and the desk, kept current from
+//! position changes and marks, and the limit alerts they cause.
+//!
+//! ```text
+//!  position row changes ─┐   per (group, symbol): market value, qty, total P&L      ┌─► RiskRow changes
+//!  mark changes ─────────┼─► per group: exposure, Σmv², sector sums, sorted sizes,  ├─► AlertRow events
+//!  instruments ──────────┘   scenario P&Ls d_k = Σᵢ r_{k,i}·wᵢ, drawdown, limits    ┘
+//! ```
+//!
+//! **Incremental.** A change of one symbol in one group costs O(log n) for exposure and
+//! concentration and O(K) for VaR (K = days of return history), whatever the group holds: the
+//! EWMA covariance is a weighted sum of outer products of the history's return vectors,
+//! Σ = λ·Σₖ aₖ·rₖrₖᵀ + (1−λ)·r_t r_tᵀ (r_t: today's return from the previous close to the mark), so
+//! wᵀΣw = λ·Σₖ aₖ·dₖ² + (1−λ)·d_t² with dₖ = rₖ·w, and the same dₖ are the historical scenarios'
+//! P&Ls. Exposure, concentration and the scenario P&Ls are functions of the current positions,
+//! so a bust or a late fill gives what a recomputation gives (exact for the decimal metrics, to
+//! float rounding for VaR); drawdown follows total P&L over the times it was observed.
+//!
+//! **Alerts.** Each (group, metric) has a [`LimitState`]; a breach emits one [`AlertRow`] when it
+//! starts and one when it clears. Rows and alerts carry the group's event time (the latest fill
+//! or mark that moved it).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+use super::drawdown::Drawdown;
+use super::exposure::Exposure;
+use super::limits::{Alert, Limit, LimitState, Severity};
+use super::var::normal_quantile;
+use super::vol::LAMBDA;
+use crate::model::{Instrument, Symbol, Ts};
+use crate::pnl::PositionRow;
+use crate::rollups::Group;
+
+/// Decimal places of weights, HHI and leverage in rows.
+pub const RATIO_DP: u32 = 6;
+
+/// Daily returns per symbol over the same past days, and each symbol's previous close.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    returns: FxHashMap<Symbol, Box<[f64]>>,
+    prev_close: FxHashMap<Symbol, f64>,
+    days: usize,
+}
+
+impl History {
+    /// From daily closes `(day, symbol, close)`, any order; `day` is any ordered day key. Returns are
+    /// log returns between consecutive days of the whole set; a symbol without a close on one of two
+    /// consecutive days has a zero return for that pair (no move observed). Non-positive closes are
+    /// ignored.
+    pub fn from_closes<D: Ord + Clone>(closes: impl IntoIterator<Item = (D, Symbol, f64)>) -> History {
+        let mut by_symbol: BTreeMap<Symbol, BTreeMap<D, f64>> = BTreeMap::new();
+        let mut days: BTreeSet<D> = BTreeSet::new();
+        for (d, s, c) in closes {
+            if c > 0.0 && c.is_finite() {
+                days.insert(d.clone());
+                by_symbol.entry(s).or_default().insert(d, c);
+            }
+        }
+        let days: Vec<D> = days.into_iter().collect();
+        let k = days.len().saturating_sub(1);
+        let mut h = History { days: k, ..Default::default() };
+        for (s, closes) in by_symbol {
+            let r: Vec<f64> = days
+                .windows(2)
+                .map(|w| match (closes.get(&w[0]), closes.get(&w[1])) {
+                    (Some(a), Some(b)) => (b / a).ln(),
+                    _ => 0.0,
+                })
+                .collect();
+            if let Some((_, c)) = closes.iter().next_back() {
+                h.prev_close.insert(s, *c);
+            }
+            h.returns.insert(s, r.into_boxed_slice());
+        }
+        h
+    }
+
+    /// Past days of returns (K).
+    pub fn days(&self) -> usize {
+        self.days
+    }
+
+    /// The symbol's returns, oldest first (`None` without history).
+    pub fn returns(&self, s: Symbol) -> Option<&[f64]> {
+        self.returns.get(&s).map(|r| &r[..])
+    }
+
+    /// The last close before today.
+    pub fn prev_close(&self, s: Symbol) -> Option<f64> {
+        self.prev_close.get(&s).copied()
+    }
+
+    /// Symbols with history.
+    pub fn symbols(&self) -> impl Iterator<Item = Symbol> + '_ {
+        self.returns.keys().copied()
+    }
+
+    /// EWMA weights aₖ of the K past days (oldest first): the first squared return seeds the
+    /// recursion, so a₀ = λ^(K−1) and aₖ = (1−λ)·λ^(K−1−k).
+    pub fn weights(&self, lambda: f64) -> Vec<f64> {
+        let k = self.days;
+        (0..k)
+            .map(|i| if i == 0 { lambda.powi(k as i32 - 1) } else { (1.0 - lambda) * lambda.powi((k - 1 - i) as i32) })
+            .collect()
+    }
+}
+
+/// A risk metric a limit can be set on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Gross exposure Σ|MV|.
+    Gross,
+    /// |net exposure|.
+    Net,
+    /// Largest single-name weight (0..1).
+    NameWeight,
+    /// Largest position in one symbol, in board lots.
+    Lots,
+    /// Parametric one-day VaR at 99%.
+    Var,
+    /// Current drawdown of total P&L from its peak.
+    Drawdown,
+    /// Loss: −total P&L when negative, else 0.
+    Loss,
+}
+
+impl Metric {
+    /// Every metric, in order.
+    pub const ALL: [Metric; 7] =
+        [Metric::Gross, Metric::Net, Metric::NameWeight, Metric::Lots, Metric::Var, Metric::Drawdown, Metric::Loss];
+
+    /// Lower-case name (configuration keys, outputs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Gross => "gross",
+            Metric::Net => "net",
+            Metric::NameWeight => "name_weight",
+            Metric::Lots => "lots",
+            Metric::Var => "var",
+            Metric::Drawdown => "drawdown",
+            Metric::Loss => "loss",
+        }
+    }
+
+    /// The metric named `s`.
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Limits per metric.
+pub type LimitSet = BTreeMap<Metric, Limit>;
+
+/// Every limit: the desk's, per account and per strategy, with defaults for those not named.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// The desk's limits.
+    pub desk: LimitSet,
+    /// Limits of accounts not listed in `accounts`.
+    pub account_default: LimitSet,
+    /// Per account (replaces the default for that account, metric by metric).
+    pub accounts: BTreeMap<SmolStr, LimitSet>,
+    /// Limits of strategies not listed in `strategies`.
+    pub strategy_default: LimitSet,
+    /// Per strategy.
+    pub strategies: BTreeMap<SmolStr, LimitSet>,
+}
+
+impl Limits {
+    /// The limit on `metric` for `group`.
+    pub fn of(&self, group: &Group, metric: Metric) -> Option<&Limit> {
+        let (named, default) = match group {
+            Group::Desk => return self.desk.get(&metric),
+            Group::Account(a) => (self.accounts.get(a), &self.account_default),
+            Group::Strategy(s) => (self.strategies.get(s), &self.strategy_default),
+        };
+        named.and_then(|l| l.get(&metric)).or_else(|| default.get(&metric))
+    }
+}
+
+/// Settings of the risk book.
+#[derive(Clone, Debug)]
+pub struct RiskConfig {
+    /// EWMA decay (0.94).
+    pub lambda: f64,
+    /// Horizon of the `*_horizon` VaR figures, in days (√h scaling).
+    pub horizon_days: f64,
+    /// Return history and previous closes.
+    pub history: Arc<History>,
+    /// Capital per account, for leverage.
+    pub nav: FxHashMap<SmolStr, Decimal>,
+    /// The desk's capital.
+    pub desk_nav: Option<Decimal>,
+    /// Limits.
+    pub limits: Limits,
+    /// Component-VaR contributors kept per row (the largest first); 0 for none.
+    pub contributors: usize,
+    /// Groups whose rows carry contributors (a contributor costs O(K) per name held, so the
+    /// default is the desk and strategies, not every account).
+    pub contributor_scopes: Vec<&'static str>,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        RiskConfig {
+            lambda: LAMBDA,
+            horizon_days: 10.0,
+            history: Arc::default(),
+            nav: FxHashMap::default(),
+            desk_nav: None,
+            limits: Limits::default(),
+            contributors: 5,
+            contributor_scopes: vec!["desk", "strategy"],
+        }
+    }
+}
+
+/// The risk metrics of one account, strategy or the desk.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RiskRow {
+    /// Whose.
+    pub group: Group,
+    /// Symbols held (non-zero quantity).
+    pub names: u32,
+    /// Σ positive market values.
+    pub long_mv: Decimal,
+    /// Σ negative market values (≤ 0).
+    pub short_mv: Decimal,
+    /// Σ|MV| over symbols (netted across the group's positions in a symbol).
+    pub gross: Decimal,
+    /// ΣMV.
+    pub net: Decimal,
+    /// Capital, when configured.
+    pub nav: Option<Decimal>,
+    /// gross / NAV.
+    pub leverage: Option<Decimal>,
+    /// The largest single name and its weight |MV|/gross.
+    pub largest: Option<(Symbol, Decimal)>,
+    /// Herfindahl index Σw².
+    pub hhi: Decimal,
+    /// Weight per sector (`None`: instruments without a sector), by sector.
+    pub sectors: Vec<(Option<String>, Decimal)>,
+    /// The largest position in board lots, and its symbol.
+    pub max_lots: Option<(Symbol, Decimal)>,
+    /// Parametric one-day VaR at 95% and 99%.
+    pub var_95: Decimal,
+    /// 99%, one day.
+    pub var_99: Decimal,
+    /// 95% over the configured horizon.
+    pub var_95_horizon: Decimal,
+    /// 99% over the configured horizon.
+    pub var_99_horizon: Decimal,
+    /// Historical one-day VaR at 95% over the stored scenarios.
+    pub hist_var_95: Decimal,
+    /// Historical one-day VaR at 99%.
+    pub hist_var_99: Decimal,
+    /// Expected shortfall at 95%.
+    pub es_95: Decimal,
+    /// Expected shortfall at 99%.
+    pub es_99: Decimal,
+    /// The largest component VaR (99%, one day) contributions, largest first.
+    pub contributors: Vec<(Symbol, Decimal)>,
+    /// Total P&L (realized − fees + unrealized).
+    pub total_pnl: Decimal,
+    /// Highest total P&L observed.
+    pub peak_pnl: Decimal,
+    /// peak − total.
+    pub drawdown: Decimal,
+    /// Largest drawdown observed.
+    pub max_drawdown: Decimal,
+    /// Event time of the latest fill or mark that moved the group.
+    pub ts: Ts,
+}
+
+/// Start or end of a breach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The breach started.
+    Breach,
+    /// The breach cleared.
+    Clear,
+}
+
+impl AlertKind {
+    /// Lower-case name for outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Breach => "breach",
+            AlertKind::Clear => "clear",
+        }
+    }
+}
+
+/// One alert: a breach of a limit started or cleared. Key: (group, metric, severity, seq, kind).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// Whose.
+    pub group: Group,
+    /// On what.
+    pub metric: Metric,
+    /// Soft or hard level.
+    pub severity: Severity,
+    /// The n-th breach of this limit today (its clear has the same number).
+    pub seq: u32,
+    /// Start or end.
+    pub kind: AlertKind,
+    /// The metric's value.
+    pub value: Decimal,
+    /// The level crossed.
+    pub level: Decimal,
+    /// Event time.
+    pub ts: Ts,
+    /// The positions that drive the metric: the largest by |MV| (or, for VaR, by component).
+    pub drivers: Vec<(Symbol, Decimal)>,
+}
+
+impl AlertRow {
+    /// The deterministic key sinks write it under.
+    pub fn id(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}:{}",
+            self.group.kind(),
+            self.group.name(),
+            self.metric.as_str(),
+            self.severity.as_str(),
+            self.seq,
+            self.kind.as_str()
+        )
+    }
+}
+
+/// Path-dependent state of one group, carried over a restart: its drawdown and its limits' states.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RiskSeed {
+    /// Whose.
+    pub group: Group,
+    /// Peak total P&L.
+    pub peak: Decimal,
+    /// Largest drawdown so far.
+    pub max_drawdown: Decimal,
+    /// Per metric: the breach in force and the breaches counted so far (soft, hard).
+    pub limits: Vec<(Metric, Option<Severity>, u32, u32)>,
+}
+
+/// Seeds for every group from the rows and alerts a run has output (what a checkpoint keeps).
+pub fn seeds_of<'a>(
+    rows: impl IntoIterator<Item = &'a RiskRow>,
+    alerts: impl IntoIterator<Item = &'a AlertRow>,
+) -> Vec<RiskSeed> {
+    let mut seeds: BTreeMap<Group, RiskSeed> = BTreeMap::new();
+    let blank =
+        |g: &Group| RiskSeed { group: g.clone(), peak: Decimal::ZERO, max_drawdown: Decimal::ZERO, limits: vec![] };
+    for r in rows {
+        let s = seeds.entry(r.group.clone()).or_insert_with(|| blank(&r.group));
+        s.peak = r.peak_pnl;
+        s.max_drawdown = r.max_drawdown;
+    }
+    // Per (group, metric, severity): the number of breaches and whether the last one cleared.
+    let mut last: BTreeMap<(Group, Metric, Severity), (u32, AlertKind)> = BTreeMap::new();
+    for a in alerts {
+        let e = last.entry((a.group.clone(), a.metric, a.severity)).or_insert((0, AlertKind::Clear));
+        if (a.seq, a.kind) > *e {
+            *e = (a.seq, a.kind);
+        }
+    }
+    let mut per: BTreeMap<(Group, Metric), (Option<Severity>, u32, u32)> = BTreeMap::new();
+    for ((g, m, sev), (seq, kind)) in last {
+        let e = per.entry((g, m)).or_insert((None, 0, 0));
+        let open = kind == AlertKind::Breach;
+        match sev {
+            Severity::Soft => {
+                e.1 = seq;
+                if open && e.0.is_none() {
+                    e.0 = Some(Severity::Soft);
+                }
+            }
+            Severity::Hard => {
+                e.2 = seq;
+                if open {
+                    e.0 = Some(Severity::Hard);
+                }
+            }
+        }
+    }
+    for ((g, m), (state, soft, hard)) in per {
+        seeds.entry(g.clone()).or_insert_with(|| blank(&g)).limits.push((m, state, soft, hard));
+    }
+    seeds.into_values().collect()
+}
+
+/// One symbol within a group: the group's positions in it, netted.
+#[derive(Clone, Debug, Default)]
+struct Name {
+    positions: u32,
+    qty: i64,
+    mv: Decimal,
+    total: Decimal,
+    /// What the name contributes to the group's aggregates as last added.
+    added: Added,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Added {
+    mv: Decimal,
+    abs_cents: Decimal,
+    lots: Decimal,
+    sector: Option<Arc<str>>,
+    w: f64,
+    today: f64,
+}
+
+#[derive(Default)]
+struct GroupState {
+    names: FxHashMap<Symbol, Name>,
+    held: u32,
+    positions: u32,
+    exposure: Exposure,
+    sum_sq: Decimal,
+    sectors: BTreeMap<Option<Arc<str>>, Decimal>,
+    by_size: BTreeSet<(Decimal, Reverse<Symbol>)>,
+    by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
+    /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
+    d: Vec<f64>,
+    /// Today's d_t = Σᵢ r_{t,i}·wᵢ.
+    today: f64,
+    total: Decimal,
+    drawdown: Drawdown,
+    limits: BTreeMap<Metric, (LimitState, u32, u32)>,
+    ts: Ts,
+    shown: Option<RiskRow>,
+}
+
+/// A symbol's reference data and today's return.
+#[derive(Clone, Debug, Default)]
+struct SymbolInfo {
+    sector: Option<Arc<str>>,
+    lot: i64,
+    /// ln(mark / previous close), 0 without both.
+    ret: f64,
+    mark_ts: Ts,
+}
+
+/// The changes one [`RiskBook::apply`] produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RiskChanges {
+    /// Rows to retract (−1): the groups' previous rows.
+    pub retract: Vec<RiskRow>,
+    /// Rows to insert (+1).
+    pub insert: Vec<RiskRow>,
+    /// Alerts fired (insert-only).
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Every group's risk state. Feed each time's changes to [`RiskBook::apply`] in time order.
+pub struct RiskBook {
+    config: RiskConfig,
+    weights: Vec<f64>,
+    symbols: FxHashMap<Symbol, SymbolInfo>,
+    groups: FxHashMap<Group, GroupState>,
+    z95: f64,
+    z99: f64,
+    scratch: Vec<f64>,
+}
+
+/// One time's inputs to the risk book.
+#[derive(Clone, Debug, Default)]
+pub struct RiskInput {
+    /// Position rows retracted (−1) and inserted (+1).
+    pub positions: Vec<(PositionRow, isize)>,
+    /// Marks changed: symbol, price, event time.
+    pub marks: Vec<(Symbol, Option<Decimal>, Ts)>,
+    /// Instruments (current records).
+    pub instruments: Vec<Instrument>,
+    /// Path state carried over a restart (applied first).
+    pub seeds: Vec<RiskSeed>,
+}
+
+fn cents(x: f64) -> Decimal {
+    Decimal::from_f64(x).unwrap_or_default().round_dp(2)
+}
+
+fn ratio(x: Decimal) -> Decimal {
+    x.round_dp(RATIO_DP)
+}
+
+impl RiskBook {
+    /// An empty book.
+    pub fn new(config: RiskConfig) -> RiskBook {
+        let weights = config.history.weights(config.lambda);
+        RiskBook {
+            weights,
+            config,
+            symbols: FxHashMap::default(),
+            groups: FxHashMap::default(),
+            z95: normal_quantile(0.95),
+            z99: normal_quantile(0.99),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RiskConfig {
+        &self.config
+    }
+
+    /// Replaces the limits (a reload): breaches are re-judged at each group's next change.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.config.limits = limits;
+    }
+
+    /// The row shown for a group.
+    pub fn row(&self, g: &Group) -> Option<&RiskRow> {
+        self.groups.get(g).and_then(|s| s.shown.as_ref())
+    }
+
+    /// Applies one time's changes; returns the rows that changed and the alerts fired.
+    pub fn apply(&mut self, input: RiskInput) -> RiskChanges {
+        for seed in input.seeds {
+            let g = self.groups.entry(seed.group).or_default();
+            g.drawdown.peak = Some(seed.peak);
+            g.drawdown.max = seed.max_drawdown;
+            for (m, state, soft, hard) in seed.limits {
+                g.limits.insert(m, (LimitState { breached: state }, soft, hard));
+            }
+        }
+        let mut touched: BTreeMap<Group, BTreeSet<Symbol>> = BTreeMap::new();
+        for i in input.instruments {
+            let info = self.symbols.entry(i.symbol).or_default();
+            let sector: Option<Arc<str>> = i.sector.as_deref().map(Arc::from);
+            if info.sector != sector || info.lot != i.lot_size {
+                info.sector = sector;
+                info.lot = i.lot_size;
+                // Rare: re-file the symbol in every group holding it.
+                for (g, st) in &self.groups {
+                    if st.names.contains_key(&i.symbol) {
+                        touched.entry(g.clone()).or_default().insert(i.symbol);
+                    }
+                }
+            }
+        }
+        for (s, price, ts) in input.marks {
+            let h = &self.config.history;
+            let ret = match (price.and_then(|p| p.to_f64()), h.prev_close(s)) {
+                (Some(p), Some(c)) if p > 0.0 => (p / c).ln(),
+                _ => 0.0,
+            };
+            let info = self.symbols.entry(s).or_default();
+            info.ret = ret;
+            info.mark_ts = info.mark_ts.max(ts);
+        }
+        // Net each (group, symbol)'s change over the time's position changes.
+        #[derive(Default)]
+        struct Delta {
+            positions: i64,
+            qty: i64,
+            mv: Decimal,
+            total: Decimal,
+            ts: Ts,
+        }
+        let mut deltas: BTreeMap<(Group, Symbol), Delta> = BTreeMap::new();
+        for (row, r) in input.positions {
+            let k = Decimal::from(r);
+            for g in [Group::Desk, Group::Account(row.key.account.clone()), Group::Strategy(row.key.strategy.clone())] {
+                let d = deltas.entry((g, row.key.symbol)).or_default();
+                d.positions += r as i64;
+                d.qty += row.qty * r as i64;
+                d.mv += row.market_value * k;
+                d.total += row.total * k;
+                if r > 0 {
+                    d.ts = d.ts.max(row.last_fill_ts);
+                }
+            }
+        }
+        let mut group_deltas: BTreeMap<Group, (Decimal, Ts)> = BTreeMap::new();
+        for ((g, s), d) in deltas {
+            let st = self.groups.entry(g.clone()).or_default();
+            let name = st.names.entry(s).or_default();
+            name.positions = (name.positions as i64 + d.positions).max(0) as u32;
+            name.qty += d.qty;
+            name.mv += d.mv;
+            name.total += d.total;
+            st.positions = (st.positions as i64 + d.positions).max(0) as u32;
+            let e = group_deltas.entry(g.clone()).or_default();
+            e.0 += d.total;
+            e.1 = e.1.max(d.ts).max(self.symbols.get(&s).map_or(0, |i| i.mark_ts));
+            touched.entry(g).or_default().insert(s);
+        }
+        let mut out = RiskChanges::default();
+        for (g, syms) in touched {
+            let st = self.groups.get_mut(&g).expect("touched groups exist");
+            for s in syms {
+                Self::refile(st, s, self.symbols.get(&s), &self.config.history);
+            }
+            if let Some((dt, ts)) = group_deltas.get(&g) {
+                st.total += dt;
+                st.ts = st.ts.max(*ts);
+            }
+            st.drawdown.update(st.total);
+            let row = if st.positions == 0 { None } else { Some(self.row_of(&g)) };
+            let st = self.groups.get_mut(&g).expect("exists");
+            if let Some(r) = &row {
+                Self::judge(&self.config.limits, st, r, &mut out.alerts);
+            }
+            if st.shown != row {
+                if let Some(old) = st.shown.take() {
+                    out.retract.push(old);
+                }
+                if let Some(new) = row.clone() {
+                    out.insert.push(new);
+                }
+                st.shown = row;
+            }
+        }
+        out
+    }
+
+    /// Takes the name's previous contribution out of the group's aggregates and adds its current one.
+    fn refile(st: &mut GroupState, s: Symbol, info: Option<&SymbolInfo>, history: &History) {
+        let Some(name) = st.names.get_mut(&s) else { return };
+        let old = std::mem::take(&mut name.added);
+        if !old.mv.is_zero() {
+            st.exposure.remove(old.mv);
+            st.sum_sq -= old.abs_cents * old.abs_cents;
+            if let Some(v) = st.sectors.get_mut(&old.sector) {
+                *v -= old.mv.abs();
+                if v.is_zero() {
+                    st.sectors.remove(&old.sector);
+                }
+            }
+            st.by_size.remove(&(old.mv.abs(), Reverse(s)));
+        }
+        if old.lots > Decimal::ZERO {
+            st.by_lots.remove(&(old.lots, Reverse(s)));
+            st.held -= 1;
+        }
+        let lot = info.map_or(0, |i| i.lot);
+        let new = Added {
+            mv: name.mv,
+            abs_cents: name.mv.abs().round_dp(2),
+            lots: if name.qty == 0 {
+                Decimal::ZERO
+            } else if lot > 0 {
+                Decimal::from(name.qty.abs()) / Decimal::from(lot)
+            } else {
+                Decimal::from(name.qty.abs())
+            },
+            sector: info.and_then(|i| i.sector.clone()),
+            w: name.mv.to_f64().unwrap_or(0.0),
+            today: 0.0,
+        };
+        let ret = info.map_or(0.0, |i| i.ret);
+        let new = Added { today: ret * new.w, ..new };
+        if !new.mv.is_zero() {
+            st.exposure.add(new.mv);
+            st.sum_sq += new.abs_cents * new.abs_cents;
+            *st.sectors.entry(new.sector.clone()).or_default() += new.mv.abs();
+            st.by_size.insert((new.mv.abs(), Reverse(s)));
+        }
+        if new.lots > Decimal::ZERO {
+            st.by_lots.insert((new.lots, Reverse(s)));
+            st.held += 1;
+        }
+        // Scenario P&Ls: dₖ += r_{k,s}·Δw.
+        let dw = new.w - old.w;
+        if let Some(r) = history.returns(s) {
+            if dw != 0.0 {
+                if st.d.len() != r.len() {
+                    st.d.resize(r.len(), 0.0);
+                }
+                for (d, rk) in st.d.iter_mut().zip(r.iter()) {
+                    *d += rk * dw;
+                }
+            }
+        }
+        st.today += new.today - old.today;
+        let empty = name.positions == 0 && name.qty == 0 && name.mv.is_zero();
+        if empty {
+            st.names.remove(&s);
+        } else {
+            name.added = new;
+        }
+    }
+
+    /// The row of a group from its state.
+    fn row_of(&mut self, g: &Group) -> RiskRow {
+        let cfg = &self.config;
+        let st = &self.groups[g];
+        let e = st.exposure;
+        let nav = match g {
+            Group::Desk => cfg.desk_nav,
+            Group::Account(a) => cfg.nav.get(a).copied(),
+            Group::Strategy(_) => None,
+        };
+        let gross_cents = e.gross.round_dp(2);
+        let (largest, hhi, sectors) = if e.gross.is_zero() {
+            (None, Decimal::ZERO, Vec::new())
+        } else {
+            let largest = st.by_size.iter().next_back().map(|(mv, Reverse(s))| (*s, ratio(*mv / e.gross)));
+            let hhi =
+                if gross_cents.is_zero() { Decimal::ZERO } else { ratio(st.sum_sq / (gross_cents * gross_cents)) };
+            let sectors =
+                st.sectors.iter().map(|(s, v)| (s.as_deref().map(str::to_string), ratio(*v / e.gross))).collect();
+            (largest, hhi, sectors)
+        };
+        // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
+        let lambda = cfg.lambda;
+        let variance = if self.weights.is_empty() || st.d.is_empty() {
+            if self.weights.is_empty() {
+                st.today * st.today
+            } else {
+                (1.0 - lambda) * st.today * st.today
+            }
+        } else {
+            lambda * self.weights.iter().zip(&st.d).map(|(a, d)| a * d * d).sum::<f64>()
+                + (1.0 - lambda) * st.today * st.today
+        };
+        let sigma = variance.max(0.0).sqrt();
+        let h = cfg.horizon_days.max(0.0).sqrt();
+        // Historical: losses −dₖ.
+        let (hv95, es95, hv99, es99) = if st.d.is_empty() {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            self.scratch.clear();
+            self.scratch.extend(st.d.iter().map(|d| -d));
+            let (v95, e95) = tail(&mut self.scratch, 0.95);
+            let (v99, e99) = tail(&mut self.scratch, 0.99);
+            (v95, e95, v99, e99)
+        };
+        let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
+            let mut c: Vec<(Symbol, f64)> = st
+                .names
+                .iter()
+                .filter(|(_, n)| n.added.w != 0.0)
+                .map(|(s, n)| {
+                    let mut sw = 0.0;
+                    if let Some(r) = cfg.history.returns(*s) {
+                        sw = lambda
+                            * self.weights.iter().zip(r.iter()).zip(&st.d).map(|((a, rk), d)| a * rk * d).sum::<f64>();
+                    }
+                    let ret = self.symbols.get(s).map_or(0.0, |i| i.ret);
+                    sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
+                    (*s, n.added.w * sw / sigma * self.z99)
+                })
+                .collect();
+            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            c.truncate(cfg.contributors);
+            c.into_iter().map(|(s, v)| (s, cents(v))).collect()
+        } else {
+            Vec::new()
+        };
+        RiskRow {
+            group: g.clone(),
+            names: st.held,
+            long_mv: e.long,
+            short_mv: e.short,
+            gross: e.gross,
+            net: e.net,
+            nav,
+            leverage: nav.and_then(|n| e.leverage(n)).map(ratio),
+            largest,
+            hhi,
+            sectors,
+            max_lots: st.by_lots.iter().next_back().map(|(l, Reverse(s))| (*s, l.round_dp(4))),
+            var_95: cents(sigma * self.z95),
+            var_99: cents(sigma * self.z99),
+            var_95_horizon: cents(sigma * self.z95 * h),
+            var_99_horizon: cents(sigma * self.z99 * h),
+            hist_var_95: cents(hv95),
+            hist_var_99: cents(hv99),
+            es_95: cents(es95),
+            es_99: cents(es99),
+            contributors,
+            total_pnl: st.total,
+            peak_pnl: st.drawdown.peak.unwrap_or(st.total),
+            drawdown: st.drawdown.current,
+            max_drawdown: st.drawdown.max,
+            ts: st.ts,
+        }
+    }
+
+    /// Checks the group's limits against its new row; pushes the alerts of breaches that start or clear.
+    fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, alerts: &mut Vec<AlertRow>) {
+        for m in Metric::ALL {
+            let Some(limit) = limits.of(&row.group, m) else { continue };
+            let value = match m {
+                Metric::Gross => row.gross,
+                Metric::Net => row.net.abs(),
+                Metric::NameWeight => row.largest.map_or(Decimal::ZERO, |l| l.1),
+                Metric::Lots => row.max_lots.map_or(Decimal::ZERO, |l| l.1),
+                Metric::Var => row.var_99,
+                Metric::Drawdown => row.drawdown,
+                Metric::Loss => (-row.total_pnl).max(Decimal::ZERO),
+            };
+            let (state, soft_n, hard_n) = st.limits.entry(m).or_default();
+            for a in state.observe(limit, value) {
+                let (kind, sev) = match a {
+                    Alert::Breach(s, _) => (AlertKind::Breach, s),
+                    Alert::Clear(s, _) => (AlertKind::Clear, s),
+                };
+                let n = if sev == Severity::Soft { &mut *soft_n } else { &mut *hard_n };
+                if kind == AlertKind::Breach {
+                    *n += 1;
+                }
+                let drivers = if m == Metric::Var && !row.contributors.is_empty() {
+                    row.contributors.iter().take(3).cloned().collect()
+                } else {
+                    st.by_size.iter().rev().take(3).map(|(mv, Reverse(s))| (*s, *mv)).collect()
+                };
+                alerts.push(AlertRow {
+                    group: row.group.clone(),
+                    metric: m,
+                    severity: sev,
+                    seq: *n,
+                    kind,
+                    value,
+                    level: if sev == Severity::Soft { limit.soft } else { limit.hard },
+                    ts: row.ts,
+                    drivers,
+                });
+            }
+        }
+    }
+}
+
+/// VaR and expected shortfall at `confidence` of `losses` (reordered in place): the ⌈n(1−c)⌉-th
+/// largest loss and the mean of the losses up to it.
+fn tail(losses: &mut [f64], confidence: f64) -> (f64, f64) {
+    let n = losses.len();
+    let k = ((n as f64) * (1.0 - confidence) - 1e-9).ceil().max(1.0) as usize;
+    let k = k.min(n);
+    losses.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let var = losses[k - 1];
+    let es = losses[..k].iter().sum::<f64>() / k as f64;
+    (var, es)
+}
+
+#[cfg(test)]
+mod tests;

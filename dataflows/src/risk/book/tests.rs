@@ -1,0 +1,325 @@
+use super::*;
+use crate::marks::MarkSource;
+use crate::model::PositionKey;
+use crate::risk::var::{historical, parametric};
+use crate::risk::vol::ewma_covariance;
+use proptest::prelude::*;
+use rust_decimal_macros::dec;
+
+fn pos(account: &str, strategy: &str, symbol: u32, qty: i64, mark: Decimal, total: Decimal, ts: Ts) -> PositionRow {
+    PositionRow {
+        key: PositionKey { account: account.into(), strategy: strategy.into(), symbol: Symbol(symbol) },
+        qty,
+        avg_price: None,
+        cost: Decimal::ZERO,
+        realized: Decimal::ZERO,
+        fees: Decimal::ZERO,
+        unrealized: total,
+        market_value: Decimal::from(qty) * mark,
+        total,
+        mark: Some(mark),
+        mark_source: MarkSource::Last,
+        fills: 1,
+        bought: qty.max(0),
+        sold: (-qty).max(0),
+        last_fill_ts: ts,
+    }
+}
+
+fn instrument(symbol: u32, lot: i64, sector: &str) -> Instrument {
+    Instrument {
+        symbol: Symbol(symbol),
+        name: format!("S{symbol}"),
+        lot_size: lot,
+        currency: "HKD".into(),
+        sector: Some(sector.into()),
+        stamp_duty: true,
+    }
+}
+
+/// Three symbols over four past days: 700 (IT), 5 and 388 (Financials).
+fn history() -> History {
+    let closes =
+        [(700, [380.0, 385.0, 379.0, 390.0]), (5, [68.0, 67.5, 68.2, 68.0]), (388, [300.0, 303.0, 298.0, 301.0])];
+    History::from_closes(closes.iter().flat_map(|(s, cs)| cs.iter().enumerate().map(move |(d, c)| (d, Symbol(*s), *c))))
+}
+
+fn book(limits: Limits) -> RiskBook {
+    RiskBook::new(RiskConfig {
+        history: Arc::new(history()),
+        nav: [(SmolStr::new("A"), dec!(2000000))].into_iter().collect(),
+        desk_nav: Some(dec!(5000000)),
+        limits,
+        contributor_scopes: vec!["desk", "strategy", "account"],
+        contributors: 10,
+        ..RiskConfig::default()
+    })
+}
+
+fn f(x: Decimal) -> f64 {
+    x.to_f64().unwrap()
+}
+
+fn close_to(got: Decimal, want: f64) {
+    assert!((f(got) - want).abs() <= 0.006, "{got} vs {want}");
+}
+
+#[test]
+fn three_positions_by_hand() {
+    let mut b = book(Limits::default());
+    let out = b.apply(RiskInput {
+        instruments: vec![
+            instrument(700, 100, "IT"),
+            instrument(5, 400, "Financials"),
+            instrument(388, 100, "Financials"),
+        ],
+        positions: vec![
+            (pos("A", "s1", 700, 1000, dec!(400), dec!(12000), 10), 1),
+            (pos("A", "s1", 5, -4000, dec!(68.15), dec!(-600), 11), 1),
+            (pos("A", "s2", 388, 500, dec!(301), dec!(-150.5), 12), 1),
+        ],
+        marks: vec![
+            (Symbol(700), Some(dec!(400)), 20),
+            (Symbol(5), Some(dec!(68.15)), 21),
+            (Symbol(388), Some(dec!(301)), 5),
+        ],
+        seeds: vec![],
+    });
+    assert!(out.retract.is_empty() && out.alerts.is_empty());
+    let a = b.row(&Group::Account("A".into())).unwrap().clone();
+    // MV: 400,000; −272,600; 150,500.
+    assert_eq!((a.long_mv, a.short_mv, a.gross, a.net), (dec!(550500), dec!(-272600), dec!(823100), dec!(277900)));
+    assert_eq!(a.leverage, Some(dec!(0.41155))); // 823,100 / 2,000,000
+    assert_eq!(a.largest, Some((Symbol(700), dec!(0.485968)))); // 400,000 / 823,100
+                                                                // HHI: (400000² + 272600² + 150500²) / 823100².
+    assert_eq!(a.hhi, dec!(0.379282));
+    assert_eq!(a.sectors, vec![(Some("Financials".into()), dec!(0.514032)), (Some("IT".into()), dec!(0.485968))]);
+    assert_eq!(a.max_lots, Some((Symbol(5), dec!(10)))); // 1,000/100 and 4,000/400: a tie, to the smaller code
+    assert_eq!(a.names, 3);
+    assert_eq!(a.total_pnl, dec!(11249.5));
+    assert_eq!(a.ts, 21);
+    // Parametric VaR: the EWMA covariance of the three past returns plus today's (close → mark).
+    let h = history();
+    let syms = [700u32, 5, 388];
+    let w = [400000.0, -272600.0, 150500.0];
+    let marks = [400.0, 68.15, 301.0];
+    let mut rows: Vec<Vec<f64>> =
+        (0..3).map(|k| syms.iter().map(|s| h.returns(Symbol(*s)).unwrap()[k]).collect()).collect();
+    rows.push(syms.iter().zip(marks).map(|(s, m)| (m / h.prev_close(Symbol(*s)).unwrap()).ln()).collect());
+    let cov = ewma_covariance(&rows, LAMBDA);
+    let p99 = parametric(&w, &cov, 0.99, 1.0);
+    close_to(a.var_99, p99.var);
+    close_to(a.var_95, parametric(&w, &cov, 0.95, 1.0).var);
+    close_to(a.var_99_horizon, parametric(&w, &cov, 0.99, 10.0).var);
+    // Components: sum to the VaR, each as the formula gives.
+    let sum: Decimal = a.contributors.iter().map(|c| c.1).sum();
+    close_to(sum, p99.var);
+    for (s, c) in &a.contributors {
+        let i = syms.iter().position(|x| Symbol(*x) == *s).unwrap();
+        close_to(*c, p99.components[i]);
+    }
+    // Historical over the three past days.
+    let hist = historical(&w, &rows[..3], 0.99).unwrap();
+    close_to(a.hist_var_99, hist.var);
+    close_to(a.es_99, hist.expected_shortfall);
+    let hist95 = historical(&w, &rows[..3], 0.95).unwrap();
+    close_to(a.hist_var_95, hist95.var);
+    // Strategy s2 holds 388 alone: HHI 1, weight 1.
+    let s2 = b.row(&Group::Strategy("s2".into())).unwrap();
+    assert_eq!((s2.hhi, s2.largest), (Decimal::ONE, Some((Symbol(388), Decimal::ONE))));
+    assert_eq!(b.row(&Group::Desk).unwrap().gross, dec!(823100));
+}
+
+#[test]
+fn max_lots_ties_go_to_the_smaller_code() {
+    let mut b = book(Limits::default());
+    b.apply(RiskInput {
+        instruments: vec![instrument(700, 100, "IT"), instrument(5, 400, "Financials")],
+        positions: vec![
+            (pos("A", "s1", 700, 1000, dec!(400), dec!(0), 1), 1),
+            (pos("A", "s1", 5, -4000, dec!(68), dec!(0), 1), 1),
+        ],
+        ..Default::default()
+    });
+    assert_eq!(b.row(&Group::Desk).unwrap().max_lots, Some((Symbol(5), dec!(10))));
+}
+
+fn limit(soft: Decimal, hard: Decimal) -> Limit {
+    Limit { soft, hard, hysteresis: dec!(0.05) }
+}
+
+/// One position in 700 re-marked along `prices`: each step retracts the previous row.
+fn remarks(prices: &[Decimal]) -> Vec<RiskInput> {
+    let mut prev: Option<PositionRow> = None;
+    prices
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let row = pos("A", "s1", 700, 1000, *p, (*p - dec!(390)) * dec!(1000), i as Ts);
+            let mut positions = vec![(row.clone(), 1)];
+            if let Some(old) = prev.replace(row) {
+                positions.push((old, -1));
+            }
+            RiskInput {
+                positions,
+                marks: vec![(Symbol(700), Some(*p), i as Ts)],
+                instruments: if i == 0 { vec![instrument(700, 100, "IT")] } else { vec![] },
+                seeds: vec![],
+            }
+        })
+        .collect()
+}
+
+fn limits() -> Limits {
+    Limits {
+        account_default: [
+            (Metric::Gross, limit(dec!(400000), dec!(420000))),
+            (Metric::Drawdown, limit(dec!(20000), dec!(50000))),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_breach_alerts_once_when_it_starts_and_once_when_it_clears() {
+    let prices = [dec!(390), dec!(401), dec!(405), dec!(399), dec!(381), dec!(379), dec!(430), dec!(420), dec!(375)];
+    let mut b = book(limits());
+    let alerts: Vec<AlertRow> = remarks(&prices).into_iter().flat_map(|i| b.apply(i).alerts).collect();
+    let seen: Vec<(Metric, Severity, u32, AlertKind, Decimal)> =
+        alerts.iter().map(|a| (a.metric, a.severity, a.seq, a.kind, a.value)).collect();
+    use AlertKind::*;
+    assert_eq!(
+        seen,
+        vec![
+            (Metric::Gross, Severity::Soft, 1, Breach, dec!(401000)),
+            // Peak 15,000 at 405; at 381 the drawdown is 24,000.
+            (Metric::Drawdown, Severity::Soft, 1, Breach, dec!(24000)),
+            // 381,000 is not below 400,000 less 5%: still breached. 379,000 is.
+            (Metric::Gross, Severity::Soft, 1, Clear, dec!(379000)),
+            (Metric::Gross, Severity::Soft, 2, Breach, dec!(430000)),
+            (Metric::Gross, Severity::Hard, 1, Breach, dec!(430000)),
+            // A new peak at 430: no drawdown.
+            (Metric::Drawdown, Severity::Soft, 1, Clear, dec!(0)),
+            (Metric::Gross, Severity::Hard, 1, Clear, dec!(375000)),
+            (Metric::Gross, Severity::Soft, 2, Clear, dec!(375000)),
+            // From the peak of 40,000 to −15,000: 55,000, past both levels.
+            (Metric::Drawdown, Severity::Soft, 2, Breach, dec!(55000)),
+            (Metric::Drawdown, Severity::Hard, 1, Breach, dec!(55000)),
+        ]
+    );
+    assert_eq!(alerts[2].ts, 5);
+    assert_eq!(alerts[0].level, dec!(400000));
+    assert_eq!(alerts[0].drivers, vec![(Symbol(700), dec!(401000))]);
+    let a = b.row(&Group::Account("A".into())).unwrap();
+    assert_eq!((a.peak_pnl, a.drawdown, a.max_drawdown), (dec!(40000), dec!(55000), dec!(55000)));
+}
+
+/// A restart from the rows and alerts output so far continues with the same alerts and rows.
+#[test]
+fn alerts_are_not_repeated_after_a_restart_from_seeds() {
+    let prices = [dec!(390), dec!(401), dec!(430), dec!(405), dec!(372), dec!(379), dec!(430), dec!(420), dec!(375)];
+    let inputs = remarks(&prices);
+    let mut whole = book(limits());
+    let all: Vec<AlertRow> = inputs.iter().cloned().flat_map(|i| whole.apply(i).alerts).collect();
+    assert!(all.len() >= 6, "{all:?}");
+    for cut in 1..inputs.len() {
+        let mut first = book(limits());
+        let mut alerts: Vec<AlertRow> = Vec::new();
+        for i in &inputs[..cut] {
+            alerts.extend(first.apply(i.clone()).alerts);
+        }
+        let rows: Vec<RiskRow> = [Group::Desk, Group::Account("A".into()), Group::Strategy("s1".into())]
+            .iter()
+            .filter_map(|g| first.row(g).cloned())
+            .collect();
+        // Restore: the seeds and the current positions in one time, then the rest.
+        let mut second = book(limits());
+        let last = inputs[cut - 1].positions.iter().find(|p| p.1 > 0).unwrap().0.clone();
+        let mark = last.mark;
+        alerts.extend(
+            second
+                .apply(RiskInput {
+                    positions: vec![(last, 1)],
+                    marks: vec![(Symbol(700), mark, (cut - 1) as Ts)],
+                    instruments: vec![instrument(700, 100, "IT")],
+                    seeds: seeds_of(&rows, &alerts),
+                })
+                .alerts,
+        );
+        for i in &inputs[cut..] {
+            alerts.extend(second.apply(i.clone()).alerts);
+        }
+        assert_eq!(alerts, all, "restart after time {cut}");
+        assert_eq!(second.row(&Group::Account("A".into())), whole.row(&Group::Account("A".into())));
+    }
+}
+
+/// One position change: (account, strategy, symbol, lots, price in 0.1, total).
+type Step = (u8, u8, u8, i64, i64, i64);
+
+/// A random stream of times of position changes.
+fn arb_steps() -> impl Strategy<Value = Vec<Vec<Step>>> {
+    prop::collection::vec(
+        prop::collection::vec((0u8..3, 0u8..2, 0u8..4, -30i64..30, 50i64..150, -5000i64..5000), 1..5),
+        1..25,
+    )
+}
+
+proptest! {
+    /// Feeding changes time by time gives the rows a fresh book computes from the final positions
+    /// in one time (drawdown aside: it follows the path).
+    #[test]
+    fn incremental_equals_recomputation(steps in arb_steps()) {
+        let syms = [700u32, 5, 388, 2800];
+        let setup = |b: &mut RiskBook| {
+            b.apply(RiskInput {
+                instruments: vec![instrument(700, 100, "IT"), instrument(5, 400, "Financials"), instrument(388, 100, "Financials"), instrument(2800, 500, "ETF")],
+                ..Default::default()
+            });
+        };
+        let mut inc = book(Limits::default());
+        setup(&mut inc);
+        let mut current: BTreeMap<PositionKey, PositionRow> = BTreeMap::new();
+        let mut marks: BTreeMap<Symbol, Decimal> = BTreeMap::new();
+        for (t, step) in steps.iter().enumerate() {
+            let mut input = RiskInput::default();
+            for (a, s, sym, qty, price, total) in step {
+                let row = pos(&format!("A{a}"), &format!("S{s}"), syms[*sym as usize], qty * 100, Decimal::new(*price, 1), Decimal::from(*total), t as Ts);
+                if let Some(old) = current.insert(row.key.clone(), row.clone()) {
+                    input.positions.push((old, -1));
+                }
+                input.positions.push((row, 1));
+                marks.insert(Symbol(syms[*sym as usize]), Decimal::new(*price, 1));
+                input.marks.push((Symbol(syms[*sym as usize]), Some(Decimal::new(*price, 1)), t as Ts));
+            }
+            // Keep every row of a symbol at its latest mark, as the positions operator does.
+            for (k, r) in current.iter_mut() {
+                let m = marks[&k.symbol];
+                if r.mark != Some(m) {
+                    let new = PositionRow { mark: Some(m), market_value: Decimal::from(r.qty) * m, last_fill_ts: t as Ts, ..r.clone() };
+                    input.positions.push((std::mem::replace(r, new.clone()), -1));
+                    input.positions.push((new, 1));
+                }
+            }
+            inc.apply(input);
+        }
+        let mut batch = book(Limits::default());
+        setup(&mut batch);
+        batch.apply(RiskInput {
+            positions: current.values().map(|r| (r.clone(), 1)).collect(),
+            marks: marks.iter().map(|(s, m)| (*s, Some(*m), 0)).collect(),
+            ..Default::default()
+        });
+        let groups: BTreeSet<Group> = current.keys().flat_map(|k| [Group::Desk, Group::Account(k.account.clone()), Group::Strategy(k.strategy.clone())]).collect();
+        for g in groups {
+            let (a, b) = (inc.row(&g).unwrap(), batch.row(&g).unwrap());
+            prop_assert_eq!((a.names, a.long_mv, a.short_mv, a.gross, a.net, a.leverage), (b.names, b.long_mv, b.short_mv, b.gross, b.net, b.leverage));
+            prop_assert_eq!((&a.largest, a.hhi, &a.sectors, &a.max_lots, a.total_pnl), (&b.largest, b.hhi, &b.sectors, &b.max_lots, b.total_pnl));
+            for (x, y) in [(a.var_95, b.var_95), (a.var_99, b.var_99), (a.var_99_horizon, b.var_99_horizon), (a.hist_var_95, b.hist_var_95), (a.hist_var_99, b.hist_var_99), (a.es_99, b.es_99)] {
+                prop_assert!((x - y).abs() <= dec!(0.01), "{g:?}: {x} vs {y}");
+            }
+        }
+    }
+}
