@@ -130,6 +130,7 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
                 epoch_events: config.pipeline.epoch_events,
                 graph: harbour_dataflows::graph::GraphConfig::default(),
                 spreads: harbour_dataflows::ticks::SpreadTables::default(),
+                limits_watch: None,
             };
             let out = kafka::run(
                 &cfg,
@@ -270,6 +271,7 @@ pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),
         spreads: harbour_dataflows::ticks::SpreadTables::default(),
+        limits_watch: None,
     };
     let started = Instant::now();
     let out = kafka::run(

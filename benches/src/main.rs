@@ -390,6 +390,7 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),
         spreads: harbour_dataflows::ticks::SpreadTables::default(),
+        limits_watch: None,
     };
     let run = KafkaRun {
         epoch_events: 10_000,
@@ -455,6 +456,7 @@ fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),
         spreads: harbour_dataflows::ticks::SpreadTables::default(),
+        limits_watch: None,
     };
     let metrics = harbour::metrics::Metrics::default();
     let mut engine =
@@ -513,6 +515,7 @@ fn bench_redis(fills: u64) -> anyhow::Result<()> {
         epoch_events: 10_000,
         graph: harbour_dataflows::graph::GraphConfig::default(),
         spreads: harbour_dataflows::ticks::SpreadTables::default(),
+        limits_watch: None,
     };
     let metrics = harbour::metrics::Metrics::default();
     let mut engine =

@@ -42,6 +42,8 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// The Redis sink (enabled when `url` or `HARBOUR_REDIS_URL` is set).
     pub redis: RedisConfig,
+    /// Risk metrics: history, capital, limits.
+    pub risk: crate::risk::RiskSection,
 }
 
 /// `[pipeline]`
@@ -233,6 +235,7 @@ impl Config {
                 }
             }
         }
+        self.risk.validate()?;
         self.generate.validate().map_err(|e| key_err("generate", e.to_string()))?;
         self.kafka.validate().map_err(|(key, message)| key_err(&key, message))?;
         for (key, v) in

@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub graph: GraphConfig,
     /// Spread tables for the tick check.
     pub spreads: SpreadTables,
+    /// The risk limits file to re-read when it changes, and how often to look.
+    pub limits_watch: Option<(std::path::PathBuf, std::time::Duration)>,
 }
 
 /// Every output table's current rows, plus the dead letters.
@@ -212,6 +214,7 @@ pub struct Engine<'m> {
     stats: RunStats,
     metrics: &'m Metrics,
     health: Arc<Health>,
+    limits_watch: Option<crate::risk::LimitsWatch>,
 }
 
 impl<'m> Engine<'m> {
@@ -267,6 +270,7 @@ impl<'m> Engine<'m> {
             stats: RunStats::default(),
             metrics,
             health,
+            limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
         }
     }
 
@@ -433,6 +437,19 @@ impl<'m> Engine<'m> {
     pub fn seal(&mut self) -> u64 {
         let sealed = Instant::now();
         let epoch = *self.inputs.fills.time();
+        if let Some(reloaded) = self.limits_watch.as_mut().and_then(|w| w.poll()) {
+            match reloaded {
+                Ok(limits) => {
+                    tracing::info!(epoch, "risk limits reloaded");
+                    self.metrics.limit_reloads.inc();
+                    self.set_limits(limits);
+                }
+                Err(e) => {
+                    tracing::error!(epoch, error = %e, "risk limits file refused; the limits in force stay");
+                    self.metrics.limit_reload_errors.inc();
+                }
+            }
+        }
         let next = self.stats.lines + 1;
         self.inputs.advance(next);
         let probe = &self.probe;
@@ -446,7 +463,9 @@ impl<'m> Engine<'m> {
         drain(&taps.marks, &mut state.marks);
         drain(&taps.instruments, &mut state.instruments);
         drain(&taps.risk, &mut state.risk);
+        let alerts = taps.alerts.borrow().len();
         drain(&taps.alerts, &mut state.alerts);
+        self.metrics.risk_alerts.inc_by(alerts as u64);
         self.stats.epochs += 1;
         self.metrics.epochs.inc();
         self.metrics.epoch.set(epoch as i64);

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod hkex;
 pub mod kafka;
 pub mod metrics;
+pub mod risk;
 pub mod state;
 pub mod summary;
 pub mod verify;

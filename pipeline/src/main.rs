@@ -233,6 +233,13 @@ fn main() -> anyhow::Result<()> {
             }
             f.flush()?;
             tracing::info!(lines = lines.len(), path = %input_path.display(), "generated sample day");
+            if config.risk.history.is_none() && config.risk.history_days > 1 {
+                let rows = harbour_sources::generate::history(&config.generate, config.risk.history_days)?;
+                let path = out.join("history.csv");
+                harbour::risk::write_history(&path, &rows).with_context(|| format!("writing {}", path.display()))?;
+                tracing::info!(days = config.risk.history_days, path = %path.display(), "generated close history");
+                config.risk.history = Some(path);
+            }
             let source = lines
                 .into_iter()
                 .enumerate()
@@ -247,7 +254,7 @@ fn main() -> anyhow::Result<()> {
             let state = execute(&config, Replay::new(&files), out)?;
             if verify {
                 let lines = Replay::new(&files).collect::<Result<Vec<_>, _>>()?;
-                let reference = harbour::verify::reference(lines.into_iter(), &engine_config(&config));
+                let reference = harbour::verify::reference(lines.into_iter(), &engine_config(&config)?);
                 let report = harbour::verify::compare_with(&state, &reference);
                 if !report.mismatches.is_empty() {
                     anyhow::bail!(
@@ -307,7 +314,7 @@ fn main() -> anyhow::Result<()> {
                 )));
             }
             let started = Instant::now();
-            let outcome = kafka::run(&config.kafka, &run, &engine_config(&config), &metrics, &health, sinks, &stop)?;
+            let outcome = kafka::run(&config.kafka, &run, &engine_config(&config)?, &metrics, &health, sinks, &stop)?;
             let written = ParquetSink::new(&run.out_dir).write(&state::snapshot(&outcome.state))?;
             print!("{}", summary::render(&outcome.state, &outcome.stats, &written, started.elapsed()));
             println!(
@@ -344,16 +351,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn engine_config(config: &Config) -> EngineConfig {
-    EngineConfig {
+fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+    let history = config.risk.load_history()?.unwrap_or_default();
+    if config.risk.history.is_some() {
+        tracing::info!(days = history.days(), symbols = history.symbols().count(), "risk history loaded");
+    }
+    Ok(EngineConfig {
         epoch_events: config.pipeline.epoch_events,
         graph: GraphConfig {
             schedules: Arc::new(config.cost_schedules()),
             marks: config.marks.policy.clone(),
-            ..GraphConfig::default()
+            risk: config.risk.config(history)?,
         },
         spreads: config.spread_tables(),
-    }
+        limits_watch: config.risk.limits_file.clone().map(|p| (p, Duration::from_millis(config.risk.reload_ms))),
+    })
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (the run then seals, flushes, commits and checkpoints).
@@ -416,7 +428,7 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             let started = Instant::now();
             let retrans = retrans.map(|addr| harbour::hkex::Retransmission { addr, username: retrans_user });
             let run =
-                harbour::hkex::replay(&capture, &files, retrans.as_ref(), &engine_config(config), &metrics, &health)?;
+                harbour::hkex::replay(&capture, &files, retrans.as_ref(), &engine_config(config)?, &metrics, &health)?;
             let elapsed = started.elapsed();
             let written = ParquetSink::new(&out).write(&state::snapshot(&run.state))?;
             print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));
@@ -467,7 +479,7 @@ fn execute(
     out: PathBuf,
 ) -> anyhow::Result<engine::OutputState> {
     let (metrics, health) = serve_metrics(config);
-    let engine = engine_config(config);
+    let engine = engine_config(config)?;
     let started = Instant::now();
     let (state, stats) = engine::run(source, &engine, &metrics, &health)?;
     let elapsed = started.elapsed();

@@ -66,6 +66,12 @@ pub struct Metrics {
     pub kafka_replayed_epochs: Counter,
     /// Size of the newest checkpoint.
     pub checkpoint_bytes: Gauge,
+    /// Risk limit alerts fired (breaches and clears).
+    pub risk_alerts: Counter,
+    /// Risk limits files re-read and applied.
+    pub limit_reloads: Counter,
+    /// Risk limits files refused (the limits in force stayed).
+    pub limit_reload_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +117,16 @@ impl Default for Metrics {
         );
         let checkpoint_bytes = Gauge::default();
         registry.register("harbour_checkpoint_bytes", "Size of the newest checkpoint", checkpoint_bytes.clone());
+        let risk_alerts = Counter::default();
+        registry.register("harbour_risk_alerts", "Risk limit alerts fired (breaches and clears)", risk_alerts.clone());
+        let limit_reloads = Counter::default();
+        registry.register("harbour_risk_limit_reloads", "Risk limits files re-read and applied", limit_reloads.clone());
+        let limit_reload_errors = Counter::default();
+        registry.register(
+            "harbour_risk_limit_reload_errors",
+            "Risk limits files refused (the limits in force stayed)",
+            limit_reload_errors.clone(),
+        );
         Metrics {
             registry,
             events_in,
@@ -125,6 +141,9 @@ impl Default for Metrics {
             kafka_dead_letters_sent,
             kafka_replayed_epochs,
             checkpoint_bytes,
+            risk_alerts,
+            limit_reloads,
+            limit_reload_errors,
         }
     }
 }

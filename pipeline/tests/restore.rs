@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::engine_config;
+use common::{assert_same_risk, engine_config, risk_config};
 use harbour::engine::{Engine, EngineSnapshot, OutputState};
 use harbour::metrics::{Health, Metrics};
 use harbour_sources::file::SourceLine;
@@ -44,6 +44,7 @@ fn same(a: &OutputState, b: &OutputState, what: &str) {
     table("marks", a.marks.rows().collect(), b.marks.rows().collect(), what);
     table("instruments", a.instruments.rows().collect(), b.instruments.rows().collect(), what);
     table("dead letters", a.dead_letters.iter().collect(), b.dead_letters.iter().collect(), what);
+    common::assert_same_risk(a, b, false, what);
 }
 
 #[test]
@@ -78,5 +79,43 @@ fn restored_engine_continues_to_the_same_tables() {
         assert_eq!(stats.lines, lines.len() as u64);
         same(&got, &expected, &format!("cut {cut}"));
         assert!(got.positions.versioned().iter().all(|v| v.version >= cut as u64));
+    }
+}
+
+/// With history and limits that the day crosses: an engine restored at an epoch boundary continues
+/// with the same risk rows (drawdowns included) and the same alerts, none fired twice.
+#[test]
+fn restored_engine_fires_the_same_alerts_once() {
+    let gen = GenerateConfig { fills: 3_000, quotes: 6_000, seed: 11, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = risk_config(&gen);
+
+    let mut whole = Engine::new(&cfg, &metrics, health.clone());
+    feed_all(&mut whole, lines.iter().enumerate(), 500);
+    let (expected, _) = whole.finish();
+    let alerts: Vec<_> = expected.alerts.rows().cloned().collect();
+    let breaches = alerts.iter().filter(|a| a.kind == harbour_dataflows::risk::book::AlertKind::Breach).count();
+    assert!(breaches >= 5 && breaches < alerts.len(), "the day breaches and clears limits: {alerts:#?}");
+    assert!(expected
+        .risk
+        .rows()
+        .any(|r| r.var_99 > rust_decimal::Decimal::ZERO && r.hist_var_99 > rust_decimal::Decimal::ZERO));
+
+    for cut in [500, lines.len() / 1000 * 500, (lines.len() * 2 / 3) / 500 * 500] {
+        let mut first = Engine::new(&cfg, &metrics, health.clone());
+        feed_all(&mut first, lines.iter().enumerate().take(cut), 500);
+        let snap = first.snapshot();
+        let bytes = rmp_serde::to_vec(&snap).unwrap();
+        let snap: EngineSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+        let mut second = Engine::new(&cfg, &metrics, health.clone());
+        second.restore(snap);
+        assert_same_risk(second.state(), first.state(), true, &format!("restored at {cut}"));
+        feed_all(&mut second, lines.iter().enumerate().skip(cut), 500);
+        let (got, _) = second.finish();
+        assert_same_risk(&got, &expected, true, &format!("cut {cut}"));
+        let got_alerts: Vec<_> = got.alerts.versioned();
+        assert_eq!(got_alerts, expected.alerts.versioned(), "cut {cut}: the same alerts, at the same versions");
     }
 }

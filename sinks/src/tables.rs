@@ -151,3 +151,48 @@ impl Changes {
         self.events.append(&mut later.events);
     }
 }
+
+/// `{"name":"value",...}` of (name, decimal) pairs: the JSON form of a row's sector weights,
+/// contributors and alert drivers in every sink (decimals as strings, as in the input contract).
+pub fn json_pairs<K: std::fmt::Display>(pairs: impl IntoIterator<Item = (K, rust_decimal::Decimal)>) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in k.to_string().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\":\"");
+        out.push_str(&v.to_string());
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// The sector weights of a risk row as JSON (instruments without a sector under `""`).
+pub fn sectors_json(r: &RiskRow) -> String {
+    json_pairs(r.sectors.iter().map(|(s, w)| (s.as_deref().unwrap_or(""), *w)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn json_pairs_escape_names() {
+        assert_eq!(
+            json_pairs([("IT", Decimal::new(5, 1)), ("a\"b", Decimal::new(-125, 2))]),
+            r#"{"IT":"0.5","a\"b":"-1.25"}"#
+        );
+        assert_eq!(json_pairs(Vec::<(String, rust_decimal::Decimal)>::new()), "{}");
+    }
+}

@@ -348,6 +348,8 @@ pub struct RiskSeed {
     pub peak: Decimal,
     /// Largest drawdown so far.
     pub max_drawdown: Decimal,
+    /// Event time of the latest fill or mark that moved the group.
+    pub ts: Ts,
     /// Per metric: the breach in force and the breaches counted so far (soft, hard).
     pub limits: Vec<(Metric, Option<Severity>, u32, u32)>,
 }
@@ -358,12 +360,18 @@ pub fn seeds_of<'a>(
     alerts: impl IntoIterator<Item = &'a AlertRow>,
 ) -> Vec<RiskSeed> {
     let mut seeds: BTreeMap<Group, RiskSeed> = BTreeMap::new();
-    let blank =
-        |g: &Group| RiskSeed { group: g.clone(), peak: Decimal::ZERO, max_drawdown: Decimal::ZERO, limits: vec![] };
+    let blank = |g: &Group| RiskSeed {
+        group: g.clone(),
+        peak: Decimal::ZERO,
+        max_drawdown: Decimal::ZERO,
+        ts: 0,
+        limits: vec![],
+    };
     for r in rows {
         let s = seeds.entry(r.group.clone()).or_insert_with(|| blank(&r.group));
         s.peak = r.peak_pnl;
         s.max_drawdown = r.max_drawdown;
+        s.ts = r.ts;
     }
     // Per (group, metric, severity): the number of breaches and whether the last one cleared.
     let mut last: BTreeMap<(Group, Metric, Severity), (u32, AlertKind)> = BTreeMap::new();
@@ -529,6 +537,7 @@ impl RiskBook {
             let g = self.groups.entry(seed.group).or_default();
             g.drawdown.peak = Some(seed.peak);
             g.drawdown.max = seed.max_drawdown;
+            g.ts = g.ts.max(seed.ts);
             for (m, state, soft, hard) in seed.limits {
                 g.limits.insert(m, (LimitState { breached: state }, soft, hard));
             }

@@ -20,6 +20,107 @@ pub fn engine_config(epoch_events: usize) -> EngineConfig {
             ..GraphConfig::default()
         },
         spreads: SpreadTables::default(),
+        limits_watch: None,
+    }
+}
+
+/// The sample day's risk settings: a generated close history and limits on every account, strategy
+/// and the desk set where the day crosses them (soft at about the median, hard higher), so alerts
+/// fire and clear.
+pub fn risk_config(gen: &harbour_sources::generate::GenerateConfig) -> harbour_dataflows::risk::book::RiskConfig {
+    use harbour_dataflows::risk::book::{History, Limits, Metric, RiskConfig};
+    use harbour_dataflows::risk::limits::Limit;
+    use rust_decimal::prelude::ToPrimitive;
+    let rows = harbour_sources::generate::history(gen, 120).unwrap();
+    let history = History::from_closes(rows.into_iter().map(|(d, s, c)| (d, s, c.to_f64().unwrap())));
+    let l = |soft: i64, hard: i64| Limit {
+        soft: Decimal::from(soft),
+        hard: Decimal::from(hard),
+        hysteresis: Decimal::new(5, 2),
+    };
+    let set = |gross, var, dd| {
+        [
+            (Metric::Gross, l(gross, gross * 2)),
+            (Metric::Var, l(var, var * 2)),
+            (Metric::Drawdown, l(dd, dd * 3)),
+            (Metric::Loss, l(dd, dd * 4)),
+        ]
+        .into_iter()
+        .chain([(
+            Metric::NameWeight,
+            Limit { soft: Decimal::new(3, 1), hard: Decimal::new(6, 1), hysteresis: Decimal::new(5, 2) },
+        )])
+        .collect()
+    };
+    RiskConfig {
+        history: Arc::new(history),
+        limits: Limits {
+            desk: set(20_000_000, 300_000, 200_000),
+            account_default: set(5_000_000, 80_000, 50_000),
+            strategy_default: set(6_000_000, 100_000, 60_000),
+            ..Limits::default()
+        },
+        contributor_scopes: vec!["desk", "strategy", "account"],
+        ..RiskConfig::default()
+    }
+}
+
+/// Risk rows compare equal: every field when `path` (the same epochs were observed), else the
+/// fields that are functions of the current positions (drawdown and event time follow the path);
+/// VaR figures to a cent (float sums in another order).
+pub fn assert_same_risk(got: &OutputState, want: &OutputState, path: bool, what: &str) {
+    let strip = |s: &OutputState| -> Vec<harbour_dataflows::risk::book::RiskRow> {
+        s.risk
+            .rows()
+            .cloned()
+            .map(|mut r| {
+                if !path {
+                    (r.peak_pnl, r.drawdown, r.max_drawdown, r.ts) = Default::default();
+                }
+                r
+            })
+            .collect()
+    };
+    let (a, b) = (strip(got), strip(want));
+    assert_eq!(a.len(), b.len(), "{what}: risk row counts");
+    let cent = Decimal::new(1, 2);
+    for (x, y) in a.iter().zip(&b) {
+        let close = |p: Decimal, q: Decimal| (p - q).abs() <= cent;
+        let figures = |r: &harbour_dataflows::risk::book::RiskRow| {
+            [r.var_95, r.var_99, r.var_95_horizon, r.var_99_horizon, r.hist_var_95, r.hist_var_99, r.es_95, r.es_99]
+        };
+        assert!(
+            figures(x).iter().zip(figures(y)).all(|(p, q)| close(*p, q)),
+            "{what}: risk
+  got  {x:?}
+  want {y:?}"
+        );
+        let plain = |r: &harbour_dataflows::risk::book::RiskRow| {
+            let mut r = r.clone();
+            (r.var_95, r.var_99, r.var_95_horizon, r.var_99_horizon) = Default::default();
+            (r.hist_var_95, r.hist_var_99, r.es_95, r.es_99) = Default::default();
+            r.contributors.iter_mut().for_each(|c| c.1 = c.1.round_dp(1));
+            r
+        };
+        let (px, py) = (plain(x), plain(y));
+        let contributors_close = x.contributors.len() == y.contributors.len()
+            && x.contributors.iter().zip(&y.contributors).all(|(p, q)| p.0 == q.0 && close(p.1, q.1));
+        assert!(
+            contributors_close && PartialEq::eq(&(RowSansContributors(&px)), &RowSansContributors(&py)),
+            "{what}: risk\n  got  {x:?}\n  want {y:?}"
+        );
+    }
+}
+
+/// A risk row compared without its contributors (compared to a cent apart).
+struct RowSansContributors<'a>(&'a harbour_dataflows::risk::book::RiskRow);
+
+impl PartialEq for RowSansContributors<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (self.0.clone(), other.0.clone());
+        a.contributors.clear();
+        b.contributors.clear();
+        a == b
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
-//!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute,
+//!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute, risk,
+//!     risk_history, alerts,
 //!     orders, order_history, dead_letters  ──► sink_progress (epoch) last
 //! ```
 //!
@@ -223,7 +224,11 @@ impl ClickHouseSink {
         let orders: Vec<rows::OrderRow> = changes.orders.iter().map(Into::into).collect();
         let instruments: Vec<rows::InstrumentRow> = changes.instruments.iter().map(Into::into).collect();
         let events: Vec<rows::EventRow> = changes.events.iter().map(Into::into).collect();
+        let risk: Vec<rows::Risk> = changes.risk.iter().map(Into::into).collect();
+        let alerts: Vec<rows::Alert> = changes.alerts.iter().map(Into::into).collect();
         let n = (positions.len()
+            + 2 * risk.len()
+            + alerts.len()
             + history.len()
             + fills.len()
             + dead.len()
@@ -241,6 +246,9 @@ impl ClickHouseSink {
         insert(self, "strategy_pnl_minute", &strategy_minutes)?;
         insert(self, "orders", &orders)?;
         insert(self, "order_history", &orders)?;
+        insert(self, "risk", &risk)?;
+        insert(self, "risk_history", &risk)?;
+        insert(self, "alerts", &alerts)?;
         insert(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];

@@ -8,6 +8,7 @@ use clickhouse::Row;
 use harbour_dataflows::model::{Instrument, Order, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::risk::book::{AlertRow, RiskRow};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::FlowTotals;
 use harbour_dataflows::validate::{trade_date, DeadLetter};
@@ -15,7 +16,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::parquet::to_i128;
-use crate::tables::{Change, SourceEvent};
+use crate::tables::{json_pairs, sectors_json, Change, SourceEvent};
 
 fn dec(d: Decimal) -> i128 {
     to_i128(d)
@@ -381,6 +382,126 @@ impl From<&SourceEvent> for EventRow {
             reason_code: e.code.to_string(),
             raw: e.raw.clone(),
             version: e.version,
+        }
+    }
+}
+
+/// `risk` (latest per group) and `risk_history` (every version).
+#[derive(Row, Serialize)]
+pub struct Risk {
+    trade_date: u16,
+    group_kind: String,
+    group_name: String,
+    names: i64,
+    long_mv: i128,
+    short_mv: i128,
+    gross: i128,
+    net: i128,
+    nav: Option<i128>,
+    leverage: Option<i128>,
+    largest_symbol: Option<String>,
+    largest_weight: Option<i128>,
+    hhi: i128,
+    sectors: String,
+    max_lots_symbol: Option<String>,
+    max_lots: Option<i128>,
+    var_95: i128,
+    var_99: i128,
+    var_95_horizon: i128,
+    var_99_horizon: i128,
+    hist_var_95: i128,
+    hist_var_99: i128,
+    es_95: i128,
+    es_99: i128,
+    contributors: String,
+    total_pnl: i128,
+    peak_pnl: i128,
+    drawdown: i128,
+    max_drawdown: i128,
+    time: u32,
+    ts_ns: i64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<RiskRow>> for Risk {
+    fn from(c: &Change<RiskRow>) -> Self {
+        let r = &c.row;
+        Risk {
+            trade_date: date(r.ts),
+            group_kind: r.group.kind().to_string(),
+            group_name: r.group.name().to_string(),
+            names: i64::from(r.names),
+            long_mv: dec(r.long_mv),
+            short_mv: dec(r.short_mv),
+            gross: dec(r.gross),
+            net: dec(r.net),
+            nav: r.nav.map(dec),
+            leverage: r.leverage.map(dec),
+            largest_symbol: r.largest.map(|l| l.0.to_string()),
+            largest_weight: r.largest.map(|l| dec(l.1)),
+            hhi: dec(r.hhi),
+            sectors: sectors_json(r),
+            max_lots_symbol: r.max_lots.map(|l| l.0.to_string()),
+            max_lots: r.max_lots.map(|l| dec(l.1)),
+            var_95: dec(r.var_95),
+            var_99: dec(r.var_99),
+            var_95_horizon: dec(r.var_95_horizon),
+            var_99_horizon: dec(r.var_99_horizon),
+            hist_var_95: dec(r.hist_var_95),
+            hist_var_99: dec(r.hist_var_99),
+            es_95: dec(r.es_95),
+            es_99: dec(r.es_99),
+            contributors: json_pairs(r.contributors.iter().cloned()),
+            total_pnl: dec(r.total_pnl),
+            peak_pnl: dec(r.peak_pnl),
+            drawdown: dec(r.drawdown),
+            max_drawdown: dec(r.max_drawdown),
+            time: seconds(r.ts),
+            ts_ns: r.ts,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `alerts`.
+#[derive(Row, Serialize)]
+pub struct Alert {
+    trade_date: u16,
+    alert_id: String,
+    group_kind: String,
+    group_name: String,
+    metric: String,
+    severity: String,
+    seq: u32,
+    kind: String,
+    value: i128,
+    level: i128,
+    time: u32,
+    ts_ns: i64,
+    drivers: String,
+    version: u64,
+}
+
+impl From<&Change<AlertRow>> for Alert {
+    fn from(c: &Change<AlertRow>) -> Self {
+        let a = &c.row;
+        Alert {
+            trade_date: date(a.ts),
+            alert_id: a.id(),
+            group_kind: a.group.kind().to_string(),
+            group_name: a.group.name().to_string(),
+            metric: a.metric.as_str().to_string(),
+            severity: a.severity.as_str().to_string(),
+            seq: a.seq,
+            kind: a.kind.as_str().to_string(),
+            value: dec(a.value),
+            level: dec(a.level),
+            time: seconds(a.ts),
+            ts_ns: a.ts,
+            drivers: json_pairs(a.drivers.iter().cloned()),
+            version: c.version,
         }
     }
 }

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "002_flows_orders_events.sql",
         sql: include_str!("../../../deploy/clickhouse/002_flows_orders_events.sql"),
     },
+    Migration { version: 3, name: "003_risk.sql", sql: include_str!("../../../deploy/clickhouse/003_risk.sql") },
 ];
 
 #[cfg(test)]

@@ -256,6 +256,71 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
+    let mut rk = t.risk.clone();
+    rk.sort_by(|a, b| a.row.group.cmp(&b.row.group));
+    let largest: Vec<Option<String>> = rk.iter().map(|r| r.row.largest.map(|l| l.0.to_string())).collect();
+    let lots: Vec<Option<String>> = rk.iter().map(|r| r.row.max_lots.map(|l| l.0.to_string())).collect();
+    let sectors: Vec<String> = rk.iter().map(|r| crate::tables::sectors_json(&r.row)).collect();
+    let contributors: Vec<String> =
+        rk.iter().map(|r| crate::tables::json_pairs(r.row.contributors.iter().cloned())).collect();
+    add(
+        "risk",
+        Cols::default()
+            .str("group_kind", rk.iter().map(|r| r.row.group.kind()))
+            .str("group_name", rk.iter().map(|r| r.row.group.name()))
+            .i64("names", rk.iter().map(|r| i64::from(r.row.names)))
+            .dec("long_mv", rk.iter().map(|r| r.row.long_mv))
+            .dec("short_mv", rk.iter().map(|r| r.row.short_mv))
+            .dec("gross", rk.iter().map(|r| r.row.gross))
+            .dec("net", rk.iter().map(|r| r.row.net))
+            .opt_dec("nav", rk.iter().map(|r| r.row.nav))
+            .opt_dec("leverage", rk.iter().map(|r| r.row.leverage))
+            .opt_str("largest_symbol", largest.iter().map(|s| s.as_deref()))
+            .opt_dec("largest_weight", rk.iter().map(|r| r.row.largest.map(|l| l.1)))
+            .dec("hhi", rk.iter().map(|r| r.row.hhi))
+            .str("sectors", sectors.iter().map(String::as_str))
+            .opt_str("max_lots_symbol", lots.iter().map(|s| s.as_deref()))
+            .opt_dec("max_lots", rk.iter().map(|r| r.row.max_lots.map(|l| l.1)))
+            .dec("var_95", rk.iter().map(|r| r.row.var_95))
+            .dec("var_99", rk.iter().map(|r| r.row.var_99))
+            .dec("var_95_horizon", rk.iter().map(|r| r.row.var_95_horizon))
+            .dec("var_99_horizon", rk.iter().map(|r| r.row.var_99_horizon))
+            .dec("hist_var_95", rk.iter().map(|r| r.row.hist_var_95))
+            .dec("hist_var_99", rk.iter().map(|r| r.row.hist_var_99))
+            .dec("es_95", rk.iter().map(|r| r.row.es_95))
+            .dec("es_99", rk.iter().map(|r| r.row.es_99))
+            .str("contributors", contributors.iter().map(String::as_str))
+            .dec("total_pnl", rk.iter().map(|r| r.row.total_pnl))
+            .dec("peak_pnl", rk.iter().map(|r| r.row.peak_pnl))
+            .dec("drawdown", rk.iter().map(|r| r.row.drawdown))
+            .dec("max_drawdown", rk.iter().map(|r| r.row.max_drawdown))
+            .ts("ts", rk.iter().map(|r| r.row.ts))
+            .u64("version", versions(&rk))
+            .finish(),
+    )?;
+
+    let mut al = t.alerts.clone();
+    al.sort_by(|a, b| (a.version, &a.row).cmp(&(b.version, &b.row)));
+    let ids: Vec<String> = al.iter().map(|r| r.row.id()).collect();
+    let drivers: Vec<String> = al.iter().map(|r| crate::tables::json_pairs(r.row.drivers.iter().cloned())).collect();
+    add(
+        "alerts",
+        Cols::default()
+            .str("alert_id", ids.iter().map(String::as_str))
+            .str("group_kind", al.iter().map(|r| r.row.group.kind()))
+            .str("group_name", al.iter().map(|r| r.row.group.name()))
+            .str("metric", al.iter().map(|r| r.row.metric.as_str()))
+            .str("severity", al.iter().map(|r| r.row.severity.as_str()))
+            .i64("seq", al.iter().map(|r| i64::from(r.row.seq)))
+            .str("kind", al.iter().map(|r| r.row.kind.as_str()))
+            .dec("value", al.iter().map(|r| r.row.value))
+            .dec("level", al.iter().map(|r| r.row.level))
+            .ts("ts", al.iter().map(|r| r.row.ts))
+            .str("drivers", drivers.iter().map(String::as_str))
+            .u64("version", versions(&al))
+            .finish(),
+    )?;
+
     let d = &t.dead_letters;
     add(
         "dead_letters",

@@ -2,10 +2,11 @@
 //! as text; event times as nanoseconds since the Unix epoch.
 
 use harbour_dataflows::pnl::PositionRow;
+use harbour_dataflows::risk::book::RiskRow;
 use harbour_dataflows::rollups::Group;
 
 use super::RedisConfig;
-use crate::tables::Changes;
+use crate::tables::{json_pairs, sectors_json, Changes};
 
 /// One fenced write.
 pub(super) struct Write {
@@ -135,7 +136,79 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
             ],
         });
     }
+    for ch in &c.risk {
+        let r = &ch.row;
+        let key = match &r.group {
+            Group::Desk => "harbour:risk:desk".to_string(),
+            g => format!("harbour:risk:{}:{}", g.kind(), g.name()),
+        };
+        out.push(Write {
+            key,
+            stream: "harbour:stream:risk",
+            version: ch.version,
+            ttl_ms: cfg.portfolio_ttl_ms,
+            deleted: ch.deleted,
+            fields: fields_of_risk(r),
+        });
+    }
+    for ch in &c.alerts {
+        let a = &ch.row;
+        out.push(Write {
+            key: format!("harbour:alert:{}", a.id()),
+            stream: "harbour:stream:alerts",
+            version: ch.version,
+            ttl_ms: cfg.alert_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![
+                ("group_kind", a.group.kind().to_string()),
+                ("group_name", a.group.name().to_string()),
+                ("metric", a.metric.as_str().to_string()),
+                ("severity", a.severity.as_str().to_string()),
+                ("seq", a.seq.to_string()),
+                ("kind", a.kind.as_str().to_string()),
+                ("value", a.value.to_string()),
+                ("level", a.level.to_string()),
+                ("ts", a.ts.to_string()),
+                ("drivers", json_pairs(a.drivers.iter().cloned())),
+            ],
+        });
+    }
     conflate(out)
+}
+
+/// The fields of a risk hash (besides `version`).
+pub fn fields_of_risk(r: &RiskRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("group_kind", r.group.kind().to_string()),
+        ("group_name", r.group.name().to_string()),
+        ("names", r.names.to_string()),
+        ("long_mv", r.long_mv.to_string()),
+        ("short_mv", r.short_mv.to_string()),
+        ("gross", r.gross.to_string()),
+        ("net", r.net.to_string()),
+        ("nav", opt(&r.nav)),
+        ("leverage", opt(&r.leverage)),
+        ("largest_symbol", opt(&r.largest.map(|l| l.0))),
+        ("largest_weight", opt(&r.largest.map(|l| l.1))),
+        ("hhi", r.hhi.to_string()),
+        ("sectors", sectors_json(r)),
+        ("max_lots_symbol", opt(&r.max_lots.map(|l| l.0))),
+        ("max_lots", opt(&r.max_lots.map(|l| l.1))),
+        ("var_95", r.var_95.to_string()),
+        ("var_99", r.var_99.to_string()),
+        ("var_95_horizon", r.var_95_horizon.to_string()),
+        ("var_99_horizon", r.var_99_horizon.to_string()),
+        ("hist_var_95", r.hist_var_95.to_string()),
+        ("hist_var_99", r.hist_var_99.to_string()),
+        ("es_95", r.es_95.to_string()),
+        ("es_99", r.es_99.to_string()),
+        ("contributors", json_pairs(r.contributors.iter().cloned())),
+        ("total_pnl", r.total_pnl.to_string()),
+        ("peak_pnl", r.peak_pnl.to_string()),
+        ("drawdown", r.drawdown.to_string()),
+        ("max_drawdown", r.max_drawdown.to_string()),
+        ("ts", r.ts.to_string()),
+    ]
 }
 
 /// Keeps the latest write per key (the changes come in epoch order): a flush that carries several

@@ -45,6 +45,8 @@ pub struct RedisConfig {
     pub price_ttl_ms: u64,
     /// TTL of instrument reference data. Default 86400000 (a day).
     pub instrument_ttl_ms: u64,
+    /// TTL of an alert hash (`harbour:alert:{id}`).
+    pub alert_ttl_ms: u64,
     /// TTL of the latest quote per symbol (market data). Default 300000 (5 minutes).
     pub quote_ttl_ms: u64,
     /// Approximate length each stream is trimmed to. Default 100000.
@@ -68,6 +70,7 @@ impl Default for RedisConfig {
             portfolio_ttl_ms: 30_000,
             price_ttl_ms: 10_000,
             instrument_ttl_ms: 86_400_000,
+            alert_ttl_ms: 86_400_000,
             quote_ttl_ms: 300_000,
             stream_maxlen: 100_000,
             max_backoff_ms: 5_000,

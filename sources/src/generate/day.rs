@@ -13,12 +13,13 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use harbour_dataflows::model::{Bust, Close, Fill, Order, OrderStatus, PositionKey, Quote, Side};
+use harbour_dataflows::model::{Bust, Close, Fill, Order, OrderStatus, PositionKey, Quote, Side, Symbol};
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::Input;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use smol_str::SmolStr;
 
@@ -183,6 +184,23 @@ impl Day {
     /// are made as they are read).
     pub fn new(cfg: &GenerateConfig) -> Result<Day, GenerateError> {
         Day::with_spreads(cfg, &SpreadTables::default())
+    }
+
+    /// Every symbol's opening price (yesterday's close), sector and daily volatility (a fraction).
+    pub fn opening(&self) -> Vec<(Symbol, f64, String, f64)> {
+        self.listings
+            .iter()
+            .zip(&self.walks)
+            .map(|(l, w)| {
+                let price = self.grid.decimal(w.price).to_f64().unwrap_or(0.0);
+                (
+                    l.instrument.symbol,
+                    price,
+                    l.instrument.sector.clone().unwrap_or_default(),
+                    f64::from(l.vol_bp) / 10_000.0,
+                )
+            })
+            .collect()
     }
 
     /// Prepares the day for `cfg` with prices on the grid of `spreads` (when the pipeline is

@@ -20,6 +20,7 @@ mod clock;
 mod config;
 mod day;
 mod faults;
+mod history;
 mod stats;
 mod universe;
 mod walk;
@@ -29,6 +30,7 @@ mod tests;
 
 pub use config::{GenerateConfig, GenerateError, MAX_SYMBOLS};
 pub use day::Day;
+pub use history::history;
 pub use stats::{DayStats, InvalidCounts, InvalidKind};
 
 /// The generated day as contract lines, in arrival order.

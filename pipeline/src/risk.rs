@@ -1,0 +1,348 @@
+//! `[risk]` settings and the files behind them: the close history (CSV) the volatilities,
+//! correlations and historical scenarios come from, capital per account, and the limits file,
+//! which is re-read while the pipeline runs.
+//!
+//! History: `date,symbol,close` lines (a header line is skipped), e.g. `2026-11-25,00700,385.200`.
+//! Limits: a TOML file, see deploy/limits.toml and docs/risk.md:
+//!
+//! ```toml
+//! hysteresis = "0.05"                              # default for every limit
+//! [desk]
+//! gross = { soft = "50000000", hard = "80000000" }
+//! [account_default]
+//! var = { soft = "250000", hard = "400000" }
+//! [accounts."ACC-001"]
+//! lots = { soft = "500", hard = "800", hysteresis = "0.1" }
+//! [strategy_default]
+//! [strategies.momentum]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::NaiveDate;
+use harbour_dataflows::model::Symbol;
+use harbour_dataflows::risk::book::{History, LimitSet, Limits, Metric, RiskConfig};
+use harbour_dataflows::risk::limits::Limit;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use smol_str::SmolStr;
+
+use crate::config::ConfigError;
+
+/// `[risk]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskSection {
+    /// EWMA decay of volatilities and correlations.
+    pub lambda: f64,
+    /// Horizon of the `*_horizon` VaR figures, in days.
+    pub horizon_days: f64,
+    /// Close history CSV (`date,symbol,close`). Without it, `harbour run` generates one for the
+    /// sample day (`history_days` days) and other commands use today's moves alone.
+    pub history: Option<PathBuf>,
+    /// Days of history `harbour run` generates.
+    pub history_days: usize,
+    /// Capital per account, for leverage (decimal strings).
+    pub nav: BTreeMap<String, Decimal>,
+    /// The desk's capital.
+    pub desk_nav: Option<Decimal>,
+    /// Component-VaR contributors per risk row (0: none).
+    pub contributors: usize,
+    /// Which groups' rows carry contributors: any of `desk`, `strategy`, `account`.
+    pub contributor_scopes: Vec<String>,
+    /// The limits file (TOML); re-read when it changes.
+    pub limits_file: Option<PathBuf>,
+    /// How often to look at the limits file for changes.
+    pub reload_ms: u64,
+}
+
+impl Default for RiskSection {
+    fn default() -> Self {
+        RiskSection {
+            lambda: 0.94,
+            horizon_days: 10.0,
+            history: None,
+            history_days: 250,
+            nav: BTreeMap::new(),
+            desk_nav: None,
+            contributors: 5,
+            contributor_scopes: vec!["desk".into(), "strategy".into()],
+            limits_file: None,
+            reload_ms: 1000,
+        }
+    }
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.into(), message: message.into() }
+}
+
+impl RiskSection {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.lambda > 0.0 && self.lambda < 1.0) {
+            return Err(key_err("risk.lambda", format!("{} is not in (0, 1)", self.lambda)));
+        }
+        if !(self.horizon_days >= 1.0 && self.horizon_days.is_finite()) {
+            return Err(key_err("risk.horizon_days", "must be at least 1"));
+        }
+        for s in &self.contributor_scopes {
+            if !["desk", "strategy", "account"].contains(&s.as_str()) {
+                return Err(key_err("risk.contributor_scopes", format!("{s:?} is not desk, strategy or account")));
+            }
+        }
+        for (a, v) in &self.nav {
+            if *v <= Decimal::ZERO {
+                return Err(key_err(&format!("risk.nav.{a}"), "must be positive"));
+            }
+        }
+        if self.reload_ms == 0 {
+            return Err(key_err("risk.reload_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The risk book's settings with `history` (and the limits file read now).
+    pub fn config(&self, history: History) -> Result<RiskConfig, ConfigError> {
+        let limits = match &self.limits_file {
+            Some(p) => read_limits(p)?,
+            None => Limits::default(),
+        };
+        let scopes = ["desk", "strategy", "account"];
+        Ok(RiskConfig {
+            lambda: self.lambda,
+            horizon_days: self.horizon_days,
+            history: Arc::new(history),
+            nav: self.nav.iter().map(|(k, v)| (SmolStr::new(k), *v)).collect(),
+            desk_nav: self.desk_nav,
+            limits,
+            contributors: self.contributors,
+            contributor_scopes: scopes.into_iter().filter(|s| self.contributor_scopes.iter().any(|c| c == s)).collect(),
+        })
+    }
+
+    /// The history from `risk.history`, if set.
+    pub fn load_history(&self) -> Result<Option<History>, ConfigError> {
+        self.history.as_deref().map(read_history).transpose()
+    }
+}
+
+/// Reads a `date,symbol,close` CSV.
+pub fn read_history(path: &Path) -> Result<History, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+    let bad = |n: usize, what: &str| key_err("risk.history", format!("{}:{n}: {what}", path.display()));
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || (n == 1 && line.starts_with("date")) {
+            continue;
+        }
+        let mut f = line.split(',').map(str::trim);
+        let (Some(d), Some(s), Some(c), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            return Err(bad(n, "expected date,symbol,close"));
+        };
+        let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| bad(n, &format!("date {d:?}: {e}")))?;
+        let symbol = Symbol::parse(s).ok_or_else(|| bad(n, &format!("symbol {s:?} is not a stock code")))?;
+        let close: Decimal = c.parse().map_err(|_| bad(n, &format!("close {c:?} is not a decimal")))?;
+        if close <= Decimal::ZERO {
+            return Err(bad(n, "close must be positive"));
+        }
+        rows.push((date, symbol, close.to_f64().unwrap_or(0.0)));
+    }
+    Ok(History::from_closes(rows))
+}
+
+/// Writes closes as the CSV [`read_history`] reads.
+pub fn write_history(path: &Path, rows: &[(NaiveDate, Symbol, Decimal)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "date,symbol,close")?;
+    for (d, s, c) in rows {
+        writeln!(w, "{d},{s},{c}")?;
+    }
+    w.flush()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSpec {
+    soft: Decimal,
+    hard: Option<Decimal>,
+    hysteresis: Option<Decimal>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    hysteresis: Option<Decimal>,
+    desk: BTreeMap<String, LimitSpec>,
+    account_default: BTreeMap<String, LimitSpec>,
+    accounts: BTreeMap<String, BTreeMap<String, LimitSpec>>,
+    strategy_default: BTreeMap<String, LimitSpec>,
+    strategies: BTreeMap<String, BTreeMap<String, LimitSpec>>,
+}
+
+/// Parses limits from TOML text; errors name the key (`accounts.ACC-001.var.hard`).
+pub fn parse_limits(text: &str, origin: &Path) -> Result<Limits, ConfigError> {
+    let file: LimitsFile =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: origin.into(), message: e.to_string() })?;
+    let hysteresis = file.hysteresis.unwrap_or(Decimal::new(5, 2));
+    if hysteresis.is_sign_negative() || hysteresis >= Decimal::ONE {
+        return Err(key_err("hysteresis", format!("{hysteresis} is not a fraction in [0, 1)")));
+    }
+    let set = |prefix: &str, specs: BTreeMap<String, LimitSpec>| -> Result<LimitSet, ConfigError> {
+        let mut out = LimitSet::new();
+        for (name, s) in specs {
+            let key = format!("{prefix}.{name}");
+            let metric = Metric::parse(&name)
+                .ok_or_else(|| key_err(&key, "unknown metric (gross, net, name_weight, lots, var, drawdown, loss)"))?;
+            let hard = s.hard.unwrap_or(s.soft);
+            if s.soft <= Decimal::ZERO {
+                return Err(key_err(&format!("{key}.soft"), "must be positive"));
+            }
+            if hard < s.soft {
+                return Err(key_err(&format!("{key}.hard"), format!("{hard} is below soft {}", s.soft)));
+            }
+            let h = s.hysteresis.unwrap_or(hysteresis);
+            if h.is_sign_negative() || h >= Decimal::ONE {
+                return Err(key_err(&format!("{key}.hysteresis"), format!("{h} is not a fraction in [0, 1)")));
+            }
+            out.insert(metric, Limit { soft: s.soft, hard, hysteresis: h });
+        }
+        Ok(out)
+    };
+    let mut limits = Limits {
+        desk: set("desk", file.desk)?,
+        account_default: set("account_default", file.account_default)?,
+        strategy_default: set("strategy_default", file.strategy_default)?,
+        ..Limits::default()
+    };
+    for (a, specs) in file.accounts {
+        let s = set(&format!("accounts.{a}"), specs)?;
+        limits.accounts.insert(SmolStr::new(a), s);
+    }
+    for (n, specs) in file.strategies {
+        let s = set(&format!("strategies.{n}"), specs)?;
+        limits.strategies.insert(SmolStr::new(n), s);
+    }
+    Ok(limits)
+}
+
+/// Reads and parses a limits file.
+pub fn read_limits(path: &Path) -> Result<Limits, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+    parse_limits(&text, path)
+}
+
+/// Watches the limits file: [`LimitsWatch::poll`] returns new limits when the file changed.
+#[derive(Debug)]
+pub struct LimitsWatch {
+    path: PathBuf,
+    every: Duration,
+    checked: Instant,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl LimitsWatch {
+    /// Watches `path`, looking every `every`; the file as it is now counts as seen.
+    pub fn new(path: PathBuf, every: Duration) -> LimitsWatch {
+        let seen = stamp(&path);
+        LimitsWatch { path, every, checked: Instant::now(), seen }
+    }
+
+    /// New limits when the file changed since it was last read (an error when the new file is
+    /// bad: the limits in force stay).
+    pub fn poll(&mut self) -> Option<Result<Limits, ConfigError>> {
+        if self.checked.elapsed() < self.every {
+            return None;
+        }
+        self.checked = Instant::now();
+        let now = stamp(&self.path);
+        if now == self.seen || now.is_none() {
+            return None;
+        }
+        self.seen = now;
+        Some(read_limits(&self.path))
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harbour_dataflows::rollups::Group;
+    use rust_decimal_macros::dec;
+
+    /// A fresh directory under the system temp dir.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("harbour-risk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn limits_file_parses_and_errors_name_the_key() {
+        let text = r#"
+hysteresis = "0.1"
+[desk]
+gross = { soft = "1000", hard = "2000" }
+[account_default]
+var = { soft = "50" }
+[accounts."ACC-001"]
+var = { soft = "70", hard = "90", hysteresis = "0" }
+"#;
+        let l = parse_limits(text, Path::new("limits.toml")).unwrap();
+        assert_eq!(l.desk[&Metric::Gross], Limit { soft: dec!(1000), hard: dec!(2000), hysteresis: dec!(0.1) });
+        assert_eq!(l.of(&Group::Account("ACC-002".into()), Metric::Var).unwrap().hard, dec!(50));
+        assert_eq!(l.of(&Group::Account("ACC-001".into()), Metric::Var).unwrap().soft, dec!(70));
+        assert_eq!(l.of(&Group::Strategy("x".into()), Metric::Var), None);
+        let err = |t: &str| parse_limits(t, Path::new("l.toml")).unwrap_err().to_string();
+        assert!(err("[accounts.A]\nvar = { soft = \"5\", hard = \"4\" }").contains("`accounts.A.var.hard`"));
+        assert!(err("[desk]\nvarr = { soft = \"5\" }").contains("`desk.varr`"));
+        assert!(err("[desk]\ngross = { soft = \"-5\" }").contains("`desk.gross.soft`"));
+        assert!(err("hysteresis = \"1.5\"").contains("`hysteresis`"));
+    }
+
+    #[test]
+    fn history_csv_round_trips_and_bad_lines_are_named() {
+        let p = scratch("history").join("h.csv");
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let rows = vec![
+            (d("2026-11-23"), Symbol(700), dec!(380)),
+            (d("2026-11-24"), Symbol(700), dec!(385.2)),
+            (d("2026-11-25"), Symbol(700), dec!(390)),
+        ];
+        write_history(&p, &rows).unwrap();
+        let h = read_history(&p).unwrap();
+        assert_eq!(h.days(), 2);
+        assert_eq!(h.prev_close(Symbol(700)), Some(390.0));
+        assert!((h.returns(Symbol(700)).unwrap()[1] - (390.0f64 / 385.2).ln()).abs() < 1e-12);
+        std::fs::write(&p, "date,symbol,close\n2026-11-23,00700,380\n2026-11-24,ABC,1\n").unwrap();
+        let e = read_history(&p).unwrap_err().to_string();
+        assert!(e.contains("risk.history") && e.contains(":3:"), "{e}");
+    }
+
+    #[test]
+    fn the_watch_sees_a_changed_file() {
+        let p = scratch("watch").join("limits.toml");
+        std::fs::write(&p, "[desk]\ngross = { soft = \"10\" }\n").unwrap();
+        let mut w = LimitsWatch::new(p.clone(), Duration::from_millis(0));
+        assert!(w.poll().is_none());
+        std::fs::write(&p, "[desk]\ngross = { soft = \"20\", hard = \"30\" }\n").unwrap();
+        let l = w.poll().unwrap().unwrap();
+        assert_eq!(l.desk[&Metric::Gross].hard, dec!(30));
+        assert!(w.poll().is_none());
+        std::fs::write(&p, "[desk]\ngross = { soft = \"x\" }\n").unwrap();
+        assert!(w.poll().unwrap().is_err());
+    }
+}
