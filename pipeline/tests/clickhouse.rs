@@ -38,8 +38,9 @@ fn expected(s: &OutputState) -> String {
             .collect();
         format!("{}\t{}", rows.len(), money(rows.iter().map(|(_, t)| t.net)))
     };
+    let risk: Vec<_> = s.risk.rows().collect();
     format!(
-        "{}\t{}\t{}\t{}\n{}\t{}\t{}\t{}\t{}\n{}\n{}\n{}\n{}\n{}\n",
+        "{}\t{}\t{}\t{}\n{}\t{}\t{}\t{}\t{}\n{}\n{}\n{}\n{}\n{}\n{}\t{}\t{}\t{}\n{}\n",
         fills.len(),
         fills.iter().map(|f| f.fill.qty).sum::<i64>(),
         money(fills.iter().map(|f| f.step.realized)),
@@ -54,6 +55,11 @@ fn expected(s: &OutputState) -> String {
         minutes(false),
         s.orders.len(),
         s.instruments.len(),
+        risk.len(),
+        money(risk.iter().map(|r| r.gross)),
+        money(risk.iter().map(|r| r.var_99)),
+        money(risk.iter().map(|r| r.max_drawdown)),
+        s.alerts.len(),
     )
 }
 
@@ -72,15 +78,21 @@ fn shown(sink: &mut ClickHouseSink) -> String {
         sink.query_text("SELECT count(), sum(net) FROM strategy_pnl_minute FINAL WHERE deleted = 0").unwrap();
     let orders = sink.query_text("SELECT count() FROM orders FINAL WHERE deleted = 0").unwrap();
     let instruments = sink.query_text("SELECT count() FROM instruments FINAL WHERE deleted = 0").unwrap();
-    format!("{fills}{positions}{dead}{account}{strategy}{orders}{instruments}")
+    let risk = sink
+        .query_text("SELECT count(), sum(gross), sum(var_99), sum(max_drawdown) FROM risk FINAL WHERE deleted = 0")
+        .unwrap();
+    let alerts = sink.query_text("SELECT count() FROM alerts FINAL").unwrap();
+    format!("{fills}{positions}{dead}{account}{strategy}{orders}{instruments}{risk}{alerts}")
 }
 
 #[test]
 fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_changes_nothing() {
-    let lines =
-        generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 21, ..GenerateConfig::default() }).unwrap();
+    let gen = GenerateConfig { fills: 3_000, quotes: 6_000, seed: 21, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&engine_config(500), &metrics, health);
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = common::risk_config(&gen);
+    let mut engine = Engine::new(&cfg, &metrics, health);
     engine.track_changes();
     let mut ch = sink("day");
     let mut sent: Vec<(u64, Changes)> = Vec::new();
@@ -132,7 +144,13 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);
-    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "2");
+    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "3");
+    // Alerts: the same rows as the engine's, keyed by their deterministic id.
+    let ids = ch.query_text("SELECT alert_id FROM alerts FINAL ORDER BY alert_id").unwrap();
+    let mut want_ids: Vec<String> = state.alerts.rows().map(|a| a.id()).collect();
+    want_ids.sort();
+    assert!(!want_ids.is_empty());
+    assert_eq!(ids, want_ids.iter().map(|i| format!("{i}\n")).collect::<String>());
 }
 
 #[test]

@@ -57,7 +57,7 @@ pub fn history(cfg: &GenerateConfig, days: usize) -> Result<Vec<(NaiveDate, Symb
         }
     }
     out.reverse();
-    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    out.sort_by_key(|r| (r.0, r.1));
     Ok(out)
 }
 
