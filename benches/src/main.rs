@@ -18,6 +18,7 @@
 
 mod freshness;
 mod hkex;
+mod risk;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -575,6 +576,7 @@ fn main() -> anyhow::Result<()> {
         "clickhouse-sustained" => freshness::bench_clickhouse_sustained(arg(&args, 1, 500_000))?,
         "freshness" => freshness::bench_freshness(arg(&args, 1, 50_000), arg(&args, 2, 12))?,
         "hkex" => hkex::bench_hkex(arg(&args, 1, 2_000_000) as usize),
+        "risk" => risk::bench_risk(arg(&args, 1, 1_000) as usize, arg(&args, 2, 500) as u32),
         "parse" => bench_parse(arg(&args, 1, 1_000_000)),
         "fees" => bench_fees(arg(&args, 1, 2_000_000)),
         "kafka" => bench_kafka(arg(&args, 1, 1_000_000))?,
