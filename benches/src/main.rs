@@ -351,6 +351,7 @@ fn kafka_config(tag: &str, bootstrap: String) -> harbour_sources::kafka::KafkaCo
             market: format!("{tag}.market"),
             instruments: format!("{tag}.instruments"),
             dead_letters: format!("{tag}.dead-letters"),
+            alerts: format!("{tag}.alerts"),
         },
         partitions: 4,
         ..KafkaConfig::default()

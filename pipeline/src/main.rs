@@ -313,6 +313,9 @@ fn main() -> anyhow::Result<()> {
                     Some(Duration::from_millis(config.redis.flush_ms)),
                 )));
             }
+            // Risk alerts also go to their topic (created when missing, with the input topics).
+            harbour_sources::kafka::create_topics(&config.kafka)?;
+            sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
             let started = Instant::now();
             let outcome = kafka::run(&config.kafka, &run, &engine_config(&config)?, &metrics, &health, sinks, &stop)?;
             let written = ParquetSink::new(&run.out_dir).write(&state::snapshot(&outcome.state))?;

@@ -54,6 +54,7 @@ fn kafka_config(name: &str) -> KafkaConfig {
             market: format!("{p}.market"),
             instruments: format!("{p}.instruments"),
             dead_letters: format!("{p}.dead-letters"),
+            alerts: format!("{p}.alerts"),
         },
         partitions: 3,
         ..KafkaConfig::default()
@@ -68,11 +69,15 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn file_replay(lines: &[String]) -> OutputState {
+    file_replay_with(lines, engine_config(10_000))
+}
+
+fn file_replay_with(lines: &[String], config: harbour::engine::EngineConfig) -> OutputState {
     let source = lines
         .iter()
         .enumerate()
         .map(|(i, raw)| Ok(SourceLine { source: "day.jsonl".into(), position: i as u64 + 1, raw: raw.clone() }));
-    engine::run(source, &engine_config(10_000), &Metrics::default(), &Arc::new(Health::default())).unwrap().0
+    engine::run(source, &config, &Metrics::default(), &Arc::new(Health::default())).unwrap().0
 }
 
 fn ends(consumer: &InputConsumer) -> Offsets {
@@ -82,8 +87,10 @@ fn ends(consumer: &InputConsumer) -> Offsets {
 #[test]
 fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     let cfg = kafka_config("equal");
-    let lines =
-        generate(&GenerateConfig { fills: 4_000, quotes: 8_000, seed: 5, ..GenerateConfig::default() }).unwrap();
+    let gen = GenerateConfig { fills: 4_000, quotes: 8_000, seed: 5, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let mut engine_cfg = engine_config(1_000);
+    engine_cfg.graph.risk = common::risk_config(&gen);
     create_topics(&cfg).unwrap();
     let counts = publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     assert_eq!(counts.values().sum::<u64>(), lines.len() as u64);
@@ -98,18 +105,14 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         state_dir: dir.join("state"),
         out_dir: dir.join("out"),
     };
-    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
+        Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir))),
+        Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&cfg).unwrap()),
+    ];
     let metrics = Metrics::default();
-    let out = kafka::run(
-        &cfg,
-        &run,
-        &engine_config(1_000),
-        &metrics,
-        &Arc::new(Health::default()),
-        sinks,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out =
+        kafka::run(&cfg, &run, &engine_cfg, &metrics, &Arc::new(Health::default()), sinks, &AtomicBool::new(false))
+            .unwrap();
     // A clean stop leaves a checkpoint of everything read, which every sink holds.
     let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
     let checkpoint = store.load().unwrap().expect("a checkpoint after a clean stop");
@@ -118,7 +121,9 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     assert!(store.epochs_after(checkpoint.epoch).unwrap().is_empty());
     let text = metrics.render();
     assert!(text.contains("harbour_kafka_consumer_lag{"), "{text}");
-    let expected = file_replay(&lines);
+    let mut replay_cfg = engine_config(10_000);
+    replay_cfg.graph.risk = common::risk_config(&gen);
+    let expected = file_replay_with(&lines, replay_cfg);
     assert!(expected.positions.len() > 50 && expected.dead_letters.len() > 20);
     assert_same_tables(&out.state, &expected, Compare::Exact);
     assert_eq!(out.stats.lines, lines.len() as u64);
@@ -170,6 +175,30 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     for c in ["parse", "unknown_symbol", "qty_not_positive", "off_tick", "not_board_lot", "duplicate_exec_id"] {
         assert!(codes.contains(c), "the sample day has a {c} poison message");
     }
+
+    // The alerts topic holds every alert of the run once, keyed by its id, with its version.
+    let want: BTreeSet<(String, u64)> = out.state.alerts.versioned().iter().map(|v| (v.row.id(), v.version)).collect();
+    assert!(want.len() >= 5, "the day crosses its limits: {want:?}");
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{}.alerts-reader", cfg.group_id))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&cfg.topics.alerts]).unwrap();
+    let mut got: Vec<(String, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < want.len() && Instant::now() < deadline {
+        let Some(m) = reader.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(body["id"].as_str(), Some(key.as_str()));
+        assert!(body["value"].as_str().unwrap().parse::<rust_decimal::Decimal>().is_ok());
+        got.push((key, body["version"].as_u64().unwrap()));
+    }
+    assert_eq!(got.len(), want.len(), "no alert sent twice");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -29,6 +29,7 @@
 //! one queued and up to [`MAX_PENDING_ROWS`] changed rows waiting (past that the loop waits for
 //! the sink: consumption stops).
 
+pub mod alerts;
 mod gate;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -121,6 +122,11 @@ pub trait EpochSink {
     /// while it writes; offsets still follow what it acknowledged.
     fn reads_state(&self) -> bool {
         true
+    }
+    /// Whether the sink reads only `changes.alerts` (it is then handed those alone, not a copy
+    /// of every table's changes).
+    fn alerts_only(&self) -> bool {
+        false
     }
 }
 
@@ -271,6 +277,7 @@ impl Drop for Worker {
 struct Slot {
     name: &'static str,
     wants_changes: bool,
+    alerts_only: bool,
     /// Written on the loop's thread (it reads the whole state).
     sink: Option<Box<dyn EpochSink + Send>>,
     /// Or on its own.
@@ -441,8 +448,11 @@ impl<'a, 'm> Loop<'a, 'm> {
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
         // (Not for a sink that already holds the epoch: a re-formed epoch it wrote before.)
+        for slot in self.sinks.iter_mut().filter(|s| s.alerts_only && s.handed < epoch) {
+            slot.pending.append(Changes { alerts: changes.alerts.clone(), ..Changes::default() });
+        }
         let mut takers: Vec<&mut Slot> =
-            self.sinks.iter_mut().filter(|s| s.wants_changes && s.handed < epoch).collect();
+            self.sinks.iter_mut().filter(|s| s.wants_changes && !s.alerts_only && s.handed < epoch).collect();
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
                 slot.pending.append(changes.clone());
@@ -647,13 +657,14 @@ pub fn run(
     let sinks: Vec<Slot> = sinks
         .into_iter()
         .map(|sink| {
-            let (name, every, wants_changes) =
-                (sink.name(), sink.flush_every().unwrap_or(run.flush_every), sink.wants_changes());
+            let (name, every, wants_changes, alerts_only) =
+                (sink.name(), sink.flush_every().unwrap_or(run.flush_every), sink.wants_changes(), sink.alerts_only());
             let (sink, worker) =
                 if sink.reads_state() { (Some(sink), None) } else { (None, Some(Worker::start(sink, held))) };
             Slot {
                 name,
                 wants_changes,
+                alerts_only,
                 sink,
                 worker,
                 every,

@@ -26,6 +26,8 @@ pub struct Topics {
     pub instruments: String,
     /// Poison messages, with the reason and source position as headers.
     pub dead_letters: String,
+    /// Risk limit alerts (JSON), keyed by alert id, written as epochs become durable.
+    pub alerts: String,
 }
 
 impl Default for Topics {
@@ -36,6 +38,7 @@ impl Default for Topics {
             market: "harbour.market".into(),
             instruments: "harbour.instruments".into(),
             dead_letters: "harbour.dead-letters".into(),
+            alerts: "harbour.alerts".into(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl KafkaConfig {
             ("market", &t.market),
             ("instruments", &t.instruments),
             ("dead_letters", &t.dead_letters),
+            ("alerts", &t.alerts),
         ] {
             if v.trim().is_empty() {
                 return Err((format!("kafka.topics.{k}"), "must not be empty".into()));

@@ -17,7 +17,7 @@ mod producer;
 
 pub use config::{is_secret, KafkaConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record};
-pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison};
+pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, RecordProducer};
 
 /// Errors talking to Kafka.
 #[derive(Debug, thiserror::Error)]

@@ -86,11 +86,11 @@ fn flush(p: &BaseProducer<Counted>, d: &Deliveries) -> Result<(), KafkaError> {
     }
 }
 
-/// Creates the input and dead-letter topics with `config.partitions` partitions when missing.
+/// Creates the input, dead-letter and alerts topics with `config.partitions` partitions when missing.
 pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client()?.create().map_err(KafkaError::client)?;
     let t = &config.topics;
-    let names = [&t.instruments, &t.fills, &t.orders, &t.market, &t.dead_letters];
+    let names = [&t.instruments, &t.fills, &t.orders, &t.market, &t.dead_letters, &t.alerts];
     let topics: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KafkaError::Runtime)?;
@@ -203,6 +203,45 @@ impl DeadLetterProducer {
 
     /// Waits until the broker acknowledged everything queued: the dead-letter topic is then
     /// durable for the epochs sent so far.
+    pub fn flush(&mut self) -> Result<(), KafkaError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        flush(&self.producer, &self.deliveries)?;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+/// Keyed records with headers to one topic, acknowledged in batches: what output topics (the risk
+/// alerts) are written with.
+pub struct RecordProducer {
+    producer: BaseProducer<Counted>,
+    deliveries: Counted,
+    topic: String,
+    pending: u64,
+}
+
+impl RecordProducer {
+    /// A producer for `topic`.
+    pub fn new(config: &KafkaConfig, topic: &str) -> Result<RecordProducer, KafkaError> {
+        let (producer, deliveries) = producer(config)?;
+        Ok(RecordProducer { producer, deliveries, topic: topic.to_string(), pending: 0 })
+    }
+
+    /// Queues one record.
+    pub fn send(&mut self, key: &str, payload: &[u8], headers: &[(&str, &str)]) -> Result<(), KafkaError> {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k, value: Some(*v) });
+        }
+        send(&self.producer, BaseRecord::to(&self.topic).key(key.as_bytes()).payload(payload).headers(h))?;
+        self.pending += 1;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until the broker acknowledged everything queued.
     pub fn flush(&mut self) -> Result<(), KafkaError> {
         if self.pending == 0 {
             return Ok(());
