@@ -138,9 +138,14 @@ fn refresh(label: &str, s: &mut Setup, symbols: u32, n: usize) {
 }
 
 /// Runs the risk benches.
-pub fn bench_risk(accounts: usize, symbols: u32) {
+pub fn bench_risk(accounts: usize, symbols: u32, only_dense: bool) {
     let days = 250;
-    for (per, contributors) in [(symbols as usize, false), (symbols as usize, true), (50, false)] {
+    let cases: &[(usize, bool)] = if only_dense {
+        &[(symbols as usize, false)]
+    } else {
+        &[(symbols as usize, false), (symbols as usize, true), (50, false)]
+    };
+    for &(per, contributors) in cases {
         let t = Instant::now();
         let mut s = setup(accounts, symbols, per, days, contributors);
         println!(
@@ -149,7 +154,10 @@ pub fn bench_risk(accounts: usize, symbols: u32) {
             t.elapsed().as_secs_f64()
         );
         let label = format!("{accounts} accounts x {per} symbols{}", if contributors { " + contributors" } else { "" });
-        refresh(&label, &mut s, symbols, 300);
+        refresh(&label, &mut s, symbols, if only_dense { 3_000 } else { 300 });
+    }
+    if only_dense {
+        return;
     }
     // The desk alone over every symbol: how often its VaR is recomputed incrementally.
     let mut desk = setup(1, symbols, symbols as usize, days, true);
