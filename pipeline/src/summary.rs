@@ -95,6 +95,50 @@ pub fn render(state: &OutputState, stats: &RunStats, written: &[Written], elapse
         money(desk.fees),
         money(desk.total)
     );
+    let mut risk: Vec<_> = state.risk.rows().filter(|r| !matches!(r.group, Group::Strategy(_))).collect();
+    risk.sort_by_key(|r| (r.group == Group::Desk, r.group.clone()));
+    if !risk.is_empty() {
+        let _ = writeln!(s, "\nRisk (HKD; VaR one day, parametric and historical; docs/risk.md):");
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>14} {:>14} {:>14} {:>14} {:>8} {:>8} {:>14} {:>14}",
+            "group", "VaR 95%", "VaR 99%", "hist VaR 99%", "ES 99%", "largest", "weight", "drawdown", "max drawdown"
+        );
+        for r in risk {
+            let name = match &r.group {
+                Group::Desk => "desk",
+                g => g.name(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>14} {:>14} {:>14} {:>14} {:>8} {:>8} {:>14} {:>14}",
+                name,
+                money(r.var_95),
+                money(r.var_99),
+                money(r.hist_var_99),
+                money(r.es_99),
+                r.largest.map(|l| l.0.to_string()).unwrap_or_else(|| "-".into()),
+                r.largest.map(|l| format!("{:.1}%", l.1 * Decimal::ONE_HUNDRED)).unwrap_or_else(|| "-".into()),
+                money(r.drawdown),
+                money(r.max_drawdown)
+            );
+        }
+    }
+    let alerts: Vec<_> = state.alerts.rows().collect();
+    if !alerts.is_empty() {
+        let open = state
+            .alerts
+            .rows()
+            .filter(|a| a.kind == harbour_dataflows::risk::book::AlertKind::Breach)
+            .filter(|a| {
+                !alerts.iter().any(|c| {
+                    c.kind == harbour_dataflows::risk::book::AlertKind::Clear
+                        && (&c.group, c.metric, c.severity, c.seq) == (&a.group, a.metric, a.severity, a.seq)
+                })
+            })
+            .count();
+        let _ = writeln!(s, "\nLimit alerts: {} ({} breaches still open)", alerts.len(), open);
+    }
     if !state.dead_letters.is_empty() {
         let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
         for d in &state.dead_letters {
