@@ -355,10 +355,27 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
-    let history = config.risk.load_history()?.unwrap_or_default();
-    if config.risk.history.is_some() {
-        tracing::info!(days = history.days(), symbols = history.symbols().count(), "risk history loaded");
-    }
+    let history = match config.risk.load_history()? {
+        Some(h) => {
+            tracing::info!(days = h.days(), symbols = h.symbols().count(), "risk history loaded from file");
+            h
+        }
+        None if !config.clickhouse.url.is_empty() => {
+            let as_of = config.risk.as_of.unwrap_or_else(|| {
+                harbour_dataflows::validate::trade_date(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
+            });
+            let mut ch = ClickHouseSink::connect(&config.clickhouse)?;
+            let h = harbour::risk::clickhouse_history(
+                &mut ch,
+                &config.risk.history_table,
+                as_of,
+                config.risk.history_days,
+            )?;
+            tracing::info!(days = h.days(), symbols = h.symbols().count(), table = %config.risk.history_table, %as_of, "risk history loaded from ClickHouse");
+            h
+        }
+        None => Default::default(),
+    };
     Ok(EngineConfig {
         epoch_events: config.pipeline.epoch_events,
         graph: GraphConfig {

@@ -44,8 +44,15 @@ pub struct RiskSection {
     /// Close history CSV (`date,symbol,close`). Without it, `harbour run` generates one for the
     /// sample day (`history_days` days) and other commands use today's moves alone.
     pub history: Option<PathBuf>,
-    /// Days of history `harbour run` generates.
+    /// Days of history `harbour run` generates, and the days read from ClickHouse.
     pub history_days: usize,
+    /// ClickHouse table of daily closes (`trade_date`, `symbol`, `close`) the history is read from
+    /// when `history` is unset and ClickHouse is configured. Harbour fills `daily_closes` itself
+    /// from the close messages it receives.
+    pub history_table: String,
+    /// The trade date whose previous days form the history read from ClickHouse (default: today
+    /// in Hong Kong).
+    pub as_of: Option<NaiveDate>,
     /// Capital per account, for leverage (decimal strings).
     pub nav: BTreeMap<String, Decimal>,
     /// The desk's capital.
@@ -67,6 +74,8 @@ impl Default for RiskSection {
             horizon_days: 10.0,
             history: None,
             history_days: 250,
+            history_table: "daily_closes".into(),
+            as_of: None,
             nav: BTreeMap::new(),
             desk_nav: None,
             contributors: 5,
@@ -99,6 +108,11 @@ impl RiskSection {
             if *v <= Decimal::ZERO {
                 return Err(key_err(&format!("risk.nav.{a}"), "must be positive"));
             }
+        }
+        if !self.history_table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || self.history_table.is_empty()
+        {
+            return Err(key_err("risk.history_table", "must be a table name (letters, digits, `_`, `.`)"));
         }
         if self.reload_ms == 0 {
             return Err(key_err("risk.reload_ms", "must be at least 1"));
@@ -134,7 +148,13 @@ impl RiskSection {
 /// Reads a `date,symbol,close` CSV.
 pub fn read_history(path: &Path) -> Result<History, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
-    let bad = |n: usize, what: &str| key_err("risk.history", format!("{}:{n}: {what}", path.display()));
+    Ok(History::from_closes(parse_closes(&text, ',', &path.display().to_string())?))
+}
+
+/// Parses `date<sep>symbol<sep>close` lines (a first line starting with `date` is a header);
+/// errors name `risk.history`, the origin and the line.
+pub fn parse_closes(text: &str, sep: char, origin: &str) -> Result<Vec<(NaiveDate, Symbol, f64)>, ConfigError> {
+    let bad = |n: usize, what: &str| key_err("risk.history", format!("{origin}:{n}: {what}"));
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -142,7 +162,7 @@ pub fn read_history(path: &Path) -> Result<History, ConfigError> {
         if line.is_empty() || (n == 1 && line.starts_with("date")) {
             continue;
         }
-        let mut f = line.split(',').map(str::trim);
+        let mut f = line.split(sep).map(str::trim);
         let (Some(d), Some(s), Some(c), None) = (f.next(), f.next(), f.next(), f.next()) else {
             return Err(bad(n, "expected date,symbol,close"));
         };
@@ -154,7 +174,23 @@ pub fn read_history(path: &Path) -> Result<History, ConfigError> {
         }
         rows.push((date, symbol, close.to_f64().unwrap_or(0.0)));
     }
-    Ok(History::from_closes(rows))
+    Ok(rows)
+}
+
+/// The closes of the `days` trade dates before `as_of` from a ClickHouse table of daily closes.
+pub fn clickhouse_history(
+    sink: &mut harbour_sinks::clickhouse::ClickHouseSink,
+    table: &str,
+    as_of: NaiveDate,
+    days: usize,
+) -> Result<History, ConfigError> {
+    let sql = format!(
+        "SELECT toString(trade_date), symbol, toString(close) FROM {table} FINAL \
+         WHERE trade_date IN (SELECT DISTINCT trade_date FROM {table} WHERE trade_date < toDate('{as_of}') \
+         ORDER BY trade_date DESC LIMIT {days}) ORDER BY trade_date, symbol"
+    );
+    let text = sink.query_text(&sql).map_err(|e| key_err("risk.history_table", format!("reading {table}: {e}")))?;
+    Ok(History::from_closes(parse_closes(&text, '\t', table)?))
 }
 
 /// Writes closes as the CSV [`read_history`] reads.

@@ -144,7 +144,7 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);
-    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "3");
+    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "4");
     // Alerts: the same rows as the engine's, keyed by their deterministic id.
     let ids = ch.query_text("SELECT alert_id FROM alerts FINAL ORDER BY alert_id").unwrap();
     let mut want_ids: Vec<String> = state.alerts.rows().map(|a| a.id()).collect();
@@ -200,4 +200,46 @@ fn clickhouse_down_mid_run_the_sink_waits_and_the_tables_end_complete() {
     assert!(ch.retries > 0, "the outage was retried");
     let (state, _) = engine.finish();
     assert_eq!(shown(&mut ch), expected(&state), "complete tables after the outage");
+}
+
+/// The sink keeps every day's official closes in `daily_closes`; the risk history read back from
+/// there (the days before a date) is the history of those closes.
+#[test]
+fn daily_closes_written_by_the_sink_are_the_risk_history() {
+    use chrono::NaiveDate;
+    use harbour_dataflows::model::Symbol;
+    use harbour_dataflows::risk::book::History;
+    let mut ch = sink("closes");
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut closes: Vec<(NaiveDate, Symbol, f64)> = Vec::new();
+    let dates = ["2026-11-23", "2026-11-24", "2026-11-25"].map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap());
+    for (i, date) in dates.iter().enumerate() {
+        let gen =
+            GenerateConfig { fills: 300, quotes: 900, seed: 40 + i as u64, date: *date, ..GenerateConfig::default() };
+        let lines = generate(&gen).unwrap();
+        let mut engine = Engine::new(&engine_config(500), &metrics, health.clone());
+        engine.track_changes();
+        for (n, raw) in lines.iter().enumerate() {
+            engine.feed(SourceLine { source: "day".into(), position: n as u64 + 1, raw: raw.clone() });
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+            if v["type"] == "close" {
+                if let (Some(s), Some(p)) = (v["symbol"].as_str().and_then(Symbol::parse), v["price"].as_str()) {
+                    closes.retain(|c| !(c.0 == *date && c.1 == s));
+                    closes.push((*date, s, p.parse::<f64>().unwrap()));
+                }
+            }
+        }
+        let epoch = engine.seal();
+        ch.write(epoch, &engine.take_changes()).unwrap();
+    }
+    assert!(closes.len() >= 20, "the sample days end with closing prices");
+    let as_of = NaiveDate::parse_from_str("2026-11-26", "%Y-%m-%d").unwrap();
+    let got = harbour::risk::clickhouse_history(&mut ch, "daily_closes", as_of, 250).unwrap();
+    assert_eq!(got.days(), 2);
+    assert_eq!(got, History::from_closes(closes.iter().cloned()));
+    // Only the days before `as_of`, and at most `days` of them.
+    let before = harbour::risk::clickhouse_history(&mut ch, "daily_closes", dates[2], 250).unwrap();
+    assert_eq!(before, History::from_closes(closes.iter().filter(|c| c.0 < dates[2]).cloned()));
+    let last_two = harbour::risk::clickhouse_history(&mut ch, "daily_closes", as_of, 2).unwrap();
+    assert_eq!(last_two, History::from_closes(closes.iter().filter(|c| c.0 > dates[0]).cloned()));
 }

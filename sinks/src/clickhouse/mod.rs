@@ -3,7 +3,7 @@
 //! ```text
 //!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
 //!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute, risk,
-//!     risk_history, alerts,
+//!     risk_history, alerts, daily_closes,
 //!     orders, order_history, dead_letters  ──► sink_progress (epoch) last
 //! ```
 //!
@@ -226,7 +226,9 @@ impl ClickHouseSink {
         let events: Vec<rows::EventRow> = changes.events.iter().map(Into::into).collect();
         let risk: Vec<rows::Risk> = changes.risk.iter().map(Into::into).collect();
         let alerts: Vec<rows::Alert> = changes.alerts.iter().map(Into::into).collect();
+        let closes: Vec<rows::DailyClose> = changes.quotes.iter().filter_map(rows::DailyClose::of).collect();
         let n = (positions.len()
+            + closes.len()
             + 2 * risk.len()
             + alerts.len()
             + history.len()
@@ -249,6 +251,7 @@ impl ClickHouseSink {
         insert(self, "risk", &risk)?;
         insert(self, "risk_history", &risk)?;
         insert(self, "alerts", &alerts)?;
+        insert(self, "daily_closes", &closes)?;
         insert(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];

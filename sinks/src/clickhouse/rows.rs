@@ -5,7 +5,8 @@
 
 use chrono::NaiveDate;
 use clickhouse::Row;
-use harbour_dataflows::model::{Instrument, Order, Ts};
+use harbour_dataflows::marks::MarkState;
+use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{AlertRow, RiskRow};
@@ -503,5 +504,32 @@ impl From<&Change<AlertRow>> for Alert {
             drivers: json_pairs(a.drivers.iter().cloned()),
             version: c.version,
         }
+    }
+}
+
+/// `daily_closes`: a symbol's official close on its trade date.
+#[derive(Row, Serialize)]
+pub struct DailyClose {
+    trade_date: u16,
+    symbol: String,
+    close: i128,
+    time: u32,
+    ts_ns: i64,
+    version: u64,
+}
+
+impl DailyClose {
+    /// The close a quote change carries, if any.
+    pub fn of(c: &Change<(Symbol, MarkState)>) -> Option<DailyClose> {
+        let (s, m) = &c.row;
+        let (ts, price) = m.close()?;
+        Some(DailyClose {
+            trade_date: date(ts),
+            symbol: s.to_string(),
+            close: dec(price),
+            time: seconds(ts),
+            ts_ns: ts,
+            version: c.version,
+        })
     }
 }

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../deploy/clickhouse/002_flows_orders_events.sql"),
     },
     Migration { version: 3, name: "003_risk.sql", sql: include_str!("../../../deploy/clickhouse/003_risk.sql") },
+    Migration {
+        version: 4,
+        name: "004_daily_closes.sql",
+        sql: include_str!("../../../deploy/clickhouse/004_daily_closes.sql"),
+    },
 ];
 
 #[cfg(test)]
