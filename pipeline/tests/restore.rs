@@ -119,3 +119,42 @@ fn restored_engine_fires_the_same_alerts_once() {
         assert_eq!(got_alerts, expected.alerts.versioned(), "cut {cut}: the same alerts, at the same versions");
     }
 }
+
+/// The limits file is re-read while the engine runs: limits tightened mid-day start breaches from
+/// the next epoch on; a bad file is refused and the limits in force stay.
+#[test]
+fn limits_reloaded_mid_run_apply_from_the_next_epoch() {
+    let gen = GenerateConfig { fills: 3_000, quotes: 6_000, seed: 12, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let dir = std::env::temp_dir().join(format!("harbour-limits-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("limits.toml");
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000000000\" }\n").unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = risk_config(&gen);
+    cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
+    cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
+    let mut engine = Engine::new(&cfg, &metrics, health);
+    let half = lines.len() / 2;
+    feed_all(&mut engine, lines.iter().enumerate().take(half), 500);
+    assert!(engine.state().alerts.is_empty(), "nothing near a limit of 1e9");
+    let reloaded_at = engine.stats().lines;
+    // A bad file: refused, counted, nothing changes.
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"oops\" }\n").unwrap();
+    feed_all(&mut engine, lines.iter().enumerate().skip(half).take(500), 500);
+    assert!(engine.state().alerts.is_empty());
+    assert!(metrics.render().contains("harbour_risk_limit_reload_errors_total 1"), "{}", metrics.render());
+    // Tightened: every account is over 1,000 HKD gross.
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000\", hard = \"2000\" }\n").unwrap();
+    feed_all(&mut engine, lines.iter().enumerate().skip(half + 500), 500);
+    let (state, _) = engine.finish();
+    let alerts: Vec<_> = state.alerts.versioned();
+    let accounts =
+        state.risk.rows().filter(|r| matches!(r.group, harbour_dataflows::rollups::Group::Account(_))).count();
+    assert_eq!(alerts.len(), 2 * accounts, "a soft and a hard breach per account, once: {alerts:#?}");
+    assert!(alerts.iter().all(|a| a.version > reloaded_at + 500), "only after the reload");
+    assert!(metrics.render().contains("harbour_risk_limit_reloads_total 1"));
+    let _ = std::fs::remove_dir_all(dir);
+}
