@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use harbour_dataflows::model::Symbol;
@@ -225,6 +225,10 @@ struct LimitsFile {
 
 /// Parses limits from TOML text; errors name the key (`accounts.ACC-001.var.hard`).
 pub fn parse_limits(text: &str, origin: &Path) -> Result<Limits, ConfigError> {
+    // An empty file is what a reader sees in the middle of a non-atomic rewrite: never "no limits".
+    if text.trim().is_empty() {
+        return Err(ConfigError::Syntax { path: origin.into(), message: "the limits file is empty".into() });
+    }
     let file: LimitsFile =
         toml::from_str(text).map_err(|e| ConfigError::Syntax { path: origin.into(), message: e.to_string() })?;
     let hysteresis = file.hysteresis.unwrap_or(Decimal::new(5, 2));
@@ -237,7 +241,8 @@ pub fn parse_limits(text: &str, origin: &Path) -> Result<Limits, ConfigError> {
             let key = format!("{prefix}.{name}");
             let metric = Metric::parse(&name)
                 .ok_or_else(|| key_err(&key, "unknown metric (gross, net, name_weight, lots, var, drawdown, loss)"))?;
-            let hard = s.hard.unwrap_or(s.soft);
+            // Without a hard level only soft breaches are reported.
+            let hard = s.hard.unwrap_or(Decimal::MAX);
             if s.soft <= Decimal::ZERO {
                 return Err(key_err(&format!("{key}.soft"), "must be positive"));
             }
@@ -275,41 +280,39 @@ pub fn read_limits(path: &Path) -> Result<Limits, ConfigError> {
     parse_limits(&text, path)
 }
 
-/// Watches the limits file: [`LimitsWatch::poll`] returns new limits when the file changed.
+/// Watches the limits file: [`LimitsWatch::poll`] returns new limits when its content changed.
+/// (Write it with a rename for an atomic switch; an empty file is refused, a half-written one is
+/// refused when it does not parse.)
 #[derive(Debug)]
 pub struct LimitsWatch {
     path: PathBuf,
     every: Duration,
     checked: Instant,
-    seen: Option<(SystemTime, u64)>,
+    seen: Option<String>,
 }
 
 impl LimitsWatch {
     /// Watches `path`, looking every `every`; the file as it is now counts as seen.
     pub fn new(path: PathBuf, every: Duration) -> LimitsWatch {
-        let seen = stamp(&path);
+        let seen = std::fs::read_to_string(&path).ok();
         LimitsWatch { path, every, checked: Instant::now(), seen }
     }
 
-    /// New limits when the file changed since it was last read (an error when the new file is
-    /// bad: the limits in force stay).
+    /// New limits when the file's content changed since it was last read (an error when the new
+    /// file is bad: the limits in force stay).
     pub fn poll(&mut self) -> Option<Result<Limits, ConfigError>> {
         if self.checked.elapsed() < self.every {
             return None;
         }
         self.checked = Instant::now();
-        let now = stamp(&self.path);
-        if now == self.seen || now.is_none() {
+        let now = std::fs::read_to_string(&self.path).ok()?;
+        if self.seen.as_deref() == Some(now.as_str()) {
             return None;
         }
-        self.seen = now;
-        Some(read_limits(&self.path))
+        let parsed = parse_limits(&now, &self.path);
+        self.seen = Some(now);
+        Some(parsed)
     }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 #[cfg(test)]
@@ -339,7 +342,8 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
 "#;
         let l = parse_limits(text, Path::new("limits.toml")).unwrap();
         assert_eq!(l.desk[&Metric::Gross], Limit { soft: dec!(1000), hard: dec!(2000), hysteresis: dec!(0.1) });
-        assert_eq!(l.of(&Group::Account("ACC-002".into()), Metric::Var).unwrap().hard, dec!(50));
+        assert_eq!(l.of(&Group::Account("ACC-002".into()), Metric::Var).unwrap().soft, dec!(50));
+        assert_eq!(l.of(&Group::Account("ACC-002".into()), Metric::Var).unwrap().hard, Decimal::MAX, "no hard level");
         assert_eq!(l.of(&Group::Account("ACC-001".into()), Metric::Var).unwrap().soft, dec!(70));
         assert_eq!(l.of(&Group::Strategy("x".into()), Metric::Var), None);
         let err = |t: &str| parse_limits(t, Path::new("l.toml")).unwrap_err().to_string();
@@ -347,6 +351,7 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         assert!(err("[desk]\nvarr = { soft = \"5\" }").contains("`desk.varr`"));
         assert!(err("[desk]\ngross = { soft = \"-5\" }").contains("`desk.gross.soft`"));
         assert!(err("hysteresis = \"1.5\"").contains("`hysteresis`"));
+        assert!(err("  \n").contains("empty"));
     }
 
     #[test]

@@ -433,7 +433,9 @@ struct GroupState {
     held: u32,
     positions: u32,
     exposure: Exposure,
+    /// Σ (|MV| in cents)², exact, unless `sum_sq_lost` (an overflow: recomputed at each row).
     sum_sq: Decimal,
+    sum_sq_lost: bool,
     sectors: BTreeMap<Option<Arc<str>>, Decimal>,
     by_size: BTreeSet<(Decimal, Reverse<Symbol>)>,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
@@ -443,7 +445,8 @@ struct GroupState {
     today: f64,
     total: Decimal,
     drawdown: Drawdown,
-    limits: BTreeMap<Metric, (LimitState, u32, u32)>,
+    /// Per metric: the breach state, breaches counted (soft, hard), the limit last judged against.
+    limits: BTreeMap<Metric, (LimitState, u32, u32, Option<Limit>)>,
     ts: Ts,
     shown: Option<RiskRow>,
 }
@@ -478,6 +481,8 @@ pub struct RiskBook {
     z95: f64,
     z99: f64,
     scratch: Vec<f64>,
+    /// Limits changed: judge every group at the next apply.
+    rejudge: bool,
 }
 
 /// One time's inputs to the risk book.
@@ -519,6 +524,7 @@ impl RiskBook {
             z95: normal_quantile(0.95),
             z99: normal_quantile(0.99),
             scratch: Vec::new(),
+            rejudge: false,
         }
     }
 
@@ -527,9 +533,10 @@ impl RiskBook {
         &self.config
     }
 
-    /// Replaces the limits (a reload): breaches are re-judged at each group's next change.
+    /// Replaces the limits (a reload): every group is judged against them at the next apply.
     pub fn set_limits(&mut self, limits: Limits) {
         self.config.limits = limits;
+        self.rejudge = true;
     }
 
     /// The row shown for a group.
@@ -539,13 +546,14 @@ impl RiskBook {
 
     /// Applies one time's changes; returns the rows that changed and the alerts fired.
     pub fn apply(&mut self, input: RiskInput) -> RiskChanges {
+        let seeded: Vec<Group> = input.seeds.iter().map(|s| s.group.clone()).collect();
         for seed in input.seeds {
             let g = self.groups.entry(seed.group).or_default();
             g.drawdown.peak = Some(seed.peak);
             g.drawdown.max = seed.max_drawdown;
             g.ts = g.ts.max(seed.ts);
             for (m, state, soft, hard) in seed.limits {
-                g.limits.insert(m, (LimitState { breached: state }, soft, hard));
+                g.limits.insert(m, (LimitState { breached: state }, soft, hard, None));
             }
         }
         // Per touched group: its symbols to re-file, its total P&L change, its latest event time.
@@ -556,6 +564,12 @@ impl RiskBook {
             ts: Ts,
         }
         let mut touched: FxHashMap<Group, Touch> = FxHashMap::default();
+        if std::mem::take(&mut self.rejudge) {
+            // New limits: every group is judged against them now, not at its next change.
+            for g in self.groups.keys() {
+                touched.entry(g.clone()).or_default();
+            }
+        }
         for i in input.instruments {
             let info = self.symbols.entry(i.symbol).or_default();
             let sector: Option<Arc<str>> = i.sector.as_deref().map(Arc::from);
@@ -569,6 +583,9 @@ impl RiskBook {
                     }
                 }
             }
+        }
+        for g in seeded {
+            touched.entry(g).or_default();
         }
         for (s, price, ts) in input.marks {
             let h = &self.config.history;
@@ -636,10 +653,22 @@ impl RiskBook {
             for s in touch.symbols {
                 Self::refile(st, s, self.symbols.get(&s), &self.config.history);
             }
+            if st.sum_sq_lost {
+                // Back to exact sums once they fit again.
+                if let Some(q) = st
+                    .names
+                    .values()
+                    .try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
+                {
+                    (st.sum_sq, st.sum_sq_lost) = (q, false);
+                }
+            }
             st.total += touch.total;
             st.ts = st.ts.max(touch.ts);
             st.drawdown.update(st.total);
-            let row = if st.positions == 0 { None } else { Some(self.row_of(&g)) };
+            // A group keeps its row once it has one, even when its positions are all gone (busted):
+            // its drawdown history and limit states live on (and are checkpointed from the row).
+            let row = Some(self.row_of(&g));
             let st = self.groups.get_mut(&g).expect("exists");
             if let Some(r) = &row {
                 Self::judge(&self.config.limits, st, r, &mut out.alerts);
@@ -681,7 +710,10 @@ impl RiskBook {
         if old.mv != new.mv || old.sector != new.sector {
             if !old.mv.is_zero() {
                 st.exposure.remove(old.mv);
-                st.sum_sq -= old.abs_cents * old.abs_cents;
+                match old.abs_cents.checked_mul(old.abs_cents).and_then(|x| st.sum_sq.checked_sub(x)) {
+                    Some(q) => st.sum_sq = q,
+                    None => st.sum_sq_lost = true,
+                }
                 if let Some(v) = st.sectors.get_mut(&old.sector) {
                     *v -= old.mv.abs();
                     if v.is_zero() {
@@ -692,7 +724,10 @@ impl RiskBook {
             }
             if !new.mv.is_zero() {
                 st.exposure.add(new.mv);
-                st.sum_sq += new.abs_cents * new.abs_cents;
+                match new.abs_cents.checked_mul(new.abs_cents).and_then(|x| st.sum_sq.checked_add(x)) {
+                    Some(q) => st.sum_sq = q,
+                    None => st.sum_sq_lost = true,
+                }
                 *st.sectors.entry(new.sector.clone()).or_default() += new.mv.abs();
                 st.by_size.insert((new.mv.abs(), Reverse(s)));
             }
@@ -743,8 +778,7 @@ impl RiskBook {
             (None, Decimal::ZERO, Vec::new())
         } else {
             let largest = st.by_size.iter().next_back().map(|(mv, Reverse(s))| (*s, ratio(*mv / e.gross)));
-            let hhi =
-                if gross_cents.is_zero() { Decimal::ZERO } else { ratio(st.sum_sq / (gross_cents * gross_cents)) };
+            let hhi = hhi(st, gross_cents);
             let sectors =
                 st.sectors.iter().map(|(s, v)| (s.as_deref().map(str::to_string), ratio(*v / e.gross))).collect();
             (largest, hhi, sectors)
@@ -826,7 +860,17 @@ impl RiskBook {
     /// Checks the group's limits against its new row; pushes the alerts of breaches that start or clear.
     fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, alerts: &mut Vec<AlertRow>) {
         for m in Metric::ALL {
-            let Some(limit) = limits.of(&row.group, m) else { continue };
+            let (state, soft_n, hard_n, last) = st.limits.entry(m).or_default();
+            let limit = match limits.of(&row.group, m) {
+                Some(l) => *l,
+                // The limit was removed: a breach in force clears (at the level it had).
+                None if state.breached.is_some() => {
+                    last.unwrap_or(Limit { soft: Decimal::ZERO, hard: Decimal::ZERO, hysteresis: Decimal::ZERO })
+                }
+                None => continue,
+            };
+            let removed = limits.of(&row.group, m).is_none();
+            *last = (!removed).then_some(limit);
             let value = match m {
                 Metric::Gross => row.gross,
                 Metric::Net => row.net.abs(),
@@ -836,8 +880,19 @@ impl RiskBook {
                 Metric::Drawdown => row.drawdown,
                 Metric::Loss => (-row.total_pnl).max(Decimal::ZERO),
             };
-            let (state, soft_n, hard_n) = st.limits.entry(m).or_default();
-            for a in state.observe(limit, value) {
+            let alerts_now = if removed {
+                // Clear what is in force, hard first, and forget the limit.
+                let mut v = Vec::new();
+                if state.breached == Some(Severity::Hard) {
+                    v.push(Alert::Clear(Severity::Hard, value));
+                }
+                v.push(Alert::Clear(Severity::Soft, value));
+                state.breached = None;
+                v
+            } else {
+                state.observe(&limit, value)
+            };
+            for a in alerts_now {
                 let (kind, sev) = match a {
                     Alert::Breach(s, _) => (AlertKind::Breach, s),
                     Alert::Clear(s, _) => (AlertKind::Clear, s),
@@ -858,11 +913,36 @@ impl RiskBook {
                     seq: *n,
                     kind,
                     value,
+                    // (for a removed limit: the levels it had)
                     level: if sev == Severity::Soft { limit.soft } else { limit.hard },
                     ts: row.ts,
                     drivers,
                 });
             }
+        }
+    }
+}
+
+/// Σw² from the exact Σ(cents)² when it fits a decimal, else from the names in f64 (amounts beyond
+/// about 10¹⁴ HKD).
+fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
+    if gross_cents.is_zero() {
+        return Decimal::ZERO;
+    }
+    let sum_sq = if st.sum_sq_lost {
+        st.names
+            .values()
+            .try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
+    } else {
+        Some(st.sum_sq)
+    };
+    let exact = sum_sq.and_then(|q| Some(q / gross_cents.checked_mul(gross_cents)?));
+    match exact {
+        Some(h) => ratio(h),
+        None => {
+            let g = gross_cents.to_f64().unwrap_or(f64::INFINITY);
+            let h: f64 = st.names.values().map(|n| (n.added.abs_cents.to_f64().unwrap_or(0.0) / g).powi(2)).sum();
+            ratio(Decimal::from_f64(h).unwrap_or_default())
         }
     }
 }

@@ -323,3 +323,56 @@ proptest! {
         }
     }
 }
+
+/// A group whose positions all disappear keeps its row (drawdown history) and clears its breaches;
+/// a limit removed by a reload clears the breach in force; new limits are judged at once.
+#[test]
+fn breaches_clear_when_positions_go_and_when_limits_go() {
+    let mut b = book(limits());
+    b.apply(RiskInput { instruments: vec![instrument(700, 100, "IT")], ..Default::default() });
+    let row = pos("A", "s1", 700, 1000, dec!(450), dec!(60000), 1);
+    let fired = b.apply(RiskInput { positions: vec![(row.clone(), 1)], ..Default::default() }).alerts;
+    assert_eq!(
+        fired.iter().map(|a| (a.metric, a.severity, a.kind)).collect::<Vec<_>>(),
+        vec![(Metric::Gross, Severity::Soft, AlertKind::Breach), (Metric::Gross, Severity::Hard, AlertKind::Breach),]
+    );
+    // Every fill busted: the position row is retracted only.
+    let out = b.apply(RiskInput { positions: vec![(row, -1)], ..Default::default() });
+    let kinds: Vec<_> = out.alerts.iter().map(|a| (a.metric, a.severity, a.kind)).collect();
+    assert!(kinds.contains(&(Metric::Gross, Severity::Hard, AlertKind::Clear)), "{kinds:?}");
+    assert!(kinds.contains(&(Metric::Gross, Severity::Soft, AlertKind::Clear)), "{kinds:?}");
+    let a = b.row(&Group::Account("A".into())).expect("the row stays");
+    assert_eq!((a.gross, a.names, a.peak_pnl, a.max_drawdown), (Decimal::ZERO, 0, dec!(60000), dec!(60000)));
+
+    // New limits are judged at the next apply, whatever changes; removing one clears its breach.
+    let mut b = book(Limits::default());
+    b.apply(RiskInput {
+        instruments: vec![instrument(700, 100, "IT")],
+        positions: vec![(pos("A", "s1", 700, 1000, dec!(450), dec!(0), 1), 1)],
+        ..Default::default()
+    });
+    b.set_limits(limits());
+    let now = b.apply(RiskInput::default()).alerts;
+    assert_eq!(now.iter().filter(|a| a.group == Group::Account("A".into())).count(), 2, "{now:?}");
+    b.set_limits(Limits::default());
+    let cleared = b.apply(RiskInput::default()).alerts;
+    assert_eq!(
+        cleared.iter().map(|a| (a.severity, a.kind, a.level)).collect::<Vec<_>>(),
+        vec![(Severity::Hard, AlertKind::Clear, dec!(420000)), (Severity::Soft, AlertKind::Clear, dec!(400000))]
+    );
+    assert!(b.apply(RiskInput::default()).alerts.is_empty());
+}
+
+/// Amounts beyond what an exact Σ(cents)² holds do not panic: HHI falls back to floats.
+#[test]
+fn enormous_positions_do_not_overflow() {
+    let mut b = book(Limits::default());
+    let huge = pos("A", "s1", 700, 100_000_000_000, dec!(2820), dec!(0), 1);
+    let small = pos("A", "s1", 5, 400, dec!(68), dec!(0), 1);
+    b.apply(RiskInput { positions: vec![(huge.clone(), 1), (small, 1)], ..Default::default() });
+    let r = b.row(&Group::Desk).unwrap();
+    assert_eq!(r.hhi, Decimal::ONE);
+    assert_eq!(r.gross, dec!(282000000000000) + dec!(27200));
+    b.apply(RiskInput { positions: vec![(huge, -1)], ..Default::default() });
+    assert_eq!(b.row(&Group::Desk).unwrap().hhi, Decimal::ONE, "exact again: one name left");
+}
