@@ -66,7 +66,8 @@ impl Harness {
             let (ii, instruments) = scope.new_collection();
             let (_l, limits) = scope.new_collection();
             let (_s, seeds) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &config);
+            let (_t, status) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, status, limits, seeds }, &config);
             let (probe, _) = out.positions.probe();
             let _ = out.fills.probe_with(&probe);
             let _ = out.rollups.probe_with(&probe);

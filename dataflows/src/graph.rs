@@ -7,6 +7,7 @@
 //!                   │                                    └─► risk (per account, strategy, desk) ─► risk rows, alerts
 //!  limits, seeds ───┴────────────────────────────────────────┘
 //!  orders ─► latest state per order id
+//!  status ─► latest trading status per security and market
 //!  instruments ─► (passed through)
 //! ```
 //!
@@ -23,9 +24,9 @@ use timely::progress::Timestamp;
 
 use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkFold, MarkPolicy};
-use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
+use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, StatusSubject, Symbol, TradingStatus, Ts};
 use crate::operators::{latest_fold, positions, risk, FillPnl};
-use crate::orders::OrderFold;
+use crate::orders::{OrderFold, StatusFold};
 use crate::pnl::PositionRow;
 use crate::risk::book::{AlertRow, Limits, RiskConfig, RiskRow, RiskSeed};
 use crate::rollups::{minute_flows, rollups, Group};
@@ -52,6 +53,8 @@ pub struct Inputs<'s, T: Timestamp> {
     pub orders: VecCollection<'s, T, Order, isize>,
     /// Instruments (a change retracts the previous record).
     pub instruments: VecCollection<'s, T, Instrument, isize>,
+    /// Trading statuses of securities and markets, insert-only.
+    pub status: VecCollection<'s, T, TradingStatus, isize>,
     /// Risk limits: a record replaces the limits from its time on.
     pub limits: VecCollection<'s, T, Limits, isize>,
     /// Risk path state (drawdown peaks, breaches) carried over a restart.
@@ -74,6 +77,8 @@ pub struct Outputs<'s, T: Timestamp> {
     pub orders: VecCollection<'s, T, (OrderId, Order), isize>,
     /// Instruments.
     pub instruments: VecCollection<'s, T, Instrument, isize>,
+    /// Latest trading status per security and market.
+    pub status: VecCollection<'s, T, (StatusSubject, TradingStatus), isize>,
     /// Risk metrics per account, strategy and the desk.
     pub risk: VecCollection<'s, T, RiskRow, isize>,
     /// Limit alerts (insert-only).
@@ -92,5 +97,17 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
     let rollups = rollups(deltas);
     let minutes = minute_flows(flows);
     let orders = latest_fold(inputs.orders.map(|o| (o.order_id.clone(), o)), OrderFold);
-    Outputs { positions: rows, fills, rollups, minutes, marks, orders, instruments: inputs.instruments, risk, alerts }
+    let status = latest_fold(inputs.status.map(|s| (s.subject.clone(), s)), StatusFold);
+    Outputs {
+        positions: rows,
+        fills,
+        rollups,
+        minutes,
+        marks,
+        orders,
+        instruments: inputs.instruments,
+        status,
+        risk,
+        alerts,
+    }
 }

@@ -7,10 +7,11 @@
 //! - [`model`]: identifiers, events and the average-cost fold.
 //! - [`ticks`], [`fees`]: the spread table and Hong Kong trading costs, as dated data.
 //! - [`operators`]: the custom operators (positions; latest state per key).
-//! - [`marks`], [`pnl`], [`rollups`], [`orders`]: the dataflow stages.
+//! - [`marks`], [`pnl`], [`rollups`], [`orders`]: the dataflow stages (orders also holds the
+//!   latest trading status per security and market).
 //! - [`reference`]: a from-scratch batch recomputation, the yardstick for the incremental outputs.
-//! - [`risk`]: exposure, concentration, EWMA volatility, VaR, drawdown and limit alerts (formulas;
-//!   the risk dataflow is still to come).
+//! - [`risk`]: exposure, concentration, EWMA volatility, VaR, drawdown and limit alerts, kept per
+//!   account, strategy and desk by the risk operator.
 
 pub mod fees;
 pub mod graph;

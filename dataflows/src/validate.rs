@@ -17,7 +17,9 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
-use crate::model::{Bust, Close, ExecId, Fill, Instrument, MarketEvent, Order, Quote, Symbol, Ts};
+use crate::model::{
+    Bust, Close, ExecId, Fill, Instrument, MarketEvent, Order, Quote, StatusSubject, Symbol, TradingStatus, Ts,
+};
 use crate::ticks::SpreadTables;
 
 /// A parsed input event, before the rules that need state.
@@ -35,6 +37,8 @@ pub enum Input {
     Instrument(Instrument),
     /// An order event.
     Order(Order),
+    /// A security halted or resumed, a market's session changed.
+    Status(TradingStatus),
 }
 
 /// An accepted input, ready for the dataflow.
@@ -55,6 +59,8 @@ pub enum Accepted {
     },
     /// An order event.
     Order(Order),
+    /// A trading status.
+    Status(TradingStatus),
 }
 
 /// Why an input was refused.
@@ -308,6 +314,12 @@ impl Validator {
                     self.check_price(p, o.ts)?;
                 }
                 Ok(vec![Accepted::Order(o)])
+            }
+            Input::Status(st) => {
+                if let StatusSubject::Security(s) = st.subject {
+                    self.instrument(s)?;
+                }
+                Ok(vec![Accepted::Status(st)])
             }
         }
     }

@@ -130,7 +130,8 @@ fn run_on_workers(events: &[Ev], cuts: &[usize], workers: usize) -> Reference {
             let (_i, instruments) = scope.new_collection();
             let (_l, limits) = scope.new_collection();
             let (_s, seeds) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &config);
+            let (_t, status) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, status, limits, seeds }, &config);
             // Probe every output: a worker's results are read once all of them are complete.
             let (probe, positions) = out.positions.probe();
             let fills = out.fills.probe_with(&probe);

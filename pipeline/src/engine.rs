@@ -21,7 +21,9 @@ use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
 use harbour_dataflows::marks::{Mark, MarkState};
-use harbour_dataflows::model::{Fill, Instrument, MarketEvent, Order, OrderId, Symbol, Ts};
+use harbour_dataflows::model::{
+    Fill, Instrument, MarketEvent, Order, OrderId, StatusSubject, Symbol, TradingStatus, Ts,
+};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::operators::LatestFold;
 use harbour_dataflows::orders::OrderFold;
@@ -73,6 +75,8 @@ pub struct OutputState {
     pub marks: TableState<(Symbol, Mark)>,
     /// Instruments.
     pub instruments: TableState<Instrument>,
+    /// Latest trading status per security and market.
+    pub status: TableState<(StatusSubject, TradingStatus)>,
     /// Risk metrics per account, strategy and the desk.
     pub risk: TableState<RiskRow>,
     /// Limit alerts (insert-only).
@@ -111,6 +115,7 @@ struct Taps {
     orders: Sink<(OrderId, Order)>,
     marks: Sink<(Symbol, Mark)>,
     instruments: Sink<Instrument>,
+    status: Sink<(StatusSubject, TradingStatus)>,
     risk: Sink<RiskRow>,
     alerts: Sink<AlertRow>,
 }
@@ -120,6 +125,7 @@ struct Sessions {
     market: InputSession<u64, MarketEvent, isize>,
     orders: InputSession<u64, Order, isize>,
     instruments: InputSession<u64, Instrument, isize>,
+    status: InputSession<u64, TradingStatus, isize>,
     limits: InputSession<u64, Limits, isize>,
     seeds: InputSession<u64, RiskSeed, isize>,
 }
@@ -132,6 +138,8 @@ impl Sessions {
         self.instruments.advance_to(t);
         self.limits.advance_to(t);
         self.seeds.advance_to(t);
+        self.status.advance_to(t);
+        self.status.flush();
         self.limits.flush();
         self.seeds.flush();
         self.fills.flush();
@@ -157,6 +165,7 @@ fn kind(e: &Event) -> &'static str {
         Event::Close(_) => "close",
         Event::Instrument(_) => "instrument",
         Event::Order(_) => "order",
+        Event::Status(_) => "status",
     }
 }
 
@@ -180,6 +189,9 @@ pub struct EngineSnapshot {
     pub orders: Vec<Order>,
     /// Dead letters so far.
     pub dead_letters: Vec<DeadLetter>,
+    /// Latest trading status per security and market.
+    #[serde(default)]
+    pub statuses: Vec<TradingStatus>,
     /// Risk alerts so far, with their versions (the path state of drawdowns and limits is
     /// rebuilt from them and the risk rows).
     #[serde(default)]
@@ -229,7 +241,8 @@ impl<'m> Engine<'m> {
             let (instruments_in, instruments) = scope.new_collection();
             let (limits_in, limits) = scope.new_collection();
             let (seeds_in, seeds) = scope.new_collection();
-            let out = harbour(Inputs { fills, market, orders, instruments, limits, seeds }, &graph);
+            let (status_in, status) = scope.new_collection();
+            let out = harbour(Inputs { fills, market, orders, instruments, status, limits, seeds }, &graph);
             let probe = ProbeHandle::new();
             let taps = Taps {
                 positions: tap(out.positions, &probe),
@@ -239,6 +252,7 @@ impl<'m> Engine<'m> {
                 orders: tap(out.orders, &probe),
                 marks: tap(out.marks, &probe),
                 instruments: tap(out.instruments, &probe),
+                status: tap(out.status, &probe),
                 risk: tap(out.risk, &probe),
                 alerts: tap(out.alerts, &probe),
             };
@@ -247,6 +261,7 @@ impl<'m> Engine<'m> {
                 market: market_in,
                 orders: orders_in,
                 instruments: instruments_in,
+                status: status_in,
                 limits: limits_in,
                 seeds: seeds_in,
             };
@@ -302,6 +317,7 @@ impl<'m> Engine<'m> {
                             }
                             inputs.market.insert(m)
                         }
+                        Accepted::Status(st) => inputs.status.insert(st),
                         Accepted::Order(o) => {
                             OrderFold.fold(self.order_states.entry(o.order_id.clone()).or_default(), o.clone());
                             inputs.orders.insert(o)
@@ -378,6 +394,7 @@ impl<'m> Engine<'m> {
             marks,
             orders,
             dead_letters: self.state.dead_letters.clone(),
+            statuses: self.state.status.rows().map(|(_, s)| s.clone()).collect(),
             alerts: self.state.alerts.versioned().into_iter().map(|v| (v.row, v.version)).collect(),
             risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
         }
@@ -417,6 +434,9 @@ impl<'m> Engine<'m> {
         }
         for s in &snap.risk {
             inputs.seeds.insert(s.clone());
+        }
+        for s in &snap.statuses {
+            inputs.status.insert(s.clone());
         }
         // Alerts are events: they are kept as they were, not fired again.
         self.state.alerts.restore(snap.alerts);
@@ -462,6 +482,7 @@ impl<'m> Engine<'m> {
         drain(&taps.orders, &mut state.orders);
         drain(&taps.marks, &mut state.marks);
         drain(&taps.instruments, &mut state.instruments);
+        drain(&taps.status, &mut state.status);
         drain(&taps.risk, &mut state.risk);
         let alerts = taps.alerts.borrow().len();
         drain(&taps.alerts, &mut state.alerts);

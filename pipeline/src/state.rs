@@ -9,7 +9,9 @@
 use std::hash::Hash;
 
 use harbour_dataflows::marks::Mark;
-use harbour_dataflows::model::{ExecId, Instrument, Order, OrderId, PositionKey, Symbol, Ts};
+use harbour_dataflows::model::{
+    ExecId, Instrument, Order, OrderId, PositionKey, StatusSubject, Symbol, TradingStatus, Ts,
+};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow};
@@ -73,6 +75,13 @@ impl Keyed for Instrument {
     type Key = Symbol;
     fn key(&self) -> Symbol {
         self.symbol
+    }
+}
+
+impl Keyed for (StatusSubject, TradingStatus) {
+    type Key = StatusSubject;
+    fn key(&self) -> StatusSubject {
+        self.0.clone()
     }
 }
 
@@ -214,6 +223,7 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         orders: s.orders.versioned().into_iter().map(|v| Versioned { row: v.row.1, version: v.version }).collect(),
         marks: s.marks.versioned(),
         instruments: s.instruments.versioned(),
+        status: s.status.versioned().into_iter().map(|v| Versioned { row: v.row.1, version: v.version }).collect(),
         risk: s.risk.versioned(),
         alerts: s.alerts.versioned(),
         dead_letters: s.dead_letters.clone(),
@@ -236,6 +246,12 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
         marks: s.marks.take_changes(),
         quotes: Vec::new(), // the engine adds them (market state lives beside the tables)
         instruments: s.instruments.take_changes(),
+        status: s
+            .status
+            .take_changes()
+            .into_iter()
+            .map(|c| Change { row: c.row.1, version: c.version, deleted: c.deleted })
+            .collect(),
         risk: s.risk.take_changes(),
         alerts: s.alerts.take_changes(),
         dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
@@ -252,6 +268,7 @@ pub fn track_changes(s: &mut crate::engine::OutputState) {
     s.orders.track();
     s.marks.track();
     s.instruments.track();
+    s.status.track();
     s.risk.track();
     s.alerts.track();
 }

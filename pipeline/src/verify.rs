@@ -40,7 +40,7 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
                     live.remove(&f.exec_id);
                 }
                 Accepted::Market(m) => market.push(m),
-                Accepted::Order(_) | Accepted::Instrument { .. } => {}
+                Accepted::Order(_) | Accepted::Instrument { .. } | Accepted::Status(_) => {}
             }
         }
     }

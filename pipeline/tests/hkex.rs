@@ -55,9 +55,42 @@ fn feed_replay_with(capture: &Path, other: &Path, retrans: Option<&hk::Retransmi
     .unwrap()
 }
 
+/// The day with trading status lines: the main market's session opening and closing, one security
+/// halted and resumed (each placed among the day's lines by its time).
+fn with_status(mut lines: Vec<String>) -> Vec<String> {
+    let status = [
+        r#"{"type":"status","market":"MAIN","status":"open","session":3,"ts":"2026-01-02T09:30:00+08:00"}"#,
+        r#"{"type":"status","symbol":"00700","status":"halted","ts":"2026-01-02T10:15:00+08:00"}"#,
+        r#"{"type":"status","symbol":"00700","status":"trading","ts":"2026-01-02T10:45:00+08:00"}"#,
+        r#"{"type":"status","symbol":"00005","status":"halted","ts":"2026-01-02T14:00:00+08:00"}"#,
+        r#"{"type":"status","market":"MAIN","status":"closed","session":4,"ts":"2026-01-02T16:10:00+08:00"}"#,
+    ];
+    let date = GenerateConfig::default().date.format("%Y-%m-%d").to_string();
+    for raw in status {
+        let raw = raw.replace("2026-01-02", &date);
+        let t = ts_of(&raw).unwrap();
+        let at = lines.iter().position(|l| ts_of(l).is_some_and(|u| u > t)).unwrap_or(lines.len());
+        lines.insert(at, raw);
+    }
+    lines
+}
+
+fn ts_of(raw: &str) -> Option<i64> {
+    use harbour_dataflows::validate::Input;
+    match harbour_sources::contract::parse_line(raw, 0).ok()? {
+        Input::Fill(f) => Some(f.ts),
+        Input::Bust(b) => Some(b.ts),
+        Input::Order(o) => Some(o.ts),
+        Input::Quote(q) => Some(q.ts),
+        Input::Close(c) => Some(c.ts),
+        Input::Status(s) => Some(s.ts),
+        Input::Instrument(_) => None,
+    }
+}
+
 #[test]
 fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
-    let lines = day(3_000, 21);
+    let lines = with_status(day(3_000, 21));
     let dir = temp("equal");
     for capture in [dir.join("day.omdc"), dir.join("day.pcap")] {
         let other = dir.join("other.jsonl");
@@ -66,6 +99,17 @@ fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
         let run = feed_replay(&capture, &other);
         let want = json_replay(&lines);
         assert!(want.positions.len() > 50 && want.marks.len() == 10);
+        // Trading status from messages 20 and 21: the latest per market and security.
+        let status: Vec<(String, String)> =
+            run.state.status.rows().map(|(k, s)| (k.name(), s.status.to_string())).collect();
+        assert_eq!(
+            status,
+            vec![
+                ("00005".into(), "halted".into()),
+                ("00700".into(), "trading".into()),
+                ("MAIN".into(), "closed".into())
+            ]
+        );
         assert_same_tables(&run.state, &want, Compare::OmdC);
         // Every message once: line B's copies were all duplicates; nothing lost or refused.
         let f = &run.feed;

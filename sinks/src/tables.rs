@@ -9,12 +9,13 @@
 //! | orders | order_id | [`Order`] (latest state) |
 //! | marks | symbol | [`Mark`] |
 //! | instruments | symbol | [`Instrument`] |
+//! | trading_status | security or market | [`TradingStatus`] (latest) |
 //! | risk | account / strategy / desk | [`RiskRow`] |
 //! | alerts | group, metric, severity, seq, kind | [`AlertRow`] (insert-only) |
 //! | dead_letters | source, position | [`DeadLetter`] |
 
 use harbour_dataflows::marks::{Mark, MarkState};
-use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
+use harbour_dataflows::model::{Instrument, Order, Symbol, TradingStatus, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{AlertRow, RiskRow};
@@ -48,6 +49,8 @@ pub struct Tables {
     pub marks: Vec<Versioned<(Symbol, Mark)>>,
     /// Reference data.
     pub instruments: Vec<Versioned<Instrument>>,
+    /// Latest trading status per security and market.
+    pub status: Vec<Versioned<TradingStatus>>,
     /// Risk metrics.
     pub risk: Vec<Versioned<RiskRow>>,
     /// Limit alerts.
@@ -86,6 +89,8 @@ pub struct Changes {
     pub quotes: Vec<Change<(Symbol, MarkState)>>,
     /// Instruments.
     pub instruments: Vec<Change<Instrument>>,
+    /// Trading statuses.
+    pub status: Vec<Change<TradingStatus>>,
     /// Risk metrics.
     pub risk: Vec<Change<RiskRow>>,
     /// New alerts.
@@ -124,6 +129,7 @@ impl Changes {
             + self.marks.len()
             + self.quotes.len()
             + self.instruments.len()
+            + self.status.len()
             + self.risk.len()
             + self.alerts.len()
             + self.dead_letters.len()
@@ -145,6 +151,7 @@ impl Changes {
         self.marks.append(&mut later.marks);
         self.quotes.append(&mut later.quotes);
         self.instruments.append(&mut later.instruments);
+        self.status.append(&mut later.status);
         self.risk.append(&mut later.risk);
         self.alerts.append(&mut later.alerts);
         self.dead_letters.append(&mut later.dead_letters);

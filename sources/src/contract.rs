@@ -7,7 +7,8 @@
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use harbour_dataflows::model::{
-    Bust, Close, Fill, Instrument, Order, OrderStatus, PositionKey, Quote, Side, Symbol, Ts,
+    Bust, Close, Fill, Instrument, Order, OrderStatus, PositionKey, Quote, Side, StatusSubject, Symbol, TradingStatus,
+    Ts, MARKET_STATUSES, SECURITY_STATUSES,
 };
 use harbour_dataflows::validate::{hkt, Input, Rejection};
 use rust_decimal::Decimal;
@@ -70,6 +71,16 @@ enum Wire {
         price: Option<Decimal>,
         order_type: String,
         status: String,
+        ts: String,
+    },
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symbol: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        market: Option<String>,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<u8>,
         ts: String,
     },
 }
@@ -147,6 +158,17 @@ pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
             Input::Quote(Quote { symbol: symbol(&s)?, ts: ts(&t)?, bid, ask, last })
         }
         Wire::Close { symbol: s, ts: t, price } => Input::Close(Close { symbol: symbol(&s)?, ts: ts(&t)?, price }),
+        Wire::Status { symbol: sym, market, status, session, ts: t } => {
+            let (subject, allowed): (StatusSubject, &[&str]) = match (sym, market) {
+                (Some(s), None) => (StatusSubject::Security(symbol(&s)?), &SECURITY_STATUSES),
+                (None, Some(m)) => (StatusSubject::Market(nonempty("market", m)?), &MARKET_STATUSES),
+                _ => return Err(bad("status needs exactly one of symbol, market")),
+            };
+            if !allowed.contains(&status.as_str()) {
+                return Err(bad(format!("status {status:?} is not one of {}", allowed.join(", "))));
+            }
+            Input::Status(TradingStatus { ts: ts(&t)?, subject, status: status.into(), session })
+        }
         Wire::Instrument { symbol: s, name, lot_size, currency, sector, stamp_duty } => {
             Input::Instrument(Instrument { symbol: symbol(&s)?, name, lot_size, currency, sector, stamp_duty })
         }
@@ -197,6 +219,13 @@ pub fn to_line(input: &Input) -> String {
             Wire::Quote { symbol: q.symbol.to_string(), ts: format_ts(q.ts), bid: q.bid, ask: q.ask, last: q.last }
         }
         Input::Close(c) => Wire::Close { symbol: c.symbol.to_string(), ts: format_ts(c.ts), price: c.price },
+        Input::Status(st) => {
+            let (symbol, market) = match st.subject {
+                StatusSubject::Security(s) => (Some(s.to_string()), None),
+                StatusSubject::Market(m) => (None, Some(m.to_string())),
+            };
+            Wire::Status { symbol, market, status: st.status.to_string(), session: st.session, ts: format_ts(st.ts) }
+        }
         Input::Instrument(i) => Wire::Instrument {
             symbol: i.symbol.to_string(),
             name: i.name,
@@ -238,6 +267,36 @@ mod tests {
         assert_eq!(f.source_seq, 7);
         // and back
         assert_eq!(parse_line(&to_line(&Input::Fill(f.clone())), 7).unwrap(), Input::Fill(f));
+    }
+
+    #[test]
+    fn parses_trading_status_of_a_security_and_a_market() {
+        let halt = r#"{"type":"status","symbol":"00700","status":"halted","ts":"2026-01-02T10:15:00+08:00"}"#;
+        let Input::Status(s) = parse_line(halt, 1).unwrap() else { panic!("not a status") };
+        assert_eq!(
+            (s.subject.clone(), s.status.as_str(), s.session),
+            (StatusSubject::Security(Symbol(700)), "halted", None)
+        );
+        assert_eq!(parse_line(&to_line(&Input::Status(s.clone())), 1).unwrap(), Input::Status(s));
+        let open = r#"{"type":"status","market":"MAIN","status":"open","session":3,"ts":"2026-01-02T09:30:00+08:00"}"#;
+        let Input::Status(m) = parse_line(open, 2).unwrap() else { panic!("not a status") };
+        assert_eq!((m.subject.clone(), m.session), (StatusSubject::Market("MAIN".into()), Some(3)));
+        assert_eq!(parse_line(&to_line(&Input::Status(m.clone())), 2).unwrap(), Input::Status(m));
+        for (line, why) in [
+            (
+                r#"{"type":"status","symbol":"00700","market":"MAIN","status":"open","ts":"2026-01-02T09:30:00+08:00"}"#,
+                "exactly one",
+            ),
+            (r#"{"type":"status","status":"open","ts":"2026-01-02T09:30:00+08:00"}"#, "exactly one"),
+            (
+                r#"{"type":"status","symbol":"00700","status":"open","ts":"2026-01-02T09:30:00+08:00"}"#,
+                "trading, halted",
+            ),
+            (r#"{"type":"status","market":"MAIN","status":"lunch","ts":"2026-01-02T09:30:00+08:00"}"#, "pre_open"),
+        ] {
+            let e = parse_line(line, 0).unwrap_err().to_string();
+            assert!(e.contains(why), "{line}: {e}");
+        }
     }
 
     #[test]

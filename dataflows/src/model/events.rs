@@ -98,6 +98,51 @@ pub struct Quote {
     pub last: Option<Decimal>,
 }
 
+/// What a trading status is about: one security, or a whole market's session.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StatusSubject {
+    /// A security (HKEX Security Status, message 21).
+    Security(Symbol),
+    /// A market (`MAIN`, `GEM`, …; HKEX Trading Session Status, message 20).
+    Market(smol_str::SmolStr),
+}
+
+impl StatusSubject {
+    /// `security` or `market`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StatusSubject::Security(_) => "security",
+            StatusSubject::Market(_) => "market",
+        }
+    }
+
+    /// The security code or market code.
+    pub fn name(&self) -> String {
+        match self {
+            StatusSubject::Security(s) => s.to_string(),
+            StatusSubject::Market(m) => m.to_string(),
+        }
+    }
+}
+
+/// Security statuses.
+pub const SECURITY_STATUSES: [&str; 2] = ["trading", "halted"];
+/// Market session statuses (TradingSesStatus 0, 10, 20, 30, 40, 50, 100).
+pub const MARKET_STATUSES: [&str; 7] = ["unknown", "halted", "pre_open", "open", "pre_close", "closed", "day_closed"];
+
+/// A trading status: a security halted or resumed, a market's session changing.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TradingStatus {
+    /// Event time.
+    pub ts: Ts,
+    /// What it is about.
+    pub subject: StatusSubject,
+    /// One of [`SECURITY_STATUSES`] or [`MARKET_STATUSES`].
+    pub status: smol_str::SmolStr,
+    /// The market's TradingSessionSubID (markets only).
+    pub session: Option<u8>,
+}
+
 /// An official closing price.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Close {

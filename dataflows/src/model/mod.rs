@@ -8,6 +8,9 @@ mod events;
 mod ids;
 mod position;
 
-pub use events::{Bust, Close, Fill, Instrument, MarketEvent, Order, OrderStatus, Quote, Side};
+pub use events::{
+    Bust, Close, Fill, Instrument, MarketEvent, Order, OrderStatus, Quote, Side, StatusSubject, TradingStatus,
+    MARKET_STATUSES, SECURITY_STATUSES,
+};
 pub use ids::{Account, ExecId, OrderId, PositionKey, Strategy, Symbol, Ts, NANOS_PER_MINUTE};
 pub use position::{PositionState, PositionStep};

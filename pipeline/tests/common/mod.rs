@@ -278,6 +278,7 @@ pub fn assert_same_tables(got: &OutputState, want: &OutputState, compare: Compar
     table("marks", got.marks.rows().collect(), want.marks.rows().collect());
     table("instruments", instruments(got), instruments(want));
     table("dead letters", dead(got), dead(want));
+    table("trading status", got.status.rows().collect(), want.status.rows().collect());
     if !omdc {
         // OMD-C instruments carry no sector; elsewhere risk rows agree (drawdowns follow the epochs).
         assert_same_risk(got, want, false, "risk");

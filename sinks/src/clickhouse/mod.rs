@@ -3,7 +3,7 @@
 //! ```text
 //!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
 //!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute, risk,
-//!     risk_history, alerts, daily_closes,
+//!     risk_history, alerts, daily_closes, trading_status,
 //!     orders, order_history, dead_letters  ──► sink_progress (epoch) last
 //! ```
 //!
@@ -227,7 +227,9 @@ impl ClickHouseSink {
         let risk: Vec<rows::Risk> = changes.risk.iter().map(Into::into).collect();
         let alerts: Vec<rows::Alert> = changes.alerts.iter().map(Into::into).collect();
         let closes: Vec<rows::DailyClose> = changes.quotes.iter().filter_map(rows::DailyClose::of).collect();
+        let status: Vec<rows::Status> = changes.status.iter().map(Into::into).collect();
         let n = (positions.len()
+            + status.len()
             + closes.len()
             + 2 * risk.len()
             + alerts.len()
@@ -252,6 +254,7 @@ impl ClickHouseSink {
         insert(self, "risk_history", &risk)?;
         insert(self, "alerts", &alerts)?;
         insert(self, "daily_closes", &closes)?;
+        insert(self, "trading_status", &status)?;
         insert(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];

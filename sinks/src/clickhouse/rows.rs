@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use clickhouse::Row;
 use harbour_dataflows::marks::MarkState;
-use harbour_dataflows::model::{Instrument, Order, Symbol, Ts};
+use harbour_dataflows::model::{Instrument, Order, Symbol, TradingStatus, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{AlertRow, RiskRow};
@@ -531,5 +531,34 @@ impl DailyClose {
             ts_ns: ts,
             version: c.version,
         })
+    }
+}
+
+/// `trading_status`.
+#[derive(Row, Serialize)]
+pub struct Status {
+    subject_kind: String,
+    subject: String,
+    status: String,
+    session: Option<u8>,
+    time: u32,
+    ts_ns: i64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<TradingStatus>> for Status {
+    fn from(c: &Change<TradingStatus>) -> Self {
+        let s = &c.row;
+        Status {
+            subject_kind: s.subject.kind().to_string(),
+            subject: s.subject.name(),
+            status: s.status.to_string(),
+            session: s.session,
+            time: seconds(s.ts),
+            ts_ns: s.ts,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
     }
 }

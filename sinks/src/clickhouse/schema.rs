@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "004_daily_closes.sql",
         sql: include_str!("../../../deploy/clickhouse/004_daily_closes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "005_trading_status.sql",
+        sql: include_str!("../../../deploy/clickhouse/005_trading_status.sql"),
+    },
 ];
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ impl Cols {
         self.push(name, false, Arc::new(Int64Array::from_iter_values(v)))
     }
 
+    fn opt_i64(self, name: &str, v: impl Iterator<Item = Option<i64>>) -> Self {
+        self.push(name, true, Arc::new(Int64Array::from_iter(v)))
+    }
+
     fn u64(self, name: &str, v: impl Iterator<Item = u64>) -> Self {
         self.push(name, false, Arc::new(UInt64Array::from_iter_values(v)))
     }
@@ -253,6 +257,21 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .opt_str("sector", ins.iter().map(|r| r.row.sector.as_deref()))
             .i64("stamp_duty", ins.iter().map(|r| r.row.stamp_duty as i64))
             .u64("version", versions(&ins))
+            .finish(),
+    )?;
+
+    let mut st = t.status.clone();
+    st.sort_by(|a, b| a.row.subject.cmp(&b.row.subject));
+    let subjects: Vec<String> = st.iter().map(|r| r.row.subject.name()).collect();
+    add(
+        "trading_status",
+        Cols::default()
+            .str("subject_kind", st.iter().map(|r| r.row.subject.kind()))
+            .str("subject", subjects.iter().map(String::as_str))
+            .str("status", st.iter().map(|r| r.row.status.as_str()))
+            .opt_i64("session", st.iter().map(|r| r.row.session.map(i64::from)))
+            .ts("ts", st.iter().map(|r| r.row.ts))
+            .u64("version", versions(&st))
             .finish(),
     )?;
 

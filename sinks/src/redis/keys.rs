@@ -136,6 +136,17 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
             ],
         });
     }
+    for ch in &c.status {
+        let st = &ch.row;
+        out.push(Write {
+            key: format!("harbour:status:{}:{}", st.subject.kind(), st.subject.name()),
+            stream: "harbour:stream:status",
+            version: ch.version,
+            ttl_ms: cfg.instrument_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![("status", st.status.to_string()), ("session", opt(&st.session)), ("ts", st.ts.to_string())],
+        });
+    }
     for ch in &c.risk {
         let r = &ch.row;
         let key = match &r.group {

@@ -74,6 +74,7 @@ fn judge(cfg: &GenerateConfig, lines: &[String]) -> Verdict {
                             v.instruments += 1;
                         }
                         Accepted::Order(_) => v.orders += 1,
+                        Accepted::Status(_) => panic!("the sample day has no trading status lines: {line}"),
                     }
                 }
             }
@@ -159,6 +160,7 @@ fn events_keep_to_the_session_and_arrive_in_rough_time_order() {
             continue;
         };
         let ts = match &input {
+            Input::Status(_) => panic!("the sample day has no trading status lines"),
             Input::Instrument(_) => {
                 assert!(!seen_event, "instruments come first");
                 continue;

@@ -6,6 +6,7 @@
 //! Used by the end-to-end test (OMD-C replay gives the JSON replay's positions and P&L), by
 //! `harbour hkex encode`, and by the benchmarks.
 
+use harbour_dataflows::model::StatusSubject;
 use harbour_dataflows::validate::Input;
 use rustc_hash::FxHashMap;
 
@@ -184,6 +185,31 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                 }
                 None => day.other_lines.push(line.clone()),
             },
+            Input::Status(st) => match &st.subject {
+                StatusSubject::Security(sym) => {
+                    let suspension = if st.status == "halted" { 2 } else { 3 };
+                    push(sym.0, st.ts, &Message::SecurityStatus { security_code: sym.0, suspension });
+                    day.encoded += 1;
+                }
+                StatusSubject::Market(m) => {
+                    let mut code = [b' '; 4];
+                    for (c, b) in code.iter_mut().zip(m.bytes()) {
+                        *c = b;
+                    }
+                    let status = market_status_code(&st.status);
+                    let m = Message::TradingSessionStatus {
+                        market_code: &code,
+                        sub_id: st.session.unwrap_or(0),
+                        status,
+                        control_flag: 0,
+                        start: u64::try_from(st.ts).unwrap_or(0),
+                        end: 0,
+                    };
+                    // Market-wide: on the channel of security 0 (the first channel).
+                    push(0, st.ts, &m);
+                    day.encoded += 1;
+                }
+            },
             Input::Fill(_) | Input::Bust(_) | Input::Order(_) => day.other_lines.push(line.clone()),
         }
     }
@@ -232,4 +258,31 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
 
 fn send_time(p: &[u8]) -> u64 {
     u64::from_le_bytes(p[8..16].try_into().expect("packet header"))
+}
+
+/// TradingSesStatus of a market status name (HKEX.md: 0 unknown, 10 halted, 20 pre-open, 30 open,
+/// 40 pre-close, 50 closed, 100 day closed).
+pub fn market_status_code(status: &str) -> u8 {
+    match status {
+        "halted" => 10,
+        "pre_open" => 20,
+        "open" => 30,
+        "pre_close" => 40,
+        "closed" => 50,
+        "day_closed" => 100,
+        _ => 0,
+    }
+}
+
+/// The market status name of a TradingSesStatus code.
+pub fn market_status_name(code: u8) -> &'static str {
+    match code {
+        10 => "halted",
+        20 => "pre_open",
+        30 => "open",
+        40 => "pre_close",
+        50 => "closed",
+        100 => "day_closed",
+        _ => "unknown",
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use harbour_dataflows::model::{Close, Instrument, Quote, Symbol, Ts};
+use harbour_dataflows::model::{Close, Instrument, Quote, StatusSubject, Symbol, TradingStatus, Ts};
 use harbour_dataflows::validate::Input;
 use rustc_hash::FxHashMap;
 
@@ -470,13 +470,27 @@ impl MarketState {
                 out.push(Input::Instrument(i));
             }
             Message::TradingSessionStatus { market_code, sub_id, status, start, .. } => {
-                self.sessions.insert(ascii(market_code).to_owned(), Session { sub_id, status, start });
+                let market = ascii(market_code).trim().to_owned();
+                self.sessions.insert(market.clone(), Session { sub_id, status, start });
+                out.push(Input::Status(TradingStatus {
+                    ts: ts(self.send_time),
+                    subject: StatusSubject::Market(market.into()),
+                    status: super::day::market_status_name(status).into(),
+                    session: Some(sub_id),
+                }));
             }
             Message::SecurityStatus { security_code, suspension } => {
-                self.securities.entry(security_code).or_default().suspension = match suspension {
+                let state = match suspension {
                     2 => Suspension::Halted,
                     _ => Suspension::Trading,
                 };
+                self.securities.entry(security_code).or_default().suspension = state;
+                out.push(Input::Status(TradingStatus {
+                    ts: ts(self.send_time),
+                    subject: StatusSubject::Security(Symbol(security_code)),
+                    status: if state == Suspension::Halted { "halted" } else { "trading" }.into(),
+                    session: None,
+                }));
             }
             Message::AddOrder { security_code, order_id, price, quantity, side, .. } => {
                 let s = self.book(security_code, true);

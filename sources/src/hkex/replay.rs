@@ -64,6 +64,7 @@ fn line_ts(raw: &str) -> Option<Ts> {
         Input::Order(o) => Some(o.ts),
         Input::Quote(q) => Some(q.ts),
         Input::Close(c) => Some(c.ts),
+        Input::Status(s) => Some(s.ts),
         Input::Instrument(_) => None,
     }
 }

@@ -112,6 +112,7 @@ struct Route<'a> {
     kind: Option<&'a str>,
     account: Option<&'a str>,
     symbol: Option<&'a str>,
+    market: Option<&'a str>,
     exec_id: Option<&'a str>,
 }
 
@@ -139,7 +140,8 @@ pub fn publish_lines<S: AsRef<str>>(
                 (&t.fills, fill_accounts.get(x).cloned().unwrap_or_else(|| x.to_string()))
             }
             Some(Route { kind: Some("order"), account: Some(a), .. }) => (&t.orders, a.to_string()),
-            Some(Route { kind: Some("quote" | "close"), symbol: Some(s), .. }) => (&t.market, s.to_string()),
+            Some(Route { kind: Some("quote" | "close" | "status"), symbol: Some(s), .. }) => (&t.market, s.to_string()),
+            Some(Route { kind: Some("status"), market: Some(m), .. }) => (&t.market, m.to_string()),
             Some(Route { kind: Some("instrument"), symbol: Some(s), .. }) => (&t.instruments, s.to_string()),
             _ => (&t.fills, line.chars().take(64).collect()),
         };
