@@ -76,6 +76,7 @@ fn setup(accounts: usize, symbols: u32, per_account: usize, days: usize, contrib
                 currency: "HKD".into(),
                 sector: Some(format!("sector-{}", s % 11)),
                 stamp_duty: true,
+                spread_table: None,
             })
             .collect(),
         ..Default::default()

@@ -25,6 +25,10 @@ pub struct SpreadTable {
     pub effective_from: NaiveDate,
     /// Bands in ascending order of `up_to`.
     pub bands: Vec<SpreadBand>,
+    /// SpreadTableCodes the table is for (HKEX Security Definition); empty: every instrument
+    /// whose code no table names (and instruments without a code).
+    #[serde(default)]
+    pub codes: Vec<String>,
 }
 
 /// Dated spread tables; the newest whose date is not after the trade date applies.
@@ -67,8 +71,16 @@ impl Default for SpreadTables {
             (9995, 0, 5, 0),
         ]);
         SpreadTables(vec![
-            SpreadTable { effective_from: NaiveDate::from_ymd_opt(2000, 1, 1).expect("date"), bands: before },
-            SpreadTable { effective_from: NaiveDate::from_ymd_opt(2025, 8, 4).expect("date"), bands: since_2025 },
+            SpreadTable {
+                effective_from: NaiveDate::from_ymd_opt(2000, 1, 1).expect("date"),
+                bands: before,
+                codes: vec![],
+            },
+            SpreadTable {
+                effective_from: NaiveDate::from_ymd_opt(2025, 8, 4).expect("date"),
+                bands: since_2025,
+                codes: vec![],
+            },
         ])
     }
 }
@@ -76,7 +88,15 @@ impl Default for SpreadTables {
 impl SpreadTables {
     /// The table in force on `date`.
     pub fn on(&self, date: NaiveDate) -> Option<&SpreadTable> {
-        self.0.iter().filter(|t| t.effective_from <= date).max_by_key(|t| t.effective_from)
+        self.for_code(date, None)
+    }
+
+    /// The table in force on `date` for instruments with SpreadTableCode `code`: the newest of
+    /// those naming the code, else the newest of the generic ones (no codes).
+    pub fn for_code(&self, date: NaiveDate, code: Option<&str>) -> Option<&SpreadTable> {
+        let in_force = || self.0.iter().filter(move |t| t.effective_from <= date);
+        code.and_then(|c| in_force().filter(|t| t.codes.iter().any(|x| x == c)).max_by_key(|t| t.effective_from))
+            .or_else(|| in_force().filter(|t| t.codes.is_empty()).max_by_key(|t| t.effective_from))
     }
 }
 
@@ -135,5 +155,54 @@ mod tests {
         assert_eq!(t.tick(dec!(15)), Some(dec!(0.02)));
         assert_eq!(t.tick(dec!(30)), Some(dec!(0.05)));
         assert!(!t.on_grid(dec!(15.01)));
+    }
+
+    /// A table named for a SpreadTableCode serves instruments with that code; the others keep the
+    /// generic table of their date.
+    #[test]
+    fn tables_by_spread_table_code() {
+        let mut tables = SpreadTables::default();
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        // Code "03" keeps the pre-August-2025 ticks.
+        tables.0.push(SpreadTable { effective_from: d(2000, 1, 1), codes: vec!["03".into()], ..on(2025, 8, 1) });
+        let day = d(2026, 1, 2);
+        assert_eq!(tables.for_code(day, Some("03")).unwrap().tick(dec!(15)), Some(dec!(0.02)));
+        assert_eq!(tables.for_code(day, Some("01")).unwrap().tick(dec!(15)), Some(dec!(0.01)));
+        assert_eq!(tables.for_code(day, None).unwrap().tick(dec!(15)), Some(dec!(0.01)));
+        assert_eq!(tables.on(day), tables.for_code(day, None));
+
+        // Through the input rules: 15.01 is on the grid for code 01, off it for code 03.
+        use crate::model::{Fill, Instrument, PositionKey, Side, Symbol};
+        use crate::validate::{Input, Rejection, Validator};
+        let mut v = Validator::new(tables);
+        let inst = |s: u32, code: &str| Instrument {
+            symbol: Symbol(s),
+            name: "X".into(),
+            lot_size: 100,
+            currency: "HKD".into(),
+            sector: None,
+            stamp_duty: true,
+            spread_table: Some(code.into()),
+        };
+        v.accept(Input::Instrument(inst(1, "01"))).unwrap();
+        v.accept(Input::Instrument(inst(3, "03"))).unwrap();
+        let ts = 1_767_317_400_000_000_000; // 2026-01-02 09:30 HKT
+        let fill = |s: u32, exec: &str| {
+            Input::Fill(Fill {
+                ts,
+                exec_id: exec.into(),
+                order_id: "O".into(),
+                key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(s) },
+                side: Side::Buy,
+                qty: 100,
+                price: dec!(15.01),
+                commission: None,
+                stamp_duty_exempt: false,
+                odd_lot: false,
+                source_seq: 0,
+            })
+        };
+        assert!(v.accept(fill(1, "E1")).is_ok());
+        assert!(matches!(v.accept(fill(3, "E3")), Err(Rejection::OffTick { .. })));
     }
 }

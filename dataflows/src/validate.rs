@@ -238,12 +238,13 @@ impl Validator {
         self.instruments.get(&symbol).ok_or(Rejection::UnknownSymbol(symbol))
     }
 
-    fn check_price(&self, price: Decimal, ts: Ts) -> Result<(), Rejection> {
+    fn check_price(&self, price: Decimal, ts: Ts, symbol: Symbol) -> Result<(), Rejection> {
         if price <= Decimal::ZERO {
             return Err(Rejection::NonPositivePrice(price));
         }
         let date = trade_date(ts);
-        match self.spreads.on(date) {
+        let code = self.instruments.get(&symbol).and_then(|i| i.spread_table.as_deref());
+        match self.spreads.for_code(date, code) {
             Some(table) if table.on_grid(price) => Ok(()),
             Some(table) => Err(Rejection::OffTick { price, tick: table.tick(price), date }),
             None => Ok(()),
@@ -276,7 +277,7 @@ impl Validator {
                     return Err(Rejection::NotBoardLot { qty: fill.qty, lot: inst.lot_size });
                 }
                 fill.stamp_duty_exempt = !inst.stamp_duty;
-                self.check_price(fill.price, fill.ts)?;
+                self.check_price(fill.price, fill.ts, fill.key.symbol)?;
                 if self.fills.contains_key(&fill.exec_id) {
                     return Err(Rejection::DuplicateExecId(fill.exec_id));
                 }
@@ -302,7 +303,7 @@ impl Validator {
             }
             Input::Close(c) => {
                 self.instrument(c.symbol)?;
-                self.check_price(c.price, c.ts)?;
+                self.check_price(c.price, c.ts, c.symbol)?;
                 Ok(vec![Accepted::Market(MarketEvent::Close(c))])
             }
             Input::Order(o) => {
@@ -311,7 +312,7 @@ impl Validator {
                     return Err(Rejection::NonPositiveQty(o.qty));
                 }
                 if let Some(p) = o.price {
-                    self.check_price(p, o.ts)?;
+                    self.check_price(p, o.ts, o.key.symbol)?;
                 }
                 Ok(vec![Accepted::Order(o)])
             }

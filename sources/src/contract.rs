@@ -59,6 +59,8 @@ enum Wire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sector: Option<String>,
         stamp_duty: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spread_table: Option<String>,
     },
     Order {
         order_id: String,
@@ -169,8 +171,16 @@ pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
             }
             Input::Status(TradingStatus { ts: ts(&t)?, subject, status: status.into(), session })
         }
-        Wire::Instrument { symbol: s, name, lot_size, currency, sector, stamp_duty } => {
-            Input::Instrument(Instrument { symbol: symbol(&s)?, name, lot_size, currency, sector, stamp_duty })
+        Wire::Instrument { symbol: s, name, lot_size, currency, sector, stamp_duty, spread_table } => {
+            Input::Instrument(Instrument {
+                symbol: symbol(&s)?,
+                name,
+                lot_size,
+                currency,
+                sector,
+                stamp_duty,
+                spread_table: spread_table.map(Into::into),
+            })
         }
         Wire::Order { order_id, account, strategy, symbol: s, side: sd, qty, price, order_type, status, ts: t } => {
             Input::Order(Order {
@@ -233,6 +243,7 @@ pub fn to_line(input: &Input) -> String {
             currency: i.currency,
             sector: i.sector,
             stamp_duty: i.stamp_duty,
+            spread_table: i.spread_table.map(|c| c.to_string()),
         },
         Input::Order(o) => Wire::Order {
             order_id: o.order_id.into(),

@@ -191,6 +191,10 @@ pub struct Instrument {
     pub sector: Option<String>,
     /// Whether stamp duty applies (false for ETFs and other exempt products).
     pub stamp_duty: bool,
+    /// HKEX SpreadTableCode (`01`, …) when known: picks the spread table by code (see
+    /// [`crate::ticks::SpreadTables::for_code`]). The feed's Security Definition carries it.
+    #[serde(default)]
+    pub spread_table: Option<smol_str::SmolStr>,
 }
 
 /// Lifecycle state of an order.

@@ -256,6 +256,7 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .str("currency", ins.iter().map(|r| r.row.currency.as_str()))
             .opt_str("sector", ins.iter().map(|r| r.row.sector.as_deref()))
             .i64("stamp_duty", ins.iter().map(|r| r.row.stamp_duty as i64))
+            .opt_str("spread_table", ins.iter().map(|r| r.row.spread_table.as_deref()))
             .u64("version", versions(&ins))
             .finish(),
     )?;

@@ -133,6 +133,7 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
                 ("currency", i.currency.clone()),
                 ("sector", opt(&i.sector)),
                 ("stamp_duty", u8::from(i.stamp_duty).to_string()),
+                ("spread_table", opt(&i.spread_table)),
             ],
         });
     }

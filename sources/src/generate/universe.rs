@@ -95,6 +95,7 @@ fn instrument(code: u32, name: String, lot: i64, sector: &str, stamp_duty: bool)
         currency: "HKD".into(),
         sector: Some(sector.into()),
         stamp_duty,
+        spread_table: None,
     }
 }
 

@@ -120,7 +120,7 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                     security_code: i.symbol.0,
                     market_code: "MAIN".into(),
                     instrument_type: "EQTY".into(),
-                    spread_table_code: "01".into(),
+                    spread_table_code: i.spread_table.as_deref().unwrap_or("01").into(),
                     short_name: i.name.clone(),
                     currency: i.currency.clone(),
                     lot_size: u32::try_from(i.lot_size).unwrap_or(0),

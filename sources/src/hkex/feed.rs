@@ -460,6 +460,8 @@ impl MarketState {
                     currency: ascii(d.currency_code()).to_owned(),
                     sector: None,
                     stamp_duty: d.stamp_duty(),
+                    spread_table: Some(ascii(d.spread_table_code()).trim().into())
+                        .filter(|c: &smol_str::SmolStr| !c.is_empty()),
                 };
                 let s = self.securities.entry(code).or_default();
                 s.channel = self.channel;
@@ -1031,7 +1033,8 @@ mod tests {
                     lot_size: 100,
                     currency: "HKD".into(),
                     sector: None,
-                    stamp_duty: true
+                    stamp_duty: true,
+                    spread_table: Some("01".into()),
                 }),
                 q(20, Some(dec!(385.000)), Some(dec!(385.400)), None),
                 q(30, Some(dec!(385.000)), Some(dec!(385.200)), None),

@@ -34,6 +34,7 @@ fn instrument(symbol: u32, lot: i64, sector: &str) -> Instrument {
         currency: "HKD".into(),
         sector: Some(sector.into()),
         stamp_duty: true,
+        spread_table: None,
     }
 }
 
