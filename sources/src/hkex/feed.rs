@@ -1034,7 +1034,7 @@ mod tests {
                     currency: "HKD".into(),
                     sector: None,
                     stamp_duty: true,
-                    spread_table: Some("01".into()),
+                    spread_table: None, // the definition carries no SpreadTableCode
                 }),
                 q(20, Some(dec!(385.000)), Some(dec!(385.400)), None),
                 q(30, Some(dec!(385.000)), Some(dec!(385.200)), None),
