@@ -152,6 +152,7 @@ pub fn replay(
     capture: &Path,
     files: &[PathBuf],
     retrans: Option<&Retransmission>,
+    refresh: Option<&Path>,
     config: &EngineConfig,
     metrics: &Metrics,
     health: &Arc<Health>,
@@ -175,12 +176,55 @@ pub fn replay(
     if let Some(r) = retrans {
         merged = merged.with_recovery(r.recovery());
     }
+    if let Some(path) = refresh {
+        merged = merged.with_refresh(refresh_from_capture(path)?);
+    }
     let (state, stats) = engine::run_feed(&mut merged, config, metrics, health);
     if let Some(source) = merged.take_error() {
         return Err(HkexError::Capture { path: capture.to_owned(), source });
     }
     let handler = std::mem::take(&mut merged.handler);
     Ok(FeedRun { state, stats, feed: handler.state.stats.clone(), handler, recovered: merged.recovered })
+}
+
+/// Recovery from a recorded refresh service: a capture of the refresh channels (each record's
+/// channel the real-time channel it refreshes), in time order. For a gap up to sequence number `to`
+/// on a channel, it hands the feed handler that channel's refresh packets from the end of one
+/// snapshot (a Refresh Complete) through the end of the first snapshot whose LastSeqNum reaches
+/// `to`: the handler discards up to the first Refresh Complete and applies the whole snapshot
+/// after it. A snapshot at the start of the capture is preceded by a bare Refresh Complete.
+pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay::Refresh, HkexError> {
+    use harbour_sources::hkex::wire::{Message, Packet};
+    let f = File::open(path).map_err(io(path))?;
+    let reader = CaptureReader::new(f, default_port_map)
+        .map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
+    // Per channel: its packets and, for each, the LastSeqNum of a Refresh Complete it carries.
+    let mut channels: std::collections::BTreeMap<u16, Vec<(Vec<u8>, Option<u32>)>> = Default::default();
+    for r in reader {
+        let r = r.map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
+        let complete = Packet::parse(&r.data).ok().and_then(|p| {
+            p.messages().find_map(|(_, m)| match m {
+                Ok(Message::RefreshComplete { last_seq_num }) => Some(last_seq_num),
+                _ => None,
+            })
+        });
+        channels.entry(r.channel).or_default().push((r.data, complete));
+    }
+    let name = path.display().to_string();
+    Ok(Box::new(move |channel: u16, gap: harbour_sources::hkex::feed::Gap| {
+        let packets = channels.get(&channel).ok_or_else(|| format!("{name}: no refresh for channel {channel}"))?;
+        let end = packets
+            .iter()
+            .position(|(_, c)| c.is_some_and(|last| last >= gap.to))
+            .ok_or_else(|| format!("{name}: no snapshot of channel {channel} reaches sequence {}", gap.to))?;
+        let start = packets[..end].iter().rposition(|(_, c)| c.is_some());
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        if start.is_none() {
+            out.extend(harbour_sources::hkex::feed::refresh_packets(&[], 0, 1));
+        }
+        out.extend(packets[start.unwrap_or(0)..=end].iter().map(|(d, _)| d.clone()));
+        Ok(out)
+    }))
 }
 
 /// One UDP source to record: a channel's line, on a multicast group (or unicast) and port.

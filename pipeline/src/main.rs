@@ -138,6 +138,10 @@ enum HkexCommand {
         /// Username for the retransmission logon.
         #[arg(long, default_value = "HARBOUR")]
         retrans_user: String,
+        /// A capture of the refresh service (snapshots by channel, each ending in Refresh
+        /// Complete): gaps the retransmission service cannot fill are recovered from it.
+        #[arg(long)]
+        refresh: Option<PathBuf>,
     },
     /// Bridge the feed to Kafka: decode a capture or live UDP (arbitrating lines A/B, recovering
     /// gaps) and publish instruments, quotes and closes to the instruments and market topics.
@@ -442,13 +446,20 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             );
             Ok(())
         }
-        HkexCommand::Replay { capture, files, out, retrans, retrans_user } => {
+        HkexCommand::Replay { capture, files, out, retrans, retrans_user, refresh } => {
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
             let (metrics, health) = serve_metrics(config);
             let started = Instant::now();
             let retrans = retrans.map(|addr| harbour::hkex::Retransmission { addr, username: retrans_user });
-            let run =
-                harbour::hkex::replay(&capture, &files, retrans.as_ref(), &engine_config(config)?, &metrics, &health)?;
+            let run = harbour::hkex::replay(
+                &capture,
+                &files,
+                retrans.as_ref(),
+                refresh.as_deref(),
+                &engine_config(config)?,
+                &metrics,
+                &health,
+            )?;
             let elapsed = started.elapsed();
             let written = ParquetSink::new(&out).write(&state::snapshot(&run.state))?;
             print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));

@@ -48,6 +48,7 @@ fn feed_replay_with(capture: &Path, other: &Path, retrans: Option<&hk::Retransmi
         capture,
         &[other.to_owned()],
         retrans,
+        None,
         &engine_config(500),
         &Metrics::default(),
         &Arc::new(Health::default()),
@@ -341,5 +342,71 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
     // A snapshot restores state, not history: the day's positions and marks are whole.
     assert_eq!(state.positions.rows().collect::<Vec<_>>(), want.positions.rows().collect::<Vec<_>>());
     assert_eq!(state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `harbour hkex replay --refresh`: a recorded refresh service (a snapshot of each channel every
+/// few packets) recovers the gaps of a capture that lost packets on both lines, with no
+/// retransmission service: the books end as in the gap-free run.
+#[test]
+fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
+    use harbour_sources::hkex::capture::Record;
+    use harbour_sources::hkex::feed::{refresh_packets, FeedHandler};
+    use harbour_sources::hkex::wire::Packet;
+    let lines = day(1_500, 26);
+    let dir = temp("refresh-capture");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding { channels: 2, line_b: true }).unwrap();
+    let records: Vec<Record> =
+        CaptureReader::new(std::fs::File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    let lost = |r: &Record| {
+        let p = Packet::parse(&r.data).unwrap();
+        (p.header.seq_num..=p.last_seq()).any(|s| (200..=203).contains(&(s % 700)))
+    };
+    let write = |path: &Path, rs: &mut dyn Iterator<Item = &Record>| {
+        let mut w = CaptureWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+        for r in rs {
+            w.write(r).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let holed = dir.join("holed.omdc");
+    write(&holed, &mut records.iter().filter(|r| !lost(r)));
+    // The refresh service, recorded: every 25 packets of a channel, a snapshot of it.
+    let mut h = FeedHandler::default();
+    let (mut out, mut rejects) = (Vec::new(), Vec::new());
+    let mut seen: std::collections::BTreeMap<u16, usize> = Default::default();
+    let mut refresh: Vec<Record> = Vec::new();
+    for r in records.iter().filter(|r| r.line == 0) {
+        h.on_datagram(r.channel, &r.data, &mut out, &mut rejects);
+        let n = seen.entry(r.channel).or_default();
+        *n += 1;
+        if *n % 25 == 0 {
+            let last = Packet::parse(&r.data).unwrap().last_seq();
+            for data in refresh_packets(&h.state.snapshot(r.channel), last, 1) {
+                refresh.push(Record { recv_time: r.recv_time, channel: r.channel, line: 0, data });
+            }
+        }
+    }
+    let refresh_path = dir.join("refresh.omdc");
+    write(&refresh_path, &mut refresh.iter());
+
+    let run = hk::replay(
+        &holed,
+        &[other.clone()],
+        None,
+        Some(&refresh_path),
+        &engine_config(500),
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+    )
+    .unwrap();
+    let f = &run.feed;
+    assert!(f.gaps >= 2, "{f:?}");
+    assert_eq!((f.refreshes, f.lost), (f.gaps, 0), "every gap recovered from the recorded refresh: {f:?}");
+    let clean = feed_replay(&capture, &other);
+    assert_eq!(books(&run.handler), books(&clean.handler), "books identical to the gap-free run");
+    let want = json_replay(&lines);
+    assert_eq!(run.state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(dir);
 }
