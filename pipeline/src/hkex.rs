@@ -199,7 +199,8 @@ pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay
     let reader = CaptureReader::new(f, default_port_map)
         .map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
     // Per channel: its packets and, for each, the LastSeqNum of a Refresh Complete it carries.
-    let mut channels: std::collections::BTreeMap<u16, Vec<(Vec<u8>, Option<u32>)>> = Default::default();
+    type Packets = Vec<(Vec<u8>, Option<u32>)>;
+    let mut channels: std::collections::BTreeMap<u16, Packets> = Default::default();
     for r in reader {
         let r = r.map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
         let complete = Packet::parse(&r.data).ok().and_then(|p| {

@@ -381,7 +381,7 @@ fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
         h.on_datagram(r.channel, &r.data, &mut out, &mut rejects);
         let n = seen.entry(r.channel).or_default();
         *n += 1;
-        if *n % 25 == 0 {
+        if n.is_multiple_of(25) {
             let last = Packet::parse(&r.data).unwrap().last_seq();
             for data in refresh_packets(&h.state.snapshot(r.channel), last, 1) {
                 refresh.push(Record { recv_time: r.recv_time, channel: r.channel, line: 0, data });
