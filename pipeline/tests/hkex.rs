@@ -393,7 +393,7 @@ fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
 
     let run = hk::replay(
         &holed,
-        &[other.clone()],
+        std::slice::from_ref(&other),
         None,
         Some(&refresh_path),
         &engine_config(500),
