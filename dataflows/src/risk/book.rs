@@ -248,7 +248,7 @@ pub struct RiskRow {
     /// Herfindahl index Σw².
     pub hhi: Decimal,
     /// Weight per sector (`None`: instruments without a sector), by sector.
-    pub sectors: Vec<(Option<String>, Decimal)>,
+    pub sectors: Vec<(Option<SmolStr>, Decimal)>,
     /// The largest position in board lots, and its symbol.
     pub max_lots: Option<(Symbol, Decimal)>,
     /// Parametric one-day VaR at 95% and 99%.
@@ -419,10 +419,12 @@ struct Name {
 
 #[derive(Clone, Debug, Default)]
 struct Added {
+    qty: i64,
+    lot: i64,
     mv: Decimal,
     abs_cents: Decimal,
     lots: Decimal,
-    sector: Option<Arc<str>>,
+    sector: Option<SmolStr>,
     w: f64,
     today: f64,
 }
@@ -436,7 +438,7 @@ struct GroupState {
     /// Σ (|MV| in cents)², exact, unless `sum_sq_lost` (an overflow: recomputed at each row).
     sum_sq: Decimal,
     sum_sq_lost: bool,
-    sectors: BTreeMap<Option<Arc<str>>, Decimal>,
+    sectors: BTreeMap<Option<SmolStr>, Decimal>,
     by_size: BTreeSet<(Decimal, Reverse<Symbol>)>,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
     /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
@@ -454,7 +456,7 @@ struct GroupState {
 /// A symbol's reference data and today's return.
 #[derive(Clone, Debug, Default)]
 struct SymbolInfo {
-    sector: Option<Arc<str>>,
+    sector: Option<SmolStr>,
     lot: i64,
     /// ln(mark / previous close), 0 without both.
     ret: f64,
@@ -505,6 +507,21 @@ fn cents(x: f64) -> Decimal {
         Decimal::new(c as i64, 2)
     } else {
         Decimal::from_f64(x).unwrap_or_default().round_dp(2)
+    }
+}
+
+/// `part / whole` to [`RATIO_DP`] places, through f64 (a weight needs no more than its 6
+/// places; a decimal division costs ten times as much).
+fn weight(part: Decimal, whole: Decimal) -> Decimal {
+    let (p, w) = (part.to_f64().unwrap_or(0.0), whole.to_f64().unwrap_or(0.0));
+    if w == 0.0 {
+        return Decimal::ZERO;
+    }
+    let x = (p / w * 1e6).round();
+    if x.is_finite() && x.abs() < 9.0e15 {
+        Decimal::new(x as i64, RATIO_DP)
+    } else {
+        ratio(part / whole)
     }
 }
 
@@ -572,7 +589,7 @@ impl RiskBook {
         }
         for i in input.instruments {
             let info = self.symbols.entry(i.symbol).or_default();
-            let sector: Option<Arc<str>> = i.sector.as_deref().map(Arc::from);
+            let sector: Option<SmolStr> = i.sector.as_deref().map(SmolStr::from);
             if info.sector != sector || info.lot != i.lot_size {
                 info.sector = sector;
                 info.lot = i.lot_size;
@@ -694,9 +711,13 @@ impl RiskBook {
         let sector = info.and_then(|i| i.sector.clone());
         let w = name.mv.to_f64().unwrap_or(0.0);
         let new = Added {
+            qty: name.qty,
+            lot,
             mv: name.mv,
-            abs_cents: name.mv.abs().round_dp(2),
-            lots: if name.qty == 0 {
+            abs_cents: if name.mv == old.mv { old.abs_cents } else { name.mv.abs().round_dp(2) },
+            lots: if name.qty == old.qty && lot == old.lot {
+                old.lots
+            } else if name.qty == 0 {
                 Decimal::ZERO
             } else if lot > 0 {
                 Decimal::from(name.qty.abs()) / Decimal::from(lot)
@@ -777,10 +798,9 @@ impl RiskBook {
         let (largest, hhi, sectors) = if e.gross.is_zero() {
             (None, Decimal::ZERO, Vec::new())
         } else {
-            let largest = st.by_size.iter().next_back().map(|(mv, Reverse(s))| (*s, ratio(*mv / e.gross)));
+            let largest = st.by_size.iter().next_back().map(|(mv, Reverse(s))| (*s, weight(*mv, e.gross)));
             let hhi = hhi(st, gross_cents);
-            let sectors =
-                st.sectors.iter().map(|(s, v)| (s.as_deref().map(str::to_string), ratio(*v / e.gross))).collect();
+            let sectors = st.sectors.iter().map(|(s, v)| (s.clone(), weight(*v, e.gross))).collect();
             (largest, hhi, sectors)
         };
         // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
