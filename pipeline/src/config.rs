@@ -229,6 +229,9 @@ impl Config {
             }
         }
         if let Some(s) = &self.spreads {
+            if s.0.iter().all(|t| !t.codes.is_empty()) {
+                return Err(key_err("spreads", "needs a table without `codes` (for instruments no table names)"));
+            }
             for (i, t) in s.0.iter().enumerate() {
                 if t.bands.is_empty() || t.bands.windows(2).any(|w| w[0].up_to >= w[1].up_to) {
                     return Err(key_err(&format!("spreads[{i}].bands"), "must be non-empty with ascending up_to"));

@@ -201,6 +201,7 @@ pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay
     // Per channel: its packets and, for each, the LastSeqNum of a Refresh Complete it carries.
     type Packets = Vec<(Vec<u8>, Option<u32>)>;
     let mut channels: std::collections::BTreeMap<u16, Packets> = Default::default();
+    let mut lines: std::collections::BTreeMap<u16, u8> = Default::default();
     for r in reader {
         let r = r.map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
         let complete = Packet::parse(&r.data).ok().and_then(|p| {
@@ -209,7 +210,11 @@ pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay
                 _ => None,
             })
         });
-        channels.entry(r.channel).or_default().push((r.data, complete));
+        // One line per channel (a capture of both would give every snapshot twice): the first seen.
+        let line = *lines.entry(r.channel).or_insert(r.line);
+        if r.line == line {
+            channels.entry(r.channel).or_default().push((r.data, complete));
+        }
     }
     let name = path.display().to_string();
     Ok(Box::new(move |channel: u16, gap: harbour_sources::hkex::feed::Gap| {

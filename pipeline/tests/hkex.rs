@@ -64,7 +64,8 @@ fn with_status(mut lines: Vec<String>) -> Vec<String> {
         r#"{"type":"status","symbol":"00700","status":"halted","ts":"2026-01-02T10:15:00+08:00"}"#,
         r#"{"type":"status","symbol":"00700","status":"trading","ts":"2026-01-02T10:45:00+08:00"}"#,
         r#"{"type":"status","symbol":"00005","status":"halted","ts":"2026-01-02T14:00:00+08:00"}"#,
-        r#"{"type":"status","market":"MAIN","status":"closed","session":4,"ts":"2026-01-02T16:10:00+08:00"}"#,
+        r#"{"type":"status","symbol":"00388","status":"halted","ts":"2026-01-02T09:00:00+08:00"}"#,
+        r#"{"type":"status","market":"MAIN","status":"closed","ts":"2026-01-02T16:10:00+08:00"}"#,
     ];
     let date = GenerateConfig::default().date.format("%Y-%m-%d").to_string();
     for raw in status {
@@ -107,6 +108,7 @@ fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
             status,
             vec![
                 ("00005".into(), "halted".into()),
+                ("00388".into(), "halted".into()),
                 ("00700".into(), "trading".into()),
                 ("MAIN".into(), "closed".into())
             ]
@@ -351,9 +353,9 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
 #[test]
 fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
     use harbour_sources::hkex::capture::Record;
-    use harbour_sources::hkex::feed::{refresh_packets, FeedHandler};
+    use harbour_sources::hkex::feed::{refresh_packets_at, FeedHandler};
     use harbour_sources::hkex::wire::Packet;
-    let lines = day(1_500, 26);
+    let lines = with_status(day(1_500, 26));
     let dir = temp("refresh-capture");
     let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
     hk::encode(&lines, &capture, &other, &DayEncoding { channels: 2, line_b: true }).unwrap();
@@ -383,8 +385,11 @@ fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
         *n += 1;
         if n.is_multiple_of(25) {
             let last = Packet::parse(&r.data).unwrap().last_seq();
-            for data in refresh_packets(&h.state.snapshot(r.channel), last, 1) {
-                refresh.push(Record { recv_time: r.recv_time, channel: r.channel, line: 0, data });
+            let snapshot = h.state.snapshot(r.channel);
+            for data in refresh_packets_at(&snapshot, last, 1, r.recv_time) {
+                // Recorded on both lines: the replay must use one.
+                refresh.push(Record { recv_time: r.recv_time, channel: r.channel, line: 0, data: data.clone() });
+                refresh.push(Record { recv_time: r.recv_time, channel: r.channel, line: 1, data });
             }
         }
     }
@@ -408,5 +413,9 @@ fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
     assert_eq!(books(&run.handler), books(&clean.handler), "books identical to the gap-free run");
     let want = json_replay(&lines);
     assert_eq!(run.state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
+    // Trading status: the latest of each security and market, as in the JSON day (a status lost
+    // in a gap comes back with the snapshot).
+    let status = |s: &OutputState| s.status.rows().map(|(k, v)| (k.name(), v.status.clone())).collect::<Vec<_>>();
+    assert_eq!(status(&run.state), status(&want));
     let _ = std::fs::remove_dir_all(dir);
 }

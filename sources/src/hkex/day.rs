@@ -101,6 +101,7 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
             Input::Quote(q) => Some(q.ts),
             Input::Close(c) => Some(c.ts),
             Input::Fill(f) => Some(f.ts),
+            Input::Status(s) => Some(s.ts),
             _ => None,
         };
         if first_ts.is_none() {
@@ -120,7 +121,8 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                     security_code: i.symbol.0,
                     market_code: "MAIN".into(),
                     instrument_type: "EQTY".into(),
-                    spread_table_code: i.spread_table.as_deref().unwrap_or("01").into(),
+                    // Blank when the line names none: the feed then gives no code either.
+                    spread_table_code: i.spread_table.as_deref().unwrap_or("  ").into(),
                     short_name: i.name.clone(),
                     currency: i.currency.clone(),
                     lot_size: u32::try_from(i.lot_size).unwrap_or(0),

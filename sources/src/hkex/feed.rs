@@ -280,8 +280,8 @@ pub struct Security {
     pub nominal: Option<Price>,
     /// Closing price.
     pub close: Option<Price>,
-    /// Halted or trading.
-    pub suspension: Suspension,
+    /// Halted or trading (`None` until a Security Status arrived).
+    pub suspension: Option<Suspension>,
     /// Channel its messages come on.
     pub channel: u16,
     /// The Security Definition as received (for snapshots).
@@ -438,12 +438,31 @@ impl MarketState {
                     put(&Message::AggregateOrderBookUpdate { security_code: code, entries });
                 }
             }
+            if let Some(state) = s.suspension {
+                let suspension = if state == Suspension::Halted { 2 } else { 3 };
+                put(&Message::SecurityStatus { security_code: code, suspension });
+            }
             if let Some(price) = s.nominal {
                 put(&Message::NominalPrice { security_code: code, price });
             }
             if let Some(price) = s.close {
                 put(&Message::ClosingPrice { security_code: code, price, trades: 0 });
             }
+        }
+        // Market sessions are market-wide: every channel's snapshot carries them.
+        for (market, s) in &self.sessions {
+            let mut code = [b' '; 4];
+            for (c, b) in code.iter_mut().zip(market.bytes()) {
+                *c = b;
+            }
+            put(&Message::TradingSessionStatus {
+                market_code: &code,
+                sub_id: s.sub_id,
+                status: s.status,
+                control_flag: 0,
+                start: s.start,
+                end: 0,
+            });
         }
         out
     }
@@ -473,26 +492,32 @@ impl MarketState {
             }
             Message::TradingSessionStatus { market_code, sub_id, status, start, .. } => {
                 let market = ascii(market_code).trim().to_owned();
-                self.sessions.insert(market.clone(), Session { sub_id, status, start });
-                out.push(Input::Status(TradingStatus {
-                    ts: ts(self.send_time),
-                    subject: StatusSubject::Market(market.into()),
-                    status: super::day::market_status_name(status).into(),
-                    session: Some(sub_id),
-                }));
+                let held = self.sessions.insert(market.clone(), Session { sub_id, status, start });
+                // A repeat (a refresh re-sends the state) is not a change.
+                if held.is_none_or(|h| (h.sub_id, h.status) != (sub_id, status)) {
+                    out.push(Input::Status(TradingStatus {
+                        ts: ts(self.send_time),
+                        subject: StatusSubject::Market(market.into()),
+                        status: super::day::market_status_name(status).into(),
+                        session: (sub_id != 0).then_some(sub_id),
+                    }));
+                }
             }
             Message::SecurityStatus { security_code, suspension } => {
                 let state = match suspension {
                     2 => Suspension::Halted,
                     _ => Suspension::Trading,
                 };
-                self.securities.entry(security_code).or_default().suspension = state;
-                out.push(Input::Status(TradingStatus {
-                    ts: ts(self.send_time),
-                    subject: StatusSubject::Security(Symbol(security_code)),
-                    status: if state == Suspension::Halted { "halted" } else { "trading" }.into(),
-                    session: None,
-                }));
+                let held = self.securities.entry(security_code).or_default().suspension.replace(state);
+                // A repeat (a refresh re-sends the state) is not a change.
+                if held != Some(state) {
+                    out.push(Input::Status(TradingStatus {
+                        ts: ts(self.send_time),
+                        subject: StatusSubject::Security(Symbol(security_code)),
+                        status: if state == Suspension::Halted { "halted" } else { "trading" }.into(),
+                        session: None,
+                    }));
+                }
             }
             Message::AddOrder { security_code, order_id, price, quantity, side, .. } => {
                 let s = self.book(security_code, true);
@@ -636,13 +661,18 @@ pub struct FeedHandler {
 /// Packs refresh messages into packets, each snapshot followed by Refresh Complete (for tests and
 /// the local services; the exchange sends the real refresh channel).
 pub fn refresh_packets(snapshot: &[Vec<u8>], last_seq: u32, first_seq: u32) -> Vec<Vec<u8>> {
+    refresh_packets_at(snapshot, last_seq, first_seq, 0)
+}
+
+/// As [`refresh_packets`], sent at `send_time` (what a status re-sent by a refresh is stamped with).
+pub fn refresh_packets_at(snapshot: &[Vec<u8>], last_seq: u32, first_seq: u32, send_time: u64) -> Vec<Vec<u8>> {
     let mut w = super::encode::PacketWriter::new(first_seq);
     for m in snapshot {
         if let Ok(m) = decode_message(m, 0) {
-            w.push(&m, 0);
+            w.push(&m, send_time);
         }
     }
-    w.push(&Message::RefreshComplete { last_seq_num: last_seq }, 0);
+    w.push(&Message::RefreshComplete { last_seq_num: last_seq }, send_time);
     w.finish()
 }
 
