@@ -114,6 +114,9 @@ pub struct ClickHouseSink {
     name: String,
     /// Failed attempts so far (for metrics and tests).
     pub retries: u64,
+    /// The close written last per symbol (its event time): a quote change carries the symbol's
+    /// close again, which is written only when it is a new one.
+    closes_written: std::collections::HashMap<harbour_dataflows::model::Symbol, i64>,
 }
 
 impl ClickHouseSink {
@@ -149,6 +152,7 @@ impl ClickHouseSink {
             max_backoff: Duration::from_millis(config.max_backoff_ms.max(10)),
             name: "clickhouse".into(),
             retries: 0,
+            closes_written: Default::default(),
         };
         let db = config.database.replace('`', "");
         sink.retry("creating the database", move |c| {
@@ -226,7 +230,12 @@ impl ClickHouseSink {
         let events: Vec<rows::EventRow> = changes.events.iter().map(Into::into).collect();
         let risk: Vec<rows::Risk> = changes.risk.iter().map(Into::into).collect();
         let alerts: Vec<rows::Alert> = changes.alerts.iter().map(Into::into).collect();
-        let closes: Vec<rows::DailyClose> = changes.quotes.iter().filter_map(rows::DailyClose::of).collect();
+        let new_closes: Vec<_> = changes
+            .quotes
+            .iter()
+            .filter(|c| c.row.1.close().is_some_and(|(ts, _)| self.closes_written.get(&c.row.0) != Some(&ts)))
+            .collect();
+        let closes: Vec<rows::DailyClose> = new_closes.iter().filter_map(|c| rows::DailyClose::of(c)).collect();
         let status: Vec<rows::Status> = changes.status.iter().map(Into::into).collect();
         let n = (positions.len()
             + status.len()
@@ -259,6 +268,11 @@ impl ClickHouseSink {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];
         insert(self, "sink_progress", &progress)?;
+        for c in new_closes {
+            if let Some((ts, _)) = c.row.1.close() {
+                self.closes_written.insert(c.row.0, ts);
+            }
+        }
         Ok(n)
     }
 
