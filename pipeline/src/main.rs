@@ -244,6 +244,13 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!(days = config.risk.history_days, path = %path.display(), "generated close history");
                 config.risk.history = Some(path);
             }
+            if config.risk.limits_file.is_none() {
+                // The sample day runs with the sample limits, so its alerts show.
+                let path = out.join("limits.toml");
+                std::fs::write(&path, include_str!("../../deploy/limits.toml"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                config.risk.limits_file = Some(path);
+            }
             let source = lines
                 .into_iter()
                 .enumerate()

@@ -131,6 +131,10 @@ fn binary_run_then_replay_write_the_same_tables() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("P&L by account") && summary.contains("Top positions"), "{summary}");
+    // The sample day runs with a generated history and the sample limits: risk and alerts show.
+    assert!(summary.contains("Risk (HKD") && summary.contains("Limit alerts:"), "{summary}");
+    assert!(a.join("history.csv").exists() && a.join("limits.toml").exists());
+    assert!(read(&a.join("alerts.parquet")).num_rows() > 0 && read(&a.join("risk.parquet")).num_rows() > 0);
     let out = harbour().arg("replay").arg(a.join("input.jsonl")).arg("--verify").arg("--out").arg(&b).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("rows equal a from-scratch recomputation"));
