@@ -41,6 +41,21 @@ pub enum Input {
     Status(TradingStatus),
 }
 
+impl Input {
+    /// Its event time (`None` for reference data, which has none).
+    pub fn ts(&self) -> Option<Ts> {
+        match self {
+            Input::Fill(f) => Some(f.ts),
+            Input::Bust(b) => Some(b.ts),
+            Input::Order(o) => Some(o.ts),
+            Input::Quote(q) => Some(q.ts),
+            Input::Close(c) => Some(c.ts),
+            Input::Status(s) => Some(s.ts),
+            Input::Instrument(_) => None,
+        }
+    }
+}
+
 /// An accepted input, ready for the dataflow.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Accepted {

@@ -78,16 +78,7 @@ fn with_status(mut lines: Vec<String>) -> Vec<String> {
 }
 
 fn ts_of(raw: &str) -> Option<i64> {
-    use harbour_dataflows::validate::Input;
-    match harbour_sources::contract::parse_line(raw, 0).ok()? {
-        Input::Fill(f) => Some(f.ts),
-        Input::Bust(b) => Some(b.ts),
-        Input::Order(o) => Some(o.ts),
-        Input::Quote(q) => Some(q.ts),
-        Input::Close(c) => Some(c.ts),
-        Input::Status(s) => Some(s.ts),
-        Input::Instrument(_) => None,
-    }
+    harbour_sources::contract::parse_line(raw, 0).ok()?.ts()
 }
 
 #[test]

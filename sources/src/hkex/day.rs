@@ -97,12 +97,10 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
             day.other_lines.push(line.clone());
             continue;
         };
+        // Orders and busts do not move the clock here: they stay JSON lines.
         let ts = match &input {
-            Input::Quote(q) => Some(q.ts),
-            Input::Close(c) => Some(c.ts),
-            Input::Fill(f) => Some(f.ts),
-            Input::Status(s) => Some(s.ts),
-            _ => None,
+            Input::Order(_) | Input::Bust(_) => None,
+            i => i.ts(),
         };
         if first_ts.is_none() {
             first_ts = ts;

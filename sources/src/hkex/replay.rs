@@ -58,15 +58,7 @@ pub enum FeedItem {
 
 /// Event time of a JSON line (`None`: no time, or it does not parse; it goes out at once).
 fn line_ts(raw: &str) -> Option<Ts> {
-    match parse_line(raw, 0).ok()? {
-        Input::Fill(f) => Some(f.ts),
-        Input::Bust(b) => Some(b.ts),
-        Input::Order(o) => Some(o.ts),
-        Input::Quote(q) => Some(q.ts),
-        Input::Close(c) => Some(c.ts),
-        Input::Status(s) => Some(s.ts),
-        Input::Instrument(_) => None,
-    }
+    parse_line(raw, 0).ok()?.ts()
 }
 
 fn input_ts(i: &Input, send_time: u64) -> Ts {

@@ -172,18 +172,12 @@ pub struct Poison<'a> {
 /// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition` and
 /// `harbour.source.offset`; keyed by `topic/partition/offset` so a re-send after a restart is
 /// recognisable.
-pub struct DeadLetterProducer {
-    producer: BaseProducer<Counted>,
-    deliveries: Counted,
-    topic: String,
-    pending: u64,
-}
+pub struct DeadLetterProducer(RecordProducer);
 
 impl DeadLetterProducer {
     /// A producer for `config.topics.dead_letters`.
     pub fn new(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
-        let (producer, deliveries) = producer(config)?;
-        Ok(DeadLetterProducer { producer, deliveries, topic: config.topics.dead_letters.clone(), pending: 0 })
+        Ok(DeadLetterProducer(RecordProducer::new(config, &config.topics.dead_letters)?))
     }
 
     /// Queues one poison message.
@@ -191,27 +185,23 @@ impl DeadLetterProducer {
         let partition = m.partition.partition.to_string();
         let offset = m.offset.to_string();
         let key = format!("{}/{}", m.partition, m.offset);
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "harbour.reason", value: Some(m.reason) })
-            .insert(Header { key: "harbour.reason_code", value: Some(m.code) })
-            .insert(Header { key: "harbour.source.topic", value: Some(m.partition.topic.as_str()) })
-            .insert(Header { key: "harbour.source.partition", value: Some(&partition) })
-            .insert(Header { key: "harbour.source.offset", value: Some(&offset) });
-        send(&self.producer, BaseRecord::to(&self.topic).key(key.as_bytes()).payload(m.payload).headers(headers))?;
-        self.pending += 1;
-        self.producer.poll(Duration::ZERO);
-        Ok(())
+        self.0.send(
+            &key,
+            m.payload,
+            &[
+                ("harbour.reason", m.reason),
+                ("harbour.reason_code", m.code),
+                ("harbour.source.topic", m.partition.topic.as_str()),
+                ("harbour.source.partition", &partition),
+                ("harbour.source.offset", &offset),
+            ],
+        )
     }
 
     /// Waits until the broker acknowledged everything queued: the dead-letter topic is then
     /// durable for the epochs sent so far.
     pub fn flush(&mut self) -> Result<(), KafkaError> {
-        if self.pending == 0 {
-            return Ok(());
-        }
-        flush(&self.producer, &self.deliveries)?;
-        self.pending = 0;
-        Ok(())
+        self.0.flush()
     }
 }
 
