@@ -28,7 +28,7 @@ use crate::model::{Fill, Instrument, MarketEvent, Order, OrderId, StatusSubject,
 use crate::operators::{latest_fold, positions, risk, FillPnl};
 use crate::orders::{OrderFold, StatusFold};
 use crate::pnl::PositionRow;
-use crate::risk::book::{AlertRow, Limits, RiskConfig, RiskRow, RiskSeed};
+use crate::risk::book::{AlertRow, Limits, RiskConfig, RiskRow, RiskSeed, VolRow};
 use crate::rollups::{minute_flows, rollups, Group};
 use crate::sums::{FlowTotals, Totals};
 
@@ -83,6 +83,8 @@ pub struct Outputs<'s, T: Timestamp> {
     pub risk: VecCollection<'s, T, RiskRow, isize>,
     /// Limit alerts (insert-only).
     pub alerts: VecCollection<'s, T, AlertRow, isize>,
+    /// EWMA volatility per symbol.
+    pub vol: VecCollection<'s, T, VolRow, isize>,
 }
 
 /// Builds the dataflow.
@@ -92,7 +94,7 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
 ) -> Outputs<'s, T> {
     let marks = latest_fold(inputs.market.map(|e| (e.symbol(), e)), MarkFold(config.marks.clone()));
     let (rows, fills, deltas, flows) = positions(inputs.fills, marks.clone(), config.schedules.clone());
-    let (risk, alerts) =
+    let (risk, alerts, vol) =
         risk(rows.clone(), marks.clone(), inputs.instruments.clone(), inputs.limits, inputs.seeds, config.risk.clone());
     let rollups = rollups(deltas);
     let minutes = minute_flows(flows);
@@ -109,5 +111,6 @@ pub fn harbour<'s, T: Timestamp + TotalOrder + Lattice + std::hash::Hash>(
         status,
         risk,
         alerts,
+        vol,
     }
 }

@@ -61,7 +61,8 @@ def main():
         tables = [t.strip('"') for t in tables]
         expected = {"positions", "position_history", "fills", "dead_letters", "sink_progress", "harbour_migrations",
                     "account_pnl_minute", "strategy_pnl_minute", "orders", "order_history", "instruments", "events",
-                    "risk", "risk_history", "alerts", "daily_closes", "trading_status"}
+                    "risk", "risk_history", "alerts", "daily_closes", "trading_status",
+                    "volatility"}
         missing = expected - set(tables)
         if missing:
             fail(f"tables missing on ClickHouse {version}: {sorted(missing)}")

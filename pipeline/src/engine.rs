@@ -28,7 +28,7 @@ use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::operators::LatestFold;
 use harbour_dataflows::orders::OrderFold;
 use harbour_dataflows::pnl::PositionRow;
-use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSeed};
+use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSeed, VolRow};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
@@ -81,6 +81,8 @@ pub struct OutputState {
     pub risk: TableState<RiskRow>,
     /// Limit alerts (insert-only).
     pub alerts: TableState<AlertRow>,
+    /// EWMA volatility per symbol.
+    pub vol: TableState<VolRow>,
     /// Dead letters, in input order.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -118,6 +120,7 @@ struct Taps {
     status: Sink<(StatusSubject, TradingStatus)>,
     risk: Sink<RiskRow>,
     alerts: Sink<AlertRow>,
+    vol: Sink<VolRow>,
 }
 
 struct Sessions {
@@ -255,6 +258,7 @@ impl<'m> Engine<'m> {
                 status: tap(out.status, &probe),
                 risk: tap(out.risk, &probe),
                 alerts: tap(out.alerts, &probe),
+                vol: tap(out.vol, &probe),
             };
             let sessions = Sessions {
                 fills: fills_in,
@@ -484,6 +488,7 @@ impl<'m> Engine<'m> {
         drain(&taps.instruments, &mut state.instruments);
         drain(&taps.status, &mut state.status);
         drain(&taps.risk, &mut state.risk);
+        drain(&taps.vol, &mut state.vol);
         let alerts = taps.alerts.borrow().len();
         drain(&taps.alerts, &mut state.alerts);
         self.metrics.risk_alerts.inc_by(alerts as u64);

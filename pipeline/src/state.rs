@@ -14,7 +14,7 @@ use harbour_dataflows::model::{
 };
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
-use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow};
+use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow, VolRow};
 use harbour_dataflows::risk::limits::Severity;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
@@ -89,6 +89,13 @@ impl Keyed for RiskRow {
     type Key = Group;
     fn key(&self) -> Group {
         self.group.clone()
+    }
+}
+
+impl Keyed for VolRow {
+    type Key = Symbol;
+    fn key(&self) -> Symbol {
+        self.symbol
     }
 }
 
@@ -226,6 +233,7 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         status: s.status.versioned().into_iter().map(|v| Versioned { row: v.row.1, version: v.version }).collect(),
         risk: s.risk.versioned(),
         alerts: s.alerts.versioned(),
+        vol: s.vol.versioned(),
         dead_letters: s.dead_letters.clone(),
     }
 }
@@ -254,6 +262,7 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
             .collect(),
         risk: s.risk.take_changes(),
         alerts: s.alerts.take_changes(),
+        vol: s.vol.take_changes(),
         dead_letters: s.dead_letters.get(dead_letters_from..).map(<[_]>::to_vec).unwrap_or_default(),
         events: Vec::new(),
     }
@@ -271,4 +280,5 @@ pub fn track_changes(s: &mut crate::engine::OutputState) {
     s.status.track();
     s.risk.track();
     s.alerts.track();
+    s.vol.track();
 }

@@ -144,7 +144,7 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);
-    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "5");
+    assert_eq!(ch.query_text("SELECT count() FROM harbour_migrations FINAL").unwrap().trim(), "6");
     // Alerts: the same rows as the engine's, keyed by their deterministic id.
     let ids = ch.query_text("SELECT alert_id FROM alerts FINAL ORDER BY alert_id").unwrap();
     let mut want_ids: Vec<String> = state.alerts.rows().map(|a| a.id()).collect();

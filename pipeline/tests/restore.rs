@@ -44,6 +44,7 @@ fn same(a: &OutputState, b: &OutputState, what: &str) {
     table("marks", a.marks.rows().collect(), b.marks.rows().collect(), what);
     table("instruments", a.instruments.rows().collect(), b.instruments.rows().collect(), what);
     table("dead letters", a.dead_letters.iter().collect(), b.dead_letters.iter().collect(), what);
+    table("volatility", a.vol.rows().collect(), b.vol.rows().collect(), what);
     common::assert_same_risk(a, b, false, what);
 }
 

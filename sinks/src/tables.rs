@@ -12,13 +12,14 @@
 //! | trading_status | security or market | [`TradingStatus`] (latest) |
 //! | risk | account / strategy / desk | [`RiskRow`] |
 //! | alerts | group, metric, severity, seq, kind | [`AlertRow`] (insert-only) |
+//! | volatility | symbol | [`VolRow`] |
 //! | dead_letters | source, position | [`DeadLetter`] |
 
 use harbour_dataflows::marks::{Mark, MarkState};
 use harbour_dataflows::model::{Instrument, Order, Symbol, TradingStatus, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
-use harbour_dataflows::risk::book::{AlertRow, RiskRow};
+use harbour_dataflows::risk::book::{AlertRow, RiskRow, VolRow};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::validate::DeadLetter;
@@ -55,6 +56,8 @@ pub struct Tables {
     pub risk: Vec<Versioned<RiskRow>>,
     /// Limit alerts.
     pub alerts: Vec<Versioned<AlertRow>>,
+    /// EWMA volatility per symbol.
+    pub vol: Vec<Versioned<VolRow>>,
     /// Rejected input lines.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -95,6 +98,8 @@ pub struct Changes {
     pub risk: Vec<Change<RiskRow>>,
     /// New alerts.
     pub alerts: Vec<Change<AlertRow>>,
+    /// Volatility.
+    pub vol: Vec<Change<VolRow>>,
     /// New dead letters.
     pub dead_letters: Vec<DeadLetter>,
     /// Every input message as received, in order (the event-sourcing log).
@@ -132,6 +137,7 @@ impl Changes {
             + self.status.len()
             + self.risk.len()
             + self.alerts.len()
+            + self.vol.len()
             + self.dead_letters.len()
             + self.events.len()
     }
@@ -154,6 +160,7 @@ impl Changes {
         self.status.append(&mut later.status);
         self.risk.append(&mut later.risk);
         self.alerts.append(&mut later.alerts);
+        self.vol.append(&mut later.vol);
         self.dead_letters.append(&mut later.dead_letters);
         self.events.append(&mut later.events);
     }

@@ -4,7 +4,8 @@
 //!  position rows (±1) ──┐
 //!  marks (±1) ──────────┤                      ┌──► RiskRow changes (per account, strategy, desk)
 //!  instruments (±1) ────┼─exchange to worker 0─► [ RiskBook ] ─┤
-//!  limits (+1) ─────────┤                      └──► AlertRow inserts
+//!  limits (+1) ─────────┤                      ├──► AlertRow inserts
+//!                       │                      └──► VolRow changes (per symbol, on its marks)
 //!  seeds (+1) ──────────┘
 //! ```
 //!
@@ -26,7 +27,7 @@ use super::pending::Pending;
 use crate::marks::Mark;
 use crate::model::{Instrument, Symbol};
 use crate::pnl::PositionRow;
-use crate::risk::book::{AlertRow, Limits, RiskBook, RiskConfig, RiskInput, RiskRow, RiskSeed};
+use crate::risk::book::{AlertRow, Limits, RiskBook, RiskConfig, RiskInput, RiskRow, RiskSeed, VolRow};
 
 enum In {
     Position(PositionRow),
@@ -48,7 +49,7 @@ pub fn risk<'s, T>(
     limits: VecCollection<'s, T, Limits, isize>,
     seeds: VecCollection<'s, T, RiskSeed, isize>,
     config: RiskConfig,
-) -> (VecCollection<'s, T, RiskRow, isize>, VecCollection<'s, T, AlertRow, isize>)
+) -> (VecCollection<'s, T, RiskRow, isize>, VecCollection<'s, T, AlertRow, isize>, VecCollection<'s, T, VolRow, isize>)
 where
     T: Timestamp + TotalOrder,
 {
@@ -60,11 +61,13 @@ where
     let mut seed_in = builder.new_input(seeds.inner, Exchange::new(|_: &(RiskSeed, T, isize)| 0));
     let (row_out, row_stream) = builder.new_output();
     let (alert_out, alert_stream) = builder.new_output();
+    let (vol_out, vol_stream) = builder.new_output();
     let mut row_out: Out<T, RiskRow> = OutputBuilder::from(row_out);
     let mut alert_out: Out<T, AlertRow> = OutputBuilder::from(alert_out);
+    let mut vol_out: Out<T, VolRow> = OutputBuilder::from(vol_out);
 
     builder.build(move |_caps| {
-        let mut pending: Pending<T, In> = Pending::new(2);
+        let mut pending: Pending<T, In> = Pending::new(3);
         let mut book = RiskBook::new(config);
         move |frontiers| {
             pos_in.for_each(|cap, data| pending.stash_with(cap, data, In::Position));
@@ -74,6 +77,7 @@ where
             seed_in.for_each(|cap, data| pending.stash_with(cap, data, In::Seed));
             let mut rows = row_out.activate();
             let mut alerts = alert_out.activate();
+            let mut vols = vol_out.activate();
             while let Some((time, changes)) = pending.next_complete(frontiers) {
                 let mut input = RiskInput::default();
                 for (item, r) in changes {
@@ -97,6 +101,13 @@ where
                     session.give((r, time.clone(), 1));
                 }
                 drop(session);
+                if !out.vols.is_empty() {
+                    let vol_cap = pending.cap_for(&time, 2);
+                    let mut session = vols.session(&vol_cap);
+                    for (v, r) in out.vols {
+                        session.give((v, time.clone(), r));
+                    }
+                }
                 if !out.alerts.is_empty() {
                     let alert_cap = pending.cap_for(&time, 1);
                     let mut session = alerts.session(&alert_cap);
@@ -108,5 +119,5 @@ where
             pending.downgrade();
         }
     });
-    (row_stream.as_collection(), alert_stream.as_collection())
+    (row_stream.as_collection(), alert_stream.as_collection(), vol_stream.as_collection())
 }

@@ -461,6 +461,26 @@ struct SymbolInfo {
     /// ln(mark / previous close), 0 without both.
     ret: f64,
     mark_ts: Ts,
+    /// The volatility row shown.
+    vol: Option<VolRow>,
+}
+
+/// A symbol's EWMA volatility: from the history's daily returns and today's move so far (previous
+/// close to mark), as if today were the next observation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VolRow {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// Daily volatility σ (a fraction: 0.02 is 2%), to 6 places.
+    pub daily: Decimal,
+    /// Annualised, σ·√252, to 6 places.
+    pub annual: Decimal,
+    /// Today's log return so far (previous close to mark), to 6 places.
+    pub today: Decimal,
+    /// Days of returns in the history.
+    pub days: u32,
+    /// Event time of the mark.
+    pub ts: Ts,
 }
 
 /// The changes one [`RiskBook::apply`] produced.
@@ -472,6 +492,8 @@ pub struct RiskChanges {
     pub insert: Vec<RiskRow>,
     /// Alerts fired (insert-only).
     pub alerts: Vec<AlertRow>,
+    /// Volatility rows: retracted (−1) and inserted (+1).
+    pub vols: Vec<(VolRow, isize)>,
 }
 
 /// Every group's risk state. Feed each time's changes to [`RiskBook::apply`] in time order.
@@ -604,6 +626,7 @@ impl RiskBook {
         for g in seeded {
             touched.entry(g).or_default();
         }
+        let mut vols: Vec<(VolRow, isize)> = Vec::new();
         for (s, price, ts) in input.marks {
             let h = &self.config.history;
             let ret = match (price.and_then(|p| p.to_f64()), h.prev_close(s)) {
@@ -613,6 +636,13 @@ impl RiskBook {
             let info = self.symbols.entry(s).or_default();
             info.ret = ret;
             info.mark_ts = info.mark_ts.max(ts);
+            let row = vol_row(s, h, &self.weights, self.config.lambda, ret, info.mark_ts);
+            if info.vol.as_ref() != Some(&row) {
+                if let Some(old) = info.vol.replace(row.clone()) {
+                    vols.push((old, -1));
+                }
+                vols.push((row, 1));
+            }
         }
         // Net each (group, symbol)'s change over the time's position changes.
         #[derive(Default)]
@@ -661,7 +691,7 @@ impl RiskBook {
             t.ts = t.ts.max(d.ts).max(self.symbols.get(&s).map_or(0, |i| i.mark_ts));
             t.symbols.push(s);
         }
-        let mut out = RiskChanges::default();
+        let mut out = RiskChanges { vols, ..RiskChanges::default() };
         for (g, mut touch) in touched {
             let st = self.groups.get_mut(&g).expect("touched groups exist");
             // In symbol order, so the float sums do not depend on hashing.
@@ -940,6 +970,34 @@ impl RiskBook {
                 });
             }
         }
+    }
+}
+
+/// The volatility row of `s` with today's return `ret`: σ² = λ·Σₖ aₖ·rₖ² + (1−λ)·ret² (ret² alone
+/// without history).
+fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: Ts) -> VolRow {
+    let var = match h.returns(s) {
+        Some(r) if !weights.is_empty() => {
+            lambda * weights.iter().zip(r.iter()).map(|(a, x)| a * x * x).sum::<f64>() + (1.0 - lambda) * ret * ret
+        }
+        _ => ret * ret,
+    };
+    let six = |x: f64| {
+        let v = (x * 1e6).round();
+        if v.is_finite() && v.abs() < 9.0e15 {
+            Decimal::new(v as i64, RATIO_DP)
+        } else {
+            Decimal::ZERO
+        }
+    };
+    let daily = var.max(0.0).sqrt();
+    VolRow {
+        symbol: s,
+        daily: six(daily),
+        annual: six(daily * 252f64.sqrt()),
+        today: six(ret),
+        days: h.returns(s).map_or(0, |r| r.len() as u32),
+        ts,
     }
 }
 

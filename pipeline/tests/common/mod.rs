@@ -281,6 +281,7 @@ pub fn assert_same_tables(got: &OutputState, want: &OutputState, compare: Compar
     table("instruments", instruments(got), instruments(want));
     table("dead letters", dead(got), dead(want));
     table("trading status", got.status.rows().collect(), want.status.rows().collect());
+    table("volatility", got.vol.rows().collect(), want.vol.rows().collect());
     if !omdc {
         // OMD-C instruments carry no sector; elsewhere risk rows agree (drawdowns follow the epochs).
         assert_same_risk(got, want, false, "risk");

@@ -3,7 +3,7 @@
 //! ```text
 //!  Changes (rows changed since the last flush, with versions) ──► RowBinary INSERTs over HTTP
 //!     events, instruments, positions, position_history, fills, account/strategy_pnl_minute, risk,
-//!     risk_history, alerts, daily_closes, trading_status,
+//!     risk_history, alerts, daily_closes, trading_status, volatility,
 //!     orders, order_history, dead_letters  ──► sink_progress (epoch) last
 //! ```
 //!
@@ -237,7 +237,9 @@ impl ClickHouseSink {
             .collect();
         let closes: Vec<rows::DailyClose> = new_closes.iter().filter_map(|c| rows::DailyClose::of(c)).collect();
         let status: Vec<rows::Status> = changes.status.iter().map(Into::into).collect();
+        let vol: Vec<rows::Vol> = changes.vol.iter().map(Into::into).collect();
         let n = (positions.len()
+            + vol.len()
             + status.len()
             + closes.len()
             + 2 * risk.len()
@@ -264,6 +266,7 @@ impl ClickHouseSink {
         insert(self, "alerts", &alerts)?;
         insert(self, "daily_closes", &closes)?;
         insert(self, "trading_status", &status)?;
+        insert(self, "volatility", &vol)?;
         insert(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];

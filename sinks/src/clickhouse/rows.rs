@@ -9,7 +9,7 @@ use harbour_dataflows::marks::MarkState;
 use harbour_dataflows::model::{Instrument, Order, Symbol, TradingStatus, Ts};
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::pnl::PositionRow;
-use harbour_dataflows::risk::book::{AlertRow, RiskRow};
+use harbour_dataflows::risk::book::{AlertRow, RiskRow, VolRow};
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::FlowTotals;
 use harbour_dataflows::validate::{trade_date, DeadLetter};
@@ -557,6 +557,37 @@ impl From<&Change<TradingStatus>> for Status {
             session: s.session,
             time: seconds(s.ts),
             ts_ns: s.ts,
+            version: c.version,
+            deleted: u8::from(c.deleted),
+        }
+    }
+}
+
+/// `volatility`.
+#[derive(Row, Serialize)]
+pub struct Vol {
+    symbol: String,
+    daily: i128,
+    annual: i128,
+    today: i128,
+    days: u32,
+    time: u32,
+    ts_ns: i64,
+    version: u64,
+    deleted: u8,
+}
+
+impl From<&Change<VolRow>> for Vol {
+    fn from(c: &Change<VolRow>) -> Self {
+        let v = &c.row;
+        Vol {
+            symbol: v.symbol.to_string(),
+            daily: dec(v.daily),
+            annual: dec(v.annual),
+            today: dec(v.today),
+            days: v.days,
+            time: seconds(v.ts),
+            ts_ns: v.ts,
             version: c.version,
             deleted: u8::from(c.deleted),
         }

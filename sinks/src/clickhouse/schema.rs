@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "005_trading_status.sql",
         sql: include_str!("../../../deploy/clickhouse/005_trading_status.sql"),
     },
+    Migration {
+        version: 6,
+        name: "006_volatility.sql",
+        sql: include_str!("../../../deploy/clickhouse/006_volatility.sql"),
+    },
 ];
 
 #[cfg(test)]

@@ -319,6 +319,22 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
+    let mut vo = t.vol.clone();
+    vo.sort_by_key(|r| r.row.symbol);
+    let syms: Vec<String> = vo.iter().map(|r| r.row.symbol.to_string()).collect();
+    add(
+        "volatility",
+        Cols::default()
+            .str("symbol", syms.iter().map(String::as_str))
+            .dec("daily", vo.iter().map(|r| r.row.daily))
+            .dec("annual", vo.iter().map(|r| r.row.annual))
+            .dec("today", vo.iter().map(|r| r.row.today))
+            .i64("days", vo.iter().map(|r| i64::from(r.row.days)))
+            .ts("ts", vo.iter().map(|r| r.row.ts))
+            .u64("version", versions(&vo))
+            .finish(),
+    )?;
+
     let mut al = t.alerts.clone();
     al.sort_by(|a, b| (a.version, &a.row).cmp(&(b.version, &b.row)));
     let ids: Vec<String> = al.iter().map(|r| r.row.id()).collect();

@@ -163,6 +163,23 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
             fields: fields_of_risk(r),
         });
     }
+    for ch in &c.vol {
+        let v = &ch.row;
+        out.push(Write {
+            key: format!("harbour:vol:{}", v.symbol),
+            stream: "harbour:stream:vol",
+            version: ch.version,
+            ttl_ms: cfg.quote_ttl_ms,
+            deleted: ch.deleted,
+            fields: vec![
+                ("daily", v.daily.to_string()),
+                ("annual", v.annual.to_string()),
+                ("today", v.today.to_string()),
+                ("days", v.days.to_string()),
+                ("ts", v.ts.to_string()),
+            ],
+        });
+    }
     for ch in &c.alerts {
         let a = &ch.row;
         out.push(Write {

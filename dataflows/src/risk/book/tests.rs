@@ -377,3 +377,30 @@ fn enormous_positions_do_not_overflow() {
     b.apply(RiskInput { positions: vec![(huge, -1)], ..Default::default() });
     assert_eq!(b.row(&Group::Desk).unwrap().hhi, Decimal::ONE, "exact again: one name left");
 }
+
+/// Per-symbol volatility: the EWMA of the history's returns with today's move as the next one,
+/// shown on each mark (and only when it changes).
+#[test]
+fn volatility_per_symbol_from_history_and_mark() {
+    use crate::risk::vol::{Ewma, LAMBDA};
+    let mut b = book(Limits::default());
+    let out = b.apply(RiskInput { marks: vec![(Symbol(700), Some(dec!(400)), 7)], ..Default::default() });
+    let h = history();
+    let r = h.returns(Symbol(700)).unwrap();
+    let today = (400.0f64 / 390.0).ln();
+    let want = Ewma::of(r, LAMBDA).with(today, LAMBDA).sqrt();
+    assert_eq!(out.vols.len(), 1);
+    let (v, sign) = &out.vols[0];
+    assert_eq!((v.symbol, *sign, v.days, v.ts), (Symbol(700), 1, 3, 7));
+    assert!((f(v.daily) - want).abs() < 1e-6, "{} vs {want}", v.daily);
+    assert!((f(v.annual) - want * 252f64.sqrt()).abs() < 1e-5);
+    assert!((f(v.today) - today).abs() < 1e-6);
+    // The same mark again changes nothing; a new one retracts the old row.
+    let again = b.apply(RiskInput { marks: vec![(Symbol(700), Some(dec!(400)), 7)], ..Default::default() });
+    assert!(again.vols.is_empty());
+    let moved = b.apply(RiskInput { marks: vec![(Symbol(700), Some(dec!(380)), 8)], ..Default::default() });
+    assert_eq!(moved.vols.iter().map(|(_, r)| *r).collect::<Vec<_>>(), vec![-1, 1]);
+    // Without history: today's move alone.
+    let lone = b.apply(RiskInput { marks: vec![(Symbol(9), Some(dec!(10)), 9)], ..Default::default() });
+    assert_eq!((lone.vols[0].0.daily, lone.vols[0].0.days), (Decimal::ZERO, 0));
+}
