@@ -489,6 +489,22 @@ impl<'m> Engine<'m> {
         drain(&taps.status, &mut state.status);
         drain(&taps.risk, &mut state.risk);
         drain(&taps.vol, &mut state.vol);
+        if let Some(desk) = state.risk.get(&Group::Desk) {
+            use rust_decimal::prelude::ToPrimitive;
+            for (figure, v) in [
+                ("gross", desk.gross),
+                ("net", desk.net),
+                ("var_99", desk.var_99),
+                ("hist_var_99", desk.hist_var_99),
+                ("es_99", desk.es_99),
+                ("drawdown", desk.drawdown),
+            ] {
+                self.metrics
+                    .desk_risk
+                    .get_or_create(&crate::metrics::FigureLabel { figure })
+                    .set(v.to_f64().unwrap_or(0.0));
+            }
+        }
         let alerts = taps.alerts.borrow().len();
         drain(&taps.alerts, &mut state.alerts);
         self.metrics.risk_alerts.inc_by(alerts as u64);

@@ -39,6 +39,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label of a desk risk figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct FigureLabel {
+    /// `gross`, `net`, `var_99`, `hist_var_99`, `es_99`, `drawdown`.
+    pub figure: &'static str,
+}
+
 /// Every metric of a running pipeline.
 pub struct Metrics {
     registry: Registry,
@@ -68,6 +75,8 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     /// Risk limit alerts fired (breaches and clears).
     pub risk_alerts: Counter,
+    /// The desk's risk figures (HKD): gross, net, var_99, hist_var_99, es_99, drawdown, by `figure`.
+    pub desk_risk: Family<FigureLabel, Gauge<f64, AtomicU64>>,
     /// Risk limits files re-read and applied.
     pub limit_reloads: Counter,
     /// Risk limits files refused (the limits in force stayed).
@@ -117,6 +126,8 @@ impl Default for Metrics {
         );
         let checkpoint_bytes = Gauge::default();
         registry.register("harbour_checkpoint_bytes", "Size of the newest checkpoint", checkpoint_bytes.clone());
+        let desk_risk = Family::<FigureLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register("harbour_risk_desk", "The desk's risk figures in HKD, by figure", desk_risk.clone());
         let risk_alerts = Counter::default();
         registry.register("harbour_risk_alerts", "Risk limit alerts fired (breaches and clears)", risk_alerts.clone());
         let limit_reloads = Counter::default();
@@ -142,6 +153,7 @@ impl Default for Metrics {
             kafka_replayed_epochs,
             checkpoint_bytes,
             risk_alerts,
+            desk_risk,
             limit_reloads,
             limit_reload_errors,
         }

@@ -157,5 +157,16 @@ fn limits_reloaded_mid_run_apply_from_the_next_epoch() {
     assert_eq!(alerts.len(), 2 * accounts, "a soft and a hard breach per account, once: {alerts:#?}");
     assert!(alerts.iter().all(|a| a.version > reloaded_at + 500), "only after the reload");
     assert!(metrics.render().contains("harbour_risk_limit_reloads_total 1"));
+    // The desk's figures are exported for dashboards.
+    let text = metrics.render();
+    let desk = state.risk.rows().find(|r| r.group == harbour_dataflows::rollups::Group::Desk).unwrap();
+    let shown: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("harbour_risk_desk{figure=\"var_99\"} "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert!((shown - rust_decimal::prelude::ToPrimitive::to_f64(&desk.var_99).unwrap()).abs() < 0.01);
+    assert!(desk.var_99 > rust_decimal::Decimal::ZERO);
     let _ = std::fs::remove_dir_all(dir);
 }
