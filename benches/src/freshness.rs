@@ -126,12 +126,7 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
                     measuring,
                 }),
             ];
-            let engine = harbour::engine::EngineConfig {
-                epoch_events: config.pipeline.epoch_events,
-                graph: harbour_dataflows::graph::GraphConfig::default(),
-                spreads: harbour_dataflows::ticks::SpreadTables::default(),
-                limits_watch: None,
-            };
+            let engine = harbour::engine::EngineConfig::new(config.pipeline.epoch_events);
             let out = kafka::run(
                 &cfg,
                 &run,
@@ -239,19 +234,9 @@ pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
     let (bootstrap, ch_url) = (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?);
     let tag = format!("chsus.{}", std::process::id());
     let cfg = crate::kafka_config(&tag, bootstrap);
-    let day = generate(&GenerateConfig {
-        fills: fills as usize,
-        quotes: 0,
-        invalid_ratio: 0.0,
-        ..GenerateConfig::default()
-    })?;
-    let lines: Vec<&str> = day
-        .iter()
-        .map(String::as_str)
-        .filter(|l| l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"instrument\""))
-        .collect();
+    let lines = crate::fill_day(fills, &["instrument", "fill"])?;
     create_topics(&cfg)?;
-    publish_lines(&cfg, lines.iter().copied())?;
+    publish_lines(&cfg, lines.iter().map(String::as_str))?;
     let dir = std::env::temp_dir().join(format!("harbour-bench-{tag}"));
     let database = format!("harbour_sustained_{}", std::process::id());
     let ch_cfg = ClickHouseConfig { url: ch_url, database: database.clone(), ..ClickHouseConfig::default() };
@@ -267,12 +252,7 @@ pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
         state_dir: dir.join("state"),
         out_dir: dir.join("out"),
     };
-    let engine = harbour::engine::EngineConfig {
-        epoch_events: 10_000,
-        graph: harbour_dataflows::graph::GraphConfig::default(),
-        spreads: harbour_dataflows::ticks::SpreadTables::default(),
-        limits_watch: None,
-    };
+    let engine = harbour::engine::EngineConfig::new(10_000);
     let started = Instant::now();
     let out = kafka::run(
         &cfg,

@@ -340,6 +340,20 @@ fn bench_fees(n: u64) {
 /// (plus its instruments and busts) is produced once; then cold runs from an empty checkpoint
 /// folder read it all (parse, rules, positions, fees, P&L, roll-ups; no sink but the checkpoint),
 /// and a restart from the checkpoint the last cold run left is timed to caught-up.
+/// A generated day of `fills` fills, no quotes and no invalid lines, keeping the lines of `kinds`
+/// (contract types) only.
+fn fill_day(fills: u64, kinds: &[&str]) -> anyhow::Result<Vec<String>> {
+    use harbour_sources::generate::{generate, GenerateConfig};
+    let day = generate(&GenerateConfig {
+        fills: fills as usize,
+        quotes: 0,
+        invalid_ratio: 0.0,
+        ..GenerateConfig::default()
+    })?;
+    let tags: Vec<String> = kinds.iter().map(|k| format!("\"type\":\"{k}\"")).collect();
+    Ok(day.into_iter().filter(|l| tags.iter().any(|t| l.contains(t.as_str()))).collect())
+}
+
 /// Topics and group of their own (named after `tag`), 4 partitions each.
 fn kafka_config(tag: &str, bootstrap: String) -> harbour_sources::kafka::KafkaConfig {
     use harbour_sources::kafka::{KafkaConfig, Topics};
@@ -361,7 +375,6 @@ fn kafka_config(tag: &str, bootstrap: String) -> harbour_sources::kafka::KafkaCo
 
 fn bench_kafka(fills: u64) -> anyhow::Result<()> {
     use harbour::kafka::{self, KafkaRun};
-    use harbour_sources::generate::{generate, GenerateConfig};
     use harbour_sources::kafka::{create_topics, publish_lines};
     use std::sync::atomic::AtomicBool;
 
@@ -370,31 +383,14 @@ fn bench_kafka(fills: u64) -> anyhow::Result<()> {
     })?;
     let tag = format!("bench.{}.{}", std::process::id(), fills);
     let cfg = crate::kafka_config(&tag, bootstrap);
-    let day = generate(&GenerateConfig {
-        fills: fills as usize,
-        quotes: 0,
-        invalid_ratio: 0.0,
-        ..GenerateConfig::default()
-    })?;
-    let lines: Vec<&str> = day
-        .iter()
-        .map(String::as_str)
-        .filter(|l| {
-            l.contains("\"type\":\"fill\"") || l.contains("\"type\":\"bust\"") || l.contains("\"type\":\"instrument\"")
-        })
-        .collect();
+    let lines = fill_day(fills, &["instrument", "fill", "bust"])?;
     create_topics(&cfg)?;
     let t = Instant::now();
-    publish_lines(&cfg, lines.iter().copied())?;
+    publish_lines(&cfg, lines.iter().map(String::as_str))?;
     println!("kafka     produced {} messages in {:.2}s", lines.len(), t.elapsed().as_secs_f64());
 
     let dir = std::env::temp_dir().join(format!("harbour-bench-{tag}"));
-    let config = harbour::engine::EngineConfig {
-        epoch_events: 10_000,
-        graph: harbour_dataflows::graph::GraphConfig::default(),
-        spreads: harbour_dataflows::ticks::SpreadTables::default(),
-        limits_watch: None,
-    };
+    let config = harbour::engine::EngineConfig::new(10_000);
     let run = KafkaRun {
         epoch_events: 10_000,
         epoch_max: Duration::from_millis(100),
@@ -455,12 +451,7 @@ fn bench_clickhouse(fills: u64) -> anyhow::Result<()> {
     let database = format!("harbour_bench_{}", std::process::id());
     let mut sink =
         ClickHouseSink::connect(&ClickHouseConfig { url, database: database.clone(), ..ClickHouseConfig::default() })?;
-    let config = harbour::engine::EngineConfig {
-        epoch_events: 10_000,
-        graph: harbour_dataflows::graph::GraphConfig::default(),
-        spreads: harbour_dataflows::ticks::SpreadTables::default(),
-        limits_watch: None,
-    };
+    let config = harbour::engine::EngineConfig::new(10_000);
     let metrics = harbour::metrics::Metrics::default();
     let mut engine =
         harbour::engine::Engine::new(&config, &metrics, std::sync::Arc::new(harbour::metrics::Health::default()));
@@ -514,12 +505,7 @@ fn bench_redis(fills: u64) -> anyhow::Result<()> {
         let mut c = sink.connection()?;
         redis::cmd("FLUSHDB").query::<()>(&mut c)?;
     }
-    let config = harbour::engine::EngineConfig {
-        epoch_events: 10_000,
-        graph: harbour_dataflows::graph::GraphConfig::default(),
-        spreads: harbour_dataflows::ticks::SpreadTables::default(),
-        limits_watch: None,
-    };
+    let config = harbour::engine::EngineConfig::new(10_000);
     let metrics = harbour::metrics::Metrics::default();
     let mut engine =
         harbour::engine::Engine::new(&config, &metrics, std::sync::Arc::new(harbour::metrics::Health::default()));

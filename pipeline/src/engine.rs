@@ -58,6 +58,19 @@ pub struct EngineConfig {
     pub limits_watch: Option<(std::path::PathBuf, std::time::Duration)>,
 }
 
+impl EngineConfig {
+    /// `epoch_events` lines per epoch; built-in cost schedules, marks policy and spread tables; no
+    /// risk history or limits; no limits file.
+    pub fn new(epoch_events: usize) -> EngineConfig {
+        EngineConfig {
+            epoch_events,
+            graph: GraphConfig::default(),
+            spreads: SpreadTables::default(),
+            limits_watch: None,
+        }
+    }
+}
+
 /// Every output table's current rows, plus the dead letters.
 #[derive(Default)]
 pub struct OutputState {

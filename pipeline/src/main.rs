@@ -255,17 +255,19 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| Ok(SourceLine { source: "input.jsonl".into(), position: i as u64 + 1, raw }));
-            execute(&config, source, out).map(|_| ())
+            execute(&config, &engine_config(&config)?, source, out).map(|_| ())
         }
         Command::Replay { files, out, verify } => {
             if verify && files.iter().any(|f| f == std::path::Path::new("-")) {
                 anyhow::bail!("--verify reads the input twice: give files, not `-`");
             }
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
-            let state = execute(&config, Replay::new(&files), out)?;
+            // Built once: the risk history may come from ClickHouse.
+            let engine = engine_config(&config)?;
+            let state = execute(&config, &engine, Replay::new(&files), out)?;
             if verify {
                 let lines = Replay::new(&files).collect::<Result<Vec<_>, _>>()?;
-                let reference = harbour::verify::reference(lines.into_iter(), &engine_config(&config)?);
+                let reference = harbour::verify::reference(lines.into_iter(), &engine);
                 let report = harbour::verify::compare_with(&state, &reference);
                 if !report.mismatches.is_empty() {
                     anyhow::bail!(
@@ -513,13 +515,13 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
 
 fn execute(
     config: &Config,
+    engine: &EngineConfig,
     source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
     out: PathBuf,
 ) -> anyhow::Result<engine::OutputState> {
     let (metrics, health) = serve_metrics(config);
-    let engine = engine_config(config)?;
     let started = Instant::now();
-    let (state, stats) = engine::run(source, &engine, &metrics, &health)?;
+    let (state, stats) = engine::run(source, engine, &metrics, &health)?;
     let elapsed = started.elapsed();
     let tables = state::snapshot(&state);
     let written = ParquetSink::new(&out).write(&tables)?;

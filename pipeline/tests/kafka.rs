@@ -80,6 +80,20 @@ fn file_replay_with(lines: &[String], config: harbour::engine::EngineConfig) -> 
     engine::run(source, &config, &Metrics::default(), &Arc::new(Health::default())).unwrap().0
 }
 
+/// A Kafka run into the Parquet sink alone, epochs of 1,000 lines, not stopped.
+fn run_to_parquet(cfg: &KafkaConfig, run: &KafkaRun) -> Result<kafka::KafkaOutcome, kafka::KafkaRunError> {
+    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    kafka::run(
+        cfg,
+        run,
+        &engine_config(1_000),
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+        sinks,
+        &AtomicBool::new(false),
+    )
+}
+
 fn ends(consumer: &InputConsumer) -> Offsets {
     consumer.watermarks().unwrap().into_iter().filter(|(_, (lo, hi))| hi > lo).map(|(p, (_, hi))| (p, hi)).collect()
 }
@@ -332,16 +346,7 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (cfg2, run2) = (cfg.clone(), run.clone());
     std::thread::spawn(move || {
-        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run2.out_dir)))];
-        let out = kafka::run(
-            &cfg2,
-            &run2,
-            &engine_config(1_000),
-            &Metrics::default(),
-            &Arc::new(Health::default()),
-            sinks,
-            &AtomicBool::new(false),
-        );
+        let out = run_to_parquet(&cfg2, &run2);
         let _ = tx.send(out.map(|o| (o.state, o.stats.lines, o.replayed)).map_err(|e| e.to_string()));
     });
     let (state, read, replayed) = rx
@@ -617,17 +622,7 @@ fn an_omdc_feed_bridged_to_kafka_gives_the_tables_of_the_json_day() {
         state_dir: dir.join("state"),
         out_dir: dir.join("out"),
     };
-    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
-    let out = kafka::run(
-        &cfg,
-        &run,
-        &engine_config(1_000),
-        &Metrics::default(),
-        &Arc::new(Health::default()),
-        sinks,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = run_to_parquet(&cfg, &run).unwrap();
     assert_same_tables(&out.state, &file_replay(&lines), Compare::OmdC);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -33,7 +33,7 @@ use smol_str::SmolStr;
 use super::drawdown::Drawdown;
 use super::exposure::Exposure;
 use super::limits::{Alert, Limit, LimitState, Severity};
-use super::var::normal_quantile;
+use super::var::{normal_quantile, tail_len};
 use super::vol::LAMBDA;
 use crate::model::{Instrument, Symbol, Ts};
 use crate::pnl::PositionRow;
@@ -522,14 +522,18 @@ pub struct RiskInput {
     pub seeds: Vec<RiskSeed>,
 }
 
-fn cents(x: f64) -> Decimal {
-    // Rounded in f64 (exact for amounts below 2^53 cents, about 90 trillion).
-    let c = (x * 100.0).round();
-    if c.is_finite() && c.abs() < 9.0e15 {
-        Decimal::new(c as i64, 2)
+/// `x` to `dp` decimal places, rounded in f64 (exact while the scaled value is below 2^53).
+fn fixed(x: f64, dp: u32) -> Decimal {
+    let v = (x * 10f64.powi(dp as i32)).round();
+    if v.is_finite() && v.abs() < 9.0e15 {
+        Decimal::new(v as i64, dp)
     } else {
-        Decimal::from_f64(x).unwrap_or_default().round_dp(2)
+        Decimal::from_f64(x).unwrap_or_default().round_dp(dp)
     }
+}
+
+fn cents(x: f64) -> Decimal {
+    fixed(x, 2)
 }
 
 /// `part / whole` to [`RATIO_DP`] places, through f64 (a weight needs no more than its 6
@@ -539,12 +543,7 @@ fn weight(part: Decimal, whole: Decimal) -> Decimal {
     if w == 0.0 {
         return Decimal::ZERO;
     }
-    let x = (p / w * 1e6).round();
-    if x.is_finite() && x.abs() < 9.0e15 {
-        Decimal::new(x as i64, RATIO_DP)
-    } else {
-        ratio(part / whole)
-    }
+    fixed(p / w, RATIO_DP)
 }
 
 fn ratio(x: Decimal) -> Decimal {
@@ -565,11 +564,6 @@ impl RiskBook {
             scratch: Vec::new(),
             rejudge: false,
         }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &RiskConfig {
-        &self.config
     }
 
     /// Replaces the limits (a reload): every group is judged against them at the next apply.
@@ -702,11 +696,7 @@ impl RiskBook {
             }
             if st.sum_sq_lost {
                 // Back to exact sums once they fit again.
-                if let Some(q) = st
-                    .names
-                    .values()
-                    .try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
-                {
+                if let Some(q) = exact_sum_sq(st) {
                     (st.sum_sq, st.sum_sq_lost) = (q, false);
                 }
             }
@@ -910,17 +900,11 @@ impl RiskBook {
     /// Checks the group's limits against its new row; pushes the alerts of breaches that start or clear.
     fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, alerts: &mut Vec<AlertRow>) {
         for m in Metric::ALL {
-            let (state, soft_n, hard_n, last) = st.limits.entry(m).or_default();
-            let limit = match limits.of(&row.group, m) {
-                Some(l) => *l,
-                // The limit was removed: a breach in force clears (at the level it had).
-                None if state.breached.is_some() => {
-                    last.unwrap_or(Limit { soft: Decimal::ZERO, hard: Decimal::ZERO, hysteresis: Decimal::ZERO })
-                }
-                None => continue,
-            };
-            let removed = limits.of(&row.group, m).is_none();
-            *last = (!removed).then_some(limit);
+            let configured = limits.of(&row.group, m).copied();
+            // No limit and no breach in force: nothing to judge (and no state kept).
+            if configured.is_none() && st.limits.get(&m).is_none_or(|t| t.0.breached.is_none()) {
+                continue;
+            }
             let value = match m {
                 Metric::Gross => row.gross,
                 Metric::Net => row.net.abs(),
@@ -930,17 +914,28 @@ impl RiskBook {
                 Metric::Drawdown => row.drawdown,
                 Metric::Loss => (-row.total_pnl).max(Decimal::ZERO),
             };
-            let alerts_now = if removed {
-                // Clear what is in force, hard first, and forget the limit.
-                let mut v = Vec::new();
-                if state.breached == Some(Severity::Hard) {
-                    v.push(Alert::Clear(Severity::Hard, value));
+            let (state, soft_n, hard_n, last) = st.limits.entry(m).or_default();
+            let (limit, alerts_now) = match configured {
+                Some(l) => {
+                    *last = Some(l);
+                    (l, state.observe(&l, value))
                 }
-                v.push(Alert::Clear(Severity::Soft, value));
-                state.breached = None;
-                v
-            } else {
-                state.observe(&limit, value)
+                None => {
+                    // The limit was removed: the breach in force clears, hard first, at the
+                    // levels the limit had.
+                    let l = last.take().unwrap_or(Limit {
+                        soft: Decimal::ZERO,
+                        hard: Decimal::ZERO,
+                        hysteresis: Decimal::ZERO,
+                    });
+                    let mut v = Vec::new();
+                    if state.breached == Some(Severity::Hard) {
+                        v.push(Alert::Clear(Severity::Hard, value));
+                    }
+                    v.push(Alert::Clear(Severity::Soft, value));
+                    state.breached = None;
+                    (l, v)
+                }
             };
             for a in alerts_now {
                 let (kind, sev) = match a {
@@ -963,7 +958,6 @@ impl RiskBook {
                     seq: *n,
                     kind,
                     value,
-                    // (for a removed limit: the levels it had)
                     level: if sev == Severity::Soft { limit.soft } else { limit.hard },
                     ts: row.ts,
                     drivers,
@@ -982,14 +976,7 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
         }
         _ => ret * ret,
     };
-    let six = |x: f64| {
-        let v = (x * 1e6).round();
-        if v.is_finite() && v.abs() < 9.0e15 {
-            Decimal::new(v as i64, RATIO_DP)
-        } else {
-            Decimal::ZERO
-        }
-    };
+    let six = |x: f64| fixed(x, RATIO_DP);
     let daily = var.max(0.0).sqrt();
     VolRow {
         symbol: s,
@@ -1007,13 +994,7 @@ fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
     if gross_cents.is_zero() {
         return Decimal::ZERO;
     }
-    let sum_sq = if st.sum_sq_lost {
-        st.names
-            .values()
-            .try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
-    } else {
-        Some(st.sum_sq)
-    };
+    let sum_sq = if st.sum_sq_lost { exact_sum_sq(st) } else { Some(st.sum_sq) };
     let exact = sum_sq.and_then(|q| Some(q / gross_cents.checked_mul(gross_cents)?));
     match exact {
         Some(h) => ratio(h),
@@ -1025,10 +1006,9 @@ fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
     }
 }
 
-/// The tail size at `confidence` over `n` scenarios: ⌈n(1−c)⌉ (at least 1), with the float error
-/// of 1 − c taken out (20 × (1 − 0.95) is 1.0000000000000009).
-fn tail_len(n: usize, confidence: f64) -> usize {
-    (((n as f64) * (1.0 - confidence) - 1e-9).ceil().max(1.0) as usize).min(n)
+/// Σ (|MV| in cents)² over the names, `None` when it does not fit a decimal.
+fn exact_sum_sq(st: &GroupState) -> Option<Decimal> {
+    st.names.values().try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
 }
 
 /// Historical VaR and expected shortfall at 95% and 99% of `losses` (reordered in place): the

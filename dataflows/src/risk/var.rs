@@ -75,6 +75,12 @@ pub fn parametric(w: &[f64], cov: &[Vec<f64>], confidence: f64, horizon: f64) ->
     Parametric { var: sigma * scale, components, sigma }
 }
 
+/// The tail size at `confidence` over `n` scenarios: ⌈n(1−c)⌉ (at least 1, at most n), with the
+/// float error of 1 − c taken out (20 × (1 − 0.95) is 1.0000000000000009).
+pub fn tail_len(n: usize, confidence: f64) -> usize {
+    (((n as f64) * (1.0 - confidence) - 1e-9).ceil().max(1.0) as usize).min(n)
+}
+
 /// Historical VaR and expected shortfall.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Historical {
@@ -95,9 +101,7 @@ pub fn historical(w: &[f64], scenarios: &[Vec<f64>], confidence: f64) -> Option<
     let mut losses: Vec<f64> =
         scenarios.iter().map(|r| -r.iter().zip(w).map(|(ri, wi)| ri * wi).sum::<f64>()).collect();
     losses.sort_by(|a, b| b.total_cmp(a)); // largest loss first
-                                           // ⌈n(1−c)⌉, with the float error of 1 − c taken out (20 × (1 − 0.95) is 1.0000000000000009).
-    let k = ((losses.len() as f64) * (1.0 - confidence) - 1e-9).ceil().max(1.0) as usize;
-    let tail = &losses[..k.min(losses.len())];
+    let tail = &losses[..tail_len(losses.len(), confidence)];
     Some(Historical {
         var: tail[tail.len() - 1],
         expected_shortfall: tail.iter().sum::<f64>() / tail.len() as f64,

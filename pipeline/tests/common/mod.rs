@@ -4,24 +4,11 @@
 use std::sync::Arc;
 
 use harbour::engine::{EngineConfig, OutputState};
-use harbour_dataflows::fees::CostSchedules;
-use harbour_dataflows::graph::GraphConfig;
-use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::ticks::SpreadTables;
 use rust_decimal::Decimal;
 
 /// The default schedules, marks and spread tables, with `epoch_events` lines per epoch.
 pub fn engine_config(epoch_events: usize) -> EngineConfig {
-    EngineConfig {
-        epoch_events,
-        graph: GraphConfig {
-            schedules: Arc::new(CostSchedules::default()),
-            marks: MarkPolicy::default(),
-            ..GraphConfig::default()
-        },
-        spreads: SpreadTables::default(),
-        limits_watch: None,
-    }
+    EngineConfig::new(epoch_events)
 }
 
 /// The sample day's risk settings: a generated close history and limits on every account, strategy

@@ -192,10 +192,7 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                     day.encoded += 1;
                 }
                 StatusSubject::Market(m) => {
-                    let mut code = [b' '; 4];
-                    for (c, b) in code.iter_mut().zip(m.bytes()) {
-                        *c = b;
-                    }
+                    let code = super::encode::market_code(m);
                     let status = market_status_code(&st.status);
                     let m = Message::TradingSessionStatus {
                         market_code: &code,

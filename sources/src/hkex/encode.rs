@@ -264,6 +264,15 @@ impl SecurityDefinitionSpec {
     }
 }
 
+/// A market code as the 4 bytes of MarketCode (space-padded, cut at 4).
+pub fn market_code(market: &str) -> [u8; 4] {
+    let mut code = [b' '; 4];
+    for (c, b) in code.iter_mut().zip(market.bytes()) {
+        *c = b;
+    }
+    code
+}
+
 /// Packs messages into packets of at most [`MAX_PACKET`] bytes with consecutive sequence numbers.
 pub struct PacketWriter {
     next_seq: u32,

@@ -451,10 +451,7 @@ impl MarketState {
         }
         // Market sessions are market-wide: every channel's snapshot carries them.
         for (market, s) in &self.sessions {
-            let mut code = [b' '; 4];
-            for (c, b) in code.iter_mut().zip(market.bytes()) {
-                *c = b;
-            }
+            let code = super::encode::market_code(market);
             put(&Message::TradingSessionStatus {
                 market_code: &code,
                 sub_id: s.sub_id,
