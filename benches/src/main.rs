@@ -498,8 +498,15 @@ fn bench_redis(fills: u64) -> anyhow::Result<()> {
         anyhow::anyhow!("the redis benchmark needs HARBOUR_REDIS_URL (eval \"$(deploy/redis.sh start)\")")
     })?;
     let url = format!("{}/3", url.trim_end_matches('/'));
-    let day =
-        generate(&GenerateConfig { fills: fills as usize, quotes: 3 * fills as usize, ..GenerateConfig::default() })?;
+    // Many accounts and symbols, so that a flush holds many distinct keys (with the default four
+    // accounts, conflation leaves a few hundred rows per flush and the per-flush cost dominates).
+    let day = generate(&GenerateConfig {
+        fills: fills as usize,
+        quotes: 3 * fills as usize,
+        accounts: 500,
+        symbols: 200,
+        ..GenerateConfig::default()
+    })?;
     let mut sink = RedisSink::connect(&RedisConfig { url, ..RedisConfig::default() })?;
     {
         let mut c = sink.connection()?;

@@ -6,7 +6,7 @@ use harbour_dataflows::risk::book::RiskRow;
 use harbour_dataflows::rollups::Group;
 
 use super::RedisConfig;
-use crate::tables::{json_pairs, sectors_json, Changes};
+use crate::tables::{json_pairs, sectors_json, Change, Changes};
 
 /// One fenced write.
 pub(super) struct Write {
@@ -48,32 +48,19 @@ pub fn fields_of_position(r: &PositionRow) -> Vec<(&'static str, String)> {
 }
 
 pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
-    let mut out =
-        Vec::with_capacity(c.positions.len() + c.rollups.len() + c.marks.len() + c.quotes.len() + c.instruments.len());
-    for ch in &c.positions {
-        out.push(Write {
-            key: position_key(&ch.row),
-            stream: "harbour:stream:positions",
-            version: ch.version,
-            ttl_ms: cfg.position_ttl_ms,
-            deleted: ch.deleted,
-            fields: fields_of_position(&ch.row),
-        });
-    }
-    for ch in &c.rollups {
-        let (g, t) = &ch.row;
-        let key = match g {
+    let mut out = Writes { out: Vec::new(), seen: std::collections::HashSet::new() };
+    out.table(&c.positions, position_key, "harbour:stream:positions", cfg.position_ttl_ms, fields_of_position);
+    out.table(
+        &c.rollups,
+        |(g, _)| match g {
             Group::Account(a) => format!("harbour:account:{a}"),
             Group::Strategy(s) => format!("harbour:strategy:{s}"),
             Group::Desk => "harbour:desk".to_string(),
-        };
-        out.push(Write {
-            key,
-            stream: "harbour:stream:portfolio",
-            version: ch.version,
-            ttl_ms: cfg.portfolio_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![
+        },
+        "harbour:stream:portfolio",
+        cfg.portfolio_ttl_ms,
+        |(_, t)| {
+            vec![
                 ("positions", t.positions.to_string()),
                 ("long_mv", t.long_mv.to_string()),
                 ("short_mv", t.short_mv.to_string()),
@@ -83,31 +70,25 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
                 ("unrealized", t.unrealized.to_string()),
                 ("fees", t.fees.to_string()),
                 ("total", t.total.to_string()),
-            ],
-        });
-    }
-    for ch in &c.marks {
-        let (s, m) = &ch.row;
-        out.push(Write {
-            key: format!("harbour:price:{s}"),
-            stream: "harbour:stream:prices",
-            version: ch.version,
-            ttl_ms: cfg.price_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![("price", opt(&m.price)), ("source", m.source.as_str().to_string()), ("ts", m.ts.to_string())],
-        });
-    }
-    for ch in &c.quotes {
-        let (sym, q) = &ch.row;
-        let field = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(_, p)| p.to_string()).unwrap_or_default();
-        let time = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(t, _)| t.to_string()).unwrap_or_default();
-        out.push(Write {
-            key: format!("harbour:quote:{sym}"),
-            stream: "harbour:stream:quotes",
-            version: ch.version,
-            ttl_ms: cfg.quote_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![
+            ]
+        },
+    );
+    out.table(
+        &c.marks,
+        |(s, _)| format!("harbour:price:{s}"),
+        "harbour:stream:prices",
+        cfg.price_ttl_ms,
+        |(_, m)| vec![("price", opt(&m.price)), ("source", m.source.as_str().to_string()), ("ts", m.ts.to_string())],
+    );
+    out.table(
+        &c.quotes,
+        |(sym, _)| format!("harbour:quote:{sym}"),
+        "harbour:stream:quotes",
+        cfg.quote_ttl_ms,
+        |(_, q)| {
+            let field = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(_, p)| p.to_string()).unwrap_or_default();
+            let time = |v: Option<(i64, rust_decimal::Decimal)>| v.map(|(t, _)| t.to_string()).unwrap_or_default();
+            vec![
                 ("bid", field(q.bid())),
                 ("bid_ts", time(q.bid())),
                 ("ask", field(q.ask())),
@@ -116,79 +97,64 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
                 ("last_ts", time(q.last())),
                 ("close", field(q.close())),
                 ("close_ts", time(q.close())),
-            ],
-        });
-    }
-    for ch in &c.instruments {
-        let i = &ch.row;
-        out.push(Write {
-            key: format!("harbour:instrument:{}", i.symbol),
-            stream: "harbour:stream:instruments",
-            version: ch.version,
-            ttl_ms: cfg.instrument_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![
+            ]
+        },
+    );
+    out.table(
+        &c.instruments,
+        |i| format!("harbour:instrument:{}", i.symbol),
+        "harbour:stream:instruments",
+        cfg.instrument_ttl_ms,
+        |i| {
+            vec![
                 ("name", i.name.clone()),
                 ("lot_size", i.lot_size.to_string()),
                 ("currency", i.currency.clone()),
                 ("sector", opt(&i.sector)),
                 ("stamp_duty", u8::from(i.stamp_duty).to_string()),
                 ("spread_table", opt(&i.spread_table)),
-            ],
-        });
-    }
-    for ch in &c.status {
-        let st = &ch.row;
-        out.push(Write {
-            key: format!("harbour:status:{}:{}", st.subject.kind(), st.subject.name()),
-            stream: "harbour:stream:status",
-            version: ch.version,
-            ttl_ms: cfg.instrument_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![("status", st.status.to_string()), ("session", opt(&st.session)), ("ts", st.ts.to_string())],
-        });
-    }
-    for ch in &c.risk {
-        let r = &ch.row;
-        let key = match &r.group {
+            ]
+        },
+    );
+    out.table(
+        &c.status,
+        |st| format!("harbour:status:{}:{}", st.subject.kind(), st.subject.name()),
+        "harbour:stream:status",
+        cfg.instrument_ttl_ms,
+        |st| vec![("status", st.status.to_string()), ("session", opt(&st.session)), ("ts", st.ts.to_string())],
+    );
+    out.table(
+        &c.risk,
+        |r| match &r.group {
             Group::Desk => "harbour:risk:desk".to_string(),
             g => format!("harbour:risk:{}:{}", g.kind(), g.name()),
-        };
-        out.push(Write {
-            key,
-            stream: "harbour:stream:risk",
-            version: ch.version,
-            ttl_ms: cfg.portfolio_ttl_ms,
-            deleted: ch.deleted,
-            fields: fields_of_risk(r),
-        });
-    }
-    for ch in &c.vol {
-        let v = &ch.row;
-        out.push(Write {
-            key: format!("harbour:vol:{}", v.symbol),
-            stream: "harbour:stream:vol",
-            version: ch.version,
-            ttl_ms: cfg.quote_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![
+        },
+        "harbour:stream:risk",
+        cfg.portfolio_ttl_ms,
+        fields_of_risk,
+    );
+    out.table(
+        &c.vol,
+        |v| format!("harbour:vol:{}", v.symbol),
+        "harbour:stream:vol",
+        cfg.quote_ttl_ms,
+        |v| {
+            vec![
                 ("daily", v.daily.to_string()),
                 ("annual", v.annual.to_string()),
                 ("today", v.today.to_string()),
                 ("days", v.days.to_string()),
                 ("ts", v.ts.to_string()),
-            ],
-        });
-    }
-    for ch in &c.alerts {
-        let a = &ch.row;
-        out.push(Write {
-            key: format!("harbour:alert:{}", a.id()),
-            stream: "harbour:stream:alerts",
-            version: ch.version,
-            ttl_ms: cfg.alert_ttl_ms,
-            deleted: ch.deleted,
-            fields: vec![
+            ]
+        },
+    );
+    out.table(
+        &c.alerts,
+        |a| format!("harbour:alert:{}", a.id()),
+        "harbour:stream:alerts",
+        cfg.alert_ttl_ms,
+        |a| {
+            vec![
                 ("group_kind", a.group.kind().to_string()),
                 ("group_name", a.group.name().to_string()),
                 ("metric", a.metric.as_str().to_string()),
@@ -199,10 +165,49 @@ pub(super) fn writes(c: &Changes, cfg: &RedisConfig) -> Vec<Write> {
                 ("level", a.level.to_string()),
                 ("ts", a.ts.to_string()),
                 ("drivers", json_pairs(a.drivers.iter().cloned())),
-            ],
-        });
+            ]
+        },
+    );
+    out.out
+}
+
+/// The writes of a flush, conflated: a flush that carries several epochs (the sink was busy)
+/// writes each key once, with its newest row; only that row's fields are formatted.
+struct Writes {
+    out: Vec<Write>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Writes {
+    /// Appends the newest change per key of one table (its changes come in epoch order), in the
+    /// order of those changes.
+    fn table<T>(
+        &mut self,
+        changes: &[Change<T>],
+        key: impl Fn(&T) -> String,
+        stream: &'static str,
+        ttl_ms: u64,
+        fields: impl Fn(&T) -> Vec<(&'static str, String)>,
+    ) {
+        let first = self.out.len();
+        self.seen.clear();
+        for ch in changes.iter().rev() {
+            let k = key(&ch.row);
+            if self.seen.contains(&k) {
+                continue;
+            }
+            self.seen.insert(k.clone());
+            self.out.push(Write {
+                key: k,
+                stream,
+                version: ch.version,
+                ttl_ms,
+                deleted: ch.deleted,
+                fields: if ch.deleted { Vec::new() } else { fields(&ch.row) },
+            });
+        }
+        self.out[first..].reverse();
     }
-    conflate(out)
 }
 
 /// The fields of a risk hash (besides `version`).
@@ -238,14 +243,4 @@ pub fn fields_of_risk(r: &RiskRow) -> Vec<(&'static str, String)> {
         ("max_drawdown", r.max_drawdown.to_string()),
         ("ts", r.ts.to_string()),
     ]
-}
-
-/// Keeps the latest write per key (the changes come in epoch order): a flush that carries several
-/// epochs (the sink was busy) writes each key once, with its newest row.
-fn conflate(mut writes: Vec<Write>) -> Vec<Write> {
-    let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    writes.reverse();
-    writes.retain(|w| seen.insert(w.key.clone()));
-    writes.reverse();
-    writes
 }

@@ -2,11 +2,14 @@
 //! version.
 //!
 //! ```text
-//!  Changes since the last flush ──► MULTI
-//!     EVALSHA fence.lua  (per 500 changed rows: write each hash only if the version is newer,
-//!                         refresh its TTL, XADD the change to the kind's stream)
-//!     EVALSHA max-epoch  (harbour:sink:epoch, never backwards)
-//!  EXEC ──► durable: the epoch marker and the epoch's writes land in one atomic step
+//!  Changes since the last flush ──► newest row per key ──► WATCH harbour:sink:epoch, GET it
+//!   every row newer than the marker (fresh)      some row at or below it (a replay)
+//!   MULTI                                        MULTI
+//!     HSET, PEXPIRE, XADD per row                  EVALSHA fence.lua (per 500 rows: write each
+//!     SET harbour:sink:epoch                         hash only if its version is newer, then
+//!   EXEC (refused if the marker moved: again)        TTL and XADD); EVALSHA max-epoch
+//!                                                EXEC
+//!  ──► durable: the epoch marker and the epoch's writes land in one atomic step
 //! ```
 //!
 //! Keys (documented for consumers in docs/redis.md):
@@ -126,6 +129,99 @@ pub struct RedisSink {
     pub retries: u64,
     /// Rows the fence refused (older or equal versions) in the last write.
     pub fenced: u64,
+    /// Writes that took the fresh way (every row newer than the marker: no per-row check).
+    pub fresh_writes: u64,
+}
+
+/// Bytes of commands gathered before they are sent (the fresh way streams a write in pieces of
+/// this size instead of building it whole: no buffer grows with the write).
+const SEND_BYTES: usize = 1 << 20;
+
+/// Sends the fresh way of [`RedisSink::write`] (the caller has watched and read the marker):
+/// MULTI, each row with plain commands (the same effect as the fence script applying it), the
+/// marker, EXEC. Returns false when Redis refused EXEC because the marker moved meanwhile.
+fn write_fresh(
+    conn: &mut Connection,
+    writes: &[keys::Write],
+    epoch: u64,
+    maxlen: u64,
+    publish: bool,
+) -> redis::RedisResult<bool> {
+    let mut out = Sender { buf: Vec::with_capacity(SEND_BYTES + (64 << 10)), sent: 0 };
+    out.push(conn, &redis::cmd("MULTI"))?;
+    for w in writes {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&w.key).arg("version").arg(w.version);
+        if w.deleted {
+            out.push(conn, redis::cmd("DEL").arg(&w.key))?;
+            hset.arg("deleted").arg("1");
+        } else {
+            for (f, v) in &w.fields {
+                hset.arg(*f).arg(v);
+            }
+        }
+        out.push(conn, &hset)?;
+        if !w.deleted {
+            out.push(conn, redis::cmd("HDEL").arg(&w.key).arg("deleted"))?;
+        }
+        if w.ttl_ms > 0 {
+            out.push(conn, redis::cmd("PEXPIRE").arg(&w.key).arg(w.ttl_ms))?;
+        }
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(w.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        xadd.arg("key").arg(&w.key).arg("version").arg(w.version).arg("deleted").arg(if w.deleted { "1" } else { "0" });
+        if !w.deleted {
+            for (f, v) in &w.fields {
+                xadd.arg(*f).arg(v);
+            }
+        }
+        out.push(conn, &xadd)?;
+        if publish {
+            out.push(conn, redis::cmd("PUBLISH").arg(w.stream).arg(format!("{} {}", w.key, w.version)))?;
+        }
+    }
+    out.push(conn, redis::cmd("SET").arg(EPOCH_KEY).arg(epoch))?;
+    out.push(conn, &redis::cmd("EXEC"))?;
+    out.flush(conn)?;
+    // Every reply but EXEC's is +OK/+QUEUED, or an error for a command refused while queueing
+    // (then EXEC is refused too): read them all so the connection stays in step.
+    let mut refused = None;
+    for _ in 1..out.sent {
+        if let redis::Value::ServerError(e) = conn.recv_response()? {
+            refused.get_or_insert(e);
+        }
+    }
+    let exec = conn.recv_response()?;
+    if let Some(e) = refused {
+        return Err(e.into());
+    }
+    match exec {
+        redis::Value::Nil => Ok(false),
+        v => v.extract_error().map(|_| true),
+    }
+}
+
+/// Commands packed into one buffer, sent whenever it passes [`SEND_BYTES`].
+struct Sender {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+impl Sender {
+    fn push(&mut self, conn: &mut Connection, cmd: &redis::Cmd) -> redis::RedisResult<()> {
+        cmd.write_packed_command(&mut self.buf);
+        self.sent += 1;
+        if self.buf.len() >= SEND_BYTES {
+            self.flush(conn)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &mut Connection) -> redis::RedisResult<()> {
+        conn.send_packed_command(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 fn retriable(e: &redis::RedisError) -> bool {
@@ -175,6 +271,7 @@ impl RedisSink {
             config: config.clone(),
             retries: 0,
             fenced: 0,
+            fresh_writes: 0,
         };
         sink.with_retry("connecting", |_, _| Ok(()))?;
         tracing::info!(url = %config.url.rsplit('@').next().unwrap_or_default(), "redis sink ready");
@@ -219,32 +316,53 @@ impl RedisSink {
 
     /// Writes `changes` and moves the durable epoch marker to `epoch`, in one MULTI/EXEC; returns
     /// once Redis acknowledged it. Returns how many rows were applied (the others were fenced).
+    ///
+    /// Two ways, both atomic with the marker and both under `WATCH harbour:sink:epoch`:
+    /// - **fresh** (the usual case): every row's version is above the marker. Every stored row
+    ///   has a version at or below the marker (rows and marker move together, and no row is newer
+    ///   than the epoch written with it), so each row is newer than what its key holds and is
+    ///   written with plain commands (HSET, PEXPIRE, XADD), no per-row check needed. Should another
+    ///   writer move the marker meanwhile, EXEC is refused and the write is judged again.
+    /// - **replay** (some row at or below the marker: a restart re-sending epochs Redis holds):
+    ///   the fence script checks each row's version and writes only newer ones.
     pub fn write(&mut self, epoch: u64, changes: &Changes) -> Result<u64, RedisError> {
         let writes = keys::writes(changes, &self.config);
         let (fence_sha, epoch_sha) = (self.fence.get_hash().to_string(), self.max_epoch.get_hash().to_string());
         let (maxlen, publish) = (self.config.stream_maxlen, self.config.publish);
-        let applied: Vec<i64> = self.with_retry("writing an epoch", |conn, _| {
-            let mut p = redis::pipe();
-            p.atomic();
-            // One script call per chunk of rows: the per-call cost is paid once per chunk.
-            for chunk in writes.chunks(ROWS_PER_CALL) {
-                let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen).arg(if publish { "1" } else { "0" });
-                for w in chunk {
-                    c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
-                    let fields: &[(&str, String)] = if w.deleted { &[] } else { &w.fields };
-                    c.arg(fields.len());
-                    for (f, v) in fields {
-                        c.arg(*f).arg(v);
+        let min_version = writes.iter().map(|w| w.version).min().unwrap_or(u64::MAX);
+        let max_version = writes.iter().map(|w| w.version).max().unwrap_or(0);
+        debug_assert!(max_version <= epoch || writes.is_empty(), "a row newer than its epoch");
+        let (applied, fresh) = self.with_retry("writing an epoch", |conn, _| {
+            redis::transaction(conn, &[EPOCH_KEY], |conn, p| {
+                let held: Option<u64> = redis::cmd("GET").arg(EPOCH_KEY).query(conn)?;
+                let held = held.unwrap_or(0);
+                let fresh = held < min_version && max_version <= epoch && held < epoch;
+                if fresh {
+                    let done = write_fresh(conn, &writes, epoch, maxlen, publish)?;
+                    return Ok(done.then_some((writes.len() as u64, true)));
+                }
+                // One script call per chunk of rows: the per-call cost is paid once per chunk.
+                for chunk in writes.chunks(ROWS_PER_CALL) {
+                    let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen).arg(if publish { "1" } else { "0" });
+                    for w in chunk {
+                        c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
+                        let fields: &[(&str, String)] = if w.deleted { &[] } else { &w.fields };
+                        c.arg(fields.len());
+                        for (f, v) in fields {
+                            c.arg(*f).arg(v);
+                        }
                     }
                 }
-            }
-            p.cmd("EVALSHA").arg(&epoch_sha).arg(1).arg(EPOCH_KEY).arg(epoch);
-            p.query(conn)
+                p.cmd("EVALSHA").arg(&epoch_sha).arg(1).arg(EPOCH_KEY).arg(epoch).ignore();
+                let applied: Option<Vec<i64>> = p.query(conn)?;
+                Ok(applied.map(|a| (a.iter().sum::<i64>() as u64, false)))
+            })
         })?;
-        let chunks = writes.len().div_ceil(ROWS_PER_CALL);
-        let n = applied.iter().take(chunks).sum::<i64>() as u64;
-        self.fenced = writes.len() as u64 - n;
-        Ok(n)
+        if fresh {
+            self.fresh_writes += 1;
+        }
+        self.fenced = writes.len() as u64 - applied;
+        Ok(applied)
     }
 
     /// The durable epoch marker.
