@@ -56,11 +56,12 @@ struct Setup {
 }
 
 /// `accounts` × `symbols` positions (each account holds `per_account` symbols), 10 strategies.
-fn setup(accounts: usize, symbols: u32, per_account: usize, days: usize, contributors: bool) -> Setup {
+fn setup(accounts: usize, symbols: u32, per_account: usize, days: usize, contributors: bool, threads: usize) -> Setup {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let config = RiskConfig {
         history: Arc::new(history(symbols, days, &mut rng)),
         contributors: if contributors { 5 } else { 0 },
+        threads,
         ..RiskConfig::default()
     };
     let mut book = RiskBook::new(config);
@@ -138,29 +139,36 @@ fn refresh(label: &str, s: &mut Setup, symbols: u32, n: usize) {
     );
 }
 
-/// Runs the risk benches.
+/// Runs the risk benches: each case on one thread and on every core (`risk.threads`).
 pub fn bench_risk(accounts: usize, symbols: u32, only_dense: bool) {
     let days = 250;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cases: &[(usize, bool)] = if only_dense {
         &[(symbols as usize, false)]
     } else {
         &[(symbols as usize, false), (symbols as usize, true), (50, false)]
     };
     for &(per, contributors) in cases {
-        let t = Instant::now();
-        let mut s = setup(accounts, symbols, per, days, contributors);
-        println!(
-            "risk      setup: {accounts} accounts x {per} of {symbols} symbols, {days} days of history{} in {:.1}s",
-            if contributors { ", contributors for desk and strategies" } else { "" },
-            t.elapsed().as_secs_f64()
-        );
-        let label = format!("{accounts} accounts x {per} symbols{}", if contributors { " + contributors" } else { "" });
-        refresh(&label, &mut s, symbols, if only_dense { 3_000 } else { 300 });
+        for threads in if cores > 1 { vec![1, cores] } else { vec![1] } {
+            let t = Instant::now();
+            let mut s = setup(accounts, symbols, per, days, contributors, threads);
+            println!(
+                "risk      setup: {accounts} accounts x {per} of {symbols} symbols, {days} days of history{} in {:.1}s",
+                if contributors { ", contributors for desk and strategies" } else { "" },
+                t.elapsed().as_secs_f64()
+            );
+            let label = format!(
+                "{accounts} accounts x {per} symbols{}, {threads} thread{}",
+                if contributors { " + contributors" } else { "" },
+                if threads == 1 { "" } else { "s" }
+            );
+            refresh(&label, &mut s, symbols, if only_dense { 3_000 } else { 300 });
+        }
     }
     if only_dense {
         return;
     }
     // The desk alone over every symbol: how often its VaR is recomputed incrementally.
-    let mut desk = setup(1, symbols, symbols as usize, days, true);
+    let mut desk = setup(1, symbols, symbols as usize, days, true, 1);
     refresh(&format!("desk VaR over {symbols} symbols (with contributors)"), &mut desk, symbols, 2_000);
 }

@@ -65,6 +65,9 @@ pub struct RiskSection {
     pub limits_file: Option<PathBuf>,
     /// How often to look at the limits file for changes.
     pub reload_ms: u64,
+    /// Threads a refresh touching many groups spreads them over (a mark in a symbol most
+    /// accounts hold); default: the machine's cores, at most 4. 1 keeps risk on its worker.
+    pub threads: usize,
 }
 
 impl Default for RiskSection {
@@ -82,6 +85,7 @@ impl Default for RiskSection {
             contributor_scopes: vec!["desk".into(), "strategy".into()],
             limits_file: None,
             reload_ms: 1000,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -114,6 +118,9 @@ impl RiskSection {
         {
             return Err(key_err("risk.history_table", "must be a table name (letters, digits, `_`, `.`)"));
         }
+        if self.threads == 0 {
+            return Err(key_err("risk.threads", "must be at least 1"));
+        }
         if self.reload_ms == 0 {
             return Err(key_err("risk.reload_ms", "must be at least 1"));
         }
@@ -136,6 +143,7 @@ impl RiskSection {
             limits,
             contributors: self.contributors,
             contributor_scopes: scopes.into_iter().filter(|s| self.contributor_scopes.iter().any(|c| c == s)).collect(),
+            threads: self.threads,
         })
     }
 

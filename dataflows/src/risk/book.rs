@@ -207,6 +207,9 @@ pub struct RiskConfig {
     /// Groups whose rows carry contributors (a contributor costs O(K) per name held, so the
     /// default is the desk and strategies, not every account).
     pub contributor_scopes: Vec<&'static str>,
+    /// Threads a refresh that touches many groups (a mark in a widely held symbol) spreads them
+    /// over; 1 keeps it on the calling thread.
+    pub threads: usize,
 }
 
 impl Default for RiskConfig {
@@ -220,6 +223,7 @@ impl Default for RiskConfig {
             limits: Limits::default(),
             contributors: 5,
             contributor_scopes: vec!["desk", "strategy"],
+            threads: 1,
         }
     }
 }
@@ -439,7 +443,8 @@ struct GroupState {
     sum_sq: Decimal,
     sum_sq_lost: bool,
     sectors: BTreeMap<Option<SmolStr>, Decimal>,
-    by_size: BTreeSet<(Decimal, Reverse<Symbol>)>,
+    /// The largest name by |MV| (ties: the smaller code), kept while it stays the largest.
+    largest: Largest,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
     /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
     d: Vec<f64>,
@@ -501,7 +506,9 @@ pub struct RiskBook {
     config: RiskConfig,
     weights: Vec<f64>,
     symbols: FxHashMap<Symbol, SymbolInfo>,
-    groups: FxHashMap<Group, GroupState>,
+    /// Every group's state, in the order the groups first appeared; `index` finds them.
+    groups: Vec<(Group, GroupState)>,
+    index: FxHashMap<Group, usize>,
     z95: f64,
     z99: f64,
     scratch: Vec<f64>,
@@ -558,7 +565,8 @@ impl RiskBook {
             weights,
             config,
             symbols: FxHashMap::default(),
-            groups: FxHashMap::default(),
+            groups: Vec::new(),
+            index: FxHashMap::default(),
             z95: normal_quantile(0.95),
             z99: normal_quantile(0.99),
             scratch: Vec::new(),
@@ -574,33 +582,44 @@ impl RiskBook {
 
     /// The row shown for a group.
     pub fn row(&self, g: &Group) -> Option<&RiskRow> {
-        self.groups.get(g).and_then(|s| s.shown.as_ref())
+        self.index.get(g).and_then(|&i| self.groups[i].1.shown.as_ref())
+    }
+
+    /// The index of a group's state, created empty when new.
+    fn group(&mut self, g: Group) -> usize {
+        if let Some(&i) = self.index.get(&g) {
+            return i;
+        }
+        self.groups.push((g.clone(), GroupState::default()));
+        self.index.insert(g, self.groups.len() - 1);
+        self.groups.len() - 1
     }
 
     /// Applies one time's changes; returns the rows that changed and the alerts fired.
     pub fn apply(&mut self, input: RiskInput) -> RiskChanges {
-        let seeded: Vec<Group> = input.seeds.iter().map(|s| s.group.clone()).collect();
+        // Per group index: what touched it this time (None: untouched).
+        let mut touched: Vec<Option<Touch>> = Vec::new();
+        fn touch(touched: &mut Vec<Option<Touch>>, i: usize) -> &mut Touch {
+            if touched.len() <= i {
+                touched.resize_with(i + 1, || None);
+            }
+            touched[i].get_or_insert_with(Touch::default)
+        }
         for seed in input.seeds {
-            let g = self.groups.entry(seed.group).or_default();
+            let i = self.group(seed.group);
+            let g = &mut self.groups[i].1;
             g.drawdown.peak = Some(seed.peak);
             g.drawdown.max = seed.max_drawdown;
             g.ts = g.ts.max(seed.ts);
             for (m, state, soft, hard) in seed.limits {
                 g.limits.insert(m, (LimitState { breached: state }, soft, hard, None));
             }
+            touch(&mut touched, i);
         }
-        // Per touched group: its symbols to re-file, its total P&L change, its latest event time.
-        #[derive(Default)]
-        struct Touch {
-            symbols: Vec<Symbol>,
-            total: Decimal,
-            ts: Ts,
-        }
-        let mut touched: FxHashMap<Group, Touch> = FxHashMap::default();
         if std::mem::take(&mut self.rejudge) {
             // New limits: every group is judged against them now, not at its next change.
-            for g in self.groups.keys() {
-                touched.entry(g.clone()).or_default();
+            for i in 0..self.groups.len() {
+                touch(&mut touched, i);
             }
         }
         for i in input.instruments {
@@ -610,15 +629,12 @@ impl RiskBook {
                 info.sector = sector;
                 info.lot = i.lot_size;
                 // Rare: re-file the symbol in every group holding it.
-                for (g, st) in &self.groups {
+                for (g, (_, st)) in self.groups.iter().enumerate() {
                     if st.names.contains_key(&i.symbol) {
-                        touched.entry(g.clone()).or_default().symbols.push(i.symbol);
+                        touch(&mut touched, g).symbols.push(i.symbol);
                     }
                 }
             }
-        }
-        for g in seeded {
-            touched.entry(g).or_default();
         }
         let mut vols: Vec<(VolRow, isize)> = Vec::new();
         for (s, price, ts) in input.marks {
@@ -638,18 +654,30 @@ impl RiskBook {
                 vols.push((row, 1));
             }
         }
-        // Net each (group, symbol)'s change over the time's position changes.
-        #[derive(Default)]
-        struct Delta {
-            positions: i64,
-            qty: i64,
-            mv: Decimal,
-            total: Decimal,
-            ts: Ts,
-        }
-        let mut deltas: FxHashMap<(Group, Symbol), Delta> = FxHashMap::default();
+        // Net each (group, symbol)'s change over the time's position changes (by group index:
+        // a row's account and strategy are looked up once, the desk not at all).
+        let desk = if input.positions.is_empty() { usize::MAX } else { self.group(Group::Desk) };
+        let mut deltas: FxHashMap<(usize, Symbol), Delta> = FxHashMap::default();
+        let mut last_account: Option<(SmolStr, usize)> = None;
+        let mut last_strategy: Option<(SmolStr, usize)> = None;
         for (row, r) in input.positions {
-            for g in [Group::Desk, Group::Account(row.key.account.clone()), Group::Strategy(row.key.strategy.clone())] {
+            let account = match &last_account {
+                Some((a, i)) if *a == row.key.account => *i,
+                _ => {
+                    let i = self.group(Group::Account(row.key.account.clone()));
+                    last_account = Some((row.key.account.clone(), i));
+                    i
+                }
+            };
+            let strategy = match &last_strategy {
+                Some((s, i)) if *s == row.key.strategy => *i,
+                _ => {
+                    let i = self.group(Group::Strategy(row.key.strategy.clone()));
+                    last_strategy = Some((row.key.strategy.clone(), i));
+                    i
+                }
+            };
+            for g in [desk, account, strategy] {
                 let d = deltas.entry((g, row.key.symbol)).or_default();
                 d.positions += r as i64;
                 d.qty += row.qty * r as i64;
@@ -672,52 +700,53 @@ impl RiskBook {
                 }
             }
         }
+        // Each group applies its own deltas in its refresh (on whichever thread it lands).
         for ((g, s), d) in deltas {
-            let st = self.groups.entry(g.clone()).or_default();
-            let name = st.names.entry(s).or_default();
-            name.positions = (name.positions as i64 + d.positions).max(0) as u32;
-            name.qty += d.qty;
-            name.mv += d.mv;
-            name.total += d.total;
-            st.positions = (st.positions as i64 + d.positions).max(0) as u32;
-            let t = touched.entry(g).or_default();
-            t.total += d.total;
-            t.ts = t.ts.max(d.ts).max(self.symbols.get(&s).map_or(0, |i| i.mark_ts));
-            t.symbols.push(s);
+            touch(&mut touched, g).deltas.push((s, d));
         }
         let mut out = RiskChanges { vols, ..RiskChanges::default() };
-        for (g, mut touch) in touched {
-            let st = self.groups.get_mut(&g).expect("touched groups exist");
-            // In symbol order, so the float sums do not depend on hashing.
-            touch.symbols.sort_unstable();
-            touch.symbols.dedup();
-            for s in touch.symbols {
-                Self::refile(st, s, self.symbols.get(&s), &self.config.history);
+        // The touched groups, each with its own state: disjoint, so they can go to several threads.
+        let mut work: Vec<(&Group, Touch, &mut GroupState)> = Vec::with_capacity(touched.len());
+        for ((g, st), t) in self.groups.iter_mut().zip(touched) {
+            if let Some(t) = t {
+                work.push((g, t, st));
             }
-            if st.sum_sq_lost {
-                // Back to exact sums once they fit again.
-                if let Some(q) = exact_sum_sq(st) {
-                    (st.sum_sq, st.sum_sq_lost) = (q, false);
-                }
+        }
+        let ctx =
+            Ctx { config: &self.config, weights: &self.weights, symbols: &self.symbols, z95: self.z95, z99: self.z99 };
+        let threads = self.config.threads.max(1).min(work.len().div_ceil(PARALLEL_GROUPS));
+        if threads <= 1 {
+            for (g, touch, st) in work {
+                ctx.refresh(g, touch, st, &mut self.scratch, &mut out);
             }
-            st.total += touch.total;
-            st.ts = st.ts.max(touch.ts);
-            st.drawdown.update(st.total);
-            // A group keeps its row once it has one, even when its positions are all gone (busted):
-            // its drawdown history and limit states live on (and are checkpointed from the row).
-            let row = Some(self.row_of(&g));
-            let st = self.groups.get_mut(&g).expect("exists");
-            if let Some(r) = &row {
-                Self::judge(&self.config.limits, st, r, &mut out.alerts);
+        } else {
+            let per = work.len().div_ceil(threads);
+            let mut chunks: Vec<Vec<(&Group, Touch, &mut GroupState)>> = Vec::with_capacity(threads);
+            let mut rest = work.into_iter();
+            for _ in 0..threads {
+                chunks.push(rest.by_ref().take(per).collect());
             }
-            if st.shown != row {
-                if let Some(old) = st.shown.take() {
-                    out.retract.push(old);
-                }
-                if let Some(new) = row.clone() {
-                    out.insert.push(new);
-                }
-                st.shown = row;
+            let ctx = &ctx;
+            let parts: Vec<RiskChanges> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            let (mut scratch, mut part) = (Vec::new(), RiskChanges::default());
+                            for (g, touch, st) in chunk {
+                                ctx.refresh(g, touch, st, &mut scratch, &mut part);
+                            }
+                            part
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a risk thread panicked")).collect()
+            });
+            // In chunk order: the output does not depend on which thread finished first.
+            for part in parts {
+                out.retract.extend(part.retract);
+                out.insert.extend(part.insert);
+                out.alerts.extend(part.alerts);
             }
         }
         out
@@ -761,7 +790,6 @@ impl RiskBook {
                         st.sectors.remove(&old.sector);
                     }
                 }
-                st.by_size.remove(&(old.mv.abs(), Reverse(s)));
             }
             if !new.mv.is_zero() {
                 st.exposure.add(new.mv);
@@ -770,8 +798,8 @@ impl RiskBook {
                     None => st.sum_sq_lost = true,
                 }
                 *st.sectors.entry(new.sector.clone()).or_default() += new.mv.abs();
-                st.by_size.insert((new.mv.abs(), Reverse(s)));
             }
+            st.largest.resize(s, (!old.mv.is_zero()).then(|| old.mv.abs()), (!new.mv.is_zero()).then(|| new.mv.abs()));
         }
         if old.lots != new.lots {
             if old.lots > Decimal::ZERO {
@@ -801,99 +829,6 @@ impl RiskBook {
             st.names.remove(&s);
         } else {
             name.added = new;
-        }
-    }
-
-    /// The row of a group from its state.
-    fn row_of(&mut self, g: &Group) -> RiskRow {
-        let cfg = &self.config;
-        let st = &self.groups[g];
-        let e = st.exposure;
-        let nav = match g {
-            Group::Desk => cfg.desk_nav,
-            Group::Account(a) => cfg.nav.get(a).copied(),
-            Group::Strategy(_) => None,
-        };
-        let gross_cents = e.gross.round_dp(2);
-        let (largest, hhi, sectors) = if e.gross.is_zero() {
-            (None, Decimal::ZERO, Vec::new())
-        } else {
-            let largest = st.by_size.iter().next_back().map(|(mv, Reverse(s))| (*s, weight(*mv, e.gross)));
-            let hhi = hhi(st, gross_cents);
-            let sectors = st.sectors.iter().map(|(s, v)| (s.clone(), weight(*v, e.gross))).collect();
-            (largest, hhi, sectors)
-        };
-        // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
-        let lambda = cfg.lambda;
-        let variance = if self.weights.is_empty() || st.d.is_empty() {
-            if self.weights.is_empty() {
-                st.today * st.today
-            } else {
-                (1.0 - lambda) * st.today * st.today
-            }
-        } else {
-            lambda * self.weights.iter().zip(&st.d).map(|(a, d)| a * d * d).sum::<f64>()
-                + (1.0 - lambda) * st.today * st.today
-        };
-        let sigma = variance.max(0.0).sqrt();
-        let h = cfg.horizon_days.max(0.0).sqrt();
-        // Historical: losses −dₖ.
-        let (hv95, es95, hv99, es99) = if st.d.is_empty() {
-            (0.0, 0.0, 0.0, 0.0)
-        } else {
-            self.scratch.clear();
-            self.scratch.extend(st.d.iter().map(|d| -d));
-            tails(&mut self.scratch)
-        };
-        let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
-            let mut c: Vec<(Symbol, f64)> = st
-                .names
-                .iter()
-                .filter(|(_, n)| n.added.w != 0.0)
-                .map(|(s, n)| {
-                    let mut sw = 0.0;
-                    if let Some(r) = cfg.history.returns(*s) {
-                        sw = lambda
-                            * self.weights.iter().zip(r.iter()).zip(&st.d).map(|((a, rk), d)| a * rk * d).sum::<f64>();
-                    }
-                    let ret = self.symbols.get(s).map_or(0.0, |i| i.ret);
-                    sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
-                    (*s, n.added.w * sw / sigma * self.z99)
-                })
-                .collect();
-            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            c.truncate(cfg.contributors);
-            c.into_iter().map(|(s, v)| (s, cents(v))).collect()
-        } else {
-            Vec::new()
-        };
-        RiskRow {
-            group: g.clone(),
-            names: st.held,
-            long_mv: e.long,
-            short_mv: e.short,
-            gross: e.gross,
-            net: e.net,
-            nav,
-            leverage: nav.and_then(|n| e.leverage(n)).map(ratio),
-            largest,
-            hhi,
-            sectors,
-            max_lots: st.by_lots.iter().next_back().map(|(l, Reverse(s))| (*s, l.round_dp(4))),
-            var_95: cents(sigma * self.z95),
-            var_99: cents(sigma * self.z99),
-            var_95_horizon: cents(sigma * self.z95 * h),
-            var_99_horizon: cents(sigma * self.z99 * h),
-            hist_var_95: cents(hv95),
-            hist_var_99: cents(hv99),
-            es_95: cents(es95),
-            es_99: cents(es99),
-            contributors,
-            total_pnl: st.total,
-            peak_pnl: st.drawdown.peak.unwrap_or(st.total),
-            drawdown: st.drawdown.current,
-            max_drawdown: st.drawdown.max,
-            ts: st.ts,
         }
     }
 
@@ -949,7 +884,9 @@ impl RiskBook {
                 let drivers = if m == Metric::Var && !row.contributors.is_empty() {
                     row.contributors.iter().take(3).cloned().collect()
                 } else {
-                    st.by_size.iter().rev().take(3).map(|(mv, Reverse(s))| (*s, *mv)).collect()
+                    let mut sizes: Vec<(Decimal, Reverse<Symbol>)> = sizes(&st.names).collect();
+                    sizes.sort_unstable_by(|a, b| b.cmp(a));
+                    sizes.into_iter().take(3).map(|(mv, Reverse(s))| (s, mv)).collect()
                 };
                 alerts.push(AlertRow {
                     group: row.group.clone(),
@@ -963,6 +900,223 @@ impl RiskBook {
                     drivers,
                 });
             }
+        }
+    }
+}
+
+/// Touched groups fan out over threads past this many per thread (spawning costs tens of µs).
+const PARALLEL_GROUPS: usize = 128;
+
+/// What touched a group this time: its names' netted position changes, other names to re-file.
+#[derive(Default)]
+struct Touch {
+    deltas: Vec<(Symbol, Delta)>,
+    symbols: Vec<Symbol>,
+}
+
+/// One (group, symbol)'s position changes of the time, netted.
+#[derive(Default)]
+struct Delta {
+    positions: i64,
+    qty: i64,
+    mv: Decimal,
+    total: Decimal,
+    ts: Ts,
+}
+
+/// The largest name of a group: known, or to be found again by a scan of the names (when the
+/// largest shrinks or goes: a re-mark touches one name per group, so a scan is rare, and cheaper
+/// than keeping every size ordered).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Largest {
+    Known(Option<(Decimal, Reverse<Symbol>)>),
+    Unknown,
+}
+
+impl Default for Largest {
+    fn default() -> Self {
+        Largest::Known(None)
+    }
+}
+
+impl Largest {
+    /// Name `s`'s |MV| went from `old` to `new` (None: not held, or zero).
+    fn resize(&mut self, s: Symbol, old: Option<Decimal>, new: Option<Decimal>) {
+        let Largest::Known(cur) = *self else { return };
+        let new = new.map(|m| (m, Reverse(s)));
+        *self = match cur {
+            // The largest itself changed: still the largest only if it did not shrink.
+            Some(c) if c.1 .0 == s => match (old, new) {
+                (Some(o), Some(n)) if n >= (o, Reverse(s)) => Largest::Known(Some(n)),
+                _ => Largest::Unknown,
+            },
+            _ => Largest::Known(cur.max(new)),
+        };
+    }
+
+    /// Finds the largest again when it is not known.
+    fn find<I: Iterator<Item = (Decimal, Reverse<Symbol>)>>(&mut self, sizes: impl FnOnce() -> I) {
+        if *self == Largest::Unknown {
+            *self = Largest::Known(sizes().max());
+        }
+    }
+
+    fn known(self) -> Option<(Decimal, Reverse<Symbol>)> {
+        match self {
+            Largest::Known(l) => l,
+            Largest::Unknown => unreachable!("found before a row is built"),
+        }
+    }
+}
+
+/// Every name's |MV| with its code, zero sizes left out.
+fn sizes(names: &FxHashMap<Symbol, Name>) -> impl Iterator<Item = (Decimal, Reverse<Symbol>)> + '_ {
+    names.iter().filter(|(_, n)| !n.added.mv.is_zero()).map(|(s, n)| (n.added.mv.abs(), Reverse(*s)))
+}
+
+/// What refreshing a group reads besides the group's own state (shared by the threads).
+struct Ctx<'a> {
+    config: &'a RiskConfig,
+    weights: &'a [f64],
+    symbols: &'a FxHashMap<Symbol, SymbolInfo>,
+    z95: f64,
+    z99: f64,
+}
+
+impl Ctx<'_> {
+    /// Re-files the group's touched names, then gives its new row (when it changed) and the
+    /// alerts of its limits.
+    fn refresh(&self, g: &Group, mut touch: Touch, st: &mut GroupState, scratch: &mut Vec<f64>, out: &mut RiskChanges) {
+        let (mut total, mut ts) = (Decimal::ZERO, 0);
+        for (s, d) in touch.deltas {
+            let name = st.names.entry(s).or_default();
+            name.positions = (name.positions as i64 + d.positions).max(0) as u32;
+            name.qty += d.qty;
+            name.mv += d.mv;
+            name.total += d.total;
+            st.positions = (st.positions as i64 + d.positions).max(0) as u32;
+            total += d.total;
+            ts = ts.max(d.ts).max(self.symbols.get(&s).map_or(0, |i| i.mark_ts));
+            touch.symbols.push(s);
+        }
+        // In symbol order, so the float sums do not depend on hashing.
+        touch.symbols.sort_unstable();
+        touch.symbols.dedup();
+        for s in touch.symbols {
+            RiskBook::refile(st, s, self.symbols.get(&s), &self.config.history);
+        }
+        if st.sum_sq_lost {
+            // Back to exact sums once they fit again.
+            if let Some(q) = exact_sum_sq(st) {
+                (st.sum_sq, st.sum_sq_lost) = (q, false);
+            }
+        }
+        st.total += total;
+        st.ts = st.ts.max(ts);
+        st.drawdown.update(st.total);
+        // A group keeps its row once it has one, even when its positions are all gone (busted):
+        // its drawdown history and limit states live on (and are checkpointed from the row).
+        st.largest.find(|| sizes(&st.names));
+        let row = self.row_of(g, st, scratch);
+        RiskBook::judge(&self.config.limits, st, &row, &mut out.alerts);
+        if st.shown.as_ref() != Some(&row) {
+            if let Some(old) = st.shown.take() {
+                out.retract.push(old);
+            }
+            out.insert.push(row.clone());
+            st.shown = Some(row);
+        }
+    }
+
+    /// The row of a group from its state.
+    fn row_of(&self, g: &Group, st: &GroupState, scratch: &mut Vec<f64>) -> RiskRow {
+        let cfg = self.config;
+        let e = st.exposure;
+        let nav = match g {
+            Group::Desk => cfg.desk_nav,
+            Group::Account(a) => cfg.nav.get(a).copied(),
+            Group::Strategy(_) => None,
+        };
+        let gross_cents = e.gross.round_dp(2);
+        let (largest, hhi, sectors) = if e.gross.is_zero() {
+            (None, Decimal::ZERO, Vec::new())
+        } else {
+            let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, e.gross)));
+            let hhi = hhi(st, gross_cents);
+            let sectors = st.sectors.iter().map(|(s, v)| (s.clone(), weight(*v, e.gross))).collect();
+            (largest, hhi, sectors)
+        };
+        // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
+        let lambda = cfg.lambda;
+        let variance = if self.weights.is_empty() || st.d.is_empty() {
+            if self.weights.is_empty() {
+                st.today * st.today
+            } else {
+                (1.0 - lambda) * st.today * st.today
+            }
+        } else {
+            lambda * self.weights.iter().zip(&st.d).map(|(a, d)| a * d * d).sum::<f64>()
+                + (1.0 - lambda) * st.today * st.today
+        };
+        let sigma = variance.max(0.0).sqrt();
+        let h = cfg.horizon_days.max(0.0).sqrt();
+        // Historical: losses −dₖ.
+        let (hv95, es95, hv99, es99) = if st.d.is_empty() {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            scratch.clear();
+            scratch.extend(st.d.iter().map(|d| -d));
+            tails(scratch)
+        };
+        let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
+            let mut c: Vec<(Symbol, f64)> = st
+                .names
+                .iter()
+                .filter(|(_, n)| n.added.w != 0.0)
+                .map(|(s, n)| {
+                    let mut sw = 0.0;
+                    if let Some(r) = cfg.history.returns(*s) {
+                        sw = lambda
+                            * self.weights.iter().zip(r.iter()).zip(&st.d).map(|((a, rk), d)| a * rk * d).sum::<f64>();
+                    }
+                    let ret = self.symbols.get(s).map_or(0.0, |i| i.ret);
+                    sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
+                    (*s, n.added.w * sw / sigma * self.z99)
+                })
+                .collect();
+            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            c.truncate(cfg.contributors);
+            c.into_iter().map(|(s, v)| (s, cents(v))).collect()
+        } else {
+            Vec::new()
+        };
+        RiskRow {
+            group: g.clone(),
+            names: st.held,
+            long_mv: e.long,
+            short_mv: e.short,
+            gross: e.gross,
+            net: e.net,
+            nav,
+            leverage: nav.and_then(|n| e.leverage(n)).map(ratio),
+            largest,
+            hhi,
+            sectors,
+            max_lots: st.by_lots.iter().next_back().map(|(l, Reverse(s))| (*s, l.round_dp(4))),
+            var_95: cents(sigma * self.z95),
+            var_99: cents(sigma * self.z99),
+            var_95_horizon: cents(sigma * self.z95 * h),
+            var_99_horizon: cents(sigma * self.z99 * h),
+            hist_var_95: cents(hv95),
+            hist_var_99: cents(hv99),
+            es_95: cents(es95),
+            es_99: cents(es99),
+            contributors,
+            total_pnl: st.total,
+            peak_pnl: st.drawdown.peak.unwrap_or(st.total),
+            drawdown: st.drawdown.current,
+            max_drawdown: st.drawdown.max,
+            ts: st.ts,
         }
     }
 }
