@@ -63,8 +63,30 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
-/// `harbour-bench freshness [fills_per_second] [seconds]`.
-pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
+/// Which sinks the freshness run writes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Sinks {
+    /// ClickHouse and Redis (the default).
+    Both,
+    /// Redis alone: what the live feed gives when ClickHouse's inserts do not share the cores.
+    Redis,
+    /// ClickHouse alone.
+    ClickHouse,
+}
+
+impl Sinks {
+    /// `redis`, `clickhouse`, anything else: both.
+    pub fn parse(s: &str) -> Sinks {
+        match s {
+            "redis" => Sinks::Redis,
+            "clickhouse" => Sinks::ClickHouse,
+            _ => Sinks::Both,
+        }
+    }
+}
+
+/// `harbour-bench freshness [fills_per_second] [seconds] [both|redis|clickhouse]`.
+pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("the freshness benchmark needs {k}"));
     let (bootstrap, ch_url, redis_url) =
         (env("HARBOUR_KAFKA_BOOTSTRAP")?, env("HARBOUR_CLICKHOUSE_URL")?, env("HARBOUR_REDIS_URL")?);
@@ -110,22 +132,25 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
         let (ch_writes, redis_writes) = (ch_writes.clone(), redis_writes.clone());
         let (ch_cfg, redis_cfg) = (ch_cfg.clone(), redis_cfg.clone());
         std::thread::spawn(move || -> anyhow::Result<u64> {
-            let ch = ClickHouseSink::connect(&ch_cfg)?;
-            let redis = RedisSink::connect(&redis_cfg)?;
-            let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
-                Box::new(Timed {
+            let mut sinks: Vec<Box<dyn EpochSink + Send>> = Vec::new();
+            if which != Sinks::Redis {
+                let ch = ClickHouseSink::connect(&ch_cfg)?;
+                sinks.push(Box::new(Timed {
                     inner: Box::new(ClickHouseEpochSink(ch, Some(Duration::from_millis(ch_cfg.flush_ms)))),
                     ages: ch_ages,
                     writes: ch_writes,
                     measuring: measuring.clone(),
-                }),
-                Box::new(Timed {
+                }));
+            }
+            if which != Sinks::ClickHouse {
+                let redis = RedisSink::connect(&redis_cfg)?;
+                sinks.push(Box::new(Timed {
                     inner: Box::new(RedisEpochSink(redis, Some(Duration::from_millis(redis_cfg.flush_ms)))),
                     ages: redis_ages,
                     writes: redis_writes,
                     measuring,
-                }),
-            ];
+                }));
+            }
             let engine = harbour::engine::EngineConfig::new(config.pipeline.epoch_events);
             let out = kafka::run(
                 &cfg,
@@ -181,6 +206,9 @@ pub fn bench_freshness(rate: u64, seconds: u64) -> anyhow::Result<()> {
     for (name, ages, writes, target) in
         [("clickhouse", &ch_ages, &ch_writes, "p99 < 1000 ms"), ("redis", &redis_ages, &redis_writes, "p99 < 20 ms")]
     {
+        if (name == "clickhouse" && which == Sinks::Redis) || (name == "redis" && which == Sinks::ClickHouse) {
+            continue;
+        }
         let mut a = ages.lock().expect("ages").clone();
         a.sort_unstable();
         let mut w = writes.lock().expect("writes").clone();

@@ -10,6 +10,7 @@
 //! cargo run --release -p harbour-benches -- memory 1000000
 //! cargo run --release -p harbour-benches -- hkex 2000000    # OMD-C decode and book building
 //! cargo run --release -p harbour-benches -- freshness 50000 12   # Kafka -> ClickHouse/Redis latency
+//! cargo run --release -p harbour-benches -- freshness 50000 12 redis   # the same, Redis the only sink
 //! ```
 //!
 //! Inputs are built in memory before the clock starts (parsing JSON is the sources' cost, measured
@@ -569,7 +570,11 @@ fn main() -> anyhow::Result<()> {
             bench_memory(arg(&args, 1, 1_000_000));
         }
         "clickhouse-sustained" => freshness::bench_clickhouse_sustained(arg(&args, 1, 500_000))?,
-        "freshness" => freshness::bench_freshness(arg(&args, 1, 50_000), arg(&args, 2, 12))?,
+        "freshness" => freshness::bench_freshness(
+            arg(&args, 1, 50_000),
+            arg(&args, 2, 12),
+            args.get(3).map_or(freshness::Sinks::Both, |a| freshness::Sinks::parse(a)),
+        )?,
         "hkex" => hkex::bench_hkex(arg(&args, 1, 2_000_000) as usize),
         "risk" => risk::bench_risk(arg(&args, 1, 1_000) as usize, arg(&args, 2, 500) as u32, false),
         "risk-dense" => risk::bench_risk(arg(&args, 1, 1_000) as usize, arg(&args, 2, 500) as u32, true),

@@ -45,7 +45,7 @@ use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
-    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Offsets, Partition, Poison, Record,
+    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Offsets, Partition, Poison, Record, WatermarkWatch,
 };
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
@@ -565,7 +565,13 @@ impl<'a, 'm> Loop<'a, 'm> {
                 Some((e, ends)) if *e == all => ends.clone(),
                 _ => self.sealed.1.clone(),
             };
-            self.consumer.commit(&ends)?;
+            // The group's offsets are for lag tooling and a first start; Harbour restarts from
+            // its own marker and checkpoint, so only the last commit of a run is waited for.
+            if force {
+                self.consumer.commit(&ends)?;
+            } else {
+                self.consumer.commit_async(&ends)?;
+            }
             self.store.set_committed(all)?;
             self.committed = all;
             for (p, o) in &ends {
@@ -697,6 +703,10 @@ pub fn run(
         last_checkpoint: Instant::now(),
         replayed: 0,
     };
+    // Lag comes from watermarks fetched on a thread of their own (not on this one: a fetch is a
+    // broker round trip per partition).
+    let watch =
+        WatermarkWatch::start(kafka, l.consumer.partitions().to_vec(), watermarks.clone(), Duration::from_secs(2))?;
     let mut last_lag = Instant::now() - Duration::from_secs(60);
     let mut caught_up_after = None;
     let mut steps = Vec::new();
@@ -742,10 +752,8 @@ pub fn run(
                     .collect();
                 tracing::debug!(epoch = r.epoch, ?short, "re-forming epoch");
             }
-            if let Ok(w) = l.consumer.watermarks() {
-                for (p, (low, high)) in &w {
-                    metrics.kafka_lag(p, high - l.gate.next().get(p).copied().unwrap_or(*low));
-                }
+            for (p, (low, high)) in &watch.latest() {
+                metrics.kafka_lag(p, (high - l.gate.next().get(p).copied().unwrap_or(*low)).max(0));
             }
             last_lag = Instant::now();
         }

@@ -6,7 +6,9 @@
 //! durable epochs so that lag tooling sees the truth, and are the fallback on a first start.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdError;
@@ -139,6 +141,17 @@ impl InputConsumer {
 
     /// Commits `offsets` (next offset to read, per partition) for the group, synchronously.
     pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+        self.commit_with(offsets, CommitMode::Sync)
+    }
+
+    /// Commits `offsets` without waiting for the broker (a round trip of several ms, up to tens
+    /// under load, that the reading thread should not sit through at every epoch). Commits go
+    /// out in order; a failed one is logged and superseded by the next.
+    pub fn commit_async(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+        self.commit_with(offsets, CommitMode::Async)
+    }
+
+    fn commit_with(&self, offsets: &Offsets, mode: CommitMode) -> Result<(), KafkaError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -146,7 +159,7 @@ impl InputConsumer {
         for (p, o) in offsets {
             l.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o)).map_err(KafkaError::client)?;
         }
-        self.consumer.commit(&l, CommitMode::Sync).map_err(KafkaError::client)?;
+        self.consumer.commit(&l, mode).map_err(KafkaError::client)?;
         tracing::debug!(group = %self.group_id, partitions = offsets.len(), "offsets committed");
         Ok(())
     }
@@ -176,5 +189,69 @@ impl InputConsumer {
             }
         }
         Ok(out)
+    }
+}
+
+/// The low and high watermarks of some partitions, fetched every `every` on a thread of its own
+/// with a client of its own: a fetch is a broker round trip per partition (170 ms for 20
+/// partitions on the test machine), which on the reading thread held every message behind it.
+pub struct WatermarkWatch {
+    latest: Arc<Mutex<BTreeMap<Partition, (i64, i64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WatermarkWatch {
+    /// Starts watching `partitions`, from the watermarks `known` already.
+    pub fn start(
+        config: &KafkaConfig,
+        partitions: Vec<Partition>,
+        known: BTreeMap<Partition, (i64, i64)>,
+        every: Duration,
+    ) -> Result<WatermarkWatch, KafkaError> {
+        let client: BaseConsumer = config.client_with(&[])?.create().map_err(KafkaError::client)?;
+        let latest = Arc::new(Mutex::new(known));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (latest, stop) = (latest.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("harbour-watermarks".into())
+                .spawn(move || loop {
+                    let began = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && began.elapsed() < every {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    for p in &partitions {
+                        match client.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT) {
+                            Ok(w) => {
+                                latest.lock().unwrap_or_else(|e| e.into_inner()).insert(p.clone(), w);
+                            }
+                            Err(e) => tracing::debug!(partition = %p, error = %e, "watermarks not fetched"),
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| KafkaError::Config(format!("starting the watermark thread: {e}")))?
+        };
+        Ok(WatermarkWatch { latest, stop, thread: Some(thread) })
+    }
+
+    /// The newest watermarks fetched (partitions not fetched yet are missing).
+    pub fn latest(&self) -> BTreeMap<Partition, (i64, i64)> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for WatermarkWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -16,7 +16,7 @@ mod consumer;
 mod producer;
 
 pub use config::{is_secret, KafkaConfig, Topics, SECRET_ENV};
-pub use consumer::{InputConsumer, Offsets, Partition, Record};
+pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
 pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, RecordProducer};
 
 /// Errors talking to Kafka.
