@@ -30,7 +30,8 @@ use harbour_sinks::redis::RedisSink;
 /// system allocator on the fills benchmark. Built with `no_thp`: with transparent huge pages,
 /// fresh arena memory was zeroed 2 MB at a time on first touch (a quarter of the CPU in the
 /// freshness run, and stalls of tens of ms); without, fills were ~25% faster and the live
-/// feed's p99 three times lower.
+/// feed's p99 three times lower. (`no_thp` stops mimalloc asking for huge pages; on hosts with
+/// THP `always` rather than `madvise`, also set `MIMALLOC_ALLOW_THP=0`.)
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -645,7 +645,9 @@ pub fn run(
         engine.track_changes();
     }
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
-    let committed = store.committed()?;
+    // The marker is not fsynced: after a power loss it may name an epoch before the checkpoint's,
+    // which every sink held when the checkpoint was written.
+    let committed = store.committed()?.max(restored_from);
     let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
     let watermarks = consumer.watermarks()?;
     if let Some(first) = replay.front() {

@@ -334,9 +334,10 @@ impl RedisSink {
         debug_assert!(max_version <= epoch || writes.is_empty(), "a row newer than its epoch");
         let (applied, fresh) = self.with_retry("writing an epoch", |conn, _| {
             redis::transaction(conn, &[EPOCH_KEY], |conn, p| {
+                // No marker (a new Redis, or one that lost the key): nothing is known of what the
+                // hashes hold, so the fence judges every row.
                 let held: Option<u64> = redis::cmd("GET").arg(EPOCH_KEY).query(conn)?;
-                let held = held.unwrap_or(0);
-                let fresh = held < min_version && max_version <= epoch && held < epoch;
+                let fresh = held.is_some_and(|h| h < min_version && max_version <= epoch && h < epoch);
                 if fresh {
                     let done = write_fresh(conn, &writes, epoch, maxlen, publish)?;
                     return Ok(done.then_some((writes.len() as u64, true)));

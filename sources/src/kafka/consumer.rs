@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use smol_str::SmolStr;
@@ -46,9 +47,22 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// The input consumer's context: logs the outcome of asynchronous commits.
+pub struct CommitLog;
+
+impl ClientContext for CommitLog {}
+
+impl ConsumerContext for CommitLog {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, partitions = offsets.count(), "group commit failed (the next one supersedes it)");
+        }
+    }
+}
+
 /// The input consumer.
 pub struct InputConsumer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<CommitLog>,
     partitions: Vec<Partition>,
     group_id: String,
 }
@@ -73,7 +87,7 @@ impl InputConsumer {
             ("fetch.queue.backoff.ms", "5"),
         ])?;
         client.set("group.id", &config.group_id);
-        let consumer: BaseConsumer = client.create().map_err(KafkaError::client)?;
+        let consumer: BaseConsumer<CommitLog> = client.create_with_context(CommitLog).map_err(KafkaError::client)?;
         let mut partitions = Vec::new();
         for topic in topics {
             let md = consumer.fetch_metadata(Some(topic), META_TIMEOUT).map_err(KafkaError::client)?;
@@ -145,8 +159,9 @@ impl InputConsumer {
     }
 
     /// Commits `offsets` without waiting for the broker (a round trip of several ms, up to tens
-    /// under load, that the reading thread should not sit through at every epoch). Commits go
-    /// out in order; a failed one is logged and superseded by the next.
+    /// under load, that the reading thread should not sit through at every epoch). A failed one
+    /// is logged (on a later poll) and superseded by the next; the last commit of a run is
+    /// synchronous. The group's offsets serve lag tooling and a first start, never a restart.
     pub fn commit_async(&self, offsets: &Offsets) -> Result<(), KafkaError> {
         self.commit_with(offsets, CommitMode::Async)
     }
