@@ -83,6 +83,14 @@ impl Sinks {
             _ => Sinks::Both,
         }
     }
+
+    fn clickhouse(self) -> bool {
+        self != Sinks::Redis
+    }
+
+    fn redis(self) -> bool {
+        self != Sinks::ClickHouse
+    }
 }
 
 /// `harbour-bench freshness [fills_per_second] [seconds] [both|redis|clickhouse]`.
@@ -133,7 +141,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
         let (ch_cfg, redis_cfg) = (ch_cfg.clone(), redis_cfg.clone());
         std::thread::spawn(move || -> anyhow::Result<u64> {
             let mut sinks: Vec<Box<dyn EpochSink + Send>> = Vec::new();
-            if which != Sinks::Redis {
+            if which.clickhouse() {
                 let ch = ClickHouseSink::connect(&ch_cfg)?;
                 sinks.push(Box::new(Timed {
                     inner: Box::new(ClickHouseEpochSink(ch, Some(Duration::from_millis(ch_cfg.flush_ms)))),
@@ -142,7 +150,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
                     measuring: measuring.clone(),
                 }));
             }
-            if which != Sinks::ClickHouse {
+            if which.redis() {
                 let redis = RedisSink::connect(&redis_cfg)?;
                 sinks.push(Box::new(Timed {
                     inner: Box::new(RedisEpochSink(redis, Some(Duration::from_millis(redis_cfg.flush_ms)))),
@@ -205,10 +213,9 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
     );
     for (name, ages, writes, target) in
         [("clickhouse", &ch_ages, &ch_writes, "p99 < 1000 ms"), ("redis", &redis_ages, &redis_writes, "p99 < 20 ms")]
+            .into_iter()
+            .filter(|(name, ..)| if *name == "redis" { which.redis() } else { which.clickhouse() })
     {
-        if (name == "clickhouse" && which == Sinks::Redis) || (name == "redis" && which == Sinks::ClickHouse) {
-            continue;
-        }
         let mut a = ages.lock().expect("ages").clone();
         a.sort_unstable();
         let mut w = writes.lock().expect("writes").clone();
@@ -228,8 +235,10 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
             percentile(&a, 1.0)
         );
     }
-    let mut ch = ClickHouseSink::connect(&ch_cfg)?;
-    ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"))?;
+    if which.clickhouse() {
+        let mut ch = ClickHouseSink::connect(&ch_cfg)?;
+        ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"))?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -26,28 +26,36 @@ fn sink(db: u32) -> RedisSink {
     s
 }
 
+/// A generated day (`fills` fills, twice as many quotes) through an engine sealed every `every`
+/// lines: the engine, and each epoch with its changes.
+fn day_epochs(metrics: &Metrics, fills: usize, seed: u64, every: usize) -> (Engine<'_>, Vec<(u64, Changes)>) {
+    let lines = generate(&GenerateConfig { fills, quotes: 2 * fills, seed, ..GenerateConfig::default() }).unwrap();
+    let mut engine = Engine::new(&engine_config(every), metrics, Arc::new(Health::default()));
+    engine.track_changes();
+    let mut epochs = Vec::new();
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+        if (i + 1) % every == 0 || i + 1 == lines.len() {
+            let epoch = engine.seal();
+            epochs.push((epoch, engine.take_changes()));
+        }
+    }
+    (engine, epochs)
+}
+
 #[test]
 fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
-    let lines =
-        generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 33, ..GenerateConfig::default() }).unwrap();
-    let config = engine_config(500);
-    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&config, &metrics, health);
-    engine.track_changes();
+    let metrics = Metrics::default();
+    let (engine, epochs) = day_epochs(&metrics, 3_000, 33, 500);
     let mut rs = sink(1);
     let mut sent: Vec<(u64, Changes)> = Vec::new();
     let mut applied = 0;
-    for (i, raw) in lines.iter().enumerate() {
-        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
-        if (i + 1) % 500 == 0 || i + 1 == lines.len() {
-            let epoch = engine.seal();
-            let changes = engine.take_changes();
-            applied += rs.write(epoch, &changes).unwrap();
-            assert_eq!(rs.fenced, 0, "fresh versions are all applied");
-            // The first write finds no marker and goes through the fence; the others are fresh.
-            assert_eq!(rs.fresh_writes as usize, sent.len(), "rows all newer than the marker: no per-row check");
-            sent.push((epoch, changes));
-        }
+    for (epoch, changes) in epochs {
+        applied += rs.write(epoch, &changes).unwrap();
+        assert_eq!(rs.fenced, 0, "fresh versions are all applied");
+        // The first write finds no marker and goes through the fence; the others are fresh.
+        assert_eq!(rs.fresh_writes as usize, sent.len(), "rows all newer than the marker: no per-row check");
+        sent.push((epoch, changes));
     }
     // The latest quote of every symbol: its market fields exactly, each with its event time.
     let mut c = rs.connection().unwrap();
@@ -128,20 +136,8 @@ fn hashes(c: &mut redis::Connection) -> HashMap<String, HashMap<String, String>>
 /// once; Redis ends equal to a run that wrote every epoch once.
 #[test]
 fn a_flush_straddling_the_marker_writes_only_the_newer_rows() {
-    let lines =
-        generate(&GenerateConfig { fills: 2_000, quotes: 4_000, seed: 37, ..GenerateConfig::default() }).unwrap();
-    let config = engine_config(300);
-    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&config, &metrics, health);
-    engine.track_changes();
-    let mut epochs: Vec<(u64, Changes)> = Vec::new();
-    for (i, raw) in lines.iter().enumerate() {
-        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
-        if (i + 1) % 300 == 0 || i + 1 == lines.len() {
-            let epoch = engine.seal();
-            epochs.push((epoch, engine.take_changes()));
-        }
-    }
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 2_000, 37, 300);
     assert!(epochs.len() >= 8, "{} epochs", epochs.len());
     let mut whole = sink(6);
     for (epoch, ch) in &epochs {

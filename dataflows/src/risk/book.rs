@@ -595,6 +595,19 @@ impl RiskBook {
         self.groups.len() - 1
     }
 
+    /// The index of the group `kind(name)`, remembering the last one looked up in `last` (rows
+    /// of one account or strategy tend to come together).
+    fn group_of(&mut self, last: &mut Option<(SmolStr, usize)>, name: &SmolStr, kind: fn(SmolStr) -> Group) -> usize {
+        match last {
+            Some((n, i)) if n == name => *i,
+            _ => {
+                let i = self.group(kind(name.clone()));
+                *last = Some((name.clone(), i));
+                i
+            }
+        }
+    }
+
     /// Applies one time's changes; returns the rows that changed and the alerts fired.
     pub fn apply(&mut self, input: RiskInput) -> RiskChanges {
         // Per group index: what touched it this time (None: untouched).
@@ -661,22 +674,8 @@ impl RiskBook {
         let mut last_account: Option<(SmolStr, usize)> = None;
         let mut last_strategy: Option<(SmolStr, usize)> = None;
         for (row, r) in input.positions {
-            let account = match &last_account {
-                Some((a, i)) if *a == row.key.account => *i,
-                _ => {
-                    let i = self.group(Group::Account(row.key.account.clone()));
-                    last_account = Some((row.key.account.clone(), i));
-                    i
-                }
-            };
-            let strategy = match &last_strategy {
-                Some((s, i)) if *s == row.key.strategy => *i,
-                _ => {
-                    let i = self.group(Group::Strategy(row.key.strategy.clone()));
-                    last_strategy = Some((row.key.strategy.clone(), i));
-                    i
-                }
-            };
+            let account = self.group_of(&mut last_account, &row.key.account, Group::Account);
+            let strategy = self.group_of(&mut last_strategy, &row.key.strategy, Group::Strategy);
             for g in [desk, account, strategy] {
                 let d = deltas.entry((g, row.key.symbol)).or_default();
                 d.positions += r as i64;

@@ -15,6 +15,7 @@ pub(super) struct Write {
     pub version: u64,
     pub ttl_ms: u64,
     pub deleted: bool,
+    /// The row's fields; none for a deleted row.
     pub fields: Vec<(&'static str, String)>,
 }
 

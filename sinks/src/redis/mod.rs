@@ -147,18 +147,18 @@ fn write_fresh(
     maxlen: u64,
     publish: bool,
 ) -> redis::RedisResult<bool> {
-    let mut out = Sender { buf: Vec::with_capacity(SEND_BYTES + (64 << 10)), sent: 0 };
+    let mut out = Sender { buf: Vec::new(), sent: 0 };
     out.push(conn, &redis::cmd("MULTI"))?;
     for w in writes {
+        // A deleted row has no fields: its hash becomes a tombstone.
         let mut hset = redis::cmd("HSET");
         hset.arg(&w.key).arg("version").arg(w.version);
         if w.deleted {
             out.push(conn, redis::cmd("DEL").arg(&w.key))?;
             hset.arg("deleted").arg("1");
-        } else {
-            for (f, v) in &w.fields {
-                hset.arg(*f).arg(v);
-            }
+        }
+        for (f, v) in &w.fields {
+            hset.arg(*f).arg(v);
         }
         out.push(conn, &hset)?;
         if !w.deleted {
@@ -170,10 +170,8 @@ fn write_fresh(
         let mut xadd = redis::cmd("XADD");
         xadd.arg(w.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
         xadd.arg("key").arg(&w.key).arg("version").arg(w.version).arg("deleted").arg(if w.deleted { "1" } else { "0" });
-        if !w.deleted {
-            for (f, v) in &w.fields {
-                xadd.arg(*f).arg(v);
-            }
+        for (f, v) in &w.fields {
+            xadd.arg(*f).arg(v);
         }
         out.push(conn, &xadd)?;
         if publish {
@@ -347,9 +345,8 @@ impl RedisSink {
                     let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen).arg(if publish { "1" } else { "0" });
                     for w in chunk {
                         c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
-                        let fields: &[(&str, String)] = if w.deleted { &[] } else { &w.fields };
-                        c.arg(fields.len());
-                        for (f, v) in fields {
+                        c.arg(w.fields.len());
+                        for (f, v) in &w.fields {
                             c.arg(*f).arg(v);
                         }
                     }
