@@ -45,7 +45,7 @@ pub const RATIO_DP: u32 = 6;
 /// Daily returns per symbol over the same past days, and each symbol's previous close.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
-    returns: FxHashMap<Symbol, Box<[f64]>>,
+    returns: FxHashMap<Symbol, Series>,
     prev_close: FxHashMap<Symbol, f64>,
     days: usize,
 }
@@ -78,7 +78,8 @@ impl History {
             if let Some((_, c)) = closes.iter().next_back() {
                 h.prev_close.insert(s, *c);
             }
-            h.returns.insert(s, r.into_boxed_slice());
+            let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            h.returns.insert(s, Series { r: r.into_boxed_slice(), max_abs });
         }
         h
     }
@@ -90,7 +91,12 @@ impl History {
 
     /// The symbol's returns, oldest first (`None` without history).
     pub fn returns(&self, s: Symbol) -> Option<&[f64]> {
-        self.returns.get(&s).map(|r| &r[..])
+        self.returns.get(&s).map(|r| &r.r[..])
+    }
+
+    /// The symbol's returns with the largest of their magnitudes.
+    fn series(&self, s: Symbol) -> Option<(&[f64], f64)> {
+        self.returns.get(&s).map(|r| (&r.r[..], r.max_abs))
     }
 
     /// The last close before today.
@@ -111,6 +117,14 @@ impl History {
             .map(|i| if i == 0 { lambda.powi(k as i32 - 1) } else { (1.0 - lambda) * lambda.powi((k - 1 - i) as i32) })
             .collect()
     }
+}
+
+/// One symbol's past returns and max |rₖ| (how far one unit of its market value moves any
+/// scenario P&L).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Series {
+    r: Box<[f64]>,
+    max_abs: f64,
 }
 
 /// A risk metric a limit can be set on.
@@ -442,12 +456,22 @@ struct GroupState {
     /// Σ (|MV| in cents)², exact, unless `sum_sq_lost` (an overflow: recomputed at each row).
     sum_sq: Decimal,
     sum_sq_lost: bool,
-    sectors: BTreeMap<Option<SmolStr>, Decimal>,
+    /// Per sector: Σ|MV|, exact, and in f64 (kept beside it: the weights of every sector are
+    /// shown at each change, and a decimal's conversion is not free).
+    sectors: BTreeMap<Option<SmolStr>, (Decimal, f64)>,
     /// The largest name by |MV| (ties: the smaller code), kept while it stays the largest.
     largest: Largest,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
+    /// The last of `by_lots` (the largest position in lots, ties: the smaller code), shown
+    /// rounded; kept here because walking to a B-tree's last leaf misses the cache at every level.
+    max_lots: Option<(Symbol, Decimal)>,
     /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
     d: Vec<f64>,
+    /// The k-th largest scenario loss when the tails were last selected (k the 95% tail's
+    /// length), and how far any dₖ may have moved since (Σ max|r|·|Δw|): the new tail's losses
+    /// are all at least `floor − moved`, so the next selection only looks at those.
+    tail_floor: Option<f64>,
+    moved: f64,
     /// Today's d_t = Σᵢ r_{t,i}·wᵢ.
     today: f64,
     total: Decimal,
@@ -529,11 +553,26 @@ pub struct RiskInput {
     pub seeds: Vec<RiskSeed>,
 }
 
-/// `x` to `dp` decimal places, rounded in f64 (exact while the scaled value is below 2^53).
+/// `x` to `dp` decimal places (at most 9), rounded half away from zero in f64 (exact while the
+/// scaled value is below 2^53).
 fn fixed(x: f64, dp: u32) -> Decimal {
-    let v = (x * 10f64.powi(dp as i32)).round();
+    const SCALE: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+    let v = x * SCALE[dp as usize];
     if v.is_finite() && v.abs() < 9.0e15 {
-        Decimal::new(v as i64, dp)
+        // `f64::round` without the libm call (no SSE4.1 in the baseline target): the fraction
+        // v − trunc(v) is exact at these magnitudes.
+        let i = v as i64;
+        let f = v - i as f64;
+        Decimal::new(
+            if f >= 0.5 {
+                i + 1
+            } else if f <= -0.5 {
+                i - 1
+            } else {
+                i
+            },
+            dp,
+        )
     } else {
         Decimal::from_f64(x).unwrap_or_default().round_dp(dp)
     }
@@ -544,13 +583,17 @@ fn cents(x: f64) -> Decimal {
 }
 
 /// `part / whole` to [`RATIO_DP`] places, through f64 (a weight needs no more than its 6
-/// places; a decimal division costs ten times as much).
-fn weight(part: Decimal, whole: Decimal) -> Decimal {
-    let (p, w) = (part.to_f64().unwrap_or(0.0), whole.to_f64().unwrap_or(0.0));
-    if w == 0.0 {
+/// places; a decimal division costs ten times as much); `whole` already in f64.
+fn weight(part: Decimal, whole: f64) -> Decimal {
+    share(part.to_f64().unwrap_or(0.0), whole)
+}
+
+/// [`weight`] with the part in f64 too.
+fn share(part: f64, whole: f64) -> Decimal {
+    if whole == 0.0 {
         return Decimal::ZERO;
     }
-    fixed(p / w, RATIO_DP)
+    fixed(part / whole, RATIO_DP)
 }
 
 fn ratio(x: Decimal) -> Decimal {
@@ -644,7 +687,7 @@ impl RiskBook {
                 // Rare: re-file the symbol in every group holding it.
                 for (g, (_, st)) in self.groups.iter().enumerate() {
                     if st.names.contains_key(&i.symbol) {
-                        touch(&mut touched, g).symbols.push(i.symbol);
+                        touch(&mut touched, g).names.push((i.symbol, None));
                     }
                 }
             }
@@ -701,7 +744,7 @@ impl RiskBook {
         }
         // Each group applies its own deltas in its refresh (on whichever thread it lands).
         for ((g, s), d) in deltas {
-            touch(&mut touched, g).deltas.push((s, d));
+            touch(&mut touched, g).names.push((s, Some(d)));
         }
         let mut out = RiskChanges { vols, ..RiskChanges::default() };
         // The touched groups, each with its own state: disjoint, so they can go to several threads.
@@ -715,6 +758,8 @@ impl RiskBook {
             Ctx { config: &self.config, weights: &self.weights, symbols: &self.symbols, z95: self.z95, z99: self.z99 };
         let threads = self.config.threads.max(1).min(work.len().div_ceil(PARALLEL_GROUPS));
         if threads <= 1 {
+            out.insert.reserve(work.len());
+            out.retract.reserve(work.len());
             for (g, touch, st) in work {
                 ctx.refresh(g, touch, st, &mut self.scratch, &mut out);
             }
@@ -726,22 +771,31 @@ impl RiskBook {
                 chunks.push(rest.by_ref().take(per).collect());
             }
             let ctx = &ctx;
+            let run = move |chunk: Vec<(&Group, Touch, &mut GroupState)>| {
+                let mut part = RiskChanges {
+                    insert: Vec::with_capacity(chunk.len()),
+                    retract: Vec::with_capacity(chunk.len()),
+                    ..RiskChanges::default()
+                };
+                let mut scratch = Vec::new();
+                for (g, touch, st) in chunk {
+                    ctx.refresh(g, touch, st, &mut scratch, &mut part);
+                }
+                part
+            };
+            // The first chunk on this thread, the others on their own.
+            let mut chunks = chunks.into_iter();
+            let first = chunks.next().unwrap_or_default();
             let parts: Vec<RiskChanges> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks
-                    .into_iter()
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            let (mut scratch, mut part) = (Vec::new(), RiskChanges::default());
-                            for (g, touch, st) in chunk {
-                                ctx.refresh(g, touch, st, &mut scratch, &mut part);
-                            }
-                            part
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("a risk thread panicked")).collect()
+                let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || run(chunk))).collect();
+                let mut parts = vec![run(first)];
+                parts.extend(handles.into_iter().map(|h| h.join().expect("a risk thread panicked")));
+                parts
             });
             // In chunk order: the output does not depend on which thread finished first.
+            let rows: usize = parts.iter().map(|p| p.insert.len()).sum();
+            out.insert.reserve(rows);
+            out.retract.reserve(rows);
             for part in parts {
                 out.retract.extend(part.retract);
                 out.insert.extend(part.insert);
@@ -783,10 +837,12 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                if let Some(v) = st.sectors.get_mut(&old.sector) {
+                if let Some((v, f)) = st.sectors.get_mut(&old.sector) {
                     *v -= old.mv.abs();
                     if v.is_zero() {
                         st.sectors.remove(&old.sector);
+                    } else {
+                        *f = v.to_f64().unwrap_or(0.0);
                     }
                 }
             }
@@ -796,7 +852,9 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                *st.sectors.entry(new.sector.clone()).or_default() += new.mv.abs();
+                let (v, f) = st.sectors.entry(new.sector.clone()).or_default();
+                *v += new.mv.abs();
+                *f = v.to_f64().unwrap_or(0.0);
             }
             st.largest.resize(s, (!old.mv.is_zero()).then(|| old.mv.abs()), (!new.mv.is_zero()).then(|| new.mv.abs()));
         }
@@ -809,17 +867,20 @@ impl RiskBook {
                 st.by_lots.insert((new.lots, Reverse(s)));
                 st.held += 1;
             }
+            st.max_lots = st.by_lots.iter().next_back().map(|(l, Reverse(s))| (*s, l.round_dp(4)));
         }
         // Scenario P&Ls: dₖ += r_{k,s}·Δw.
         let dw = new.w - old.w;
-        if let Some(r) = history.returns(s) {
+        if let Some((r, max_abs)) = history.series(s) {
             if dw != 0.0 {
                 if st.d.len() != r.len() {
                     st.d.resize(r.len(), 0.0);
+                    st.tail_floor = None;
                 }
                 for (d, rk) in st.d.iter_mut().zip(r.iter()) {
                     *d += rk * dw;
                 }
+                st.moved += max_abs * dw.abs();
             }
         }
         st.today += new.today - old.today;
@@ -906,11 +967,10 @@ impl RiskBook {
 /// Touched groups fan out over threads past this many per thread (spawning costs tens of µs).
 const PARALLEL_GROUPS: usize = 128;
 
-/// What touched a group this time: its names' netted position changes, other names to re-file.
+/// What touched a group this time: names with their netted position changes, or to re-file.
 #[derive(Default)]
 struct Touch {
-    deltas: Vec<(Symbol, Delta)>,
-    symbols: Vec<Symbol>,
+    names: Vec<(Symbol, Option<Delta>)>,
 }
 
 /// One (group, symbol)'s position changes of the time, netted.
@@ -983,26 +1043,28 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Re-files the group's touched names, then gives its new row (when it changed) and the
-    /// alerts of its limits.
+    /// Re-files the group's touched names (after their position changes), then gives its new
+    /// row (when it changed) and the alerts of its limits.
     fn refresh(&self, g: &Group, mut touch: Touch, st: &mut GroupState, scratch: &mut Vec<f64>, out: &mut RiskChanges) {
         let (mut total, mut ts) = (Decimal::ZERO, 0);
-        for (s, d) in touch.deltas {
-            let name = st.names.entry(s).or_default();
-            name.positions = (name.positions as i64 + d.positions).max(0) as u32;
-            name.qty += d.qty;
-            name.mv += d.mv;
-            name.total += d.total;
-            st.positions = (st.positions as i64 + d.positions).max(0) as u32;
-            total += d.total;
-            ts = ts.max(d.ts).max(self.symbols.get(&s).map_or(0, |i| i.mark_ts));
-            touch.symbols.push(s);
-        }
-        // In symbol order, so the float sums do not depend on hashing.
-        touch.symbols.sort_unstable();
-        touch.symbols.dedup();
-        for s in touch.symbols {
-            RiskBook::refile(st, s, self.symbols.get(&s), &self.config.history);
+        // In symbol order, so the float sums do not depend on hashing; a name with a change
+        // before the same name without (which is then re-filed already).
+        touch.names.sort_unstable_by_key(|(s, d)| (*s, d.is_none()));
+        touch.names.dedup_by_key(|(s, _)| *s);
+        for (s, delta) in touch.names {
+            let info = self.symbols.get(&s);
+            if let Some(d) = delta {
+                // One lookup: `refile` finds the name again in cache.
+                let name = st.names.entry(s).or_default();
+                name.positions = (name.positions as i64 + d.positions).max(0) as u32;
+                name.qty += d.qty;
+                name.mv += d.mv;
+                name.total += d.total;
+                st.positions = (st.positions as i64 + d.positions).max(0) as u32;
+                total += d.total;
+                ts = ts.max(d.ts).max(info.map_or(0, |i| i.mark_ts));
+            }
+            RiskBook::refile(st, s, info, &self.config.history);
         }
         if st.sum_sq_lost {
             // Back to exact sums once they fit again.
@@ -1016,7 +1078,14 @@ impl Ctx<'_> {
         // A group keeps its row once it has one, even when its positions are all gone (busted):
         // its drawdown history and limit states live on (and are checkpointed from the row).
         st.largest.find(|| sizes(&st.names));
-        let row = self.row_of(g, st, scratch);
+        let tails = if st.d.is_empty() {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            let (t, floor) = tails(&st.d, st.tail_floor, st.moved, scratch);
+            (st.tail_floor, st.moved) = (Some(floor), 0.0);
+            t
+        };
+        let row = self.row_of(g, st, tails);
         RiskBook::judge(&self.config.limits, st, &row, &mut out.alerts);
         if st.shown.as_ref() != Some(&row) {
             if let Some(old) = st.shown.take() {
@@ -1027,8 +1096,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// The row of a group from its state.
-    fn row_of(&self, g: &Group, st: &GroupState, scratch: &mut Vec<f64>) -> RiskRow {
+    /// The row of a group from its state and its historical tails (VaR 95%, ES 95%, VaR 99%, ES 99%).
+    fn row_of(&self, g: &Group, st: &GroupState, (hv95, es95, hv99, es99): (f64, f64, f64, f64)) -> RiskRow {
         let cfg = self.config;
         let e = st.exposure;
         let nav = match g {
@@ -1040,9 +1109,10 @@ impl Ctx<'_> {
         let (largest, hhi, sectors) = if e.gross.is_zero() {
             (None, Decimal::ZERO, Vec::new())
         } else {
-            let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, e.gross)));
+            let gross = e.gross.to_f64().unwrap_or(0.0);
+            let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
             let hhi = hhi(st, gross_cents);
-            let sectors = st.sectors.iter().map(|(s, v)| (s.clone(), weight(*v, e.gross))).collect();
+            let sectors = st.sectors.iter().map(|(s, (_, v))| (s.clone(), share(*v, gross))).collect();
             (largest, hhi, sectors)
         };
         // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
@@ -1054,19 +1124,10 @@ impl Ctx<'_> {
                 (1.0 - lambda) * st.today * st.today
             }
         } else {
-            lambda * self.weights.iter().zip(&st.d).map(|(a, d)| a * d * d).sum::<f64>()
-                + (1.0 - lambda) * st.today * st.today
+            lambda * weighted_squares(self.weights, &st.d) + (1.0 - lambda) * st.today * st.today
         };
         let sigma = variance.max(0.0).sqrt();
         let h = cfg.horizon_days.max(0.0).sqrt();
-        // Historical: losses −dₖ.
-        let (hv95, es95, hv99, es99) = if st.d.is_empty() {
-            (0.0, 0.0, 0.0, 0.0)
-        } else {
-            scratch.clear();
-            scratch.extend(st.d.iter().map(|d| -d));
-            tails(scratch)
-        };
         let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
             let mut c: Vec<(Symbol, f64)> = st
                 .names
@@ -1101,7 +1162,7 @@ impl Ctx<'_> {
             largest,
             hhi,
             sectors,
-            max_lots: st.by_lots.iter().next_back().map(|(l, Reverse(s))| (*s, l.round_dp(4))),
+            max_lots: st.max_lots,
             var_95: cents(sigma * self.z95),
             var_99: cents(sigma * self.z99),
             var_95_horizon: cents(sigma * self.z95 * h),
@@ -1141,16 +1202,19 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
     }
 }
 
-/// Σw² from the exact Σ(cents)² when it fits a decimal, else from the names in f64 (amounts beyond
-/// about 10¹⁴ HKD).
+/// Σw² from the exact Σ(|MV| to the cent)² (over the gross to the cent, squared, through f64
+/// like the weights), else
+/// from the names in f64 (amounts beyond about 10¹⁴ HKD).
 fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
     if gross_cents.is_zero() {
         return Decimal::ZERO;
     }
     let sum_sq = if st.sum_sq_lost { exact_sum_sq(st) } else { Some(st.sum_sq) };
-    let exact = sum_sq.and_then(|q| Some(q / gross_cents.checked_mul(gross_cents)?));
-    match exact {
-        Some(h) => ratio(h),
+    match sum_sq {
+        Some(q) => {
+            let g = gross_cents.to_f64().unwrap_or(0.0);
+            share(q.to_f64().unwrap_or(0.0) / g, g)
+        }
         None => {
             let g = gross_cents.to_f64().unwrap_or(f64::INFINITY);
             let h: f64 = st.names.values().map(|n| (n.added.abs_cents.to_f64().unwrap_or(0.0) / g).powi(2)).sum();
@@ -1164,20 +1228,59 @@ fn exact_sum_sq(st: &GroupState) -> Option<Decimal> {
     st.names.values().try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
 }
 
-/// Historical VaR and expected shortfall at 95% and 99% of `losses` (reordered in place): the
-/// k-th largest loss and the mean of the k largest, k = ⌈n(1−c)⌉. One selection serves both
-/// (the 99% tail is inside the 95% one).
-fn tails(losses: &mut [f64]) -> (f64, f64, f64, f64) {
-    let n = losses.len();
+/// Σₖ aₖ·dₖ², in four running sums (so the loop vectorizes; the order is fixed, so the result
+/// does not depend on anything but `a` and `d`).
+fn weighted_squares(a: &[f64], d: &[f64]) -> f64 {
+    let n = a.len().min(d.len());
+    let (a, d) = (&a[..n], &d[..n]);
+    let mut acc = [0.0f64; 4];
+    let (ac, dc) = (a.chunks_exact(4), d.chunks_exact(4));
+    let rest: f64 = ac.remainder().iter().zip(dc.remainder()).map(|(a, d)| a * d * d).sum();
+    for (a, d) in ac.zip(dc) {
+        for i in 0..4 {
+            acc[i] += a[i] * d[i] * d[i];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+}
+
+/// Historical VaR and expected shortfall at 95% and 99% of the losses −dₖ of scenario P&Ls `d`:
+/// the k-th largest loss and the mean of the k largest, k = ⌈n(1−c)⌉; with the k-th largest loss
+/// of the longer tail, the next call's `floor`.
+///
+/// With `floor` (that k-th largest loss before the dₖ moved by at most `moved` each), the
+/// selection runs over the losses of at least `floor − moved` only (about k of the n). Any such
+/// threshold set holds the k largest losses whenever it has k members, so the result is exact
+/// whatever the bound; the bound (with a little slack for the rounding of the moves) only makes
+/// sure the set is large enough, and a set too small falls back to every loss.
+fn tails(d: &[f64], floor: Option<f64>, moved: f64, scratch: &mut Vec<f64>) -> ((f64, f64, f64, f64), f64) {
+    let n = d.len();
+    let k = tail_len(n, 0.95).max(tail_len(n, 0.99));
+    scratch.clear();
+    if let Some(f) = floor {
+        let cut = f - moved - 1e-9 * (f.abs() + moved + 1.0);
+        scratch.extend(d.iter().map(|x| -x).filter(|l| *l >= cut));
+        if scratch.len() < k {
+            scratch.clear();
+        }
+    }
+    if scratch.is_empty() {
+        scratch.extend(d.iter().map(|x| -x));
+    }
+    select_tails(scratch, n)
+}
+
+/// [`tails`] over `losses` (reordered in place), a subset of `n` losses that holds their tail.
+fn select_tails(losses: &mut [f64], n: usize) -> ((f64, f64, f64, f64), f64) {
     let (k95, k99) = (tail_len(n, 0.95), tail_len(n, 0.99));
     let k = k95.max(k99);
-    if k < n {
+    if k < losses.len() {
         losses.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     }
     let top = &mut losses[..k];
     top.sort_unstable_by(|a, b| b.total_cmp(a));
     let mean = |m: usize| top[..m].iter().sum::<f64>() / m as f64;
-    (top[k95 - 1], mean(k95), top[k99 - 1], mean(k99))
+    ((top[k95 - 1], mean(k95), top[k99 - 1], mean(k99)), top[k - 1])
 }
 
 #[cfg(test)]

@@ -467,3 +467,35 @@ fn many_groups_on_several_threads_equal_one_thread() {
     assert!(alerts > 0, "the limits fire");
     assert!(one.groups.len() > 400);
 }
+
+proptest! {
+    /// Selecting the tails from the losses past `floor − moved` gives exactly what selecting
+    /// from every loss gives, after any moves within the bound (ties at the floor included).
+    #[test]
+    fn bounded_tail_selection_equals_full_selection(
+        start in prop::collection::vec(-50i32..50, 20..300),
+        moves in prop::collection::vec((0usize..300, -1.0f64..1.0), 1..6),
+        tied in any::<bool>(),
+    ) {
+        // Whole values (many ties) or spread ones.
+        let mut d: Vec<f64> = start.iter().map(|x| if tied { *x as f64 } else { *x as f64 * 1.37 + 0.001 * *x as f64 * *x as f64 }).collect();
+        let mut scratch = Vec::new();
+        let (_, floor) = tails(&d, None, 0.0, &mut scratch);
+        // Each move scales one "name" with returns r (|r| ≤ 0.05) by Δw: every dₖ moves by rₖ·Δw.
+        let mut moved = 0.0;
+        for (seed, dw) in moves {
+            let r: Vec<f64> = (0..d.len()).map(|k| (((k * 31 + seed * 17) % 101) as f64 - 50.0) / 1000.0).collect();
+            let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let dw = dw * 300.0;
+            for (x, rk) in d.iter_mut().zip(&r) {
+                *x += rk * dw;
+            }
+            moved += max_abs * dw.abs();
+        }
+        let bounded = tails(&d, Some(floor), moved, &mut scratch);
+        let full = tails(&d, None, 0.0, &mut scratch);
+        prop_assert_eq!(bounded, full);
+        // And with nothing moved (a group judged again, unchanged).
+        prop_assert_eq!(tails(&d, Some(full.1), 0.0, &mut scratch), full);
+    }
+}
