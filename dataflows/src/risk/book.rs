@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
@@ -435,6 +437,33 @@ struct Name {
     added: Added,
 }
 
+impl Name {
+    /// What the name contributes now (its position netted, `info` its symbol's reference data
+    /// and today's return), reusing what did not change from `old`.
+    fn contribution(&self, old: &Added, info: Option<&SymbolInfo>) -> Added {
+        let lot = info.map_or(0, |i| i.lot);
+        let w = self.mv.to_f64().unwrap_or(0.0);
+        Added {
+            qty: self.qty,
+            lot,
+            mv: self.mv,
+            abs_cents: if self.mv == old.mv { old.abs_cents } else { self.mv.abs().round_dp(2) },
+            lots: if self.qty == old.qty && lot == old.lot {
+                old.lots
+            } else if self.qty == 0 {
+                Decimal::ZERO
+            } else if lot > 0 {
+                Decimal::from(self.qty.abs()) / Decimal::from(lot)
+            } else {
+                Decimal::from(self.qty.abs())
+            },
+            w,
+            today: info.map_or(0.0, |i| i.ret) * w,
+            sector: info.and_then(|i| i.sector.clone()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Added {
     qty: i64,
@@ -447,9 +476,18 @@ struct Added {
     today: f64,
 }
 
+/// Every symbol's holders: per group index, the group's name in the symbol. Kept symbol-major,
+/// so that a mark, which touches every group holding one symbol, finds all their names in one
+/// table instead of one cache (and TLB) miss per group.
+type Holdings = FxHashMap<Symbol, FxHashMap<u32, Name>>;
+
 #[derive(Default)]
 struct GroupState {
-    names: FxHashMap<Symbol, Name>,
+    /// The symbols the group holds a name in (its entries in [`Holdings`]).
+    held_symbols: FxHashSet<Symbol>,
+    /// Groups that show contributors: each name's market value in f64 (non-zero ones), kept
+    /// here because reading them from the holdings costs a cache miss per name.
+    w: FxHashMap<Symbol, f64>,
     held: u32,
     positions: u32,
     exposure: Exposure,
@@ -532,6 +570,9 @@ pub struct RiskBook {
     symbols: FxHashMap<Symbol, SymbolInfo>,
     /// Every group's state, in the order the groups first appeared; `index` finds them.
     groups: Vec<(Group, GroupState)>,
+    /// Names, sharded by group index over `risk.threads` (group `i` in shard `i % shards`), so
+    /// each thread updates the names of its own groups.
+    holdings: Vec<Holdings>,
     index: FxHashMap<Group, usize>,
     z95: f64,
     z99: f64,
@@ -603,12 +644,14 @@ fn ratio(x: Decimal) -> Decimal {
 impl RiskBook {
     /// An empty book.
     pub fn new(config: RiskConfig) -> RiskBook {
+        let shards = config.threads.max(1);
         let weights = config.history.weights(config.lambda);
         RiskBook {
             weights,
             config,
             symbols: FxHashMap::default(),
             groups: Vec::new(),
+            holdings: (0..shards).map(|_| Holdings::default()).collect(),
             index: FxHashMap::default(),
             z95: normal_quantile(0.95),
             z99: normal_quantile(0.99),
@@ -678,6 +721,9 @@ impl RiskBook {
                 touch(&mut touched, i);
             }
         }
+        // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
+        // re-file because its instrument changed).
+        let mut deltas: FxHashMap<(usize, Symbol), Delta> = FxHashMap::default();
         for i in input.instruments {
             let info = self.symbols.entry(i.symbol).or_default();
             let sector: Option<SmolStr> = i.sector.as_deref().map(SmolStr::from);
@@ -685,10 +731,8 @@ impl RiskBook {
                 info.sector = sector;
                 info.lot = i.lot_size;
                 // Rare: re-file the symbol in every group holding it.
-                for (g, (_, st)) in self.groups.iter().enumerate() {
-                    if st.names.contains_key(&i.symbol) {
-                        touch(&mut touched, g).names.push((i.symbol, None));
-                    }
+                for &g in self.holdings.iter().filter_map(|h| h.get(&i.symbol)).flat_map(|h| h.keys()) {
+                    deltas.entry((g as usize, i.symbol)).or_default();
                 }
             }
         }
@@ -713,7 +757,6 @@ impl RiskBook {
         // Net each (group, symbol)'s change over the time's position changes (by group index:
         // a row's account and strategy are looked up once, the desk not at all).
         let desk = if input.positions.is_empty() { usize::MAX } else { self.group(Group::Desk) };
-        let mut deltas: FxHashMap<(usize, Symbol), Delta> = FxHashMap::default();
         let mut last_account: Option<(SmolStr, usize)> = None;
         let mut last_strategy: Option<(SmolStr, usize)> = None;
         for (row, r) in input.positions {
@@ -721,6 +764,7 @@ impl RiskBook {
             let strategy = self.group_of(&mut last_strategy, &row.key.strategy, Group::Strategy);
             for g in [desk, account, strategy] {
                 let d = deltas.entry((g, row.key.symbol)).or_default();
+                d.from_positions = true;
                 d.positions += r as i64;
                 d.qty += row.qty * r as i64;
                 match r {
@@ -742,94 +786,63 @@ impl RiskBook {
                 }
             }
         }
-        // Each group applies its own deltas in its refresh (on whichever thread it lands).
+        // Each group's names take their changes on the thread of the group's shard (a symbol's
+        // holders in a shard sit together there); each group then applies what its names now
+        // contribute to its aggregates in its refresh.
+        let shards = self.holdings.len();
+        let mut by_shard: Vec<Vec<((usize, Symbol), Delta)>> = (0..shards).map(|_| Vec::new()).collect();
         for ((g, s), d) in deltas {
-            touch(&mut touched, g).names.push((s, Some(d)));
+            touch(&mut touched, g);
+            by_shard[g % shards].push(((g, s), d));
         }
         let mut out = RiskChanges { vols, ..RiskChanges::default() };
-        // The touched groups, each with its own state: disjoint, so they can go to several threads.
-        let mut work: Vec<(&Group, Touch, &mut GroupState)> = Vec::with_capacity(touched.len());
-        for ((g, st), t) in self.groups.iter_mut().zip(touched) {
+        // The touched groups by shard, each with its own state: disjoint, so shards can go to
+        // several threads.
+        let mut work: Vec<Vec<(u32, &Group, Touch, &mut GroupState)>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut touched_groups = 0usize;
+        for (i, ((g, st), t)) in self.groups.iter_mut().zip(touched).enumerate() {
             if let Some(t) = t {
-                work.push((g, t, st));
+                work[i % shards].push((i as u32, g, t, st));
+                touched_groups += 1;
             }
         }
         let ctx =
             Ctx { config: &self.config, weights: &self.weights, symbols: &self.symbols, z95: self.z95, z99: self.z99 };
-        let threads = self.config.threads.max(1).min(work.len().div_ceil(PARALLEL_GROUPS));
-        if threads <= 1 {
-            out.insert.reserve(work.len());
-            out.retract.reserve(work.len());
-            for (g, touch, st) in work {
-                ctx.refresh(g, touch, st, &mut self.scratch, &mut out);
-            }
+        let jobs: Vec<Job> = self.holdings.iter_mut().zip(by_shard).zip(work).map(|((h, d), w)| (h, d, w)).collect();
+        let threads = self.config.threads.max(1).min(touched_groups.div_ceil(PARALLEL_GROUPS)).min(shards);
+        let parts: Vec<Part> = if threads <= 1 {
+            jobs.into_iter().map(|job| ctx.run(job, &mut self.scratch)).collect()
         } else {
-            let per = work.len().div_ceil(threads);
-            let mut chunks: Vec<Vec<(&Group, Touch, &mut GroupState)>> = Vec::with_capacity(threads);
-            let mut rest = work.into_iter();
-            for _ in 0..threads {
-                chunks.push(rest.by_ref().take(per).collect());
+            // Shard k to thread k % threads; the calling thread takes the first share.
+            let mut shares: Vec<Vec<(usize, Job)>> = (0..threads).map(|_| Vec::new()).collect();
+            for (k, job) in jobs.into_iter().enumerate() {
+                shares[k % threads].push((k, job));
             }
             let ctx = &ctx;
-            let run = move |chunk: Vec<(&Group, Touch, &mut GroupState)>| {
-                let mut part = RiskChanges {
-                    insert: Vec::with_capacity(chunk.len()),
-                    retract: Vec::with_capacity(chunk.len()),
-                    ..RiskChanges::default()
-                };
+            let run = move |share: Vec<(usize, Job)>| {
                 let mut scratch = Vec::new();
-                for (g, touch, st) in chunk {
-                    ctx.refresh(g, touch, st, &mut scratch, &mut part);
-                }
-                part
+                share.into_iter().map(|(k, job)| (k, ctx.run(job, &mut scratch))).collect::<Vec<_>>()
             };
-            // The first chunk on this thread, the others on their own.
-            let mut chunks = chunks.into_iter();
-            let first = chunks.next().unwrap_or_default();
-            let parts: Vec<RiskChanges> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || run(chunk))).collect();
-                let mut parts = vec![run(first)];
-                parts.extend(handles.into_iter().map(|h| h.join().expect("a risk thread panicked")));
-                parts
+            let mut shares = shares.into_iter();
+            let first = shares.next().unwrap_or_default();
+            let mut done: Vec<(usize, Part)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = shares.map(|share| scope.spawn(move || run(share))).collect();
+                let mut done = run(first);
+                for h in handles {
+                    done.extend(h.join().expect("a risk thread panicked"));
+                }
+                done
             });
-            // In chunk order: the output does not depend on which thread finished first.
-            let rows: usize = parts.iter().map(|p| p.insert.len()).sum();
-            out.insert.reserve(rows);
-            out.retract.reserve(rows);
-            for part in parts {
-                out.retract.extend(part.retract);
-                out.insert.extend(part.insert);
-                out.alerts.extend(part.alerts);
-            }
-        }
+            done.sort_unstable_by_key(|(k, _)| *k);
+            done.into_iter().map(|(_, p)| p).collect()
+        };
+        merge_parts(parts, &mut out);
         out
     }
 
-    /// Takes the name's previous contribution out of the group's aggregates and adds its current one.
-    fn refile(st: &mut GroupState, s: Symbol, info: Option<&SymbolInfo>, history: &History) {
-        let Some(name) = st.names.get_mut(&s) else { return };
-        let old = std::mem::take(&mut name.added);
-        let lot = info.map_or(0, |i| i.lot);
-        let sector = info.and_then(|i| i.sector.clone());
-        let w = name.mv.to_f64().unwrap_or(0.0);
-        let new = Added {
-            qty: name.qty,
-            lot,
-            mv: name.mv,
-            abs_cents: if name.mv == old.mv { old.abs_cents } else { name.mv.abs().round_dp(2) },
-            lots: if name.qty == old.qty && lot == old.lot {
-                old.lots
-            } else if name.qty == 0 {
-                Decimal::ZERO
-            } else if lot > 0 {
-                Decimal::from(name.qty.abs()) / Decimal::from(lot)
-            } else {
-                Decimal::from(name.qty.abs())
-            },
-            w,
-            today: info.map_or(0.0, |i| i.ret) * w,
-            sector,
-        };
+    /// Takes name `s`'s previous contribution `old` out of the group's aggregates and adds its
+    /// current one, `new`.
+    fn refile(st: &mut GroupState, s: Symbol, old: &Added, new: &Added, history: &History) {
         if old.mv != new.mv || old.sector != new.sector {
             if !old.mv.is_zero() {
                 st.exposure.remove(old.mv);
@@ -884,16 +897,10 @@ impl RiskBook {
             }
         }
         st.today += new.today - old.today;
-        let empty = name.positions == 0 && name.qty == 0 && name.mv.is_zero();
-        if empty {
-            st.names.remove(&s);
-        } else {
-            name.added = new;
-        }
     }
 
     /// Checks the group's limits against its new row; pushes the alerts of breaches that start or clear.
-    fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, alerts: &mut Vec<AlertRow>) {
+    fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, holdings: &Holdings, gi: u32, alerts: &mut Vec<AlertRow>) {
         for m in Metric::ALL {
             let configured = limits.of(&row.group, m).copied();
             // No limit and no breach in force: nothing to judge (and no state kept).
@@ -944,7 +951,8 @@ impl RiskBook {
                 let drivers = if m == Metric::Var && !row.contributors.is_empty() {
                     row.contributors.iter().take(3).cloned().collect()
                 } else {
-                    let mut sizes: Vec<(Decimal, Reverse<Symbol>)> = sizes(&st.names).collect();
+                    let mut sizes: Vec<(Decimal, Reverse<Symbol>)> =
+                        sizes(names_of(holdings, gi, &st.held_symbols)).collect();
                     sizes.sort_unstable_by(|a, b| b.cmp(a));
                     sizes.into_iter().take(3).map(|(mv, Reverse(s))| (s, mv)).collect()
                 };
@@ -967,15 +975,29 @@ impl RiskBook {
 /// Touched groups fan out over threads past this many per thread (spawning costs tens of µs).
 const PARALLEL_GROUPS: usize = 128;
 
-/// What touched a group this time: names with their netted position changes, or to re-file.
+/// What touched a group this time: its names re-filed.
 #[derive(Default)]
 struct Touch {
-    names: Vec<(Symbol, Option<Delta>)>,
+    refiled: Vec<Refiled>,
 }
 
-/// One (group, symbol)'s position changes of the time, netted.
+/// One name of a group after this time's change: its contribution before and after, whether it
+/// appeared or went, and the group's share of the change (positions, total P&L, event time).
+struct Refiled {
+    s: Symbol,
+    old: Added,
+    new: Added,
+    created: bool,
+    gone: bool,
+    positions: i64,
+    total: Decimal,
+    ts: Ts,
+}
+
+/// One (group, symbol)'s position changes of the time, netted (none: a name to re-file).
 #[derive(Default)]
 struct Delta {
+    from_positions: bool,
     positions: i64,
     qty: i64,
     mv: Decimal,
@@ -983,54 +1005,86 @@ struct Delta {
     ts: Ts,
 }
 
-/// The largest name of a group: known, or to be found again by a scan of the names (when the
-/// largest shrinks or goes: a re-mark touches one name per group, so a scan is rare, and cheaper
-/// than keeping every size ordered).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Largest {
-    Known(Option<(Decimal, Reverse<Symbol>)>),
-    Unknown,
+/// The largest names of a group by |MV| (ties: the smaller code): up to [`TOP`] of them with
+/// their sizes, and a bound that every other name is at or below. The largest is the first of the
+/// list while that is above the bound; only when every listed name has shrunk below it are the
+/// names scanned again (a scan reads every name's entry in the holdings, a cache miss each).
+#[derive(Clone, Debug, Default)]
+struct Largest {
+    /// Unordered.
+    top: Vec<(Decimal, Reverse<Symbol>)>,
+    /// Every name not in `top` is at most this; None: every name is in `top`.
+    bound: Option<(Decimal, Reverse<Symbol>)>,
 }
 
-impl Default for Largest {
-    fn default() -> Self {
-        Largest::Known(None)
-    }
-}
+/// Names a group's [`Largest`] keeps.
+const TOP: usize = 8;
 
 impl Largest {
     /// Name `s`'s |MV| went from `old` to `new` (None: not held, or zero).
     fn resize(&mut self, s: Symbol, old: Option<Decimal>, new: Option<Decimal>) {
-        let Largest::Known(cur) = *self else { return };
         let new = new.map(|m| (m, Reverse(s)));
-        *self = match cur {
-            // The largest itself changed: still the largest only if it did not shrink.
-            Some(c) if c.1 .0 == s => match (old, new) {
-                (Some(o), Some(n)) if n >= (o, Reverse(s)) => Largest::Known(Some(n)),
-                _ => Largest::Unknown,
-            },
-            _ => Largest::Known(cur.max(new)),
-        };
+        if let Some(i) = self.top.iter().position(|e| e.1 .0 == s) {
+            // Listed: its size stays exact.
+            match new {
+                Some(n) => self.top[i] = n,
+                None => {
+                    self.top.swap_remove(i);
+                }
+            }
+            return;
+        }
+        // Not listed: it was at most the bound (if it was held at all), and stays unlisted
+        // unless it grew past it.
+        debug_assert!(old.is_none() || self.bound.is_some());
+        let Some(n) = new else { return };
+        if self.bound.is_some_and(|b| n <= b) {
+            return;
+        }
+        self.top.push(n);
+        if self.top.len() > TOP {
+            let (i, smallest) = self.top.iter().enumerate().min_by_key(|(_, e)| **e).map(|(i, e)| (i, *e)).unwrap();
+            self.top.swap_remove(i);
+            self.bound = self.bound.max(Some(smallest));
+        }
     }
 
-    /// Finds the largest again when it is not known.
+    /// Lists the largest names again (from every name's size) when the list no longer shows
+    /// the largest.
     fn find<I: Iterator<Item = (Decimal, Reverse<Symbol>)>>(&mut self, sizes: impl FnOnce() -> I) {
-        if *self == Largest::Unknown {
-            *self = Largest::Known(sizes().max());
+        let first = self.top.iter().max().copied();
+        let known = match (first, self.bound) {
+            (_, None) => true,
+            (Some(f), Some(b)) => f > b,
+            (None, Some(_)) => false,
+        };
+        if !known {
+            let mut all: Vec<(Decimal, Reverse<Symbol>)> = sizes().collect();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            self.bound = all.get(TOP).copied();
+            all.truncate(TOP);
+            self.top = all;
         }
     }
 
-    fn known(self) -> Option<(Decimal, Reverse<Symbol>)> {
-        match self {
-            Largest::Known(l) => l,
-            Largest::Unknown => unreachable!("found before a row is built"),
-        }
+    /// The largest (after [`Largest::find`]).
+    fn known(&self) -> Option<(Decimal, Reverse<Symbol>)> {
+        self.top.iter().max().copied()
     }
 }
 
+/// A group's names (group index `gi`, holding `held`), from the holdings.
+fn names_of<'a>(
+    holdings: &'a Holdings,
+    gi: u32,
+    held: &'a FxHashSet<Symbol>,
+) -> impl Iterator<Item = (Symbol, &'a Name)> + 'a {
+    held.iter().filter_map(move |s| holdings.get(s)?.get(&gi).map(|n| (*s, n)))
+}
+
 /// Every name's |MV| with its code, zero sizes left out.
-fn sizes(names: &FxHashMap<Symbol, Name>) -> impl Iterator<Item = (Decimal, Reverse<Symbol>)> + '_ {
-    names.iter().filter(|(_, n)| !n.added.mv.is_zero()).map(|(s, n)| (n.added.mv.abs(), Reverse(*s)))
+fn sizes<'a, I: Iterator<Item = (Symbol, &'a Name)> + 'a>(names: I) -> impl Iterator<Item = (Decimal, Reverse<Symbol>)> + 'a {
+    names.filter(|(_, n)| !n.added.mv.is_zero()).map(|(s, n)| (n.added.mv.abs(), Reverse(s)))
 }
 
 /// What refreshing a group reads besides the group's own state (shared by the threads).
@@ -1042,33 +1096,157 @@ struct Ctx<'a> {
     z99: f64,
 }
 
-impl Ctx<'_> {
-    /// Re-files the group's touched names (after their position changes), then gives its new
-    /// row (when it changed) and the alerts of its limits.
-    fn refresh(&self, g: &Group, mut touch: Touch, st: &mut GroupState, scratch: &mut Vec<f64>, out: &mut RiskChanges) {
-        let (mut total, mut ts) = (Decimal::ZERO, 0);
-        // In symbol order, so the float sums do not depend on hashing; a name with a change
-        // before the same name without (which is then re-filed already).
-        touch.names.sort_unstable_by_key(|(s, d)| (*s, d.is_none()));
-        touch.names.dedup_by_key(|(s, _)| *s);
-        for (s, delta) in touch.names {
-            let info = self.symbols.get(&s);
-            if let Some(d) = delta {
-                // One lookup: `refile` finds the name again in cache.
-                let name = st.names.entry(s).or_default();
-                name.positions = (name.positions as i64 + d.positions).max(0) as u32;
-                name.qty += d.qty;
-                name.mv += d.mv;
-                name.total += d.total;
-                st.positions = (st.positions as i64 + d.positions).max(0) as u32;
-                total += d.total;
-                ts = ts.max(d.ts).max(info.map_or(0, |i| i.mark_ts));
+/// One shard's work: its names, its (group, symbol) changes, its touched groups (by index).
+type Job<'a> = (&'a mut Holdings, Vec<((usize, Symbol), Delta)>, Vec<(u32, &'a Group, Touch, &'a mut GroupState)>);
+
+/// One shard's output, with where each group's rows and alerts end (group index, retractions,
+/// insertions, alerts), to merge the shards back in group order.
+struct Part {
+    changes: RiskChanges,
+    ends: Vec<(u32, usize, usize, usize)>,
+}
+
+/// Merges the shards' outputs into `out` in group order (the order one shard gives).
+fn merge_parts(parts: Vec<Part>, out: &mut RiskChanges) {
+    if parts.len() == 1 {
+        let p = parts.into_iter().next().expect("one part");
+        out.retract.extend(p.changes.retract);
+        out.insert.extend(p.changes.insert);
+        out.alerts.extend(p.changes.alerts);
+        return;
+    }
+    let rows: usize = parts.iter().map(|p| p.changes.insert.len()).sum();
+    out.insert.reserve(rows);
+    out.retract.reserve(rows);
+    struct Cursor {
+        ends: std::vec::IntoIter<(u32, usize, usize, usize)>,
+        next: Option<(u32, usize, usize, usize)>,
+        at: (usize, usize, usize),
+        retract: std::vec::IntoIter<RiskRow>,
+        insert: std::vec::IntoIter<RiskRow>,
+        alerts: std::vec::IntoIter<AlertRow>,
+    }
+    let mut cursors: Vec<Cursor> = parts
+        .into_iter()
+        .map(|p| {
+            let mut ends = p.ends.into_iter();
+            let next = ends.next();
+            Cursor {
+                ends,
+                next,
+                at: (0, 0, 0),
+                retract: p.changes.retract.into_iter(),
+                insert: p.changes.insert.into_iter(),
+                alerts: p.changes.alerts.into_iter(),
             }
-            RiskBook::refile(st, s, info, &self.config.history);
+        })
+        .collect();
+    while let Some(c) = cursors.iter_mut().filter(|c| c.next.is_some()).min_by_key(|c| c.next.map(|n| n.0)) {
+        let (_, r, i, a) = c.next.expect("filtered");
+        out.retract.extend(c.retract.by_ref().take(r - c.at.0));
+        out.insert.extend(c.insert.by_ref().take(i - c.at.1));
+        out.alerts.extend(c.alerts.by_ref().take(a - c.at.2));
+        c.at = (r, i, a);
+        c.next = c.ends.next();
+    }
+}
+
+impl Ctx<'_> {
+    /// Runs one shard: its names take their changes, then its groups are refreshed.
+    fn run(&self, (holdings, deltas, mut work): Job, scratch: &mut Vec<f64>) -> Part {
+        // Each touched group's place in the work (which is in group order).
+        let mut at: FxHashMap<u32, usize> = FxHashMap::with_capacity_and_hasher(work.len(), Default::default());
+        for (k, (gi, ..)) in work.iter().enumerate() {
+            at.insert(*gi, k);
+        }
+        for ((g, s), d) in deltas {
+            let info = self.symbols.get(&s);
+            let table = holdings.entry(s).or_default();
+            let (name, created) = match table.entry(g as u32) {
+                Entry::Occupied(e) => (e.into_mut(), false),
+                Entry::Vacant(e) => (e.insert(Name::default()), true),
+            };
+            name.positions = (name.positions as i64 + d.positions).max(0) as u32;
+            name.qty += d.qty;
+            name.mv += d.mv;
+            name.total += d.total;
+            let old = std::mem::take(&mut name.added);
+            let new = Name::contribution(name, &old, info);
+            let gone = name.positions == 0 && name.qty == 0 && name.mv.is_zero();
+            if gone {
+                table.remove(&(g as u32));
+            } else {
+                name.added = new.clone();
+            }
+            let ts = if d.from_positions { d.ts.max(info.map_or(0, |i| i.mark_ts)) } else { 0 };
+            let k = at[&(g as u32)];
+            work[k].2.refiled.push(Refiled {
+                s,
+                old,
+                new,
+                created,
+                gone,
+                positions: d.positions,
+                total: d.total,
+                ts,
+            });
+        }
+        let holdings: &Holdings = holdings;
+        let mut part = Part {
+            changes: RiskChanges {
+                insert: Vec::with_capacity(work.len()),
+                retract: Vec::with_capacity(work.len()),
+                ..RiskChanges::default()
+            },
+            ends: Vec::with_capacity(work.len()),
+        };
+        for (gi, g, touch, st) in work {
+            self.refresh(holdings, gi, g, touch, st, scratch, &mut part.changes);
+            let c = &part.changes;
+            part.ends.push((gi, c.retract.len(), c.insert.len(), c.alerts.len()));
+        }
+        part
+    }
+
+    /// Re-files the group's touched names (group index `gi`), then gives its new row (when it
+    /// changed) and the alerts of its limits.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &self,
+        holdings: &Holdings,
+        gi: u32,
+        g: &Group,
+        mut touch: Touch,
+        st: &mut GroupState,
+        scratch: &mut Vec<f64>,
+        out: &mut RiskChanges,
+    ) {
+        let (mut total, mut ts) = (Decimal::ZERO, 0);
+        let contributors = self.config.contributors > 0 && self.config.contributor_scopes.contains(&g.kind());
+        // In symbol order, so the float sums do not depend on hashing.
+        touch.refiled.sort_unstable_by_key(|r| r.s);
+        for r in touch.refiled {
+            st.positions = (st.positions as i64 + r.positions).max(0) as u32;
+            total += r.total;
+            ts = ts.max(r.ts);
+            if r.created {
+                st.held_symbols.insert(r.s);
+            }
+            if contributors && r.new.w != r.old.w {
+                if r.new.w == 0.0 {
+                    st.w.remove(&r.s);
+                } else {
+                    st.w.insert(r.s, r.new.w);
+                }
+            }
+            if r.gone {
+                st.held_symbols.remove(&r.s);
+            }
+            RiskBook::refile(st, r.s, &r.old, &r.new, &self.config.history);
         }
         if st.sum_sq_lost {
             // Back to exact sums once they fit again.
-            if let Some(q) = exact_sum_sq(st) {
+            if let Some(q) = exact_sum_sq(names_of(holdings, gi, &st.held_symbols)) {
                 (st.sum_sq, st.sum_sq_lost) = (q, false);
             }
         }
@@ -1077,7 +1255,7 @@ impl Ctx<'_> {
         st.drawdown.update(st.total);
         // A group keeps its row once it has one, even when its positions are all gone (busted):
         // its drawdown history and limit states live on (and are checkpointed from the row).
-        st.largest.find(|| sizes(&st.names));
+        st.largest.find(|| sizes(names_of(holdings, gi, &st.held_symbols)));
         let tails = if st.d.is_empty() {
             (0.0, 0.0, 0.0, 0.0)
         } else {
@@ -1085,8 +1263,8 @@ impl Ctx<'_> {
             (st.tail_floor, st.moved) = (Some(floor), 0.0);
             t
         };
-        let row = self.row_of(g, st, tails);
-        RiskBook::judge(&self.config.limits, st, &row, &mut out.alerts);
+        let row = self.row_of(holdings, gi, g, st, tails);
+        RiskBook::judge(&self.config.limits, st, &row, holdings, gi, &mut out.alerts);
         if st.shown.as_ref() != Some(&row) {
             if let Some(old) = st.shown.take() {
                 out.retract.push(old);
@@ -1097,7 +1275,7 @@ impl Ctx<'_> {
     }
 
     /// The row of a group from its state and its historical tails (VaR 95%, ES 95%, VaR 99%, ES 99%).
-    fn row_of(&self, g: &Group, st: &GroupState, (hv95, es95, hv99, es99): (f64, f64, f64, f64)) -> RiskRow {
+    fn row_of(&self, holdings: &Holdings, gi: u32, g: &Group, st: &GroupState, (hv95, es95, hv99, es99): (f64, f64, f64, f64)) -> RiskRow {
         let cfg = self.config;
         let e = st.exposure;
         let nav = match g {
@@ -1111,7 +1289,7 @@ impl Ctx<'_> {
         } else {
             let gross = e.gross.to_f64().unwrap_or(0.0);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
-            let hhi = hhi(st, gross_cents);
+            let hhi = hhi(st, gross_cents, || names_of(holdings, gi, &st.held_symbols));
             let sectors = st.sectors.iter().map(|(s, (_, v))| (s.clone(), share(*v, gross))).collect();
             (largest, hhi, sectors)
         };
@@ -1130,18 +1308,17 @@ impl Ctx<'_> {
         let h = cfg.horizon_days.max(0.0).sqrt();
         let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
             let mut c: Vec<(Symbol, f64)> = st
-                .names
+                .w
                 .iter()
-                .filter(|(_, n)| n.added.w != 0.0)
-                .map(|(s, n)| {
+                .map(|(&s, &w)| {
                     let mut sw = 0.0;
-                    if let Some(r) = cfg.history.returns(*s) {
+                    if let Some(r) = cfg.history.returns(s) {
                         sw = lambda
                             * self.weights.iter().zip(r.iter()).zip(&st.d).map(|((a, rk), d)| a * rk * d).sum::<f64>();
                     }
-                    let ret = self.symbols.get(s).map_or(0.0, |i| i.ret);
+                    let ret = self.symbols.get(&s).map_or(0.0, |i| i.ret);
                     sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
-                    (*s, n.added.w * sw / sigma * self.z99)
+                    (s, w * sw / sigma * self.z99)
                 })
                 .collect();
             c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -1205,11 +1382,11 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
 /// Σw² from the exact Σ(|MV| to the cent)² (over the gross to the cent, squared, through f64
 /// like the weights), else
 /// from the names in f64 (amounts beyond about 10¹⁴ HKD).
-fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
+fn hhi<'a, I: Iterator<Item = (Symbol, &'a Name)>>(st: &GroupState, gross_cents: Decimal, names: impl Fn() -> I) -> Decimal {
     if gross_cents.is_zero() {
         return Decimal::ZERO;
     }
-    let sum_sq = if st.sum_sq_lost { exact_sum_sq(st) } else { Some(st.sum_sq) };
+    let sum_sq = if st.sum_sq_lost { exact_sum_sq(names()) } else { Some(st.sum_sq) };
     match sum_sq {
         Some(q) => {
             let g = gross_cents.to_f64().unwrap_or(0.0);
@@ -1217,15 +1394,15 @@ fn hhi(st: &GroupState, gross_cents: Decimal) -> Decimal {
         }
         None => {
             let g = gross_cents.to_f64().unwrap_or(f64::INFINITY);
-            let h: f64 = st.names.values().map(|n| (n.added.abs_cents.to_f64().unwrap_or(0.0) / g).powi(2)).sum();
+            let h: f64 = names().map(|(_, n)| (n.added.abs_cents.to_f64().unwrap_or(0.0) / g).powi(2)).sum();
             ratio(Decimal::from_f64(h).unwrap_or_default())
         }
     }
 }
 
 /// Σ (|MV| in cents)² over the names, `None` when it does not fit a decimal.
-fn exact_sum_sq(st: &GroupState) -> Option<Decimal> {
-    st.names.values().try_fold(Decimal::ZERO, |q, n| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
+fn exact_sum_sq<'a>(mut names: impl Iterator<Item = (Symbol, &'a Name)>) -> Option<Decimal> {
+    names.try_fold(Decimal::ZERO, |q, (_, n)| q.checked_add(n.added.abs_cents.checked_mul(n.added.abs_cents)?))
 }
 
 /// Σₖ aₖ·dₖ², in four running sums (so the loop vectorizes; the order is fixed, so the result

@@ -458,6 +458,15 @@ fn many_groups_on_several_threads_equal_one_thread() {
         .map(|p| (p.clone(), -1))
         .collect();
     steps.push(RiskInput { positions: gone, ..RiskInput::default() });
+    // A few accounts only (fewer groups than one thread's share): the three shards' names are
+    // updated on one thread and their rows merged back in group order.
+    let few: Vec<(PositionRow, isize)> = held
+        .iter()
+        .filter(|p| p.key.symbol == Symbol(388) && p.key.account.as_str() >= "A395")
+        .flat_map(|p| [(p.clone(), -1), (PositionRow { market_value: p.market_value + dec!(1), ..p.clone() }, 1)])
+        .collect();
+    assert!(few.len() >= 6, "several accounts in several shards");
+    steps.push(RiskInput { positions: few, ..RiskInput::default() });
     let mut alerts = 0;
     for step in steps {
         let (a, b) = (one.apply(step.clone()), three.apply(step));
