@@ -497,7 +497,7 @@ struct GroupState {
     /// Per sector: Σ|MV|, exact, and in f64 (kept beside it: the weights of every sector are
     /// shown at each change, and a decimal's conversion is not free).
     sectors: BTreeMap<Option<SmolStr>, (Decimal, f64)>,
-    /// The largest name by |MV| (ties: the smaller code), kept while it stays the largest.
+    /// The largest names by |MV| (ties: the smaller code): a short list and a bound on the rest.
     largest: Largest,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
     /// The last of `by_lots` (the largest position in lots, ties: the smaller code), shown
@@ -900,7 +900,14 @@ impl RiskBook {
     }
 
     /// Checks the group's limits against its new row; pushes the alerts of breaches that start or clear.
-    fn judge(limits: &Limits, st: &mut GroupState, row: &RiskRow, holdings: &Holdings, gi: u32, alerts: &mut Vec<AlertRow>) {
+    fn judge(
+        limits: &Limits,
+        st: &mut GroupState,
+        row: &RiskRow,
+        holdings: &Holdings,
+        gi: u32,
+        alerts: &mut Vec<AlertRow>,
+    ) {
         for m in Metric::ALL {
             let configured = limits.of(&row.group, m).copied();
             // No limit and no breach in force: nothing to judge (and no state kept).
@@ -1083,7 +1090,9 @@ fn names_of<'a>(
 }
 
 /// Every name's |MV| with its code, zero sizes left out.
-fn sizes<'a, I: Iterator<Item = (Symbol, &'a Name)> + 'a>(names: I) -> impl Iterator<Item = (Decimal, Reverse<Symbol>)> + 'a {
+fn sizes<'a, I: Iterator<Item = (Symbol, &'a Name)> + 'a>(
+    names: I,
+) -> impl Iterator<Item = (Decimal, Reverse<Symbol>)> + 'a {
     names.filter(|(_, n)| !n.added.mv.is_zero()).map(|(s, n)| (n.added.mv.abs(), Reverse(s)))
 }
 
@@ -1180,16 +1189,7 @@ impl Ctx<'_> {
             }
             let ts = if d.from_positions { d.ts.max(info.map_or(0, |i| i.mark_ts)) } else { 0 };
             let k = at[&(g as u32)];
-            work[k].2.refiled.push(Refiled {
-                s,
-                old,
-                new,
-                created,
-                gone,
-                positions: d.positions,
-                total: d.total,
-                ts,
-            });
+            work[k].2.refiled.push(Refiled { s, old, new, created, gone, positions: d.positions, total: d.total, ts });
         }
         let holdings: &Holdings = holdings;
         let mut part = Part {
@@ -1275,7 +1275,14 @@ impl Ctx<'_> {
     }
 
     /// The row of a group from its state and its historical tails (VaR 95%, ES 95%, VaR 99%, ES 99%).
-    fn row_of(&self, holdings: &Holdings, gi: u32, g: &Group, st: &GroupState, (hv95, es95, hv99, es99): (f64, f64, f64, f64)) -> RiskRow {
+    fn row_of(
+        &self,
+        holdings: &Holdings,
+        gi: u32,
+        g: &Group,
+        st: &GroupState,
+        (hv95, es95, hv99, es99): (f64, f64, f64, f64),
+    ) -> RiskRow {
         let cfg = self.config;
         let e = st.exposure;
         let nav = match g {
@@ -1380,9 +1387,12 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
 }
 
 /// Σw² from the exact Σ(|MV| to the cent)² (over the gross to the cent, squared, through f64
-/// like the weights), else
-/// from the names in f64 (amounts beyond about 10¹⁴ HKD).
-fn hhi<'a, I: Iterator<Item = (Symbol, &'a Name)>>(st: &GroupState, gross_cents: Decimal, names: impl Fn() -> I) -> Decimal {
+/// like the weights), else from the names in f64 (amounts beyond about 10¹⁴ HKD).
+fn hhi<'a, I: Iterator<Item = (Symbol, &'a Name)>>(
+    st: &GroupState,
+    gross_cents: Decimal,
+    names: impl Fn() -> I,
+) -> Decimal {
     if gross_cents.is_zero() {
         return Decimal::ZERO;
     }

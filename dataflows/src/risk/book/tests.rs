@@ -508,3 +508,110 @@ proptest! {
         prop_assert_eq!(tails(&d, Some(full.1), 0.0, &mut scratch), full);
     }
 }
+
+/// Twelve symbols (more than a group's [`Largest`] list holds) over sixty past days.
+fn wide_history() -> History {
+    History::from_closes((0..12u32).flat_map(|s| {
+        (0..60usize).map(move |d| {
+            let x = ((d as u64 * 7919 + s as u64 * 104729) % 1000) as f64 / 1000.0 - 0.5;
+            (d, Symbol(1000 + s), 100.0 * (1.0 + 0.04 * x + 0.001 * d as f64))
+        })
+    }))
+}
+
+fn wide_book(threads: usize) -> RiskBook {
+    RiskBook::new(RiskConfig {
+        history: Arc::new(wide_history()),
+        contributor_scopes: vec!["desk", "strategy", "account"],
+        contributors: 20,
+        threads,
+        ..RiskConfig::default()
+    })
+}
+
+/// One time: position changes (account, strategy, symbol, lots, price in 0.1) and instrument
+/// changes (symbol, lot choice, sector choice).
+type WideStep = (Vec<(u8, u8, u8, i64, i64)>, Vec<(u8, u8, u8)>);
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    /// With more names than the largest-names list holds, and instruments changing sector and lot
+    /// while held: the incremental book (on one shard and on three) gives the rows a fresh book
+    /// computes from the final positions and instruments.
+    #[test]
+    fn wide_incremental_equals_recomputation(
+        steps in prop::collection::vec(
+            (
+                prop::collection::vec((0u8..3, 0u8..2, 0u8..12, prop_oneof![Just(0i64), -30i64..30], 50i64..150), 1..12),
+                prop::collection::vec((0u8..12, 0u8..3, 0u8..3), 0..3),
+            ),
+            1..30,
+        )
+    ) {
+        let steps: Vec<WideStep> = steps;
+        let lots = [100i64, 400, 1000];
+        let sectors = ["IT", "Financials", "ETF"];
+        let mut insts: BTreeMap<u32, (i64, &str)> = (0..12u32).map(|s| (1000 + s, (100, "IT"))).collect();
+        let inst = |s: u32, (lot, sector): (i64, &str)| instrument(s, lot, sector);
+        let mut one = wide_book(1);
+        let mut three = wide_book(3);
+        let first = RiskInput { instruments: insts.iter().map(|(s, v)| inst(*s, *v)).collect(), ..Default::default() };
+        prop_assert_eq!(one.apply(first.clone()), three.apply(first));
+        let mut current: BTreeMap<PositionKey, PositionRow> = BTreeMap::new();
+        let mut marks: BTreeMap<Symbol, Decimal> = BTreeMap::new();
+        for (t, (changes, inst_changes)) in steps.iter().enumerate() {
+            let mut input = RiskInput::default();
+            for (s, l, c) in inst_changes {
+                let v = (lots[*l as usize], sectors[*c as usize]);
+                insts.insert(1000 + *s as u32, v);
+                input.instruments.push(inst(1000 + *s as u32, v));
+            }
+            for (a, st, sym, qty, price) in changes {
+                let symbol = 1000 + *sym as u32;
+                let row = pos(&format!("A{a}"), &format!("S{st}"), symbol, qty * 100, Decimal::new(*price, 1), Decimal::from(*qty), t as Ts);
+                if *qty == 0 {
+                    // A bust: the position row goes (the name may go, and come back later).
+                    if let Some(old) = current.remove(&row.key) {
+                        input.positions.push((old, -1));
+                    }
+                    continue;
+                }
+                if let Some(old) = current.insert(row.key.clone(), row.clone()) {
+                    input.positions.push((old, -1));
+                }
+                input.positions.push((row, 1));
+                marks.insert(Symbol(symbol), Decimal::new(*price, 1));
+                input.marks.push((Symbol(symbol), Some(Decimal::new(*price, 1)), t as Ts));
+            }
+            for (k, r) in current.iter_mut() {
+                let m = marks[&k.symbol];
+                if r.mark != Some(m) {
+                    let new = PositionRow { mark: Some(m), market_value: Decimal::from(r.qty) * m, last_fill_ts: t as Ts, ..r.clone() };
+                    input.positions.push((std::mem::replace(r, new.clone()), -1));
+                    input.positions.push((new, 1));
+                }
+            }
+            prop_assert_eq!(one.apply(input.clone()), three.apply(input));
+        }
+        let mut batch = wide_book(1);
+        batch.apply(RiskInput {
+            instruments: insts.iter().map(|(s, v)| inst(*s, *v)).collect(),
+            positions: current.values().map(|r| (r.clone(), 1)).collect(),
+            marks: marks.iter().map(|(s, m)| (*s, Some(*m), 0)).collect(),
+            ..Default::default()
+        });
+        let groups: BTreeSet<Group> = current.keys().flat_map(|k| [Group::Desk, Group::Account(k.account.clone()), Group::Strategy(k.strategy.clone())]).collect();
+        for g in groups {
+            let (a, b) = (one.row(&g).unwrap(), batch.row(&g).unwrap());
+            prop_assert_eq!((a.names, a.long_mv, a.short_mv, a.gross, a.net), (b.names, b.long_mv, b.short_mv, b.gross, b.net), "{:?}", g);
+            prop_assert_eq!((&a.largest, a.hhi, &a.sectors, &a.max_lots), (&b.largest, b.hhi, &b.sectors, &b.max_lots), "{:?}", g);
+            for (x, y) in [(a.var_95, b.var_95), (a.var_99, b.var_99), (a.hist_var_95, b.hist_var_95), (a.hist_var_99, b.hist_var_99), (a.es_95, b.es_95), (a.es_99, b.es_99)] {
+                prop_assert!((x - y).abs() <= dec!(0.01), "{:?}: {} vs {}", g, x, y);
+            }
+            prop_assert_eq!(a.contributors.len(), b.contributors.len(), "{:?}", g);
+            for ((s, x), (t, y)) in a.contributors.iter().zip(&b.contributors) {
+                prop_assert!((x - y).abs() <= dec!(0.01), "{:?}: {:?} {} vs {:?} {}", g, s, x, t, y);
+            }
+        }
+    }
+}
