@@ -1163,11 +1163,6 @@ fn merge_parts(parts: Vec<Part>, out: &mut RiskChanges) {
 impl Ctx<'_> {
     /// Runs one shard: its names take their changes, then its groups are refreshed.
     fn run(&self, (holdings, deltas, mut work): Job, scratch: &mut Vec<f64>) -> Part {
-        // Each touched group's place in the work (which is in group order).
-        let mut at: FxHashMap<u32, usize> = FxHashMap::with_capacity_and_hasher(work.len(), Default::default());
-        for (k, (gi, ..)) in work.iter().enumerate() {
-            at.insert(*gi, k);
-        }
         for ((g, s), d) in deltas {
             let info = self.symbols.get(&s);
             let table = holdings.entry(s).or_default();
@@ -1188,7 +1183,8 @@ impl Ctx<'_> {
                 name.added = new.clone();
             }
             let ts = if d.from_positions { d.ts.max(info.map_or(0, |i| i.mark_ts)) } else { 0 };
-            let k = at[&(g as u32)];
+            // The work is in group order, and holds every group with a delta.
+            let k = work.binary_search_by_key(&(g as u32), |w| w.0).expect("a group with a change is touched");
             work[k].2.refiled.push(Refiled { s, old, new, created, gone, positions: d.positions, total: d.total, ts });
         }
         let holdings: &Holdings = holdings;

@@ -268,6 +268,33 @@ fn arb_steps() -> impl Strategy<Value = Vec<Vec<Step>>> {
     )
 }
 
+/// Keeps every row of a symbol at its latest mark, as the positions operator does: the rows whose
+/// mark moved are retracted and re-inserted at time `t`.
+fn remark(
+    current: &mut BTreeMap<PositionKey, PositionRow>,
+    marks: &BTreeMap<Symbol, Decimal>,
+    t: Ts,
+    input: &mut RiskInput,
+) {
+    for (k, r) in current.iter_mut() {
+        let m = marks[&k.symbol];
+        if r.mark != Some(m) {
+            let new =
+                PositionRow { mark: Some(m), market_value: Decimal::from(r.qty) * m, last_fill_ts: t, ..r.clone() };
+            input.positions.push((std::mem::replace(r, new.clone()), -1));
+            input.positions.push((new, 1));
+        }
+    }
+}
+
+/// The desk and every account and strategy holding a position.
+fn groups_of(current: &BTreeMap<PositionKey, PositionRow>) -> BTreeSet<Group> {
+    current
+        .keys()
+        .flat_map(|k| [Group::Desk, Group::Account(k.account.clone()), Group::Strategy(k.strategy.clone())])
+        .collect()
+}
+
 proptest! {
     /// Feeding changes time by time gives the rows a fresh book computes from the final positions
     /// in one time (drawdown aside: it follows the path).
@@ -295,15 +322,7 @@ proptest! {
                 marks.insert(Symbol(syms[*sym as usize]), Decimal::new(*price, 1));
                 input.marks.push((Symbol(syms[*sym as usize]), Some(Decimal::new(*price, 1)), t as Ts));
             }
-            // Keep every row of a symbol at its latest mark, as the positions operator does.
-            for (k, r) in current.iter_mut() {
-                let m = marks[&k.symbol];
-                if r.mark != Some(m) {
-                    let new = PositionRow { mark: Some(m), market_value: Decimal::from(r.qty) * m, last_fill_ts: t as Ts, ..r.clone() };
-                    input.positions.push((std::mem::replace(r, new.clone()), -1));
-                    input.positions.push((new, 1));
-                }
-            }
+            remark(&mut current, &marks, t as Ts, &mut input);
             inc.apply(input);
         }
         let mut batch = book(Limits::default());
@@ -313,8 +332,7 @@ proptest! {
             marks: marks.iter().map(|(s, m)| (*s, Some(*m), 0)).collect(),
             ..Default::default()
         });
-        let groups: BTreeSet<Group> = current.keys().flat_map(|k| [Group::Desk, Group::Account(k.account.clone()), Group::Strategy(k.strategy.clone())]).collect();
-        for g in groups {
+        for g in groups_of(&current) {
             let (a, b) = (inc.row(&g).unwrap(), batch.row(&g).unwrap());
             prop_assert_eq!((a.names, a.long_mv, a.short_mv, a.gross, a.net, a.leverage), (b.names, b.long_mv, b.short_mv, b.gross, b.net, b.leverage));
             prop_assert_eq!((&a.largest, a.hhi, &a.sectors, &a.max_lots, a.total_pnl), (&b.largest, b.hhi, &b.sectors, &b.max_lots, b.total_pnl));
@@ -583,14 +601,7 @@ proptest! {
                 marks.insert(Symbol(symbol), Decimal::new(*price, 1));
                 input.marks.push((Symbol(symbol), Some(Decimal::new(*price, 1)), t as Ts));
             }
-            for (k, r) in current.iter_mut() {
-                let m = marks[&k.symbol];
-                if r.mark != Some(m) {
-                    let new = PositionRow { mark: Some(m), market_value: Decimal::from(r.qty) * m, last_fill_ts: t as Ts, ..r.clone() };
-                    input.positions.push((std::mem::replace(r, new.clone()), -1));
-                    input.positions.push((new, 1));
-                }
-            }
+            remark(&mut current, &marks, t as Ts, &mut input);
             prop_assert_eq!(one.apply(input.clone()), three.apply(input));
         }
         let mut batch = wide_book(1);
@@ -600,8 +611,7 @@ proptest! {
             marks: marks.iter().map(|(s, m)| (*s, Some(*m), 0)).collect(),
             ..Default::default()
         });
-        let groups: BTreeSet<Group> = current.keys().flat_map(|k| [Group::Desk, Group::Account(k.account.clone()), Group::Strategy(k.strategy.clone())]).collect();
-        for g in groups {
+        for g in groups_of(&current) {
             let (a, b) = (one.row(&g).unwrap(), batch.row(&g).unwrap());
             prop_assert_eq!((a.names, a.long_mv, a.short_mv, a.gross, a.net), (b.names, b.long_mv, b.short_mv, b.gross, b.net), "{:?}", g);
             prop_assert_eq!((&a.largest, a.hhi, &a.sectors, &a.max_lots), (&b.largest, b.hhi, &b.sectors, &b.max_lots), "{:?}", g);
