@@ -442,7 +442,7 @@ impl Name {
     /// and today's return), reusing what did not change from `old`.
     fn contribution(&self, old: &Added, info: Option<&SymbolInfo>) -> Added {
         let lot = info.map_or(0, |i| i.lot);
-        let w = self.mv.to_f64().unwrap_or(0.0);
+        let w = f64_of(self.mv);
         Added {
             qty: self.qty,
             lot,
@@ -579,6 +579,8 @@ pub struct RiskBook {
     scratch: Vec<f64>,
     /// Limits changed: judge every group at the next apply.
     rejudge: bool,
+    /// The threads a refresh fans out to besides the calling one (started at the first).
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// One time's inputs to the risk book.
@@ -619,6 +621,29 @@ fn fixed(x: f64, dp: u32) -> Decimal {
     }
 }
 
+/// `x` in f64: the nearest f64 when its mantissa is below 2⁵³ (both operands of the one
+/// division exact), within an ulp up to 2⁶⁴; rust_decimal's `to_f64` beyond (it divides in u128
+/// and rounds through libm, ten times the cost, and a refresh converts dozens of decimals).
+fn f64_of(x: Decimal) -> f64 {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+        1e20, 1e21, 1e22,
+    ];
+    let m = x.mantissa();
+    let scale = x.scale() as usize;
+    match (u64::try_from(m.unsigned_abs()), POW10.get(scale)) {
+        (Ok(a), Some(p)) => {
+            let v = a as f64 / p;
+            if m < 0 {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => x.to_f64().unwrap_or(0.0),
+    }
+}
+
 fn cents(x: f64) -> Decimal {
     fixed(x, 2)
 }
@@ -626,7 +651,7 @@ fn cents(x: f64) -> Decimal {
 /// `part / whole` to [`RATIO_DP`] places, through f64 (a weight needs no more than its 6
 /// places; a decimal division costs ten times as much); `whole` already in f64.
 fn weight(part: Decimal, whole: f64) -> Decimal {
-    share(part.to_f64().unwrap_or(0.0), whole)
+    share(f64_of(part), whole)
 }
 
 /// [`weight`] with the part in f64 too.
@@ -657,6 +682,7 @@ impl RiskBook {
             z99: normal_quantile(0.99),
             scratch: Vec::new(),
             rejudge: false,
+            pool: None,
         }
     }
 
@@ -721,9 +747,9 @@ impl RiskBook {
                 touch(&mut touched, i);
             }
         }
-        // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
-        // re-file because its instrument changed).
-        let mut deltas: FxHashMap<(usize, Symbol), Delta> = FxHashMap::default();
+        // Names to re-file because their instrument changed, by shard.
+        let shards = self.holdings.len();
+        let mut refile: Vec<Vec<(u32, Symbol)>> = (0..shards).map(|_| Vec::new()).collect();
         for i in input.instruments {
             let info = self.symbols.entry(i.symbol).or_default();
             let sector: Option<SmolStr> = i.sector.as_deref().map(SmolStr::from);
@@ -732,7 +758,8 @@ impl RiskBook {
                 info.lot = i.lot_size;
                 // Rare: re-file the symbol in every group holding it.
                 for &g in self.holdings.iter().filter_map(|h| h.get(&i.symbol)).flat_map(|h| h.keys()) {
-                    deltas.entry((g as usize, i.symbol)).or_default();
+                    touch(&mut touched, g as usize);
+                    refile[g as usize % shards].push((g, i.symbol));
                 }
             }
         }
@@ -754,46 +781,23 @@ impl RiskBook {
                 vols.push((row, 1));
             }
         }
-        // Net each (group, symbol)'s change over the time's position changes (by group index:
-        // a row's account and strategy are looked up once, the desk not at all).
-        let desk = if input.positions.is_empty() { usize::MAX } else { self.group(Group::Desk) };
+        // Each row's groups (by index: a row's account and strategy are looked up here once, the
+        // desk not at all); each shard nets the changes of its own groups' names.
+        let desk = if input.positions.is_empty() { u32::MAX } else { self.group(Group::Desk) as u32 };
         let mut last_account: Option<(SmolStr, usize)> = None;
         let mut last_strategy: Option<(SmolStr, usize)> = None;
-        for (row, r) in input.positions {
+        let mut row_groups: Vec<[u32; 3]> = Vec::with_capacity(input.positions.len());
+        for (row, _) in &input.positions {
             let account = self.group_of(&mut last_account, &row.key.account, Group::Account);
             let strategy = self.group_of(&mut last_strategy, &row.key.strategy, Group::Strategy);
-            for g in [desk, account, strategy] {
-                let d = deltas.entry((g, row.key.symbol)).or_default();
-                d.from_positions = true;
-                d.positions += r as i64;
-                d.qty += row.qty * r as i64;
-                match r {
-                    1 => {
-                        d.mv += row.market_value;
-                        d.total += row.total;
-                    }
-                    -1 => {
-                        d.mv -= row.market_value;
-                        d.total -= row.total;
-                    }
-                    r => {
-                        d.mv += row.market_value * Decimal::from(r);
-                        d.total += row.total * Decimal::from(r);
-                    }
-                }
-                if r > 0 {
-                    d.ts = d.ts.max(row.last_fill_ts);
-                }
-            }
+            row_groups.push([desk, account as u32, strategy as u32]);
         }
-        // Each group's names take their changes on the thread of the group's shard (a symbol's
-        // holders in a shard sit together there); each group then applies what its names now
-        // contribute to its aggregates in its refresh.
-        let shards = self.holdings.len();
-        let mut by_shard: Vec<Vec<((usize, Symbol), Delta)>> = (0..shards).map(|_| Vec::new()).collect();
-        for ((g, s), d) in deltas {
-            touch(&mut touched, g);
-            by_shard[g % shards].push(((g, s), d));
+        if let Some(&[desk, ..]) = row_groups.first() {
+            touch(&mut touched, desk as usize);
+        }
+        for &[_, account, strategy] in &row_groups {
+            touch(&mut touched, account as usize);
+            touch(&mut touched, strategy as usize);
         }
         let mut out = RiskChanges { vols, ..RiskChanges::default() };
         // The touched groups by shard, each with its own state: disjoint, so shards can go to
@@ -806,14 +810,24 @@ impl RiskBook {
                 touched_groups += 1;
             }
         }
-        let ctx =
-            Ctx { config: &self.config, weights: &self.weights, symbols: &self.symbols, z95: self.z95, z99: self.z99 };
-        let jobs: Vec<Job> = self.holdings.iter_mut().zip(by_shard).zip(work).map(|((h, d), w)| (h, d, w)).collect();
+        let ctx = Ctx {
+            config: &self.config,
+            weights: &self.weights,
+            symbols: &self.symbols,
+            z95: self.z95,
+            z99: self.z99,
+            positions: &input.positions,
+            row_groups: &row_groups,
+            shards,
+        };
+        let jobs: Vec<Job> =
+            self.holdings.iter_mut().zip(refile).zip(work).enumerate().map(|(k, ((h, r), w))| (k, h, r, w)).collect();
         let threads = self.config.threads.max(1).min(touched_groups.div_ceil(PARALLEL_GROUPS)).min(shards);
         let parts: Vec<Part> = if threads <= 1 {
             jobs.into_iter().map(|job| ctx.run(job, &mut self.scratch)).collect()
         } else {
-            // Shard k to thread k % threads; the calling thread takes the first share.
+            // Shard k to thread k % threads; the calling thread takes the first share, the
+            // book's pool the others.
             let mut shares: Vec<Vec<(usize, Job)>> = (0..threads).map(|_| Vec::new()).collect();
             for (k, job) in jobs.into_iter().enumerate() {
                 shares[k % threads].push((k, job));
@@ -825,14 +839,23 @@ impl RiskBook {
             };
             let mut shares = shares.into_iter();
             let first = shares.next().unwrap_or_default();
-            let mut done: Vec<(usize, Part)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = shares.map(|share| scope.spawn(move || run(share))).collect();
-                let mut done = run(first);
-                for h in handles {
-                    done.extend(h.join().expect("a risk thread panicked"));
-                }
-                done
+            let pool = self.pool.get_or_insert_with(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.config.threads.max(2) - 1)
+                    .thread_name(|i| format!("risk-{i}"))
+                    .build()
+                    .expect("the risk book's threads start")
             });
+            let mut others: Vec<Vec<(usize, Part)>> = Vec::new();
+            others.resize_with(threads - 1, Vec::new);
+            let mut done = Vec::new();
+            pool.in_place_scope(|scope| {
+                for (share, slot) in std::iter::zip(shares, &mut others) {
+                    scope.spawn(move |_| *slot = run(share));
+                }
+                done = run(first);
+            });
+            done.extend(others.into_iter().flatten());
             done.sort_unstable_by_key(|(k, _)| *k);
             done.into_iter().map(|(_, p)| p).collect()
         };
@@ -855,7 +878,7 @@ impl RiskBook {
                     if v.is_zero() {
                         st.sectors.remove(&old.sector);
                     } else {
-                        *f = v.to_f64().unwrap_or(0.0);
+                        *f = f64_of(*v);
                     }
                 }
             }
@@ -867,7 +890,7 @@ impl RiskBook {
                 }
                 let (v, f) = st.sectors.entry(new.sector.clone()).or_default();
                 *v += new.mv.abs();
-                *f = v.to_f64().unwrap_or(0.0);
+                *f = f64_of(*v);
             }
             st.largest.resize(s, (!old.mv.is_zero()).then(|| old.mv.abs()), (!new.mv.is_zero()).then(|| new.mv.abs()));
         }
@@ -1103,10 +1126,15 @@ struct Ctx<'a> {
     symbols: &'a FxHashMap<Symbol, SymbolInfo>,
     z95: f64,
     z99: f64,
+    /// The time's position changes, and each one's groups (desk, account, strategy).
+    positions: &'a [(PositionRow, isize)],
+    row_groups: &'a [[u32; 3]],
+    shards: usize,
 }
 
-/// One shard's work: its names, its (group, symbol) changes, its touched groups (by index).
-type Job<'a> = (&'a mut Holdings, Vec<((usize, Symbol), Delta)>, Vec<(u32, &'a Group, Touch, &'a mut GroupState)>);
+/// One shard's work: its number, its names, its names to re-file (instrument changes), its touched groups
+/// (by index).
+type Job<'a> = (usize, &'a mut Holdings, Vec<(u32, Symbol)>, Vec<(u32, &'a Group, Touch, &'a mut GroupState)>);
 
 /// One shard's output, with where each group's rows and alerts end (group index, retractions,
 /// insertions, alerts), to merge the shards back in group order.
@@ -1162,11 +1190,44 @@ fn merge_parts(parts: Vec<Part>, out: &mut RiskChanges) {
 
 impl Ctx<'_> {
     /// Runs one shard: its names take their changes, then its groups are refreshed.
-    fn run(&self, (holdings, deltas, mut work): Job, scratch: &mut Vec<f64>) -> Part {
+    fn run(&self, (shard, holdings, refile, mut work): Job, scratch: &mut Vec<f64>) -> Part {
+        // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
+        // re-file because its instrument changed).
+        let mut deltas: FxHashMap<(u32, Symbol), Delta> = FxHashMap::default();
+        deltas.reserve(work.len() + refile.len());
+        for (g, s) in refile {
+            deltas.entry((g, s)).or_default();
+        }
+        for ((row, r), groups) in self.positions.iter().zip(self.row_groups) {
+            let r = *r;
+            for &g in groups.iter().filter(|&&g| g as usize % self.shards == shard) {
+                let d = deltas.entry((g, row.key.symbol)).or_default();
+                d.from_positions = true;
+                d.positions += r as i64;
+                d.qty += row.qty * r as i64;
+                match r {
+                    1 => {
+                        d.mv += row.market_value;
+                        d.total += row.total;
+                    }
+                    -1 => {
+                        d.mv -= row.market_value;
+                        d.total -= row.total;
+                    }
+                    r => {
+                        d.mv += row.market_value * Decimal::from(r);
+                        d.total += row.total * Decimal::from(r);
+                    }
+                }
+                if r > 0 {
+                    d.ts = d.ts.max(row.last_fill_ts);
+                }
+            }
+        }
         for ((g, s), d) in deltas {
             let info = self.symbols.get(&s);
             let table = holdings.entry(s).or_default();
-            let (name, created) = match table.entry(g as u32) {
+            let (name, created) = match table.entry(g) {
                 Entry::Occupied(e) => (e.into_mut(), false),
                 Entry::Vacant(e) => (e.insert(Name::default()), true),
             };
@@ -1178,13 +1239,13 @@ impl Ctx<'_> {
             let new = Name::contribution(name, &old, info);
             let gone = name.positions == 0 && name.qty == 0 && name.mv.is_zero();
             if gone {
-                table.remove(&(g as u32));
+                table.remove(&g);
             } else {
                 name.added = new.clone();
             }
             let ts = if d.from_positions { d.ts.max(info.map_or(0, |i| i.mark_ts)) } else { 0 };
             // The work is in group order, and holds every group with a delta.
-            let k = work.binary_search_by_key(&(g as u32), |w| w.0).expect("a group with a change is touched");
+            let k = work.binary_search_by_key(&g, |w| w.0).expect("a group with a change is touched");
             work[k].2.refiled.push(Refiled { s, old, new, created, gone, positions: d.positions, total: d.total, ts });
         }
         let holdings: &Holdings = holdings;
@@ -1290,7 +1351,7 @@ impl Ctx<'_> {
         let (largest, hhi, sectors) = if e.gross.is_zero() {
             (None, Decimal::ZERO, Vec::new())
         } else {
-            let gross = e.gross.to_f64().unwrap_or(0.0);
+            let gross = f64_of(e.gross);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
             let hhi = hhi(st, gross_cents, || names_of(holdings, gi, &st.held_symbols));
             let sectors = st.sectors.iter().map(|(s, (_, v))| (s.clone(), share(*v, gross))).collect();
@@ -1395,8 +1456,8 @@ fn hhi<'a, I: Iterator<Item = (Symbol, &'a Name)>>(
     let sum_sq = if st.sum_sq_lost { exact_sum_sq(names()) } else { Some(st.sum_sq) };
     match sum_sq {
         Some(q) => {
-            let g = gross_cents.to_f64().unwrap_or(0.0);
-            share(q.to_f64().unwrap_or(0.0) / g, g)
+            let g = f64_of(gross_cents);
+            share(f64_of(q) / g, g)
         }
         None => {
             let g = gross_cents.to_f64().unwrap_or(f64::INFINITY);
@@ -1442,10 +1503,15 @@ fn tails(d: &[f64], floor: Option<f64>, moved: f64, scratch: &mut Vec<f64>) -> (
     scratch.clear();
     if let Some(f) = floor {
         let cut = f - moved - 1e-9 * (f.abs() + moved + 1.0);
-        scratch.extend(d.iter().map(|x| -x).filter(|l| *l >= cut));
-        if scratch.len() < k {
-            scratch.clear();
+        // Branchless: every loss is written, and the end moves past those that pass (which are
+        // few and scattered, so a branch per loss would mispredict often).
+        scratch.resize(n, 0.0);
+        let mut len = 0;
+        for x in d {
+            scratch[len] = -x;
+            len += usize::from(-x >= cut);
         }
+        scratch.truncate(if len < k { 0 } else { len });
     }
     if scratch.is_empty() {
         scratch.extend(d.iter().map(|x| -x));
