@@ -723,12 +723,12 @@ impl RiskBook {
     /// Applies one time's changes; returns the rows that changed and the alerts fired.
     pub fn apply(&mut self, input: RiskInput) -> RiskChanges {
         // Per group index: what touched it this time (None: untouched).
-        let mut touched: Vec<Option<Touch>> = Vec::new();
-        fn touch(touched: &mut Vec<Option<Touch>>, i: usize) -> &mut Touch {
+        let mut touched: Vec<bool> = Vec::new();
+        fn touch(touched: &mut Vec<bool>, i: usize) {
             if touched.len() <= i {
-                touched.resize_with(i + 1, || None);
+                touched.resize(i + 1, false);
             }
-            touched[i].get_or_insert_with(Touch::default)
+            touched[i] = true;
         }
         for seed in input.seeds {
             let i = self.group(seed.group);
@@ -802,11 +802,11 @@ impl RiskBook {
         let mut out = RiskChanges { vols, ..RiskChanges::default() };
         // The touched groups by shard, each with its own state: disjoint, so shards can go to
         // several threads.
-        let mut work: Vec<Vec<(u32, &Group, Touch, &mut GroupState)>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut work: Vec<Vec<(u32, &Group, &mut GroupState)>> = (0..shards).map(|_| Vec::new()).collect();
         let mut touched_groups = 0usize;
         for (i, ((g, st), t)) in self.groups.iter_mut().zip(touched).enumerate() {
-            if let Some(t) = t {
-                work[i % shards].push((i as u32, g, t, st));
+            if t {
+                work[i % shards].push((i as u32, g, st));
                 touched_groups += 1;
             }
         }
@@ -1005,25 +1005,6 @@ impl RiskBook {
 /// Touched groups fan out over threads past this many per thread (spawning costs tens of µs).
 const PARALLEL_GROUPS: usize = 128;
 
-/// What touched a group this time: its names re-filed.
-#[derive(Default)]
-struct Touch {
-    refiled: Vec<Refiled>,
-}
-
-/// One name of a group after this time's change: its contribution before and after, whether it
-/// appeared or went, and the group's share of the change (positions, total P&L, event time).
-struct Refiled {
-    s: Symbol,
-    old: Added,
-    new: Added,
-    created: bool,
-    gone: bool,
-    positions: i64,
-    total: Decimal,
-    ts: Ts,
-}
-
 /// One (group, symbol)'s position changes of the time, netted (none: a name to re-file).
 #[derive(Default)]
 struct Delta {
@@ -1134,7 +1115,7 @@ struct Ctx<'a> {
 
 /// One shard's work: its number, its names, its names to re-file (instrument changes), its touched groups
 /// (by index).
-type Job<'a> = (usize, &'a mut Holdings, Vec<(u32, Symbol)>, Vec<(u32, &'a Group, Touch, &'a mut GroupState)>);
+type Job<'a> = (usize, &'a mut Holdings, Vec<(u32, Symbol)>, Vec<(u32, &'a Group, &'a mut GroupState)>);
 
 /// One shard's output, with where each group's rows and alerts end (group index, retractions,
 /// insertions, alerts), to merge the shards back in group order.
@@ -1190,7 +1171,7 @@ fn merge_parts(parts: Vec<Part>, out: &mut RiskChanges) {
 
 impl Ctx<'_> {
     /// Runs one shard: its names take their changes, then its groups are refreshed.
-    fn run(&self, (shard, holdings, refile, mut work): Job, scratch: &mut Vec<f64>) -> Part {
+    fn run(&self, (shard, holdings, refile, work): Job, scratch: &mut Vec<f64>) -> Part {
         // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
         // re-file because its instrument changed).
         let mut deltas: FxHashMap<(u32, Symbol), Delta> = FxHashMap::default();
@@ -1224,10 +1205,55 @@ impl Ctx<'_> {
                 }
             }
         }
-        for ((g, s), d) in deltas {
+        // Each group's changes together and in symbol order (so the float sums do not depend on
+        // hashing): by position in the work (which is in group order and holds every group with a
+        // change), then symbol.
+        let mut changes: Vec<(u32, Symbol, Delta)> = deltas
+            .into_iter()
+            .map(|((g, s), d)| {
+                let k = work.binary_search_by_key(&g, |w| w.0).expect("a group with a change is touched");
+                (k as u32, s, d)
+            })
+            .collect();
+        changes.sort_unstable_by_key(|c| (c.0, c.1));
+        let mut changes = changes.into_iter().peekable();
+        let mut part = Part {
+            changes: RiskChanges {
+                insert: Vec::with_capacity(work.len()),
+                retract: Vec::with_capacity(work.len()),
+                ..RiskChanges::default()
+            },
+            ends: Vec::with_capacity(work.len()),
+        };
+        for (k, (gi, g, st)) in work.into_iter().enumerate() {
+            let mine = std::iter::from_fn(|| changes.next_if(|c| c.0 == k as u32)).map(|(_, s, d)| (s, d));
+            self.refresh(holdings, gi, g, mine, st, scratch, &mut part.changes);
+            let c = &part.changes;
+            part.ends.push((gi, c.retract.len(), c.insert.len(), c.alerts.len()));
+        }
+        part
+    }
+
+    /// Applies the group's changes to its names (group index `gi`; `changes` in symbol order)
+    /// and re-files them in its aggregates, then gives its new row (when it changed) and the
+    /// alerts of its limits.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &self,
+        holdings: &mut Holdings,
+        gi: u32,
+        g: &Group,
+        changes: impl Iterator<Item = (Symbol, Delta)>,
+        st: &mut GroupState,
+        scratch: &mut Vec<f64>,
+        out: &mut RiskChanges,
+    ) {
+        let (mut total, mut ts) = (Decimal::ZERO, 0);
+        let contributors = self.config.contributors > 0 && self.config.contributor_scopes.contains(&g.kind());
+        for (s, d) in changes {
             let info = self.symbols.get(&s);
             let table = holdings.entry(s).or_default();
-            let (name, created) = match table.entry(g) {
+            let (name, created) = match table.entry(gi) {
                 Entry::Occupied(e) => (e.into_mut(), false),
                 Entry::Vacant(e) => (e.insert(Name::default()), true),
             };
@@ -1238,69 +1264,30 @@ impl Ctx<'_> {
             let old = std::mem::take(&mut name.added);
             let new = Name::contribution(name, &old, info);
             let gone = name.positions == 0 && name.qty == 0 && name.mv.is_zero();
-            if gone {
-                table.remove(&g);
-            } else {
-                name.added = new.clone();
+            st.positions = (st.positions as i64 + d.positions).max(0) as u32;
+            total += d.total;
+            if d.from_positions {
+                ts = ts.max(d.ts).max(info.map_or(0, |i| i.mark_ts));
             }
-            let ts = if d.from_positions { d.ts.max(info.map_or(0, |i| i.mark_ts)) } else { 0 };
-            // The work is in group order, and holds every group with a delta.
-            let k = work.binary_search_by_key(&g, |w| w.0).expect("a group with a change is touched");
-            work[k].2.refiled.push(Refiled { s, old, new, created, gone, positions: d.positions, total: d.total, ts });
-        }
-        let holdings: &Holdings = holdings;
-        let mut part = Part {
-            changes: RiskChanges {
-                insert: Vec::with_capacity(work.len()),
-                retract: Vec::with_capacity(work.len()),
-                ..RiskChanges::default()
-            },
-            ends: Vec::with_capacity(work.len()),
-        };
-        for (gi, g, touch, st) in work {
-            self.refresh(holdings, gi, g, touch, st, scratch, &mut part.changes);
-            let c = &part.changes;
-            part.ends.push((gi, c.retract.len(), c.insert.len(), c.alerts.len()));
-        }
-        part
-    }
-
-    /// Re-files the group's touched names (group index `gi`), then gives its new row (when it
-    /// changed) and the alerts of its limits.
-    #[allow(clippy::too_many_arguments)]
-    fn refresh(
-        &self,
-        holdings: &Holdings,
-        gi: u32,
-        g: &Group,
-        mut touch: Touch,
-        st: &mut GroupState,
-        scratch: &mut Vec<f64>,
-        out: &mut RiskChanges,
-    ) {
-        let (mut total, mut ts) = (Decimal::ZERO, 0);
-        let contributors = self.config.contributors > 0 && self.config.contributor_scopes.contains(&g.kind());
-        // In symbol order, so the float sums do not depend on hashing.
-        touch.refiled.sort_unstable_by_key(|r| r.s);
-        for r in touch.refiled {
-            st.positions = (st.positions as i64 + r.positions).max(0) as u32;
-            total += r.total;
-            ts = ts.max(r.ts);
-            if r.created {
-                st.held_symbols.insert(r.s);
+            if created {
+                st.held_symbols.insert(s);
             }
-            if contributors && r.new.w != r.old.w {
-                if r.new.w == 0.0 {
-                    st.w.remove(&r.s);
+            if contributors && new.w != old.w {
+                if new.w == 0.0 {
+                    st.w.remove(&s);
                 } else {
-                    st.w.insert(r.s, r.new.w);
+                    st.w.insert(s, new.w);
                 }
             }
-            if r.gone {
-                st.held_symbols.remove(&r.s);
+            RiskBook::refile(st, s, &old, &new, &self.config.history);
+            if gone {
+                st.held_symbols.remove(&s);
+                table.remove(&gi);
+            } else {
+                name.added = new;
             }
-            RiskBook::refile(st, r.s, &r.old, &r.new, &self.config.history);
         }
+        let holdings: &Holdings = holdings;
         if st.sum_sq_lost {
             // Back to exact sums once they fit again.
             if let Some(q) = exact_sum_sq(names_of(holdings, gi, &st.held_symbols)) {
