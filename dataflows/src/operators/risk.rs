@@ -91,28 +91,30 @@ where
                         _ => {}
                     }
                 }
-                let out = book.apply(input);
-                let row_cap = pending.cap_for(&time, 0);
-                let mut session = rows.session(&row_cap);
-                for r in out.retract {
-                    session.give((r, time.clone(), -1));
-                }
-                for r in out.insert {
-                    session.give((r, time.clone(), 1));
-                }
-                drop(session);
-                if !out.vols.is_empty() {
-                    let vol_cap = pending.cap_for(&time, 2);
-                    let mut session = vols.session(&vol_cap);
-                    for (v, r) in out.vols {
-                        session.give((v, time.clone(), r));
+                // One part per shard of the book (rows are not gathered into one list first).
+                for out in book.apply_parts(input) {
+                    let row_cap = pending.cap_for(&time, 0);
+                    let mut session = rows.session(&row_cap);
+                    for r in out.retract {
+                        session.give((r, time.clone(), -1));
                     }
-                }
-                if !out.alerts.is_empty() {
-                    let alert_cap = pending.cap_for(&time, 1);
-                    let mut session = alerts.session(&alert_cap);
-                    for a in out.alerts {
-                        session.give((a, time.clone(), 1));
+                    for r in out.insert {
+                        session.give((r, time.clone(), 1));
+                    }
+                    drop(session);
+                    if !out.vols.is_empty() {
+                        let vol_cap = pending.cap_for(&time, 2);
+                        let mut session = vols.session(&vol_cap);
+                        for (v, r) in out.vols {
+                            session.give((v, time.clone(), r));
+                        }
+                    }
+                    if !out.alerts.is_empty() {
+                        let alert_cap = pending.cap_for(&time, 1);
+                        let mut session = alerts.session(&alert_cap);
+                        for a in out.alerts {
+                            session.give((a, time.clone(), 1));
+                        }
                     }
                 }
             }
