@@ -572,9 +572,15 @@ pub struct RiskBook {
     symbols: FxHashMap<Symbol, SymbolInfo>,
     /// Every group's state, in the order the groups first appeared; `index` finds them.
     groups: Vec<(Group, GroupState)>,
-    /// Names, sharded by group index over `risk.threads` (group `i` in shard `i % shards`), so
-    /// each thread updates the names of its own groups.
+    /// Names, sharded by group over `risk.threads` (group `i` in shard `shard_of[i]`), so each
+    /// thread updates the names of its own groups.
     holdings: Vec<Holdings>,
+    /// Each group's shard: the desk and the strategies (few groups, each holding many names and
+    /// netting many position changes, and showing contributors, O(names × K) each) dealt over
+    /// the shards in turn, and the accounts in turn apart from them, so the shards' work is even.
+    shard_of: Vec<u16>,
+    /// Groups dealt so far: (accounts, desk and strategies).
+    dealt: (usize, usize),
     index: FxHashMap<Group, usize>,
     z95: f64,
     z99: f64,
@@ -680,6 +686,8 @@ impl RiskBook {
             groups: Vec::new(),
             holdings: (0..shards).map(|_| Holdings::default()).collect(),
             index: FxHashMap::default(),
+            shard_of: Vec::new(),
+            dealt: (0, 0),
             z95: normal_quantile(0.95),
             z99: normal_quantile(0.99),
             scratch: Vec::new(),
@@ -704,6 +712,9 @@ impl RiskBook {
         if let Some(&i) = self.index.get(&g) {
             return i;
         }
+        let dealt = if matches!(g, Group::Account(_)) { &mut self.dealt.0 } else { &mut self.dealt.1 };
+        self.shard_of.push((*dealt % self.holdings.len()) as u16);
+        *dealt += 1;
         self.groups.push((g.clone(), GroupState::default()));
         self.index.insert(g, self.groups.len() - 1);
         self.groups.len() - 1
@@ -772,7 +783,7 @@ impl RiskBook {
                 // Rare: re-file the symbol in every group holding it.
                 for &g in self.holdings.iter().filter_map(|h| h.get(&i.symbol)).flat_map(|h| h.keys()) {
                     touch(&mut touched, g as usize);
-                    refile[g as usize % shards].push((g, i.symbol));
+                    refile[self.shard_of[g as usize] as usize].push((g, i.symbol));
                 }
             }
         }
@@ -818,7 +829,7 @@ impl RiskBook {
         let mut touched_groups = 0usize;
         for (i, ((g, st), t)) in self.groups.iter_mut().zip(touched).enumerate() {
             if t {
-                work[i % shards].push((i as u32, g, st));
+                work[self.shard_of[i] as usize].push((i as u32, g, st));
                 touched_groups += 1;
             }
         }
@@ -830,7 +841,7 @@ impl RiskBook {
             z99: self.z99,
             positions: &input.positions,
             row_groups: &row_groups,
-            shards,
+            shard_of: &self.shard_of,
         };
         let jobs: Vec<Job> =
             self.holdings.iter_mut().zip(refile).zip(work).enumerate().map(|(k, ((h, r), w))| (k, h, r, w)).collect();
@@ -1122,7 +1133,7 @@ struct Ctx<'a> {
     /// The time's position changes, and each one's groups (desk, account, strategy).
     positions: &'a [(PositionRow, isize)],
     row_groups: &'a [[u32; 3]],
-    shards: usize,
+    shard_of: &'a [u16],
 }
 
 /// One shard's work: its number, its names, its names to re-file (instrument changes), its touched groups
@@ -1156,7 +1167,7 @@ impl Ctx<'_> {
         }
         for ((row, r), groups) in self.positions.iter().zip(self.row_groups) {
             let r = *r;
-            for &g in groups.iter().filter(|&&g| g as usize % self.shards == shard) {
+            for &g in groups.iter().filter(|&&g| self.shard_of[g as usize] as usize == shard) {
                 let d = deltas.entry((g, row.key.symbol)).or_default();
                 d.from_positions = true;
                 d.positions += r as i64;

@@ -485,8 +485,8 @@ fn many_groups_on_several_threads_equal_one_thread() {
         .map(|p| (p.clone(), -1))
         .collect();
     steps.push(RiskInput { positions: gone, ..RiskInput::default() });
-    // A few accounts only (fewer groups than one thread's share): the three shards' names are
-    // updated on one thread and their rows merged back in group order.
+    // A few accounts only (fewer groups than one thread's share): the three shards are run one
+    // after the other on the calling thread.
     let few: Vec<(PositionRow, isize)> = held
         .iter()
         .filter(|p| p.key.symbol == Symbol(388) && p.key.account.as_str() >= "A395")
