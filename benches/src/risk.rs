@@ -1,7 +1,7 @@
 //! Risk benchmarks: the risk book's refresh after one mark change, for many accounts and symbols,
 //! and how often a desk-wide VaR over many symbols is recomputed incrementally.
 //!
-//! The risk operator applies one [`RiskBook::apply`] per completed time with the time's position
+//! The risk operator applies one [`RiskBook::apply_parts`] per completed time with the time's position
 //! row changes; these benches call it directly with the rows a mark change produces (every
 //! position in the symbol re-valued: a retraction and an insertion each), so the figures are the
 //! risk operator's work, not the positions operator's re-marking before it.

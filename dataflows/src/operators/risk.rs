@@ -11,7 +11,8 @@
 //!
 //! Desk-wide metrics need every position, so one worker holds the book (the others pass their
 //! records to it). At each completed time it applies the time's seeds (path state carried over a
-//! restart), then the newest limits, then the changes, in one [`RiskBook::apply`]; the cost is
+//! restart), then the newest limits, then the changes, in one [`RiskBook::apply_parts`] (whose
+//! parts, one per shard of the book, it hands on as they are); the cost is
 //! proportional to the (group, symbol) pairs the time touched (see [`crate::risk::book`]).
 
 use differential_dataflow::collection::AsCollection;

@@ -744,9 +744,9 @@ impl RiskBook {
 
     /// [`RiskBook::apply`] with the changes in parts, one per shard (the volatility rows in the
     /// first): what the risk operator hands on, without first moving every row into one list
-    /// (~1,000 rows of ~450 bytes after a mark in a widely held symbol).
+    /// (~1,000 rows of ~450 bytes, plus its sector list after a mark in a widely held symbol).
     pub fn apply_parts(&mut self, input: RiskInput) -> Vec<RiskChanges> {
-        // Per group index: what touched it this time (None: untouched).
+        // Per group index: whether anything touched it this time.
         let mut touched: Vec<bool> = Vec::new();
         fn touch(touched: &mut Vec<bool>, i: usize) {
             if touched.len() <= i {
@@ -1025,7 +1025,8 @@ impl RiskBook {
     }
 }
 
-/// Touched groups fan out over threads past this many per thread (spawning costs tens of µs).
+/// Touched groups fan out over threads past this many per thread (handing a shard to the pool and
+/// learning it is done costs tens of µs).
 const PARALLEL_GROUPS: usize = 128;
 
 /// One (group, symbol)'s position changes of the time, netted (none: a name to re-file).

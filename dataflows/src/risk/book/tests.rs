@@ -287,7 +287,6 @@ fn remark(
     }
 }
 
-/// The desk and every account and strategy holding a position.
 /// The changes in a fixed order (a book with several shards gives them shard after shard).
 fn sorted(mut c: RiskChanges) -> RiskChanges {
     c.retract.sort();
@@ -297,6 +296,7 @@ fn sorted(mut c: RiskChanges) -> RiskChanges {
     c
 }
 
+/// The desk and every account and strategy holding a position.
 fn groups_of(current: &BTreeMap<PositionKey, PositionRow>) -> BTreeSet<Group> {
     current
         .keys()
@@ -395,14 +395,18 @@ fn breaches_clear_when_positions_go_and_when_limits_go() {
 #[test]
 fn enormous_positions_do_not_overflow() {
     let mut b = book(Limits::default());
-    let huge = pos("A", "s1", 700, 100_000_000_000, dec!(2820), dec!(0), 1);
+    // 2.82e17 HKD: (2.82e19 cents)² is past what an i128 holds.
+    let huge = pos("A", "s1", 700, 100_000_000_000_000, dec!(2820), dec!(0), 1);
     let small = pos("A", "s1", 5, 400, dec!(68), dec!(0), 1);
     b.apply(RiskInput { positions: vec![(huge.clone(), 1), (small, 1)], ..Default::default() });
+    let lost = |b: &RiskBook| b.groups[b.index[&Group::Desk]].1.sum_sq_lost;
+    assert!(lost(&b), "the exact sum overflowed");
     let r = b.row(&Group::Desk).unwrap();
     assert_eq!(r.hhi, Decimal::ONE);
-    assert_eq!(r.gross, dec!(282000000000000) + dec!(27200));
+    assert_eq!(r.gross, dec!(282000000000000000) + dec!(27200));
     b.apply(RiskInput { positions: vec![(huge, -1)], ..Default::default() });
-    assert_eq!(b.row(&Group::Desk).unwrap().hhi, Decimal::ONE, "exact again: one name left");
+    assert!(!lost(&b), "exact again once it fits");
+    assert_eq!(b.row(&Group::Desk).unwrap().hhi, Decimal::ONE, "one name left");
 }
 
 /// Per-symbol volatility: the EWMA of the history's returns with today's move as the next one,
