@@ -1265,6 +1265,10 @@ impl Ctx<'_> {
             if gone {
                 st.held_symbols.remove(&s);
                 table.remove(&gi);
+                if table.is_empty() {
+                    // No group of this shard holds the symbol any more.
+                    holdings.remove(&s);
+                }
             } else {
                 name.added = new;
             }

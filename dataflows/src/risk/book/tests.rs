@@ -391,6 +391,22 @@ fn breaches_clear_when_positions_go_and_when_limits_go() {
     assert!(b.apply(RiskInput::default()).alerts.is_empty());
 }
 
+/// A symbol no group holds any more leaves the holdings (they stay bounded by what is held).
+#[test]
+fn symbols_no_longer_held_leave_the_holdings() {
+    let mut b = book(Limits::default());
+    let a = pos("A", "s1", 700, 100, dec!(385), dec!(0), 1);
+    let c = pos("C", "s2", 700, 200, dec!(385), dec!(0), 1);
+    b.apply(RiskInput { positions: vec![(a.clone(), 1), (c.clone(), 1)], ..Default::default() });
+    let held = |b: &RiskBook| b.holdings.iter().any(|h| h.contains_key(&Symbol(700)));
+    assert!(held(&b));
+    b.apply(RiskInput { positions: vec![(a, -1)], ..Default::default() });
+    assert!(held(&b), "C still holds it");
+    b.apply(RiskInput { positions: vec![(c, -1)], ..Default::default() });
+    assert!(!held(&b), "nobody holds it");
+    assert_eq!(b.row(&Group::Desk).unwrap().names, 0);
+}
+
 /// Amounts beyond what an exact Σ(cents)² holds do not panic: HHI falls back to floats.
 #[test]
 fn enormous_positions_do_not_overflow() {
