@@ -48,6 +48,8 @@ pub const RATIO_DP: u32 = 6;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     returns: FxHashMap<Symbol, Series>,
+    /// The symbols with returns, by dense index ([`Series::idx`]).
+    by_idx: Vec<Symbol>,
     prev_close: FxHashMap<Symbol, f64>,
     days: usize,
 }
@@ -81,7 +83,9 @@ impl History {
                 h.prev_close.insert(s, *c);
             }
             let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            h.returns.insert(s, Series { r: r.into_boxed_slice(), max_abs });
+            let idx = h.by_idx.len() as u32;
+            h.by_idx.push(s);
+            h.returns.insert(s, Series { r: r.into_boxed_slice(), max_abs, idx });
         }
         h
     }
@@ -99,6 +103,16 @@ impl History {
     /// The symbol's returns with the largest of their magnitudes.
     fn series(&self, s: Symbol) -> Option<(&[f64], f64)> {
         self.returns.get(&s).map(|r| (&r.r[..], r.max_abs))
+    }
+
+    /// The symbol's dense index (0..n over the symbols with returns).
+    fn index(&self, s: Symbol) -> Option<u32> {
+        self.returns.get(&s).map(|r| r.idx)
+    }
+
+    /// The returns of the symbol with dense index `i`.
+    fn returns_at(&self, i: u32) -> &[f64] {
+        self.returns.get(&self.by_idx[i as usize]).map_or(&[], |r| &r.r[..])
     }
 
     /// The last close before today.
@@ -127,6 +141,8 @@ impl History {
 struct Series {
     r: Box<[f64]>,
     max_abs: f64,
+    /// Dense index among the symbols with returns.
+    idx: u32,
 }
 
 /// A risk metric a limit can be set on.
@@ -486,9 +502,14 @@ type Holdings = FxHashMap<Symbol, FxHashMap<u32, Name>>;
 struct GroupState {
     /// The symbols the group holds a name in (its entries in [`Holdings`]).
     held_symbols: FxHashSet<Symbol>,
-    /// Groups that show contributors: each name's market value in f64 (non-zero ones), kept
-    /// here because reading them from the holdings costs a cache miss per name.
-    w: FxHashMap<Symbol, f64>,
+    /// Groups that show contributors: each name with a non-zero market value, kept here because
+    /// reading them from the holdings costs a cache miss per name.
+    w: FxHashMap<Symbol, Held>,
+    /// The `u` of `w` are to be recomputed before the row (many names changed at once, or
+    /// enough incremental updates that rounding is worth resetting).
+    u_stale: bool,
+    /// Incremental updates of the `u` since they were last recomputed.
+    u_updates: u32,
     held: u32,
     positions: u32,
     exposure: Exposure,
@@ -520,6 +541,47 @@ struct GroupState {
     limits: BTreeMap<Metric, (LimitState, u32, u32, Option<Limit>)>,
     ts: Ts,
     shown: Option<RiskRow>,
+}
+
+/// A name of a group that shows contributors: its market value in f64, its symbol's dense
+/// history index, and uₛ = Σₖ aₖ·r_{k,s}·dₖ (the history's part of (Σw)ₛ, kept as the dₖ move so
+/// that a component costs O(1) at each row instead of O(K)).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    w: f64,
+    idx: Option<u32>,
+    u: f64,
+}
+
+/// Names changed in one refresh of a group past which its `u` are recomputed (O(names × K))
+/// rather than updated (O(names) each).
+const BULK_CHANGES: u32 = 32;
+
+/// Incremental updates of a group's `u` after which they are recomputed (rounding reset).
+const RESYNC_UPDATES: u32 = 4096;
+
+/// Columns of C = Rᵀ·diag(a)·R over the symbols with history (C(t, j) = Σₖ aₖ·r_{k,t}·r_{k,j}),
+/// computed when first needed and shared by the shards' threads.
+struct Gram {
+    cols: Vec<std::sync::OnceLock<Box<[f64]>>>,
+}
+
+/// Symbols with history past which contributors are computed from the scenario P&Ls at each row
+/// instead of through [`Gram`] (its columns take N² f64: 128 MB at this size).
+const GRAM_MAX_SYMBOLS: usize = 4096;
+
+impl Gram {
+    fn column(&self, j: u32, history: &History, weights: &[f64]) -> &[f64] {
+        self.cols[j as usize].get_or_init(|| {
+            let rj = history.returns_at(j);
+            (0..self.cols.len() as u32).map(|t| weighted_dot(weights, history.returns_at(t), rj)).collect()
+        })
+    }
+}
+
+/// Σₖ aₖ·xₖ·yₖ in a fixed order.
+fn weighted_dot(a: &[f64], x: &[f64], y: &[f64]) -> f64 {
+    a.iter().zip(x).zip(y).map(|((a, x), y)| a * x * y).sum()
 }
 
 /// A symbol's reference data and today's return.
@@ -589,6 +651,8 @@ pub struct RiskBook {
     rejudge: bool,
     /// The threads a refresh fans out to besides the calling one (started at the first).
     pool: Option<rayon::ThreadPool>,
+    /// For contributors, when the history is not too wide.
+    gram: Option<Gram>,
 }
 
 /// One time's inputs to the risk book.
@@ -679,6 +743,9 @@ impl RiskBook {
     pub fn new(config: RiskConfig) -> RiskBook {
         let shards = config.threads.max(1);
         let weights = config.history.weights(config.lambda);
+        let n = config.history.by_idx.len();
+        let gram = (config.contributors > 0 && n <= GRAM_MAX_SYMBOLS)
+            .then(|| Gram { cols: (0..n).map(|_| std::sync::OnceLock::new()).collect() });
         RiskBook {
             weights,
             config,
@@ -693,6 +760,7 @@ impl RiskBook {
             scratch: Vec::new(),
             rejudge: false,
             pool: None,
+            gram,
         }
     }
 
@@ -839,6 +907,7 @@ impl RiskBook {
             symbols: &self.symbols,
             z95: self.z95,
             z99: self.z99,
+            gram: self.gram.as_ref(),
             positions: &input.positions,
             row_groups: &row_groups,
             shard_of: &self.shard_of,
@@ -1131,6 +1200,7 @@ struct Ctx<'a> {
     symbols: &'a FxHashMap<Symbol, SymbolInfo>,
     z95: f64,
     z99: f64,
+    gram: Option<&'a Gram>,
     /// The time's position changes, and each one's groups (desk, account, strategy).
     positions: &'a [(PositionRow, isize)],
     row_groups: &'a [[u32; 3]],
@@ -1232,6 +1302,7 @@ impl Ctx<'_> {
     ) {
         let (mut total, mut ts) = (Decimal::ZERO, 0);
         let contributors = self.config.contributors > 0 && self.config.contributor_scopes.contains(&g.kind());
+        let mut changed = 0u32;
         for (s, d) in changes {
             let info = self.symbols.get(&s);
             let table = holdings.entry(s).or_default();
@@ -1254,14 +1325,11 @@ impl Ctx<'_> {
             if created {
                 st.held_symbols.insert(s);
             }
-            if contributors && new.w != old.w {
-                if new.w == 0.0 {
-                    st.w.remove(&s);
-                } else {
-                    st.w.insert(s, new.w);
-                }
-            }
             RiskBook::refile(st, s, &old, &new, &self.config.history);
+            if contributors && new.w != old.w {
+                // After the dₖ moved by r_{k,s}·Δw: every held uₜ moves by C(t, s)·Δw.
+                self.track(st, s, new.w - old.w, new.w, &mut changed);
+            }
             if gone {
                 st.held_symbols.remove(&s);
                 table.remove(&gi);
@@ -1274,6 +1342,13 @@ impl Ctx<'_> {
             }
         }
         let holdings: &Holdings = holdings;
+        if contributors && st.u_stale {
+            let h = &self.config.history;
+            for (s, held) in st.w.iter_mut() {
+                held.u = h.returns(*s).map_or(0.0, |r| weighted_dot(self.weights, r, &st.d));
+            }
+            (st.u_stale, st.u_updates) = (false, 0);
+        }
         if st.sum_sq_lost {
             // Back to exact sums once they fit again.
             if let Some(q) = exact_sum_sq(names_of(holdings, gi, &st.held_symbols)) {
@@ -1301,6 +1376,41 @@ impl Ctx<'_> {
             }
             out.insert.push(row.clone());
             st.shown = Some(row);
+        }
+    }
+
+    /// Name `s` of a group showing contributors moved by `dw` to `w` (its dₖ already moved):
+    /// updates every held name's u by C(·, s)·dw (or marks them to be recomputed, past
+    /// [`BULK_CHANGES`] names in one refresh or [`RESYNC_UPDATES`] updates), and files `s`.
+    fn track(&self, st: &mut GroupState, s: Symbol, dw: f64, w: f64, changed: &mut u32) {
+        let h = &self.config.history;
+        let idx = h.index(s);
+        *changed += 1;
+        match self.gram {
+            Some(gram) if !st.u_stale && *changed <= BULK_CHANGES && st.u_updates < RESYNC_UPDATES => {
+                if let Some(j) = idx {
+                    let col = gram.column(j, h, self.weights);
+                    for held in st.w.values_mut() {
+                        if let Some(t) = held.idx {
+                            held.u += col[t as usize] * dw;
+                        }
+                    }
+                    st.u_updates += 1;
+                }
+            }
+            _ => st.u_stale = true,
+        }
+        if w == 0.0 {
+            st.w.remove(&s);
+        } else {
+            let u = || h.returns(s).map_or(0.0, |r| weighted_dot(self.weights, r, &st.d));
+            match st.w.entry(s) {
+                Entry::Occupied(mut e) => e.get_mut().w = w,
+                Entry::Vacant(e) => {
+                    let u = if st.u_stale { 0.0 } else { u() };
+                    e.insert(Held { w, idx, u });
+                }
+            }
         }
     }
 
@@ -1344,22 +1454,23 @@ impl Ctx<'_> {
         let sigma = variance.max(0.0).sqrt();
         let h = cfg.horizon_days.max(0.0).sqrt();
         let contributors = if cfg.contributors > 0 && cfg.contributor_scopes.contains(&g.kind()) && sigma > 0.0 {
-            let mut c: Vec<(Symbol, f64)> = st
-                .w
-                .iter()
-                .map(|(&s, &w)| {
-                    let mut sw = 0.0;
-                    if let Some(r) = cfg.history.returns(s) {
-                        sw = lambda
-                            * self.weights.iter().zip(r.iter()).zip(&st.d).map(|((a, rk), d)| a * rk * d).sum::<f64>();
-                    }
-                    let ret = self.symbols.get(&s).map_or(0.0, |i| i.ret);
-                    sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
-                    (s, w * sw / sigma * self.z99)
-                })
-                .collect();
-            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            c.truncate(cfg.contributors);
+            let mut c: Vec<(Symbol, f64)> =
+                st.w.iter()
+                    .map(|(&s, held)| {
+                        let w = held.w;
+                        let mut sw = lambda * held.u;
+                        let ret = self.symbols.get(&s).map_or(0.0, |i| i.ret);
+                        sw += if self.weights.is_empty() { ret * st.today } else { (1.0 - lambda) * ret * st.today };
+                        (s, w * sw / sigma * self.z99)
+                    })
+                    .collect();
+            // The largest first (ties: the smaller code): the top ones selected, then sorted.
+            let order = |a: &(Symbol, f64), b: &(Symbol, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+            if c.len() > cfg.contributors {
+                c.select_nth_unstable_by(cfg.contributors - 1, order);
+                c.truncate(cfg.contributors);
+            }
+            c.sort_unstable_by(order);
             c.into_iter().map(|(s, v)| (s, cents(v))).collect()
         } else {
             Vec::new()

@@ -566,6 +566,29 @@ fn wide_history() -> History {
     }))
 }
 
+/// Every group that shows contributors keeps exactly its names with a non-zero market value, each
+/// with uₛ equal (to rounding) to the Σₖ aₖ·r_{k,s}·dₖ it stands for.
+fn check_components(b: &RiskBook) -> Result<(), TestCaseError> {
+    for (i, (g, st)) in b.groups.iter().enumerate() {
+        if !b.config.contributor_scopes.contains(&g.kind()) {
+            continue;
+        }
+        let nonzero: BTreeSet<Symbol> = names_of(&b.holdings[b.shard_of[i] as usize], i as u32, &st.held_symbols)
+            .filter(|(_, n)| n.added.w != 0.0)
+            .map(|(s, _)| s)
+            .collect();
+        prop_assert_eq!(st.w.keys().copied().collect::<BTreeSet<_>>(), nonzero, "{:?}", g);
+        prop_assert!(!st.u_stale);
+        for (s, held) in &st.w {
+            let r = b.config.history.returns(*s).unwrap_or(&[]);
+            let fresh = weighted_dot(&b.weights, r, &st.d);
+            let scale: f64 = b.weights.iter().zip(r).zip(&st.d).map(|((a, x), d)| (a * x * d).abs()).sum();
+            prop_assert!((held.u - fresh).abs() <= 1e-9 * (1.0 + scale), "{:?} {:?}: {} vs {}", g, s, held.u, fresh);
+        }
+    }
+    Ok(())
+}
+
 fn wide_book(threads: usize) -> RiskBook {
     RiskBook::new(RiskConfig {
         history: Arc::new(wide_history()),
@@ -632,6 +655,8 @@ proptest! {
             }
             remark(&mut current, &marks, t as Ts, &mut input);
             prop_assert_eq!(sorted(one.apply(input.clone())), sorted(three.apply(input)));
+            check_components(&one)?;
+            check_components(&three)?;
         }
         let mut batch = wide_book(1);
         batch.apply(RiskInput {
