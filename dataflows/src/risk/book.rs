@@ -812,7 +812,8 @@ impl RiskBook {
 
     /// [`RiskBook::apply`] with the changes in parts, one per shard (the volatility rows in the
     /// first): what the risk operator hands on, without first moving every row into one list
-    /// (~1,000 rows of ~450 bytes, plus its sector list after a mark in a widely held symbol).
+    /// (after a mark in a widely held symbol, ~1,000 rows of ~450 bytes each plus their sector
+    /// lists).
     pub fn apply_parts(&mut self, input: RiskInput) -> Vec<RiskChanges> {
         // Per group index: whether anything touched it this time.
         let mut touched: Vec<bool> = Vec::new();
@@ -884,12 +885,8 @@ impl RiskBook {
             let strategy = self.group_of(&mut last_strategy, &row.key.strategy, Group::Strategy);
             row_groups.push([desk, account as u32, strategy as u32]);
         }
-        if let Some(&[desk, ..]) = row_groups.first() {
-            touch(&mut touched, desk as usize);
-        }
-        for &[_, account, strategy] in &row_groups {
-            touch(&mut touched, account as usize);
-            touch(&mut touched, strategy as usize);
+        for &g in row_groups.iter().flatten() {
+            touch(&mut touched, g as usize);
         }
         // The touched groups by shard, each with its own state: disjoint, so shards can go to
         // several threads.
@@ -1343,9 +1340,8 @@ impl Ctx<'_> {
         }
         let holdings: &Holdings = holdings;
         if contributors && st.u_stale {
-            let h = &self.config.history;
             for (s, held) in st.w.iter_mut() {
-                held.u = h.returns(*s).map_or(0.0, |r| weighted_dot(self.weights, r, &st.d));
+                held.u = self.u_of(*s, &st.d);
             }
             (st.u_stale, st.u_updates) = (false, 0);
         }
@@ -1403,15 +1399,19 @@ impl Ctx<'_> {
         if w == 0.0 {
             st.w.remove(&s);
         } else {
-            let u = || h.returns(s).map_or(0.0, |r| weighted_dot(self.weights, r, &st.d));
             match st.w.entry(s) {
                 Entry::Occupied(mut e) => e.get_mut().w = w,
                 Entry::Vacant(e) => {
-                    let u = if st.u_stale { 0.0 } else { u() };
+                    let u = if st.u_stale { 0.0 } else { self.u_of(s, &st.d) };
                     e.insert(Held { w, idx, u });
                 }
             }
         }
+    }
+
+    /// uₛ = Σₖ aₖ·r_{k,s}·dₖ from the scenario P&Ls `d` (0 without history).
+    fn u_of(&self, s: Symbol, d: &[f64]) -> f64 {
+        self.config.history.returns(s).map_or(0.0, |r| weighted_dot(self.weights, r, d))
     }
 
     /// The row of a group from its state and its historical tails (VaR 95%, ES 95%, VaR 99%, ES 99%).
