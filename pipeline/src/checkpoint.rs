@@ -4,6 +4,7 @@
 //!  <dir>/checkpoint.bin   newest complete checkpoint: engine snapshot + source offsets + epoch
 //!  <dir>/epochs.log       one line per epoch sealed after it: its time and end offsets
 //!  <dir>/committed        the newest epoch every sink holds (offsets committed through it)
+//!  <dir>/lock             locked exclusively by the process writing the folder (its pid inside)
 //! ```
 //!
 //! The epoch log is what makes a replay reproduce the same versions: an epoch's boundaries (the
@@ -34,6 +35,12 @@ pub enum CheckpointError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// Another process holds the folder (its `lock` file).
+    #[error("state folder {path} is in use by another harbour process (pid in its `lock` file)")]
+    Locked {
+        /// The folder.
+        path: PathBuf,
     },
     /// A file does not decode.
     #[error("checkpoint {path} is damaged: {message} (move it away to start from the group's offsets)")]
@@ -102,6 +109,8 @@ pub struct CheckpointStore {
     dir: PathBuf,
     log: Option<File>,
     unsynced: bool,
+    /// The open `lock` file holding an exclusive lock while this store writes (`None`: a reader).
+    _lock: Option<File>,
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -115,10 +124,21 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointEr
 }
 
 impl CheckpointStore {
-    /// Opens (creating) the folder.
+    /// Opens (creating) the folder for writing, holding an exclusive lock on its `lock` file
+    /// while the store lives (released by the kernel when the process dies, however it dies):
+    /// two processes never write one folder. [`CheckpointError::Locked`] when another holds it.
     pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore, CheckpointError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join("lock");
+        let mut lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(CheckpointError::Locked { path: dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        lock.set_len(0).and_then(|()| writeln!(lock, "{}", std::process::id())).map_err(io(&lock_path))?;
         // A crash mid-append leaves a torn last line: cut it, so new lines start clean.
         let log = dir.join("epochs.log");
         if let Ok(bytes) = fs::read(&log) {
@@ -128,7 +148,12 @@ impl CheckpointStore {
                 tracing::warn!(path = %log.display(), cut = bytes.len() - keep, "cut a torn epoch-log line");
             }
         }
-        Ok(CheckpointStore { dir, log: None, unsynced: false })
+        Ok(CheckpointStore { dir, log: None, unsynced: false, _lock: Some(lock) })
+    }
+
+    /// Opens the folder to read it (no lock taken, nothing changed), e.g. while a run writes it.
+    pub fn reader(dir: impl Into<PathBuf>) -> CheckpointStore {
+        CheckpointStore { dir: dir.into(), log: None, unsynced: false, _lock: None }
     }
 
     /// The folder.
@@ -274,6 +299,12 @@ mod tests {
         // A torn write at the end is ignored.
         OpenOptions::new().append(true).open(dir.join("epochs.log")).unwrap().write_all(b"{\"epoch\":6").unwrap();
         assert_eq!(s.epochs_after(0).unwrap().len(), 5);
+        assert!(
+            matches!(CheckpointStore::open(&dir), Err(CheckpointError::Locked { .. })),
+            "a second writer is refused while the first holds the folder"
+        );
+        assert_eq!(CheckpointStore::reader(&dir).epochs_after(0).unwrap().len(), 5, "a reader is not");
+        drop(s);
         let mut s = CheckpointStore::open(&dir).unwrap();
         assert!(fs::read(dir.join("epochs.log")).unwrap().ends_with(b"\n"), "reopening cuts the torn line");
         let snap = EngineSnapshot { lines: 29, ..EngineSnapshot::default() };

@@ -334,7 +334,14 @@ fn main() -> anyhow::Result<()> {
             harbour_sources::kafka::create_topics(&config.kafka)?;
             sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
             let started = Instant::now();
-            let outcome = kafka::run(&config.kafka, &run, &engine_config(&config)?, &metrics, &health, sinks, &stop)?;
+            let outcome =
+                match kafka::run(&config.kafka, &run, &engine_config(&config)?, &metrics, &health, sinks, &stop) {
+                    Err(kafka::KafkaRunError::StoppedInStandby) => {
+                        println!("kafka: stopped while standing by for the lease; nothing read, nothing written");
+                        return Ok(());
+                    }
+                    r => r?,
+                };
             let written = ParquetSink::new(&run.out_dir).write(&state::snapshot(&outcome.state))?;
             print!("{}", summary::render(&outcome.state, &outcome.stats, &written, started.elapsed()));
             println!(

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub kafka_dead_letters_sent: Counter,
     /// Epochs re-formed from the epoch log after a restart.
     pub kafka_replayed_epochs: Counter,
+    /// 1 while this process holds the lease (active), 0 while it stands by (with `kafka.lease`).
+    pub kafka_lease_held: Gauge,
     /// Size of the newest checkpoint.
     pub checkpoint_bytes: Gauge,
     /// Risk limit alerts fired (breaches and clears).
@@ -124,6 +126,12 @@ impl Default for Metrics {
             "Epochs re-formed from the epoch log after a restart",
             kafka_replayed_epochs.clone(),
         );
+        let kafka_lease_held = Gauge::default();
+        registry.register(
+            "harbour_kafka_lease_held",
+            "1 while this process holds the lease and runs, 0 while it stands by",
+            kafka_lease_held.clone(),
+        );
         let checkpoint_bytes = Gauge::default();
         registry.register("harbour_checkpoint_bytes", "Size of the newest checkpoint", checkpoint_bytes.clone());
         let desk_risk = Family::<FigureLabel, Gauge<f64, AtomicU64>>::default();
@@ -151,6 +159,7 @@ impl Default for Metrics {
             kafka_committed_offset,
             kafka_dead_letters_sent,
             kafka_replayed_epochs,
+            kafka_lease_held,
             checkpoint_bytes,
             risk_alerts,
             desk_risk,

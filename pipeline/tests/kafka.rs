@@ -128,7 +128,7 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         kafka::run(&cfg, &run, &engine_cfg, &metrics, &Arc::new(Health::default()), sinks, &AtomicBool::new(false))
             .unwrap();
     // A clean stop leaves a checkpoint of everything read, which every sink holds.
-    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    let store = harbour::checkpoint::CheckpointStore::reader(&run.state_dir);
     let checkpoint = store.load().unwrap().expect("a checkpoint after a clean stop");
     assert_eq!(checkpoint.engine.lines, lines.len() as u64);
     assert_eq!(store.committed().unwrap(), checkpoint.epoch);
@@ -307,7 +307,7 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
         .err()
         .expect("the failing sink stops the first run");
     assert!(err.to_string().contains("refusing epoch"), "{err}");
-    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    let store = harbour::checkpoint::CheckpointStore::reader(&run.state_dir);
     assert!(store.load().unwrap().is_none(), "no checkpoint was due");
     let logged = store.epochs_after(0).unwrap().len();
     assert!(logged > 20, "the log holds many epochs ({logged})");
@@ -408,6 +408,28 @@ fn read_table(dir: &Path, table: &str) -> Vec<String> {
     }
     rows.sort();
     rows
+}
+
+/// The Parquet tables in `got` equal those in `want` (versions and source positions aside).
+fn same_parquet_tables(got: &Path, want: &Path, when: &str) {
+    for table in [
+        "positions",
+        "fills",
+        "account_rollups",
+        "strategy_rollups",
+        "account_pnl_minute",
+        "strategy_pnl_minute",
+        "orders",
+        "marks",
+        "instruments",
+        "dead_letters",
+    ] {
+        let (got, want) = (read_table(got, table), read_table(want, table));
+        if let Some((a, b)) = got.iter().zip(&want).find(|(a, b)| a != b) {
+            panic!("{when}, table {table} differs first at\n  kafka  {a}\n  replay {b}");
+        }
+        assert_eq!(got.len(), want.len(), "{when}, table {table}: row count");
+    }
 }
 
 fn harbour(cfg: &KafkaConfig) -> Command {
@@ -514,24 +536,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let reference = dir.join("reference");
     let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
     assert!(status.success());
-    for table in [
-        "positions",
-        "fills",
-        "account_rollups",
-        "strategy_rollups",
-        "account_pnl_minute",
-        "strategy_pnl_minute",
-        "orders",
-        "marks",
-        "instruments",
-        "dead_letters",
-    ] {
-        let (got, want) = (read_table(&dir.join("out"), table), read_table(&reference, table));
-        if let Some((a, b)) = got.iter().zip(&want).find(|(a, b)| a != b) {
-            panic!("after {kills} kills, table {table} differs first at\n  kafka  {a}\n  replay {b}");
-        }
-        assert_eq!(got.len(), want.len(), "after {kills} kills, table {table}: row count");
-    }
+    same_parquet_tables(&dir.join("out"), &reference, &format!("after {kills} kills"));
     let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
 
@@ -588,6 +593,93 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         .count();
     assert_eq!(live, expected.positions.len(), "no extra live positions in Redis");
     eprintln!("crash test: {kills} SIGKILLs, {finished_early} runs that finished before their kill");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Active and standby: two processes in one lease group, sharing one state folder. The standby
+/// waits while the active one works (its joining does not move the lease), takes the lease when
+/// the active one is killed mid-work, restores the shared checkpoint and ends with the tables of an
+/// uninterrupted replay, the group's offsets committed to the end.
+#[test]
+fn a_standby_takes_over_when_the_active_process_is_killed() {
+    let cfg = kafka_config("standby");
+    let lines =
+        generate(&GenerateConfig { fills: 10_000, quotes: 30_000, seed: 21, ..GenerateConfig::default() }).unwrap();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let dir = temp("standby");
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, first.iter().map(String::as_str)).unwrap();
+    let member = |name: &str, until_end: bool| -> Child {
+        let mut c = harbour(&cfg);
+        // Parquet alone (the crash test covers ClickHouse and Redis through restarts).
+        c.env_remove("HARBOUR_CLICKHOUSE_URL")
+            .env_remove("HARBOUR_REDIS_URL")
+            .env("RUST_LOG", "info")
+            .env("HARBOUR__KAFKA__LEASE__ENABLED", "true")
+            .env("HARBOUR__KAFKA__LEASE__TOPIC", format!("{}.lease", cfg.group_id))
+            .env("HARBOUR__KAFKA__LEASE__SESSION_TIMEOUT_MS", "6000")
+            .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "2000")
+            .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
+            .args(["kafka", "run"]);
+        if until_end {
+            c.arg("--until-end");
+        }
+        c.arg("--out")
+            .arg(dir.join(name))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .stdout(File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut active = member("active", false);
+    wait_for("the active process to commit the first half", &|| consumer.committed().unwrap() == ends(&consumer));
+    assert!(log("active").contains("lease acquired"), "the first member holds the lease:\n{}", log("active"));
+    let standby = member("standby", true);
+    wait_for("the standby to join", &|| log("standby").contains("joined the lease group"));
+    // Long enough for the group to rebalance over the new member (the broker's initial delay is 0).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(active.try_wait().unwrap().is_none(), "the active process runs on:\n{}", log("active"));
+    assert!(!log("active").contains("lease lost"), "a joining standby does not move the lease");
+    // A third member, stopped (SIGTERM) while it stands by, ends cleanly having written nothing.
+    let third = member("third", true);
+    wait_for("the third member to join", &|| log("third").contains("standing by"));
+    assert!(Command::new("kill").arg("-TERM").arg(third.id().to_string()).status().unwrap().success());
+    assert!(wait_at_most(third, Duration::from_secs(30), "the third member").success(), "{}", log("third"));
+    let said = std::fs::read_to_string(dir.join("third.out")).unwrap();
+    assert!(said.contains("stopped while standing by"), "{said}\n{}", log("third"));
+    assert!(!dir.join("third").exists(), "a stopped standby wrote no tables");
+    publish_lines(&cfg, second.iter().map(String::as_str)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!log("standby").contains("lease acquired"), "the standby stood by:\n{}", log("standby"));
+    assert!(!dir.join("standby").exists(), "the standby wrote nothing while it stood by");
+    active.kill().unwrap(); // SIGKILL
+    active.wait().unwrap();
+    let killed = Instant::now();
+    let status = wait_at_most(standby, Duration::from_secs(180), "the standby after the kill");
+    assert!(status.success(), "the standby completes:\n{}", log("standby"));
+    let standby_log = log("standby");
+    assert!(standby_log.contains("lease acquired"), "{standby_log}");
+    assert!(standby_log.contains("restoring from checkpoint"), "it took over the shared checkpoint:\n{standby_log}");
+    eprintln!("standby: took over and caught up {:.1} s after the kill", killed.elapsed().as_secs_f64());
+
+    let reference = dir.join("reference");
+    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
+    assert!(status.success());
+    same_parquet_tables(&dir.join("standby"), &reference, "after the takeover");
+    assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -671,7 +763,7 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
                 .map_err(|e| e.to_string())
         })
     };
-    let store = harbour::checkpoint::CheckpointStore::open(&run.state_dir).unwrap();
+    let store = harbour::checkpoint::CheckpointStore::reader(&run.state_dir);
     let lines_read = || health.lines.load(std::sync::atomic::Ordering::Relaxed);
     let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -45,7 +45,8 @@ use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
-    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Offsets, Partition, Poison, Record, WatermarkWatch,
+    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Lease, Offsets, Partition, Poison, Record,
+    WatermarkWatch,
 };
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
@@ -90,6 +91,12 @@ pub enum KafkaRunError {
         /// The cause.
         message: String,
     },
+    /// Stopped while standing by for the lease: nothing was read or written.
+    #[error("stopped while standing by for the lease (nothing read, nothing written)")]
+    StoppedInStandby,
+    /// Another process took the lease over: this one stopped writing at once.
+    #[error("lost the lease to another harbour process (it reads on from the shared checkpoint); this one stops")]
+    LeaseLost,
     /// A logged epoch did not re-form identically (the input changed under the checkpoint).
     #[error("replaying epoch {epoch}: {message}")]
     Replay {
@@ -616,7 +623,36 @@ impl<'a, 'm> Loop<'a, 'm> {
     }
 }
 
+/// How often the lease holder serves the lease group.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// Stands by until this process holds the lease, then opens the state folder: a holder that is
+/// still alive (it lost the group, not its process) keeps the folder's lock until it notices and
+/// stops, so the new holder waits for the lock too, serving the group meanwhile.
+fn take_over(lease: &mut Lease, dir: &std::path::Path, stop: &AtomicBool) -> Result<CheckpointStore, KafkaRunError> {
+    let mut told = false;
+    loop {
+        if !lease.acquire(stop)? {
+            return Err(KafkaRunError::StoppedInStandby);
+        }
+        match CheckpointStore::open(dir) {
+            Err(CheckpointError::Locked { .. }) => {
+                if !told {
+                    tracing::warn!(dir = %dir.display(), "lease held; waiting for the previous holder to release the state folder");
+                    told = true;
+                }
+                lease.poll(Duration::from_millis(200))?;
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Runs the pipeline on Kafka until `stop` is set (or, with `stop_at_end`, until caught up).
+///
+/// With `kafka.lease.enabled`, first stands by until this process holds the lease (then returns
+/// [`KafkaRunError::StoppedInStandby`] if stopped before), and stops with
+/// [`KafkaRunError::LeaseLost`] as soon as the group hands the lease to another process.
 pub fn run(
     kafka: &KafkaConfig,
     run: &KafkaRun,
@@ -626,8 +662,20 @@ pub fn run(
     sinks: Vec<Box<dyn EpochSink + Send>>,
     stop: &AtomicBool,
 ) -> Result<KafkaOutcome, KafkaRunError> {
+    let mut lease = match kafka.lease.enabled {
+        true => Some(Lease::join(kafka)?),
+        false => None,
+    };
+    let store = match &mut lease {
+        Some(lease) => {
+            metrics.kafka_lease_held.set(0);
+            let store = take_over(lease, &run.state_dir, stop)?;
+            metrics.kafka_lease_held.set(1);
+            store
+        }
+        None => CheckpointStore::open(&run.state_dir)?,
+    };
     let began = Instant::now();
-    let store = CheckpointStore::open(&run.state_dir)?;
     let checkpoint = store.load()?;
     let mut engine = Engine::new(config, metrics, health.clone());
     let (start, restored_from) = match checkpoint {
@@ -712,7 +760,19 @@ pub fn run(
     let mut last_lag = Instant::now() - Duration::from_secs(60);
     let mut caught_up_after = None;
     let mut steps = Vec::new();
+    let mut lease_checked = Instant::now();
     loop {
+        // The holder serves the lease group often enough to see a revocation before it writes
+        // much more (sinks fence by version; the state folder's lock keeps a zombie out of it).
+        if let Some(lease) = &mut lease {
+            if lease_checked.elapsed() >= LEASE_POLL {
+                if !lease.poll(Duration::ZERO)? {
+                    metrics.kafka_lease_held.set(0);
+                    return Err(KafkaRunError::LeaseLost);
+                }
+                lease_checked = Instant::now();
+            }
+        }
         if l.gate.phase() == Phase::Bootstrap && l.gate.bootstrap_complete(|p| lowest(&watermarks, p)) {
             if l.in_epoch > 0 {
                 l.seal(None)?;

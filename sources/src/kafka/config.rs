@@ -50,6 +50,28 @@ impl Topics {
     }
 }
 
+/// `[kafka.lease]`: active/standby failover through a consumer group (see `Lease`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Take part in the lease: `kafka run` stands by until this process holds it. Default false
+    /// (run at once, alone).
+    pub enabled: bool,
+    /// The one-partition topic whose assignment is the lease (created when missing). Default
+    /// `harbour.lease`; the group is `<kafka.group_id>.lease`.
+    pub topic: String,
+    /// How long the broker waits for a silent holder before a standby takes over
+    /// (`session.timeout.ms`; the broker's `group.min.session.timeout.ms`, 6 s by default, is
+    /// the floor). Default 10000.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig { enabled: false, topic: "harbour.lease".into(), session_timeout_ms: 10_000 }
+    }
+}
+
 /// `[kafka]`
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +89,8 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// A file of `name=value` librdkafka properties holding secrets (read at start, never logged).
     pub secrets_file: Option<PathBuf>,
+    /// Active/standby failover.
+    pub lease: LeaseConfig,
 }
 
 impl Default for KafkaConfig {
@@ -78,6 +102,7 @@ impl Default for KafkaConfig {
             partitions: 4,
             properties: BTreeMap::new(),
             secrets_file: None,
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -91,6 +116,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitions", &self.partitions)
             .field("properties", &self.properties)
             .field("secrets_file", &self.secrets_file.as_ref().map(|_| "<set>"))
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -138,6 +164,15 @@ impl KafkaConfig {
         inputs.dedup();
         if inputs.len() != 4 {
             return Err(("kafka.topics".into(), "fills, orders, market and instruments need distinct topics".into()));
+        }
+        if self.lease.topic.trim().is_empty() {
+            return Err(("kafka.lease.topic".into(), "must not be empty".into()));
+        }
+        if inputs.contains(&self.lease.topic.as_str()) {
+            return Err(("kafka.lease.topic".into(), "must not be one of the input topics".into()));
+        }
+        if self.lease.session_timeout_ms < 1_000 {
+            return Err(("kafka.lease.session_timeout_ms".into(), "must be at least 1000".into()));
         }
         if let Some(k) = self.properties.keys().find(|k| is_secret(k)) {
             return Err((
@@ -215,5 +250,18 @@ mod tests {
         let mut c = KafkaConfig::default();
         c.topics.orders = c.topics.fills.clone();
         assert_eq!(c.validate().unwrap_err().0, "kafka.topics");
+    }
+
+    #[test]
+    fn lease_settings_name_their_key() {
+        let mut c = KafkaConfig::default();
+        c.lease.topic = c.topics.fills.clone();
+        assert_eq!(c.validate().unwrap_err().0, "kafka.lease.topic");
+        c.lease.topic = " ".into();
+        assert_eq!(c.validate().unwrap_err().0, "kafka.lease.topic");
+        c.lease = LeaseConfig { session_timeout_ms: 500, ..LeaseConfig::default() };
+        assert_eq!(c.validate().unwrap_err().0, "kafka.lease.session_timeout_ms");
+        c.lease.session_timeout_ms = 6_000;
+        assert!(c.validate().is_ok());
     }
 }

@@ -5,6 +5,7 @@
 //!        start offsets from Harbour's checkpoint) ──► Record { partition, offset, payload }
 //!  poison messages ──► DeadLetterProducer ──► dead-letter topic (reason + source position headers)
 //!  contract lines ──► publish_lines (routing by type and key) ──► input topics
+//!  lease group (one-partition topic) ──► Lease: which process of an active/standby set runs
 //! ```
 //!
 //! Epochs, checkpoints and offset commits are the pipeline's business (`harbour::kafka`); this
@@ -13,10 +14,12 @@
 
 mod config;
 mod consumer;
+mod lease;
 mod producer;
 
-pub use config::{is_secret, KafkaConfig, Topics, SECRET_ENV};
+pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
+pub use lease::Lease;
 pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, RecordProducer};
 
 /// Errors talking to Kafka.

@@ -88,17 +88,22 @@ fn flush(p: &BaseProducer<Counted>, d: &Deliveries) -> Result<(), KafkaError> {
 
 /// Creates the input, dead-letter and alerts topics with `config.partitions` partitions when missing.
 pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config.client()?.create().map_err(KafkaError::client)?;
     let t = &config.topics;
     let names = [&t.instruments, &t.fills, &t.orders, &t.market, &t.dead_letters, &t.alerts];
+    ensure_topics(config, &names.map(|n| (n.as_str(), config.partitions)))
+}
+
+/// Creates the `(name, partitions)` topics that are missing (existing ones are left as they are).
+pub(crate) fn ensure_topics(config: &KafkaConfig, wanted: &[(&str, i32)]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client()?.create().map_err(KafkaError::client)?;
     let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
+        wanted.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KafkaError::Runtime)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = rt.block_on(admin.create_topics(&topics, &opts)).map_err(KafkaError::client)?;
     for r in results {
         match r {
-            Ok(name) => tracing::info!(topic = %name, partitions = config.partitions, "topic created"),
+            Ok(name) => tracing::info!(topic = %name, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(KafkaError::Admin(name, code.to_string())),
         }
