@@ -174,7 +174,10 @@ impl InputConsumer {
         for (p, o) in offsets {
             l.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o)).map_err(KafkaError::client)?;
         }
-        self.consumer.commit(&l, mode).map_err(KafkaError::client)?;
+        match mode {
+            CommitMode::Sync => coordinator_retry(|| self.consumer.commit(&l, CommitMode::Sync))?,
+            CommitMode::Async => self.consumer.commit(&l, mode).map_err(KafkaError::client)?,
+        }
         tracing::debug!(group = %self.group_id, partitions = offsets.len(), "offsets committed");
         Ok(())
     }
@@ -196,7 +199,7 @@ impl InputConsumer {
         for p in &self.partitions {
             ask.add_partition(&p.topic, p.partition);
         }
-        let got = self.consumer.committed_offsets(ask, META_TIMEOUT).map_err(KafkaError::client)?;
+        let got = coordinator_retry(|| self.consumer.committed_offsets(ask.clone(), META_TIMEOUT))?;
         let mut out = Offsets::new();
         for p in &self.partitions {
             if let Some(Offset::Offset(o)) = got.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
@@ -204,6 +207,35 @@ impl InputConsumer {
             }
         }
         Ok(out)
+    }
+}
+
+/// How long a group request is retried while the group's coordinator moves or loads.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs a group request, retrying it while the broker answers that the group's coordinator is
+/// not ready (the offsets topic being created or loaded, leadership moving): transient answers
+/// that a first request on a fresh broker meets, not failures.
+fn coordinator_retry<T>(mut request: impl FnMut() -> Result<T, RdError>) -> Result<T, KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let deadline = Instant::now() + COORDINATOR_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match request() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let transient = matches!(
+                    e.rdkafka_error_code(),
+                    Some(C::NotCoordinator | C::CoordinatorLoadInProgress | C::CoordinatorNotAvailable)
+                );
+                if !transient || Instant::now() + pause > deadline {
+                    return Err(KafkaError::client(e));
+                }
+                tracing::debug!(error = %e, "group coordinator not ready (retrying)");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
@@ -268,5 +300,48 @@ impl Drop for WatermarkWatch {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+
+    /// A group request that meets "not coordinator" answers (the offsets topic still loading on a
+    /// fresh broker) is retried, not failed.
+    #[test]
+    fn group_requests_ride_out_a_coordinator_that_is_not_ready() {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+        mock.create_topic("fills", 2, 1).unwrap();
+        let config =
+            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        let consumer = InputConsumer::open(&config, &["fills"], &Offsets::new()).unwrap();
+        let p0 = Partition { topic: "fills".into(), partition: 0 };
+        let not_ready = [
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ];
+        mock.request_errors(RDKafkaApiKey::OffsetCommit, &not_ready);
+        consumer.commit(&Offsets::from([(p0.clone(), 7)])).unwrap();
+        mock.request_errors(RDKafkaApiKey::OffsetFetch, &not_ready);
+        assert_eq!(consumer.committed().unwrap(), Offsets::from([(p0, 7)]));
+    }
+
+    /// Any other error is returned at once.
+    #[test]
+    fn a_permanent_group_error_is_not_retried() {
+        let mut attempts = 0;
+        let err = coordinator_retry(|| -> Result<(), RdError> {
+            attempts += 1;
+            Err(RdError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("GroupAuthorizationFailed"), "{err}");
+        assert_eq!(attempts, 1);
     }
 }
