@@ -60,6 +60,9 @@ pub struct PipelineConfig {
     pub flush_ms: u64,
     /// Kafka runs: a checkpoint is written at most this often (and on stop). Default 30000.
     pub checkpoint_ms: u64,
+    /// Kafka runs: the Parquet tables (rewritten whole from the state) are rewritten at most this
+    /// often, and on stop; 0: only on stop. Default 60000.
+    pub parquet_ms: u64,
     /// Kafka runs: the checkpoint folder (checkpoint, epoch log, committed marker). Default `harbour-state`.
     pub state_dir: PathBuf,
 }
@@ -72,6 +75,7 @@ impl Default for PipelineConfig {
             epoch_max_ms: 20,
             flush_ms: 1_000,
             checkpoint_ms: 30_000,
+            parquet_ms: 60_000,
             state_dir: PathBuf::from("harbour-state"),
         }
     }

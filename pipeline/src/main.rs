@@ -316,8 +316,13 @@ fn main() -> anyhow::Result<()> {
                 state_dir: state.unwrap_or_else(|| config.pipeline.state_dir.clone()),
                 out_dir: out.unwrap_or_else(|| config.pipeline.out_dir.clone()),
             };
-            let mut sinks: Vec<Box<dyn EpochSink + Send>> =
-                vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+            let parquet =
+                ParquetEpochSink::new(ParquetSink::new(&run.out_dir)).every(match config.pipeline.parquet_ms {
+                    0 => Duration::MAX,
+                    ms => Duration::from_millis(ms),
+                });
+            let written = parquet.written();
+            let mut sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(parquet)];
             if !config.clickhouse.url.is_empty() {
                 sinks.push(Box::new(ClickHouseEpochSink(
                     ClickHouseSink::connect(&config.clickhouse)?,
@@ -342,7 +347,8 @@ fn main() -> anyhow::Result<()> {
                     }
                     r => r?,
                 };
-            let written = ParquetSink::new(&run.out_dir).write(&state::snapshot(&outcome.state))?;
+            // (The Parquet sink wrote the final tables at the end of the run.)
+            let written = std::mem::take(&mut *written.lock().expect("parquet written"));
             print!("{}", summary::render(&outcome.state, &outcome.stats, &written, started.elapsed()));
             println!(
                 "kafka: restored from epoch {}, re-formed {} logged epochs, committed {} partitions",

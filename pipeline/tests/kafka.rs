@@ -82,7 +82,7 @@ fn file_replay_with(lines: &[String], config: harbour::engine::EngineConfig) -> 
 
 /// A Kafka run into the Parquet sink alone, epochs of 1,000 lines, not stopped.
 fn run_to_parquet(cfg: &KafkaConfig, run: &KafkaRun) -> Result<kafka::KafkaOutcome, kafka::KafkaRunError> {
-    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir)))];
+    let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))];
     kafka::run(
         cfg,
         run,
@@ -120,7 +120,7 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
         out_dir: dir.join("out"),
     };
     let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
-        Box::new(ParquetEpochSink(ParquetSink::new(&run.out_dir))),
+        Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir))),
         Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&cfg).unwrap()),
     ];
     let metrics = Metrics::default();
@@ -680,6 +680,65 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     assert!(status.success());
     same_parquet_tables(&dir.join("standby"), &reference, "after the takeover");
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The Parquet tables, rewritten whole from the state, have a cadence of their own and hold
+/// nothing back: offsets are committed and checkpoints written while no Parquet file exists yet
+/// (`pipeline.parquet_ms = 0`: only on stop), and the stop writes the tables of the whole day.
+#[test]
+fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
+    let cfg = kafka_config("parquet-cadence");
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 9_000, seed: 23, ..GenerateConfig::default() }).unwrap();
+    let dir = temp("parquet-cadence");
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let out = dir.join("out");
+    let log = dir.join("run.log");
+    let run = harbour(&cfg)
+        .env_remove("HARBOUR_CLICKHOUSE_URL")
+        .env_remove("HARBOUR_REDIS_URL")
+        .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
+        .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
+        .env("HARBOUR__PIPELINE__PARQUET_MS", "0")
+        .env("RUST_LOG", "info")
+        .args(["kafka", "run", "--out"])
+        .arg(&out)
+        .arg("--state")
+        .arg(dir.join("state"))
+        .stdout(File::create(dir.join("run.out")).unwrap())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    let store = harbour::checkpoint::CheckpointStore::reader(dir.join("state"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while consumer.committed().unwrap() != ends(&consumer)
+        || store.load().unwrap().is_none_or(|c| c.engine.lines != lines.len() as u64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: committed {:?} of {:?}, checkpoint at line {:?} of {}\n{}",
+            consumer.committed().unwrap(),
+            ends(&consumer),
+            store.load().unwrap().map(|c| c.engine.lines),
+            lines.len(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!out.join("positions.parquet").exists(), "no Parquet rewrite before the stop");
+    assert!(Command::new("kill").arg("-TERM").arg(run.id().to_string()).status().unwrap().success());
+    assert!(wait_at_most(run, Duration::from_secs(60), "the run after SIGTERM").success());
+    let said = std::fs::read_to_string(dir.join("run.out")).unwrap();
+    assert!(said.contains("positions ("), "the summary lists the tables written:\n{said}");
+    let reference = dir.join("reference");
+    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
+    assert!(status.success());
+    same_parquet_tables(&out, &reference, "after the stop");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harbour_sinks::clickhouse::ClickHouseSink;
-use harbour_sinks::parquet::ParquetSink;
+use harbour_sinks::parquet::{ParquetSink, Written};
 use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
@@ -130,6 +130,13 @@ pub trait EpochSink {
     fn reads_state(&self) -> bool {
         true
     }
+    /// Whether each write replaces the sink's whole content from the state (Parquet files). Such
+    /// a sink needs no change from before a restart (the restored state has them all), so its
+    /// progress holds back neither the committed offsets nor checkpoints; it is written at its
+    /// own cadence and at the end of the run.
+    fn replaces_all(&self) -> bool {
+        false
+    }
     /// Whether the sink reads only `changes.alerts` (it is then handed those alone, not a copy
     /// of every table's changes).
     fn alerts_only(&self) -> bool {
@@ -137,8 +144,35 @@ pub trait EpochSink {
     }
 }
 
-/// The Parquet files: each flush rewrites every table (atomic renames).
-pub struct ParquetEpochSink(pub ParquetSink);
+/// The Parquet files: each write rewrites every table from the whole state (atomic renames).
+///
+/// A rewrite costs time in proportion to the state (about a second for a day of a million
+/// fills), so it has a cadence of its own, by default a minute, and a last write at the end of
+/// the run. It [replaces everything](EpochSink::replaces_all): it holds back neither commits nor
+/// checkpoints, and a restart rewrites it from the restored state.
+pub struct ParquetEpochSink {
+    sink: ParquetSink,
+    every: Option<Duration>,
+    written: Arc<Mutex<Vec<Written>>>,
+}
+
+impl ParquetEpochSink {
+    /// Rewrites the tables at `pipeline.flush_ms`, and at the end.
+    pub fn new(sink: ParquetSink) -> ParquetEpochSink {
+        ParquetEpochSink { sink, every: None, written: Arc::default() }
+    }
+
+    /// Rewrites the tables at most every `every` (`Duration::MAX`: only at the end).
+    pub fn every(mut self, every: Duration) -> ParquetEpochSink {
+        self.every = Some(every);
+        self
+    }
+
+    /// The files of the latest write (the run's summary), shared with the sink.
+    pub fn written(&self) -> Arc<Mutex<Vec<Written>>> {
+        Arc::clone(&self.written)
+    }
+}
 
 impl EpochSink for ParquetEpochSink {
     fn name(&self) -> &'static str {
@@ -146,11 +180,21 @@ impl EpochSink for ParquetEpochSink {
     }
 
     fn write_through(&mut self, _epoch: u64, s: &OutputState, _changes: &Changes) -> Result<(), String> {
-        self.0.write(&state::snapshot(s)).map(|_| ()).map_err(|e| e.to_string())
+        let written = self.sink.write(&state::snapshot(s)).map_err(|e| e.to_string())?;
+        *self.written.lock().expect("parquet written") = written;
+        Ok(())
+    }
+
+    fn flush_every(&self) -> Option<Duration> {
+        self.every
     }
 
     fn wants_changes(&self) -> bool {
         false
+    }
+
+    fn replaces_all(&self) -> bool {
+        true
     }
 }
 
@@ -285,6 +329,8 @@ struct Slot {
     name: &'static str,
     wants_changes: bool,
     alerts_only: bool,
+    /// [`EpochSink::replaces_all`]
+    replaces_all: bool,
     /// Written on the loop's thread (it reads the whole state).
     sink: Option<Box<dyn EpochSink + Send>>,
     /// Or on its own.
@@ -508,7 +554,9 @@ impl<'a, 'm> Loop<'a, 'm> {
             if let Some(e) = slot.failure() {
                 return Err(e);
             }
-            if slot.handed >= epoch || !(checkpoint_due || slot.last.elapsed() >= slot.every) {
+            // (A checkpoint waits for every sink but those that replace everything.)
+            let due = force || (checkpoint_due && !slot.replaces_all) || slot.last.elapsed() >= slot.every;
+            if slot.handed >= epoch || !due {
                 continue;
             }
             if partial && slot.sink.is_some() {
@@ -560,8 +608,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                 }
             }
         }
-        // The newest epoch every sink holds.
-        let all = self.sinks.iter().map(Slot::durable).min().unwrap_or(epoch);
+        // The newest epoch every sink holds (those that replace everything need nothing kept).
+        let all = self.sinks.iter().filter(|s| !s.replaces_all).map(Slot::durable).min().unwrap_or(epoch);
         self.metrics.durable_epoch.set(all as i64);
         if all > self.committed {
             self.dlq.flush()?;
@@ -599,7 +647,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             && !partial
             && self.pending_checkpoint.is_none()
             && epoch > self.checkpointed
-            && self.sinks.iter().all(|s| s.handed >= epoch)
+            && self.sinks.iter().filter(|s| !s.replaces_all).all(|s| s.handed >= epoch)
         {
             let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, self.engine.snapshot());
             if all >= epoch {
@@ -713,14 +761,20 @@ pub fn run(
     let sinks: Vec<Slot> = sinks
         .into_iter()
         .map(|sink| {
-            let (name, every, wants_changes, alerts_only) =
-                (sink.name(), sink.flush_every().unwrap_or(run.flush_every), sink.wants_changes(), sink.alerts_only());
+            let (name, every, wants_changes, alerts_only, replaces_all) = (
+                sink.name(),
+                sink.flush_every().unwrap_or(run.flush_every),
+                sink.wants_changes(),
+                sink.alerts_only(),
+                sink.replaces_all(),
+            );
             let (sink, worker) =
                 if sink.reads_state() { (Some(sink), None) } else { (None, Some(Worker::start(sink, held))) };
             Slot {
                 name,
                 wants_changes,
                 alerts_only,
+                replaces_all,
                 sink,
                 worker,
                 every,
