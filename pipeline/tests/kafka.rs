@@ -360,7 +360,37 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
 }
 
 /// Waits for `child`; past `limit` it is killed and the test fails (a hang must not stall CI).
-fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+/// A spawned `harbour`, killed (SIGKILL) and reaped when dropped: a test that fails while it runs
+/// leaves no pipeline behind, polling the broker.
+struct Running(Child);
+
+impl Running {
+    fn spawn(c: &mut Command) -> Running {
+        Running(c.spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_at_most(mut child: Running, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -483,22 +513,22 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         let mut r = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
         let _: () = redis::cmd("FLUSHDB").query(&mut r).unwrap();
     }
-    let start = |c: &mut Command| -> Child {
-        redis_env(c)
-            .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
-            .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
-            .args(["kafka", "run", "--until-end", "--out"])
-            .arg(dir.join("out"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "2000")
-            .env("HARBOUR__PIPELINE__EPOCH_MAX_MS", "20")
-            .env("HARBOUR__PIPELINE__FLUSH_MS", "40")
-            .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "250")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    let start = |c: &mut Command| -> Running {
+        Running::spawn(
+            redis_env(c)
+                .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
+                .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
+                .args(["kafka", "run", "--until-end", "--out"])
+                .arg(dir.join("out"))
+                .arg("--state")
+                .arg(dir.join("state"))
+                .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "2000")
+                .env("HARBOUR__PIPELINE__EPOCH_MAX_MS", "20")
+                .env("HARBOUR__PIPELINE__FLUSH_MS", "40")
+                .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "250")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     let mut kills = 0;
@@ -521,15 +551,15 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     // The kills interrupted real work: the sinks did not yet hold the whole day.
     let committed: u64 = std::fs::read_to_string(dir.join("state/committed")).map_or(0, |s| s.trim().parse().unwrap());
     assert!(committed < lines.len() as u64, "work was left when the last kill landed (committed epoch {committed})");
-    let last = redis_env(&mut harbour(&cfg))
-        .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
-        .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
-        .args(["kafka", "run", "--until-end", "--out"])
-        .arg(dir.join("out"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .spawn()
-        .unwrap();
+    let last = Running::spawn(
+        redis_env(&mut harbour(&cfg))
+            .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
+            .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
+            .args(["kafka", "run", "--until-end", "--out"])
+            .arg(dir.join("out"))
+            .arg("--state")
+            .arg(dir.join("state")),
+    );
     let status = wait_at_most(last, Duration::from_secs(300), "the final run after the kills");
     assert!(status.success(), "the final run completes");
 
@@ -611,7 +641,7 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     std::fs::write(&day, lines.join("\n") + "\n").unwrap();
     create_topics(&cfg).unwrap();
     publish_lines(&cfg, first.iter().map(String::as_str)).unwrap();
-    let member = |name: &str, until_end: bool| -> Child {
+    let member = |name: &str, until_end: bool| -> Running {
         let mut c = harbour(&cfg);
         // Parquet alone (the crash test covers ClickHouse and Redis through restarts).
         c.env_remove("HARBOUR_CLICKHOUSE_URL")
@@ -626,14 +656,14 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
         if until_end {
             c.arg("--until-end");
         }
-        c.arg("--out")
-            .arg(dir.join(name))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .stdout(File::create(dir.join(format!("{name}.out"))).unwrap())
-            .stderr(File::create(dir.join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap()
+        Running::spawn(
+            c.arg("--out")
+                .arg(dir.join(name))
+                .arg("--state")
+                .arg(dir.join("state"))
+                .stdout(File::create(dir.join(format!("{name}.out"))).unwrap())
+                .stderr(File::create(dir.join(format!("{name}.log"))).unwrap()),
+        )
     };
     let log = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
     let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
@@ -698,21 +728,21 @@ fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let out = dir.join("out");
     let log = dir.join("run.log");
-    let run = harbour(&cfg)
-        .env_remove("HARBOUR_CLICKHOUSE_URL")
-        .env_remove("HARBOUR_REDIS_URL")
-        .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
-        .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
-        .env("HARBOUR__PIPELINE__PARQUET_MS", "0")
-        .env("RUST_LOG", "info")
-        .args(["kafka", "run", "--out"])
-        .arg(&out)
-        .arg("--state")
-        .arg(dir.join("state"))
-        .stdout(File::create(dir.join("run.out")).unwrap())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let run = Running::spawn(
+        harbour(&cfg)
+            .env_remove("HARBOUR_CLICKHOUSE_URL")
+            .env_remove("HARBOUR_REDIS_URL")
+            .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
+            .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
+            .env("HARBOUR__PIPELINE__PARQUET_MS", "0")
+            .env("RUST_LOG", "info")
+            .args(["kafka", "run", "--out"])
+            .arg(&out)
+            .arg("--state")
+            .arg(dir.join("state"))
+            .stdout(File::create(dir.join("run.out")).unwrap())
+            .stderr(File::create(&log).unwrap()),
+    );
     let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
     let store = harbour::checkpoint::CheckpointStore::reader(dir.join("state"));
     let deadline = Instant::now() + Duration::from_secs(90);
