@@ -487,7 +487,7 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
                 &health,
             )?;
             let elapsed = started.elapsed();
-            let written = ParquetSink::new(&out).write(&state::snapshot(&run.state))?;
+            let written = ParquetSink::new(&out).write_refs(&state::snapshot_refs(&run.state))?;
             print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));
             let f = &run.feed;
             println!(

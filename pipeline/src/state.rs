@@ -18,7 +18,7 @@ use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow, VolRow
 use harbour_dataflows::risk::limits::Severity;
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
-use harbour_sinks::tables::{Change, Changes, Tables, Versioned};
+use harbour_sinks::tables::{Change, Changes, TableRefs, Tables, Versioned};
 use rustc_hash::FxHashMap;
 
 /// A row of an output table and its deterministic key (what sinks upsert by).
@@ -212,6 +212,11 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         v
     }
 
+    /// Rows with their versions, borrowed, in no particular order.
+    pub fn versioned_refs(&self) -> Vec<Versioned<&D>> {
+        self.rows.values().map(|b| Versioned { row: &b.0, version: b.1 }).collect()
+    }
+
     /// Rows, sorted.
     pub fn rows(&self) -> impl Iterator<Item = &D> {
         let mut v: Vec<&D> = self.rows.values().map(|b| &b.0).collect();
@@ -235,6 +240,30 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         alerts: s.alerts.versioned(),
         vol: s.vol.versioned(),
         dead_letters: s.dead_letters.clone(),
+    }
+}
+
+/// The second half of keyed rows, borrowed.
+fn second<K, V>(v: Vec<Versioned<&(K, V)>>) -> Vec<Versioned<&V>> {
+    v.into_iter().map(|v| Versioned { row: &v.row.1, version: v.version }).collect()
+}
+
+/// The sink tables, borrowed from the states (no copy; rows in no particular order): what the
+/// Parquet sink encodes.
+pub fn snapshot_refs(s: &crate::engine::OutputState) -> TableRefs<'_> {
+    TableRefs {
+        positions: s.positions.versioned_refs(),
+        fills: s.fills.versioned_refs(),
+        rollups: s.rollups.versioned_refs(),
+        minutes: s.minutes.versioned_refs(),
+        orders: second(s.orders.versioned_refs()),
+        marks: s.marks.versioned_refs(),
+        instruments: s.instruments.versioned_refs(),
+        status: second(s.status.versioned_refs()),
+        risk: s.risk.versioned_refs(),
+        alerts: s.alerts.versioned_refs(),
+        vol: s.vol.versioned_refs(),
+        dead_letters: &s.dead_letters,
     }
 }
 

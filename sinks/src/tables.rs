@@ -62,6 +62,59 @@ pub struct Tables {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// Every output table's current rows, borrowed from where they are kept (what the Parquet sink
+/// encodes, with no copy of the state).
+#[derive(Clone, Debug, Default)]
+pub struct TableRefs<'a> {
+    /// Positions valued at marks.
+    pub positions: Vec<Versioned<&'a PositionRow>>,
+    /// Enriched fills.
+    pub fills: Vec<Versioned<&'a FillPnl>>,
+    /// Account and strategy roll-ups.
+    pub rollups: Vec<Versioned<&'a (Group, Totals)>>,
+    /// Flows per account/strategy per minute.
+    pub minutes: Vec<Versioned<&'a ((Group, Ts), FlowTotals)>>,
+    /// Latest order states.
+    pub orders: Vec<Versioned<&'a Order>>,
+    /// Marks per symbol.
+    pub marks: Vec<Versioned<&'a (Symbol, Mark)>>,
+    /// Reference data.
+    pub instruments: Vec<Versioned<&'a Instrument>>,
+    /// Latest trading status per security and market.
+    pub status: Vec<Versioned<&'a TradingStatus>>,
+    /// Risk metrics.
+    pub risk: Vec<Versioned<&'a RiskRow>>,
+    /// Limit alerts.
+    pub alerts: Vec<Versioned<&'a AlertRow>>,
+    /// EWMA volatility per symbol.
+    pub vol: Vec<Versioned<&'a VolRow>>,
+    /// Rejected input lines.
+    pub dead_letters: &'a [DeadLetter],
+}
+
+impl Tables {
+    /// The rows, borrowed.
+    pub fn refs(&self) -> TableRefs<'_> {
+        fn r<T>(v: &[Versioned<T>]) -> Vec<Versioned<&T>> {
+            v.iter().map(|x| Versioned { row: &x.row, version: x.version }).collect()
+        }
+        TableRefs {
+            positions: r(&self.positions),
+            fills: r(&self.fills),
+            rollups: r(&self.rollups),
+            minutes: r(&self.minutes),
+            orders: r(&self.orders),
+            marks: r(&self.marks),
+            instruments: r(&self.instruments),
+            status: r(&self.status),
+            risk: r(&self.risk),
+            alerts: r(&self.alerts),
+            vol: r(&self.vol),
+            dead_letters: &self.dead_letters,
+        }
+    }
+}
+
 /// One row change: the row as of `version`, or (when `deleted`) its removal at `version`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change<T> {

@@ -180,7 +180,7 @@ impl EpochSink for ParquetEpochSink {
     }
 
     fn write_through(&mut self, _epoch: u64, s: &OutputState, _changes: &Changes) -> Result<(), String> {
-        let written = self.sink.write(&state::snapshot(s)).map_err(|e| e.to_string())?;
+        let written = self.sink.write_refs(&state::snapshot_refs(s)).map_err(|e| e.to_string())?;
         *self.written.lock().expect("parquet written") = written;
         Ok(())
     }

@@ -19,7 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::tables::Tables;
+use crate::tables::{TableRefs, Tables};
 pub use schema::record_batches;
 pub(crate) use schema::to_i128;
 
@@ -74,6 +74,11 @@ impl ParquetSink {
 
     /// Writes every table; returns what was written.
     pub fn write(&self, tables: &Tables) -> Result<Vec<Written>, ParquetSinkError> {
+        self.write_refs(&tables.refs())
+    }
+
+    /// Writes every table from borrowed rows; returns what was written.
+    pub fn write_refs(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
         fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
         let mut out = Vec::new();
         for (table, batch) in

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::{
     ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow_schema::{ArrowError, Field, Schema};
-use harbour_dataflows::model::Ts;
+use harbour_dataflows::model::{Symbol, Ts};
 use harbour_dataflows::rollups::Group;
 use rust_decimal::Decimal;
 
-use crate::tables::{Tables, Versioned};
+use crate::tables::{TableRefs, Versioned};
 
 /// Scale of every decimal column.
 pub const DECIMAL_SCALE: i8 = 8;
@@ -37,6 +38,17 @@ impl Cols {
 
     fn str<'a>(self, name: &str, v: impl Iterator<Item = &'a str>) -> Self {
         self.push(name, false, Arc::new(StringArray::from_iter_values(v)))
+    }
+
+    /// Symbol codes (`00700`), formatted straight into the array (no string per row).
+    fn sym(self, name: &str, v: impl Iterator<Item = Symbol>) -> Self {
+        use std::fmt::Write;
+        let mut b = StringBuilder::new();
+        for s in v {
+            write!(b, "{s}").expect("writing to memory");
+            b.append_value("");
+        }
+        self.push(name, false, Arc::new(b.finish()))
     }
 
     fn opt_str<'a>(self, name: &str, v: impl Iterator<Item = Option<&'a str>>) -> Self {
@@ -85,27 +97,26 @@ impl Cols {
     }
 }
 
-fn versions<T>(rows: &[Versioned<T>]) -> impl Iterator<Item = u64> + '_ {
+fn versions<'a, T: 'a>(rows: &'a [&'a Versioned<T>]) -> impl Iterator<Item = u64> + 'a {
     rows.iter().map(|r| r.version)
 }
 
 /// Every table as a record batch, in a fixed order. Rows are sorted by key first.
-pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
+pub fn record_batches(t: &TableRefs<'_>) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
     let mut out = Vec::new();
     let mut add = |name: &'static str, b: Result<RecordBatch, ArrowError>| -> Result<(), (&'static str, ArrowError)> {
         out.push((name, b.map_err(|e| (name, e))?));
         Ok(())
     };
 
-    let mut p = t.positions.clone();
-    p.sort_by(|a, b| a.row.key.cmp(&b.row.key));
-    let psyms: Vec<String> = p.iter().map(|r| r.row.key.symbol.to_string()).collect();
+    let mut p: Vec<&Versioned<_>> = t.positions.iter().collect();
+    p.sort_unstable_by(|a, b| a.row.key.cmp(&b.row.key));
     add(
         "positions",
         Cols::default()
             .str("account", p.iter().map(|r| r.row.key.account.as_str()))
             .str("strategy", p.iter().map(|r| r.row.key.strategy.as_str()))
-            .str("symbol", psyms.iter().map(String::as_str))
+            .sym("symbol", p.iter().map(|r| r.row.key.symbol))
             .i64("qty", p.iter().map(|r| r.row.qty))
             .opt_dec("avg_price", p.iter().map(|r| r.row.avg_price))
             .dec("cost", p.iter().map(|r| r.row.cost))
@@ -124,9 +135,8 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut f = t.fills.clone();
-    f.sort_by(|a, b| (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id)));
-    let syms: Vec<String> = f.iter().map(|r| r.row.fill.key.symbol.to_string()).collect();
+    let mut f: Vec<&Versioned<_>> = t.fills.iter().collect();
+    f.sort_unstable_by(|a, b| (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id)));
     add(
         "fills",
         Cols::default()
@@ -134,7 +144,7 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .str("order_id", f.iter().map(|r| r.row.fill.order_id.as_str()))
             .str("account", f.iter().map(|r| r.row.fill.key.account.as_str()))
             .str("strategy", f.iter().map(|r| r.row.fill.key.strategy.as_str()))
-            .str("symbol", syms.iter().map(String::as_str))
+            .sym("symbol", f.iter().map(|r| r.row.fill.key.symbol))
             .str("side", f.iter().map(|r| r.row.fill.side.as_str()))
             .i64("qty", f.iter().map(|r| r.row.fill.qty))
             .dec("price", f.iter().map(|r| r.row.fill.price))
@@ -156,8 +166,8 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
     )?;
 
     for (kind, name) in [("account", "account_rollups"), ("strategy", "strategy_rollups")] {
-        let mut r: Vec<_> = t.rollups.iter().filter(|r| r.row.0.kind() == kind).cloned().collect();
-        r.sort_by(|a, b| a.row.0.cmp(&b.row.0));
+        let mut r: Vec<_> = t.rollups.iter().filter(|r| r.row.0.kind() == kind).collect();
+        r.sort_unstable_by(|a, b| a.row.0.cmp(&b.row.0));
         add(
             name,
             Cols::default()
@@ -177,8 +187,8 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
     }
 
     for (kind, name) in [("account", "account_pnl_minute"), ("strategy", "strategy_pnl_minute")] {
-        let mut m: Vec<_> = t.minutes.iter().filter(|r| r.row.0 .0.kind() == kind).cloned().collect();
-        m.sort_by(|a, b| a.row.0.cmp(&b.row.0));
+        let mut m: Vec<_> = t.minutes.iter().filter(|r| r.row.0 .0.kind() == kind).collect();
+        m.sort_unstable_by(|a, b| a.row.0.cmp(&b.row.0));
         // Cumulative net P&L from fills per group, in minute order.
         let mut cumulative = Vec::with_capacity(m.len());
         let mut last: Option<&Group> = None;
@@ -210,16 +220,15 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
         )?;
     }
 
-    let mut o = t.orders.clone();
-    o.sort_by(|a, b| a.row.order_id.cmp(&b.row.order_id));
-    let syms: Vec<String> = o.iter().map(|r| r.row.key.symbol.to_string()).collect();
+    let mut o: Vec<&Versioned<_>> = t.orders.iter().collect();
+    o.sort_unstable_by(|a, b| a.row.order_id.cmp(&b.row.order_id));
     add(
         "orders",
         Cols::default()
             .str("order_id", o.iter().map(|r| r.row.order_id.as_str()))
             .str("account", o.iter().map(|r| r.row.key.account.as_str()))
             .str("strategy", o.iter().map(|r| r.row.key.strategy.as_str()))
-            .str("symbol", syms.iter().map(String::as_str))
+            .sym("symbol", o.iter().map(|r| r.row.key.symbol))
             .str("side", o.iter().map(|r| r.row.side.as_str()))
             .i64("qty", o.iter().map(|r| r.row.qty))
             .opt_dec("price", o.iter().map(|r| r.row.price))
@@ -230,13 +239,12 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut mk = t.marks.clone();
-    mk.sort_by_key(|r| r.row.0);
-    let syms: Vec<String> = mk.iter().map(|r| r.row.0.to_string()).collect();
+    let mut mk: Vec<&Versioned<_>> = t.marks.iter().collect();
+    mk.sort_unstable_by_key(|r| r.row.0);
     add(
         "marks",
         Cols::default()
-            .str("symbol", syms.iter().map(String::as_str))
+            .sym("symbol", mk.iter().map(|r| r.row.0))
             .opt_dec("price", mk.iter().map(|r| r.row.1.price))
             .str("source", mk.iter().map(|r| r.row.1.source.as_str()))
             .ts("ts", mk.iter().map(|r| r.row.1.ts))
@@ -244,13 +252,12 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut ins = t.instruments.clone();
-    ins.sort_by_key(|r| r.row.symbol);
-    let syms: Vec<String> = ins.iter().map(|r| r.row.symbol.to_string()).collect();
+    let mut ins: Vec<&Versioned<_>> = t.instruments.iter().collect();
+    ins.sort_unstable_by_key(|r| r.row.symbol);
     add(
         "instruments",
         Cols::default()
-            .str("symbol", syms.iter().map(String::as_str))
+            .sym("symbol", ins.iter().map(|r| r.row.symbol))
             .str("name", ins.iter().map(|r| r.row.name.as_str()))
             .i64("lot_size", ins.iter().map(|r| r.row.lot_size))
             .str("currency", ins.iter().map(|r| r.row.currency.as_str()))
@@ -261,8 +268,8 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut st = t.status.clone();
-    st.sort_by(|a, b| a.row.subject.cmp(&b.row.subject));
+    let mut st: Vec<&Versioned<_>> = t.status.iter().collect();
+    st.sort_unstable_by(|a, b| a.row.subject.cmp(&b.row.subject));
     let subjects: Vec<String> = st.iter().map(|r| r.row.subject.name()).collect();
     add(
         "trading_status",
@@ -276,11 +283,11 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut rk = t.risk.clone();
-    rk.sort_by(|a, b| a.row.group.cmp(&b.row.group));
+    let mut rk: Vec<&Versioned<_>> = t.risk.iter().collect();
+    rk.sort_unstable_by(|a, b| a.row.group.cmp(&b.row.group));
     let largest: Vec<Option<String>> = rk.iter().map(|r| r.row.largest.map(|l| l.0.to_string())).collect();
     let lots: Vec<Option<String>> = rk.iter().map(|r| r.row.max_lots.map(|l| l.0.to_string())).collect();
-    let sectors: Vec<String> = rk.iter().map(|r| crate::tables::sectors_json(&r.row)).collect();
+    let sectors: Vec<String> = rk.iter().map(|r| crate::tables::sectors_json(r.row)).collect();
     let contributors: Vec<String> =
         rk.iter().map(|r| crate::tables::json_pairs(r.row.contributors.iter().cloned())).collect();
     add(
@@ -319,13 +326,12 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut vo = t.vol.clone();
-    vo.sort_by_key(|r| r.row.symbol);
-    let syms: Vec<String> = vo.iter().map(|r| r.row.symbol.to_string()).collect();
+    let mut vo: Vec<&Versioned<_>> = t.vol.iter().collect();
+    vo.sort_unstable_by_key(|r| r.row.symbol);
     add(
         "volatility",
         Cols::default()
-            .str("symbol", syms.iter().map(String::as_str))
+            .sym("symbol", vo.iter().map(|r| r.row.symbol))
             .dec("daily", vo.iter().map(|r| r.row.daily))
             .dec("annual", vo.iter().map(|r| r.row.annual))
             .dec("today", vo.iter().map(|r| r.row.today))
@@ -335,8 +341,8 @@ pub fn record_batches(t: &Tables) -> Result<Vec<(&'static str, RecordBatch)>, (&
             .finish(),
     )?;
 
-    let mut al = t.alerts.clone();
-    al.sort_by(|a, b| (a.version, &a.row).cmp(&(b.version, &b.row)));
+    let mut al: Vec<&Versioned<_>> = t.alerts.iter().collect();
+    al.sort_unstable_by(|a, b| (a.version, &a.row).cmp(&(b.version, &b.row)));
     let ids: Vec<String> = al.iter().map(|r| r.row.id()).collect();
     let drivers: Vec<String> = al.iter().map(|r| crate::tables::json_pairs(r.row.drivers.iter().cloned())).collect();
     add(
