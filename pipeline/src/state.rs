@@ -172,6 +172,15 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
     }
 
+    /// Applies one row change as an upsert by key (or a removal, when `deleted`).
+    pub fn put(&mut self, c: Change<D>) {
+        if c.deleted {
+            self.rows.remove(&c.row.key());
+        } else {
+            self.rows.insert(c.row.key(), Box::new((c.row, c.version)));
+        }
+    }
+
     /// Puts back rows held before a restart (at their versions), without logging them as changes.
     pub fn restore(&mut self, rows: Vec<(D, u64)>) {
         for (d, v) in rows {
@@ -241,6 +250,55 @@ pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
         vol: s.vol.versioned(),
         dead_letters: s.dead_letters.clone(),
     }
+}
+
+/// A copy of the tables (no change log), e.g. to seed a replica kept from changes.
+pub fn copy(s: &crate::engine::OutputState) -> crate::engine::OutputState {
+    fn table<D: Keyed + Ord + Clone + std::fmt::Debug>(t: &TableState<D>) -> TableState<D> {
+        let mut out = TableState::default();
+        out.restore(t.versioned_refs().into_iter().map(|v| (v.row.clone(), v.version)).collect());
+        out
+    }
+    crate::engine::OutputState {
+        positions: table(&s.positions),
+        fills: table(&s.fills),
+        rollups: table(&s.rollups),
+        minutes: table(&s.minutes),
+        orders: table(&s.orders),
+        marks: table(&s.marks),
+        instruments: table(&s.instruments),
+        status: table(&s.status),
+        risk: table(&s.risk),
+        alerts: table(&s.alerts),
+        vol: table(&s.vol),
+        dead_letters: s.dead_letters.clone(),
+    }
+}
+
+/// Brings tables up to date with the changes taken from the engine after them ([`take_changes`]):
+/// the replica a sink keeps on a thread of its own ends equal to the engine's tables.
+pub fn apply_changes(s: &mut crate::engine::OutputState, c: Changes) {
+    fn each<D: Keyed + Ord + Clone + std::fmt::Debug>(t: &mut TableState<D>, changes: Vec<Change<D>>) {
+        for c in changes {
+            t.put(c);
+        }
+    }
+    each(&mut s.positions, c.positions);
+    each(&mut s.fills, c.fills);
+    each(&mut s.rollups, c.rollups);
+    each(&mut s.minutes, c.minutes);
+    for o in c.orders {
+        s.orders.put(Change { row: (o.row.order_id.clone(), o.row), version: o.version, deleted: o.deleted });
+    }
+    each(&mut s.marks, c.marks);
+    each(&mut s.instruments, c.instruments);
+    for t in c.status {
+        s.status.put(Change { row: (t.row.subject.clone(), t.row), version: t.version, deleted: t.deleted });
+    }
+    each(&mut s.risk, c.risk);
+    each(&mut s.alerts, c.alerts);
+    each(&mut s.vol, c.vol);
+    s.dead_letters.extend(c.dead_letters);
 }
 
 /// The second half of keyed rows, borrowed.

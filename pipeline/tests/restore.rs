@@ -170,3 +170,38 @@ fn limits_reloaded_mid_run_apply_from_the_next_epoch() {
     assert!(desk.var_99 > rust_decimal::Decimal::ZERO);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A copy of the tables taken mid-run and kept up to date from the changes of every later epoch
+/// (what the Parquet sink of a Kafka run does on its thread) ends equal to the engine's tables,
+/// versions included, busted fills removed.
+#[test]
+fn a_copy_kept_from_the_changes_ends_equal_to_the_tables() {
+    use harbour::state;
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 19, ..GenerateConfig::default() }).unwrap();
+    let metrics = Metrics::default();
+    let mut engine = Engine::new(&engine_config(500), &metrics, Arc::new(Health::default()));
+    engine.track_changes();
+    let cut = lines.len() / 3;
+    let mut copy: Option<OutputState> = None;
+    let mut deletions = 0;
+    for (i, raw) in lines.iter().enumerate() {
+        engine.feed(line(i, raw));
+        if (i + 1) % 500 == 0 || i + 1 == lines.len() {
+            engine.seal();
+            let changes = engine.take_changes();
+            match copy.as_mut() {
+                None if i >= cut => copy = Some(state::copy(engine.state())),
+                None => {}
+                Some(c) => {
+                    deletions += changes.fills.iter().filter(|c| c.deleted).count();
+                    state::apply_changes(c, changes);
+                }
+            }
+        }
+    }
+    assert!(deletions > 0, "busts after the cut remove fills");
+    let copy = copy.expect("a copy was taken");
+    assert!(state::snapshot(&copy) == state::snapshot(engine.state()), "the copy ends equal to the tables");
+    assert_eq!(copy.dead_letters.len(), engine.state().dead_letters.len());
+}
