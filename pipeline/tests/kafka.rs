@@ -359,7 +359,6 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Waits for `child`; past `limit` it is killed and the test fails (a hang must not stall CI).
 /// A spawned `harbour`, killed (SIGKILL) and reaped when dropped: a test that fails while it runs
 /// leaves no pipeline behind, polling the broker.
 struct Running(Child);
@@ -390,6 +389,7 @@ impl Drop for Running {
     }
 }
 
+/// Waits for `child`; past `limit` it is killed and the test fails (a hang must not stall CI).
 fn wait_at_most(mut child: Running, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -769,6 +769,50 @@ fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
     let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
     assert!(status.success());
     same_parquet_tables(&out, &reference, "after the stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With a cadence set, the Parquet tables catch up while the input is idle: once the run has
+/// read everything, the files come to equal a replay of the day before any stop.
+#[test]
+fn parquet_tables_catch_up_while_the_input_is_idle() {
+    let cfg = kafka_config("parquet-idle");
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 9_000, seed: 29, ..GenerateConfig::default() }).unwrap();
+    let dir = temp("parquet-idle");
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let reference = dir.join("reference");
+    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
+    assert!(status.success());
+    let out = dir.join("out");
+    let run = Running::spawn(
+        harbour(&cfg)
+            .env_remove("HARBOUR_CLICKHOUSE_URL")
+            .env_remove("HARBOUR_REDIS_URL")
+            .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
+            .env("HARBOUR__PIPELINE__PARQUET_MS", "1500")
+            .args(["kafka", "run", "--out"])
+            .arg(&out)
+            .arg("--state")
+            .arg(dir.join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let tables = ["positions", "fills", "orders", "account_rollups", "dead_letters"];
+    let same = || {
+        tables.iter().all(|t| out.join(format!("{t}.parquet")).exists())
+            && tables.iter().all(|t| read_table(&out, t) == read_table(&reference, t))
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !same() {
+        assert!(Instant::now() < deadline, "the Parquet tables did not catch up while the input was idle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    same_parquet_tables(&out, &reference, "while idle");
+    drop(run);
     let _ = std::fs::remove_dir_all(dir);
 }
 

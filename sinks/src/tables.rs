@@ -200,6 +200,27 @@ impl Changes {
         self.len() == 0
     }
 
+    /// A copy of the tables' changes, without the event log and the quotes (for a sink that keeps
+    /// tables only).
+    pub fn tables_only(&self) -> Changes {
+        Changes {
+            positions: self.positions.clone(),
+            fills: self.fills.clone(),
+            rollups: self.rollups.clone(),
+            minutes: self.minutes.clone(),
+            orders: self.orders.clone(),
+            marks: self.marks.clone(),
+            quotes: Vec::new(),
+            instruments: self.instruments.clone(),
+            status: self.status.clone(),
+            risk: self.risk.clone(),
+            alerts: self.alerts.clone(),
+            vol: self.vol.clone(),
+            dead_letters: self.dead_letters.clone(),
+            events: Vec::new(),
+        }
+    }
+
     /// Appends later changes (of later epochs) to these.
     pub fn append(&mut self, mut later: Changes) {
         self.positions.append(&mut later.positions);

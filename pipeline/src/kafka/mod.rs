@@ -38,7 +38,7 @@ mod gate;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,7 +119,8 @@ pub trait EpochSink {
     fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String>;
     /// How often this sink is written; `None`: the pipeline's `flush_ms`. A live feed can be
     /// written every epoch while an analytical store takes larger batches; offsets are committed
-    /// through the newest epoch every sink holds.
+    /// through the newest epoch every sink holds (every sink that does not
+    /// [replace everything](EpochSink::replaces_all)).
     fn flush_every(&self) -> Option<Duration> {
         None
     }
@@ -129,7 +130,8 @@ pub trait EpochSink {
     }
     /// Whether `write_through` reads the whole `state`. A sink that does not (it writes the
     /// changes only) runs on a thread of its own: the loop hands it each batch and reads on
-    /// while it writes; offsets still follow what it acknowledged.
+    /// while it writes; offsets still follow what it acknowledged (unless it replaces
+    /// everything).
     fn reads_state(&self) -> bool {
         true
     }
@@ -141,9 +143,20 @@ pub trait EpochSink {
     /// Called once before the run reads on, with the tables as restored (a sink that keeps its own
     /// copy of them starts from here).
     fn start_from(&mut self, _state: &OutputState) {}
-    /// Called once at the end of a run that completed, after the last batch.
+    /// On a sink's own thread, about once a second while no batch arrives (input idle): a sink
+    /// with a cadence of its own writes what it holds when due.
+    fn tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called once at the end of a run that completed (a clean stop), after the last batch, on
+    /// sinks that run on a thread of their own and replace everything (not after an error).
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// Whether the sink reads `changes.events` and `changes.quotes` (when not, its batches come
+    /// without them).
+    fn wants_events(&self) -> bool {
+        true
     }
     /// Whether each write replaces the sink's whole content from the state (Parquet files). Such
     /// a sink needs no change from before a restart (the restored state has them all), so its
@@ -173,6 +186,8 @@ pub struct ParquetEpochSink {
     written: Arc<Mutex<Vec<Written>>>,
     tables: OutputState,
     last_write: Instant,
+    /// Changes applied since the last rewrite.
+    dirty: bool,
 }
 
 impl ParquetEpochSink {
@@ -184,6 +199,7 @@ impl ParquetEpochSink {
             written: Arc::default(),
             tables: OutputState::default(),
             last_write: Instant::now(),
+            dirty: false,
         }
     }
 
@@ -204,6 +220,7 @@ impl ParquetEpochSink {
         let rows: usize = written.iter().map(|w| w.rows).sum();
         *self.written.lock().expect("parquet written") = written;
         self.last_write = Instant::now();
+        self.dirty = false;
         tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "parquet tables rewritten");
         Ok(())
     }
@@ -220,10 +237,19 @@ impl EpochSink for ParquetEpochSink {
 
     fn write_changes(&mut self, _epoch: u64, changes: Changes) -> Result<(), String> {
         state::apply_changes(&mut self.tables, changes);
-        if self.every.is_none_or(|every| self.last_write.elapsed() >= every) {
+        self.dirty = true;
+        self.tick()
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        if self.dirty && self.every.is_none_or(|every| self.last_write.elapsed() >= every) {
             self.rewrite()?;
         }
         Ok(())
+    }
+
+    fn wants_events(&self) -> bool {
+        false
     }
 
     fn start_from(&mut self, state: &OutputState) {
@@ -304,6 +330,9 @@ pub struct KafkaOutcome {
     pub caught_up_after: Option<Duration>,
 }
 
+/// How long a sink's thread waits for a batch before it ticks ([`EpochSink::tick`]).
+const TICK: Duration = Duration::from_secs(1);
+
 /// Changed rows a sink may have waiting while its thread writes the previous batch; past this
 /// the loop waits for it (backpressure: consumption stops, memory stays bounded).
 pub const MAX_PENDING_ROWS: usize = 2_000_000;
@@ -330,7 +359,20 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || {
-                while let Ok((epoch, changes)) = rx.recv() {
+                loop {
+                    let (epoch, changes) = match rx.recv_timeout(TICK) {
+                        Ok(batch) => batch,
+                        Err(RecvTimeoutError::Timeout) => {
+                            let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.tick()))
+                                .unwrap_or_else(|_| Err("the sink panicked".into()));
+                            if let Err(m) = ticked {
+                                *f.lock().expect("sink failure") = Some(m);
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     let started = Instant::now();
                     let wrote =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write_changes(epoch, changes)))
@@ -368,10 +410,12 @@ impl Worker {
     fn finish(mut self) -> Option<String> {
         self.finishing.store(true, Ordering::Release);
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let joined = self.thread.take().map(|t| t.join());
+        let failed = self.failed.lock().expect("sink failure").clone();
+        match joined {
+            Some(Err(_)) => failed.or_else(|| Some("the sink's thread panicked".into())),
+            _ => failed,
         }
-        self.failed.lock().expect("sink failure").clone()
     }
 }
 
@@ -395,6 +439,8 @@ struct Slot {
     alerts_only: bool,
     /// [`EpochSink::replaces_all`]
     replaces_all: bool,
+    /// Changes without events and quotes ([`EpochSink::wants_events`]).
+    tables_only: bool,
     /// Written on the loop's thread (it reads the whole state).
     sink: Option<Box<dyn EpochSink + Send>>,
     /// Or on its own.
@@ -568,8 +614,15 @@ impl<'a, 'm> Loop<'a, 'm> {
         for slot in self.sinks.iter_mut().filter(|s| s.alerts_only && s.handed < epoch) {
             slot.pending.append(Changes { alerts: changes.alerts.clone(), ..Changes::default() });
         }
-        let mut takers: Vec<&mut Slot> =
-            self.sinks.iter_mut().filter(|s| s.wants_changes && !s.alerts_only && s.handed < epoch).collect();
+        // (Sinks that keep tables only get a copy without the event log and the quotes.)
+        for slot in self.sinks.iter_mut().filter(|s| s.tables_only && s.handed < epoch) {
+            slot.pending.append(changes.tables_only());
+        }
+        let mut takers: Vec<&mut Slot> = self
+            .sinks
+            .iter_mut()
+            .filter(|s| s.wants_changes && !s.alerts_only && !s.tables_only && s.handed < epoch)
+            .collect();
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
                 slot.pending.append(changes.clone());
@@ -644,7 +697,9 @@ impl<'a, 'm> Loop<'a, 'm> {
                     // Wait for the sink's thread only at the end or when too much is waiting
                     // (backpressure); otherwise hand over when it is free.
                     if force || batch.1.len() > MAX_PENDING_ROWS {
-                        let stop = (!force).then_some(self.stop);
+                        // (A stop does not cut short the wait for a sink that replaces
+                        // everything: its write is bounded, and nothing waits on its progress.)
+                        let stop = (!force && !slot.replaces_all).then_some(self.stop);
                         Self::hand_waiting(slot, batch, stop, deadline)?;
                     } else {
                         let tx = w.tx.as_ref().expect("worker running");
@@ -826,6 +881,7 @@ pub fn run(
         .into_iter()
         .map(|mut sink| {
             sink.start_from(engine.state());
+            let tables_only = sink.wants_changes() && !sink.wants_events() && !sink.alerts_only();
             let (name, every, wants_changes, alerts_only, replaces_all) = (
                 sink.name(),
                 sink.flush_every().unwrap_or(run.flush_every),
@@ -843,6 +899,7 @@ pub fn run(
                 wants_changes,
                 alerts_only,
                 replaces_all,
+                tables_only,
                 sink,
                 worker,
                 every,

@@ -231,7 +231,9 @@ fn coordinator_retry<T>(mut request: impl FnMut() -> Result<T, RdError>) -> Resu
                 if !transient || Instant::now() + pause > deadline {
                     return Err(KafkaError::client(e));
                 }
-                tracing::debug!(error = %e, "group coordinator not ready (retrying)");
+                if pause == Duration::from_millis(50) {
+                    tracing::warn!(error = %e, "group coordinator not ready (retrying for up to 30 s)");
+                }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
