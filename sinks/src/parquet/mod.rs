@@ -77,18 +77,33 @@ impl ParquetSink {
         self.write_refs(&tables.refs())
     }
 
-    /// Writes every table from borrowed rows; returns what was written.
+    /// Writes every table from borrowed rows; returns what was written. The fills table, usually
+    /// the largest, is encoded and written on a second thread while the others are.
     pub fn write_refs(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
         fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
-        let mut out = Vec::new();
-        for (table, batch) in
-            record_batches(tables).map_err(|(table, e)| ParquetSinkError::Encode { table, message: e.to_string() })?
-        {
+        let write = |table: &'static str, batch: RecordBatch| -> Result<Written, ParquetSinkError> {
             let path = self.dir.join(format!("{table}.parquet"));
             write_file(&path, table, &batch)?;
             tracing::debug!(table, rows = batch.num_rows(), path = %path.display(), "wrote parquet table");
-            out.push(Written { table, path, rows: batch.num_rows() });
-        }
+            Ok(Written { table, path, rows: batch.num_rows() })
+        };
+        let encode = |table: &'static str| {
+            move |e: arrow_schema::ArrowError| ParquetSinkError::Encode { table, message: e.to_string() }
+        };
+        let (fills, rest) = std::thread::scope(|scope| {
+            let fills = scope.spawn(|| write("fills", schema::fills_batch(tables).map_err(encode("fills"))?));
+            let rest = || -> Result<Vec<Written>, ParquetSinkError> {
+                let batches = schema::record_batches_with(tables, false)
+                    .map_err(|(table, e)| ParquetSinkError::Encode { table, message: e.to_string() })?;
+                batches.into_iter().map(|(table, batch)| write(table, batch)).collect()
+            };
+            let rest = rest();
+            (fills.join(), rest)
+        });
+        let fills = fills.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let mut out = rest?;
+        // In record_batches' order: the fills come after the positions.
+        out.insert(1.min(out.len()), fills);
         Ok(out)
     }
 }

@@ -103,6 +103,44 @@ fn versions<'a, T: 'a>(rows: &'a [&'a Versioned<T>]) -> impl Iterator<Item = u64
 
 /// Every table as a record batch, in a fixed order. Rows are sorted by key first.
 pub fn record_batches(t: &TableRefs<'_>) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
+    record_batches_with(t, true)
+}
+
+/// The enriched fills (usually the largest table), sorted by time and exec id.
+pub fn fills_batch(t: &TableRefs<'_>) -> Result<RecordBatch, ArrowError> {
+    let mut f: Vec<&Versioned<_>> = t.fills.iter().collect();
+    f.sort_unstable_by(|a, b| (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id)));
+    Cols::default()
+        .str("exec_id", f.iter().map(|r| r.row.fill.exec_id.as_str()))
+        .str("order_id", f.iter().map(|r| r.row.fill.order_id.as_str()))
+        .str("account", f.iter().map(|r| r.row.fill.key.account.as_str()))
+        .str("strategy", f.iter().map(|r| r.row.fill.key.strategy.as_str()))
+        .sym("symbol", f.iter().map(|r| r.row.fill.key.symbol))
+        .str("side", f.iter().map(|r| r.row.fill.side.as_str()))
+        .i64("qty", f.iter().map(|r| r.row.fill.qty))
+        .dec("price", f.iter().map(|r| r.row.fill.price))
+        .ts("ts", f.iter().map(|r| r.row.fill.ts))
+        .dec("consideration", f.iter().map(|r| r.row.fill.consideration()))
+        .dec("stamp_duty", f.iter().map(|r| r.row.fees.stamp_duty))
+        .dec("sfc_levy", f.iter().map(|r| r.row.fees.sfc_levy))
+        .dec("afrc_levy", f.iter().map(|r| r.row.fees.afrc_levy))
+        .dec("trading_fee", f.iter().map(|r| r.row.fees.trading_fee))
+        .dec("settlement_fee", f.iter().map(|r| r.row.fees.settlement_fee))
+        .dec("commission", f.iter().map(|r| r.row.fees.commission))
+        .dec("fees_total", f.iter().map(|r| r.row.fees.total))
+        .str("fee_schedule", f.iter().map(|r| r.row.fees.schedule.as_str()))
+        .dec("realized", f.iter().map(|r| r.row.step.realized))
+        .i64("qty_after", f.iter().map(|r| r.row.step.qty_after))
+        .u64("source_seq", f.iter().map(|r| r.row.fill.source_seq))
+        .u64("version", versions(&f))
+        .finish()
+}
+
+/// Every table as a record batch, in [`record_batches`]' order, the fills only `with_fills`.
+pub fn record_batches_with(
+    t: &TableRefs<'_>,
+    with_fills: bool,
+) -> Result<Vec<(&'static str, RecordBatch)>, (&'static str, ArrowError)> {
     let mut out = Vec::new();
     let mut add = |name: &'static str, b: Result<RecordBatch, ArrowError>| -> Result<(), (&'static str, ArrowError)> {
         out.push((name, b.map_err(|e| (name, e))?));
@@ -135,35 +173,9 @@ pub fn record_batches(t: &TableRefs<'_>) -> Result<Vec<(&'static str, RecordBatc
             .finish(),
     )?;
 
-    let mut f: Vec<&Versioned<_>> = t.fills.iter().collect();
-    f.sort_unstable_by(|a, b| (a.row.fill.ts, &a.row.fill.exec_id).cmp(&(b.row.fill.ts, &b.row.fill.exec_id)));
-    add(
-        "fills",
-        Cols::default()
-            .str("exec_id", f.iter().map(|r| r.row.fill.exec_id.as_str()))
-            .str("order_id", f.iter().map(|r| r.row.fill.order_id.as_str()))
-            .str("account", f.iter().map(|r| r.row.fill.key.account.as_str()))
-            .str("strategy", f.iter().map(|r| r.row.fill.key.strategy.as_str()))
-            .sym("symbol", f.iter().map(|r| r.row.fill.key.symbol))
-            .str("side", f.iter().map(|r| r.row.fill.side.as_str()))
-            .i64("qty", f.iter().map(|r| r.row.fill.qty))
-            .dec("price", f.iter().map(|r| r.row.fill.price))
-            .ts("ts", f.iter().map(|r| r.row.fill.ts))
-            .dec("consideration", f.iter().map(|r| r.row.fill.consideration()))
-            .dec("stamp_duty", f.iter().map(|r| r.row.fees.stamp_duty))
-            .dec("sfc_levy", f.iter().map(|r| r.row.fees.sfc_levy))
-            .dec("afrc_levy", f.iter().map(|r| r.row.fees.afrc_levy))
-            .dec("trading_fee", f.iter().map(|r| r.row.fees.trading_fee))
-            .dec("settlement_fee", f.iter().map(|r| r.row.fees.settlement_fee))
-            .dec("commission", f.iter().map(|r| r.row.fees.commission))
-            .dec("fees_total", f.iter().map(|r| r.row.fees.total))
-            .str("fee_schedule", f.iter().map(|r| r.row.fees.schedule.as_str()))
-            .dec("realized", f.iter().map(|r| r.row.step.realized))
-            .i64("qty_after", f.iter().map(|r| r.row.step.qty_after))
-            .u64("source_seq", f.iter().map(|r| r.row.fill.source_seq))
-            .u64("version", versions(&f))
-            .finish(),
-    )?;
+    if with_fills {
+        add("fills", fills_batch(t))?;
+    }
 
     for (kind, name) in [("account", "account_rollups"), ("strategy", "strategy_rollups")] {
         let mut r: Vec<_> = t.rollups.iter().filter(|r| r.row.0.kind() == kind).collect();
