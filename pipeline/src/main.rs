@@ -487,7 +487,7 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
                 &health,
             )?;
             let elapsed = started.elapsed();
-            let written = ParquetSink::new(&out).write_refs(&state::snapshot_refs(&run.state))?;
+            let written = ParquetSink::new(&out).write(&state::snapshot_refs(&run.state))?;
             print!("{}", summary::render(&run.state, &run.stats, &written, elapsed));
             let f = &run.feed;
             println!(
@@ -540,8 +540,7 @@ fn execute(
     let started = Instant::now();
     let (state, stats) = engine::run(source, engine, &metrics, &health)?;
     let elapsed = started.elapsed();
-    let tables = state::snapshot(&state);
-    let written = ParquetSink::new(&out).write(&tables)?;
+    let written = ParquetSink::new(&out).write(&state::snapshot_refs(&state))?;
     print!("{}", summary::render(&state, &stats, &written, elapsed));
     Ok(state)
 }

@@ -216,7 +216,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
     /// Rows with versions, sorted by row.
     pub fn versioned(&self) -> Vec<Versioned<D>> {
         let mut v: Vec<Versioned<D>> =
-            self.rows.values().map(|b| Versioned { row: b.0.clone(), version: b.1 }).collect();
+            self.versioned_refs().into_iter().map(|v| Versioned { row: v.row.clone(), version: v.version }).collect();
         v.sort_unstable_by(|a, b| a.row.cmp(&b.row));
         v
     }

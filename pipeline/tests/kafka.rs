@@ -462,6 +462,30 @@ fn same_parquet_tables(got: &Path, want: &Path, when: &str) {
     }
 }
 
+/// A generated day (`fills` fills, three quotes per fill) written to `day.jsonl` in a new folder,
+/// and the topics created (publishing is the caller's): the lines, the folder and the file.
+fn day_on_disk(cfg: &KafkaConfig, name: &str, fills: usize, seed: u64) -> (Vec<String>, PathBuf, PathBuf) {
+    let lines = generate(&GenerateConfig { fills, quotes: 3 * fills, seed, ..GenerateConfig::default() }).unwrap();
+    let dir = temp(name);
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    create_topics(cfg).unwrap();
+    (lines, dir, day)
+}
+
+/// `harbour replay` of `day` into `dir/reference`: the tables a Kafka run must end with.
+fn replay_reference(cfg: &KafkaConfig, day: &Path, dir: &Path) -> PathBuf {
+    let reference = dir.join("reference");
+    let status = harbour(cfg).arg("replay").arg(day).arg("--out").arg(&reference).status().unwrap();
+    assert!(status.success());
+    reference
+}
+
+/// A run writing Parquet only (the test environment's ClickHouse and Redis left out).
+fn parquet_only(c: &mut Command) -> &mut Command {
+    c.env_remove("HARBOUR_CLICKHOUSE_URL").env_remove("HARBOUR_REDIS_URL")
+}
+
 fn harbour(cfg: &KafkaConfig) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harbour"));
     let t = &cfg.topics;
@@ -499,12 +523,7 @@ fn clickhouse_url() -> String {
 #[test]
 fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let cfg = kafka_config("crash");
-    let lines =
-        generate(&GenerateConfig { fills: 30_000, quotes: 90_000, seed: 9, ..GenerateConfig::default() }).unwrap();
-    let dir = temp("crash");
-    let day = dir.join("day.jsonl");
-    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
-    create_topics(&cfg).unwrap();
+    let (lines, dir, day) = day_on_disk(&cfg, "crash", 30_000, 9);
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
 
     let database = format!("harbour_crash_{}", std::process::id());
@@ -563,9 +582,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let status = wait_at_most(last, Duration::from_secs(300), "the final run after the kills");
     assert!(status.success(), "the final run completes");
 
-    let reference = dir.join("reference");
-    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
-    assert!(status.success());
+    let reference = replay_reference(&cfg, &day, &dir);
     same_parquet_tables(&dir.join("out"), &reference, &format!("after {kills} kills"));
     let consumer = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
@@ -633,19 +650,13 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 #[test]
 fn a_standby_takes_over_when_the_active_process_is_killed() {
     let cfg = kafka_config("standby");
-    let lines =
-        generate(&GenerateConfig { fills: 10_000, quotes: 30_000, seed: 21, ..GenerateConfig::default() }).unwrap();
+    let (lines, dir, day) = day_on_disk(&cfg, "standby", 10_000, 21);
     let (first, second) = lines.split_at(lines.len() / 2);
-    let dir = temp("standby");
-    let day = dir.join("day.jsonl");
-    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
-    create_topics(&cfg).unwrap();
     publish_lines(&cfg, first.iter().map(String::as_str)).unwrap();
     let member = |name: &str, until_end: bool| -> Running {
         let mut c = harbour(&cfg);
         // Parquet alone (the crash test covers ClickHouse and Redis through restarts).
-        c.env_remove("HARBOUR_CLICKHOUSE_URL")
-            .env_remove("HARBOUR_REDIS_URL")
+        parquet_only(&mut c)
             .env("RUST_LOG", "info")
             .env("HARBOUR__KAFKA__LEASE__ENABLED", "true")
             .env("HARBOUR__KAFKA__LEASE__TOPIC", format!("{}.lease", cfg.group_id))
@@ -705,9 +716,7 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     assert!(standby_log.contains("restoring from checkpoint"), "it took over the shared checkpoint:\n{standby_log}");
     eprintln!("standby: took over and caught up {:.1} s after the kill", killed.elapsed().as_secs_f64());
 
-    let reference = dir.join("reference");
-    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
-    assert!(status.success());
+    let reference = replay_reference(&cfg, &day, &dir);
     same_parquet_tables(&dir.join("standby"), &reference, "after the takeover");
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
     let _ = std::fs::remove_dir_all(dir);
@@ -719,19 +728,12 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
 #[test]
 fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
     let cfg = kafka_config("parquet-cadence");
-    let lines =
-        generate(&GenerateConfig { fills: 3_000, quotes: 9_000, seed: 23, ..GenerateConfig::default() }).unwrap();
-    let dir = temp("parquet-cadence");
-    let day = dir.join("day.jsonl");
-    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
-    create_topics(&cfg).unwrap();
+    let (lines, dir, day) = day_on_disk(&cfg, "parquet-cadence", 3_000, 23);
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let out = dir.join("out");
     let log = dir.join("run.log");
     let run = Running::spawn(
-        harbour(&cfg)
-            .env_remove("HARBOUR_CLICKHOUSE_URL")
-            .env_remove("HARBOUR_REDIS_URL")
+        parquet_only(&mut harbour(&cfg))
             .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
             .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
             .env("HARBOUR__PIPELINE__PARQUET_MS", "0")
@@ -765,9 +767,7 @@ fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
     assert!(wait_at_most(run, Duration::from_secs(60), "the run after SIGTERM").success());
     let said = std::fs::read_to_string(dir.join("run.out")).unwrap();
     assert!(said.contains("positions ("), "the summary lists the tables written:\n{said}");
-    let reference = dir.join("reference");
-    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
-    assert!(status.success());
+    let reference = replay_reference(&cfg, &day, &dir);
     same_parquet_tables(&out, &reference, "after the stop");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -777,21 +777,12 @@ fn parquet_rewrites_hold_back_no_commit_and_are_written_on_stop() {
 #[test]
 fn parquet_tables_catch_up_while_the_input_is_idle() {
     let cfg = kafka_config("parquet-idle");
-    let lines =
-        generate(&GenerateConfig { fills: 3_000, quotes: 9_000, seed: 29, ..GenerateConfig::default() }).unwrap();
-    let dir = temp("parquet-idle");
-    let day = dir.join("day.jsonl");
-    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
-    create_topics(&cfg).unwrap();
+    let (lines, dir, day) = day_on_disk(&cfg, "parquet-idle", 3_000, 29);
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
-    let reference = dir.join("reference");
-    let status = harbour(&cfg).arg("replay").arg(&day).arg("--out").arg(&reference).status().unwrap();
-    assert!(status.success());
+    let reference = replay_reference(&cfg, &day, &dir);
     let out = dir.join("out");
     let run = Running::spawn(
-        harbour(&cfg)
-            .env_remove("HARBOUR_CLICKHOUSE_URL")
-            .env_remove("HARBOUR_REDIS_URL")
+        parquet_only(&mut harbour(&cfg))
             .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
             .env("HARBOUR__PIPELINE__PARQUET_MS", "1500")
             .args(["kafka", "run", "--out"])

@@ -92,29 +92,6 @@ pub struct TableRefs<'a> {
     pub dead_letters: &'a [DeadLetter],
 }
 
-impl Tables {
-    /// The rows, borrowed.
-    pub fn refs(&self) -> TableRefs<'_> {
-        fn r<T>(v: &[Versioned<T>]) -> Vec<Versioned<&T>> {
-            v.iter().map(|x| Versioned { row: &x.row, version: x.version }).collect()
-        }
-        TableRefs {
-            positions: r(&self.positions),
-            fills: r(&self.fills),
-            rollups: r(&self.rollups),
-            minutes: r(&self.minutes),
-            orders: r(&self.orders),
-            marks: r(&self.marks),
-            instruments: r(&self.instruments),
-            status: r(&self.status),
-            risk: r(&self.risk),
-            alerts: r(&self.alerts),
-            vol: r(&self.vol),
-            dead_letters: &self.dead_letters,
-        }
-    }
-}
-
 /// One row change: the row as of `version`, or (when `deleted`) its removal at `version`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change<T> {

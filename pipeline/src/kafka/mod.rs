@@ -216,7 +216,7 @@ impl ParquetEpochSink {
 
     fn rewrite(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        let written = self.sink.write_refs(&state::snapshot_refs(&self.tables)).map_err(|e| e.to_string())?;
+        let written = self.sink.write(&state::snapshot_refs(&self.tables)).map_err(|e| e.to_string())?;
         let rows: usize = written.iter().map(|w| w.rows).sum();
         *self.written.lock().expect("parquet written") = written;
         self.last_write = Instant::now();

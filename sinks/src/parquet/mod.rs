@@ -19,7 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::tables::{TableRefs, Tables};
+use crate::tables::TableRefs;
 pub use schema::record_batches;
 pub(crate) use schema::to_i128;
 
@@ -72,14 +72,9 @@ impl ParquetSink {
         &self.dir
     }
 
-    /// Writes every table; returns what was written.
-    pub fn write(&self, tables: &Tables) -> Result<Vec<Written>, ParquetSinkError> {
-        self.write_refs(&tables.refs())
-    }
-
-    /// Writes every table from borrowed rows; returns what was written. The fills table, usually
+    /// Writes every table (rows borrowed from where they are kept); returns what was written. The fills table, usually
     /// the largest, is encoded and written on a second thread while the others are.
-    pub fn write_refs(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
+    pub fn write(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
         fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
         let write = |table: &'static str, batch: RecordBatch| -> Result<Written, ParquetSinkError> {
             let path = self.dir.join(format!("{table}.parquet"));
