@@ -12,8 +12,6 @@ use harbour_dataflows::model::{
 };
 use harbour_dataflows::validate::{hkt, Input, Rejection};
 use rust_decimal::Decimal;
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
 /// A contract line as serde sees it. `S` is the text type: `String` to write lines and on the
@@ -126,60 +124,46 @@ fn nonempty(field: &str, s: impl AsRef<str>) -> Result<smol_str::SmolStr, Reject
     }
 }
 
-/// Every field of every kind of line, each optional, text borrowed from the line where it has no
-/// escapes. Deserializing into it is direct (no buffering of the object, which serde's tagged
-/// enums need to find the tag first, and no `String` per field), so it is the fast path of
-/// [`parse_line`]; a line it cannot take whole (a field missing or of another type, a duplicate,
-/// an unknown `type`) goes through [`Wire`], whose errors are the contract's.
+/// Every field of every kind of line, each optional, text borrowed from the line. Deserializing
+/// into it is direct (no buffering of the object, which serde's tagged enums need to find the tag
+/// first, and no `String` per field), so it is the fast path of [`parse_line`]; a line it cannot
+/// take whole (a field missing or of another type, a duplicate, an unknown `type`, text with
+/// escapes, which cannot be borrowed) goes through [`Wire`], whose errors are the contract's.
 #[derive(Deserialize)]
 struct Flat<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    exec_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    order_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    account: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    strategy: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    symbol: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    side: Option<Cow<'a, str>>,
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    exec_id: Option<&'a str>,
+    order_id: Option<&'a str>,
+    account: Option<&'a str>,
+    strategy: Option<&'a str>,
+    symbol: Option<&'a str>,
+    side: Option<&'a str>,
     qty: Option<Decimal>,
     price: Option<Decimal>,
-    #[serde(borrow)]
-    ts: Option<Cow<'a, str>>,
+    ts: Option<&'a str>,
     commission: Option<Decimal>,
     odd_lot: Option<bool>,
     bid: Option<Decimal>,
     ask: Option<Decimal>,
     last: Option<Decimal>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a str>,
     lot_size: Option<i64>,
-    #[serde(borrow)]
-    currency: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    sector: Option<Cow<'a, str>>,
+    currency: Option<&'a str>,
+    sector: Option<&'a str>,
     stamp_duty: Option<bool>,
-    #[serde(borrow)]
-    spread_table: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    order_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    market: Option<Cow<'a, str>>,
+    spread_table: Option<&'a str>,
+    order_type: Option<&'a str>,
+    status: Option<&'a str>,
+    market: Option<&'a str>,
     session: Option<u8>,
 }
 
 impl<'a> Flat<'a> {
     /// The line as its kind's [`Wire`], when every required field of that kind is here (`None`
     /// sends the line to the general parse, which names what is wrong).
-    fn wire(self) -> Option<Wire<Cow<'a, str>>> {
-        Some(match self.kind?.as_ref() {
+    fn wire(self) -> Option<Wire<&'a str>> {
+        Some(match self.kind? {
             "fill" => Wire::Fill {
                 exec_id: self.exec_id?,
                 order_id: self.order_id?,
