@@ -103,7 +103,12 @@ impl Iterator for Replay {
                     if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
                         continue;
                     }
-                    let raw = String::from_utf8_lossy(&self.buf).into_owned();
+                    // The line's bytes become its String without a copy when they are UTF-8 (the
+                    // usual case; a lossy copy otherwise, which the parse then refuses).
+                    let next = Vec::with_capacity(self.buf.len() + 64);
+                    let bytes = std::mem::replace(&mut self.buf, next);
+                    let raw = String::from_utf8(bytes)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                     return Some(Ok(SourceLine { source: name.clone(), position: *line, raw }));
                 }
                 Err(source) => {
