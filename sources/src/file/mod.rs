@@ -1,7 +1,8 @@
 //! File replay: JSON lines from files or standard input, with their source positions.
 //!
-//! Each line is read as bytes and decoded as UTF-8 lossily (an invalid byte becomes U+FFFD and the
-//! line is then rejected by the parser, never dropped). Blank lines are skipped; the position of a
+//! Each line is read as bytes and decoded as UTF-8 lossily (an invalid byte becomes U+FFFD; the line
+//! is never dropped: outside a JSON string the parser refuses it, inside one the text keeps the
+//! replacement character). Blank lines are skipped; the position of a
 //! line is its 1-based line number in its file, so a dead letter points at the exact line.
 
 use std::fs::File;
@@ -104,11 +105,12 @@ impl Iterator for Replay {
                         continue;
                     }
                     // The line's bytes become its String without a copy when they are UTF-8 (the
-                    // usual case; a lossy copy otherwise, which the parse then refuses).
+                    // usual case; a lossy copy otherwise). The String keeps the buffer's spare
+                    // capacity (the previous line's length plus 64, or what reading this one took).
                     let next = Vec::with_capacity(self.buf.len() + 64);
                     let bytes = std::mem::replace(&mut self.buf, next);
-                    let raw = String::from_utf8(bytes)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    let raw =
+                        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                     return Some(Ok(SourceLine { source: name.clone(), position: *line, raw }));
                 }
                 Err(source) => {
