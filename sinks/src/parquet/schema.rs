@@ -17,7 +17,16 @@ use crate::tables::{TableRefs, Versioned};
 /// Scale of every decimal column.
 pub const DECIMAL_SCALE: i8 = 8;
 
+/// `d` in units of 10^-[`DECIMAL_SCALE`] (the mantissa of a Decimal128(38, 8)): exact when `d`
+/// has at most that many places (the mantissa times a power of ten, which fits an i128 for any
+/// decimal), rounded as `rescale` rounds when it has more. (`rescale` alone cannot widen a
+/// mantissa past 96 bits: for |d| beyond about 7.9e20 it kept a smaller scale, and the mantissa
+/// came out a power of ten too small.)
 pub(crate) fn to_i128(d: Decimal) -> i128 {
+    let scale = d.scale();
+    if scale <= DECIMAL_SCALE as u32 {
+        return d.mantissa() * 10i128.pow(DECIMAL_SCALE as u32 - scale);
+    }
     let mut d = d;
     d.rescale(DECIMAL_SCALE as u32);
     d.mantissa()
@@ -456,4 +465,22 @@ pub fn record_batches_with(
             .finish(),
     )?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_become_exact_mantissas_at_eight_places() {
+        assert_eq!(to_i128(Decimal::new(3852, 1)), 38_520_000_000);
+        assert_eq!(to_i128(Decimal::new(-1, 8)), -1);
+        assert_eq!(to_i128(Decimal::ZERO), 0);
+        // More places: rounded as rescale rounds (half away from zero).
+        assert_eq!(to_i128(Decimal::new(1_123_456_785, 9)), 112_345_679);
+        assert_eq!(to_i128(Decimal::new(-1_123_456_785, 9)), -112_345_679);
+        // Beyond 96 bits at eight places: 10^21 HKD is 10^29 units, not 10^28.
+        assert_eq!(to_i128(Decimal::from(10u64.pow(19)) * Decimal::from(100)), 10i128.pow(29));
+        assert_eq!(to_i128(Decimal::MAX), Decimal::MAX.mantissa() * 100_000_000);
+    }
 }
