@@ -238,8 +238,13 @@ pub fn parse_line(line: &str, seq: u64) -> Result<Input, Rejection> {
     let fast = if object { serde_json::from_str::<Flat<'_>>(line).ok().and_then(Flat::wire) } else { None };
     match fast {
         Some(wire) => input(wire, seq),
-        None => input(serde_json::from_str::<Wire>(line).map_err(|e| bad(e.to_string()))?, seq),
+        None => parse_general(line, seq),
     }
+}
+
+/// The general parse: serde's tagged enum, which reads the whole object and names what is wrong.
+fn parse_general(line: &str, seq: u64) -> Result<Input, Rejection> {
+    input(serde_json::from_str::<Wire>(line).map_err(|e| bad(e.to_string()))?, seq)
 }
 
 /// The event a well-formed line describes, once its fields pass the contract's checks.
@@ -435,11 +440,6 @@ mod tests {
             let e = parse_line(line, 0).unwrap_err().to_string();
             assert!(e.contains(why), "{line}: {e}");
         }
-    }
-
-    /// The general parse alone (what `parse_line` falls back to).
-    fn parse_general(line: &str, seq: u64) -> Result<Input, Rejection> {
-        input(serde_json::from_str::<Wire>(line).map_err(|e| bad(e.to_string()))?, seq)
     }
 
     #[test]

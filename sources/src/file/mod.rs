@@ -2,8 +2,8 @@
 //!
 //! Each line is read as bytes and decoded as UTF-8 lossily (an invalid byte becomes U+FFFD; the line
 //! is never dropped: outside a JSON string the parser refuses it, inside one the text keeps the
-//! replacement character). Blank lines are skipped; the position of a
-//! line is its 1-based line number in its file, so a dead letter points at the exact line.
+//! replacement character). Blank lines are skipped; the position of a line is its 1-based line
+//! number in its file, so a dead letter points at the exact line.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
