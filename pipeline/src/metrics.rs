@@ -9,11 +9,16 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Label of per-type counters.
@@ -46,6 +51,57 @@ pub struct FigureLabel {
     pub figure: &'static str,
 }
 
+/// Label of per-sink metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's name (`clickhouse`, `redis`, `parquet`, `kafka-alerts`).
+    pub sink: &'static str,
+}
+
+/// The handles of one sink's metrics (shared with the registry), for the thread that writes it.
+#[derive(Clone, Debug)]
+pub struct SinkMetrics {
+    /// Newest epoch the sink holds.
+    pub durable_epoch: Gauge,
+    /// Changed rows written (a replayed row counts again).
+    pub rows: Counter,
+    /// Seconds per write, retries included.
+    pub write_seconds: Histogram,
+    /// Changed rows waiting for the sink while it writes the previous batch.
+    pub pending_rows: Gauge,
+}
+
+impl SinkMetrics {
+    /// Records a write of `rows` changed rows through `epoch` that took `took`.
+    pub fn written(&self, epoch: u64, rows: u64, took: std::time::Duration) {
+        self.durable_epoch.set(epoch as i64);
+        self.rows.inc_by(rows);
+        self.write_seconds.observe(took.as_secs_f64());
+    }
+}
+
+/// Retries of the sinks' stores, read from the sinks' own counters at each scrape (a write that
+/// retries an unreachable store shows them while it waits).
+#[derive(Debug, Default)]
+struct SinkRetries(std::sync::Mutex<Vec<(&'static str, Arc<AtomicU64>)>>);
+
+impl Collector for SinkRetries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sinks = self.0.lock().expect("sink retries").clone();
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "harbour_sink_retries",
+            "Failed attempts to write a sink's store (retried with backoff)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (sink, n) in sinks {
+            ConstCounter::new(n.load(Ordering::Relaxed)).encode(family.encode_family(&SinkLabel { sink })?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric of a running pipeline.
 pub struct Metrics {
     registry: Registry,
@@ -71,7 +127,7 @@ pub struct Metrics {
     pub kafka_dead_letters_sent: Counter,
     /// Epochs re-formed from the epoch log after a restart.
     pub kafka_replayed_epochs: Counter,
-    /// 1 while this process holds the lease (active), 0 while it stands by (with `kafka.lease`).
+    /// 1 while this process is active (without `kafka.lease`: always), 0 while it stands by.
     pub kafka_lease_held: Gauge,
     /// Size of the newest checkpoint.
     pub checkpoint_bytes: Gauge,
@@ -83,6 +139,15 @@ pub struct Metrics {
     pub limit_reloads: Counter,
     /// Risk limits files refused (the limits in force stayed).
     pub limit_reload_errors: Counter,
+    /// Newest epoch each sink holds, by `sink`.
+    pub sink_durable_epoch: Family<SinkLabel, Gauge>,
+    /// Changed rows written, by `sink`.
+    pub sink_rows: Family<SinkLabel, Counter>,
+    /// Seconds per sink write (retries included), by `sink`.
+    pub sink_write_seconds: Family<SinkLabel, Histogram>,
+    /// Changed rows waiting for a sink, by `sink`.
+    pub sink_pending_rows: Family<SinkLabel, Gauge>,
+    sink_retries: Arc<SinkRetries>,
 }
 
 impl Default for Metrics {
@@ -129,7 +194,7 @@ impl Default for Metrics {
         let kafka_lease_held = Gauge::default();
         registry.register(
             "harbour_kafka_lease_held",
-            "1 while this process holds the lease and runs, 0 while it stands by",
+            "1 while this process is active (holds the lease, or runs without one), 0 while it stands by",
             kafka_lease_held.clone(),
         );
         let checkpoint_bytes = Gauge::default();
@@ -146,6 +211,32 @@ impl Default for Metrics {
             "Risk limits files refused (the limits in force stayed)",
             limit_reload_errors.clone(),
         );
+        registry.register(
+            "harbour_build",
+            "The binary's version",
+            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+        );
+        let sink_durable_epoch = Family::<SinkLabel, Gauge>::default();
+        registry.register("harbour_sink_durable_epoch", "Newest epoch the sink holds", sink_durable_epoch.clone());
+        let sink_rows = Family::<SinkLabel, Counter>::default();
+        registry.register("harbour_sink_rows_written", "Changed rows written to the sink", sink_rows.clone());
+        // 1 ms to ~33 s.
+        let sink_write_seconds = Family::<SinkLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "harbour_sink_write_seconds",
+            "Seconds per write to the sink, retries included",
+            sink_write_seconds.clone(),
+        );
+        let sink_pending_rows = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "harbour_sink_pending_rows",
+            "Changed rows waiting for the sink while it writes (past 2,000,000 consumption waits)",
+            sink_pending_rows.clone(),
+        );
+        let sink_retries = Arc::new(SinkRetries::default());
+        registry.register_collector(Box::new(sink_retries.clone()));
         Metrics {
             registry,
             events_in,
@@ -165,6 +256,11 @@ impl Default for Metrics {
             desk_risk,
             limit_reloads,
             limit_reload_errors,
+            sink_durable_epoch,
+            sink_rows,
+            sink_write_seconds,
+            sink_pending_rows,
+            sink_retries,
         }
     }
 }
@@ -190,6 +286,23 @@ impl Metrics {
         self.kafka_committed_offset
             .get_or_create(&PartitionLabel { topic: p.topic.to_string(), partition: p.partition })
             .set(offset);
+    }
+
+    /// The handles of `sink`'s metrics; `retries`, the sink's own count of failed attempts, is
+    /// exported as `harbour_sink_retries_total`.
+    pub fn sink(&self, sink: &'static str, retries: Option<Arc<AtomicU64>>) -> SinkMetrics {
+        let label = SinkLabel { sink };
+        if let Some(r) = retries {
+            let mut known = self.sink_retries.0.lock().expect("sink retries");
+            known.retain(|(s, _)| *s != sink);
+            known.push((sink, r));
+        }
+        SinkMetrics {
+            durable_epoch: self.sink_durable_epoch.get_or_create(&label).clone(),
+            rows: self.sink_rows.get_or_create(&label).clone(),
+            write_seconds: self.sink_write_seconds.get_or_create(&label).clone(),
+            pending_rows: self.sink_pending_rows.get_or_create(&label).clone(),
+        }
     }
 
     /// The text exposition.
@@ -238,4 +351,35 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> st
         });
     })?;
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_metrics_and_live_retries_are_exported() {
+        let m = Metrics::default();
+        let retries = Arc::new(AtomicU64::new(0));
+        let ch = m.sink("clickhouse", Some(retries.clone()));
+        ch.written(42, 1_000, std::time::Duration::from_millis(3));
+        ch.pending_rows.set(7);
+        retries.fetch_add(3, Ordering::Relaxed); // a write still retrying
+        let text = m.render();
+        for line in [
+            "harbour_sink_retries_total{sink=\"clickhouse\"} 3",
+            "harbour_sink_durable_epoch{sink=\"clickhouse\"} 42",
+            "harbour_sink_rows_written_total{sink=\"clickhouse\"} 1000",
+            "harbour_sink_pending_rows{sink=\"clickhouse\"} 7",
+            "harbour_sink_write_seconds_count{sink=\"clickhouse\"} 1",
+            "harbour_sink_write_seconds_bucket{le=\"0.004\",sink=\"clickhouse\"} 1",
+            "harbour_sink_write_seconds_bucket{le=\"0.002\",sink=\"clickhouse\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains(&format!("harbour_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        // A sink registered again (a takeover restarts the run) replaces its counter.
+        m.sink("clickhouse", Some(Arc::new(AtomicU64::new(1))));
+        assert!(m.render().lines().any(|l| l == "harbour_sink_retries_total{sink=\"clickhouse\"} 1"));
+    }
 }

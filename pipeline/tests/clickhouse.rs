@@ -197,7 +197,7 @@ fn clickhouse_down_mid_run_the_sink_waits_and_the_tables_end_complete() {
     }
     let waited = restarted.expect("the server was killed mid-run");
     assert!(waited.as_millis() >= 1_400, "the write waited for the server ({waited:?})");
-    assert!(ch.retries > 0, "the outage was retried");
+    assert!(ch.retries() > 0, "the outage was retried");
     let (state, _) = engine.finish();
     assert_eq!(shown(&mut ch), expected(&state), "complete tables after the outage");
 }

@@ -877,12 +877,14 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     let sink = ClickHouseSink::connect(&ch_cfg).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::default());
     let handle = {
-        let (cfg, run, stop, health) = (cfg.clone(), run.clone(), stop.clone(), health.clone());
+        let (cfg, run, stop, health, metrics) =
+            (cfg.clone(), run.clone(), stop.clone(), health.clone(), metrics.clone());
         std::thread::spawn(move || {
             let sinks: Vec<Box<dyn EpochSink + Send>> =
                 vec![Box::new(ClickHouseEpochSink(sink, Some(Duration::from_millis(50))))];
-            kafka::run(&cfg, &run, &engine_config(300), &Metrics::default(), &health, sinks, &stop)
+            kafka::run(&cfg, &run, &engine_config(300), &metrics, &health, sinks, &stop)
                 .map(|o| o.state)
                 .map_err(|e| e.to_string())
         })
@@ -909,6 +911,15 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     // ... and commits none of it.
     assert_eq!(store.committed().unwrap(), held, "nothing committed while ClickHouse is down");
     assert!(!at_end(), "the group's offsets are not at the end");
+    // The operator sees it: the write retrying (counted while it waits), the sink's epoch held.
+    let sample = |name: &str| -> u64 {
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    wait_for("retries in the metrics", &|| sample("harbour_sink_retries_total{sink=\"clickhouse\"}") > 0);
+    assert_eq!(sample("harbour_sink_durable_epoch{sink=\"clickhouse\"}"), held);
+    assert_eq!(sample("harbour_pipeline_durable_epoch"), held);
     server.restart();
     wait_for("everything committed", &at_end);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -924,6 +935,8 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
         store.committed().unwrap(),
         "committed = what ClickHouse holds"
     );
+    assert_eq!(sample("harbour_sink_durable_epoch{sink=\"clickhouse\"}"), store.committed().unwrap());
+    assert!(sample("harbour_sink_rows_written_total{sink=\"clickhouse\"}") >= state.fills.len() as u64);
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -263,7 +263,7 @@ fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     }
     let waited = outage.expect("redis was stopped mid-run");
     assert!(waited.as_millis() >= 1_400, "the write waited for Redis ({waited:?})");
-    assert!(rs.retries > 0);
+    assert!(rs.retries() > 0);
     let (state, _) = engine.finish();
     let mut c = rs.connection().unwrap();
     for p in state.positions.rows() {

@@ -54,7 +54,7 @@ use harbour_sources::kafka::{
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
 use crate::engine::{Engine, EngineConfig, OutputState, RunStats};
-use crate::metrics::{Health, Metrics};
+use crate::metrics::{Health, Metrics, SinkMetrics};
 use crate::state;
 use gate::{Gate, Phase, Step};
 
@@ -170,6 +170,11 @@ pub trait EpochSink {
     fn alerts_only(&self) -> bool {
         false
     }
+    /// The sink's live count of failed attempts at its store, exported as
+    /// `harbour_sink_retries_total`.
+    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
 }
 
 /// The Parquet files: each write rewrites every table whole (atomic renames).
@@ -282,6 +287,10 @@ impl EpochSink for RedisEpochSink {
         "redis"
     }
 
+    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.0.retry_counter())
+    }
+
     fn flush_every(&self) -> Option<Duration> {
         self.1
     }
@@ -301,6 +310,10 @@ impl EpochSink for ClickHouseEpochSink {
 
     fn name(&self) -> &'static str {
         "clickhouse"
+    }
+
+    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.0.retry_counter())
     }
 
     fn flush_every(&self) -> Option<Duration> {
@@ -348,7 +361,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(mut sink: Box<dyn EpochSink + Send>, durable_from: u64) -> Worker {
+    fn start(mut sink: Box<dyn EpochSink + Send>, durable_from: u64, m: SinkMetrics) -> Worker {
         // One batch queued while one is written; later changes wait in the slot (and coalesce).
         let (tx, rx) = sync_channel::<(u64, Changes)>(1);
         let durable = Arc::new(AtomicU64::new(durable_from));
@@ -374,12 +387,14 @@ impl Worker {
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     let started = Instant::now();
+                    let rows = changes.len() as u64;
                     let wrote =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write_changes(epoch, changes)))
                             .unwrap_or_else(|_| Err("the sink panicked".into()));
                     match wrote {
                         Ok(()) => {
                             d.store(epoch, Ordering::Release);
+                            m.written(epoch, rows, started.elapsed());
                             tracing::debug!(
                                 sink = name,
                                 epoch,
@@ -452,6 +467,7 @@ struct Slot {
     /// Newest epoch a loop-thread sink wrote.
     durable: u64,
     pending: Changes,
+    metrics: SinkMetrics,
 }
 
 impl Slot {
@@ -690,6 +706,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                     sink.write_through(epoch, self.engine.state(), &changes)
                         .map_err(|message| KafkaRunError::Sink { sink: slot.name, message })?;
                     slot.durable = epoch;
+                    slot.metrics.written(epoch, changes.len() as u64, started.elapsed());
                     tracing::debug!(sink = slot.name, epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
                 }
                 (None, Some(w)) => {
@@ -717,6 +734,9 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             slot.handed = epoch;
             slot.last = Instant::now();
+        }
+        for slot in &self.sinks {
+            slot.metrics.pending_rows.set(slot.pending.len() as i64);
         }
         // At the end, every sink holds the sealed epoch before the last commit.
         if force {
@@ -840,7 +860,10 @@ pub fn run(
             metrics.kafka_lease_held.set(1);
             store
         }
-        None => CheckpointStore::open(&run.state_dir)?,
+        None => {
+            metrics.kafka_lease_held.set(1); // the only process: always active
+            CheckpointStore::open(&run.state_dir)?
+        }
     };
     let began = Instant::now();
     let checkpoint = store.load()?;
@@ -892,8 +915,13 @@ pub fn run(
             // A sink that replaces everything starts from the restored state, not from what it
             // held: it takes every epoch after the checkpoint.
             let held = if replaces_all { restored_from } else { held };
-            let (sink, worker) =
-                if sink.reads_state() { (Some(sink), None) } else { (None, Some(Worker::start(sink, held))) };
+            let m = metrics.sink(name, sink.retry_counter());
+            m.durable_epoch.set(held as i64);
+            let (sink, worker) = if sink.reads_state() {
+                (Some(sink), None)
+            } else {
+                (None, Some(Worker::start(sink, held, m.clone())))
+            };
             Slot {
                 name,
                 wants_changes,
@@ -907,6 +935,7 @@ pub fn run(
                 handed: held,
                 durable: held,
                 pending: Changes::default(),
+                metrics: m,
             }
         })
         .collect();

@@ -113,7 +113,7 @@ pub struct ClickHouseSink {
     max_backoff: Duration,
     name: String,
     /// Failed attempts so far (for metrics and tests).
-    pub retries: u64,
+    retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The close written last per symbol (its event time): a quote change carries the symbol's
     /// close again, which is written only when it is a new one.
     closes_written: std::collections::HashMap<harbour_dataflows::model::Symbol, i64>,
@@ -151,7 +151,7 @@ impl ClickHouseSink {
             rt,
             max_backoff: Duration::from_millis(config.max_backoff_ms.max(10)),
             name: "clickhouse".into(),
-            retries: 0,
+            retries: Default::default(),
             closes_written: Default::default(),
         };
         let db = config.database.replace('`', "");
@@ -176,7 +176,7 @@ impl ClickHouseSink {
             match self.rt.block_on(f(self.client.clone())) {
                 Ok(v) => return Ok(v),
                 Err(e) if retriable(&e) => {
-                    self.retries += 1;
+                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let jitter = rand::rng().random_range(0.5..1.5);
                     let wait = backoff.mul_f64(jitter).min(self.max_backoff);
                     tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "clickhouse unavailable, retrying");
@@ -277,6 +277,17 @@ impl ClickHouseSink {
             }
         }
         Ok(n)
+    }
+
+    /// Failed attempts so far (each was retried after a backoff).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live count of failed attempts, shared: the pipeline exports it as a metric, read
+    /// while a write is still retrying.
+    pub fn retry_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.retries.clone()
     }
 
     /// Runs a query and returns its result as text (TabSeparated), for tests and tools.

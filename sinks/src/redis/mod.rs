@@ -126,7 +126,7 @@ pub struct RedisSink {
     max_epoch: Script,
     config: RedisConfig,
     /// Failed attempts so far.
-    pub retries: u64,
+    retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Rows the fence refused (older or equal versions) in the last write.
     pub fenced: u64,
     /// Writes that took the fresh way (every row newer than the marker: no per-row check).
@@ -267,7 +267,7 @@ impl RedisSink {
             fence: Script::new(include_str!("fence.lua")),
             max_epoch: Script::new(MAX_EPOCH),
             config: config.clone(),
-            retries: 0,
+            retries: Default::default(),
             fenced: 0,
             fresh_writes: 0,
         };
@@ -301,7 +301,7 @@ impl RedisSink {
                 Ok(v) => return Ok(v),
                 Err(e) if retriable(&e) => {
                     self.conn = None;
-                    self.retries += 1;
+                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.5)).min(max);
                     tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "redis unavailable, retrying");
                     std::thread::sleep(wait);
@@ -361,6 +361,17 @@ impl RedisSink {
         }
         self.fenced = writes.len() as u64 - applied;
         Ok(applied)
+    }
+
+    /// Failed attempts so far (each was retried after a backoff).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live count of failed attempts, shared: the pipeline exports it as a metric, read
+    /// while a write is still retrying.
+    pub fn retry_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.retries.clone()
     }
 
     /// The durable epoch marker.
