@@ -3,11 +3,12 @@
 #
 # Installs what the build and the services need when missing (Debian packages: a C toolchain,
 # pkg-config and OpenSSL headers for librdkafka; Java and Maven for Kafka; clickhouse-server;
-# redis-server), starts Apache Kafka (deploy/kafka.sh: KRaft), ClickHouse (deploy/clickhouse.sh)
-# and Redis (deploy/redis.sh), each on
-# spare loopback ports with its data in a temporary directory, runs every test of the workspace,
-# checks the ClickHouse DDL on a current release (deploy/clickhouse/check_current.py, chDB from
-# PyPI), and stops what it started. Safe to run on a fresh Debian machine with rustup's cargo on PATH.
+# redis-server; promtool, unpacked from Debian's prometheus package), starts Apache Kafka
+# (deploy/kafka.sh: KRaft), ClickHouse (deploy/clickhouse.sh) and Redis (deploy/redis.sh), each
+# on spare loopback ports with its data in a temporary directory, runs every test of the
+# workspace, checks the ClickHouse DDL and the desk dashboard's queries on a current release
+# (deploy/clickhouse/check_current.py, chDB from PyPI), and stops what it started. Safe to run on
+# a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -35,6 +36,9 @@ eval "$(bash deploy/clickhouse.sh start)"
 echo "clickhouse at $HARBOUR_CLICKHOUSE_URL" >&2
 eval "$(bash deploy/redis.sh start)"
 echo "redis at $HARBOUR_REDIS_URL" >&2
+# promtool checks and unit-tests the Prometheus rules (pipeline/tests/deploy.rs).
+HARBOUR_PROMTOOL="$(bash deploy/promtool.sh)"
+export HARBOUR_PROMTOOL
 
 # Build first, then run with a ceiling: a test that hangs (a service that never answers, a
 # pipeline that never reaches the end) fails the run with the name of the test still running,

@@ -4,7 +4,9 @@
 Debian ships ClickHouse 18.16, which the integration tests run against; the migrations must also
 work on current releases. This check runs them on chDB (the ClickHouse engine as a library, from
 PyPI: chdb-core, ClickHouse 26.x) in a temporary folder, twice (they are idempotent), fills every
-table with random rows, runs every example query of docs/clickhouse.md, and, when
+table with random rows, runs every example query of docs/clickhouse.md and every panel query of
+the desk dashboard (deploy/grafana/dashboards/harbour-desk.json, macros expanded as Grafana's
+ClickHouse plugin would), and, when
 HARBOUR_CLICKHOUSE_URL points at a running server (the test script's 18.16), checks that both
 servers report the same column names and types for every table, so the rows the sink writes in
 RowBinary mean the same on both.
@@ -12,6 +14,7 @@ RowBinary mean the same on both.
 Usage: python3 deploy/clickhouse/check_current.py   (deploy/test.sh runs it in a venv)
 Exits non-zero on the first failure, naming it.
 """
+import json
 import os
 import re
 import sys
@@ -33,6 +36,45 @@ def statements(path):
 def fail(msg):
     print(f"check_current: FAILED: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+def dashboard_sql(run):
+    """The desk board's ClickHouse queries as the plugin sends them: each variable set to every
+    value its query returns, $__conditionalAll keeping its condition, $__timeFilter over all time
+    (the same expansion as pipeline/tests/common/mod.rs, which runs them on 18.16)."""
+    board = json.load(open(os.path.join(ROOT, "deploy", "grafana", "dashboards", "harbour-desk.json"), encoding="utf-8"))
+    is_ch = lambda v: v.get("datasource", {}).get("type") == "grafana-clickhouse-datasource"  # noqa: E731
+    values = {}
+    for v in filter(is_ch, board["templating"]["list"]):
+        rows = run(v["query"]).splitlines()
+        values[v["name"]] = ", ".join("'" + r.replace("\\", "\\\\").replace("'", "\\'") + "'" for r in rows) or "''"
+    out = []
+    for p in board["panels"]:
+        for t in filter(is_ch, p["targets"]):
+            sql = t["rawSql"]
+            while "$__conditionalAll(" in sql:
+                at = sql.index("$__conditionalAll(")
+                start = at + len("$__conditionalAll")
+                depth, comma = 0, None
+                for i in range(start, len(sql)):
+                    c = sql[i]
+                    if c == "(":
+                        depth += 1
+                    elif c == ")":
+                        depth -= 1
+                        if depth == 0:
+                            sql = sql[:at] + "(" + sql[start + 1:comma] + ")" + sql[i + 1:]
+                            break
+                    elif c == "," and depth == 1:
+                        comma = i
+            sql = re.sub(r"\$__timeFilter\(([^)]*)\)",
+                         lambda m: f"({m[1]} >= toDateTime(0) AND {m[1]} <= toDateTime(4102444800))", sql)
+            for name, vals in values.items():
+                sql = sql.replace("${" + name + ":sqlstring}", vals)
+            if "$" in sql:
+                fail(f"harbour-desk.json: a macro or variable left in {sql}")
+            out.append((p["title"], sql))
+    return out
 
 
 def main():
@@ -87,6 +129,14 @@ def main():
                 s.query(q, "CSV")
             except Exception as e:  # noqa: BLE001
                 fail(f"docs/clickhouse.md query on ClickHouse {version}: {e}\n{q}")
+        panels = dashboard_sql(lambda q: s.query(q, "TSV").bytes().decode())
+        if len(panels) < 10:
+            fail(f"expected the desk dashboard's panels, found {len(panels)}")
+        for title, q in panels:
+            try:
+                s.query(q, "CSV")
+            except Exception as e:  # noqa: BLE001
+                fail(f"desk dashboard panel {title!r} on ClickHouse {version}: {e}\n{q}")
         compared = 0
         url = os.environ.get("HARBOUR_CLICKHOUSE_URL")
         if url:
@@ -109,7 +159,7 @@ def main():
             post(f"DROP DATABASE IF EXISTS {db}")
         print(
             f"check_current: ClickHouse {version}: {sum(len(statements(m)) for m in migrations)} statements applied twice, "
-            f"{len(tables)} tables with random rows, {len(queries)} docs queries run"
+            f"{len(tables)} tables with random rows, {len(queries)} docs queries and {len(panels)} dashboard queries run"
             + (f", column types equal to ClickHouse {old_version} for {compared} tables" if url else "")
         )
 

@@ -141,6 +141,16 @@ fn a_replayed_day_in_clickhouse_equals_the_engine_tables_and_writing_twice_chang
         let out = ch.query_text(q.trim()).unwrap_or_else(|e| panic!("docs/clickhouse.md query failed: {e}\n{q}"));
         assert!(!out.trim().is_empty(), "no rows from\n{q}");
     }
+    // Every panel of the desk dashboard (deploy/grafana) runs, as Grafana would send it, and
+    // shows rows.
+    let panels = common::grafana_clickhouse_sql("harbour-desk.json", |q| {
+        ch.query_text(q).unwrap_or_else(|e| panic!("dashboard variable query failed: {e}\n{q}"))
+    });
+    assert!(panels.len() >= 10);
+    for (title, q) in panels {
+        let out = ch.query_text(&q).unwrap_or_else(|e| panic!("dashboard panel {title:?} failed: {e}\n{q}"));
+        assert!(!out.trim().is_empty(), "no rows for dashboard panel {title:?}\n{q}");
+    }
     // Migrations are recorded once and re-applying them is harmless.
     let again = sink("day");
     drop(again);

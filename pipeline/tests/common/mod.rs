@@ -274,3 +274,62 @@ pub fn assert_same_tables(got: &OutputState, want: &OutputState, compare: Compar
         assert_same_risk(got, want, false, "risk");
     }
 }
+
+/// The SQL of a Grafana dashboard's ClickHouse panels as the data source plugin would send it:
+/// `$__timeFilter(c)` over the whole range of a `DateTime`, each template variable set to every
+/// value its own query returns (as when the user picks all of them, so the
+/// `$__conditionalAll(condition, $var)` macros keep their conditions), `${var:sqlstring}` as quoted
+/// values. `query` runs SQL and returns TabSeparated text. Returns (panel title, SQL).
+pub fn grafana_clickhouse_sql(dashboard: &str, mut query: impl FnMut(&str) -> String) -> Vec<(String, String)> {
+    let path = format!("{}/../deploy/grafana/dashboards/{dashboard}", env!("CARGO_MANIFEST_DIR"));
+    let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let is_ch = |v: &serde_json::Value| v["datasource"]["type"] == "grafana-clickhouse-datasource";
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for v in board["templating"]["list"].as_array().unwrap().iter().filter(|v| is_ch(v)) {
+        let values: Vec<String> = query(v["query"].as_str().unwrap())
+            .lines()
+            .map(|l| format!("'{}'", l.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect();
+        assert!(!values.is_empty(), "variable {} has no values", v["name"]);
+        vars.push((v["name"].as_str().unwrap().to_owned(), values.join(", ")));
+    }
+    let mut out = Vec::new();
+    for p in board["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap().iter().filter(|t| is_ch(t)) {
+            let mut sql = t["rawSql"].as_str().unwrap().to_owned();
+            while let Some(at) = sql.find("$__conditionalAll(") {
+                let open = at + "$__conditionalAll".len();
+                let (mut depth, mut comma, mut close) = (0, None, None);
+                for (i, c) in sql[open..].char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' if depth == 1 => {
+                            close = Some(open + i);
+                            break;
+                        }
+                        ')' => depth -= 1,
+                        ',' if depth == 1 => comma = Some(open + i),
+                        _ => {}
+                    }
+                }
+                let (comma, close) = (comma.expect("a condition and a variable"), close.expect("closed"));
+                let condition = sql[open + 1..comma].to_owned();
+                sql.replace_range(at..=close, &format!("({condition})"));
+            }
+            while let Some(at) = sql.find("$__timeFilter(") {
+                let close = at + sql[at..].find(')').unwrap();
+                let column = sql[at + "$__timeFilter(".len()..close].trim().to_owned();
+                sql.replace_range(
+                    at..=close,
+                    &format!("({column} >= toDateTime(0) AND {column} <= toDateTime(4102444800))"),
+                );
+            }
+            for (name, values) in &vars {
+                sql = sql.replace(&format!("${{{name}:sqlstring}}"), values);
+            }
+            assert!(!sql.contains('$'), "a macro or variable left in {sql}");
+            out.push((p["title"].as_str().unwrap().to_owned(), sql));
+        }
+    }
+    out
+}
