@@ -7,7 +7,8 @@
 # (deploy/kafka.sh: KRaft), ClickHouse (deploy/clickhouse.sh) and Redis (deploy/redis.sh), each
 # on spare loopback ports with its data in a temporary directory, runs every test of the
 # workspace, checks the ClickHouse DDL and the desk dashboard's queries on a current release
-# (deploy/clickhouse/check_current.py, chDB from PyPI), and stops what it started. Safe to run on
+# (deploy/clickhouse/check_current.py, chDB from PyPI), validates the Kubernetes manifests
+# (kubernetes-validate from PyPI), and stops what it started. Safe to run on
 # a fresh Debian machine with rustup's cargo on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +55,14 @@ if ! "$venv/bin/python" -c "import chdb" >/dev/null 2>&1; then
   "$venv/bin/pip" install --quiet "chdb-core==26.9.0"
 fi
 "$venv/bin/python" deploy/clickhouse/check_current.py
+
+# The Kubernetes manifests against the API's schemas (kubernetes-validate from PyPI, strict:
+# unknown fields fail too).
+kvenv="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/k8s-validate-venv"
+if ! [ -x "$kvenv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$kvenv"
+  "$kvenv/bin/pip" install --quiet "kubernetes-validate==1.37.0"
+fi
+"$kvenv/bin/kubernetes-validate" --strict --quiet deploy/k8s/namespace.yaml deploy/k8s/volume.yaml \
+  deploy/k8s/deployment.yaml deploy/k8s/service.yaml
+echo "deploy/k8s: manifests valid against the Kubernetes API schemas" >&2

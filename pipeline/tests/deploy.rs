@@ -285,3 +285,30 @@ fn the_dashboards_are_well_formed_and_use_the_provisioned_data_sources() {
         }
     }
 }
+
+#[test]
+fn the_compose_and_kubernetes_configs_load_and_agree_with_their_manifests() {
+    for (file, manifest) in [("compose/harbour.toml", "compose.yaml"), ("k8s/harbour.toml", "k8s/deployment.yaml")] {
+        let config = harbour::config::load(Some(&deploy(file))).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+        assert!(config.kafka.lease.enabled, "{file}: active/standby needs the lease");
+        assert_eq!(config.metrics.listen, "0.0.0.0:9187", "{file}: the port the manifests expose");
+        assert!(config.pipeline.state_dir.starts_with("/var/lib/harbour"), "{file}: state on the mounted volume");
+        assert_eq!(config.risk.limits_file.as_deref(), Some(Path::new("/etc/harbour/limits.toml")));
+        let text = read(manifest);
+        assert!(text.contains("9187") && text.contains("/etc/harbour"), "{manifest}");
+    }
+    // The ConfigMap's limits are the project's (kustomize reads files only below its folder).
+    assert_eq!(read("k8s/limits.toml"), read("limits.toml"), "deploy/k8s/limits.toml is a copy of deploy/limits.toml");
+    // Every file compose mounts exists, and Grafana and Prometheus find what they load there.
+    let compose = read("compose.yaml");
+    let mounts: Vec<&str> =
+        compose.lines().filter_map(|l| l.trim().strip_prefix("- ./")).map(|m| m.split(':').next().unwrap()).collect();
+    assert!(mounts.len() >= 5, "{mounts:?}");
+    for m in mounts {
+        assert!(deploy(m).exists(), "compose.yaml mounts deploy/{m}, which does not exist");
+    }
+    assert!(compose.contains("./grafana/dashboards:/var/lib/grafana/dashboards/harbour"));
+    assert!(read("grafana/provisioning/dashboards/harbour.yaml").contains("path: /var/lib/grafana/dashboards/harbour"));
+    assert!(read("prometheus/prometheus.yml").contains("- rules.yml"));
+    assert!(compose.contains("dockerfile: deploy/Dockerfile") && deploy("Dockerfile").exists());
+}
