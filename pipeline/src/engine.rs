@@ -466,6 +466,8 @@ impl<'m> Engine<'m> {
         self.stats.dead_letters = snap.rejected;
         self.seal();
         self.stats.epochs = 0;
+        // Rebuilding the dataflow is not an epoch of input: its time is not the pipeline's lag.
+        self.metrics.epoch_lag_seconds.set(0.0);
         tracing::info!(lines = snap.lines, positions = self.state.positions.len(), "engine restored from snapshot");
     }
 

@@ -18,7 +18,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Label of per-type counters.
@@ -51,6 +50,16 @@ pub struct FigureLabel {
     pub figure: &'static str,
 }
 
+/// Label of the build information.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    /// The binary's version.
+    pub version: &'static str,
+}
+
+/// The content type of [`Metrics::render`]'s text (prometheus-client writes OpenMetrics).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Label of per-sink metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
@@ -63,7 +72,7 @@ pub struct SinkLabel {
 pub struct SinkMetrics {
     /// Newest epoch the sink holds.
     pub durable_epoch: Gauge,
-    /// Changed rows written (a replayed row counts again).
+    /// Changed rows written (a replayed row counts again; Parquet: the rows of each rewrite).
     pub rows: Counter,
     /// Seconds per write, retries included.
     pub write_seconds: Histogram,
@@ -74,7 +83,9 @@ pub struct SinkMetrics {
 impl SinkMetrics {
     /// Records a write of `rows` changed rows through `epoch` that took `took`.
     pub fn written(&self, epoch: u64, rows: u64, took: std::time::Duration) {
-        self.durable_epoch.set(epoch as i64);
+        if epoch as i64 > self.durable_epoch.get() {
+            self.durable_epoch.set(epoch as i64);
+        }
         self.rows.inc_by(rows);
         self.write_seconds.observe(took.as_secs_f64());
     }
@@ -211,11 +222,10 @@ impl Default for Metrics {
             "Risk limits files refused (the limits in force stayed)",
             limit_reload_errors.clone(),
         );
-        registry.register(
-            "harbour_build",
-            "The binary's version",
-            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
-        );
+        // A gauge, not an OpenMetrics info: Prometheus's classic text parser refuses `info`.
+        let build = Family::<VersionLabel, Gauge>::default();
+        build.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("harbour_build_info", "1, labelled with the binary's version", build);
         let sink_durable_epoch = Family::<SinkLabel, Gauge>::default();
         registry.register("harbour_sink_durable_epoch", "Newest epoch the sink holds", sink_durable_epoch.clone());
         let sink_rows = Family::<SinkLabel, Counter>::default();
@@ -330,16 +340,21 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> st
     std::thread::Builder::new().name("harbour-http".into()).spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         rt.block_on(async move {
-            let app = Router::new().route("/metrics", get(move || async move { metrics.render() })).route(
-                "/health",
-                get(move || async move {
-                    format!(
-                        "{{\"status\":\"ok\",\"epoch\":{},\"lines\":{}}}\n",
-                        health.epoch.load(Ordering::Relaxed),
-                        health.lines.load(Ordering::Relaxed)
-                    )
-                }),
-            );
+            let app = Router::new()
+                .route(
+                    "/metrics",
+                    get(move || async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()) }),
+                )
+                .route(
+                    "/health",
+                    get(move || async move {
+                        format!(
+                            "{{\"status\":\"ok\",\"epoch\":{},\"lines\":{}}}\n",
+                            health.epoch.load(Ordering::Relaxed),
+                            health.lines.load(Ordering::Relaxed)
+                        )
+                    }),
+                );
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
                     if let Err(e) = axum::serve(l, app).await {

@@ -199,6 +199,9 @@ fn metrics_and_health_are_served() {
         body
     };
     let m = get("/metrics");
+    // The format Prometheus is told it is: prometheus-client writes OpenMetrics (`# EOF`).
+    assert!(m.to_ascii_lowercase().contains("content-type: application/openmetrics-text; version=1.0.0"), "{m}");
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
     assert!(m.contains("harbour_source_events_total{type=\"fill\"} 1"), "{m}");
     assert!(m.contains("harbour_source_dead_letters_total{reason=\"off_tick\"} 1"), "{m}");
     assert!(m.contains("harbour_pipeline_epoch_lag_seconds"), "{m}");

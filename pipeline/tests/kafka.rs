@@ -781,8 +781,10 @@ fn parquet_tables_catch_up_while_the_input_is_idle() {
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let reference = replay_reference(&cfg, &day, &dir);
     let out = dir.join("out");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let run = Running::spawn(
         parquet_only(&mut harbour(&cfg))
+            .env("HARBOUR__METRICS__LISTEN", format!("127.0.0.1:{port}"))
             .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "1000")
             .env("HARBOUR__PIPELINE__PARQUET_MS", "1500")
             .args(["kafka", "run", "--out"])
@@ -803,6 +805,31 @@ fn parquet_tables_catch_up_while_the_input_is_idle() {
         std::thread::sleep(Duration::from_millis(200));
     }
     same_parquet_tables(&out, &reference, "while idle");
+    // The binary's /metrics: the Parquet sink's progress is that of its last rewrite of the files.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let sample = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(sample("harbour_kafka_lease_held"), 1, "the only process is the active one");
+    assert_eq!(
+        sample("harbour_sink_durable_epoch{sink=\"parquet\"}"),
+        sample("harbour_pipeline_epoch"),
+        "the files hold the last epoch"
+    );
+    assert!(
+        sample("harbour_sink_rows_written_total{sink=\"parquet\"}") >= read_table(&reference, "fills").len() as u64
+    );
     drop(run);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -914,7 +941,10 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     // The operator sees it: the write retrying (counted while it waits), the sink's epoch held.
     let sample = |name: &str| -> u64 {
         let text = metrics.render();
-        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing\n{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     wait_for("retries in the metrics", &|| sample("harbour_sink_retries_total{sink=\"clickhouse\"}") > 0);

@@ -175,6 +175,12 @@ pub trait EpochSink {
     fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
         None
     }
+    /// Takes the sink's metrics if it records its writes itself (returns true): a sink whose
+    /// batches only update memory and that writes its store at a cadence of its own. Otherwise
+    /// each acknowledged batch is recorded as a write.
+    fn records_own_writes(&mut self, _metrics: &SinkMetrics) -> bool {
+        false
+    }
 }
 
 /// The Parquet files: each write rewrites every table whole (atomic renames).
@@ -193,6 +199,10 @@ pub struct ParquetEpochSink {
     last_write: Instant,
     /// Changes applied since the last rewrite.
     dirty: bool,
+    /// Newest epoch applied to `tables`.
+    epoch: u64,
+    /// Each rewrite is recorded here (epoch, rows in the files, time).
+    metrics: Option<SinkMetrics>,
 }
 
 impl ParquetEpochSink {
@@ -205,6 +215,8 @@ impl ParquetEpochSink {
             tables: OutputState::default(),
             last_write: Instant::now(),
             dirty: false,
+            epoch: 0,
+            metrics: None,
         }
     }
 
@@ -223,6 +235,9 @@ impl ParquetEpochSink {
         let started = Instant::now();
         let written = self.sink.write(&state::snapshot_refs(&self.tables)).map_err(|e| e.to_string())?;
         let rows: usize = written.iter().map(|w| w.rows).sum();
+        if let Some(m) = &self.metrics {
+            m.written(self.epoch, rows as u64, started.elapsed());
+        }
         *self.written.lock().expect("parquet written") = written;
         self.last_write = Instant::now();
         self.dirty = false;
@@ -240,8 +255,9 @@ impl EpochSink for ParquetEpochSink {
         self.write_changes(epoch, changes.clone())
     }
 
-    fn write_changes(&mut self, _epoch: u64, changes: Changes) -> Result<(), String> {
+    fn write_changes(&mut self, epoch: u64, changes: Changes) -> Result<(), String> {
         state::apply_changes(&mut self.tables, changes);
+        self.epoch = self.epoch.max(epoch);
         self.dirty = true;
         self.tick()
     }
@@ -270,6 +286,11 @@ impl EpochSink for ParquetEpochSink {
     }
 
     fn replaces_all(&self) -> bool {
+        true
+    }
+
+    fn records_own_writes(&mut self, metrics: &SinkMetrics) -> bool {
+        self.metrics = Some(metrics.clone());
         true
     }
 }
@@ -368,6 +389,7 @@ impl Worker {
         let failed = Arc::new(Mutex::new(None));
         let finishing = Arc::new(AtomicBool::new(false));
         let (d, f, fin) = (durable.clone(), failed.clone(), finishing.clone());
+        let own = sink.records_own_writes(&m);
         let name = sink.name();
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
@@ -394,7 +416,9 @@ impl Worker {
                     match wrote {
                         Ok(()) => {
                             d.store(epoch, Ordering::Release);
-                            m.written(epoch, rows, started.elapsed());
+                            if !own {
+                                m.written(epoch, rows, started.elapsed());
+                            }
                             tracing::debug!(
                                 sink = name,
                                 epoch,
