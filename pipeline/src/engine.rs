@@ -589,7 +589,40 @@ pub fn run(
     metrics: &Metrics,
     health: &Arc<Health>,
 ) -> Result<(OutputState, RunStats), ReplayError> {
-    drive(lines.map(|l| l.map(FeedItem::Line)), config, metrics, health)
+    drive(lines.map(|l| l.map(FeedItem::Line)), config, metrics, health, false, |_, _, _| Ok(()))
+}
+
+/// Why [`run_into`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunIntoError {
+    /// The input could not be read.
+    #[error(transparent)]
+    Read(#[from] ReplayError),
+    /// The store refused a write (after the sink's own retries).
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// Like [`run`], writing the tables' changes to a store as it goes: at most every `every` (and at
+/// the end), `write` gets the changes of the epochs sealed since its previous call, with the
+/// newest epoch (the version of the newest rows). The run stops at the first error `write` returns.
+pub fn run_into(
+    lines: impl Iterator<Item = Result<SourceLine, ReplayError>>,
+    config: &EngineConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    every: std::time::Duration,
+    mut write: impl FnMut(u64, harbour_sinks::tables::Changes) -> Result<(), String>,
+) -> Result<(OutputState, RunStats), RunIntoError> {
+    let mut last = Instant::now();
+    let items = lines.map(|l| l.map(FeedItem::Line).map_err(RunIntoError::from));
+    drive(items, config, metrics, health, true, |engine, epoch, end| {
+        if end || last.elapsed() >= every {
+            write(epoch, engine.take_changes()).map_err(RunIntoError::Sink)?;
+            last = Instant::now();
+        }
+        Ok(())
+    })
 }
 
 /// Runs recorded OMD-C merged with JSON lines (see `harbour_sources::hkex::replay`), sealing an
@@ -600,21 +633,29 @@ pub fn run_feed(
     metrics: &Metrics,
     health: &Arc<Health>,
 ) -> (OutputState, RunStats) {
-    match drive(items.map(Ok::<_, std::convert::Infallible>), config, metrics, health) {
+    match drive(items.map(Ok::<_, std::convert::Infallible>), config, metrics, health, false, |_, _, _| Ok(())) {
         Ok(r) => r,
         Err(never) => match never {},
     }
 }
 
-/// Feeds `items` to a new engine, sealing an epoch every `epoch_events` items (and at the end).
-fn drive<E>(
+/// Feeds `items` to a new engine, sealing an epoch every `epoch_events` items (and at the end);
+/// `sealed(engine, epoch, end)` after each seal and once more at the end (`end`), with the
+/// engine's changes tracked when `track`.
+fn drive<'m, E>(
     items: impl Iterator<Item = Result<FeedItem, E>>,
     config: &EngineConfig,
-    metrics: &Metrics,
+    metrics: &'m Metrics,
     health: &Arc<Health>,
+    track: bool,
+    mut sealed: impl FnMut(&mut Engine<'m>, u64, bool) -> Result<(), E>,
 ) -> Result<(OutputState, RunStats), E> {
     let mut engine = Engine::new(config, metrics, health.clone());
+    if track {
+        engine.track_changes();
+    }
     let mut in_epoch = 0usize;
+    let mut epoch = 0;
     for item in items {
         match item? {
             FeedItem::Line(line) => {
@@ -626,13 +667,15 @@ fn drive<E>(
         }
         in_epoch += 1;
         if in_epoch >= config.epoch_events {
-            engine.seal();
+            epoch = engine.seal();
             in_epoch = 0;
+            sealed(&mut engine, epoch, false)?;
         }
     }
     if in_epoch > 0 || engine.stats().epochs == 0 {
-        engine.seal();
+        epoch = engine.seal();
     }
+    sealed(&mut engine, epoch, true)?;
     Ok(engine.finish())
 }
 

@@ -58,6 +58,10 @@ enum Command {
         /// Seed of the generated day (default: generate.seed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Also write every table to ClickHouse (`[clickhouse]` settings; `clickhouse.url` or
+        /// HARBOUR_CLICKHOUSE_URL must be set).
+        #[arg(long)]
+        clickhouse: bool,
     },
     /// Replay recorded JSON-lines files (`-` reads standard input).
     Replay {
@@ -70,6 +74,12 @@ enum Command {
         /// Recompute every output from scratch afterwards and fail if it differs (not for stdin).
         #[arg(long)]
         verify: bool,
+        /// Also write every table to ClickHouse (`[clickhouse]` settings; `clickhouse.url` or
+        /// HARBOUR_CLICKHOUSE_URL must be set): a recorded day for the analysts. Use a database of
+        /// its own (`clickhouse.database`): a replay's versions count the file's lines, not the
+        /// Kafka run's messages.
+        #[arg(long)]
+        clickhouse: bool,
     },
     /// The Kafka path: consume the input topics, or publish a day to them.
     Kafka {
@@ -222,8 +232,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let mut config = config::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run { out: None, fills: None, seed: None }) {
-        Command::Run { out, fills, seed } => {
+    match cli.command.unwrap_or(Command::Run { out: None, fills: None, seed: None, clickhouse: false }) {
+        Command::Run { out, fills, seed, clickhouse } => {
             if let Some(f) = fills {
                 config.generate.fills = f;
             }
@@ -259,16 +269,16 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| Ok(SourceLine { source: "input.jsonl".into(), position: i as u64 + 1, raw }));
-            execute(&config, &engine_config(&config)?, source, out).map(|_| ())
+            execute(&config, &engine_config(&config)?, source, out, clickhouse).map(|_| ())
         }
-        Command::Replay { files, out, verify } => {
+        Command::Replay { files, out, verify, clickhouse } => {
             if verify && files.iter().any(|f| f == std::path::Path::new("-")) {
                 anyhow::bail!("--verify reads the input twice: give files, not `-`");
             }
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
             // Built once: the risk history may come from ClickHouse.
             let engine = engine_config(&config)?;
-            let state = execute(&config, &engine, Replay::new(&files), out)?;
+            let state = execute(&config, &engine, Replay::new(&files), out, clickhouse)?;
             if verify {
                 let lines = Replay::new(&files).collect::<Result<Vec<_>, _>>()?;
                 let reference = harbour::verify::reference(lines.into_iter(), &engine);
@@ -535,12 +545,40 @@ fn execute(
     engine: &EngineConfig,
     source: impl Iterator<Item = Result<SourceLine, harbour_sources::file::ReplayError>>,
     out: PathBuf,
+    clickhouse: bool,
 ) -> anyhow::Result<engine::OutputState> {
     let (metrics, health) = serve_metrics(config);
     let started = Instant::now();
-    let (state, stats) = engine::run(source, engine, &metrics, &health)?;
+    let mut to_clickhouse = None;
+    let (state, stats) = if clickhouse {
+        if config.clickhouse.url.is_empty() {
+            anyhow::bail!("config key `clickhouse.url`: --clickhouse needs it (or HARBOUR_CLICKHOUSE_URL)");
+        }
+        let mut sink = ClickHouseSink::connect(&config.clickhouse)?;
+        let m = metrics.sink("clickhouse", Some(sink.retry_counter()));
+        let (mut rows, mut through) = (0u64, 0u64);
+        let every = Duration::from_millis(config.clickhouse.flush_ms);
+        let run = engine::run_into(source, engine, &metrics, &health, every, |epoch, changes| {
+            let wrote = Instant::now();
+            let n = changes.len() as u64;
+            sink.write(epoch, &changes).map_err(|e| format!("clickhouse: {e}"))?;
+            m.written(epoch, n, wrote.elapsed());
+            (rows, through) = (rows + n, epoch);
+            Ok(())
+        })?;
+        to_clickhouse = Some((rows, through));
+        run
+    } else {
+        engine::run(source, engine, &metrics, &health)?
+    };
     let elapsed = started.elapsed();
     let written = ParquetSink::new(&out).write(&state::snapshot_refs(&state))?;
     print!("{}", summary::render(&state, &stats, &written, elapsed));
+    if let Some((rows, epoch)) = to_clickhouse {
+        println!(
+            "clickhouse: {rows} changed rows written to database `{}` through epoch {epoch}",
+            config.clickhouse.database
+        );
+    }
     Ok(state)
 }

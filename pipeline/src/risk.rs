@@ -379,6 +379,7 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         std::fs::write(&p, "date,symbol,close\n2026-11-23,00700,380\n2026-11-24,ABC,1\n").unwrap();
         let e = read_history(&p).unwrap_err().to_string();
         assert!(e.contains("risk.history") && e.contains(":3:"), "{e}");
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 
     #[test]
@@ -393,5 +394,6 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         assert!(w.poll().is_none());
         std::fs::write(&p, "[desk]\ngross = { soft = \"x\" }\n").unwrap();
         assert!(w.poll().unwrap().is_err());
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 }

@@ -253,3 +253,102 @@ fn daily_closes_written_by_the_sink_are_the_risk_history() {
     let last_two = harbour::risk::clickhouse_history(&mut ch, "daily_closes", as_of, 2).unwrap();
     assert_eq!(last_two, History::from_closes(closes.iter().filter(|c| c.0 > dates[0]).cloned()));
 }
+
+/// Row count, sums of Int64 columns and sums of Decimal128(38, 8) columns of a Parquet table.
+fn parquet_sums(dir: &std::path::Path, table: &str, ints: &[&str], decs: &[&str]) -> String {
+    use arrow_array::{Array, Decimal128Array, Int64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(dir.join(format!("{table}.parquet"))).unwrap();
+    let (mut rows, mut i, mut d) = (0usize, vec![0i64; ints.len()], vec![0i128; decs.len()]);
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+        let batch = batch.unwrap();
+        rows += batch.num_rows();
+        for (k, c) in ints.iter().enumerate() {
+            let a = batch.column_by_name(c).unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            i[k] += a.iter().flatten().sum::<i64>();
+        }
+        for (k, c) in decs.iter().enumerate() {
+            let a = batch.column_by_name(c).unwrap().as_any().downcast_ref::<Decimal128Array>().unwrap();
+            assert_eq!(a.scale(), 8);
+            d[k] += a.iter().flatten().sum::<i128>();
+        }
+    }
+    let mut fields = vec![rows.to_string()];
+    fields.extend(i.iter().map(i64::to_string));
+    fields.extend(d.iter().map(|v| rust_decimal::Decimal::from_i128_with_scale(*v, 8).normalize().to_string()));
+    fields.join("\t")
+}
+
+/// The same sums from ClickHouse under FINAL, decimals normalized.
+fn clickhouse_sums(ch: &mut ClickHouseSink, sql: &str) -> String {
+    let out = ch.query_text(sql).unwrap();
+    out.trim()
+        .split('\t')
+        .map(|f| f.parse::<rust_decimal::Decimal>().map_or(f.to_owned(), |d| d.normalize().to_string()))
+        .collect::<Vec<_>>()
+        .join("\t")
+}
+
+#[test]
+fn harbour_replay_into_clickhouse_equals_the_parquet_tables_of_the_same_run() {
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").expect("these tests need ClickHouse: run `bash deploy/test.sh`");
+    let dir = std::env::temp_dir().join(format!("harbour-ch-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines =
+        generate(&GenerateConfig { fills: 3_000, quotes: 6_000, seed: 5, ..GenerateConfig::default() }).unwrap();
+    let day = dir.join("day.jsonl");
+    std::fs::write(&day, lines.join("\n") + "\n").unwrap();
+    let database = format!("harbour_test_replay_{}", std::process::id());
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_harbour"))
+        .env("HARBOUR_CLICKHOUSE_URL", &url)
+        .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
+        .env("HARBOUR__CLICKHOUSE__FLUSH_MS", "0") // a write after every epoch: many inserts
+        .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "700")
+        .env("HARBOUR__METRICS__LISTEN", "")
+        .args(["replay", "--clickhouse", "--out"])
+        .arg(dir.join("out"))
+        .arg(&day)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{said}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(said.contains(&format!("written to database `{database}`")), "{said}");
+    let out = dir.join("out");
+    let mut ch =
+        ClickHouseSink::connect(&ClickHouseConfig { url, database: database.clone(), ..ClickHouseConfig::default() })
+            .unwrap();
+    for (table, ints, decs, sql) in [
+        (
+            "fills",
+            &["qty"][..],
+            &["realized", "fees_total", "stamp_duty", "commission"][..],
+            "SELECT count(), sum(qty), sum(realized), sum(fees_total), sum(stamp_duty), sum(commission) \
+             FROM fills FINAL WHERE deleted = 0",
+        ),
+        (
+            "positions",
+            &["qty"][..],
+            &["realized", "fees", "unrealized", "total"][..],
+            "SELECT count(), sum(qty), sum(realized), sum(fees), sum(unrealized), sum(total) \
+             FROM positions FINAL WHERE deleted = 0",
+        ),
+        (
+            "account_pnl_minute",
+            &["fills"][..],
+            &["realized", "fees", "net"][..],
+            "SELECT count(), sum(fills), sum(realized), sum(fees), sum(net) FROM account_pnl_minute FINAL WHERE deleted = 0",
+        ),
+        ("dead_letters", &[][..], &[][..], "SELECT count() FROM dead_letters FINAL"),
+    ] {
+        let want = parquet_sums(&out, table, ints, decs);
+        assert!(!want.starts_with("0\t") && want != "0", "{table}: no rows in Parquet");
+        assert_eq!(clickhouse_sums(&mut ch, sql), want, "{table}: ClickHouse against Parquet");
+    }
+    // Every input line is in the event log once, and the sink's progress is the last epoch.
+    assert_eq!(ch.query_text("SELECT count() FROM events FINAL").unwrap().trim(), lines.len().to_string());
+    let last_epoch = (lines.len() - 1) / 700 * 700 + 1; // an epoch's version is its first line
+    assert_eq!(ch.query_text("SELECT max(epoch) FROM sink_progress FINAL").unwrap().trim(), last_epoch.to_string());
+    let _ = ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
