@@ -71,35 +71,66 @@ pub struct FeeBreakdown {
 pub struct CostSchedules(pub Vec<CostSchedule>);
 
 impl Default for CostSchedules {
+    /// Hong Kong's costs since stamp duty went to 0.13% (1 Aug 2021): ../shared/HKEX.md §3, with
+    /// the HKEX trading fee at 0.005% until its rise to 0.00565% on 1 Jan 2023 (HKEX news
+    /// release of 1 Nov 2022) and no AFRC levy before 1 Jan 2022. Fills before the first
+    /// schedule are refused (`no_cost_schedule`) rather than charged nothing.
     fn default() -> Self {
         let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).expect("valid date");
-        let base = CostSchedule {
-            name: "HK-2023-11-17".into(),
-            effective_from: d(2023, 11, 17),
-            stamp_duty_rate: Decimal::new(1, 3),
+        let aug_2021 = CostSchedule {
+            name: "HK-2021-08-01".into(),
+            effective_from: d(2021, 8, 1),
+            stamp_duty_rate: Decimal::new(13, 4),
             sfc_levy_rate: Decimal::new(27, 6),
-            afrc_levy_rate: Decimal::new(15, 7),
-            trading_fee_rate: Decimal::new(565, 7),
+            afrc_levy_rate: Decimal::ZERO,
+            trading_fee_rate: Decimal::new(5, 5),
             settlement_fee_rate: Decimal::new(2, 5),
             settlement_fee_min: Some(Decimal::new(2, 0)),
             settlement_fee_max: Some(Decimal::new(100, 0)),
             commission_rate: Decimal::new(3, 4),
             commission_min: Decimal::new(3, 0),
         };
-        // Settlement fee 0.0042% without minimum or maximum from mid-2025 (date unverified: configurable).
+        // The AFRC transaction levy, 0.00015%, from 1 Jan 2022.
+        let jan_2022 = CostSchedule {
+            name: "HK-2022-01-01".into(),
+            effective_from: d(2022, 1, 1),
+            afrc_levy_rate: Decimal::new(15, 7),
+            ..aug_2021.clone()
+        };
+        // The HKEX trading fee, 0.00565%, from 1 Jan 2023.
+        let jan_2023 = CostSchedule {
+            name: "HK-2023-01-01".into(),
+            effective_from: d(2023, 1, 1),
+            trading_fee_rate: Decimal::new(565, 7),
+            ..jan_2022.clone()
+        };
+        // Stamp duty back to 0.1% from 17 Nov 2023.
+        let nov_2023 = CostSchedule {
+            name: "HK-2023-11-17".into(),
+            effective_from: d(2023, 11, 17),
+            stamp_duty_rate: Decimal::new(1, 3),
+            ..jan_2023.clone()
+        };
+        // Settlement fee 0.0042% (0.000042) without minimum or maximum from mid-2025 (date
+        // unverified: configurable).
         let mid_2025 = CostSchedule {
             name: "HK-2025-06-01".into(),
             effective_from: d(2025, 6, 1),
-            settlement_fee_rate: Decimal::new(42, 7),
+            settlement_fee_rate: Decimal::new(42, 6),
             settlement_fee_min: None,
             settlement_fee_max: None,
-            ..base.clone()
+            ..nov_2023.clone()
         };
-        CostSchedules(vec![base, mid_2025])
+        CostSchedules(vec![aug_2021, jan_2022, jan_2023, nov_2023, mid_2025])
     }
 }
 
 impl CostSchedules {
+    /// The first day any schedule covers.
+    pub fn earliest(&self) -> Option<NaiveDate> {
+        self.0.iter().map(|s| s.effective_from).min()
+    }
+
     /// The schedule in force on `date`, if any.
     pub fn on(&self, date: NaiveDate) -> Option<&CostSchedule> {
         self.0.iter().filter(|s| s.effective_from <= date).max_by_key(|s| s.effective_from)
@@ -207,9 +238,9 @@ mod tests {
         assert_eq!(f.sfc_levy, dec!(10.40)); // 10.4004
         assert_eq!(f.afrc_levy, dec!(0.58)); // 0.5778
         assert_eq!(f.trading_fee, dec!(21.76)); // 21.7638
-        assert_eq!(f.settlement_fee, dec!(1.62)); // 1.61784
+        assert_eq!(f.settlement_fee, dec!(16.18)); // 0.0042% = 0.000042: 16.1784
         assert_eq!(f.commission, dec!(115.56)); // 115.56
-        assert_eq!(f.total, dec!(535.92));
+        assert_eq!(f.total, dec!(550.48));
         assert_eq!(f.schedule, "HK-2025-06-01");
     }
 
@@ -221,8 +252,8 @@ mod tests {
         assert_eq!(f.sfc_levy, dec!(0.34)); // 12550 × 0.000027 = 0.33885
         assert_eq!(f.afrc_levy, dec!(0.02)); // 0.018825
         assert_eq!(f.trading_fee, dec!(0.71)); // 0.709075
-        assert_eq!(f.settlement_fee, dec!(0.05)); // 0.05271
-        assert_eq!(f.total, dec!(13.62));
+        assert_eq!(f.settlement_fee, dec!(0.53)); // 0.5271
+        assert_eq!(f.total, dec!(14.10));
     }
 
     proptest::proptest! {
@@ -247,5 +278,29 @@ mod tests {
         // A whole-dollar duty is not rounded further: 100 × 10 = 1000 → 1.
         let f = schedule(2024, 5, 6).fees(&fill(100, dec!(10), false, None));
         assert_eq!(f.stamp_duty, dec!(1));
+    }
+
+    /// The same board lot (1000 × 385.20 = 385,200) on the days each schedule began.
+    #[test]
+    fn older_schedules_stamp_duty_trading_fee_and_afrc_levy() {
+        let lot = fill(1000, dec!(385.200), false, None);
+        // 2023-06-01: stamp duty 0.13% → 500.76 rounded up to 501; trading fee 0.00565%.
+        let f = schedule(2023, 6, 1).fees(&lot);
+        assert_eq!(f.schedule, "HK-2023-01-01");
+        assert_eq!(
+            (f.stamp_duty, f.sfc_levy, f.afrc_levy, f.trading_fee),
+            (dec!(501), dec!(10.40), dec!(0.58), dec!(21.76))
+        );
+        assert_eq!(f.settlement_fee, dec!(7.70)); // 0.002%: 7.704
+        assert_eq!(f.total, dec!(657.00)); // + commission 115.56
+                                           // 2022-06-01: the trading fee was 0.005% (19.26).
+        let f = schedule(2022, 6, 1).fees(&lot);
+        assert_eq!((f.schedule.as_str(), f.trading_fee, f.afrc_levy), ("HK-2022-01-01", dec!(19.26), dec!(0.58)));
+        // 2021-09-01: no AFRC levy yet.
+        let f = schedule(2021, 9, 1).fees(&lot);
+        assert_eq!((f.schedule.as_str(), f.afrc_levy, f.total), ("HK-2021-08-01", dec!(0), dec!(653.92)));
+        // Before 1 Aug 2021 there is no schedule (the validator refuses such fills).
+        assert!(CostSchedules::default().on(NaiveDate::from_ymd_opt(2021, 7, 31).unwrap()).is_none());
+        assert_eq!(CostSchedules::default().earliest(), NaiveDate::from_ymd_opt(2021, 8, 1));
     }
 }

@@ -8,6 +8,15 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+/// A zero without a sign: negating a zero (or adding a negative zero to one) gives `-0` in
+/// rust_decimal, which a text sink would show as "-0".
+#[inline]
+fn positive_zero(d: &mut Decimal) {
+    if d.is_zero() && d.is_sign_negative() {
+        d.set_sign_positive(true);
+    }
+}
+
 macro_rules! sums {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
         $(#[$m])*
@@ -19,13 +28,13 @@ macro_rules! sums {
             fn is_zero(&self) -> bool { true $(&& self.$f.is_zero())* }
         }
         impl Semigroup for $name {
-            fn plus_equals(&mut self, rhs: &Self) { $(self.$f += rhs.$f;)* }
+            fn plus_equals(&mut self, rhs: &Self) { $(self.$f += rhs.$f; positive_zero(&mut self.$f);)* }
         }
         impl Monoid for $name {
             fn zero() -> Self { Self::default() }
         }
         impl Abelian for $name {
-            fn negate(&mut self) { $(self.$f = -self.$f;)* }
+            fn negate(&mut self) { $(self.$f = -self.$f; positive_zero(&mut self.$f);)* }
         }
         impl Multiply<isize> for $name {
             type Output = $name;
@@ -85,3 +94,24 @@ sums!(
         net,
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn sums_never_hold_a_negative_zero() {
+        let mut t = Totals::default();
+        t.negate();
+        assert!(!t.short_mv.is_sign_negative(), "negated zero");
+        let mut z = Totals::default();
+        z.plus_equals(&t);
+        assert!(!z.short_mv.is_sign_negative(), "zero plus a negated zero");
+        let mut a = Totals { net: dec!(5.25), ..Totals::default() };
+        let mut b = a.clone();
+        b.negate();
+        a.plus_equals(&b);
+        assert!(a.is_zero() && !a.net.is_sign_negative() && a.net.to_string() == "0.00", "{}", a.net);
+    }
+}

@@ -123,6 +123,17 @@ pub enum Rejection {
     /// Lot size zero or negative in reference data.
     #[error("lot size {0} is not positive")]
     BadLotSize(i64),
+    /// A fill's own commission below zero or not in whole cents.
+    #[error("commission {0} is negative or not in whole cents")]
+    BadCommission(Decimal),
+    /// A fill traded before every cost schedule: its costs cannot be computed.
+    #[error("no cost schedule covers trade date {date} (the first starts {first}; configure [[costs]])")]
+    NoCostSchedule {
+        /// The fill's trade date (HKT).
+        date: NaiveDate,
+        /// The first day the schedules cover.
+        first: NaiveDate,
+    },
 }
 
 #[cfg(test)]
@@ -136,6 +147,50 @@ mod tests {
         assert_eq!(trade_date(midnight_hkt), NaiveDate::from_ymd_opt(2026, 3, 2).unwrap());
         assert_eq!(trade_date(midnight_hkt - 1), NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
         assert_eq!(trade_date(-1), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
+    }
+
+    #[test]
+    fn own_commissions_in_whole_cents_and_fills_before_every_cost_schedule_are_refused() {
+        use crate::fees::CostSchedules;
+        use crate::model::{PositionKey, Side};
+        use rust_decimal_macros::dec;
+        let mut v = Validator::new(SpreadTables::default()).with_costs_from(CostSchedules::default().earliest());
+        v.accept(Input::Instrument(Instrument {
+            symbol: Symbol(700),
+            name: "TENCENT".into(),
+            lot_size: 100,
+            currency: "HKD".into(),
+            sector: None,
+            stamp_duty: true,
+            spread_table: None,
+        }))
+        .unwrap();
+        let day = 1_772_415_000_000_000_000; // 2026-03-02 09:30 HKT
+        let fill = |exec: &str, ts: i64, commission: Option<Decimal>| {
+            Input::Fill(Fill {
+                ts,
+                exec_id: exec.into(),
+                order_id: "O".into(),
+                key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
+                side: Side::Buy,
+                qty: 100,
+                price: dec!(385.2),
+                commission,
+                stamp_duty_exempt: false,
+                odd_lot: false,
+                source_seq: 0,
+            })
+        };
+        assert!(v.accept(fill("E1", day, Some(dec!(12.50)))).is_ok());
+        let code = |r: Result<Vec<Accepted>, Rejection>| r.unwrap_err().code();
+        assert_eq!(code(v.accept(fill("E2", day, Some(dec!(-50))))), "bad_commission");
+        assert_eq!(code(v.accept(fill("E3", day, Some(dec!(0.000000005))))), "bad_commission");
+        assert!(v.accept(fill("E4", day, Some(dec!(0)))).is_ok());
+        // 2021-07-31 09:30 HKT: before the first schedule (1 Aug 2021); the next day is covered.
+        let july = 1_627_695_000_000_000_000;
+        assert_eq!(trade_date(july), NaiveDate::from_ymd_opt(2021, 7, 31).unwrap());
+        assert_eq!(code(v.accept(fill("E5", july, None))), "no_cost_schedule");
+        assert!(v.accept(fill("E6", july + 86_400_000_000_000, None)).is_ok());
     }
 }
 
@@ -153,6 +208,8 @@ impl Rejection {
             Rejection::UnknownExecId(_) => "unknown_exec_id",
             Rejection::AlreadyBusted(_) => "already_busted",
             Rejection::BadLotSize(_) => "bad_lot_size",
+            Rejection::BadCommission(_) => "bad_commission",
+            Rejection::NoCostSchedule { .. } => "no_cost_schedule",
         }
     }
 }
@@ -209,6 +266,8 @@ pub struct ValidatorState {
 /// Stateful input rules. One per input stream; deterministic for a given input order.
 pub struct Validator {
     spreads: SpreadTables,
+    /// First trade date the cost schedules cover ([`Validator::with_costs_from`]).
+    costs_from: Option<NaiveDate>,
     instruments: FxHashMap<Symbol, Instrument>,
     fills: FxHashMap<ExecId, FillState>,
 }
@@ -216,7 +275,14 @@ pub struct Validator {
 impl Validator {
     /// A validator using the given spread tables.
     pub fn new(spreads: SpreadTables) -> Self {
-        Validator { spreads, instruments: FxHashMap::default(), fills: FxHashMap::default() }
+        Validator { spreads, costs_from: None, instruments: FxHashMap::default(), fills: FxHashMap::default() }
+    }
+
+    /// Refuses fills traded before `first` (the first day the cost schedules cover), which would
+    /// otherwise be charged nothing.
+    pub fn with_costs_from(mut self, first: Option<NaiveDate>) -> Self {
+        self.costs_from = first;
+        self
     }
 
     /// A validator that continues from a saved state.
@@ -293,6 +359,17 @@ impl Validator {
                 }
                 fill.stamp_duty_exempt = !inst.stamp_duty;
                 self.check_price(fill.price, fill.ts, fill.key.symbol)?;
+                if let Some(c) = fill.commission {
+                    if c < Decimal::ZERO || c.round_dp(2) != c {
+                        return Err(Rejection::BadCommission(c));
+                    }
+                }
+                if let Some(first) = self.costs_from {
+                    let date = trade_date(fill.ts);
+                    if date < first {
+                        return Err(Rejection::NoCostSchedule { date, first });
+                    }
+                }
                 if self.fills.contains_key(&fill.exec_id) {
                     return Err(Rejection::DuplicateExecId(fill.exec_id));
                 }

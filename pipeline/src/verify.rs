@@ -26,7 +26,7 @@ pub struct Verified {
 
 /// The batch recomputation of `lines` under `config`.
 pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig) -> Reference {
-    let mut validator = Validator::new(config.spreads.clone());
+    let mut validator = Validator::new(config.spreads.clone()).with_costs_from(config.graph.schedules.earliest());
     let mut live: FxHashMap<smol_str::SmolStr, Fill> = FxHashMap::default();
     let mut market: Vec<MarketEvent> = Vec::new();
     for line in lines {

@@ -1,6 +1,6 @@
 //! Rows as the ClickHouse tables of deploy/clickhouse/ hold them (RowBinary: field order is
-//! column order). Money is `Decimal(38, 8)` (an `i128` at scale 8, rounded half away from zero
-//! only beyond 8 places, which no fee or price has); event times are a `DateTime` (seconds) plus
+//! column order). Money is `Decimal(38, 8)` (an `i128` at scale 8, rounded half to even beyond 8
+//! places, as the pipeline rounds: a fill's realized P&L can have more); event times are a `DateTime` (seconds) plus
 //! the exact nanoseconds; `trade_date` is the Hong Kong trade date.
 
 use chrono::NaiveDate;

@@ -19,17 +19,14 @@ pub const DECIMAL_SCALE: i8 = 8;
 
 /// `d` in units of 10^-[`DECIMAL_SCALE`] (the mantissa of a Decimal128(38, 8)): exact when `d`
 /// has at most that many places (the mantissa times a power of ten, which fits an i128 for any
-/// decimal), rounded as `rescale` rounds when it has more. (`rescale` alone cannot widen a
+/// decimal), rounded half to even (`round_dp`) when it has more. (`rescale` cannot widen a
 /// mantissa past 96 bits: for |d| beyond about 7.9e20 it kept a smaller scale, and the mantissa
 /// came out a power of ten too small.)
 pub(crate) fn to_i128(d: Decimal) -> i128 {
-    let scale = d.scale();
-    if scale <= DECIMAL_SCALE as u32 {
-        return d.mantissa() * 10i128.pow(DECIMAL_SCALE as u32 - scale);
-    }
-    let mut d = d;
-    d.rescale(DECIMAL_SCALE as u32);
-    d.mantissa()
+    // More places are rounded half to even, as the pipeline rounds money (`round_dp`), so a
+    // figure shows the same in every table and sink.
+    let d = if d.scale() <= DECIMAL_SCALE as u32 { d } else { d.round_dp(DECIMAL_SCALE as u32) };
+    d.mantissa() * 10i128.pow(DECIMAL_SCALE as u32 - d.scale())
 }
 
 /// Appends a symbol's code as it displays (`00700`), without the formatting machinery for the
@@ -476,9 +473,14 @@ mod tests {
         assert_eq!(to_i128(Decimal::new(3852, 1)), 38_520_000_000);
         assert_eq!(to_i128(Decimal::new(-1, 8)), -1);
         assert_eq!(to_i128(Decimal::ZERO), 0);
-        // More places: rounded as rescale rounds (half away from zero).
-        assert_eq!(to_i128(Decimal::new(1_123_456_785, 9)), 112_345_679);
-        assert_eq!(to_i128(Decimal::new(-1_123_456_785, 9)), -112_345_679);
+        // More places: rounded half to even, as the pipeline's `round_dp` (a fill's realized P&L
+        // can have more: buying 63 @0.010 and 1 @0.011, then selling 1 @0.010, realizes
+        // -0.000015625, shown as -0.00001562 in the fills and the minute tables alike).
+        assert_eq!(to_i128(Decimal::new(1_123_456_785, 9)), 112_345_678);
+        assert_eq!(to_i128(Decimal::new(-1_123_456_785, 9)), -112_345_678);
+        assert_eq!(to_i128(Decimal::new(1_123_456_775, 9)), 112_345_678);
+        assert_eq!(to_i128(Decimal::new(-15_625, 9)), -1_562);
+        assert_eq!(to_i128(Decimal::new(-15_625, 9)), Decimal::new(-15_625, 9).round_dp(8).mantissa());
         // Beyond 96 bits at eight places: 10^21 HKD is 10^29 units, not 10^28.
         assert_eq!(to_i128(Decimal::from(10u64.pow(19)) * Decimal::from(100)), 10i128.pow(29));
         assert_eq!(to_i128(Decimal::MAX), Decimal::MAX.mantissa() * 100_000_000);
