@@ -26,10 +26,17 @@ enum Wire<S = String> {
         strategy: S,
         symbol: S,
         side: S,
+        #[serde(deserialize_with = "decimal_text", serialize_with = "rust_decimal::serde::str::serialize")]
         qty: Decimal,
+        #[serde(deserialize_with = "decimal_text", serialize_with = "rust_decimal::serde::str::serialize")]
         price: Decimal,
         ts: S,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "decimal_text_opt",
+            serialize_with = "rust_decimal::serde::str_option::serialize"
+        )]
         commission: Option<Decimal>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         odd_lot: bool,
@@ -41,16 +48,32 @@ enum Wire<S = String> {
     Quote {
         symbol: S,
         ts: S,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "decimal_text_opt",
+            serialize_with = "rust_decimal::serde::str_option::serialize"
+        )]
         bid: Option<Decimal>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "decimal_text_opt",
+            serialize_with = "rust_decimal::serde::str_option::serialize"
+        )]
         ask: Option<Decimal>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "decimal_text_opt",
+            serialize_with = "rust_decimal::serde::str_option::serialize"
+        )]
         last: Option<Decimal>,
     },
     Close {
         symbol: S,
         ts: S,
+        #[serde(deserialize_with = "decimal_text", serialize_with = "rust_decimal::serde::str::serialize")]
         price: Decimal,
     },
     Instrument {
@@ -70,8 +93,14 @@ enum Wire<S = String> {
         strategy: S,
         symbol: S,
         side: S,
+        #[serde(deserialize_with = "decimal_text", serialize_with = "rust_decimal::serde::str::serialize")]
         qty: Decimal,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "decimal_text_opt",
+            serialize_with = "rust_decimal::serde::str_option::serialize"
+        )]
         price: Option<Decimal>,
         order_type: S,
         status: S,
@@ -87,6 +116,29 @@ enum Wire<S = String> {
         session: Option<u8>,
         ts: S,
     },
+}
+
+/// A decimal as the contract gives it: a JSON string (plain or scientific). A JSON number is
+/// refused: serde_json reads it as an f64 first (100000000000000000.01 came out
+/// 100000000000000000).
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+    parse_decimal::<D::Error>(&text)
+}
+
+/// [`decimal_text`], or `null` / absent.
+fn decimal_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+        Some(text) => parse_decimal::<D::Error>(&text).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn parse_decimal<E: serde::de::Error>(text: &str) -> Result<Decimal, E> {
+    use std::str::FromStr;
+    Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &"a decimal number in a string"))
 }
 
 fn bad(msg: impl Into<String>) -> Rejection {
@@ -139,15 +191,21 @@ struct Flat<'a> {
     strategy: Option<&'a str>,
     symbol: Option<&'a str>,
     side: Option<&'a str>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     qty: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     price: Option<Decimal>,
     ts: Option<&'a str>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     commission: Option<Decimal>,
     /// Present or not, and then its value (`null` is not a flag: the general parse refuses it).
     #[serde(default, deserialize_with = "present")]
     odd_lot: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     bid: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     ask: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal_text_opt")]
     last: Option<Decimal>,
     name: Option<&'a str>,
     lot_size: Option<i64>,
@@ -515,6 +573,16 @@ mod tests {
             (r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00"}"#, "none of bid"),
             (r#"{"type":"close","symbol":"ABC","ts":"2026-01-02T16:10:00+08:00","price":"1"}"#, "security code"),
             (r#"{"type":"teleport"}"#, "unknown variant"),
+            // Decimals are strings: a JSON number would go through f64 (100000000000000000.01
+            // became 100000000000000000).
+            (
+                r#"{"type":"close","symbol":"00700","ts":"2026-01-02T16:10:00+08:00","price":385.2}"#,
+                "invalid type: floating point",
+            ),
+            (
+                r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T16:10:00+08:00","bid":100000000000000000.01}"#,
+                "invalid type: floating point",
+            ),
         ] {
             let err = parse_line(line, 1).unwrap_err();
             assert!(err.to_string().contains(why), "{line}: {err}");
