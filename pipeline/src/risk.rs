@@ -50,8 +50,9 @@ pub struct RiskSection {
     /// when `history` is unset and ClickHouse is configured. Harbour fills `daily_closes` itself
     /// from the close messages it receives.
     pub history_table: String,
-    /// The trade date whose previous days form the history read from ClickHouse (default: today
-    /// in Hong Kong).
+    /// The trade date whose previous days form the history (read from ClickHouse, or cut from the
+    /// `history` file: its closes on or after this date are left out). Default: today in Hong Kong
+    /// for ClickHouse; the whole file.
     pub as_of: Option<NaiveDate>,
     /// Capital per account, for leverage (decimal strings).
     pub nav: BTreeMap<String, Decimal>,
@@ -147,16 +148,24 @@ impl RiskSection {
         })
     }
 
-    /// The history from `risk.history`, if set.
+    /// The history from `risk.history`, if set: the closes before `risk.as_of` when that is set
+    /// (a file that also holds the replayed day's own close must not give that day's move as
+    /// history).
     pub fn load_history(&self) -> Result<Option<History>, ConfigError> {
-        self.history.as_deref().map(read_history).transpose()
+        self.history.as_deref().map(|p| read_history_before(p, self.as_of)).transpose()
     }
 }
 
 /// Reads a `date,symbol,close` CSV.
 pub fn read_history(path: &Path) -> Result<History, ConfigError> {
+    read_history_before(path, None)
+}
+
+/// Reads a `date,symbol,close` CSV, keeping the closes before `before` when given.
+pub fn read_history_before(path: &Path, before: Option<NaiveDate>) -> Result<History, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
-    Ok(History::from_closes(parse_closes(&text, ',', &path.display().to_string())?))
+    let closes = parse_closes(&text, ',', &path.display().to_string())?;
+    Ok(History::from_closes(closes.into_iter().filter(|(d, _, _)| before.is_none_or(|b| *d < b))))
 }
 
 /// Parses `date<sep>symbol<sep>close` lines (a first line starting with `date` is a header);
@@ -375,7 +384,10 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         let h = read_history(&p).unwrap();
         assert_eq!(h.days(), 2);
         assert_eq!(h.prev_close(Symbol(700)), Some(390.0));
-        assert!((h.returns(Symbol(700)).unwrap()[1] - (390.0f64 / 385.2).ln()).abs() < 1e-12);
+        assert!((h.returns(Symbol(700)).unwrap()[1] - (390.0 / 385.2 - 1.0)).abs() < 1e-12);
+        // Cut at risk.as_of: the 25th's close is that day's own, not history.
+        let before = read_history_before(&p, NaiveDate::from_ymd_opt(2026, 11, 25)).unwrap();
+        assert_eq!((before.days(), before.prev_close(Symbol(700))), (1, Some(385.2)));
         std::fs::write(&p, "date,symbol,close\n2026-11-23,00700,380\n2026-11-24,ABC,1\n").unwrap();
         let e = read_history(&p).unwrap_err().to_string();
         assert!(e.contains("risk.history") && e.contains(":3:"), "{e}");

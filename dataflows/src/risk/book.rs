@@ -56,9 +56,12 @@ pub struct History {
 
 impl History {
     /// From daily closes `(day, symbol, close)`, any order; `day` is any ordered day key. Returns are
-    /// log returns between consecutive days of the whole set; a symbol without a close on one of two
-    /// consecutive days has a zero return for that pair (no move observed). Non-positive closes are
-    /// ignored.
+    /// simple returns (close / previous close − 1: a position of market value w would have moved
+    /// by w·r, so the historical scenarios revalue exactly) between consecutive days of the whole
+    /// set, each from the symbol's last close
+    /// before the day: a day without a close (a suspension) has a zero return and the next close
+    /// carries the whole move since the last one; days before a symbol's first close have zero
+    /// returns. Non-positive closes are ignored.
     pub fn from_closes<D: Ord + Clone>(closes: impl IntoIterator<Item = (D, Symbol, f64)>) -> History {
         let mut by_symbol: BTreeMap<Symbol, BTreeMap<D, f64>> = BTreeMap::new();
         let mut days: BTreeSet<D> = BTreeSet::new();
@@ -72,11 +75,19 @@ impl History {
         let k = days.len().saturating_sub(1);
         let mut h = History { days: k, ..Default::default() };
         for (s, closes) in by_symbol {
-            let r: Vec<f64> = days
-                .windows(2)
-                .map(|w| match (closes.get(&w[0]), closes.get(&w[1])) {
-                    (Some(a), Some(b)) => (b / a).ln(),
-                    _ => 0.0,
+            let mut last = closes.get(&days[0]).copied();
+            let r: Vec<f64> = days[1..]
+                .iter()
+                .map(|d| match (last, closes.get(d)) {
+                    (Some(a), Some(&b)) => {
+                        last = Some(b);
+                        b / a - 1.0
+                    }
+                    (None, Some(&b)) => {
+                        last = Some(b);
+                        0.0
+                    }
+                    (_, None) => 0.0,
                 })
                 .collect();
             if let Some((_, c)) = closes.iter().next_back() {
@@ -860,7 +871,7 @@ impl RiskBook {
         for (s, price, ts) in input.marks {
             let h = &self.config.history;
             let ret = match (price.and_then(|p| p.to_f64()), h.prev_close(s)) {
-                (Some(p), Some(c)) if p > 0.0 => (p / c).ln(),
+                (Some(p), Some(c)) if p > 0.0 => p / c - 1.0,
                 _ => 0.0,
             };
             let info = self.symbols.entry(s).or_default();
@@ -1513,6 +1524,8 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
         Some(r) if !weights.is_empty() => {
             lambda * weights.iter().zip(r.iter()).map(|(a, x)| a * x * x).sum::<f64>() + (1.0 - lambda) * ret * ret
         }
+        // As Σ has it: without this symbol's history but with the others', today's move weighs 1−λ.
+        None if !weights.is_empty() => (1.0 - lambda) * ret * ret,
         _ => ret * ret,
     };
     let six = |x: f64| fixed(x, RATIO_DP);
@@ -1621,3 +1634,28 @@ fn select_tails(losses: &mut [f64], n: usize) -> ((f64, f64, f64, f64), f64) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_without_a_close_keeps_the_move_for_the_next_close() {
+        // 00700 suspended on day 2: 100 → (none) → 110. 00005 trades every day.
+        let h = History::from_closes([
+            (1, Symbol(700), 100.0),
+            (3, Symbol(700), 110.0),
+            (1, Symbol(5), 50.0),
+            (2, Symbol(5), 51.0),
+            (3, Symbol(5), 50.0),
+            // A symbol listed on day 2.
+            (2, Symbol(9988), 80.0),
+            (3, Symbol(9988), 88.0),
+        ]);
+        assert_eq!(h.days(), 2);
+        assert_eq!(h.returns(Symbol(700)).unwrap(), &[0.0, 110.0 / 100.0 - 1.0]);
+        assert_eq!(h.returns(Symbol(5)).unwrap(), &[51.0 / 50.0 - 1.0, 50.0 / 51.0 - 1.0]);
+        assert_eq!(h.returns(Symbol(9988)).unwrap(), &[0.0, 88.0 / 80.0 - 1.0]);
+        assert_eq!(h.prev_close(Symbol(700)), Some(110.0));
+    }
+}

@@ -1,11 +1,12 @@
-//! Intraday drawdown of total P&L from its running peak.
+//! Intraday drawdown of total P&L from its running peak (../shared/HKEX.md §5), the day starting
+//! at zero P&L.
 
 use rust_decimal::Decimal;
 
 /// Running peak, current drawdown and the day's maximum drawdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drawdown {
-    /// Highest total P&L so far (starts at the first value seen).
+    /// Highest total P&L so far, from the day's start at zero (a day that only loses has peak 0).
     pub peak: Option<Decimal>,
     /// peak − current (≥ 0).
     pub current: Decimal,
@@ -16,7 +17,7 @@ pub struct Drawdown {
 impl Drawdown {
     /// After a new total P&L.
     pub fn update(&mut self, total: Decimal) {
-        let peak = self.peak.map_or(total, |p| p.max(total));
+        let peak = self.peak.unwrap_or(Decimal::ZERO).max(total);
         self.peak = Some(peak);
         self.current = peak - total;
         self.max = self.max.max(self.current);
@@ -43,7 +44,8 @@ mod tests {
         assert_eq!(d.peak, Some(dec!(1500)));
         assert_eq!(d.current, dec!(1300));
         assert_eq!(d.max, dec!(1800));
-        let flat = Drawdown::of([dec!(-5), dec!(-10)]);
-        assert_eq!((flat.peak, flat.current, flat.max), (Some(dec!(-5)), dec!(5), dec!(5)));
+        // A day that starts losing: its peak is the start (zero P&L), not the first loss.
+        let down = Drawdown::of([dec!(-5), dec!(-10)]);
+        assert_eq!((down.peak, down.current, down.max), (Some(dec!(0)), dec!(10), dec!(10)));
     }
 }

@@ -106,7 +106,7 @@ fn three_positions_by_hand() {
     let marks = [400.0, 68.15, 301.0];
     let mut rows: Vec<Vec<f64>> =
         (0..3).map(|k| syms.iter().map(|s| h.returns(Symbol(*s)).unwrap()[k]).collect()).collect();
-    rows.push(syms.iter().zip(marks).map(|(s, m)| (m / h.prev_close(Symbol(*s)).unwrap()).ln()).collect());
+    rows.push(syms.iter().zip(marks).map(|(s, m)| m / h.prev_close(Symbol(*s)).unwrap() - 1.0).collect());
     let cov = ewma_covariance(&rows, LAMBDA);
     let p99 = parametric(&w, &cov, 0.99, 1.0);
     close_to(a.var_99, p99.var);
@@ -434,7 +434,7 @@ fn volatility_per_symbol_from_history_and_mark() {
     let out = b.apply(RiskInput { marks: vec![(Symbol(700), Some(dec!(400)), 7)], ..Default::default() });
     let h = history();
     let r = h.returns(Symbol(700)).unwrap();
-    let today = (400.0f64 / 390.0).ln();
+    let today = 400.0 / 390.0 - 1.0;
     let want = Ewma::of(r, LAMBDA).with(today, LAMBDA).sqrt();
     assert_eq!(out.vols.len(), 1);
     let (v, sign) = &out.vols[0];
