@@ -122,15 +122,48 @@ enum Wire<S = String> {
 /// refused: serde_json reads it as an f64 first (100000000000000000.01 came out
 /// 100000000000000000).
 fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
-    parse_decimal::<D::Error>(&text)
+    d.deserialize_str(DecimalText)
 }
 
 /// [`decimal_text`], or `null` / absent.
 fn decimal_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
-        Some(text) => parse_decimal::<D::Error>(&text).map(Some),
-        None => Ok(None),
+    d.deserialize_option(OptionalDecimalText)
+}
+
+/// Reads the text where it lies (no `String` per field, which `Cow<str>` would allocate).
+struct DecimalText;
+
+impl<'de> serde::de::Visitor<'de> for DecimalText {
+    type Value = Decimal;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a decimal number in a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Decimal, E> {
+        parse_decimal(text)
+    }
+}
+
+struct OptionalDecimalText;
+
+impl<'de> serde::de::Visitor<'de> for OptionalDecimalText {
+    type Value = Option<Decimal>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a decimal number in a string, or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<Decimal>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<Decimal>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Decimal>, D::Error> {
+        d.deserialize_str(DecimalText).map(Some)
     }
 }
 

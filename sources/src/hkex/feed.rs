@@ -44,6 +44,8 @@ pub struct FeedStats {
     pub resets: u64,
     /// Channels recovered from the refresh service.
     pub refreshes: u64,
+    /// Trades that do not set the last price (odd lot, off-exchange, overseas, late: [`sets_last`]).
+    pub other_trades: u64,
 }
 
 /// A range of missing sequence numbers, inclusive.
@@ -306,6 +308,13 @@ impl Security {
     }
 }
 
+/// Whether a trade of this TrdType (../shared/HKEX.md §1) is a board trade that sets the last
+/// price: automatch (0), automatch internalized (100) and auction (103). Late (4), off-exchange
+/// (22, 101), odd-lot (102) and overseas (104) trades are not.
+pub fn sets_last(trade_type: i16) -> bool {
+    matches!(trade_type, 0 | 100 | 103)
+}
+
 /// Trading session of a market (message 20).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -541,6 +550,11 @@ impl MarketState {
                 }
                 self.count(r);
             }
+            Message::Trade { trade_type, .. } if !sets_last(trade_type) => {
+                // Odd lots, off-exchange, overseas and late trades do not make the board's
+                // last price (the default mark): counted, not quoted.
+                self.stats.other_trades += 1;
+            }
             Message::Trade { security_code, trade_id, price, trade_time, .. } => {
                 let s = self.securities.entry(security_code).or_default();
                 if s.trades.len() == TRADES_KEPT {
@@ -575,7 +589,7 @@ impl MarketState {
                     }
                 }
             }
-            Message::TradeTicker { security_code, ticker_id, price, trade_time, cancel, .. } => {
+            Message::TradeTicker { security_code, ticker_id, price, trade_time, cancel, trade_type, .. } => {
                 // The Standard feed's trades: same handling as Trade/Trade Cancel by ticker id.
                 if cancel {
                     self.apply(&Message::TradeCancel { security_code, trade_id: ticker_id }, out);
@@ -585,7 +599,7 @@ impl MarketState {
                         trade_id: ticker_id,
                         price,
                         quantity: 0,
-                        trade_type: 0,
+                        trade_type,
                         trade_time,
                     };
                     self.apply(&m, out);
@@ -605,11 +619,9 @@ impl MarketState {
                 }
             }
             Message::SequenceReset { .. } => {
-                // Caches are cleared; the refresh service rebuilds them.
-                for s in self.securities.values_mut() {
-                    s.full.clear();
-                    s.aggregated = AggregatedBook::default();
-                }
+                // The channel's caches are cleared (not other channels'), and its securities
+                // quoted again as they now stand; the refresh service rebuilds the books.
+                self.clear_channel(self.channel);
             }
             Message::Unknown { .. } => self.stats.unknown += 1,
             Message::Statistics { .. }
@@ -978,11 +990,24 @@ mod tests {
         );
         w.cut();
         w.push(&Message::SequenceReset { new_seq_no: 1 }, 2);
+        // Security 700 is on channel 1: its book stays through channel 7's reset.
+        let mut other = PacketWriter::new(1);
+        other.push(
+            &Message::AggregateOrderBookUpdate {
+                security_code: 700,
+                entries: BookEntries::from_bytes(&entries).unwrap(),
+            },
+            1,
+        );
+        h.on_datagram(1, &other.finish()[0], &mut out, &mut rejects);
+        let top_700 = h.state.security(700).unwrap().top();
+        assert_ne!(top_700, Top::default());
         for p in w.finish() {
             h.on_datagram(7, &p, &mut out, &mut rejects);
         }
         assert_eq!(h.sequencers[&7].next(), Some(1));
         assert_eq!(h.state.security(5).unwrap().top(), Top::default());
+        assert_eq!(h.state.security(700).unwrap().top(), top_700, "another channel's book is kept");
         let mut w = PacketWriter::new(1);
         w.push(&nominal(5, 9), 3);
         h.on_datagram(7, &w.finish()[0], &mut out, &mut rejects);
@@ -1044,6 +1069,18 @@ mod tests {
                 trade_time: 41,
             },
             41,
+        );
+        // An odd-lot trade (TrdType 102) at another price does not move the last price.
+        w.push(
+            &Message::Trade {
+                security_code: 700,
+                trade_id: 3,
+                price: Price(380_000),
+                quantity: 20,
+                trade_type: 102,
+                trade_time: 42,
+            },
+            42,
         );
         w.push(&Message::TradeCancel { security_code: 700, trade_id: 2 }, 50);
         w.push(&Message::ClosingPrice { security_code: 700, price: Price(385_200), trades: 1 }, 60);
