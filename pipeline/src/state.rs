@@ -355,6 +355,39 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
     }
 }
 
+/// Every row of every table as a change at its own version, at most `epoch` (no removals, no
+/// events, quotes or dead letters): what a sink that lost its data is given again, as of the
+/// restored `epoch`. (Rebuilding the dataflow after a restore gives the rows it re-derives the
+/// version of the next input position, which the first new epoch shares: a row written at that
+/// version would fence out that epoch's change of it.)
+pub fn full_changes(s: &crate::engine::OutputState, epoch: u64) -> Changes {
+    fn all<D: Keyed + Ord + Clone + std::fmt::Debug>(t: &TableState<D>, epoch: u64) -> Vec<Change<D>> {
+        t.versioned_refs()
+            .into_iter()
+            .map(|v| Change { row: v.row.clone(), version: v.version.min(epoch), deleted: false })
+            .collect()
+    }
+    fn second<K, V: Clone>(t: Vec<Change<(K, V)>>) -> Vec<Change<V>> {
+        t.into_iter().map(|c| Change { row: c.row.1, version: c.version, deleted: false }).collect()
+    }
+    Changes {
+        positions: all(&s.positions, epoch),
+        fills: all(&s.fills, epoch),
+        rollups: all(&s.rollups, epoch),
+        minutes: all(&s.minutes, epoch),
+        orders: second(all(&s.orders, epoch)),
+        marks: all(&s.marks, epoch),
+        quotes: Vec::new(),
+        instruments: all(&s.instruments, epoch),
+        status: second(all(&s.status, epoch)),
+        risk: all(&s.risk, epoch),
+        alerts: all(&s.alerts, epoch),
+        vol: all(&s.vol, epoch),
+        dead_letters: Vec::new(),
+        events: Vec::new(),
+    }
+}
+
 /// Starts change tracking on every table.
 pub fn track_changes(s: &mut crate::engine::OutputState) {
     s.positions.track();

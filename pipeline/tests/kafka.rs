@@ -970,3 +970,79 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Redis that lost what it had acknowledged (restarted without its data, or the last second of
+/// its append-only file after a power loss) is written again from the restored tables on the
+/// next start, instead of waiting for each key to change again.
+#[test]
+fn a_redis_that_lost_acknowledged_data_is_written_again_on_restart() {
+    use harbour::kafka::RedisEpochSink;
+    use harbour_sinks::redis::{RedisConfig, RedisSink};
+    let url = std::env::var("HARBOUR_REDIS_URL").expect("this test needs Redis: run `bash deploy/test.sh`");
+    let url = format!("{}/12", url.trim_end_matches('/')); // a database of its own
+    let redis = || RedisSink::connect(&RedisConfig { url: url.clone(), ..RedisConfig::default() }).unwrap();
+    let flush = |s: &mut RedisSink| {
+        let mut c = s.connection().unwrap();
+        let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    };
+    let positions = |s: &mut RedisSink| -> usize {
+        let mut c = s.connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(&mut c).unwrap();
+        keys.len()
+    };
+    let cfg = kafka_config("redis-lost");
+    let lines =
+        generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 17, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("redis-lost");
+    let run = KafkaRun {
+        epoch_events: 300,
+        epoch_max: Duration::from_millis(20),
+        flush_every: Duration::from_millis(50),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let run_with = |sink: RedisSink| {
+        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(RedisEpochSink(sink, None))];
+        kafka::run(
+            &cfg,
+            &run,
+            &engine_config(300),
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    };
+    let mut first = redis();
+    flush(&mut first);
+    let day = run_with(first);
+    let live = day.state.positions.len();
+    assert!(live > 10);
+    let mut check = redis();
+    assert_eq!(positions(&mut check), live, "the first run wrote every position");
+    let last = check.epoch().unwrap();
+    // Redis comes back empty; the pipeline restarts from its final checkpoint with nothing new to read.
+    flush(&mut check);
+    let again = run_with(redis());
+    assert_eq!(again.restored_from, last, "restored from the end of the day");
+    assert_eq!(positions(&mut check), live, "every position is in Redis again");
+    assert_eq!(check.epoch().unwrap(), last);
+    let p = day.state.positions.rows().next().unwrap().clone();
+    let mut c = check.connection().unwrap();
+    let qty: String = redis::cmd("HGET")
+        .arg(format!("harbour:position:{}:{}:{}", p.key.account, p.key.strategy, p.key.symbol))
+        .arg("qty")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(qty, p.qty.to_string());
+    // A third start with Redis intact writes nothing again.
+    let third = run_with(redis());
+    assert_eq!(third.restored_from, last);
+    flush(&mut check);
+    let _ = std::fs::remove_dir_all(dir);
+}

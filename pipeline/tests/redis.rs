@@ -112,6 +112,11 @@ fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
     // the last epoch is still fenced row by row.
     let _: () = redis::cmd("DEL").arg("harbour:sink:epoch").query(&mut c).unwrap();
     let (epoch, ch) = sent.last().unwrap();
+    // The sink that had it acknowledged stops (a restart then writes the tables again) ...
+    assert!(matches!(rs.write(*epoch, ch), Err(harbour_sinks::redis::RedisError::Lost { marker: 0, .. })));
+    // ... and the restarted one, knowing nothing acknowledged, replays through the fence.
+    let url = format!("{}/1", std::env::var("HARBOUR_REDIS_URL").unwrap().trim_end_matches('/'));
+    let mut rs = RedisSink::connect(&RedisConfig { url, ..RedisConfig::default() }).unwrap();
     assert_eq!(rs.write(*epoch, ch).unwrap(), 0, "fenced without a marker");
     assert_eq!(snapshot(&mut c), before);
     let streamed_again: u64 = redis::cmd("XLEN").arg("harbour:stream:positions").query(&mut c).unwrap();
@@ -344,4 +349,30 @@ fn applied_changes_are_published_once_for_listeners() {
     expected.sort();
     assert!(expected.len() > 50, "{}", expected.len());
     assert_eq!(got, expected, "each applied position change published once, replays none");
+}
+
+/// Redis that lost what it acknowledged (its marker went back) makes the next write fail with
+/// `Lost`, rather than carrying on with keys that no later change would rewrite; a restart of the
+/// pipeline writes its tables again (tests/kafka.rs).
+#[test]
+fn a_write_after_redis_lost_acknowledged_data_fails_with_lost() {
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 600, 41, 300);
+    assert!(epochs.len() >= 3);
+    let mut rs = sink(8);
+    let (first, ch) = &epochs[0];
+    rs.write(*first, ch).unwrap();
+    let mut c = rs.connection().unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let (second, ch) = &epochs[1];
+    let err = rs.write(*second, ch).unwrap_err();
+    assert!(
+        matches!(err, harbour_sinks::redis::RedisError::Lost { marker: 0, acknowledged } if acknowledged == *first),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restart the pipeline"));
+    // Replaying an older epoch onto an intact Redis is not a loss (the fence takes it).
+    let mut intact = sink(9);
+    intact.write(epochs[1].0, &epochs[1].1).unwrap();
+    intact.write(epochs[0].0, &epochs[0].1).unwrap();
 }

@@ -143,6 +143,15 @@ pub trait EpochSink {
     /// Called once before the run reads on, with the tables as restored (a sink that keeps its own
     /// copy of them starts from here).
     fn start_from(&mut self, _state: &OutputState) {}
+    /// Called once before the run reads on with the restored tables (as of epoch `restored`) and
+    /// `held`, the epoch every sink acknowledged before (offsets were committed through it).
+    /// Returns the epoch the sink really holds, from which it is fed: `held`, unless the store
+    /// lost acknowledged data (a store that can, like Redis with `appendfsync everysec` after a
+    /// power loss, or restarted empty); it then takes the restored tables again and the epochs
+    /// after `restored`.
+    fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64) -> Result<u64, String> {
+        Ok(held)
+    }
     /// On a sink's own thread, about once a second while no batch arrives (input idle): a sink
     /// with a cadence of its own writes what it holds when due.
     fn tick(&mut self) -> Result<(), String> {
@@ -318,6 +327,29 @@ impl EpochSink for RedisEpochSink {
 
     fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
         self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn resume(&mut self, state: &OutputState, restored: u64, held: u64) -> Result<u64, String> {
+        let marker = self.0.epoch().map_err(|e| e.to_string())?;
+        if marker >= held {
+            self.0.set_acknowledged(held);
+            return Ok(held);
+        }
+        // Redis holds less than it acknowledged (restarted without its data, or lost the last
+        // second of its append-only file): write the restored tables again (fenced: newer rows
+        // stay) and take the epochs after them.
+        let all = state::full_changes(state, restored);
+        tracing::warn!(
+            redis_epoch = marker,
+            acknowledged = held,
+            restored,
+            rows = all.len(),
+            "redis lost acknowledged writes; writing the restored tables again"
+        );
+        if !all.is_empty() {
+            self.0.write(restored, &all).map_err(|e| e.to_string())?;
+        }
+        Ok(restored)
     }
 }
 
@@ -928,6 +960,13 @@ pub fn run(
         .into_iter()
         .map(|mut sink| {
             sink.start_from(engine.state());
+            // A sink that lost acknowledged data is fed again from the restored state.
+            let held = if sink.replaces_all() {
+                held
+            } else {
+                sink.resume(engine.state(), restored_from, held)
+                    .map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?
+            };
             let tables_only = sink.wants_changes() && !sink.wants_events() && !sink.alerts_only();
             let (name, every, wants_changes, alerts_only, replaces_all) = (
                 sink.name(),
@@ -946,7 +985,7 @@ pub fn run(
             } else {
                 (None, Some(Worker::start(sink, held, m.clone())))
             };
-            Slot {
+            Ok(Slot {
                 name,
                 wants_changes,
                 alerts_only,
@@ -960,9 +999,9 @@ pub fn run(
                 durable: held,
                 pending: Changes::default(),
                 metrics: m,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, KafkaRunError>>()?;
     let mut l = Loop {
         engine,
         stop,

@@ -110,6 +110,19 @@ pub enum RedisError {
     /// Bad settings.
     #[error("redis config: {0}")]
     Config(String),
+    /// Redis holds less than it acknowledged: its epoch marker went back (restarted without its
+    /// data, or lost the last second of its append-only file). A restart of the pipeline writes
+    /// the restored tables again.
+    #[error(
+        "redis lost acknowledged writes: its epoch marker is {marker}, epoch {acknowledged} was acknowledged; \
+         restart the pipeline to write its tables again"
+    )]
+    Lost {
+        /// The marker found.
+        marker: u64,
+        /// The newest epoch Redis had acknowledged.
+        acknowledged: u64,
+    },
 }
 
 const EPOCH_KEY: &str = "harbour:sink:epoch";
@@ -131,6 +144,8 @@ pub struct RedisSink {
     pub fenced: u64,
     /// Writes that took the fresh way (every row newer than the marker: no per-row check).
     pub fresh_writes: u64,
+    /// The newest epoch Redis acknowledged to this sink (its marker must not go below it).
+    acknowledged: u64,
 }
 
 /// Bytes of commands gathered before they are sent (the fresh way streams a write in pieces of
@@ -267,6 +282,7 @@ impl RedisSink {
             fence: Script::new(include_str!("fence.lua")),
             max_epoch: Script::new(MAX_EPOCH),
             config: config.clone(),
+            acknowledged: 0,
             retries: Default::default(),
             fenced: 0,
             fresh_writes: 0,
@@ -330,11 +346,17 @@ impl RedisSink {
         let min_version = writes.iter().map(|w| w.version).min().unwrap_or(u64::MAX);
         let max_version = writes.iter().map(|w| w.version).max().unwrap_or(0);
         debug_assert!(max_version <= epoch || writes.is_empty(), "a row newer than its epoch");
+        let acknowledged = self.acknowledged;
+        let lost = std::cell::Cell::new(None);
         let (applied, fresh) = self.with_retry("writing an epoch", |conn, _| {
             redis::transaction(conn, &[EPOCH_KEY], |conn, p| {
                 // No marker (a new Redis, or one that lost the key): nothing is known of what the
                 // hashes hold, so the fence judges every row.
                 let held: Option<u64> = redis::cmd("GET").arg(EPOCH_KEY).query(conn)?;
+                if held.unwrap_or(0) < acknowledged {
+                    lost.set(held.or(Some(0)));
+                    return Ok(Some((0, false)));
+                }
                 let fresh = held.is_some_and(|h| h < min_version && max_version <= epoch && h < epoch);
                 if fresh {
                     let done = write_fresh(conn, &writes, epoch, maxlen, publish)?;
@@ -356,11 +378,21 @@ impl RedisSink {
                 Ok(applied.map(|a| (a.iter().sum::<i64>() as u64, false)))
             })
         })?;
+        if let Some(marker) = lost.get() {
+            return Err(RedisError::Lost { marker, acknowledged });
+        }
+        self.acknowledged = self.acknowledged.max(epoch);
         if fresh {
             self.fresh_writes += 1;
         }
         self.fenced = writes.len() as u64 - applied;
         Ok(applied)
+    }
+
+    /// Takes `epoch` as acknowledged before (a restart that found it held): a later write that
+    /// finds the marker below it fails with [`RedisError::Lost`].
+    pub fn set_acknowledged(&mut self, epoch: u64) {
+        self.acknowledged = epoch;
     }
 
     /// Failed attempts so far (each was retried after a backoff).
