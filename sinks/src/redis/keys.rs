@@ -25,7 +25,18 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 /// The hash key of a position.
 pub fn position_key(r: &PositionRow) -> String {
-    format!("harbour:position:{}:{}:{}", r.key.account, r.key.strategy, r.key.symbol)
+    format!("harbour:position:{}:{}:{}", key_part(&r.key.account), key_part(&r.key.strategy), r.key.symbol)
+}
+
+/// A name as one segment of a key: `%` and `:` percent-encoded (`%25`, `%3A`), so that account
+/// `A:B` with strategy `C` and account `A` with strategy `B:C` do not share a key. Names without
+/// either are unchanged.
+pub fn key_part(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains([':', '%']) {
+        name.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        name.into()
+    }
 }
 
 /// The fields of a position hash (besides `version`).
@@ -244,4 +255,18 @@ pub fn fields_of_risk(r: &RiskRow) -> Vec<(&'static str, String)> {
         ("max_drawdown", r.max_drawdown.to_string()),
         ("ts", r.ts.to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_colons_do_not_share_a_position_key() {
+        assert_eq!(key_part("ACC-001"), "ACC-001");
+        assert_eq!(key_part("A:B"), "A%3AB");
+        assert_eq!(key_part("50%:x"), "50%25%3Ax");
+        let joined = |a: &str, s: &str| format!("{}:{}", key_part(a), key_part(s));
+        assert_ne!(joined("A:B", "C"), joined("A", "B:C"));
+    }
 }
