@@ -376,3 +376,31 @@ fn a_write_after_redis_lost_acknowledged_data_fails_with_lost() {
     intact.write(epochs[1].0, &epochs[1].1).unwrap();
     intact.write(epochs[0].0, &epochs[0].1).unwrap();
 }
+
+/// A replay must not bring back a key that expired by its TTL after it was written (nor stream
+/// it again): a missing key at or below the marker was written once already.
+#[test]
+fn a_replay_does_not_revive_an_expired_key_nor_stream_it_again() {
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 600, 43, 300);
+    let mut rs = sink(10);
+    for (epoch, ch) in &epochs {
+        rs.write(*epoch, ch).unwrap();
+    }
+    let mut c = rs.connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(&mut c).unwrap();
+    let gone = keys[0].clone();
+    // As if its TTL had run out.
+    let _: () = redis::cmd("DEL").arg(&gone).query(&mut c).unwrap();
+    let streamed: u64 = redis::cmd("XLEN").arg("harbour:stream:positions").query(&mut c).unwrap();
+    // A restart re-sends every epoch (a new sink: nothing acknowledged to it).
+    let url = format!("{}/10", std::env::var("HARBOUR_REDIS_URL").unwrap().trim_end_matches('/'));
+    let mut restarted = RedisSink::connect(&RedisConfig { url, ..RedisConfig::default() }).unwrap();
+    for (epoch, ch) in &epochs {
+        assert_eq!(restarted.write(*epoch, ch).unwrap(), 0, "epoch {epoch} is held (or expired)");
+    }
+    let exists: u64 = redis::cmd("EXISTS").arg(&gone).query(&mut c).unwrap();
+    assert_eq!(exists, 0, "the expired key stays gone");
+    let again: u64 = redis::cmd("XLEN").arg("harbour:stream:positions").query(&mut c).unwrap();
+    assert_eq!(again, streamed, "nothing streamed twice");
+}

@@ -3,13 +3,17 @@
 -- the kind's stream. Returns the number of rows applied.
 --
 -- ARGV[1]: stream MAXLEN (approximate); ARGV[2]: '1' to also PUBLISH each applied change on the
--- kind's stream name as channel (message: "<key> <version>"); then, per row:
+-- kind's stream name as channel (message: "<key> <version>"); ARGV[3]: the epoch marker read in
+-- the same transaction (0 when absent): a row for a key that no longer exists is applied only
+-- when newer than it (a key missing at or below the marker was written and has expired by its
+-- TTL since: a replay must not bring it back nor stream it again); then, per row:
 --   key, stream, version, ttl ms (0: none), deleted ('1' keeps a tombstone so an older replay
 --   cannot bring the row back), n, then n field/value pairs.
 -- (Keys are passed as arguments: Harbour's Redis is a single instance, not a cluster.)
 local maxlen = ARGV[1]
 local publish = ARGV[2] == '1'
-local i = 3
+local marker = tonumber(ARGV[3])
+local i = 4
 local applied = 0
 while i <= #ARGV do
   local key, stream, version, ttl, deleted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -17,7 +21,7 @@ while i <= #ARGV do
   local first, last = i + 6, i + 5 + 2 * n
   i = last + 1
   local held = redis.call('HGET', key, 'version')
-  if not held or tonumber(held) < tonumber(version) then
+  if (held and tonumber(held) < tonumber(version)) or (not held and tonumber(version) > marker) then
     if deleted == '1' then
       redis.call('DEL', key)
       redis.call('HSET', key, 'version', version, 'deleted', '1')

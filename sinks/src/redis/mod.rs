@@ -365,6 +365,7 @@ impl RedisSink {
                 // One script call per chunk of rows: the per-call cost is paid once per chunk.
                 for chunk in writes.chunks(ROWS_PER_CALL) {
                     let c = p.cmd("EVALSHA").arg(&fence_sha).arg(0).arg(maxlen).arg(if publish { "1" } else { "0" });
+                    c.arg(held.unwrap_or(0));
                     for w in chunk {
                         c.arg(&w.key).arg(w.stream).arg(w.version).arg(w.ttl_ms).arg(if w.deleted { "1" } else { "0" });
                         c.arg(w.fields.len());
