@@ -509,6 +509,11 @@ impl MarketState {
                     }));
                 }
             }
+            Message::SecurityStatus { suspension, .. } if !matches!(suspension, 2 | 3) => {
+                // HKEX.md §1: 2 halt, 3 resume; another value says nothing known: counted, the
+                // security's status kept.
+                self.stats.unknown += 1;
+            }
             Message::SecurityStatus { security_code, suspension } => {
                 let state = match suspension {
                     2 => Suspension::Halted,
@@ -966,6 +971,30 @@ mod tests {
         let (applied, gaps) = run(&mut seq, &mut stats, &packets(11, 2, 5));
         assert_eq!(applied, vec![11, 12]);
         assert!(gaps.is_empty());
+    }
+
+    #[test]
+    fn only_suspension_indicators_2_and_3_change_a_security_status() {
+        let mut h = FeedHandler::default();
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let mut w = PacketWriter::new(1);
+        for (i, suspension) in [2u8, 7, 3].into_iter().enumerate() {
+            w.push(&Message::SecurityStatus { security_code: 700, suspension }, 10 + i as u64);
+            w.cut();
+        }
+        for p in w.finish() {
+            h.on_datagram(1, &p, &mut out, &mut rejects);
+        }
+        let statuses: Vec<(String, i64)> = out
+            .iter()
+            .filter_map(|i| match i {
+                Input::Status(s) => Some((s.status.to_string(), s.ts)),
+                _ => None,
+            })
+            .collect();
+        // Halted at 10; 7 (at 11) is neither halt nor resume; trading again at 12.
+        assert_eq!(statuses, vec![("halted".to_string(), 10), ("trading".to_string(), 12)]);
+        assert_eq!(h.state.stats.unknown, 1);
     }
 
     #[test]
