@@ -285,6 +285,11 @@ impl Validator {
         self
     }
 
+    /// The first trade date accepted for fills ([`Validator::with_costs_from`]).
+    pub fn costs_from(&self) -> Option<NaiveDate> {
+        self.costs_from
+    }
+
     /// A validator that continues from a saved state.
     pub fn restore(spreads: SpreadTables, state: ValidatorState) -> Self {
         let mut v = Validator::new(spreads);

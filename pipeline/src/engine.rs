@@ -229,8 +229,6 @@ pub struct Engine<'m> {
     probe: ProbeHandle<u64>,
     validator: Validator,
     spreads: SpreadTables,
-    /// The first trade date the cost schedules cover (earlier fills are refused).
-    graph_costs_from: Option<chrono::NaiveDate>,
     /// Latest market fields and order states, kept beside the dataflow for snapshots.
     mark_states: FxHashMap<Symbol, MarkState>,
     /// Symbols quoted since the last `take_changes`, with the epoch (version) of their latest
@@ -295,7 +293,6 @@ impl<'m> Engine<'m> {
             probe,
             validator: Validator::new(config.spreads.clone()).with_costs_from(config.graph.schedules.earliest()),
             spreads: config.spreads.clone(),
-            graph_costs_from: config.graph.schedules.earliest(),
             mark_states: FxHashMap::default(),
             quoted: None,
             order_states: FxHashMap::default(),
@@ -462,8 +459,8 @@ impl<'m> Engine<'m> {
         self.state.alerts.restore(snap.alerts);
         self.mark_states = snap.marks.into_iter().collect();
         self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), Some(o))).collect();
-        self.validator =
-            Validator::restore(self.spreads.clone(), snap.validator).with_costs_from(self.graph_costs_from);
+        let costs_from = self.validator.costs_from();
+        self.validator = Validator::restore(self.spreads.clone(), snap.validator).with_costs_from(costs_from);
         self.state.dead_letters = snap.dead_letters;
         self.stats.lines = snap.lines;
         self.stats.accepted = snap.accepted;

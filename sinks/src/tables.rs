@@ -154,30 +154,6 @@ pub struct SourceEvent {
 }
 
 impl Changes {
-    /// The highest version of any row (0 when there is none).
-    pub fn max_version(&self) -> u64 {
-        fn m<T>(v: &[Change<T>]) -> u64 {
-            v.iter().map(|c| c.version).max().unwrap_or(0)
-        }
-        [
-            m(&self.positions),
-            m(&self.fills),
-            m(&self.rollups),
-            m(&self.minutes),
-            m(&self.orders),
-            m(&self.marks),
-            m(&self.quotes),
-            m(&self.instruments),
-            m(&self.status),
-            m(&self.risk),
-            m(&self.alerts),
-            m(&self.vol),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-    }
-
     /// Number of changed rows over all tables.
     pub fn len(&self) -> usize {
         self.positions.len()

@@ -960,13 +960,6 @@ pub fn run(
         .into_iter()
         .map(|mut sink| {
             sink.start_from(engine.state());
-            // A sink that lost acknowledged data is fed again from the restored state.
-            let held = if sink.replaces_all() {
-                held
-            } else {
-                sink.resume(engine.state(), restored_from, held)
-                    .map_err(|message| KafkaRunError::Sink { sink: sink.name(), message })?
-            };
             let tables_only = sink.wants_changes() && !sink.wants_events() && !sink.alerts_only();
             let (name, every, wants_changes, alerts_only, replaces_all) = (
                 sink.name(),
@@ -976,8 +969,14 @@ pub fn run(
                 sink.replaces_all(),
             );
             // A sink that replaces everything starts from the restored state, not from what it
-            // held: it takes every epoch after the checkpoint.
-            let held = if replaces_all { restored_from } else { held };
+            // held: it takes every epoch after the checkpoint. Another that lost acknowledged
+            // data is fed again from the restored state too (`EpochSink::resume`).
+            let held = if replaces_all {
+                restored_from
+            } else {
+                sink.resume(engine.state(), restored_from, held)
+                    .map_err(|message| KafkaRunError::Sink { sink: name, message })?
+            };
             let m = metrics.sink(name, sink.retry_counter());
             m.durable_epoch.set(held as i64);
             let (sink, worker) = if sink.reads_state() {
