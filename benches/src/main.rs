@@ -93,6 +93,7 @@ impl Harness {
                 bid: None,
                 ask: None,
                 last: Some(price(s, 0)),
+                cleared: Default::default(),
             }));
         }
         h.seal();
@@ -232,6 +233,7 @@ fn bench_quotes(positions: u64, n: u64) -> f64 {
                     bid: None,
                     ask: None,
                     last: Some(price(s, i)),
+                    cleared: Default::default(),
                 }
             })
             .collect();

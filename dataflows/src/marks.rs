@@ -3,12 +3,15 @@
 //! The default policy is the last trade price, falling back to the bid/ask mid, then the close.
 //! Each field keeps its latest value by event time; a late quote (older than what is held) does
 //! not move it. Ties on event time keep the larger price, so the result never depends on the
-//! order updates arrive in within one epoch.
+//! order updates arrive in within one epoch. A quote can also empty a field (the bid side of the
+//! book emptied, the only recent trade was cancelled): from then on the field has no price, so
+//! the policy falls through to its next source, until a newer price arrives; a price and an
+//! emptying at the same event time keep the price.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Close, MarketEvent, Quote, Symbol, Ts};
+use crate::model::{Cleared, Close, MarketEvent, Quote, Symbol, Ts};
 use crate::operators::LatestFold;
 
 /// Where a mark came from.
@@ -66,13 +69,44 @@ pub struct MarkState {
     bid: Option<(Ts, Decimal)>,
     ask: Option<(Ts, Decimal)>,
     close: Option<(Ts, Decimal)>,
+    /// When a field was last emptied, for fields whose latest update is an emptying (the price
+    /// slot beside it is then `None`). Last in the struct, and defaulted, so that checkpoints
+    /// written before it existed still load.
+    #[serde(default)]
+    emptied: Emptied,
 }
 
-fn newer(slot: &mut Option<(Ts, Decimal)>, ts: Ts, v: Option<Decimal>) {
-    if let Some(v) = v {
-        if slot.is_none_or(|held| (ts, v) > held) {
-            *slot = Some((ts, v));
+/// Event times at which fields were emptied (see [`MarkState`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Emptied {
+    last: Option<Ts>,
+    bid: Option<Ts>,
+    ask: Option<Ts>,
+}
+
+/// Applies a price (`Some`) or an emptying (`None`) at `ts` to a field when it is newer than the
+/// field's latest update; at equal times a price wins over an emptying, and the larger price over
+/// a smaller one.
+fn newer(slot: &mut Option<(Ts, Decimal)>, emptied: &mut Option<Ts>, ts: Ts, v: Option<Decimal>) {
+    let held = match (*slot, *emptied) {
+        (Some((t, p)), _) => Some((t, Some(p))),
+        (None, Some(t)) => Some((t, None)),
+        (None, None) => None,
+    };
+    if held.is_none_or(|held| (ts, v) > held) {
+        match v {
+            Some(v) => (*slot, *emptied) = (Some((ts, v)), None),
+            None => (*slot, *emptied) = (None, Some(ts)),
         }
+    }
+}
+
+/// A field's update in a quote: a price, an emptying, or nothing.
+fn field(price: Option<Decimal>, cleared: bool) -> Option<Option<Decimal>> {
+    match (price, cleared) {
+        (Some(p), _) => Some(Some(p)),
+        (None, true) => Some(None),
+        (None, false) => None,
     }
 }
 
@@ -99,26 +133,44 @@ impl MarkState {
         match e {
             MarketEvent::Listed(_) => {}
             MarketEvent::Quote(q) => {
-                newer(&mut self.last, q.ts, q.last);
-                newer(&mut self.bid, q.ts, q.bid);
-                newer(&mut self.ask, q.ts, q.ask);
+                let e = &mut self.emptied;
+                for (slot, emptied, update) in [
+                    (&mut self.last, &mut e.last, field(q.last, q.cleared.last)),
+                    (&mut self.bid, &mut e.bid, field(q.bid, q.cleared.bid)),
+                    (&mut self.ask, &mut e.ask, field(q.ask, q.cleared.ask)),
+                ] {
+                    if let Some(v) = update {
+                        newer(slot, emptied, q.ts, v);
+                    }
+                }
             }
-            MarketEvent::Close(c) => newer(&mut self.close, c.ts, Some(c.price)),
+            MarketEvent::Close(c) => newer(&mut self.close, &mut None, c.ts, Some(c.price)),
         }
     }
 
     /// Market events that rebuild this state from nothing, in any order (checkpoint restore).
     pub fn events(&self, symbol: Symbol) -> Vec<MarketEvent> {
-        let quote = |ts, bid, ask, last| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last });
+        let quote = |ts, bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared });
+        let none = Cleared::default();
         let mut out = Vec::with_capacity(4);
         if let Some((ts, p)) = self.last {
-            out.push(quote(ts, None, None, Some(p)));
+            out.push(quote(ts, None, None, Some(p), none));
         }
         if let Some((ts, p)) = self.bid {
-            out.push(quote(ts, Some(p), None, None));
+            out.push(quote(ts, Some(p), None, None, none));
         }
         if let Some((ts, p)) = self.ask {
-            out.push(quote(ts, None, Some(p), None));
+            out.push(quote(ts, None, Some(p), None, none));
+        }
+        let Emptied { last, bid, ask } = self.emptied;
+        for (ts, cleared) in [
+            (last, Cleared { last: true, ..none }),
+            (bid, Cleared { bid: true, ..none }),
+            (ask, Cleared { ask: true, ..none }),
+        ] {
+            if let Some(ts) = ts {
+                out.push(quote(ts, None, None, None, cleared));
+            }
         }
         if let Some((ts, price)) = self.close {
             out.push(MarketEvent::Close(Close { symbol, ts, price }));
@@ -163,5 +215,105 @@ impl LatestFold for MarkFold {
 
     fn show(&self, _key: &Symbol, state: &Self::State) -> Option<Mark> {
         state.0.then(|| state.1.mark(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    const S: Symbol = Symbol(700);
+
+    fn quote(
+        ts: Ts,
+        bid: Option<Decimal>,
+        ask: Option<Decimal>,
+        last: Option<Decimal>,
+        cleared: Cleared,
+    ) -> MarketEvent {
+        MarketEvent::Quote(Quote { symbol: S, ts, bid, ask, last, cleared })
+    }
+
+    fn state(events: &[MarketEvent]) -> MarkState {
+        let mut s = MarkState::default();
+        for e in events {
+            s.update(e);
+        }
+        s
+    }
+
+    fn price(s: &MarkState) -> (Option<Decimal>, MarkSource) {
+        let m = s.mark(&MarkPolicy::default());
+        (m.price, m.source)
+    }
+
+    #[test]
+    fn an_emptied_field_falls_through_to_the_next_source_until_a_newer_price() {
+        let none = Cleared::default();
+        let no_bid = Cleared { bid: true, ..none };
+        let no_last = Cleared { last: true, ..none };
+        let base = [
+            MarketEvent::Close(Close { symbol: S, ts: 1, price: dec!(380) }),
+            quote(10, Some(dec!(385.0)), Some(dec!(385.4)), None, none),
+            quote(11, None, None, Some(dec!(385.2)), none),
+        ];
+        assert_eq!(price(&state(&base)), (Some(dec!(385.2)), MarkSource::Last));
+        // The only trade cancelled: the mid.
+        let mut ev = base.to_vec();
+        ev.push(quote(12, None, None, None, no_last));
+        assert_eq!(price(&state(&ev)), (Some(dec!(385.2)), MarkSource::Mid));
+        // The bid side empties while the ask moves: no mid, the close.
+        ev.push(quote(13, None, Some(dec!(385.6)), None, no_bid));
+        let s = state(&ev);
+        assert_eq!((s.bid(), s.ask()), (None, Some((13, dec!(385.6)))));
+        assert_eq!(price(&s), (Some(dec!(380)), MarkSource::Close));
+        // A late bid (older than the emptying) changes nothing; a newer one brings the mid back.
+        ev.push(quote(12, Some(dec!(385.2)), None, None, none));
+        assert_eq!(price(&state(&ev)), (Some(dec!(380)), MarkSource::Close));
+        ev.push(quote(14, Some(dec!(385.2)), None, None, none));
+        assert_eq!(price(&state(&ev)), (Some(dec!(385.4)), MarkSource::Mid));
+    }
+
+    #[test]
+    fn a_price_and_an_emptying_at_one_time_keep_the_price_in_either_order() {
+        let a = quote(5, Some(dec!(10.00)), None, None, Cleared::default());
+        let b = quote(5, None, None, None, Cleared { bid: true, ..Cleared::default() });
+        let (ab, ba) = (state(&[a.clone(), b.clone()]), state(&[b, a]));
+        assert_eq!(ab, ba);
+        assert_eq!(ab.bid(), Some((5, dec!(10.00))));
+    }
+
+    #[test]
+    fn the_restore_events_rebuild_emptied_fields() {
+        let none = Cleared::default();
+        let s = state(&[
+            quote(10, Some(dec!(1.00)), Some(dec!(1.01)), Some(dec!(1.00)), none),
+            quote(11, None, None, None, Cleared { bid: true, last: true, ..none }),
+        ]);
+        let rebuilt = state(&s.events(S));
+        assert_eq!(rebuilt, s);
+        // Emptied at 11: a late price at 10.5 must still lose after a restore.
+        let late = quote(10, Some(dec!(0.99)), None, Some(dec!(0.99)), none);
+        let (mut a, mut b) = (s, rebuilt);
+        a.update(&late);
+        b.update(&late);
+        assert_eq!(a, b);
+        assert_eq!((a.bid(), a.last()), (None, None));
+    }
+
+    #[test]
+    fn a_state_written_before_emptied_fields_existed_still_loads() {
+        #[derive(Serialize)]
+        struct Before {
+            last: Option<(Ts, Decimal)>,
+            bid: Option<(Ts, Decimal)>,
+            ask: Option<(Ts, Decimal)>,
+            close: Option<(Ts, Decimal)>,
+        }
+        let old = Before { last: Some((3, dec!(2.5))), bid: None, ask: Some((2, dec!(2.6))), close: None };
+        let bytes = rmp_serde::to_vec(&old).unwrap();
+        let s: MarkState = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((s.last(), s.ask(), s.emptied), (Some((3, dec!(2.5))), Some((2, dec!(2.6))), Emptied::default()));
     }
 }

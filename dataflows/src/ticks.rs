@@ -204,5 +204,24 @@ mod tests {
         };
         assert!(v.accept(fill(1, "E1")).is_ok());
         assert!(matches!(v.accept(fill(3, "E3")), Err(Rejection::OffTick { .. })));
+        // A quote is held to the same grid, each of its prices; an emptied field has none to check.
+        use crate::model::{Cleared, Quote};
+        let quote = |s: u32, bid, ask, last| {
+            Input::Quote(Quote {
+                symbol: Symbol(s),
+                ts,
+                bid,
+                ask,
+                last,
+                cleared: Cleared { last: true, ..Cleared::default() },
+            })
+        };
+        assert!(v.accept(quote(1, Some(dec!(15.01)), Some(dec!(15.02)), None)).is_ok());
+        assert!(v.accept(quote(3, Some(dec!(15.00)), Some(dec!(15.04)), None)).is_ok());
+        for (bid, ask) in [(Some(dec!(15.01)), None), (None, Some(dec!(15.01))), (Some(dec!(15.00)), Some(dec!(15.03)))]
+        {
+            assert!(matches!(v.accept(quote(3, bid, ask, None)), Err(Rejection::OffTick { .. })), "{bid:?} {ask:?}");
+        }
+        assert!(matches!(v.accept(quote(1, None, None, Some(dec!(-1)))), Err(Rejection::NonPositivePrice(_))));
     }
 }

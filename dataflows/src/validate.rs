@@ -392,9 +392,7 @@ impl Validator {
             Input::Quote(q) => {
                 self.instrument(q.symbol)?;
                 for p in [q.bid, q.ask, q.last].into_iter().flatten() {
-                    if p <= Decimal::ZERO {
-                        return Err(Rejection::NonPositivePrice(p));
-                    }
+                    self.check_price(p, q.ts, q.symbol)?;
                 }
                 Ok(vec![Accepted::Market(MarketEvent::Quote(q))])
             }

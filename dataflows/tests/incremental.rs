@@ -10,7 +10,7 @@ use differential_dataflow::input::Input;
 use harbour_dataflows::fees::CostSchedules;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
 use harbour_dataflows::marks::MarkPolicy;
-use harbour_dataflows::model::{Close, Fill, MarketEvent, PositionKey, Quote, Side, Symbol};
+use harbour_dataflows::model::{Cleared, Close, Fill, MarketEvent, PositionKey, Quote, Side, Symbol};
 use harbour_dataflows::reference::{recompute, Reference};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -47,14 +47,19 @@ fn arb_fill(i: usize) -> impl Strategy<Value = Fill> {
 }
 
 fn arb_market() -> impl Strategy<Value = MarketEvent> {
-    (0..3u32, 0..600i64, 3800..3900i64, 0..4u8).prop_map(|(sym, t, px, kind)| {
+    (0..3u32, 0..600i64, 3800..3900i64, 0..6u8).prop_map(|(sym, t, px, kind)| {
         let symbol = Symbol([700, 5, 2800][sym as usize]);
         let ts = T0 + t * 1_000_000_000;
         let p = Decimal::new(px * 2, 1);
+        let none = Cleared::default();
+        let quote = |bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared });
         match kind {
-            0 => MarketEvent::Quote(Quote { symbol, ts, bid: None, ask: None, last: Some(p) }),
-            1 => MarketEvent::Quote(Quote { symbol, ts, bid: Some(p), ask: Some(p + Decimal::new(4, 1)), last: None }),
+            0 => quote(None, None, Some(p), none),
+            1 => quote(Some(p), Some(p + Decimal::new(4, 1)), None, none),
             2 => MarketEvent::Close(Close { symbol, ts, price: p }),
+            // The only trade cancelled; the bid side emptied while the ask moved.
+            3 => quote(None, None, None, Cleared { last: true, ..none }),
+            4 => quote(None, Some(p), None, Cleared { bid: true, ..none }),
             _ => MarketEvent::Listed(symbol),
         }
     })
@@ -260,6 +265,7 @@ fn late_fill_and_bust_deep_in_a_long_book() {
         bid: None,
         ask: None,
         last: Some(Decimal::new(770, 0)),
+        cleared: Default::default(),
     })));
     let mut late = match &events[0] {
         Ev::Fill(f) => f.clone(),

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use harbour_dataflows::model::{
-    Bust, Close, Fill, Instrument, Order, OrderStatus, PositionKey, Quote, Side, StatusSubject, Symbol, TradingStatus,
-    Ts, MARKET_STATUSES, SECURITY_STATUSES,
+    Bust, Cleared, Close, Fill, Instrument, Order, OrderStatus, PositionKey, Quote, Side, StatusSubject, Symbol,
+    TradingStatus, Ts, MARKET_STATUSES, SECURITY_STATUSES,
 };
 use harbour_dataflows::validate::{hkt, Input, Rejection};
 use rust_decimal::Decimal;
@@ -51,24 +51,24 @@ enum Wire<S = String> {
         #[serde(
             default,
             skip_serializing_if = "Option::is_none",
-            deserialize_with = "decimal_text_opt",
-            serialize_with = "rust_decimal::serde::str_option::serialize"
+            deserialize_with = "price_field",
+            serialize_with = "serialize_price_field"
         )]
-        bid: Option<Decimal>,
+        bid: Option<Option<Decimal>>,
         #[serde(
             default,
             skip_serializing_if = "Option::is_none",
-            deserialize_with = "decimal_text_opt",
-            serialize_with = "rust_decimal::serde::str_option::serialize"
+            deserialize_with = "price_field",
+            serialize_with = "serialize_price_field"
         )]
-        ask: Option<Decimal>,
+        ask: Option<Option<Decimal>>,
         #[serde(
             default,
             skip_serializing_if = "Option::is_none",
-            deserialize_with = "decimal_text_opt",
-            serialize_with = "rust_decimal::serde::str_option::serialize"
+            deserialize_with = "price_field",
+            serialize_with = "serialize_price_field"
         )]
-        last: Option<Decimal>,
+        last: Option<Option<Decimal>>,
     },
     Close {
         symbol: S,
@@ -128,6 +128,17 @@ fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Er
 /// [`decimal_text`], or `null` / absent.
 fn decimal_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     d.deserialize_option(OptionalDecimalText)
+}
+
+/// A quote's price field when present: a price, or `null` (the field is emptied: no bid, no
+/// ask, no last trade any more). An absent field stays `None` (unchanged).
+fn price_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Decimal>>, D::Error> {
+    decimal_text_opt(d).map(Some)
+}
+
+/// Writes a [`price_field`] back: the price as text, or `null` for an emptied field.
+fn serialize_price_field<S: serde::Serializer>(v: &Option<Option<Decimal>>, s: S) -> Result<S::Ok, S::Error> {
+    rust_decimal::serde::str_option::serialize(v.as_ref().unwrap_or(&None), s)
 }
 
 /// Reads the text where it lies (no `String` per field, which `Cow<str>` would allocate).
@@ -234,12 +245,12 @@ struct Flat<'a> {
     /// Present or not, and then its value (`null` is not a flag: the general parse refuses it).
     #[serde(default, deserialize_with = "present")]
     odd_lot: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "decimal_text_opt")]
-    bid: Option<Decimal>,
-    #[serde(default, deserialize_with = "decimal_text_opt")]
-    ask: Option<Decimal>,
-    #[serde(default, deserialize_with = "decimal_text_opt")]
-    last: Option<Decimal>,
+    #[serde(default, deserialize_with = "price_field")]
+    bid: Option<Option<Decimal>>,
+    #[serde(default, deserialize_with = "price_field")]
+    ask: Option<Option<Decimal>>,
+    #[serde(default, deserialize_with = "price_field")]
+    last: Option<Option<Decimal>>,
     name: Option<&'a str>,
     lot_size: Option<i64>,
     currency: Option<&'a str>,
@@ -377,7 +388,9 @@ fn input<S: AsRef<str> + Into<String>>(wire: Wire<S>, seq: u64) -> Result<Input,
             if bid.is_none() && ask.is_none() && last.is_none() {
                 return Err(bad("quote has none of bid, ask, last"));
             }
-            Input::Quote(Quote { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, bid, ask, last })
+            let cleared = Cleared { bid: bid == Some(None), ask: ask == Some(None), last: last == Some(None) };
+            let (bid, ask, last) = (bid.flatten(), ask.flatten(), last.flatten());
+            Input::Quote(Quote { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, bid, ask, last, cleared })
         }
         Wire::Close { symbol: s, ts: t, price } => {
             Input::Close(Close { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, price })
@@ -449,7 +462,14 @@ pub fn to_line(input: &Input) -> String {
         },
         Input::Bust(b) => Wire::Bust { exec_id: b.exec_id.into(), ts: format_ts(b.ts) },
         Input::Quote(q) => {
-            Wire::Quote { symbol: q.symbol.to_string(), ts: format_ts(q.ts), bid: q.bid, ask: q.ask, last: q.last }
+            let field = |p: Option<Decimal>, cleared: bool| if cleared { Some(None) } else { p.map(Some) };
+            Wire::Quote {
+                symbol: q.symbol.to_string(),
+                ts: format_ts(q.ts),
+                bid: field(q.bid, q.cleared.bid),
+                ask: field(q.ask, q.cleared.ask),
+                last: field(q.last, q.cleared.last),
+            }
         }
         Input::Close(c) => Wire::Close { symbol: c.symbol.to_string(), ts: format_ts(c.ts), price: c.price },
         Input::Status(st) => {
@@ -501,6 +521,26 @@ mod tests {
         assert_eq!(f.source_seq, 7);
         // and back
         assert_eq!(parse_line(&to_line(&Input::Fill(f.clone())), 7).unwrap(), Input::Fill(f));
+    }
+
+    #[test]
+    fn a_null_price_empties_the_field_and_an_absent_one_leaves_it() {
+        let line = r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00","bid":null,"ask":"385.200"}"#;
+        let Input::Quote(q) = parse_line(line, 1).unwrap() else { panic!("not a quote") };
+        assert_eq!((q.bid, q.ask, q.last), (None, Some(dec!(385.200)), None));
+        assert_eq!(q.cleared, Cleared { bid: true, ask: false, last: false });
+        let back = to_line(&Input::Quote(q.clone()));
+        assert!(back.contains(r#""bid":null"#) && !back.contains("last"), "{back}");
+        assert_eq!(parse_line(&back, 1).unwrap(), Input::Quote(q));
+        // Only emptied fields is a quote; the general parse (escapes) reads it the same way.
+        let only = r#"{"type":"quote","symbol":"00700","ts":"2026-01-02T09:30:00+08:00","last":null}"#;
+        let escaped = only.replace("00700", r"\u00300700");
+        let (Input::Quote(a), Input::Quote(b)) = (parse_line(only, 1).unwrap(), parse_line(&escaped, 1).unwrap())
+        else {
+            panic!("not quotes")
+        };
+        assert_eq!(a.cleared, Cleared { last: true, ..Cleared::default() });
+        assert_eq!(a, b);
     }
 
     #[test]

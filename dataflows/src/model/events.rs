@@ -83,7 +83,8 @@ pub struct Bust {
     pub ts: Ts,
 }
 
-/// A top-of-book or last-trade update. Absent fields leave the previous value in place.
+/// A top-of-book or last-trade update. Absent fields leave the previous value in place; a field
+/// named in `cleared` empties it (the book side emptied, the only recent trade was cancelled).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Quote {
     /// Instrument.
@@ -96,6 +97,27 @@ pub struct Quote {
     pub ask: Option<Decimal>,
     /// Last trade price.
     pub last: Option<Decimal>,
+    /// Fields this quote empties (each one `None` above).
+    #[serde(default)]
+    pub cleared: Cleared,
+}
+
+/// The price fields a [`Quote`] empties: `"bid": null` on the wire, no bid any more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cleared {
+    /// The bid side of the book is empty.
+    pub bid: bool,
+    /// The ask side of the book is empty.
+    pub ask: bool,
+    /// There is no last trade price (the only recent trade was cancelled).
+    pub last: bool,
+}
+
+impl Cleared {
+    /// True when the quote empties any field.
+    pub fn any(self) -> bool {
+        self.bid || self.ask || self.last
+    }
 }
 
 /// What a trading status is about: one security, or a whole market's session.

@@ -9,7 +9,7 @@ mod ids;
 mod position;
 
 pub use events::{
-    Bust, Close, Fill, Instrument, MarketEvent, Order, OrderStatus, Quote, Side, StatusSubject, TradingStatus,
+    Bust, Cleared, Close, Fill, Instrument, MarketEvent, Order, OrderStatus, Quote, Side, StatusSubject, TradingStatus,
     MARKET_STATUSES, SECURITY_STATUSES,
 };
 pub use ids::{Account, ExecId, OrderId, PositionKey, Strategy, Symbol, Ts, NANOS_PER_MINUTE};

@@ -475,6 +475,7 @@ impl Day {
             bid,
             ask,
             last,
+            cleared: Default::default(),
         }));
         self.emit(Kind::Quote, line);
     }

@@ -109,6 +109,7 @@ impl Faults {
                         bid: None,
                         ask: None,
                         last: Some(f.price),
+                        cleared: Default::default(),
                     }))
                 }
             }

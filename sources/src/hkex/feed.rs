@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use harbour_dataflows::model::{Close, Instrument, Quote, StatusSubject, Symbol, TradingStatus, Ts};
+use harbour_dataflows::model::{Cleared, Close, Instrument, Quote, StatusSubject, Symbol, TradingStatus, Ts};
 use harbour_dataflows::validate::Input;
 use rustc_hash::FxHashMap;
 
@@ -572,6 +572,7 @@ impl MarketState {
                     bid: None,
                     ask: None,
                     last: Some(price.to_decimal()),
+                    cleared: Cleared::default(),
                 }));
             }
             Message::TradeCancel { security_code, trade_id } => {
@@ -581,17 +582,17 @@ impl MarketState {
                     t.cancelled = true;
                 }
                 let after = s.last_trade();
-                // The last price reverts to the trade before the cancelled one, as of the cancel.
-                if let (Some(b), Some(a)) = (before, after) {
-                    if a != b {
-                        out.push(Input::Quote(Quote {
-                            symbol: Symbol(security_code),
-                            ts: ts(self.send_time),
-                            bid: None,
-                            ask: None,
-                            last: Some(a.to_decimal()),
-                        }));
-                    }
+                // The last price reverts to the trade before the cancelled one, as of the cancel,
+                // or is emptied when the cancelled trade was the only one kept.
+                if before.is_some() && after != before {
+                    out.push(Input::Quote(Quote {
+                        symbol: Symbol(security_code),
+                        ts: ts(self.send_time),
+                        bid: None,
+                        ask: None,
+                        last: after.map(Price::to_decimal),
+                        cleared: Cleared { last: after.is_none(), ..Cleared::default() },
+                    }));
                 }
             }
             Message::TradeTicker { security_code, ticker_id, price, trade_time, cancel, trade_type, .. } => {
@@ -638,7 +639,8 @@ impl MarketState {
         }
     }
 
-    /// Ends the packet: a quote for each security whose best bid or offer price changed.
+    /// Ends the packet: a quote for each security whose best bid or offer price changed, with
+    /// both sides as they now stand (a side that emptied is sent as emptied).
     pub fn end_packet(&mut self, out: &mut Vec<Input>) {
         self.touched.sort_unstable();
         for code in self.touched.drain(..) {
@@ -646,13 +648,19 @@ impl MarketState {
             s.touched = false;
             let top = s.top();
             let price = |t: &Top| (t.bid.map(|l| l.price), t.ask.map(|l| l.price));
-            if price(&top) != price(&s.top) && (top.bid.is_some() || top.ask.is_some()) {
+            let (now, was) = (price(&top), price(&s.top));
+            if now != was {
                 out.push(Input::Quote(Quote {
                     symbol: Symbol(code),
                     ts: ts(self.send_time),
-                    bid: top.bid.map(|l| l.price.to_decimal()),
-                    ask: top.ask.map(|l| l.price.to_decimal()),
+                    bid: now.0.map(Price::to_decimal),
+                    ask: now.1.map(Price::to_decimal),
                     last: None,
+                    cleared: Cleared {
+                        bid: now.0.is_none() && was.0.is_some(),
+                        ask: now.1.is_none() && was.1.is_some(),
+                        last: false,
+                    },
                 }));
             }
             s.top = top;
@@ -1113,10 +1121,14 @@ mod tests {
         );
         w.push(&Message::TradeCancel { security_code: 700, trade_id: 2 }, 50);
         w.push(&Message::ClosingPrice { security_code: 700, price: Price(385_200), trades: 1 }, 60);
+        // The only board trade left is cancelled: no last price any more; then the bid side empties.
+        w.push(&Message::TradeCancel { security_code: 700, trade_id: 1 }, 70);
+        w.push(&Message::DeleteOrder { security_code: 700, order_id: 1, side: BookSide::Bid }, 80);
         for p in w.finish() {
             h.on_datagram(1, &p, &mut out, &mut rejects);
         }
-        let q = |ts, bid, ask, last| Input::Quote(Quote { symbol: Symbol(700), ts, bid, ask, last });
+        let none = Cleared::default();
+        let q = |ts, bid, ask, last| Input::Quote(Quote { symbol: Symbol(700), ts, bid, ask, last, cleared: none });
         assert_eq!(
             out,
             vec![
@@ -1135,10 +1147,26 @@ mod tests {
                 q(41, None, None, Some(dec!(385.400))),
                 q(50, None, None, Some(dec!(385.200))),
                 Input::Close(Close { symbol: Symbol(700), ts: 60, price: dec!(385.200) }),
+                Input::Quote(Quote {
+                    symbol: Symbol(700),
+                    ts: 70,
+                    bid: None,
+                    ask: None,
+                    last: None,
+                    cleared: Cleared { last: true, ..none }
+                }),
+                Input::Quote(Quote {
+                    symbol: Symbol(700),
+                    ts: 80,
+                    bid: None,
+                    ask: Some(dec!(385.200)),
+                    last: None,
+                    cleared: Cleared { bid: true, ..none }
+                }),
             ]
         );
         assert!(rejects.is_empty());
-        assert_eq!(h.state.security(700).unwrap().last_trade(), Some(Price(385_200)));
+        assert_eq!(h.state.security(700).unwrap().last_trade(), None);
     }
 
     #[test]
