@@ -65,7 +65,9 @@ fn with_status(mut lines: Vec<String>) -> Vec<String> {
         r#"{"type":"status","symbol":"00700","status":"trading","ts":"2026-01-02T10:45:00+08:00"}"#,
         r#"{"type":"status","symbol":"00005","status":"halted","ts":"2026-01-02T14:00:00+08:00"}"#,
         r#"{"type":"status","symbol":"00388","status":"halted","ts":"2026-01-02T09:00:00+08:00"}"#,
-        r#"{"type":"status","market":"MAIN","status":"closed","ts":"2026-01-02T16:10:00+08:00"}"#,
+        r#"{"type":"status","market":"MAIN","status":"closed","session":103,"ts":"2026-01-02T16:10:00+08:00"}"#,
+        // SubID 0 is the day close, not "no session".
+        r#"{"type":"status","market":"GEM","status":"day_closed","session":0,"ts":"2026-01-02T16:20:00+08:00"}"#,
     ];
     let date = GenerateConfig::default().date.format("%Y-%m-%d").to_string();
     for raw in status {
@@ -101,6 +103,7 @@ fn an_omdc_day_gives_the_positions_and_pnl_of_the_json_day() {
                 ("00005".into(), "halted".into()),
                 ("00388".into(), "halted".into()),
                 ("00700".into(), "trading".into()),
+                ("GEM".into(), "day_closed".into()),
                 ("MAIN".into(), "closed".into())
             ]
         );

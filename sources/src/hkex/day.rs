@@ -196,7 +196,7 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                     let status = market_status_code(&st.status);
                     let m = Message::TradingSessionStatus {
                         market_code: &code,
-                        sub_id: st.session.unwrap_or(0),
+                        sub_id: st.session.unwrap_or_else(|| default_session(&st.status)),
                         status,
                         control_flag: 0,
                         start: u64::try_from(st.ts).unwrap_or(0),
@@ -268,6 +268,21 @@ pub fn market_status_code(status: &str) -> u8 {
         "closed" => 50,
         "day_closed" => 100,
         _ => 0,
+    }
+}
+
+/// The TradingSessionSubID sent for a market status line that names no session (OMD-C always
+/// carries one): the phase HKEX.md lists for that status (0 is "day close", a session like the
+/// others, so it cannot stand for "none").
+pub fn default_session(status: &str) -> u8 {
+    match status {
+        "halted" => 102,    // exchange intervention
+        "pre_open" => 1,    // pre-opening
+        "open" => 3,        // continuous trading
+        "pre_close" => 105, // closing auction
+        "closed" => 103,    // close
+        "day_closed" => 0,  // day close
+        _ => 100,           // not yet open
     }
 }
 

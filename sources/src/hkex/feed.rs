@@ -505,7 +505,7 @@ impl MarketState {
                         ts: ts(self.send_time),
                         subject: StatusSubject::Market(market.into()),
                         status: super::day::market_status_name(status).into(),
-                        session: (sub_id != 0).then_some(sub_id),
+                        session: Some(sub_id),
                     }));
                 }
             }
