@@ -44,6 +44,42 @@ use crate::rollups::Group;
 /// Decimal places of weights, HHI and leverage in rows.
 pub const RATIO_DP: u32 = 6;
 
+/// Own returns a symbol listed inside the history window needs before its proxy is scaled to its
+/// own volatility (see [`History::from_closes`]).
+pub const PROXY_MIN_DAYS: usize = 5;
+
+/// σ(own) / σ(market) over the days the symbol has returns, the market there being the other
+/// symbols' mean (from each day's `sum` and `count` of observed returns, the symbol's own among
+/// them), when it has [`PROXY_MIN_DAYS`] of them and the market moved on those days; 1 otherwise.
+fn proxy_scale(own: &[Option<(f64, bool)>], sum: &[f64], count: &[u32]) -> f64 {
+    if own.iter().all(Option::is_some) {
+        return 1.0;
+    }
+    let pairs: Vec<(f64, f64)> = own
+        .iter()
+        .zip(sum.iter().zip(count))
+        .filter_map(|(r, (s, n))| match (r, n) {
+            // The symbol's own observed return is in the day's sum; a suspension's zero is not.
+            (Some((r, true)), n) if *n > 1 => Some((*r, (s - r) / f64::from(n - 1))),
+            _ => None,
+        })
+        .collect();
+    if pairs.len() < PROXY_MIN_DAYS {
+        return 1.0;
+    }
+    let sd = |xs: &mut dyn Iterator<Item = f64>| {
+        let v: Vec<f64> = xs.collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    };
+    let (own_sd, market_sd) = (sd(&mut pairs.iter().map(|p| p.0)), sd(&mut pairs.iter().map(|p| p.1)));
+    if market_sd > 0.0 && own_sd.is_finite() {
+        own_sd / market_sd
+    } else {
+        1.0
+    }
+}
+
 /// Daily returns per symbol over the same past days, and each symbol's previous close.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
@@ -58,10 +94,14 @@ impl History {
     /// From daily closes `(day, symbol, close)`, any order; `day` is any ordered day key. Returns are
     /// simple returns (close / previous close − 1: a position of market value w would have moved
     /// by w·r, so the historical scenarios revalue exactly) between consecutive days of the whole
-    /// set, each from the symbol's last close
-    /// before the day: a day without a close (a suspension) has a zero return and the next close
-    /// carries the whole move since the last one; days before a symbol's first close have zero
-    /// returns. Non-positive closes are ignored.
+    /// set, each from the symbol's last close before the day: a day without a close (a
+    /// suspension) has a zero return and the next close carries the whole move since the last
+    /// one. Days before a symbol's first return (it listed inside the window) take a proxy: that
+    /// day's market return (the mean of every symbol's observed return that day: a close on the
+    /// day and one before it), scaled by the ratio of the symbol's own standard deviation to the
+    /// market's over the days it has ([`PROXY_MIN_DAYS`] at least; with fewer, scale 1). Zeros
+    /// there would understate its σ, its correlations and its tail scenarios in proportion to the
+    /// weight those days carry. Non-positive closes are ignored.
     pub fn from_closes<D: Ord + Clone>(closes: impl IntoIterator<Item = (D, Symbol, f64)>) -> History {
         let mut by_symbol: BTreeMap<Symbol, BTreeMap<D, f64>> = BTreeMap::new();
         let mut days: BTreeSet<D> = BTreeSet::new();
@@ -74,25 +114,42 @@ impl History {
         let days: Vec<D> = days.into_iter().collect();
         let k = days.len().saturating_sub(1);
         let mut h = History { days: k, ..Default::default() };
-        for (s, closes) in by_symbol {
+        // Per symbol: each day's return, `None` before its first one; observed returns feed the
+        // market's mean of the day.
+        let (mut sum, mut count) = (vec![0.0f64; k], vec![0u32; k]);
+        // `Some((r, observed))`: observed is a close on the day and one before; a suspension's
+        // zero is not.
+        let mut series: Vec<(Symbol, Vec<Option<(f64, bool)>>)> = Vec::with_capacity(by_symbol.len());
+        for (s, closes) in &by_symbol {
             let mut last = closes.get(&days[0]).copied();
-            let r: Vec<f64> = days[1..]
+            let r: Vec<Option<(f64, bool)>> = days[1..]
                 .iter()
-                .map(|d| match (last, closes.get(d)) {
+                .enumerate()
+                .map(|(j, d)| match (last, closes.get(d)) {
                     (Some(a), Some(&b)) => {
                         last = Some(b);
-                        b / a - 1.0
+                        let r = b / a - 1.0;
+                        (sum[j], count[j]) = (sum[j] + r, count[j] + 1);
+                        Some((r, true))
                     }
                     (None, Some(&b)) => {
                         last = Some(b);
-                        0.0
+                        None
                     }
-                    (_, None) => 0.0,
+                    (Some(_), None) => Some((0.0, false)),
+                    (None, None) => None,
                 })
                 .collect();
             if let Some((_, c)) = closes.iter().next_back() {
-                h.prev_close.insert(s, *c);
+                h.prev_close.insert(*s, *c);
             }
+            series.push((*s, r));
+        }
+        let market: Vec<f64> =
+            sum.iter().zip(&count).map(|(s, n)| if *n == 0 { 0.0 } else { s / f64::from(*n) }).collect();
+        for (s, r) in series {
+            let scale = proxy_scale(&r, &sum, &count);
+            let r: Vec<f64> = r.iter().zip(&market).map(|(r, m)| r.map_or(scale * m, |r| r.0)).collect();
             let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             let idx = h.by_idx.len() as u32;
             h.by_idx.push(s);
@@ -1655,7 +1712,45 @@ mod history_tests {
         assert_eq!(h.days(), 2);
         assert_eq!(h.returns(Symbol(700)).unwrap(), &[0.0, 110.0 / 100.0 - 1.0]);
         assert_eq!(h.returns(Symbol(5)).unwrap(), &[51.0 / 50.0 - 1.0, 50.0 / 51.0 - 1.0]);
-        assert_eq!(h.returns(Symbol(9988)).unwrap(), &[0.0, 88.0 / 80.0 - 1.0]);
+        // Day 2 before 9988's first return: the market's (5's only observed return that day).
+        assert_eq!(h.returns(Symbol(9988)).unwrap(), &[51.0 / 50.0 - 1.0, 88.0 / 80.0 - 1.0]);
         assert_eq!(h.prev_close(Symbol(700)), Some(110.0));
+    }
+
+    #[test]
+    fn a_symbol_listed_inside_the_window_takes_the_market_scaled_to_its_own_volatility() {
+        // Two symbols every day of 12; 9988 listed on day 5 and twice as volatile as the market.
+        let moves = [0.01, -0.02, 0.015, -0.005, 0.02, -0.01, 0.005, -0.015, 0.01, 0.0, -0.01];
+        let mut closes = Vec::new();
+        let (mut a, mut b, mut c) = (100.0, 50.0, 80.0);
+        closes.push((0, Symbol(700), a));
+        closes.push((0, Symbol(5), b));
+        for (d, m) in moves.iter().enumerate() {
+            let d = d + 1;
+            // 700 and 5 move by m ± 0.002 (their mean is m exactly).
+            a *= 1.0 + m + 0.002;
+            b *= 1.0 + m - 0.002;
+            closes.push((d, Symbol(700), a));
+            closes.push((d, Symbol(5), b));
+            if d == 4 {
+                closes.push((d, Symbol(9988), c));
+            } else if d > 4 {
+                c *= 1.0 + 2.0 * m;
+                closes.push((d, Symbol(9988), c));
+            }
+        }
+        let h = History::from_closes(closes);
+        assert_eq!(h.days(), 11);
+        let r = h.returns(Symbol(9988)).unwrap();
+        let own = &r[4..];
+        for (x, m) in own.iter().zip(&moves[4..]) {
+            assert!((x - 2.0 * m).abs() < 1e-12, "{x} {m}");
+        }
+        // The four days before its first return: 2 × the market's return (own σ / market σ = 2).
+        for (x, m) in r[..4].iter().zip(&moves[..4]) {
+            assert!((x - 2.0 * m).abs() < 1e-9, "{x} {m}");
+        }
+        // Symbols with every day keep their own returns.
+        assert!((h.returns(Symbol(700)).unwrap()[0] - 0.012).abs() < 1e-12);
     }
 }
