@@ -48,6 +48,10 @@ pub const RATIO_DP: u32 = 6;
 /// own volatility (see [`History::from_closes`]).
 pub const PROXY_MIN_DAYS: usize = 5;
 
+/// A symbol's return per day: `None` before its first, else the return and whether it was
+/// observed (a close that day and one before; a suspension's zero is not).
+type DayReturns = Vec<Option<(f64, bool)>>;
+
 /// σ(own) / σ(market) over the days the symbol has returns, the market there being the other
 /// symbols' mean (from each day's `sum` and `count` of observed returns, the symbol's own among
 /// them), when it has [`PROXY_MIN_DAYS`] of them and the market moved on those days; 1 otherwise.
@@ -119,10 +123,10 @@ impl History {
         let (mut sum, mut count) = (vec![0.0f64; k], vec![0u32; k]);
         // `Some((r, observed))`: observed is a close on the day and one before; a suspension's
         // zero is not.
-        let mut series: Vec<(Symbol, Vec<Option<(f64, bool)>>)> = Vec::with_capacity(by_symbol.len());
+        let mut series: Vec<(Symbol, DayReturns)> = Vec::with_capacity(by_symbol.len());
         for (s, closes) in &by_symbol {
             let mut last = closes.get(&days[0]).copied();
-            let r: Vec<Option<(f64, bool)>> = days[1..]
+            let r: DayReturns = days[1..]
                 .iter()
                 .enumerate()
                 .map(|(j, d)| match (last, closes.get(d)) {

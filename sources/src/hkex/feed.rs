@@ -6,7 +6,10 @@
 //!   differently); per message, the first arrival is applied and the other is a duplicate.
 //!   A message past the next expected number opens a gap: it is kept until the gap is filled
 //!   (retransmission) or given up ([`Sequencer::skip_gap`], then recovery is the refresh
-//!   service's). Sequence Reset (100) restarts the numbering.
+//!   service's). Sequence Reset (100) restarts the numbering; each line is followed across it:
+//!   a line that has not yet delivered the reset still sends the old numbering (its messages
+//!   are duplicates), a line past a reset not yet applied sends the new one (its messages wait
+//!   for the reset).
 //! - [`MarketState`]: what the messages say, per security; at the end of each packet it emits
 //!   one quote per security whose best bid/offer changed (so a delete-then-add inside a packet
 //!   never shows a transient best price), a `last` quote per trade, a close per closing price
@@ -65,6 +68,20 @@ pub struct Sequencer {
     holding: bool,
     /// Messages past a gap, by sequence number (owned copies of their bytes).
     pending: BTreeMap<u32, Vec<u8>>,
+    /// Sequence Resets applied: the numbering's generation.
+    generation: u32,
+    /// Per feed line (0 = A, 1 = B): the Sequence Resets it delivered. Behind `generation`, the
+    /// line still sends the old numbering; one ahead, it sends the numbering of a reset not yet
+    /// applied (it came behind a gap).
+    lines: BTreeMap<u8, u32>,
+    /// Messages of a line one reset ahead, by sequence number in the new numbering: they join
+    /// `pending` when the reset is applied.
+    ahead: BTreeMap<u32, Vec<u8>>,
+    /// The latest packet send time offered, and what it was when the last reset was applied: a
+    /// line still behind that reset whose packet was sent after it has moved on without its copy
+    /// of the reset reaching us (both lines are stamped alike; the old numbering was sent before).
+    last_sent: u64,
+    reset_sent: u64,
 }
 
 impl Sequencer {
@@ -96,14 +113,31 @@ impl Sequencer {
 
     /// Offers a packet's messages; every message that is next in sequence (and those waiting
     /// behind it) goes to `apply` in order. A heartbeat naming a number past what arrived opens a
-    /// gap. Returns a gap this packet opened.
+    /// gap. Returns a gap this packet opened. `line` is the feed line it came on (0 = A, 1 = B),
+    /// followed across Sequence Resets; `None` for a packet in the current numbering whatever
+    /// its line (a retransmission, a single-line feed).
     pub fn offer(
         &mut self,
         packet: &Packet<'_>,
+        line: Option<u8>,
         stats: &mut FeedStats,
         apply: &mut impl FnMut(u32, Result<Message<'_>, DecodeError>),
     ) -> Option<Gap> {
         let had_gap = self.gap();
+        let (generation, sent) = (self.generation, packet.header.send_time);
+        self.last_sent = self.last_sent.max(sent);
+        if let Some(l) = line {
+            // A line first seen now: in the numbering of its send time.
+            let first = if generation > 0 && sent <= self.reset_sent { generation - 1 } else { generation };
+            let at = self.lines.entry(l).or_insert(first);
+            if *at < generation && sent > self.reset_sent {
+                *at = generation;
+            }
+            if packet.is_heartbeat() && *at != generation {
+                // A heartbeat in another numbering than the one applied says nothing of it.
+                return None;
+            }
+        }
         if packet.is_heartbeat() {
             let last = packet.header.seq_num;
             if let Some(next) = self.next {
@@ -115,7 +149,30 @@ impl Sequencer {
             }
             return self.new_gap(had_gap, stats);
         }
+        // The line's numbering, moved on by each reset it delivers (written back at the end).
+        let mut line_at = line.map(|l| self.lines[&l]);
         for (seq, m) in packet.messages() {
+            let at = line_at.unwrap_or(self.generation);
+            if let (Some(l), Ok(Message::SequenceReset { .. })) = (line_at.as_mut(), &m) {
+                // From the message after it, this line sends the reset's numbering.
+                *l += 1;
+            }
+            if at < self.generation {
+                // The old numbering (the reset came first on the other line): already applied,
+                // or given up by the reset.
+                stats.duplicates += 1;
+                continue;
+            }
+            if at > self.generation {
+                // Past a reset not yet applied: kept for after it (two resets ahead: given up,
+                // the other line or a refresh brings it).
+                if at == self.generation + 1 {
+                    self.ahead.insert(seq, m_offset(packet, seq).to_vec());
+                } else {
+                    stats.lost += 1;
+                }
+                continue;
+            }
             let next = *self.next.get_or_insert(seq);
             if self.holding && !seq_after(next, seq) {
                 if self.pending.get(&seq).is_some_and(|b| !b.is_empty()) {
@@ -140,6 +197,12 @@ impl Sequencer {
                 stats.duplicates += 1;
             }
         }
+        if let (Some(l), Some(at)) = (line, line_at) {
+            self.lines.insert(l, at);
+        }
+        if self.generation != generation {
+            self.reset_sent = self.last_sent;
+        }
         self.new_gap(had_gap, stats)
     }
 
@@ -163,8 +226,12 @@ impl Sequencer {
     ) {
         if let Ok(Message::SequenceReset { new_seq_no }) = m {
             stats.resets += 1;
+            self.generation += 1;
             self.next = Some(new_seq_no);
-            self.pending.clear();
+            // What waited in the old numbering is superseded; what a line already sent in the
+            // new one waits in it.
+            self.pending = std::mem::take(&mut self.ahead);
+            self.pending.retain(|s, _| !seq_after(new_seq_no, *s));
         }
         apply(seq, m);
     }
@@ -710,11 +777,24 @@ pub struct FeedReject {
 }
 
 impl FeedHandler {
-    /// One datagram of `channel`; inputs to `out`, undecodable parts to `rejects`. Returns a
-    /// gap the packet opened.
+    /// One datagram of `channel` in its current numbering (a retransmission, a single-line
+    /// feed); inputs to `out`, undecodable parts to `rejects`. Returns a gap the packet opened.
     pub fn on_datagram(
         &mut self,
         channel: u16,
+        bytes: &[u8],
+        out: &mut Vec<Input>,
+        rejects: &mut Vec<FeedReject>,
+    ) -> Option<Gap> {
+        self.on_line_datagram(channel, None, bytes, out, rejects)
+    }
+
+    /// One datagram of `channel` from feed line `line` (0 = A, 1 = B; `None` as in
+    /// [`FeedHandler::on_datagram`]): each line is followed across Sequence Resets.
+    pub fn on_line_datagram(
+        &mut self,
+        channel: u16,
+        line: Option<u8>,
         bytes: &[u8],
         out: &mut Vec<Input>,
         rejects: &mut Vec<FeedReject>,
@@ -731,7 +811,8 @@ impl FeedHandler {
         };
         state.begin_packet(packet.header.send_time, channel);
         let seq = self.sequencers.entry(channel).or_default();
-        let gap = sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.offer(&packet, stats, apply));
+        let gap =
+            sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.offer(&packet, line, stats, apply));
         state.end_packet(out);
         gap
     }
@@ -890,7 +971,7 @@ mod tests {
         let mut gaps = Vec::new();
         for p in packets {
             let p = Packet::parse(p).unwrap();
-            if let Some(g) = seq.offer(&p, stats, &mut |s, m| {
+            if let Some(g) = seq.offer(&p, None, stats, &mut |s, m| {
                 assert_eq!(m.unwrap(), nominal(1, s as i32), "message {s} is its own");
                 applied.push(s);
             }) {
@@ -1003,6 +1084,80 @@ mod tests {
         // Halted at 10; 7 (at 11) is neither halt nor resume; trading again at 12.
         assert_eq!(statuses, vec![("halted".to_string(), 10), ("trading".to_string(), 12)]);
         assert_eq!(h.state.stats.unknown, 1);
+    }
+
+    /// Channel 1's packets on one line: old numbering 1..=10 (nominal 1001..), a Sequence Reset
+    /// at 11, then the new numbering 1..=`new` (nominal 2001..); one packet per 5 messages.
+    fn reset_line(new: u32) -> Vec<Vec<u8>> {
+        let mut w = PacketWriter::new(1);
+        for i in 1..=10u32 {
+            w.push(&nominal(1, 1000 + i as i32), 100 + u64::from((i - 1) / 5));
+        }
+        w.push(&Message::SequenceReset { new_seq_no: 1 }, 200);
+        let mut out = w.finish();
+        let mut w = PacketWriter::new(1);
+        for j in 1..=new {
+            w.push(&nominal(1, 2000 + j as i32), 300 + u64::from((j - 1) / 5));
+        }
+        out.extend(w.finish());
+        out // [old 1-5, old 6-10, reset, new 1-5, new 6-..]
+    }
+
+    fn nominal_of(h: &FeedHandler) -> Option<Price> {
+        h.state.security(1).and_then(|s| s.nominal)
+    }
+
+    #[test]
+    fn each_line_is_followed_across_a_sequence_reset() {
+        let (a, b) = (reset_line(5), reset_line(8));
+        let feed = |h: &mut FeedHandler, line: u8, p: &[u8]| {
+            let mut out = Vec::new();
+            h.on_line_datagram(1, Some(line), p, &mut out, &mut Vec::new())
+        };
+
+        // Line A delivers the reset and the new numbering; line B's copies come late: its old
+        // numbering (6-10 look ahead of the new 6) and its reset are duplicates.
+        let mut h = FeedHandler::default();
+        for p in &a {
+            assert_eq!(feed(&mut h, 0, p), None);
+        }
+        for p in &b[..4] {
+            assert_eq!(feed(&mut h, 1, p), None, "no false gap");
+        }
+        assert_eq!(nominal_of(&h), Some(Price(2005)));
+        assert_eq!(feed(&mut h, 1, &b[4]), None);
+        assert_eq!(nominal_of(&h), Some(Price(2008)), "line B's new numbering applies past line A's");
+        let st = &h.state.stats;
+        assert_eq!((st.messages, st.duplicates, st.gaps, st.lost, st.resets), (19, 16, 0, 0, 1));
+
+        // Line A loses the packet before its reset: the reset waits behind a gap, A's new numbering
+        // waits for the reset; line B fills the gap and everything applies once, in order.
+        let mut h = FeedHandler::default();
+        assert_eq!(feed(&mut h, 0, &a[0]), None);
+        assert_eq!(feed(&mut h, 0, &a[2]), Some(Gap { from: 6, to: 10 }));
+        assert_eq!(feed(&mut h, 0, &a[3]), None);
+        assert_eq!(nominal_of(&h), Some(Price(1005)));
+        for p in &b {
+            feed(&mut h, 1, p);
+        }
+        assert_eq!(nominal_of(&h), Some(Price(2008)));
+        assert_eq!(h.sequencers[&1].gap(), None);
+        let st = &h.state.stats;
+        assert_eq!((st.messages, st.lost, st.resets), (19, 0, 1));
+
+        // Line B's copy of the reset is lost: its packets sent after the reset are the new
+        // numbering all the same.
+        let mut h = FeedHandler::default();
+        for p in &a {
+            feed(&mut h, 0, p);
+        }
+        for (i, p) in b.iter().enumerate() {
+            if i != 2 {
+                feed(&mut h, 1, p);
+            }
+        }
+        assert_eq!(nominal_of(&h), Some(Price(2008)));
+        assert_eq!((h.state.stats.messages, h.state.stats.lost), (19, 0));
     }
 
     #[test]

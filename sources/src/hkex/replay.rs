@@ -302,7 +302,11 @@ where
             let send_time =
                 r.data.get(8..16).map_or(r.recv_time, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
             self.received = self.received.max(send_time);
-            if self.handler.on_datagram(r.channel, &r.data, &mut self.inputs, &mut self.rejects).is_some() {
+            if self
+                .handler
+                .on_line_datagram(r.channel, Some(r.line), &r.data, &mut self.inputs, &mut self.rejects)
+                .is_some()
+            {
                 self.open_gaps.entry(r.channel).or_insert(send_time);
             }
             self.take_outputs(r.channel, r.line, send_time, &r.data);
