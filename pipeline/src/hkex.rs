@@ -188,47 +188,67 @@ pub fn replay(
 }
 
 /// Recovery from a recorded refresh service: a capture of the refresh channels (each record's
-/// channel the real-time channel it refreshes), in time order. For a gap up to sequence number `to`
-/// on a channel, it hands the feed handler that channel's refresh packets from the end of one
-/// snapshot (a Refresh Complete) through the end of the first snapshot whose LastSeqNum reaches
-/// `to`: the handler discards up to the first Refresh Complete and applies the whole snapshot
-/// after it. A snapshot at the start of the capture is preceded by a bare Refresh Complete.
+/// channel the real-time channel it refreshes), in time order. It hands the feed handler that
+/// channel's refresh packets from the end of one snapshot (a Refresh Complete) through the end of
+/// the next one wanted: for a gap up to sequence number `to`, the first snapshot whose LastSeqNum
+/// reaches `to`; after a Sequence Reset sent at `after`, the first snapshot begun at or after it
+/// (one begun before would mix the old books in). The handler discards up to the first Refresh
+/// Complete and applies the whole snapshot after it. A snapshot at the start of the capture is
+/// preceded by a bare Refresh Complete.
 pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay::Refresh, HkexError> {
+    use harbour_sources::hkex::replay::RefreshNeed;
     use harbour_sources::hkex::wire::{Message, Packet};
     let f = File::open(path).map_err(io(path))?;
     let reader = CaptureReader::new(f, default_port_map)
         .map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
-    // Per channel: its packets and, for each, the LastSeqNum of a Refresh Complete it carries.
-    type Packets = Vec<(Vec<u8>, Option<u32>)>;
+    // Per channel: its packets, each with its send time and the LastSeqNum of a Refresh Complete
+    // it carries.
+    type Packets = Vec<(Vec<u8>, u64, Option<u32>)>;
     let mut channels: std::collections::BTreeMap<u16, Packets> = Default::default();
     let mut lines: std::collections::BTreeMap<u16, u8> = Default::default();
     for r in reader {
         let r = r.map_err(|source| HkexError::Capture { path: path.to_owned(), source })?;
-        let complete = Packet::parse(&r.data).ok().and_then(|p| {
+        let packet = Packet::parse(&r.data).ok();
+        let complete = packet.as_ref().and_then(|p| {
             p.messages().find_map(|(_, m)| match m {
                 Ok(Message::RefreshComplete { last_seq_num }) => Some(last_seq_num),
                 _ => None,
             })
         });
+        let sent = packet.map_or(0, |p| p.header.send_time);
         // One line per channel (a capture of both would give every snapshot twice): the first seen.
         let line = *lines.entry(r.channel).or_insert(r.line);
         if r.line == line {
-            channels.entry(r.channel).or_default().push((r.data, complete));
+            channels.entry(r.channel).or_default().push((r.data, sent, complete));
         }
     }
     let name = path.display().to_string();
-    Ok(Box::new(move |channel: u16, gap: harbour_sources::hkex::feed::Gap| {
+    Ok(Box::new(move |channel: u16, need: RefreshNeed| {
         let packets = channels.get(&channel).ok_or_else(|| format!("{name}: no refresh for channel {channel}"))?;
-        let end = packets
-            .iter()
-            .position(|(_, c)| c.is_some_and(|last| last >= gap.to))
-            .ok_or_else(|| format!("{name}: no snapshot of channel {channel} reaches sequence {}", gap.to))?;
-        let start = packets[..end].iter().rposition(|(_, c)| c.is_some());
+        let completes =
+            |from: usize| packets.iter().enumerate().skip(from).filter(|(_, p)| p.2.is_some()).map(|(i, _)| i);
+        let (start, end) = match need {
+            RefreshNeed::Gap(gap) => {
+                let end = completes(0)
+                    .find(|i| packets[*i].2.is_some_and(|last| last >= gap.to))
+                    .ok_or_else(|| format!("{name}: no snapshot of channel {channel} reaches sequence {}", gap.to))?;
+                (packets[..end].iter().rposition(|p| p.2.is_some()), end)
+            }
+            RefreshNeed::Reset { after } => {
+                let start = completes(0)
+                    .find(|i| packets[*i].1 >= after)
+                    .ok_or_else(|| format!("{name}: no snapshot of channel {channel} after its reset"))?;
+                let end = completes(start + 1)
+                    .next()
+                    .ok_or_else(|| format!("{name}: no whole snapshot of channel {channel} after its reset"))?;
+                (Some(start), end)
+            }
+        };
         let mut out: Vec<Vec<u8>> = Vec::new();
         if start.is_none() {
             out.extend(harbour_sources::hkex::feed::refresh_packets(&[], 0, 1));
         }
-        out.extend(packets[start.unwrap_or(0)..=end].iter().map(|(d, _)| d.clone()));
+        out.extend(packets[start.unwrap_or(0)..=end].iter().map(|(d, _, _)| d.clone()));
         Ok(out)
     }))
 }

@@ -282,7 +282,7 @@ fn gaps_on_both_lines_are_recovered_from_the_retransmission_service_and_the_book
 #[test]
 fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snapshot() {
     use harbour_sources::hkex::feed::{refresh_packets, FeedHandler};
-    use harbour_sources::hkex::replay::HkexReplay;
+    use harbour_sources::hkex::replay::{HkexReplay, RefreshNeed};
     use harbour_sources::hkex::wire::Packet;
     let lines = day(1_500, 25);
     let dir = temp("refresh");
@@ -299,7 +299,8 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
     // The refresh channel, simulated from the clean feed: the channel's state once every
     // message through the gap was sent.
     let line_a: Vec<_> = records.iter().filter(|r| r.line == 0).cloned().collect();
-    let refresh = move |channel: u16, gap: harbour_sources::hkex::feed::Gap| {
+    let refresh = move |channel: u16, need: RefreshNeed| {
+        let RefreshNeed::Gap(gap) = need else { return Err("no reset in this day".to_string()) };
         let mut h = FeedHandler::default();
         let (mut out, mut rejects) = (Vec::new(), Vec::new());
         let mut last = 0;
@@ -336,6 +337,111 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
     assert_eq!(books(&replay.handler), books(&clean.handler), "books identical to the gap-free run");
     let want = json_replay(&lines);
     // A snapshot restores state, not history: the day's positions and marks are whole.
+    assert_eq!(state.positions.rows().collect::<Vec<_>>(), want.positions.rows().collect::<Vec<_>>());
+    assert_eq!(state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A Sequence Reset in the middle of a channel's day, line B's copy of it late: each line is
+/// followed across it (line B's late copies of the old numbering are duplicates) and the channel's
+/// books, cleared by the reset, come back from a refresh snapshot taken after it (HKEX: "resync
+/// from the refresh service"); the day ends with the books and positions of the same day without
+/// the reset.
+#[test]
+fn a_sequence_reset_is_followed_on_both_lines_and_the_channel_resynced_from_the_refresh_service() {
+    use harbour_sources::hkex::capture::Record;
+    use harbour_sources::hkex::encode::PacketWriter;
+    use harbour_sources::hkex::feed::{refresh_packets_at, FeedHandler};
+    use harbour_sources::hkex::replay::{HkexReplay, RefreshNeed};
+    use harbour_sources::hkex::wire::{Message, Packet};
+    let lines = day(1_500, 26);
+    let dir = temp("reset");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding { channels: 2, line_b: true }).unwrap();
+    let records: Vec<Record> =
+        CaptureReader::new(std::fs::File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    let seq = |r: &Record| Packet::parse(&r.data).unwrap().header.seq_num;
+    let sent = |r: &Record| Packet::parse(&r.data).unwrap().header.send_time;
+    let ch = records[records.len() / 2].channel;
+    // The reset goes before the line-A packet of `ch` in the middle of its day (line B cuts its
+    // packets there too: it cuts at every change of time).
+    let on_a: Vec<&Record> = records.iter().filter(|r| r.channel == ch && r.line == 0).collect();
+    let first_new = on_a[on_a.len() / 2];
+    let (cut, reset_time) = (seq(first_new), sent(first_new));
+    assert!(records.iter().any(|r| r.channel == ch && r.line == 1 && seq(r) == cut));
+    let reset = |line: u8| {
+        let mut w = PacketWriter::new(cut);
+        w.push(&Message::SequenceReset { new_seq_no: 1 }, reset_time);
+        Record { recv_time: 0, channel: ch, line, data: w.finish().remove(0) }
+    };
+    // Renumbered from the cut. Line B, in its own order, lags: its packets from 40 messages
+    // before the cut, its reset and its first new packets arrive after line A's fifth new packet.
+    let (mut out, mut late_b) = (Vec::new(), Vec::new());
+    let (mut new_on_a, mut b_reset) = (0, false);
+    for r in &records {
+        let mut r = r.clone();
+        let renumber = r.channel == ch && seq(&r) >= cut;
+        if renumber {
+            if r.line == 0 && new_on_a == 0 {
+                out.push(reset(0));
+            }
+            if r.line == 1 && !b_reset {
+                late_b.push(reset(1));
+                b_reset = true;
+            }
+            let renumbered = seq(&r) - cut + 1;
+            r.data[4..8].copy_from_slice(&renumbered.to_le_bytes());
+        }
+        let lagging = r.channel == ch && r.line == 1 && new_on_a < 5 && (renumber || seq(&r) + 40 >= cut);
+        if lagging {
+            late_b.push(r);
+            continue;
+        }
+        let on_a = renumber && r.line == 0;
+        out.push(r);
+        if on_a {
+            new_on_a += 1;
+            if new_on_a == 5 {
+                out.append(&mut late_b);
+            }
+        }
+    }
+    assert!(new_on_a > 5 && b_reset && late_b.is_empty());
+
+    // The refresh service: the channel's state at the reset (the exchange's books outlive it), in
+    // the new numbering's first snapshot (LastSeqNum 0: nothing sent in it yet).
+    let before: Vec<Record> =
+        records.iter().filter(|r| r.channel == ch && r.line == 0 && seq(r) < cut).cloned().collect();
+    let mut asked = Vec::new();
+    let refresh = move |channel: u16, need: RefreshNeed| {
+        asked.push((channel, need));
+        let RefreshNeed::Reset { after } = need else { return Err("no gaps in this day".to_string()) };
+        assert_eq!((channel, after), (ch, reset_time), "{asked:?}");
+        let mut h = FeedHandler::default();
+        for r in &before {
+            h.on_datagram(channel, &r.data, &mut Vec::new(), &mut Vec::new());
+        }
+        let snapshot = h.state.snapshot(channel);
+        let mut packets = refresh_packets_at(&[], 0, 1, after + 1);
+        packets.extend(refresh_packets_at(&snapshot, 0, 1, after + 1));
+        Ok(packets)
+    };
+    let other_lines: Vec<SourceLine> = std::fs::read_to_string(&other)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| SourceLine { source: "other".into(), position: i as u64 + 1, raw: l.to_owned() })
+        .collect();
+    let mut replay =
+        HkexReplay::new("reset", out.into_iter().map(Ok), other_lines.into_iter()).with_refresh(Box::new(refresh));
+    let (state, stats) =
+        engine::run_feed(&mut replay, &engine_config(500), &Metrics::default(), &Arc::new(Health::default()));
+    let f = &replay.handler.state.stats;
+    assert_eq!((f.resets, f.refreshes, f.gaps, f.lost, f.book_errors), (1, 1, 0, 0, 0), "{f:?}");
+    let clean = feed_replay(&capture, &other);
+    assert_eq!(stats.dead_letters, clean.stats.dead_letters, "only the day's own bad lines");
+    assert_eq!(books(&replay.handler), books(&clean.handler), "books identical to the day without the reset");
+    let want = json_replay(&lines);
     assert_eq!(state.positions.rows().collect::<Vec<_>>(), want.positions.rows().collect::<Vec<_>>());
     assert_eq!(state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(dir);

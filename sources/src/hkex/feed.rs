@@ -401,6 +401,8 @@ pub struct MarketState {
     touched: Vec<u32>,
     send_time: u64,
     channel: u16,
+    /// Channels reset since [`FeedHandler::take_resets`] last looked, with the reset's send time.
+    resets: Vec<(u16, u64)>,
     /// Counters.
     pub stats: FeedStats,
 }
@@ -693,8 +695,10 @@ impl MarketState {
             }
             Message::SequenceReset { .. } => {
                 // The channel's caches are cleared (not other channels'), and its securities
-                // quoted again as they now stand; the refresh service rebuilds the books.
+                // quoted again as they now stand; the refresh service rebuilds the books
+                // (the caller learns of the reset through `FeedHandler::take_resets`).
                 self.clear_channel(self.channel);
+                self.resets.push((self.channel, self.send_time));
             }
             Message::Unknown { .. } => self.stats.unknown += 1,
             Message::Statistics { .. }
@@ -835,6 +839,13 @@ impl FeedHandler {
             sequenced(state, seq, channel, out, rejects, |seq, stats, apply| seq.drain(stats, apply));
         }
         state.end_packet(out);
+    }
+
+    /// The channels reset since the last call, each with the send time of the packet that
+    /// applied its reset: each needs a refresh snapshot taken after it (HKEX: "resync from the
+    /// refresh service").
+    pub fn take_resets(&mut self) -> Vec<(u16, u64)> {
+        std::mem::take(&mut self.state.resets)
     }
 
     /// Whether a refresh of `channel` is running.

@@ -29,8 +29,22 @@ pub const GAP_WAIT_NS: u64 = 10_000_000;
 pub type Recovery = Box<dyn FnMut(u16, Gap) -> Result<Vec<Vec<u8>>, String>>;
 
 /// Recovers a channel from the refresh service: the refresh channel's packets, read until a whole
-/// snapshot went by (`gap` says what is missing), or why not.
-pub type Refresh = Box<dyn FnMut(u16, Gap) -> Result<Vec<Vec<u8>>, String>>;
+/// snapshot went by, or why not.
+pub type Refresh = Box<dyn FnMut(u16, RefreshNeed) -> Result<Vec<Vec<u8>>, String>>;
+
+/// Why a channel needs a refresh snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshNeed {
+    /// Messages neither line nor the retransmission service gave: a snapshot that reaches
+    /// `gap.to`.
+    Gap(Gap),
+    /// A Sequence Reset applied by a packet sent at `after` (ns): a snapshot taken after it, in
+    /// the new numbering.
+    Reset {
+        /// Send time of the packet that applied the reset.
+        after: u64,
+    },
+}
 
 /// Index of a buffered item (the heap orders keys only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -157,9 +171,9 @@ where
     }
 
     /// A refresh of `channel`: true once a snapshot was applied.
-    fn try_refresh(&mut self, channel: u16, gap: Gap) -> bool {
+    fn try_refresh(&mut self, channel: u16, need: RefreshNeed) -> bool {
         let Some(hook) = self.refresh.as_mut() else { return false };
-        let packets = match hook(channel, gap) {
+        let packets = match hook(channel, need) {
             Ok(p) => p,
             Err(reason) => {
                 tracing::warn!(channel, %reason, "refresh failed");
@@ -209,7 +223,7 @@ where
                         }
                         self.recovered += 1;
                     }
-                    Err(_) if self.try_refresh(channel, gap) => {}
+                    Err(_) if self.try_refresh(channel, RefreshNeed::Gap(gap)) => {}
                     Err(reason) => {
                         tracing::warn!(channel, from = gap.from, to = gap.to, %reason, "gap given up: messages lost");
                         self.handler.skip_gap(channel, &mut self.inputs, &mut self.rejects);
@@ -310,6 +324,12 @@ where
                 self.open_gaps.entry(r.channel).or_insert(send_time);
             }
             self.take_outputs(r.channel, r.line, send_time, &r.data);
+            for (channel, after) in self.handler.take_resets() {
+                // The reset cleared the channel's books: rebuilt from a snapshot taken after it.
+                if self.refresh.is_some() && !self.try_refresh(channel, RefreshNeed::Reset { after }) {
+                    tracing::warn!(channel, "no refresh after a sequence reset: books rebuilt from new messages only");
+                }
+            }
             if !self.open_gaps.is_empty() {
                 self.close_gaps(Some(self.received));
             }
