@@ -178,11 +178,49 @@ impl<'de> serde::de::Visitor<'de> for OptionalDecimalText {
     }
 }
 
+/// A decimal exactly as written: a value that does not fit the 96-bit mantissa and 28 places
+/// is refused rather than rounded (trailing zeros past 28 places are exact and accepted).
 fn parse_decimal<E: serde::de::Error>(text: &str) -> Result<Decimal, E> {
-    use std::str::FromStr;
-    Decimal::from_str(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &"a decimal number in a string"))
+    let refuse = || E::invalid_value(serde::de::Unexpected::Str(text), &"a decimal number of at most 28 places");
+    Decimal::from_str_exact(text).or_else(|_| {
+        let trimmed = match text.split_once('.') {
+            Some((_, fraction)) if fraction.bytes().all(|b| b.is_ascii_digit()) => text.trim_end_matches('0'),
+            _ => text,
+        };
+        match Decimal::from_str_exact(trimmed.trim_end_matches('.')) {
+            Ok(d) => Ok(d),
+            Err(_) if !text.contains(['e', 'E']) => Err(refuse()),
+            // Scientific notation: kept only when it converts back exactly.
+            Err(_) => Decimal::from_scientific(text).ok().filter(|d| exact_scientific(text, *d)).ok_or_else(refuse),
+        }
+    })
+}
+
+/// `text` (m·10^e) equals `d` exactly: the digits of the mantissa, shifted, are `d`'s.
+fn exact_scientific(text: &str, d: Decimal) -> bool {
+    let Some((m, e)) = text.split_once(['e', 'E']) else { return false };
+    let (Ok(m), Ok(e)) = (Decimal::from_str_exact(m), e.parse::<i32>()) else { return false };
+    let ten = Decimal::TEN;
+    let mut back = d;
+    // d = m·10^e, checked without rounding: m scaled up, or d scaled up for a negative e.
+    if e >= 0 {
+        let mut m = m;
+        for _ in 0..e {
+            match m.checked_mul(ten) {
+                Some(x) => m = x,
+                None => return false,
+            }
+        }
+        m == d
+    } else {
+        for _ in 0..(-e) {
+            match back.checked_mul(ten) {
+                Some(x) => back = x,
+                None => return false,
+            }
+        }
+        back == m
+    }
 }
 
 fn bad(msg: impl Into<String>) -> Rejection {
@@ -663,5 +701,32 @@ mod tests {
         }
         let odd = r#"{"type":"fill","exec_id":"E","order_id":"O","account":"A","strategy":"S","symbol":"5","side":"SELL","qty":"10.5","price":"60","ts":"2026-01-02T09:30:00+08:00"}"#;
         assert!(parse_line(odd, 1).unwrap_err().to_string().contains("whole number"));
+    }
+
+    #[test]
+    fn a_decimal_is_read_exactly_or_refused() {
+        let close = |p: &str| {
+            let line = format!(r#"{{"type":"close","symbol":"00700","ts":"2026-01-02T16:10:00+08:00","price":"{p}"}}"#);
+            match parse_line(&line, 1) {
+                Ok(Input::Close(c)) => Ok(c.price),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(close("385.2"), Ok(dec!(385.2)));
+        assert_eq!(close("385.200"), Ok(dec!(385.200)));
+        // Trailing zeros past 28 places are exact.
+        assert_eq!(close("1.000000000000000000000000000000000"), Ok(dec!(1)));
+        assert_eq!(close("3.85e2"), Ok(dec!(385)));
+        assert_eq!(close("3852E-1"), Ok(dec!(385.2)));
+        // More digits than 96 bits and 28 places hold: refused, not rounded (both parse paths).
+        for p in ["985.20000000000000000000000001", "79228162514264337593543950336", "9.8765432109876543210987654321e5"]
+        {
+            let err = close(p).unwrap_err();
+            assert!(err.contains("at most 28 places"), "{p}: {err}");
+            let escaped =
+                format!(r#"{{"type":"close","symbol":"\u00300700","ts":"2026-01-02T16:10:00+08:00","price":"{p}"}}"#);
+            assert!(parse_line(&escaped, 1).is_err(), "{p}");
+        }
     }
 }
