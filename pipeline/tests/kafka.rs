@@ -312,15 +312,17 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
     let logged = store.epochs_after(0).unwrap().len();
     assert!(logged > 20, "the log holds many epochs ({logged})");
 
-    // A run stopped (SIGTERM's path) while it re-forms the log, right after an epoch seals (a sink
-    // raises the stop flag): the records of the next epoch fed so far must not reach a checkpoint,
-    // or the next run could not re-form that epoch.
-    {
+    // Runs stopped (SIGTERM's path) while they re-form the log, right after an epoch seals (a sink
+    // raises the stop flag), the first at the first logged epoch (whose seal comes with records of
+    // later epochs already read), the next a third in: the records of the next epoch fed or read
+    // so far must not reach a checkpoint, or the next run could not re-form that epoch.
+    let log = store.epochs_after(0).unwrap();
+    for at in [log[0].epoch, log[logged / 3].epoch] {
         let stop = Arc::new(AtomicBool::new(false));
-        let log = store.epochs_after(0).unwrap();
-        let at = log[logged / 3].epoch;
         let log_lines: std::collections::HashMap<u64, u64> = log.iter().map(|r| (r.epoch, r.lines)).collect();
-        let (cfg2, run2, stop2) = (cfg.clone(), run.clone(), stop.clone());
+        let (cfg2, mut run2, stop2) = (cfg.clone(), run.clone(), stop.clone());
+        // A checkpoint at every flush, so that one is written while the log re-forms.
+        run2.checkpoint_every = Duration::ZERO;
         let t = std::thread::spawn(move || {
             let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(StopAt { stop: stop2.clone(), at })];
             kafka::run(
@@ -337,10 +339,12 @@ fn a_long_epoch_log_over_many_partitions_re_forms_and_reads_on_to_the_end() {
         });
         let replayed = t.join().unwrap().expect("a stopped run ends cleanly");
         assert!(replayed < logged, "stopped while re-forming ({replayed} of {logged})");
-        // Whatever checkpoint it left is of a whole logged epoch (its line count is that epoch's).
-        if let Some(c) = store.load().unwrap() {
-            assert_eq!(Some(&c.engine.lines), log_lines.get(&c.epoch), "checkpoint at epoch {}", c.epoch);
-        }
+        // The checkpoint it left is of a whole logged epoch (its line count is that epoch's) and
+        // continues where that epoch ended (not where the gate had read ahead to).
+        let c = store.load().unwrap().expect("a checkpoint at every flush");
+        assert_eq!(Some(&c.engine.lines), log_lines.get(&c.epoch), "checkpoint at epoch {}", c.epoch);
+        let ends = log.iter().find(|r| r.epoch == c.epoch).map(|r| r.ends.to_offsets());
+        assert_eq!(Some(c.offsets.to_offsets()), ends, "checkpoint at epoch {} continues where it ended", c.epoch);
     }
     // Second run, on a thread so a hang fails the test instead of stalling the suite.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -661,7 +661,12 @@ impl<'a, 'm> Loop<'a, 'm> {
     fn seal(&mut self, replayed: Option<EpochRecord>) -> Result<(), KafkaRunError> {
         let epoch = self.engine.seal();
         let lines = self.engine.stats().lines;
-        let next = self.gate.next().clone();
+        // Where each partition continues after this epoch: a re-formed epoch's logged ends (the
+        // gate has already queued records of later epochs, so its read position is past them).
+        let next = match &replayed {
+            Some(r) => r.ends.to_offsets(),
+            None => self.gate.next().clone(),
+        };
         match replayed {
             Some(r) => {
                 if r.epoch != epoch || r.lines != lines {
