@@ -162,7 +162,13 @@ fn a_flush_straddling_the_marker_writes_only_the_newer_rows() {
         straddling.append(ch.clone());
     }
     let fresh_before = restarted.fresh_writes;
+    // Scripts flushed from under the sink's connection (SCRIPT FLUSH, a failover to a replica
+    // that never loaded them): NOSCRIPT is waited out on a new connection, which loads them.
+    let mut other = restarted.connection().unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut other).unwrap();
+    let retries_before = restarted.retries();
     let applied = restarted.write(epochs[half].0, &straddling).unwrap();
+    assert_eq!(restarted.retries(), retries_before + 1, "one retry, on a new connection");
     assert_eq!(restarted.fresh_writes, fresh_before, "a straddling flush is checked row by row");
     assert!(restarted.fenced > 0 && applied > 0, "{} fenced, {applied} applied", restarted.fenced);
     assert_eq!(restarted.epoch().unwrap(), epochs[half].0);

@@ -97,6 +97,14 @@ fn retriable(e: &clickhouse::error::Error) -> bool {
     match e {
         E::Network(_) | E::TimedOut => true,
         // Overload, memory, too many parts, network codes: worth waiting for.
+        // (252 is also "too many partitions for a single INSERT block", which a retry cannot
+        // cure: inserts are cut to stay under the default limit, a lower one is a setting to fix.)
+        E::BadResponse(m) if m.contains("Too many partitions") => false,
+        // No ClickHouse error code: a proxy or load balancer in front answered; its gateway
+        // errors pass (an empty body reads "503 Service Unavailable", a proxy's page names it).
+        E::BadResponse(m) if !m.contains("Code:") => {
+            ["502", "503", "504", "Bad Gateway", "Service Unavailable", "Gateway Time"].iter().any(|c| m.contains(c))
+        }
         E::BadResponse(m) => {
             ["Code: 159", "Code: 202", "Code: 209", "Code: 210", "Code: 241", "Code: 252", "Code: 242"]
                 .iter()
@@ -254,17 +262,17 @@ impl ClickHouseSink {
             + events.len()) as u64;
         insert(self, "events", &events)?;
         insert(self, "instruments", &instruments)?;
-        insert(self, "positions", &positions)?;
-        insert(self, "position_history", &history)?;
-        insert(self, "fills", &fills)?;
-        insert(self, "account_pnl_minute", &account_minutes)?;
-        insert(self, "strategy_pnl_minute", &strategy_minutes)?;
-        insert(self, "orders", &orders)?;
-        insert(self, "order_history", &orders)?;
-        insert(self, "risk", &risk)?;
-        insert(self, "risk_history", &risk)?;
-        insert(self, "alerts", &alerts)?;
-        insert(self, "daily_closes", &closes)?;
+        insert_partitioned(self, "positions", &positions)?;
+        insert_partitioned(self, "position_history", &history)?;
+        insert_partitioned(self, "fills", &fills)?;
+        insert_partitioned(self, "account_pnl_minute", &account_minutes)?;
+        insert_partitioned(self, "strategy_pnl_minute", &strategy_minutes)?;
+        insert_partitioned(self, "orders", &orders)?;
+        insert_partitioned(self, "order_history", &orders)?;
+        insert_partitioned(self, "risk", &risk)?;
+        insert_partitioned(self, "risk_history", &risk)?;
+        insert_partitioned(self, "alerts", &alerts)?;
+        insert_partitioned(self, "daily_closes", &closes)?;
         insert(self, "trading_status", &status)?;
         insert(self, "volatility", &vol)?;
         insert(self, "dead_letters", &dead)?;
@@ -309,14 +317,121 @@ where
     R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
     for<'a> R: clickhouse::Row<Value<'a> = R>,
 {
+    insert_refs(sink, table, &rows.iter().collect::<Vec<_>>())
+}
+
+fn insert_refs<R>(sink: &mut ClickHouseSink, table: &'static str, rows: &[&R]) -> Result<(), ClickHouseError>
+where
+    R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
+    for<'a> R: clickhouse::Row<Value<'a> = R>,
+{
     if rows.is_empty() {
         return Ok(());
     }
     sink.retry(&format!("insert into {table}"), |c| async move {
         let mut ins = c.insert::<R>(table).await?;
         for r in rows {
-            ins.write(r).await?;
+            ins.write(*r).await?;
         }
         ins.end().await
     })
+}
+
+/// Trade dates one INSERT may touch: ClickHouse refuses a block over more partitions than
+/// `max_partitions_per_insert_block` (100 by default since 19.x; a book's positions re-valued at
+/// the open can carry last fills on hundreds of dates).
+pub const MAX_DATES_PER_INSERT: usize = 100;
+
+/// Inserts `rows` of a table partitioned by trade date in blocks of at most
+/// [`MAX_DATES_PER_INSERT`] dates each (one insert when they fit).
+fn insert_partitioned<R>(sink: &mut ClickHouseSink, table: &'static str, rows: &[R]) -> Result<(), ClickHouseError>
+where
+    R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync + rows::Partitioned,
+    for<'a> R: clickhouse::Row<Value<'a> = R>,
+{
+    for block in blocks_by_date(rows, MAX_DATES_PER_INSERT) {
+        insert_refs(sink, table, &block)?;
+    }
+    Ok(())
+}
+
+/// `rows` cut into blocks of at most `max_dates` distinct trade dates (in date order when they
+/// need more than one block; as they are otherwise).
+fn blocks_by_date<R: rows::Partitioned>(rows: &[R], max_dates: usize) -> Vec<Vec<&R>> {
+    let mut refs: Vec<&R> = rows.iter().collect();
+    let dates: std::collections::BTreeSet<u16> = refs.iter().map(|r| r.trade_date()).collect();
+    if dates.len() <= max_dates {
+        return if refs.is_empty() { Vec::new() } else { vec![refs] };
+    }
+    refs.sort_by_key(|r| r.trade_date());
+    let mut blocks: Vec<Vec<&R>> = Vec::new();
+    let (mut block, mut in_block, mut last) = (Vec::new(), 0usize, None);
+    for r in refs {
+        let d = r.trade_date();
+        if last != Some(d) {
+            if in_block == max_dates {
+                blocks.push(std::mem::take(&mut block));
+                in_block = 0;
+            }
+            in_block += 1;
+            last = Some(d);
+        }
+        block.push(r);
+    }
+    blocks.push(block);
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dated(u16);
+
+    impl rows::Partitioned for Dated {
+        fn trade_date(&self) -> u16 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn inserts_are_cut_to_at_most_100_trade_dates() {
+        // 250 dates, three rows each, shuffled.
+        let rows: Vec<Dated> = (0..750u16).map(|i| Dated(20_000 + (i * 7) % 250)).collect();
+        let blocks = blocks_by_date(&rows, MAX_DATES_PER_INSERT);
+        assert_eq!(blocks.len(), 3);
+        let mut seen = Vec::new();
+        for b in &blocks {
+            let dates: std::collections::BTreeSet<u16> = b.iter().map(|r| r.0).collect();
+            assert!(dates.len() <= MAX_DATES_PER_INSERT, "{}", dates.len());
+            seen.extend(b.iter().map(|r| r.0));
+        }
+        seen.sort_unstable();
+        let mut want: Vec<u16> = rows.iter().map(|r| r.0).collect();
+        want.sort_unstable();
+        assert_eq!(seen, want, "every row once");
+        // A batch within the limit is one insert, as it came.
+        let few: Vec<Dated> = (0..300u16).map(|i| Dated(20_000 + i % 100)).collect();
+        let one = blocks_by_date(&few, MAX_DATES_PER_INSERT);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].iter().zip(&few).all(|(a, b)| std::ptr::eq(*a, b)));
+        assert!(blocks_by_date::<Dated>(&[], MAX_DATES_PER_INSERT).is_empty());
+    }
+
+    #[test]
+    fn errors_worth_a_retry() {
+        use clickhouse::error::Error as E;
+        let bad = |m: &str| E::BadResponse(m.to_string());
+        assert!(retriable(&bad(
+            "Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts"
+        )));
+        assert!(!retriable(&bad(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100)."
+        )));
+        assert!(!retriable(&bad("Code: 60. DB::Exception: Table harbour.nope doesn't exist")));
+        assert!(retriable(&bad("503 Service Unavailable")));
+        assert!(retriable(&bad("<html><body><h1>502 Bad Gateway</h1></body></html>")));
+        assert!(!retriable(&bad("401 Unauthorized")));
+        assert!(!retriable(&bad("Code: 516. DB::Exception: default: Authentication failed")));
+    }
 }

@@ -593,3 +593,23 @@ impl From<&Change<VolRow>> for Vol {
         }
     }
 }
+
+/// A row of a table partitioned by its trade date (`PARTITION BY trade_date`, or a coarser
+/// function of it): inserts are cut so that none touches more trade dates than ClickHouse
+/// accepts in one block.
+pub trait Partitioned {
+    /// The row's trade date (days since 1970-01-01).
+    fn trade_date(&self) -> u16;
+}
+
+macro_rules! partitioned {
+    ($($t:ty),*) => {
+        $(impl Partitioned for $t {
+            fn trade_date(&self) -> u16 {
+                self.trade_date
+            }
+        })*
+    };
+}
+
+partitioned!(Position, PositionVersion, FillRow, AccountMinute, StrategyMinute, OrderRow, Risk, Alert, DailyClose);

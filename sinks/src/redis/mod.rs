@@ -237,16 +237,24 @@ impl Sender {
     }
 }
 
+/// Errors a wait (and a new connection) can cure: the connection, a server loading its data, a
+/// replica that is (still or again) read-only or without its primary during a failover, scripts
+/// flushed from under the connection (a new one loads them again), and memory full under
+/// `noeviction` (keys expire meanwhile; the transaction is refused whole, nothing half-written).
 fn retriable(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind as K;
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || matches!(
             e.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-                | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+            redis::ErrorKind::Server(
+                K::BusyLoading | K::TryAgain | K::ReadOnly | K::MasterDown | K::ClusterDown | K::NoScript
+            )
         )
+        || e.code() == Some("OOM")
+        || e.to_string().contains("OOM command not allowed")
 }
 
 impl RedisSink {
