@@ -1050,3 +1050,73 @@ fn a_redis_that_lost_acknowledged_data_is_written_again_on_restart() {
     flush(&mut check);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// ClickHouse that lost what it had acknowledged (an insert is acknowledged before its part is
+/// synced to disk; a server restored from an older backup, or replaced) is written again from the
+/// restored tables on the next start: its `sink_progress` is read back and compared with what the
+/// pipeline committed.
+#[test]
+fn a_clickhouse_that_lost_acknowledged_data_is_written_again_on_restart() {
+    use harbour::kafka::ClickHouseEpochSink;
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").expect("this test needs ClickHouse: run `bash deploy/test.sh`");
+    let ch_cfg = ClickHouseConfig {
+        url,
+        database: format!("harbour_kafka_lost_{}", std::process::id()),
+        ..ClickHouseConfig::default()
+    };
+    let cfg = kafka_config("ch-lost");
+    let lines =
+        generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 19, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("ch-lost");
+    let run = KafkaRun {
+        epoch_events: 300,
+        epoch_max: Duration::from_millis(20),
+        flush_every: Duration::from_millis(50),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let run_once = || {
+        let sink = ClickHouseSink::connect(&ch_cfg).unwrap();
+        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ClickHouseEpochSink(sink, None))];
+        kafka::run(
+            &cfg,
+            &run,
+            &engine_config(300),
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    };
+    let mut ch = ClickHouseSink::connect(&ch_cfg).unwrap();
+    let counts = |ch: &mut ClickHouseSink| {
+        ch.query_text(
+            "SELECT (SELECT count() FROM positions FINAL WHERE deleted = 0), \
+             (SELECT count() FROM fills FINAL WHERE deleted = 0), (SELECT max(epoch) FROM sink_progress)",
+        )
+        .unwrap()
+    };
+    let day = run_once();
+    let store = harbour::checkpoint::CheckpointStore::reader(&run.state_dir);
+    let last = store.committed().unwrap();
+    let want = format!("{}\t{}\t{last}\n", day.state.positions.len(), day.state.fills.len());
+    assert!(day.state.positions.len() > 10);
+    assert_eq!(counts(&mut ch), want, "the first run wrote every position and fill");
+    // ClickHouse loses its data; the pipeline restarts from its final checkpoint with nothing new to read.
+    for table in ["positions", "fills", "sink_progress"] {
+        ch.query_text(&format!("TRUNCATE TABLE {table}")).unwrap();
+    }
+    let again = run_once();
+    assert_eq!(again.restored_from, last, "restored from the end of the day");
+    assert_eq!(counts(&mut ch), want, "every position and fill is in ClickHouse again");
+    // A third start with ClickHouse intact starts as usual.
+    assert_eq!(run_once().restored_from, last);
+    assert_eq!(counts(&mut ch), want);
+    ch.query_text(&format!("DROP DATABASE IF EXISTS {}", ch_cfg.database)).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -376,6 +376,27 @@ impl EpochSink for ClickHouseEpochSink {
     fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
         self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
     }
+
+    fn resume(&mut self, state: &OutputState, restored: u64, held: u64) -> Result<u64, String> {
+        let progress = self.0.epoch().map_err(|e| e.to_string())?;
+        if progress >= held {
+            return Ok(held);
+        }
+        // ClickHouse holds less than it acknowledged (parts lost with an unsynced disk, a server
+        // restored or replaced): insert the restored tables again (newer versions it still holds
+        // win under FINAL) and take the epochs after them. The event log of the lost epochs
+        // before `restored` is not in the state and stays lost.
+        let all = state::full_changes(state, restored);
+        tracing::warn!(
+            clickhouse_epoch = progress,
+            acknowledged = held,
+            restored,
+            rows = all.len(),
+            "clickhouse lost acknowledged writes; writing the restored tables again"
+        );
+        self.0.write(restored, &all).map_err(|e| e.to_string())?;
+        Ok(restored)
+    }
 }
 
 /// What a Kafka run did.

@@ -298,6 +298,18 @@ impl ClickHouseSink {
         self.retries.clone()
     }
 
+    /// The newest epoch `sink_progress` holds for this sink (0: none), read back at start: what
+    /// ClickHouse still has of what it acknowledged (an insert is acknowledged before its part
+    /// is synced to disk; a server restored from an older backup, or replaced, holds less).
+    pub fn epoch(&mut self) -> Result<u64, ClickHouseError> {
+        let name = self.name.replace('\\', "\\\\").replace('\'', "\\'");
+        let text = self.query_text(&format!("SELECT max(epoch) FROM sink_progress WHERE sink = '{name}'"))?;
+        text.trim().parse().map_err(|_| ClickHouseError::Permanent {
+            what: "read sink_progress".into(),
+            message: format!("not an epoch: {text:?}"),
+        })
+    }
+
     /// Runs a query and returns its result as text (TabSeparated), for tests and tools.
     pub fn query_text(&mut self, sql: &str) -> Result<String, ClickHouseError> {
         let sql = sql.to_string();
