@@ -43,7 +43,12 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// A file does not decode.
-    #[error("checkpoint {path} is damaged: {message} (move it away to start from the group's offsets)")]
+    #[error(
+        "checkpoint {path} is damaged: {message}. Harbour cannot restart without it (the epoch log \
+         before it is trimmed): restore the state folder from a backup, or start over from the \
+         topics' beginning with an empty state folder AND emptied sinks (their rows carry this \
+         folder's versions, which a new folder would count again from 1)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,

@@ -597,6 +597,9 @@ pub const END_WAIT: Duration = Duration::from_secs(120);
 struct Loop<'a, 'm> {
     engine: Engine<'m>,
     stop: &'a AtomicBool,
+    /// The lease, when processes share the state folder: checked again before each step others
+    /// would see (the committed marker, a checkpoint), since a wait on a sink can outlast it.
+    lease: Option<Lease>,
     /// A snapshot of the sealed epoch, saved once every sink holds that epoch.
     pending_checkpoint: Option<(u64, crate::checkpoint::Checkpoint)>,
     consumer: InputConsumer,
@@ -605,7 +608,7 @@ struct Loop<'a, 'm> {
     sinks: Vec<Slot>,
     metrics: &'m Metrics,
     run: &'a KafkaRun,
-    /// End offsets of the epochs sealed since the last commit.
+    /// End offsets of the epochs handed to a sink since the last commit (a commit lands on one).
     recent: VecDeque<(u64, Offsets)>,
     /// `topic/partition` names, the dead letters' source.
     names: BTreeMap<Partition, smol_str::SmolStr>,
@@ -704,7 +707,6 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             None => self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into() })?,
         }
-        self.recent.push_back((epoch, next.clone()));
         self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
@@ -816,6 +818,11 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             slot.handed = epoch;
             slot.last = Instant::now();
+            // A sink's durable epoch is one it was handed: only those need their ends kept for
+            // the commit (not every sealed epoch, which would grow while a sink is down).
+            if self.recent.back().is_none_or(|(e, _)| *e < epoch) {
+                self.recent.push_back(self.sealed.clone());
+            }
         }
         for slot in &self.sinks {
             slot.metrics.pending_rows.set(slot.pending.len() as i64);
@@ -833,6 +840,7 @@ impl<'a, 'm> Loop<'a, 'm> {
         let all = self.sinks.iter().filter(|s| !s.replaces_all).map(Slot::durable).min().unwrap_or(epoch);
         self.metrics.durable_epoch.set(all as i64);
         if all > self.committed {
+            self.still_active()?;
             self.dlq.flush()?;
             while self.recent.front().is_some_and(|(e, _)| *e < all) {
                 self.recent.pop_front();
@@ -881,7 +889,19 @@ impl<'a, 'm> Loop<'a, 'm> {
         Ok(())
     }
 
+    /// This process still holds the lease (always, without one).
+    fn still_active(&mut self) -> Result<(), KafkaRunError> {
+        if let Some(lease) = &mut self.lease {
+            if !lease.poll(Duration::ZERO)? {
+                self.metrics.kafka_lease_held.set(0);
+                return Err(KafkaRunError::LeaseLost);
+            }
+        }
+        Ok(())
+    }
+
     fn save_checkpoint(&mut self, epoch: u64, c: &crate::checkpoint::Checkpoint) -> Result<(), KafkaRunError> {
+        self.still_active()?;
         let started = Instant::now();
         let bytes = self.store.save(c)?;
         self.checkpointed = epoch;
@@ -1028,6 +1048,7 @@ pub fn run(
         })
         .collect::<Result<_, KafkaRunError>>()?;
     let mut l = Loop {
+        lease,
         engine,
         stop,
         pending_checkpoint: None,
@@ -1060,7 +1081,7 @@ pub fn run(
     loop {
         // The holder serves the lease group often enough to see a revocation before it writes
         // much more (sinks fence by version; the state folder's lock keeps a zombie out of it).
-        if let Some(lease) = &mut lease {
+        if let Some(lease) = &mut l.lease {
             if lease_checked.elapsed() >= LEASE_POLL {
                 if !lease.poll(Duration::ZERO)? {
                     metrics.kafka_lease_held.set(0);

@@ -60,6 +60,12 @@ impl Lease {
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("session.timeout.ms", &session),
             ("heartbeat.interval.ms", &heartbeat),
+            // The holder serves the group from its loop, which may wait long on a sink that is
+            // down (backpressure): librdkafka's heartbeats keep the session alive meanwhile, and
+            // the poll interval must not take the lease from a live process (a standby could do
+            // no better with the sink down). A dead process stops heartbeating: the session
+            // timeout hands the lease on.
+            ("max.poll.interval.ms", "86400000"),
         ])?;
         let group = format!("{}.lease", config.group_id);
         client.set("group.id", &group);
