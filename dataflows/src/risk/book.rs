@@ -460,6 +460,11 @@ pub struct RiskSeed {
     pub ts: Ts,
     /// Per metric: the breach in force and the breaches counted so far (soft, hard).
     pub limits: Vec<(Metric, Option<Severity>, u32, u32)>,
+    /// Per metric and severity: the level of its latest breach, so that a limit removed while
+    /// Harbour was down clears at the level it had. (Last, and defaulted: checkpoints written
+    /// before it still load.)
+    #[serde(default)]
+    pub levels: Vec<(Metric, Severity, Decimal)>,
 }
 
 /// Seeds for every group from the rows and alerts a run has output (what a checkpoint keeps).
@@ -474,6 +479,7 @@ pub fn seeds_of<'a>(
         max_drawdown: Decimal::ZERO,
         ts: 0,
         limits: vec![],
+        levels: vec![],
     };
     for r in rows {
         let s = seeds.entry(r.group.clone()).or_insert_with(|| blank(&r.group));
@@ -483,11 +489,21 @@ pub fn seeds_of<'a>(
     }
     // Per (group, metric, severity): the number of breaches and whether the last one cleared.
     let mut last: BTreeMap<(Group, Metric, Severity), (u32, AlertKind)> = BTreeMap::new();
+    let mut levels: BTreeMap<(Group, Metric, Severity), (u32, Decimal)> = BTreeMap::new();
     for a in alerts {
         let e = last.entry((a.group.clone(), a.metric, a.severity)).or_insert((0, AlertKind::Clear));
         if (a.seq, a.kind) > *e {
             *e = (a.seq, a.kind);
         }
+        if a.kind == AlertKind::Breach {
+            let l = levels.entry((a.group.clone(), a.metric, a.severity)).or_insert((0, a.level));
+            if a.seq >= l.0 {
+                *l = (a.seq, a.level);
+            }
+        }
+    }
+    for ((g, m, sev), (_, level)) in levels {
+        seeds.entry(g.clone()).or_insert_with(|| blank(&g)).levels.push((m, sev, level));
     }
     let mut per: BTreeMap<(Group, Metric), (Option<Severity>, u32, u32)> = BTreeMap::new();
     for ((g, m, sev), (seq, kind)) in last {
@@ -902,7 +918,17 @@ impl RiskBook {
             g.drawdown.max = seed.max_drawdown;
             g.ts = g.ts.max(seed.ts);
             for (m, state, soft, hard) in seed.limits {
-                g.limits.insert(m, (LimitState { breached: state }, soft, hard, None));
+                // The levels of its latest breaches, for a clear should the limit be gone now.
+                let level = |sev| seed.levels.iter().find(|l| l.0 == m && l.1 == sev).map(|l| l.2);
+                let last = match (level(Severity::Soft), level(Severity::Hard)) {
+                    (None, None) => None,
+                    (s, h) => Some(Limit {
+                        soft: s.or(h).unwrap_or_default(),
+                        hard: h.or(s).unwrap_or_default(),
+                        hysteresis: Decimal::ZERO,
+                    }),
+                };
+                g.limits.insert(m, (LimitState { breached: state }, soft, hard, last));
             }
             touch(&mut touched, i);
         }

@@ -257,6 +257,46 @@ fn alerts_are_not_repeated_after_a_restart_from_seeds() {
     }
 }
 
+/// A limit removed while Harbour was down: the breach in force clears on the restart, at the
+/// level the limit had (not 0).
+#[test]
+fn a_limit_removed_while_down_clears_at_the_level_it_had() {
+    let prices = [dec!(390), dec!(401), dec!(430)];
+    let inputs = remarks(&prices);
+    let mut first = book(limits());
+    let alerts: Vec<AlertRow> = inputs.iter().cloned().flat_map(|i| first.apply(i).alerts).collect();
+    let open: Vec<&AlertRow> = alerts.iter().filter(|a| a.kind == AlertKind::Breach).collect();
+    assert!(!open.is_empty(), "{alerts:?}");
+    let rows: Vec<RiskRow> = [Group::Desk, Group::Account("A".into()), Group::Strategy("s1".into())]
+        .iter()
+        .filter_map(|g| first.row(g).cloned())
+        .collect();
+    let mut second = book(Limits::default());
+    let last = inputs.last().unwrap().positions.iter().find(|p| p.1 > 0).unwrap().0.clone();
+    let mark = last.mark;
+    let cleared = second
+        .apply(RiskInput {
+            positions: vec![(last, 1)],
+            marks: vec![(Symbol(700), mark, prices.len() as Ts)],
+            instruments: vec![instrument(700, 100, "IT")],
+            seeds: seeds_of(&rows, &alerts),
+        })
+        .alerts;
+    let same =
+        |a: &AlertRow, b: &AlertRow| (&a.group, a.metric, a.severity, a.seq) == (&b.group, b.metric, b.severity, b.seq);
+    let in_force: Vec<&&AlertRow> =
+        open.iter().filter(|b| !alerts.iter().any(|a| a.kind == AlertKind::Clear && same(a, b))).collect();
+    assert!(!in_force.is_empty(), "a breach in force at the restart: {alerts:?}");
+    for b in in_force {
+        let c = cleared
+            .iter()
+            .find(|c| c.kind == AlertKind::Clear && same(c, b))
+            .unwrap_or_else(|| panic!("{b:?} cleared: {cleared:?}"));
+        assert_eq!(c.level, b.level, "{c:?}");
+        assert!(!c.level.is_zero());
+    }
+}
+
 /// One position change: (account, strategy, symbol, lots, price in 0.1, total).
 type Step = (u8, u8, u8, i64, i64, i64);
 
