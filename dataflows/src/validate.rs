@@ -126,6 +126,22 @@ pub enum Rejection {
     /// A fill's own commission below zero or not in whole cents.
     #[error("commission {0} is negative or not in whole cents")]
     BadCommission(Decimal),
+    /// An event time outside [`TS_MIN`]..[`TS_MAX`] (no trade date, no spread table or cost
+    /// schedule can apply to it).
+    #[error("ts {0} ns is outside 1970-01-01..2100-01-01")]
+    TsOutOfRange(Ts),
+    /// A quantity, price or commission past what any trade carries ([`MAX_QTY`],
+    /// [`MAX_PRICE`], [`MAX_COMMISSION`]): refused rather than let the sums that hold it
+    /// overflow.
+    #[error("{what} {value} is larger than {max}")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// The value given.
+        value: Decimal,
+        /// The largest accepted.
+        max: Decimal,
+    },
     /// A fill traded before every cost schedule: its costs cannot be computed.
     #[error("no cost schedule covers trade date {date} (the first starts {first}; configure [[costs]])")]
     NoCostSchedule {
@@ -192,6 +208,65 @@ mod tests {
         assert_eq!(code(v.accept(fill("E5", july, None))), "no_cost_schedule");
         assert!(v.accept(fill("E6", july + 86_400_000_000_000, None)).is_ok());
     }
+
+    /// Values no trade carries are refused before any sum could overflow on them (each of these
+    /// lines panicked the dataflow, or wrapped the trade date past every price check).
+    #[test]
+    fn values_past_any_trade_and_times_outside_the_window_are_refused() {
+        use crate::model::{Cleared, Close, PositionKey, Quote, Side};
+        use rust_decimal_macros::dec;
+        let mut v = Validator::new(SpreadTables::default());
+        let inst = |lot| Instrument {
+            symbol: Symbol(700),
+            name: "TENCENT".into(),
+            lot_size: lot,
+            currency: "HKD".into(),
+            sector: None,
+            stamp_duty: true,
+            spread_table: None,
+        };
+        v.accept(Input::Instrument(inst(100))).unwrap();
+        let day = 1_772_415_000_000_000_000; // 2026-03-02 09:30 HKT
+        let fill = |exec: &str, ts: i64, qty: i64, commission: Option<Decimal>| {
+            Input::Fill(Fill {
+                ts,
+                exec_id: exec.into(),
+                order_id: "O".into(),
+                key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
+                side: Side::Buy,
+                qty,
+                price: dec!(385.2),
+                commission,
+                stamp_duty_exempt: false,
+                odd_lot: false,
+                source_seq: 0,
+            })
+        };
+        let code = |r: Result<Vec<Accepted>, Rejection>| r.unwrap_err().code();
+        assert!(v.accept(fill("E1", day, MAX_QTY, Some(MAX_COMMISSION))).is_ok());
+        assert_eq!(code(v.accept(fill("E2", day, MAX_QTY + 100, None))), "too_large");
+        assert_eq!(code(v.accept(fill("E3", day, 100, Some(dec!(79228162514264337593543950335))))), "too_large");
+        assert_eq!(code(v.accept(Input::Instrument(inst(MAX_QTY + 1)))), "bad_lot_size");
+        // ts + 8 h wrapped past i64::MAX: a trade date in 1677, no spread table, any price passed.
+        let late = 9_223_372_000_000_000_000;
+        let quote = |ts, last| {
+            Input::Quote(Quote {
+                symbol: Symbol(700),
+                ts,
+                bid: None,
+                ask: None,
+                last: Some(last),
+                cleared: Cleared::default(),
+            })
+        };
+        assert_eq!(code(v.accept(quote(late, dec!(79228162514264337593543950335)))), "ts_out_of_range");
+        assert_eq!(code(v.accept(quote(TS_MIN - 1, dec!(385.2)))), "ts_out_of_range");
+        assert_eq!(code(v.accept(fill("E4", TS_MAX, 100, None))), "ts_out_of_range");
+        assert!(v.accept(quote(TS_MIN, dec!(385.2))).is_ok());
+        let close = |price| Input::Close(Close { symbol: Symbol(700), ts: day, price });
+        assert_eq!(code(v.accept(close(dec!(200000)))), "too_large");
+        assert_eq!(trade_date(i64::MAX), trade_date(i64::MAX - 8 * 3_600_000_000_000), "no wrap");
+    }
 }
 
 impl Rejection {
@@ -209,6 +284,8 @@ impl Rejection {
             Rejection::AlreadyBusted(_) => "already_busted",
             Rejection::BadLotSize(_) => "bad_lot_size",
             Rejection::BadCommission(_) => "bad_commission",
+            Rejection::TsOutOfRange(_) => "ts_out_of_range",
+            Rejection::TooLarge { .. } => "too_large",
             Rejection::NoCostSchedule { .. } => "no_cost_schedule",
         }
     }
@@ -234,12 +311,34 @@ pub fn hkt() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("valid offset")
 }
 
+/// Earliest event time accepted: 1970-01-01T00:00:00Z (the feed handler stamps what it has no
+/// time for, e.g. a locally built refresh snapshot, with 0: older than anything, harmless).
+pub const TS_MIN: Ts = 0;
+/// Event times accepted are before 2100-01-01T00:00:00Z.
+pub const TS_MAX: Ts = 4_102_444_800_000_000_000;
+/// Largest quantity of one fill or order, in shares (HKEX's largest issuers have ~20 billion
+/// shares): with it and [`MAX_PRICE`], a fill's notional stays under 10^15 and the sums of a day
+/// far from the limits of `Decimal` and `i64`.
+pub const MAX_QTY: i64 = 10_000_000_000;
+/// Largest price (the spread table ends below HK$10,000).
+pub const MAX_PRICE: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
+/// Largest commission a fill may carry (HK$1 billion).
+pub const MAX_COMMISSION: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+fn too_large(what: &'static str, value: Decimal, max: Decimal) -> Result<(), Rejection> {
+    if value > max {
+        Err(Rejection::TooLarge { what, value, max })
+    } else {
+        Ok(())
+    }
+}
+
 /// The HKT trade date of an event time.
 pub fn trade_date(ts: Ts) -> NaiveDate {
     const NANOS_PER_DAY: i64 = 86_400_000_000_000;
     const HKT_OFFSET: i64 = 8 * 3_600_000_000_000;
     const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
-    let days = (ts + HKT_OFFSET).div_euclid(NANOS_PER_DAY) + UNIX_EPOCH_DAYS_FROM_CE;
+    let days = ts.saturating_add(HKT_OFFSET).div_euclid(NANOS_PER_DAY) + UNIX_EPOCH_DAYS_FROM_CE;
     i32::try_from(days)
         .ok()
         .and_then(NaiveDate::from_num_days_from_ce_opt)
@@ -328,6 +427,7 @@ impl Validator {
         if price <= Decimal::ZERO {
             return Err(Rejection::NonPositivePrice(price));
         }
+        too_large("price", price, MAX_PRICE)?;
         let date = trade_date(ts);
         let code = self.instruments.get(&symbol).and_then(|i| i.spread_table.as_deref());
         match self.spreads.for_code(date, code) {
@@ -339,9 +439,12 @@ impl Validator {
 
     /// Applies the rules to one input; on success the caller feeds every returned update in order.
     pub fn accept(&mut self, input: Input) -> Result<Vec<Accepted>, Rejection> {
+        if let Some(ts) = input.ts().filter(|ts| !(TS_MIN..TS_MAX).contains(ts)) {
+            return Err(Rejection::TsOutOfRange(ts));
+        }
         match input {
             Input::Instrument(inst) => {
-                if inst.lot_size <= 0 {
+                if inst.lot_size <= 0 || inst.lot_size > MAX_QTY {
                     return Err(Rejection::BadLotSize(inst.lot_size));
                 }
                 let previous = self.instruments.insert(inst.symbol, inst.clone());
@@ -359,6 +462,7 @@ impl Validator {
                 if fill.qty <= 0 {
                     return Err(Rejection::NonPositiveQty(fill.qty));
                 }
+                too_large("qty", Decimal::from(fill.qty), Decimal::from(MAX_QTY))?;
                 if !fill.odd_lot && fill.qty % inst.lot_size != 0 {
                     return Err(Rejection::NotBoardLot { qty: fill.qty, lot: inst.lot_size });
                 }
@@ -368,6 +472,7 @@ impl Validator {
                     if c < Decimal::ZERO || c.round_dp(2) != c {
                         return Err(Rejection::BadCommission(c));
                     }
+                    too_large("commission", c, MAX_COMMISSION)?;
                 }
                 if let Some(first) = self.costs_from {
                     let date = trade_date(fill.ts);
@@ -406,6 +511,7 @@ impl Validator {
                 if o.qty <= 0 {
                     return Err(Rejection::NonPositiveQty(o.qty));
                 }
+                too_large("qty", Decimal::from(o.qty), Decimal::from(MAX_QTY))?;
                 if let Some(p) = o.price {
                     self.check_price(p, o.ts, o.key.symbol)?;
                 }

@@ -45,6 +45,9 @@ use timely::dataflow::ProbeHandle;
 use crate::metrics::{Health, Metrics};
 use crate::state::{Keyed, TableState};
 
+/// Dead-letter code of a line that is not UTF-8 (see docs/input-contract.md).
+pub const NOT_UTF8: &str = "not_utf8";
+
 /// Settings of one run.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -310,6 +313,13 @@ impl<'m> Engine<'m> {
     /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
     pub fn feed(&mut self, line: SourceLine) -> bool {
         self.count_line();
+        if line.raw.contains(char::REPLACEMENT_CHARACTER) {
+            // Bytes that were not UTF-8, replaced on reading (or a replacement character sent
+            // as such): a name or code is no longer what was sent.
+            self.log_event(&line, "", NOT_UTF8);
+            self.dead_letter(line, NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
+            return false;
+        }
         let validator = &mut self.validator;
         let mut parsed_kind = "";
         let outcome = parse_line(&line.raw, line.position).and_then(|e| {

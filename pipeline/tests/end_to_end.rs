@@ -254,3 +254,34 @@ fn hkex_worked_example_end_to_end() {
     let account = state.rollups.rows().find(|(g, _)| *g == Group::Account("A".into())).unwrap();
     assert_eq!((account.1.gross, account.1.net, account.1.total), (dec!(10500), dec!(-10500), dec!(1475)));
 }
+
+/// A line whose bytes are not UTF-8 (here in the account name) is a dead letter `not_utf8`, not a
+/// position under a name with U+FFFD in it; the lines around it are read as usual.
+#[test]
+fn a_line_that_is_not_utf8_is_a_dead_letter() {
+    use harbour_sources::file::Replay;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(
+        br#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
+    );
+    bytes.push(b'\n');
+    let fill = |exec: &str, account: &[u8]| {
+        let mut l = format!(r#"{{"type":"fill","exec_id":"{exec}","order_id":"O1","account":""#).into_bytes();
+        l.extend_from_slice(account);
+        l.extend_from_slice(
+            br#"","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.2","ts":"2026-03-02T09:30:00+08:00"}"#,
+        );
+        l.push(b'\n');
+        l
+    };
+    bytes.extend(fill("E1", b"AC\xffC1"));
+    bytes.extend(fill("E2", b"ACC1"));
+    let source = Replay::from_reader("bytes.jsonl", std::io::Cursor::new(bytes));
+    let (state, stats) =
+        engine::run(source, &engine_config(10), &Metrics::default(), &Arc::new(Health::default())).expect("run");
+    assert_eq!(stats.dead_letters, 1);
+    let d = &state.dead_letters[0];
+    assert_eq!((d.code.as_str(), d.position), ("not_utf8", 2));
+    let accounts: Vec<String> = state.positions.rows().map(|p| p.key.account.to_string()).collect();
+    assert_eq!(accounts, vec!["ACC1".to_string()]);
+}

@@ -63,7 +63,10 @@ impl PositionState {
             self.qty += q;
         } else if q.abs() < self.qty.abs() {
             // partial reduce: remove cost at the average, the average stays.
-            let removed = self.cost * qd / Decimal::from(self.qty);
+            // (Dividing first only when the product is past what a Decimal holds: a position
+            // of many very large fills; the error is then far below the rows' 8 places.)
+            let held = Decimal::from(self.qty);
+            let removed = self.cost.checked_mul(qd).map_or_else(|| self.cost / held * qd, |x| x / held);
             realized = removed - qd * price;
             self.cost += removed;
             self.qty += q;
@@ -151,5 +154,21 @@ mod tests {
         // Flat again: total realized equals the cash result exactly.
         assert_eq!(p.qty, 0);
         assert_eq!(p.realized.round_dp(10), dec!(4));
+    }
+
+    /// Reducing a position whose cost times the quantity sold is past what a Decimal holds
+    /// (it panicked: "Multiplication overflowed") gives the average-cost result to far below a
+    /// cent.
+    #[test]
+    fn reducing_a_very_large_position_does_not_overflow() {
+        let mut p = PositionState::default();
+        for _ in 0..200 {
+            p.apply(10_000_000_000, dec!(99995), dec!(0), 1);
+        }
+        let step = p.apply(-1_000_000_000_000, dec!(99999), dec!(0), 2);
+        assert_eq!(step.qty_after, 1_000_000_000_000);
+        // 10^12 shares sold at 4 above the average.
+        assert!((step.realized - dec!(4000000000000)).abs() < dec!(0.00000001), "{}", step.realized);
+        assert_eq!(p.avg_price(), Some(dec!(99995)));
     }
 }
