@@ -403,6 +403,10 @@ pub struct MarketState {
     channel: u16,
     /// Channels reset since [`FeedHandler::take_resets`] last looked, with the reset's send time.
     resets: Vec<(u16, u64)>,
+    /// Messages that decoded but could not be used (a book message naming an order or level the
+    /// book does not have, an unknown suspension indicator, a negative closing price), with a
+    /// reason code: dead letters ([`FeedHandler::take_problems`]).
+    problems: Vec<(&'static str, String)>,
     /// Counters.
     pub stats: FeedStats,
 }
@@ -439,9 +443,10 @@ impl MarketState {
         s
     }
 
-    fn count(&mut self, r: Result<(), BookError>) {
-        if r.is_err() {
+    fn count(&mut self, code: u32, r: Result<(), BookError>) {
+        if let Err(e) = r {
             self.stats.book_errors += 1;
+            self.problems.push(("omdc_book", format!("security {code}: {e}")));
         }
     }
 
@@ -578,10 +583,14 @@ impl MarketState {
                     }));
                 }
             }
-            Message::SecurityStatus { suspension, .. } if !matches!(suspension, 2 | 3) => {
-                // HKEX.md §1: 2 halt, 3 resume; another value says nothing known: counted, the
-                // security's status kept.
+            Message::SecurityStatus { security_code, suspension } if !matches!(suspension, 2 | 3) => {
+                // HKEX.md §1: 2 halt, 3 resume; another value says nothing known: counted and a
+                // dead letter, the security's status kept.
                 self.stats.unknown += 1;
+                self.problems.push((
+                    "omdc_status",
+                    format!("security {security_code}: SuspensionIndicator {suspension} is neither 2 nor 3"),
+                ));
             }
             Message::SecurityStatus { security_code, suspension } => {
                 let state = match suspension {
@@ -602,17 +611,17 @@ impl MarketState {
             Message::AddOrder { security_code, order_id, price, quantity, side, .. } => {
                 let s = self.book(security_code, true);
                 let r = s.full.add(order_id, side, price, quantity);
-                self.count(r);
+                self.count(security_code, r);
             }
             Message::ModifyOrder { security_code, order_id, quantity, .. } => {
                 let s = self.book(security_code, true);
                 let r = s.full.modify(order_id, quantity);
-                self.count(r);
+                self.count(security_code, r);
             }
             Message::DeleteOrder { security_code, order_id, .. } => {
                 let s = self.book(security_code, true);
                 let r = s.full.delete(order_id);
-                self.count(r);
+                self.count(security_code, r);
             }
             Message::AggregateOrderBookUpdate { security_code, entries } => {
                 let s = self.book(security_code, false);
@@ -622,7 +631,7 @@ impl MarketState {
                         r = Err(e);
                     }
                 }
-                self.count(r);
+                self.count(security_code, r);
             }
             Message::Trade { trade_type, .. } if !sets_last(trade_type) => {
                 // Odd lots, off-exchange, overseas and late trades do not make the board's
@@ -684,6 +693,10 @@ impl MarketState {
                 self.securities.entry(security_code).or_default().nominal = Some(price);
             }
             Message::ClosingPrice { security_code, price, .. } => {
+                if price.0 < 0 {
+                    // (0 is "no closing price".)
+                    self.problems.push(("omdc_price", format!("security {security_code}: closing price {}", price.0)));
+                }
                 if price.0 > 0 {
                     self.securities.entry(security_code).or_default().close = Some(price);
                     out.push(Input::Close(Close {
@@ -846,6 +859,11 @@ impl FeedHandler {
     /// refresh service").
     pub fn take_resets(&mut self) -> Vec<(u16, u64)> {
         std::mem::take(&mut self.state.resets)
+    }
+
+    /// Messages that decoded but could not be used since the last call: (reason code, reason).
+    pub fn take_problems(&mut self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut self.state.problems)
     }
 
     /// Whether a refresh of `channel` is running.
@@ -1353,6 +1371,12 @@ mod tests {
         assert_eq!(h.state.stats.unknown, 1);
         assert_eq!(h.state.stats.messages, 3);
         assert_eq!(h.state.stats.packets, 2);
+        // The message that decoded but named an order the book does not have is a dead letter too.
+        let problems = h.take_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "omdc_book");
+        assert!(problems[0].1.contains("order 77 is not in the book"), "{problems:?}");
+        assert!(h.take_problems().is_empty());
     }
 
     #[test]

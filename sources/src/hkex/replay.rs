@@ -259,6 +259,11 @@ where
                 FeedItem::Reject { source: source.clone(), position: self.record_no, raw, code: "omdc_decode", reason };
             self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
         }
+        for (code, reason) in self.handler.take_problems() {
+            let raw = data.iter().map(|b| format!("{b:02x}")).collect();
+            let item = FeedItem::Reject { source: source.clone(), position: self.record_no, raw, code, reason };
+            self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
+        }
     }
 
     /// Reading the capture failed (the replay ended there).
@@ -401,5 +406,23 @@ mod tests {
         let lines = vec![line(10, 1), line(11, 2), line(13, 3)];
         let replay = HkexReplay::new("cap", records.into_iter().map(Ok), lines.into_iter());
         assert_eq!(order(replay.collect()), vec!["json1", "00002", "00001", "json2", "00003", "json3"]);
+    }
+
+    #[test]
+    fn a_message_the_book_cannot_take_is_a_dead_letter_with_its_datagram() {
+        use super::super::wire::BookSide;
+        let mut w = PacketWriter::new(1);
+        w.push(&Message::DeleteOrder { security_code: 700, order_id: 77, side: BookSide::Bid }, 1_000);
+        let r = Record { recv_time: 0, channel: 4, line: 1, data: w.finish().remove(0) };
+        let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+        let items: Vec<FeedItem> = HkexReplay::new("cap", vec![Ok(r)].into_iter(), std::iter::empty()).collect();
+        match &items[..] {
+            [FeedItem::Reject { source, position, raw, code, reason }] => {
+                assert_eq!((source.as_str(), *position, *code), ("cap#ch4/B", 1, "omdc_book"));
+                assert_eq!(raw, &hex);
+                assert!(reason.contains("security 700") && reason.contains("order 77"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
