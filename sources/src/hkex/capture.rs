@@ -44,7 +44,20 @@ pub enum CaptureError {
     /// A pcap link type other than Ethernet.
     #[error("pcap link type {0} is not Ethernet (1)")]
     LinkType(u32),
+    /// A record header gives a length no datagram has (a damaged file): refused before
+    /// allocating it.
+    #[error("capture record at byte {offset} claims {len} bytes (at most {MAX_RECORD})")]
+    RecordLength {
+        /// Byte offset of the record.
+        offset: u64,
+        /// The length its header gives.
+        len: usize,
+    },
 }
+
+/// Longest record read: a UDP datagram's payload, or a captured frame, is at most 65,535 bytes
+/// (a larger length in a record header means the file is damaged).
+pub const MAX_RECORD: usize = 65_535 + 256;
 
 /// Writes a Harbour capture.
 pub struct CaptureWriter<W: Write> {
@@ -147,6 +160,9 @@ impl<R: Read> CaptureReader<R> {
                         return Ok(None);
                     }
                     let len = u32::from_le_bytes(h[12..16].try_into().expect("4")) as usize;
+                    if len > MAX_RECORD {
+                        return Err(CaptureError::RecordLength { offset: at, len });
+                    }
                     let mut data = vec![0; len];
                     self.input.read_exact(&mut data).map_err(truncated)?;
                     self.offset += 16 + len as u64;
@@ -165,6 +181,9 @@ impl<R: Read> CaptureReader<R> {
                     let secs = u64::from(u32_of(&h[0..4], swapped));
                     let frac = u64::from(u32_of(&h[4..8], swapped));
                     let len = u32_of(&h[8..12], swapped) as usize;
+                    if len > MAX_RECORD {
+                        return Err(CaptureError::RecordLength { offset: at, len });
+                    }
                     let mut frame = vec![0; len];
                     self.input.read_exact(&mut frame).map_err(truncated)?;
                     self.offset += 16 + len as u64;
@@ -310,6 +329,13 @@ mod tests {
         let last_at = 8 + (0..4).map(|i| 16 + 16 + i as u64).sum::<u64>();
         assert!(matches!(r.next_record(), Err(CaptureError::Truncated { offset }) if offset == last_at));
         assert!(matches!(CaptureReader::new(&b"NOTACAPTURE"[..], |_| None), Err(CaptureError::Magic(_))));
+        // A damaged record header claiming 4 GiB is refused before anything is allocated.
+        let mut damaged = bytes.clone();
+        damaged[8 + 12..8 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut r = CaptureReader::new(&damaged[..], |_| None).unwrap();
+        assert!(
+            matches!(r.next_record(), Err(CaptureError::RecordLength { offset: 8, len }) if len == u32::MAX as usize)
+        );
     }
 
     #[test]
