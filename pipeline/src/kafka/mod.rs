@@ -335,22 +335,39 @@ impl EpochSink for RedisEpochSink {
             self.0.set_acknowledged(held);
             return Ok(held);
         }
-        // Redis holds less than it acknowledged (restarted without its data, or lost the last
-        // second of its append-only file): write the restored tables again (fenced: newer rows
-        // stay) and take the epochs after them.
-        let all = state::full_changes(state, restored);
-        tracing::warn!(
-            redis_epoch = marker,
-            acknowledged = held,
-            restored,
-            rows = all.len(),
-            "redis lost acknowledged writes; writing the restored tables again"
-        );
-        if !all.is_empty() {
-            self.0.write(restored, &all).map_err(|e| e.to_string())?;
-        }
-        Ok(restored)
+        // Restarted without its data, or lost the last second of its append-only file (the
+        // rewrite is fenced: newer rows stay).
+        rewrite_lost("redis", marker, state, restored, held, |all| {
+            if all.is_empty() {
+                return Ok(());
+            }
+            self.0.write(restored, all).map(|_| ()).map_err(|e| e.to_string())
+        })
     }
+}
+
+/// A store that holds less (`holds`, its own record of its progress) than it acknowledged
+/// (`held`): the restored tables (as of `restored`) are written again through `write`, and the
+/// sink takes the epochs after `restored`.
+fn rewrite_lost(
+    store: &'static str,
+    holds: u64,
+    state: &OutputState,
+    restored: u64,
+    held: u64,
+    write: impl FnOnce(&Changes) -> Result<(), String>,
+) -> Result<u64, String> {
+    let all = state::full_changes(state, restored);
+    tracing::warn!(
+        store,
+        holds,
+        acknowledged = held,
+        restored,
+        rows = all.len(),
+        "the store lost acknowledged writes; writing the restored tables again"
+    );
+    write(&all)?;
+    Ok(restored)
 }
 
 /// ClickHouse: each flush inserts the rows changed since the previous one, then `sink_progress`.
@@ -382,20 +399,12 @@ impl EpochSink for ClickHouseEpochSink {
         if progress >= held {
             return Ok(held);
         }
-        // ClickHouse holds less than it acknowledged (parts lost with an unsynced disk, a server
-        // restored or replaced): insert the restored tables again (newer versions it still holds
-        // win under FINAL) and take the epochs after them. The event log of the lost epochs
-        // before `restored` is not in the state and stays lost.
-        let all = state::full_changes(state, restored);
-        tracing::warn!(
-            clickhouse_epoch = progress,
-            acknowledged = held,
-            restored,
-            rows = all.len(),
-            "clickhouse lost acknowledged writes; writing the restored tables again"
-        );
-        self.0.write(restored, &all).map_err(|e| e.to_string())?;
-        Ok(restored)
+        // Parts lost with an unsynced disk, a server restored or replaced (newer versions it
+        // still holds win under FINAL; the event log of the lost epochs before `restored` is not
+        // in the state and stays lost). Written even when empty: `sink_progress` moves.
+        rewrite_lost("clickhouse", progress, state, restored, held, |all| {
+            self.0.write(restored, all).map(|_| ()).map_err(|e| e.to_string())
+        })
     }
 }
 
