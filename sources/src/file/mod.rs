@@ -45,6 +45,12 @@ pub enum ReplayError {
     },
 }
 
+/// The longest line read whole (1 MiB; an input line is a few hundred bytes): a longer one is cut
+/// to its first [`KEPT_OF_LONG_LINE`] bytes, which do not parse and become a dead letter.
+pub const MAX_LINE: usize = 1 << 20;
+/// What is kept of a line longer than [`MAX_LINE`].
+pub const KEPT_OF_LONG_LINE: usize = 4096;
+
 /// Lines of several sources, one after the other (`-` is standard input).
 pub struct Replay {
     pending: Vec<PathBuf>,
@@ -94,10 +100,22 @@ impl Iterator for Replay {
             }
             let (name, reader, line) = self.current.as_mut().expect("just set");
             self.buf.clear();
-            match reader.read_until(b'\n', &mut self.buf) {
+            match (&mut **reader).take(MAX_LINE as u64).read_until(b'\n', &mut self.buf) {
                 Ok(0) => self.current = None,
-                Ok(_) => {
+                Ok(n) => {
                     *line += 1;
+                    if n == MAX_LINE && self.buf.last() != Some(&b'\n') {
+                        // Longer than any input line: its start goes on (to be refused as a line
+                        // that does not parse, with its position), the rest is skipped, and
+                        // memory stays bounded.
+                        tracing::warn!(source = %name, line = *line, max = MAX_LINE, "line too long: cut");
+                        self.buf.truncate(KEPT_OF_LONG_LINE);
+                        if let Err(source) = reader.skip_until(b'\n') {
+                            let err = ReplayError::Read { name: name.clone(), line: *line, source };
+                            self.current = None;
+                            return Some(Err(err));
+                        }
+                    }
                     while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                         self.buf.pop();
                     }
@@ -135,5 +153,18 @@ mod tests {
         assert_eq!((lines[1].position, lines[1].raw.as_str()), (3, "{\"b\":2}"));
         assert_eq!(lines[2].raw, "\u{fffd}");
         assert_eq!(lines[0].source, "t.jsonl");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_and_the_next_lines_read_on() {
+        let mut data = b"{\"a\":1}\n{\"long\":\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
+        data.extend_from_slice(b"\"}\n{\"b\":2}\n");
+        let lines: Vec<_> = Replay::from_reader("t.jsonl", io::Cursor::new(data)).map(|l| l.unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1].position, 2);
+        assert_eq!(lines[1].raw.len(), KEPT_OF_LONG_LINE);
+        assert!(lines[1].raw.starts_with("{\"long\":\"xxx"));
+        assert_eq!((lines[2].position, lines[2].raw.as_str()), (3, "{\"b\":2}"));
     }
 }
