@@ -352,3 +352,35 @@ fn harbour_replay_into_clickhouse_equals_the_parquet_tables_of_the_same_run() {
     let _ = ch.query_text(&format!("DROP DATABASE IF EXISTS {database}"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A flush whose positions carry last fills on 150 trade dates (a book of positions held for
+/// months, re-valued at the open): its insert is cut into blocks of at most 100 dates (current
+/// releases refuse more in one block) and every row lands.
+#[test]
+fn a_flush_over_more_than_100_trade_dates_lands_whole() {
+    use harbour_dataflows::pnl::PositionRow;
+    use harbour_sinks::tables::Change;
+    let gen = GenerateConfig { fills: 300, quotes: 300, seed: 23, ..GenerateConfig::default() };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
+    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+    }
+    engine.seal();
+    let template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    const DAY: i64 = 86_400_000_000_000;
+    let positions: Vec<Change<PositionRow>> = (0..150i64)
+        .map(|d| {
+            let mut row = template.clone();
+            row.key.account = format!("HELD-{d:03}").into();
+            row.last_fill_ts = template.last_fill_ts - d * DAY;
+            Change { row, version: 7, deleted: false }
+        })
+        .collect();
+    let mut ch = sink("dates");
+    ch.write(7, &Changes { positions, ..Changes::default() }).unwrap();
+    let shown = ch
+        .query_text("SELECT count(), uniqExact(trade_date) FROM positions FINAL WHERE account LIKE 'HELD-%'")
+        .unwrap();
+    assert_eq!(shown, "150\t150\n");
+}
