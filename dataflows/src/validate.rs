@@ -155,6 +155,38 @@ pub enum Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{PositionKey, Side};
+    use rust_decimal_macros::dec;
+
+    /// 00700 with board lot `lot`.
+    fn tencent(lot: i64) -> Instrument {
+        Instrument {
+            symbol: Symbol(700),
+            name: "TENCENT".into(),
+            lot_size: lot,
+            currency: "HKD".into(),
+            sector: None,
+            stamp_duty: true,
+            spread_table: None,
+        }
+    }
+
+    /// A buy of `qty` 00700 at 385.2.
+    fn fill(exec: &str, ts: Ts, qty: i64, commission: Option<Decimal>) -> Input {
+        Input::Fill(Fill {
+            ts,
+            exec_id: exec.into(),
+            order_id: "O".into(),
+            key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
+            side: Side::Buy,
+            qty,
+            price: dec!(385.2),
+            commission,
+            stamp_duty_exempt: false,
+            odd_lot: false,
+            source_seq: 0,
+        })
+    }
 
     #[test]
     fn trade_date_is_the_hkt_calendar_day() {
@@ -168,35 +200,10 @@ mod tests {
     #[test]
     fn own_commissions_in_whole_cents_and_fills_before_every_cost_schedule_are_refused() {
         use crate::fees::CostSchedules;
-        use crate::model::{PositionKey, Side};
-        use rust_decimal_macros::dec;
         let mut v = Validator::new(SpreadTables::default()).with_costs_from(CostSchedules::default().earliest());
-        v.accept(Input::Instrument(Instrument {
-            symbol: Symbol(700),
-            name: "TENCENT".into(),
-            lot_size: 100,
-            currency: "HKD".into(),
-            sector: None,
-            stamp_duty: true,
-            spread_table: None,
-        }))
-        .unwrap();
+        v.accept(Input::Instrument(tencent(100))).unwrap();
         let day = 1_772_415_000_000_000_000; // 2026-03-02 09:30 HKT
-        let fill = |exec: &str, ts: i64, commission: Option<Decimal>| {
-            Input::Fill(Fill {
-                ts,
-                exec_id: exec.into(),
-                order_id: "O".into(),
-                key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
-                side: Side::Buy,
-                qty: 100,
-                price: dec!(385.2),
-                commission,
-                stamp_duty_exempt: false,
-                odd_lot: false,
-                source_seq: 0,
-            })
-        };
+        let fill = |exec: &str, ts: i64, commission: Option<Decimal>| fill(exec, ts, 100, commission);
         assert!(v.accept(fill("E1", day, Some(dec!(12.50)))).is_ok());
         let code = |r: Result<Vec<Accepted>, Rejection>| r.unwrap_err().code();
         assert_eq!(code(v.accept(fill("E2", day, Some(dec!(-50))))), "bad_commission");
@@ -213,35 +220,11 @@ mod tests {
     /// lines panicked the dataflow, or wrapped the trade date past every price check).
     #[test]
     fn values_past_any_trade_and_times_outside_the_window_are_refused() {
-        use crate::model::{Cleared, Close, PositionKey, Quote, Side};
-        use rust_decimal_macros::dec;
+        use crate::model::{Cleared, Close, Quote};
         let mut v = Validator::new(SpreadTables::default());
-        let inst = |lot| Instrument {
-            symbol: Symbol(700),
-            name: "TENCENT".into(),
-            lot_size: lot,
-            currency: "HKD".into(),
-            sector: None,
-            stamp_duty: true,
-            spread_table: None,
-        };
+        let inst = tencent;
         v.accept(Input::Instrument(inst(100))).unwrap();
         let day = 1_772_415_000_000_000_000; // 2026-03-02 09:30 HKT
-        let fill = |exec: &str, ts: i64, qty: i64, commission: Option<Decimal>| {
-            Input::Fill(Fill {
-                ts,
-                exec_id: exec.into(),
-                order_id: "O".into(),
-                key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
-                side: Side::Buy,
-                qty,
-                price: dec!(385.2),
-                commission,
-                stamp_duty_exempt: false,
-                odd_lot: false,
-                source_seq: 0,
-            })
-        };
         let code = |r: Result<Vec<Accepted>, Rejection>| r.unwrap_err().code();
         assert!(v.accept(fill("E1", day, MAX_QTY, Some(MAX_COMMISSION))).is_ok());
         assert_eq!(code(v.accept(fill("E2", day, MAX_QTY + 100, None))), "too_large");

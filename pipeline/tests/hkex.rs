@@ -79,6 +79,16 @@ fn with_status(mut lines: Vec<String>) -> Vec<String> {
     lines
 }
 
+/// The lines `hk::encode` left beside a capture (fills, orders: not market data), as source "other".
+fn other_lines(path: &Path) -> Vec<SourceLine> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| SourceLine { source: "other".into(), position: i as u64 + 1, raw: l.to_owned() })
+        .collect()
+}
+
 fn ts_of(raw: &str) -> Option<i64> {
     harbour_sources::contract::parse_line(raw, 0).ok()?.ts()
 }
@@ -318,12 +328,7 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
         packets.extend(refresh_packets(&snapshot, last, 1));
         Ok(packets)
     };
-    let other_lines: Vec<SourceLine> = std::fs::read_to_string(&other)
-        .unwrap()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| SourceLine { source: "other".into(), position: i as u64 + 1, raw: l.to_owned() })
-        .collect();
+    let other_lines = other_lines(&other);
     let mut replay =
         HkexReplay::new("holed", holed.into_iter().map(Ok), other_lines.into_iter()).with_refresh(Box::new(refresh));
     let (state, _) =
@@ -426,12 +431,7 @@ fn a_sequence_reset_is_followed_on_both_lines_and_the_channel_resynced_from_the_
         packets.extend(refresh_packets_at(&snapshot, 0, 1, after + 1));
         Ok(packets)
     };
-    let other_lines: Vec<SourceLine> = std::fs::read_to_string(&other)
-        .unwrap()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| SourceLine { source: "other".into(), position: i as u64 + 1, raw: l.to_owned() })
-        .collect();
+    let other_lines = other_lines(&other);
     let mut replay =
         HkexReplay::new("reset", out.into_iter().map(Ok), other_lines.into_iter()).with_refresh(Box::new(refresh));
     let (state, stats) =

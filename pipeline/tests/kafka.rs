@@ -975,6 +975,34 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A run to the end of what was published, in small epochs flushed often (no checkpoint on the
+/// way: the final one).
+fn day_run(dir: &Path) -> KafkaRun {
+    KafkaRun {
+        epoch_events: 300,
+        epoch_max: Duration::from_millis(20),
+        flush_every: Duration::from_millis(50),
+        checkpoint_every: Duration::from_secs(3_600),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    }
+}
+
+/// `kafka::run` with `sinks` and fresh metrics, to its end.
+fn run_with_sinks(cfg: &KafkaConfig, run: &KafkaRun, sinks: Vec<Box<dyn EpochSink + Send>>) -> kafka::KafkaOutcome {
+    kafka::run(
+        cfg,
+        run,
+        &engine_config(300),
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+        sinks,
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+}
+
 /// Redis that lost what it had acknowledged (restarted without its data, or the last second of
 /// its append-only file after a power loss) is written again from the restored tables on the
 /// next start, instead of waiting for each key to change again.
@@ -1000,28 +1028,8 @@ fn a_redis_that_lost_acknowledged_data_is_written_again_on_restart() {
     create_topics(&cfg).unwrap();
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let dir = temp("redis-lost");
-    let run = KafkaRun {
-        epoch_events: 300,
-        epoch_max: Duration::from_millis(20),
-        flush_every: Duration::from_millis(50),
-        checkpoint_every: Duration::from_secs(3_600),
-        stop_at_end: true,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
-    let run_with = |sink: RedisSink| {
-        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(RedisEpochSink(sink, None))];
-        kafka::run(
-            &cfg,
-            &run,
-            &engine_config(300),
-            &Metrics::default(),
-            &Arc::new(Health::default()),
-            sinks,
-            &AtomicBool::new(false),
-        )
-        .unwrap()
-    };
+    let run = day_run(&dir);
+    let run_with = |sink: RedisSink| run_with_sinks(&cfg, &run, vec![Box::new(RedisEpochSink(sink, None))]);
     let mut first = redis();
     flush(&mut first);
     let day = run_with(first);
@@ -1070,28 +1078,10 @@ fn a_clickhouse_that_lost_acknowledged_data_is_written_again_on_restart() {
     create_topics(&cfg).unwrap();
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let dir = temp("ch-lost");
-    let run = KafkaRun {
-        epoch_events: 300,
-        epoch_max: Duration::from_millis(20),
-        flush_every: Duration::from_millis(50),
-        checkpoint_every: Duration::from_secs(3_600),
-        stop_at_end: true,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
+    let run = day_run(&dir);
     let run_once = || {
         let sink = ClickHouseSink::connect(&ch_cfg).unwrap();
-        let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ClickHouseEpochSink(sink, None))];
-        kafka::run(
-            &cfg,
-            &run,
-            &engine_config(300),
-            &Metrics::default(),
-            &Arc::new(Health::default()),
-            sinks,
-            &AtomicBool::new(false),
-        )
-        .unwrap()
+        run_with_sinks(&cfg, &run, vec![Box::new(ClickHouseEpochSink(sink, None))])
     };
     let mut ch = ClickHouseSink::connect(&ch_cfg).unwrap();
     let counts = |ch: &mut ClickHouseSink| {

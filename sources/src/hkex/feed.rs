@@ -126,6 +126,8 @@ impl Sequencer {
         let had_gap = self.gap();
         let (generation, sent) = (self.generation, packet.header.send_time);
         self.last_sent = self.last_sent.max(sent);
+        // The line's numbering, moved on by each reset it delivers (written back at the end).
+        let mut line_at = None;
         if let Some(l) = line {
             // A line first seen now: in the numbering of its send time.
             let first = if generation > 0 && sent <= self.reset_sent { generation - 1 } else { generation };
@@ -137,6 +139,7 @@ impl Sequencer {
                 // A heartbeat in another numbering than the one applied says nothing of it.
                 return None;
             }
+            line_at = Some(*at);
         }
         if packet.is_heartbeat() {
             let last = packet.header.seq_num;
@@ -149,8 +152,6 @@ impl Sequencer {
             }
             return self.new_gap(had_gap, stats);
         }
-        // The line's numbering, moved on by each reset it delivers (written back at the end).
-        let mut line_at = line.map(|l| self.lines[&l]);
         for (seq, m) in packet.messages() {
             let at = line_at.unwrap_or(self.generation);
             if let (Some(l), Ok(Message::SequenceReset { .. })) = (line_at.as_mut(), &m) {
