@@ -25,17 +25,25 @@ fi
 
 bash deploy/deps.sh
 
+# This run's services, whatever a developer started by hand: state files of its own, and no
+# address inherited from the shell (a failed start then fails the run instead of testing the
+# other service).
+state="$(mktemp -d "${TMPDIR:-/tmp}/harbour-test-services.XXXXXX")"
+export HARBOUR_KAFKA_STATE="$state/kafka.state" HARBOUR_CLICKHOUSE_STATE="$state/clickhouse.state" \
+  HARBOUR_REDIS_STATE="$state/redis.state"
+unset HARBOUR_KAFKA_BOOTSTRAP HARBOUR_CLICKHOUSE_URL HARBOUR_REDIS_URL
 cleanup() {
   bash "$root/deploy/kafka.sh" stop || true
   bash "$root/deploy/clickhouse.sh" stop || true
   bash "$root/deploy/redis.sh" stop || true
+  rm -rf "$state"
 }
 trap cleanup EXIT
-eval "$(bash deploy/kafka.sh start)"
+out="$(bash deploy/kafka.sh start)"; eval "$out"
 echo "kafka at $HARBOUR_KAFKA_BOOTSTRAP" >&2
-eval "$(bash deploy/clickhouse.sh start)"
+out="$(bash deploy/clickhouse.sh start)"; eval "$out"
 echo "clickhouse at $HARBOUR_CLICKHOUSE_URL" >&2
-eval "$(bash deploy/redis.sh start)"
+out="$(bash deploy/redis.sh start)"; eval "$out"
 echo "redis at $HARBOUR_REDIS_URL" >&2
 # promtool checks and unit-tests the Prometheus rules (pipeline/tests/deploy.rs).
 HARBOUR_PROMTOOL="$(bash deploy/promtool.sh)"
@@ -51,6 +59,7 @@ timeout --signal=TERM --kill-after=30s "${HARBOUR_TEST_TIMEOUT:-30m}" cargo test
 # engine as a library, from PyPI), column types compared with the 18.16 server started above.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/chdb-venv"
 if ! "$venv/bin/python" -c "import chdb" >/dev/null 2>&1; then
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "chdb-core==26.9.0"
 fi
@@ -59,7 +68,8 @@ fi
 # The Kubernetes manifests against the API's schemas (kubernetes-validate from PyPI, strict:
 # unknown fields fail too).
 kvenv="${XDG_CACHE_HOME:-$HOME/.cache}/harbour/k8s-validate-venv"
-if ! [ -x "$kvenv/bin/kubernetes-validate" ]; then
+if ! "$kvenv/bin/python" -c "import kubernetes_validate" >/dev/null 2>&1; then
+  rm -rf "$kvenv"
   python3 -m venv "$kvenv"
   "$kvenv/bin/pip" install --quiet "kubernetes-validate==1.37.0"
 fi

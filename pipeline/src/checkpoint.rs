@@ -235,7 +235,12 @@ impl CheckpointStore {
     pub fn log_epoch(&mut self, r: &EpochRecord) -> Result<(), CheckpointError> {
         let path = self.dir.join("epochs.log");
         if self.log.is_none() {
+            let created = !path.exists();
             self.log = Some(OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?);
+            if created {
+                // The new file's name must outlive a power loss too, not only its lines.
+                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+            }
         }
         let f = self.log.as_mut().expect("opened above");
         let mut line = serde_json::to_string(r).expect("epoch records serialize");

@@ -54,7 +54,7 @@ pub struct PipelineConfig {
     pub epoch_events: usize,
     /// Output folder for Parquet files. Default `harbour-out`.
     pub out_dir: PathBuf,
-    /// Kafka runs: an epoch is sealed after this many milliseconds even when not full. Default 100.
+    /// Kafka runs: an epoch is sealed after this many milliseconds even when not full. Default 20.
     pub epoch_max_ms: u64,
     /// Kafka runs: sinks are written and offsets committed at most this often. Default 1000.
     pub flush_ms: u64,

@@ -210,14 +210,19 @@ fn private_redis() -> (std::path::PathBuf, String) {
 #[test]
 fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     let (state_file, url) = private_redis();
-    let stop = |state: &std::path::Path| {
-        std::process::Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis.sh"))
-            .arg("stop")
-            .env("HARBOUR_REDIS_STATE", state)
-            .status()
-            .unwrap();
-    };
+    /// Stops the private server (whichever process the state file names by then) when the test
+    /// ends, passed or failed, so a failed assertion leaves no server holding the test's output.
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis.sh"))
+                .arg("stop")
+                .env("HARBOUR_REDIS_STATE", &self.0)
+                .status();
+        }
+    }
+    let _stop = Stop(state_file.clone());
     let (pid, dir) = {
         let s = std::fs::read_to_string(&state_file).unwrap();
         let mut p = s.split_whitespace();
@@ -256,8 +261,11 @@ fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
                             "yes",
                             "--save",
                             "",
+                            "--logfile",
+                            &format!("{dir}/redis.log"),
                         ])
                         .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
                         .spawn()
                         .unwrap();
                     let url = format!("redis://127.0.0.1:{port}/");
@@ -285,7 +293,6 @@ fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     }
     let newest = state.positions.versioned().iter().map(|v| v.version).max().unwrap_or(0);
     assert!(rs.epoch().unwrap() >= newest, "the epoch marker covers every row written");
-    stop(&state_file);
 }
 
 /// With `redis.publish`, every applied change is also published on its stream's channel, once:

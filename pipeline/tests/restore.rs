@@ -83,6 +83,33 @@ fn restored_engine_continues_to_the_same_tables() {
     }
 }
 
+/// A volatility row shows the time of the mark in force: after a quote empties the last price
+/// (the mark falls back to an older source, or to none), a restored engine shows the same row as
+/// the engine that saw the earlier marks.
+#[test]
+fn volatility_rows_survive_a_restore_after_the_mark_falls_back() {
+    let lines: Vec<String> = [
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:30:00+08:00","bid":"385.000","ask":"385.400"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:31:00+08:00","last":"385.200"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:32:00+08:00","last":null}"#,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let cfg = engine_config(1);
+    let mut first = Engine::new(&cfg, &metrics, health.clone());
+    feed_all(&mut first, lines.iter().enumerate(), 1);
+    let vol: Vec<_> = first.state().vol.rows().cloned().collect();
+    assert_eq!(vol.len(), 1);
+    let mid_ts = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:30:00+08:00").unwrap().timestamp_nanos_opt();
+    assert_eq!(Some(vol[0].ts), mid_ts, "the mid is the mark again, at its own time");
+    let mut second = Engine::new(&cfg, &metrics, health);
+    second.restore(first.snapshot());
+    same(second.state(), first.state(), "restored after the last price was emptied");
+}
+
 /// With history and limits that the day crosses: an engine restored at an epoch boundary continues
 /// with the same risk rows (drawdowns included) and the same alerts, none fired twice.
 #[test]

@@ -963,7 +963,9 @@ impl RiskBook {
             };
             let info = self.symbols.entry(s).or_default();
             info.ret = ret;
-            info.mark_ts = info.mark_ts.max(ts);
+            // The time of the mark in force (not the latest time seen: a mark can fall back to
+            // an older source, and a restart sees only the mark in force).
+            info.mark_ts = ts;
             let row = vol_row(s, h, &self.weights, self.config.lambda, ret, info.mark_ts);
             if info.vol.as_ref() != Some(&row) {
                 if let Some(old) = info.vol.replace(row.clone()) {

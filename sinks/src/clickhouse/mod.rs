@@ -46,7 +46,7 @@ pub struct ClickHouseConfig {
     pub validation: bool,
     /// Longest pause between retries, in milliseconds. Default 5000.
     pub max_backoff_ms: u64,
-    /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 1000.
+    /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 250.
     pub flush_ms: u64,
 }
 
@@ -64,10 +64,21 @@ impl Default for ClickHouseConfig {
     }
 }
 
+/// `url` without a user and password written into it (`https://user:pass@host` shows as
+/// `https://***@host`), for logs and `Debug`.
+fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}{}***@{}", if scheme.is_empty() { "" } else { "://" }, &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 impl std::fmt::Debug for ClickHouseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClickHouseConfig")
-            .field("url", &self.url)
+            .field("url", &shown_url(&self.url))
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password_file", &self.password_file.as_ref().map(|_| "<set>"))
@@ -169,7 +180,7 @@ impl ClickHouseSink {
         })?;
         sink.client = client;
         sink.migrate()?;
-        tracing::info!(url = %url, database = %config.database, "clickhouse sink ready");
+        tracing::info!(url = %shown_url(&url), database = %config.database, "clickhouse sink ready");
         Ok(sink)
     }
 
@@ -397,6 +408,15 @@ fn blocks_by_date<R: rows::Partitioned>(rows: &[R], max_dates: usize) -> Vec<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_not_shown() {
+        assert_eq!(shown_url("https://analyst:hunter2@ch.example:8443/?x=1"), "https://***@ch.example:8443/?x=1");
+        assert_eq!(shown_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+        assert_eq!(shown_url("http://host/path@x"), "http://host/path@x");
+        let c = ClickHouseConfig { url: "http://u:hunter2@h:8123".into(), ..ClickHouseConfig::default() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
 
     struct Dated(u16);
 

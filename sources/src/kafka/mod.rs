@@ -46,7 +46,42 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// The client's error as text, without a property's value: a property librdkafka refuses
+    /// may be a secret (a misspelt `sasl.passwrd` from the secrets file is not known to be one),
+    /// and its message would otherwise carry the value.
     fn client(e: rdkafka::error::KafkaError) -> KafkaError {
-        KafkaError::Client(e.to_string())
+        match e {
+            rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+                let desc = if value.is_empty() { desc } else { desc.replace(&value, "<hidden>") };
+                KafkaError::Client(format!("librdkafka refused property {key}: {desc}"))
+            }
+            e => KafkaError::Client(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_property_is_named_without_its_value() {
+        let e = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("sasl.passwrd", "hunter2")
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("hunter2"), "librdkafka's own message carries the value: {e}");
+        let ours = KafkaError::client(e).to_string();
+        assert!(ours.contains("sasl.passwrd") && !ours.contains("hunter2"), "{ours}");
+        let e = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("security.protocol", "hunter2")
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .map(|_| ())
+            .unwrap_err();
+        let ours = KafkaError::client(e).to_string();
+        assert!(ours.contains("security.protocol") && !ours.contains("hunter2"), "{ours}");
     }
 }
