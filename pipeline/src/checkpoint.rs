@@ -105,6 +105,10 @@ pub struct EpochRecord {
     pub lines: u64,
     /// Next offset per partition after it.
     pub ends: OffsetList,
+    /// Risk limits that took effect at this epoch (a reload; and the limits in force at the first
+    /// epoch a process logs), applied again when the epoch is re-formed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<harbour_dataflows::risk::book::Limits>,
 }
 
 const FORMAT: u32 = 1;
@@ -303,7 +307,13 @@ mod tests {
         let mut s = CheckpointStore::open(&dir).unwrap();
         assert!(s.load().unwrap().is_none());
         for e in 1..=5u64 {
-            s.log_epoch(&EpochRecord { epoch: e * 10, lines: e * 10 + 9, ends: (&offsets(e as i64)).into() }).unwrap();
+            s.log_epoch(&EpochRecord {
+                epoch: e * 10,
+                lines: e * 10 + 9,
+                ends: (&offsets(e as i64)).into(),
+                limits: None,
+            })
+            .unwrap();
         }
         s.sync().unwrap();
         // A torn write at the end is ignored.
@@ -324,7 +334,7 @@ mod tests {
         let rest: Vec<u64> = s.epochs_after(c.epoch).unwrap().iter().map(|r| r.epoch).collect();
         assert_eq!(rest, vec![30, 40, 50]);
         // Appends after the rewrite land in the new file.
-        s.log_epoch(&EpochRecord { epoch: 60, lines: 69, ends: (&offsets(6)).into() }).unwrap();
+        s.log_epoch(&EpochRecord { epoch: 60, lines: 69, ends: (&offsets(6)).into(), limits: None }).unwrap();
         s.sync().unwrap();
         assert_eq!(s.epochs_after(20).unwrap().len(), 4);
         assert_eq!(s.committed().unwrap(), 0);

@@ -218,6 +218,11 @@ pub struct EngineSnapshot {
     /// Drawdown peaks and limit states per group.
     #[serde(default)]
     pub risk: Vec<RiskSeed>,
+    /// The risk limits in force (a reload since the start is not in the configuration the
+    /// restarted process reads: the file may have changed again since). `None` in checkpoints
+    /// written before it was kept: the configured limits.
+    #[serde(default)]
+    pub limits: Option<Limits>,
 }
 
 /// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
@@ -246,6 +251,10 @@ pub struct Engine<'m> {
     metrics: &'m Metrics,
     health: Arc<Health>,
     limits_watch: Option<crate::risk::LimitsWatch>,
+    /// The risk limits in force.
+    limits: Limits,
+    /// Limits that took effect at the last seal (a reload), for the epoch log.
+    reloaded: Option<Limits>,
 }
 
 impl<'m> Engine<'m> {
@@ -306,6 +315,8 @@ impl<'m> Engine<'m> {
             metrics,
             health,
             limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
+            limits: config.graph.risk.limits.clone(),
+            reloaded: None,
         }
     }
 
@@ -424,12 +435,31 @@ impl<'m> Engine<'m> {
             statuses: self.state.status.rows().map(|(_, s)| s.clone()).collect(),
             alerts: self.state.alerts.versioned().into_iter().map(|v| (v.row, v.version)).collect(),
             risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
+            limits: Some(self.limits.clone()),
         }
     }
 
-    /// Replaces the risk limits from the current epoch on (a reload).
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.inputs.limits.insert(limits);
+    /// Replaces the risk limits from the current epoch on (a reload); false (nothing done) when
+    /// they are the limits in force.
+    pub fn set_limits(&mut self, limits: Limits) -> bool {
+        if limits == self.limits {
+            return false;
+        }
+        self.inputs.limits.insert(limits.clone());
+        self.limits = limits.clone();
+        self.reloaded = Some(limits);
+        true
+    }
+
+    /// The risk limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The limits that took effect at the last seal, if they changed there: what a run that logs
+    /// its epochs records with the epoch, so that re-forming it applies them at the same point.
+    pub fn take_reloaded(&mut self) -> Option<Limits> {
+        self.reloaded.take()
     }
 
     /// Continues from a snapshot: feeds its instruments, market fields, live fills and orders back
@@ -465,6 +495,11 @@ impl<'m> Engine<'m> {
         for s in &snap.statuses {
             inputs.status.insert(s.clone());
         }
+        if let Some(l) = snap.limits {
+            // The limits in force when the snapshot was taken, whatever the file holds now (a
+            // change since is picked up by the watch once the run goes on).
+            self.set_limits(l);
+        }
         // Alerts are events: they are kept as they were, not fired again.
         self.state.alerts.restore(snap.alerts);
         self.mark_states = snap.marks.into_iter().collect();
@@ -475,7 +510,8 @@ impl<'m> Engine<'m> {
         self.stats.lines = snap.lines;
         self.stats.accepted = snap.accepted;
         self.stats.dead_letters = snap.rejected;
-        self.seal();
+        self.seal_inner(false);
+        self.reloaded = None;
         self.stats.epochs = 0;
         // Rebuilding the dataflow is not an epoch of input: its time is not the pipeline's lag.
         self.metrics.epoch_lag_seconds.set(0.0);
@@ -483,16 +519,33 @@ impl<'m> Engine<'m> {
     }
 
     /// Ends the current epoch: runs the dataflow until its outputs are complete and applies them
-    /// to the state. Returns the sealed epoch's time (its version).
+    /// to the state. Returns the sealed epoch's time (its version). A limits file that changed
+    /// takes effect here.
     pub fn seal(&mut self) -> u64 {
+        self.seal_inner(true)
+    }
+
+    /// [`Engine::seal`] for an epoch re-formed from a log: the limits it logged (if any) take
+    /// effect instead of what the limits file holds now.
+    pub fn seal_as_logged(&mut self, limits: Option<Limits>) -> u64 {
+        if let Some(l) = limits {
+            if self.set_limits(l) {
+                tracing::info!(epoch = *self.inputs.fills.time(), "risk limits of the logged epoch applied");
+            }
+        }
+        self.seal_inner(false)
+    }
+
+    fn seal_inner(&mut self, watch: bool) -> u64 {
         let sealed = Instant::now();
         let epoch = *self.inputs.fills.time();
-        if let Some(reloaded) = self.limits_watch.as_mut().and_then(|w| w.poll()) {
+        if let Some(reloaded) = self.limits_watch.as_mut().filter(|_| watch).and_then(|w| w.poll()) {
             match reloaded {
                 Ok(limits) => {
-                    tracing::info!(epoch, "risk limits reloaded");
-                    self.metrics.limit_reloads.inc();
-                    self.set_limits(limits);
+                    if self.set_limits(limits) {
+                        tracing::info!(epoch, "risk limits reloaded");
+                        self.metrics.limit_reloads.inc();
+                    }
                 }
                 Err(e) => {
                     tracing::error!(epoch, error = %e, "risk limits file refused; the limits in force stay");

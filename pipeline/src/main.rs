@@ -269,7 +269,7 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| Ok(SourceLine { source: "input.jsonl".into(), position: i as u64 + 1, raw }));
-            execute(&config, &engine_config(&config)?, source, out, clickhouse).map(|_| ())
+            execute(&config, &engine_config(&config, None)?, source, out, clickhouse).map(|_| ())
         }
         Command::Replay { files, out, verify, clickhouse } => {
             if verify && files.iter().any(|f| f == std::path::Path::new("-")) {
@@ -277,7 +277,7 @@ fn main() -> anyhow::Result<()> {
             }
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
             // Built once: the risk history may come from ClickHouse.
-            let engine = engine_config(&config)?;
+            let engine = engine_config(&config, None)?;
             let state = execute(&config, &engine, Replay::new(&files), out, clickhouse)?;
             if verify {
                 let lines = Replay::new(&files).collect::<Result<Vec<_>, _>>()?;
@@ -349,14 +349,21 @@ fn main() -> anyhow::Result<()> {
             harbour_sources::kafka::create_topics(&config.kafka)?;
             sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
             let started = Instant::now();
-            let outcome =
-                match kafka::run(&config.kafka, &run, &engine_config(&config)?, &metrics, &health, sinks, &stop) {
-                    Err(kafka::KafkaRunError::StoppedInStandby) => {
-                        println!("kafka: stopped while standing by for the lease; nothing read, nothing written");
-                        return Ok(());
-                    }
-                    r => r?,
-                };
+            let outcome = match kafka::run(
+                &config.kafka,
+                &run,
+                &engine_config(&config, Some(&run.state_dir))?,
+                &metrics,
+                &health,
+                sinks,
+                &stop,
+            ) {
+                Err(kafka::KafkaRunError::StoppedInStandby) => {
+                    println!("kafka: stopped while standing by for the lease; nothing read, nothing written");
+                    return Ok(());
+                }
+                r => r?,
+            };
             // (The Parquet sink wrote the final tables at the end of the run.)
             let written = std::mem::take(&mut *written.lock().expect("parquet written"));
             print!("{}", summary::render(&outcome.state, &outcome.stats, &written, started.elapsed()));
@@ -394,16 +401,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+/// The engine's settings. `state_dir`: a Kafka run's state folder, which pins the trade date the
+/// risk history is read up to (see [`pinned_as_of`]).
+fn engine_config(config: &Config, state_dir: Option<&std::path::Path>) -> anyhow::Result<EngineConfig> {
     let history = match config.risk.load_history()? {
         Some(h) => {
             tracing::info!(days = h.days(), symbols = h.symbols().count(), "risk history loaded from file");
             h
         }
         None if !config.clickhouse.url.is_empty() => {
-            let as_of = config.risk.as_of.unwrap_or_else(|| {
-                harbour_dataflows::validate::trade_date(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
-            });
+            let today =
+                || harbour_dataflows::validate::trade_date(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0));
+            let as_of = match (config.risk.as_of, state_dir) {
+                (Some(d), _) => d,
+                (None, Some(dir)) => pinned_as_of(dir, today())?,
+                (None, None) => today(),
+            };
             let mut ch = ClickHouseSink::connect(&config.clickhouse)?;
             let h = harbour::risk::clickhouse_history(
                 &mut ch,
@@ -426,6 +439,28 @@ fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
         spreads: config.spread_tables(),
         limits_watch: config.risk.limits_file.clone().map(|p| (p, Duration::from_millis(config.risk.reload_ms))),
     })
+}
+
+/// The trade date a Kafka run's risk history is read up to, without `risk.as_of`: the date kept
+/// in `<state_dir>/risk_as_of`, else `today`, kept there for the restarts of this state folder.
+/// (A restart after midnight would otherwise read a history that holds the day's own close, and
+/// its restored VaR would not be the one shown before.)
+fn pinned_as_of(dir: &std::path::Path, today: chrono::NaiveDate) -> anyhow::Result<chrono::NaiveDate> {
+    let path = dir.join("risk_as_of");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: expected a date (YYYY-MM-DD); set risk.as_of or remove it", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let tmp = dir.join("risk_as_of.tmp");
+            std::fs::write(&tmp, format!("{today}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(today)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (the run then seals, flushes, commits and checkpoints).
@@ -492,7 +527,7 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
                 &files,
                 retrans.as_ref(),
                 refresh.as_deref(),
-                &engine_config(config)?,
+                &engine_config(config, None)?,
                 &metrics,
                 &health,
             )?;
@@ -581,4 +616,22 @@ fn execute(
         );
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_folder_keeps_the_trade_date_of_its_risk_history() {
+        let dir = std::env::temp_dir().join(format!("harbour-as-of-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        assert_eq!(pinned_as_of(&dir, day(25)).unwrap(), day(25), "a new folder takes today");
+        assert_eq!(pinned_as_of(&dir, day(26)).unwrap(), day(25), "a restart after midnight keeps it");
+        std::fs::write(dir.join("risk_as_of"), "yesterday").unwrap();
+        let e = format!("{:#}", pinned_as_of(&dir, day(26)).unwrap_err());
+        assert!(e.contains("risk_as_of") && e.contains("risk.as_of"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -297,7 +297,8 @@ pub fn read_limits(path: &Path) -> Result<Limits, ConfigError> {
     parse_limits(&text, path)
 }
 
-/// Watches the limits file: [`LimitsWatch::poll`] returns new limits when its content changed.
+/// Watches the limits file: [`LimitsWatch::poll`] returns the limits it holds when its content
+/// changed (the engine applies them when they differ from the limits in force).
 /// (Write it with a rename for an atomic switch; an empty file is refused, a half-written one is
 /// refused when it does not parse.)
 #[derive(Debug)]
@@ -309,10 +310,11 @@ pub struct LimitsWatch {
 }
 
 impl LimitsWatch {
-    /// Watches `path`, looking every `every`; the file as it is now counts as seen.
+    /// Watches `path`, looking every `every`. Its first look reads the file whatever it held at
+    /// the start: a restarted engine may run under the limits of its checkpoint or epoch log,
+    /// not the file's.
     pub fn new(path: PathBuf, every: Duration) -> LimitsWatch {
-        let seen = std::fs::read_to_string(&path).ok();
-        LimitsWatch { path, every, checked: Instant::now(), seen }
+        LimitsWatch { path, every, checked: Instant::now(), seen: None }
     }
 
     /// New limits when the file's content changed since it was last read (an error when the new
@@ -399,6 +401,8 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         let p = scratch("watch").join("limits.toml");
         std::fs::write(&p, "[desk]\ngross = { soft = \"10\" }\n").unwrap();
         let mut w = LimitsWatch::new(p.clone(), Duration::from_millis(0));
+        // The first look reads the file (the engine keeps the limits in force when they are equal).
+        assert_eq!(w.poll().unwrap().unwrap().desk[&Metric::Gross].soft, dec!(10));
         assert!(w.poll().is_none());
         std::fs::write(&p, "[desk]\ngross = { soft = \"20\", hard = \"30\" }\n").unwrap();
         let l = w.poll().unwrap().unwrap();

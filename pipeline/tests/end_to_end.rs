@@ -285,3 +285,55 @@ fn a_line_that_is_not_utf8_is_a_dead_letter() {
     let accounts: Vec<String> = state.positions.rows().map(|p| p.key.account.to_string()).collect();
     assert_eq!(accounts, vec!["ACC1".to_string()]);
 }
+
+/// A Parquet write that fails part-way (here: one table's temporary file cannot be created)
+/// replaces none of the tables: the previous set stays whole, and no temporary file is left.
+#[test]
+fn a_failed_parquet_write_leaves_the_previous_tables_whole() {
+    use harbour::state::snapshot_refs;
+    use harbour_sinks::parquet::ParquetSink;
+    let dir = std::env::temp_dir().join(format!("harbour-parquet-set-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (small, _) = run(&day(200), 100);
+    let (large, _) = run(&day(600), 100);
+    let sink = ParquetSink::new(&dir);
+    sink.write(&snapshot_refs(&small)).unwrap();
+    let positions = read(&dir.join("positions.parquet")).num_rows();
+    assert_eq!(positions, small.positions.len());
+    // The orders table cannot be written: its temporary name is taken by a folder.
+    std::fs::create_dir(dir.join("orders.parquet.tmp")).unwrap();
+    assert!(sink.write(&snapshot_refs(&large)).is_err());
+    assert_eq!(read(&dir.join("positions.parquet")).num_rows(), positions, "positions not replaced");
+    assert_eq!(read(&dir.join("fills.parquet")).num_rows(), small.fills.len(), "fills not replaced");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && n != "orders.parquet.tmp")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir(dir.join("orders.parquet.tmp")).unwrap();
+    sink.write(&snapshot_refs(&large)).unwrap();
+    assert_eq!(read(&dir.join("positions.parquet")).num_rows(), large.positions.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// After a restart, the Parquet tables are not rewritten until the restored tables reach the last
+/// epoch the previous run logged (its files may hold it): never older tables over newer ones.
+#[test]
+fn parquet_tables_wait_for_the_last_runs_epoch_after_a_restart() {
+    use harbour::kafka::{EpochSink, ParquetEpochSink};
+    use harbour_sinks::parquet::ParquetSink;
+    use harbour_sinks::tables::Changes;
+    let dir = std::env::temp_dir().join(format!("harbour-parquet-hold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut sink = ParquetEpochSink::new(ParquetSink::new(&dir)).every(std::time::Duration::ZERO);
+    sink.start_from(&OutputState::default());
+    sink.hold_until(50);
+    sink.write_changes(10, Changes::default()).unwrap();
+    sink.finish().unwrap();
+    assert!(!dir.join("positions.parquet").exists(), "nothing written before epoch 50");
+    sink.write_changes(50, Changes::default()).unwrap();
+    assert!(dir.join("positions.parquet").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -198,6 +198,77 @@ fn limits_reloaded_mid_run_apply_from_the_next_epoch() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A limits reload is part of the input's history: a restart from a checkpoint taken before it
+/// runs the re-formed epochs under the limits of the checkpoint, applies the reload at the epoch
+/// logged with it (the file holds the new limits by then), and ends with the alerts of the run
+/// that never stopped, at the same versions.
+#[test]
+fn a_limits_reload_is_replayed_at_its_epoch_after_a_restart() {
+    use harbour_dataflows::risk::book::Limits;
+    let gen = GenerateConfig { fills: 3_000, quotes: 6_000, seed: 12, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let dir = std::env::temp_dir().join(format!("harbour-limits-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("limits.toml");
+    let (loose, tight) = (
+        "[account_default]\ngross = { soft = \"1000000000\" }\n",
+        "[account_default]\ngross = { soft = \"1000\", hard = \"2000\" }\n",
+    );
+    let config = || {
+        let mut cfg = engine_config(500);
+        cfg.graph.risk = risk_config(&gen);
+        cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
+        cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
+        cfg
+    };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let chunks: Vec<Vec<(usize, &String)>> =
+        lines.iter().enumerate().collect::<Vec<_>>().chunks(500).map(|c| c.to_vec()).collect();
+    let (checkpoint_at, reload_at, restart_at) = (3, 6, 8);
+    assert!(chunks.len() > restart_at + 2);
+
+    // The run that never stops, with the log a Kafka run keeps: each epoch's new limits.
+    std::fs::write(&file, loose).unwrap();
+    let mut whole = Engine::new(&config(), &metrics, health.clone());
+    let mut log: Vec<Option<Limits>> = Vec::new();
+    let mut snap = None;
+    for (k, chunk) in chunks.iter().enumerate() {
+        for (i, l) in chunk {
+            whole.feed(line(*i, l));
+        }
+        if k == reload_at {
+            std::fs::write(&file, tight).unwrap();
+        }
+        whole.seal();
+        log.push(whole.take_reloaded());
+        if k == checkpoint_at {
+            snap = Some(whole.snapshot());
+        }
+    }
+    assert!(log[reload_at].is_some() && log.iter().filter(|l| l.is_some()).count() == 1, "one reload, logged");
+    let (expected, _) = whole.finish();
+    assert!(!expected.alerts.is_empty());
+
+    // Restarted after the reload, from the checkpoint before it: the file holds the new limits.
+    let mut restarted = Engine::new(&config(), &metrics, health);
+    restarted.restore(snap.unwrap());
+    for (k, chunk) in chunks.iter().enumerate().skip(checkpoint_at + 1) {
+        for (i, l) in chunk {
+            restarted.feed(line(*i, l));
+        }
+        if k <= restart_at {
+            restarted.seal_as_logged(log[k].clone());
+        } else {
+            restarted.seal();
+        }
+    }
+    let (got, _) = restarted.finish();
+    assert_eq!(got.alerts.versioned(), expected.alerts.versioned(), "the same alerts at the same versions");
+    assert_same_risk(&got, &expected, true, "after the restart");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A copy of the tables taken mid-run and kept up to date from the changes of every later epoch
 /// (what the Parquet sink of a Kafka run does on its thread) ends equal to the engine's tables,
 /// versions included, busted fills removed.

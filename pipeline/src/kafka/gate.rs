@@ -234,7 +234,12 @@ mod tests {
     }
 
     fn epoch(epoch: u64, lines: u64, ends: &[(&str, i32, i64)]) -> EpochRecord {
-        EpochRecord { epoch, lines, ends: OffsetList(ends.iter().map(|(t, p, o)| (t.to_string(), *p, *o)).collect()) }
+        EpochRecord {
+            epoch,
+            lines,
+            ends: OffsetList(ends.iter().map(|(t, p, o)| (t.to_string(), *p, *o)).collect()),
+            limits: None,
+        }
     }
 
     /// What the loop would do, as text: `feed a/0@1`, `seal 3`, `pause a/0`, ...

@@ -143,6 +143,10 @@ pub trait EpochSink {
     /// Called once before the run reads on, with the tables as restored (a sink that keeps its own
     /// copy of them starts from here).
     fn start_from(&mut self, _state: &OutputState) {}
+    /// Called once before the run reads on with the last epoch the previous run logged (0: none):
+    /// a sink that replaces everything may have written through it, and writing before it holds
+    /// that epoch would put older tables over newer ones.
+    fn hold_until(&mut self, _epoch: u64) {}
     /// Called once before the run reads on with the restored tables (as of epoch `restored`) and
     /// `held`, the epoch every sink acknowledged before (offsets were committed through it).
     /// Returns the epoch the sink really holds, from which it is fed: `held`, unless the store
@@ -210,6 +214,8 @@ pub struct ParquetEpochSink {
     dirty: bool,
     /// Newest epoch applied to `tables`.
     epoch: u64,
+    /// No rewrite before `tables` reach this epoch (the files may hold it already).
+    hold_until: u64,
     /// Each rewrite is recorded here (epoch, rows in the files, time).
     metrics: Option<SinkMetrics>,
 }
@@ -225,6 +231,7 @@ impl ParquetEpochSink {
             last_write: Instant::now(),
             dirty: false,
             epoch: 0,
+            hold_until: 0,
             metrics: None,
         }
     }
@@ -272,10 +279,15 @@ impl EpochSink for ParquetEpochSink {
     }
 
     fn tick(&mut self) -> Result<(), String> {
-        if self.dirty && self.every.is_none_or(|every| self.last_write.elapsed() >= every) {
+        let due = self.every.is_none_or(|every| self.last_write.elapsed() >= every);
+        if self.dirty && due && self.epoch >= self.hold_until {
             self.rewrite()?;
         }
         Ok(())
+    }
+
+    fn hold_until(&mut self, epoch: u64) {
+        self.hold_until = epoch;
     }
 
     fn wants_events(&self) -> bool {
@@ -287,6 +299,15 @@ impl EpochSink for ParquetEpochSink {
     }
 
     fn finish(&mut self) -> Result<(), String> {
+        if self.epoch < self.hold_until {
+            // Stopped while re-forming the epochs of the last run: its files are newer.
+            tracing::warn!(
+                epoch = self.epoch,
+                files = self.hold_until,
+                "parquet tables left as the last run wrote them"
+            );
+            return Ok(());
+        }
         self.rewrite()
     }
 
@@ -632,6 +653,8 @@ struct Loop<'a, 'm> {
     committed_offsets: Offsets,
     last_checkpoint: Instant,
     replayed: usize,
+    /// The limits in force were logged with an epoch of this process.
+    limits_logged: bool,
 }
 
 fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
@@ -692,7 +715,10 @@ impl<'a, 'm> Loop<'a, 'm> {
     /// Seals the epoch: a re-formed one (`replayed`) must come out exactly as logged; a new one
     /// is logged.
     fn seal(&mut self, replayed: Option<EpochRecord>) -> Result<(), KafkaRunError> {
-        let epoch = self.engine.seal();
+        let epoch = match &replayed {
+            Some(r) => self.engine.seal_as_logged(r.limits.clone()),
+            None => self.engine.seal(),
+        };
         let lines = self.engine.stats().lines;
         // Where each partition continues after this epoch: a re-formed epoch's logged ends (the
         // gate has already queued records of later epochs, so its read position is past them).
@@ -711,10 +737,22 @@ impl<'a, 'm> Loop<'a, 'm> {
                         ),
                     });
                 }
+                self.engine.take_reloaded(); // logged already
                 self.replayed += 1;
                 self.metrics.kafka_replayed_epochs.inc();
             }
-            None => self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into() })?,
+            None => {
+                // Limits that took effect here, and at a process's first epoch the limits it runs
+                // under (a restart without a checkpoint starts from the file as it is then).
+                let reloaded = self.engine.take_reloaded();
+                let limits = match (reloaded, self.limits_logged) {
+                    (Some(l), _) => Some(l),
+                    (None, false) => Some(self.engine.limits().clone()),
+                    (None, true) => None,
+                };
+                self.limits_logged = true;
+                self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into(), limits })?
+            }
         }
         self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
@@ -994,6 +1032,7 @@ pub fn run(
         engine.track_changes();
     }
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
+    let last_logged = replay.back().map_or(0, |r| r.epoch);
     // The marker is not fsynced: after a power loss it may name an epoch before the checkpoint's,
     // which every sink held when the checkpoint was written.
     let committed = store.committed()?.max(restored_from);
@@ -1015,6 +1054,7 @@ pub fn run(
         .into_iter()
         .map(|mut sink| {
             sink.start_from(engine.state());
+            sink.hold_until(last_logged);
             let tables_only = sink.wants_changes() && !sink.wants_events() && !sink.alerts_only();
             let (name, every, wants_changes, alerts_only, replaces_all) = (
                 sink.name(),
@@ -1078,6 +1118,7 @@ pub fn run(
         committed_offsets: Offsets::new(),
         last_checkpoint: Instant::now(),
         replayed: 0,
+        limits_logged: false,
     };
     // Lag comes from watermarks fetched on a thread of their own (not on this one: a fetch is a
     // broker round trip per partition).

@@ -5,8 +5,9 @@
 //! ```
 //!
 //! Schemas are documented in docs/parquet-schema.md. Money and prices are `Decimal128(38, 8)`,
-//! event times `Timestamp(ns, UTC)`, quantities `Int64`. Each file is written to a temporary name
-//! and renamed, so a reader never sees half a file.
+//! event times `Timestamp(ns, UTC)`, quantities `Int64`. Every table is written to a temporary
+//! name and synced, and only then are they all renamed into place: a reader never sees half a
+//! file, and a failed or interrupted write leaves the previous set of tables whole.
 
 mod schema;
 
@@ -74,12 +75,15 @@ impl ParquetSink {
 
     /// Writes every table (rows borrowed from where they are kept); returns what was written. The fills table, usually
     /// the largest, is encoded and written on a second thread while the others are.
+    ///
+    /// Every table is written to a temporary file and synced first; only when all are written
+    /// do they replace the previous files (renames, then the folder synced), so an error or a
+    /// crash part-way leaves the previous set whole, never some tables of each.
     pub fn write(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
         fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
         let write = |table: &'static str, batch: RecordBatch| -> Result<Written, ParquetSinkError> {
             let path = self.dir.join(format!("{table}.parquet"));
-            write_file(&path, table, &batch)?;
-            tracing::debug!(table, rows = batch.num_rows(), path = %path.display(), "wrote parquet table");
+            write_file(&temp_of(&path), table, &batch)?;
             Ok(Written { table, path, rows: batch.num_rows() })
         };
         let encode = |table: &'static str| {
@@ -95,22 +99,46 @@ impl ParquetSink {
             let rest = rest();
             (fills.join(), rest)
         });
-        let fills = fills.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        let mut out = rest?;
+        let fills = fills.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let (fills, mut out) = match (fills, rest) {
+            (Ok(f), Ok(r)) => (f, r),
+            (f, r) => {
+                // Nothing replaced: the temporary files go, the previous tables stay.
+                for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".parquet.tmp") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+                return Err(f.err().or(r.err()).expect("one failed"));
+            }
+        };
         // In record_batches' order: the fills come after the positions.
         out.insert(1.min(out.len()), fills);
+        for w in &out {
+            fs::rename(temp_of(&w.path), &w.path)
+                .map_err(|source| ParquetSinkError::Io { path: w.path.clone(), source })?;
+            tracing::debug!(table = w.table, rows = w.rows, path = %w.path.display(), "wrote parquet table");
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
         Ok(out)
     }
 }
 
-fn write_file(path: &Path, table: &'static str, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
-    let tmp = path.with_extension("parquet.tmp");
-    let io = |source| ParquetSinkError::Io { path: tmp.clone(), source };
+/// Where a table is written before it replaces `path`.
+fn temp_of(path: &Path) -> PathBuf {
+    path.with_extension("parquet.tmp")
+}
+
+/// Writes `batch` to `tmp` and syncs it.
+fn write_file(tmp: &Path, table: &'static str, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
+    let io = |source| ParquetSinkError::Io { path: tmp.to_owned(), source };
     let enc = |e: parquet::errors::ParquetError| ParquetSinkError::Encode { table, message: e.to_string() };
-    let file = File::create(&tmp).map_err(io)?;
+    let file = File::create(tmp).map_err(io)?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props)).map_err(enc)?;
     writer.write(batch).map_err(enc)?;
-    writer.close().map_err(enc)?;
-    fs::rename(&tmp, path).map_err(|source| ParquetSinkError::Io { path: path.to_owned(), source })
+    let file = writer.into_inner().map_err(enc)?;
+    file.sync_all().map_err(io)
 }
