@@ -228,8 +228,18 @@ pub fn refresh_from_capture(path: &Path) -> Result<harbour_sources::hkex::replay
         let completes =
             |from: usize| packets.iter().enumerate().skip(from).filter(|(_, p)| p.2.is_some()).map(|(i, _)| i);
         let (start, end) = match need {
-            RefreshNeed::Gap(gap) => {
-                let end = completes(0)
+            RefreshNeed::Gap { gap, after } => {
+                // A snapshot begun after the channel's last reset (its LastSeqNum is in the
+                // current numbering), the first that reaches the gap's end.
+                let from = if after == 0 {
+                    0
+                } else {
+                    completes(0)
+                        .find(|i| packets[*i].1 >= after)
+                        .ok_or_else(|| format!("{name}: no snapshot of channel {channel} after its reset"))?
+                        + 1
+                };
+                let end = completes(from)
                     .find(|i| packets[*i].2.is_some_and(|last| last >= gap.to))
                     .ok_or_else(|| format!("{name}: no snapshot of channel {channel} reaches sequence {}", gap.to))?;
                 (packets[..end].iter().rposition(|p| p.2.is_some()), end)

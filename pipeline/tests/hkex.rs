@@ -310,7 +310,7 @@ fn gaps_the_retransmission_service_cannot_fill_are_recovered_from_a_refresh_snap
     // message through the gap was sent.
     let line_a: Vec<_> = records.iter().filter(|r| r.line == 0).cloned().collect();
     let refresh = move |channel: u16, need: RefreshNeed| {
-        let RefreshNeed::Gap(gap) = need else { return Err("no reset in this day".to_string()) };
+        let RefreshNeed::Gap { gap, .. } = need else { return Err("no reset in this day".to_string()) };
         let mut h = FeedHandler::default();
         let (mut out, mut rejects) = (Vec::new(), Vec::new());
         let mut last = 0;
@@ -444,6 +444,44 @@ fn a_sequence_reset_is_followed_on_both_lines_and_the_channel_resynced_from_the_
     let want = json_replay(&lines);
     assert_eq!(state.positions.rows().collect::<Vec<_>>(), want.positions.rows().collect::<Vec<_>>());
     assert_eq!(state.marks.rows().collect::<Vec<_>>(), want.marks.rows().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A gap after a mid-day Sequence Reset is refreshed from a snapshot of the new numbering: a
+/// recorded morning snapshot names higher sequence numbers (of the old numbering) and would
+/// otherwise be taken, and every new message below its LastSeqNum dropped as a duplicate.
+#[test]
+fn a_gap_after_a_reset_is_refreshed_from_a_snapshot_of_the_new_numbering() {
+    use harbour_sources::hkex::capture::Record;
+    use harbour_sources::hkex::feed::{refresh_packets_at, Gap};
+    use harbour_sources::hkex::replay::RefreshNeed;
+    use harbour_sources::hkex::wire::{Message, Packet};
+    let dir = temp("refresh-after-reset");
+    let path = dir.join("refresh.omdc");
+    let mut w = CaptureWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+    // Snapshots of channel 1: the morning's (LastSeqNum 12,000), then after the reset at 200 ns
+    // one at 50 and one at 400 (each preceded by the end of the one before).
+    for (last, at) in [(12_000u32, 100u64), (50, 300), (400, 500)] {
+        for data in refresh_packets_at(&[], last, 1, at) {
+            w.write(&Record { recv_time: at, channel: 1, line: 0, data }).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let mut hook = harbour::hkex::refresh_from_capture(&path).unwrap();
+    let last_of = |packets: &[Vec<u8>]| {
+        packets.iter().rev().find_map(|p| {
+            Packet::parse(p).unwrap().messages().find_map(|(_, m)| match m {
+                Ok(Message::RefreshComplete { last_seq_num }) => Some(last_seq_num),
+                _ => None,
+            })
+        })
+    };
+    let gap = Gap { from: 300, to: 310 };
+    let after_reset = hook(1, RefreshNeed::Gap { gap, after: 200 }).unwrap();
+    assert_eq!(last_of(&after_reset), Some(400), "the first snapshot begun after the reset that reaches 310");
+    let no_reset = hook(1, RefreshNeed::Gap { gap, after: 0 }).unwrap();
+    assert_eq!(last_of(&no_reset), Some(12_000), "without a reset, the first that reaches it");
+    assert!(hook(1, RefreshNeed::Gap { gap: Gap { from: 500, to: 510 }, after: 200 }).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
 

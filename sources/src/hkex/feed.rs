@@ -90,6 +90,16 @@ impl Sequencer {
         self.next
     }
 
+    /// The latest send time seen when the last Sequence Reset was applied (0 without one): a
+    /// snapshot of the current numbering begins after it.
+    pub fn reset_time(&self) -> u64 {
+        if self.generation == 0 {
+            0
+        } else {
+            self.reset_sent
+        }
+    }
+
     /// Starts expecting `seq` (after a refresh, or to begin mid-stream).
     pub fn expect(&mut self, seq: u32) {
         self.next = Some(seq);
@@ -310,6 +320,9 @@ fn m_offset<'a>(packet: &Packet<'a>, seq: u32) -> &'a [u8] {
 /// older trade no longer moves the last price).
 pub const TRADES_KEPT: usize = 256;
 
+/// The trade id of a last price taken from a refresh snapshot's Statistics.
+const SNAPSHOT_TRADE: u32 = u32::MAX;
+
 /// One trade, kept so a Trade Cancel can retract it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TradeRecord {
@@ -451,6 +464,33 @@ impl MarketState {
         }
     }
 
+    /// A refresh snapshot's Statistics: its LastPrice (0: none) is the security's last price as
+    /// of the snapshot. Trades the feed lost, or dropped with the messages the snapshot covers,
+    /// would otherwise leave an older last price as the mark until the next board trade.
+    fn snapshot_last(&mut self, code: u32, last: Price, out: &mut Vec<Input>) {
+        if last.0 <= 0 {
+            return;
+        }
+        let send_time = self.send_time;
+        let s = self.securities.entry(code).or_default();
+        if s.last_trade() == Some(last) {
+            return;
+        }
+        if s.trades.len() == TRADES_KEPT {
+            s.trades.pop_front();
+        }
+        // Not a trade the feed sent: no id a Trade Cancel would name.
+        s.trades.push_back(TradeRecord { id: SNAPSHOT_TRADE, price: last, time: send_time, cancelled: false });
+        out.push(Input::Quote(Quote {
+            symbol: Symbol(code),
+            ts: ts(send_time),
+            bid: None,
+            ask: None,
+            last: Some(last.to_decimal()),
+            cleared: Cleared::default(),
+        }));
+    }
+
     /// Starts a packet sent at `send_time` on `channel`.
     pub fn begin_packet(&mut self, send_time: u64, channel: u16) {
         self.send_time = send_time;
@@ -531,6 +571,20 @@ impl MarketState {
             }
             if let Some(price) = s.close {
                 put(&Message::ClosingPrice { security_code: code, price, trades: 0 });
+            }
+            if let Some(last) = s.last_trade() {
+                // The refresh service's Statistics: its LastPrice is what a refreshed feed marks.
+                put(&Message::Statistics {
+                    security_code: code,
+                    shares_traded: 0,
+                    turnover: None,
+                    high: Price(0),
+                    low: Price(0),
+                    last,
+                    vwap: Price(0),
+                    short_sell_shares: 0,
+                    short_sell_turnover: None,
+                });
             }
         }
         // Market sessions are market-wide: every channel's snapshot carries them.
@@ -898,6 +952,12 @@ impl FeedHandler {
             match (m, collected.as_mut()) {
                 (Message::RefreshComplete { .. }, None) => *collected = Some(Vec::new()),
                 (_, None) => {}
+                (Message::SequenceReset { .. }, Some(_)) => {
+                    // The refresh service restarted mid-snapshot (a failover): what was collected
+                    // is incomplete; the next Refresh Complete starts a whole snapshot. Never a
+                    // reset of the real-time channel.
+                    *collected = None;
+                }
                 (Message::RefreshComplete { last_seq_num }, Some(_)) => {
                     done = Some(last_seq_num);
                     break;
@@ -915,8 +975,10 @@ impl FeedHandler {
         state.begin_packet(packet.header.send_time, channel);
         state.clear_channel(channel);
         for b in &snapshot {
-            if let Ok(m) = decode_message(b, 0) {
-                state.apply(&m, out);
+            match decode_message(b, 0) {
+                Ok(Message::Statistics { security_code, last, .. }) => state.snapshot_last(security_code, last, out),
+                Ok(m) => state.apply(&m, out),
+                Err(_) => {}
             }
         }
         state.end_packet(out);
@@ -1378,6 +1440,98 @@ mod tests {
         assert_eq!(problems[0].0, "omdc_book");
         assert!(problems[0].1.contains("order 77 is not in the book"), "{problems:?}");
         assert!(h.take_problems().is_empty());
+    }
+
+    /// The last price (the default mark) comes back with a refresh: a board trade lost on both
+    /// lines is in the snapshot's Statistics, and the refreshed feed quotes it.
+    #[test]
+    fn a_refresh_brings_back_the_last_price_of_a_lost_trade() {
+        let trade = |id: u32, price: i32| Message::Trade {
+            security_code: 700,
+            trade_id: id,
+            price: Price(price),
+            quantity: 100,
+            trade_type: 0,
+            trade_time: u64::from(id) * 10,
+        };
+        let def =
+            SecurityDefinitionSpec { security_code: 700, lot_size: 100, ..SecurityDefinitionSpec::default() }.encode();
+        let def = decode_message(&def, 0).unwrap();
+        let mut w = PacketWriter::new(1);
+        for (i, m) in
+            [def, trade(1, 10_000), trade(2, 11_000), nominal(700, 11_000), nominal(700, 11_010)].iter().enumerate()
+        {
+            w.cut();
+            w.push(m, i as u64 * 10);
+        }
+        let packets = w.finish(); // one message each, seq 1..=5 (the definition first)
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let mut clean = FeedHandler::default();
+        for p in &packets[..4] {
+            clean.on_datagram(1, p, &mut out, &mut rejects);
+        }
+        let snapshot = clean.state.snapshot(1);
+        assert_eq!(clean.state.security(700).unwrap().last_trade(), Some(Price(11_000)));
+        // Message 3 (the trade at 11.000) lost on every line; 4 and 5 arrived.
+        let mut h = FeedHandler::default();
+        for p in [&packets[0], &packets[1], &packets[3], &packets[4]] {
+            h.on_datagram(1, p, &mut out, &mut rejects);
+        }
+        assert_eq!(h.state.security(700).unwrap().last_trade(), Some(Price(10_000)));
+        out.clear();
+        h.begin_refresh(1);
+        let mut done = None;
+        // (A client joining the refresh channel discards up to its first Refresh Complete.)
+        let whole = |snapshot: &[Vec<u8>], last: u32| {
+            let mut p = refresh_packets(&[], last, 1);
+            p.extend(refresh_packets(snapshot, last, 1));
+            p
+        };
+        for p in &whole(&snapshot, 4) {
+            done = done.or(h.on_refresh_datagram(1, p, &mut out, &mut rejects));
+        }
+        assert_eq!(done, Some(4));
+        assert_eq!(h.state.security(700).unwrap().last_trade(), Some(Price(11_000)));
+        let lasts: Vec<_> = out
+            .iter()
+            .filter_map(|i| match i {
+                Input::Quote(q) if q.symbol == Symbol(700) => q.last,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lasts, vec![dec!(11.000)], "the refreshed last price is quoted once");
+        // A snapshot whose last price is the one held quotes nothing again.
+        out.clear();
+        h.begin_refresh(1);
+        for p in &whole(&h.state.snapshot(1), 5) {
+            h.on_refresh_datagram(1, p, &mut out, &mut rejects);
+        }
+        assert!(!out.iter().any(|i| matches!(i, Input::Quote(q) if q.last.is_some())), "{out:?}");
+        // A refresh service that fails over mid-snapshot (a Sequence Reset on the refresh
+        // channel): the part before it is dropped, the next whole snapshot applied, the
+        // real-time channel not reset.
+        let mut broken = refresh_packets(&[], 4, 1);
+        let mut w = PacketWriter::new(1);
+        for b in &snapshot[..snapshot.len() / 2] {
+            w.push(&decode_message(b, 0).unwrap(), 0);
+        }
+        w.push(&Message::SequenceReset { new_seq_no: 1 }, 0);
+        broken.extend(w.finish());
+        broken.extend(refresh_packets(&[], 4, 1));
+        broken.extend(refresh_packets(&snapshot, 4, 1));
+        let mut again = FeedHandler::default();
+        for p in [&packets[0], &packets[1], &packets[3], &packets[4]] {
+            again.on_datagram(1, p, &mut out, &mut rejects);
+        }
+        again.begin_refresh(1);
+        let mut done = None;
+        for p in &broken {
+            done = done.or(again.on_refresh_datagram(1, p, &mut out, &mut rejects));
+        }
+        assert_eq!(done, Some(4));
+        assert_eq!(again.state.stats.resets, 0);
+        assert!(again.take_resets().is_empty());
+        assert_eq!(again.state.security(700).unwrap().last_trade(), Some(Price(11_000)));
     }
 
     #[test]

@@ -36,8 +36,14 @@ pub type Refresh = Box<dyn FnMut(u16, RefreshNeed) -> Result<Vec<Vec<u8>>, Strin
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefreshNeed {
     /// Messages neither line nor the retransmission service gave: a snapshot that reaches
-    /// `gap.to`.
-    Gap(Gap),
+    /// `gap.to`, begun after `after` (ns: the channel's last Sequence Reset, 0 without one; a
+    /// snapshot of the old numbering would name sequence numbers of another day's part).
+    Gap {
+        /// The missing messages.
+        gap: Gap,
+        /// Send time the snapshot must begin after.
+        after: u64,
+    },
     /// A Sequence Reset applied by a packet sent at `after` (ns): a snapshot taken after it, in
     /// the new numbering.
     Reset {
@@ -223,7 +229,7 @@ where
                         }
                         self.recovered += 1;
                     }
-                    Err(_) if self.try_refresh(channel, RefreshNeed::Gap(gap)) => {}
+                    Err(_) if self.try_refresh(channel, RefreshNeed::Gap { gap, after: self.reset_time(channel) }) => {}
                     Err(reason) => {
                         tracing::warn!(channel, from = gap.from, to = gap.to, %reason, "gap given up: messages lost");
                         self.handler.skip_gap(channel, &mut self.inputs, &mut self.rejects);
@@ -232,6 +238,11 @@ where
                 }
             }
         }
+    }
+
+    /// When `channel` last applied a Sequence Reset (0: never).
+    fn reset_time(&self, channel: u16) -> u64 {
+        self.handler.sequencers.get(&channel).map_or(0, |s| s.reset_time())
     }
 
     /// Moves the handler's inputs and rejects of one datagram into the merge heap.
@@ -326,7 +337,11 @@ where
                 .on_line_datagram(r.channel, Some(r.line), &r.data, &mut self.inputs, &mut self.rejects)
                 .is_some()
             {
-                self.open_gaps.entry(r.channel).or_insert(send_time);
+                // A new gap waits its own time for the other line (an entry left by a gap the
+                // other line closed would give it up early).
+                self.open_gaps.insert(r.channel, send_time);
+            } else if self.handler.sequencers.get(&r.channel).is_none_or(|s| s.gap().is_none()) {
+                self.open_gaps.remove(&r.channel);
             }
             self.take_outputs(r.channel, r.line, send_time, &r.data);
             for (channel, after) in self.handler.take_resets() {
