@@ -100,10 +100,15 @@ impl SpreadTables {
     }
 }
 
+/// The lowest price the spread table has (its first band starts at HK$0.01): 0.005 is on the
+/// 0.001 grid but not a price the exchange takes.
+pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
 impl SpreadTable {
-    /// The tick for `price`, `None` when the price is outside the table (≤ 0 or above the top band).
+    /// The tick for `price`, `None` when the price is outside the table (below [`MIN_PRICE`] or
+    /// above the top band).
     pub fn tick(&self, price: Decimal) -> Option<Decimal> {
-        if price <= Decimal::ZERO {
+        if price < MIN_PRICE {
             return None;
         }
         self.bands.iter().find(|b| price <= b.up_to).map(|b| b.tick)
@@ -136,6 +141,9 @@ mod tests {
     #[test]
     fn bands_since_august_2025() {
         let t = on(2026, 1, 2);
+        assert_eq!(MIN_PRICE, dec!(0.01));
+        assert_eq!(t.tick(dec!(0.01)), Some(dec!(0.001)));
+        assert!(t.tick(dec!(0.005)).is_none() && !t.on_grid(dec!(0.005)), "below the table's first band");
         assert_eq!(t.tick(dec!(0.25)), Some(dec!(0.001)));
         assert_eq!(t.tick(dec!(0.251)), Some(dec!(0.005)));
         assert_eq!(t.tick(dec!(15)), Some(dec!(0.01)));

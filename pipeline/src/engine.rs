@@ -22,7 +22,7 @@ use differential_dataflow::VecCollection;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
 use harbour_dataflows::marks::{Mark, MarkState};
 use harbour_dataflows::model::{
-    Fill, Instrument, MarketEvent, Order, OrderId, StatusSubject, Symbol, TradingStatus, Ts,
+    ExecId, Fill, Instrument, MarketEvent, Order, OrderId, PositionKey, StatusSubject, Symbol, TradingStatus, Ts,
 };
 use harbour_dataflows::operators::FillPnl;
 use harbour_dataflows::operators::LatestFold;
@@ -218,11 +218,61 @@ pub struct EngineSnapshot {
     /// Drawdown peaks and limit states per group.
     #[serde(default)]
     pub risk: Vec<RiskSeed>,
+    /// Every table's row versions, so that the rows rebuilt by a restore carry the versions they
+    /// had, not the snapshot's position. `None` in checkpoints written before they were kept.
+    #[serde(default)]
+    pub versions: Option<RowVersions>,
     /// The risk limits in force (a reload since the start is not in the configuration the
     /// restarted process reads: the file may have changed again since). `None` in checkpoints
     /// written before it was kept: the configured limits.
     #[serde(default)]
     pub limits: Option<Limits>,
+}
+
+/// The version of every row of every table, by key (what [`EngineSnapshot::versions`] keeps;
+/// alerts keep theirs with the alerts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowVersions {
+    positions: Vec<(PositionKey, u64)>,
+    fills: Vec<(ExecId, u64)>,
+    rollups: Vec<(Group, u64)>,
+    minutes: Vec<((Group, Ts), u64)>,
+    orders: Vec<(OrderId, u64)>,
+    marks: Vec<(Symbol, u64)>,
+    instruments: Vec<(Symbol, u64)>,
+    status: Vec<(StatusSubject, u64)>,
+    risk: Vec<(Group, u64)>,
+    vol: Vec<(Symbol, u64)>,
+}
+
+impl RowVersions {
+    fn of(s: &OutputState) -> RowVersions {
+        RowVersions {
+            positions: s.positions.key_versions(),
+            fills: s.fills.key_versions(),
+            rollups: s.rollups.key_versions(),
+            minutes: s.minutes.key_versions(),
+            orders: s.orders.key_versions(),
+            marks: s.marks.key_versions(),
+            instruments: s.instruments.key_versions(),
+            status: s.status.key_versions(),
+            risk: s.risk.key_versions(),
+            vol: s.vol.key_versions(),
+        }
+    }
+
+    fn apply(self, s: &mut OutputState) {
+        s.positions.set_versions(self.positions);
+        s.fills.set_versions(self.fills);
+        s.rollups.set_versions(self.rollups);
+        s.minutes.set_versions(self.minutes);
+        s.orders.set_versions(self.orders);
+        s.marks.set_versions(self.marks);
+        s.instruments.set_versions(self.instruments);
+        s.status.set_versions(self.status);
+        s.risk.set_versions(self.risk);
+        s.vol.set_versions(self.vol);
+    }
 }
 
 /// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
@@ -436,6 +486,7 @@ impl<'m> Engine<'m> {
             alerts: self.state.alerts.versioned().into_iter().map(|v| (v.row, v.version)).collect(),
             risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
             limits: Some(self.limits.clone()),
+            versions: Some(RowVersions::of(&self.state)),
         }
     }
 
@@ -464,7 +515,9 @@ impl<'m> Engine<'m> {
 
     /// Continues from a snapshot: feeds its instruments, market fields, live fills and orders back
     /// as one epoch at the snapshot's input position, so every output table holds what it held
-    /// when the snapshot was taken (at that one version) and later epochs continue its versions.
+    /// when the snapshot was taken; the rows then take back the versions they had (kept in the
+    /// snapshot; a snapshot without them leaves the restore's position), and later epochs
+    /// continue from there.
     /// Call on a fresh engine, before any [`Engine::feed`].
     pub fn restore(&mut self, snap: EngineSnapshot) {
         assert_eq!(self.stats.lines, 0, "restore runs on a fresh engine");
@@ -495,6 +548,7 @@ impl<'m> Engine<'m> {
         for s in &snap.statuses {
             inputs.status.insert(s.clone());
         }
+        let versions = snap.versions;
         if let Some(l) = snap.limits {
             // The limits in force when the snapshot was taken, whatever the file holds now (a
             // change since is picked up by the watch once the run goes on).
@@ -511,6 +565,9 @@ impl<'m> Engine<'m> {
         self.stats.accepted = snap.accepted;
         self.stats.dead_letters = snap.rejected;
         self.seal_inner(false);
+        if let Some(v) = versions {
+            v.apply(&mut self.state);
+        }
         self.reloaded = None;
         self.stats.epochs = 0;
         // Rebuilding the dataflow is not an epoch of input: its time is not the pipeline's lag.

@@ -188,6 +188,21 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
     }
 
+    /// Every row's key and version (in no particular order), for a checkpoint.
+    pub fn key_versions(&self) -> Vec<(D::Key, u64)> {
+        self.rows.iter().map(|(k, b)| (k.clone(), b.1)).collect()
+    }
+
+    /// Sets the versions of rows held (rows rebuilt after a restart take the versions they
+    /// had); keys not held are skipped. Not logged as changes.
+    pub fn set_versions(&mut self, versions: Vec<(D::Key, u64)>) {
+        for (k, v) in versions {
+            if let Some(b) = self.rows.get_mut(&k) {
+                b.1 = v;
+            }
+        }
+    }
+
     /// Starts keeping a log of changes (for sinks that upsert by key and version).
     pub fn track(&mut self) {
         self.log.get_or_insert_with(Vec::new);

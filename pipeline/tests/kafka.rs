@@ -444,7 +444,9 @@ fn read_table(dir: &Path, table: &str) -> Vec<String> {
     rows
 }
 
-/// The Parquet tables in `got` equal those in `want` (versions and source positions aside).
+/// The Parquet tables in `got` equal those in `want` (versions and source positions aside). Risk
+/// rows and alerts are left out: drawdown peaks are taken at each epoch's end, and a Kafka run
+/// cuts its epochs elsewhere than a file replay.
 fn same_parquet_tables(got: &Path, want: &Path, when: &str) {
     for table in [
         "positions",
@@ -456,6 +458,8 @@ fn same_parquet_tables(got: &Path, want: &Path, when: &str) {
         "orders",
         "marks",
         "instruments",
+        "trading_status",
+        "volatility",
         "dead_letters",
     ] {
         let (got, want) = (read_table(got, table), read_table(want, table));
