@@ -16,6 +16,8 @@ use super::universe::Listing;
 /// A spread table in integer price units of `10^-scale` HK$.
 pub(crate) struct Grid {
     scale: u32,
+    /// The lowest price, in units.
+    min: i64,
     /// (inclusive upper bound, tick), ascending, both in units.
     bands: Vec<(i64, i64)>,
 }
@@ -35,7 +37,8 @@ impl Grid {
             .flat_map(|b| [b.up_to.normalize().scale(), b.tick.normalize().scale()])
             .max()
             .unwrap_or(0);
-        Grid { scale, bands: table.bands.iter().map(|b| (units(b.up_to, scale), units(b.tick, scale))).collect() }
+        let min = units(harbour_dataflows::ticks::MIN_PRICE, scale);
+        Grid { scale, min, bands: table.bands.iter().map(|b| (units(b.up_to, scale), units(b.tick, scale))).collect() }
     }
 
     /// The tick at `p` (the top band's tick above the table, which the walk never reaches).
@@ -45,7 +48,12 @@ impl Grid {
 
     /// True when `p` is on the grid.
     pub fn on_grid(&self, p: i64) -> bool {
-        p > 0 && p % self.tick(p) == 0
+        p >= self.min && p % self.tick(p) == 0
+    }
+
+    /// The lowest price of the grid (HK$0.01, [`harbour_dataflows::ticks::MIN_PRICE`]).
+    pub fn min(&self) -> i64 {
+        self.min
     }
 
     /// `p` rounded down to the grid.
@@ -69,10 +77,10 @@ impl Grid {
         q
     }
 
-    /// One tick down from an on-grid `p`; stays at `p` rather than reach zero.
+    /// One tick down from an on-grid `p`; stays at `p` rather than go below the lowest price.
     pub fn down(&self, p: i64) -> i64 {
         let q = p - self.tick(p);
-        if q <= 0 {
+        if q < self.min {
             p
         } else {
             self.floor(q)
@@ -177,7 +185,8 @@ mod tests {
         let table = tables.on(date).unwrap();
         let grid = Grid::new(table);
         // Walk up through every band from the bottom and back down, checking against the table.
-        let mut p = 1;
+        let mut p = grid.min();
+        assert_eq!(grid.decimal(p), Decimal::new(1, 2));
         let mut ups = 0;
         while p < grid.thousandths(1_200_000) {
             let q = grid.up(p);
@@ -187,7 +196,8 @@ mod tests {
             ups += 1;
         }
         let mut downs = 0;
-        while p > 1 {
+        assert_eq!(grid.down(grid.min()), grid.min(), "never below HK$0.01");
+        while p > grid.min() {
             let q = grid.down(p);
             assert!(q < p && table.on_grid(grid.decimal(q)), "down from {p} to {q}");
             p = q;
