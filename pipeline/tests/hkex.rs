@@ -557,3 +557,29 @@ fn a_recorded_refresh_service_recovers_the_gaps_of_a_replay() {
     assert_eq!(status(&run.state), status(&want));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Quotes that empty a side or the last price, encoded to OMD-C and replayed, mark as the JSON
+/// day does: an emptied side is a level deleted on the wire; an emptied last stays a JSON line.
+#[test]
+fn encoded_quotes_that_empty_a_field_mark_as_the_json_day() {
+    let lines: Vec<String> = [
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:30:00+08:00","bid":"385.000","ask":"385.400"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:30:01+08:00","last":"385.200"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:30:02+08:00","last":null,"bid":null}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T09:30:03+08:00","ask":"385.600"}"#,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let dir = temp("cleared");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding { channels: 1, line_b: false }).unwrap();
+    let run = feed_replay(&capture, &other);
+    let want = json_replay(&lines);
+    let marks = |s: &OutputState| s.marks.rows().map(|(sym, m)| (*sym, m.price, m.source)).collect::<Vec<_>>();
+    assert_eq!(marks(&run.state), marks(&want));
+    // No bid and no last: no mid, no last price; the mark is none (no close either).
+    assert_eq!(marks(&want)[0].1, None, "{:?}", marks(&want));
+    let _ = std::fs::remove_dir_all(dir);
+}

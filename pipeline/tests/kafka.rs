@@ -939,7 +939,24 @@ fn clickhouse_down_during_a_kafka_run_holds_commits_back_until_it_is_back() {
     wait_for("the first half committed", &|| lines_read() >= first.len() as u64 && at_end());
     server.kill();
     let held = store.committed().unwrap();
-    publish_lines(&cfg, second.iter().map(String::as_str)).unwrap();
+    // A trickle first (one message at a time, each followed by a pause: idle input): while the
+    // sink is down, epochs are stretched to a second, not sealed at each pause (the epoch log,
+    // a line per epoch, would grow by a line per message until ClickHouse is back).
+    std::thread::sleep(Duration::from_millis(2_500));
+    let trickle = 40;
+    let trickled = Instant::now();
+    for line in &second[..trickle] {
+        publish_lines(&cfg, [line.as_str()]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("the trickle read", &|| lines_read() >= (first.len() + trickle) as u64);
+    let trickle_epochs = store.epochs_after(held).unwrap().len();
+    let seconds = trickled.elapsed().as_secs() as usize;
+    assert!(
+        trickle_epochs <= seconds + 3,
+        "{trickle_epochs} epochs for {trickle} messages over {seconds} s while the sink was down"
+    );
+    publish_lines(&cfg, second[trickle..].iter().map(String::as_str)).unwrap();
     // The loop reads the second half while ClickHouse is down ...
     wait_for("the second half read", &|| lines_read() >= lines.len() as u64);
     std::thread::sleep(Duration::from_millis(500));

@@ -650,6 +650,10 @@ struct Loop<'a, 'm> {
     sealed: (u64, Offsets),
     checkpointed: u64,
     committed: u64,
+    /// When `committed` last moved.
+    committed_at: Instant,
+    /// Epochs are stretched (the sinks are behind).
+    stretched: bool,
     committed_offsets: Offsets,
     last_checkpoint: Instant,
     replayed: usize,
@@ -657,11 +661,43 @@ struct Loop<'a, 'm> {
     limits_logged: bool,
 }
 
+/// Sealed epochs left uncommitted this long mean the sinks are behind ([`Loop::epoch_limit`]).
+const BEHIND_AFTER: Duration = Duration::from_secs(2);
+
+/// The longest an epoch stays open while the sinks are behind.
+const BEHIND_EPOCH: Duration = Duration::from_secs(1);
+
 fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
     w.get(p).map_or(0, |(low, _)| *low)
 }
 
 impl<'a, 'm> Loop<'a, 'm> {
+    /// The longest an epoch stays open now: `pipeline.epoch_max_ms`, or [`BEHIND_EPOCH`] while the
+    /// sinks are behind (sealed epochs not committed for [`BEHIND_AFTER`]: a sink down or slow).
+    /// Freshness is moot then, and each epoch is a line of the epoch log, which grows until the
+    /// next checkpoint (which waits for the sinks): a trickle of input would add a line per
+    /// message. Idle input does not seal an epoch either then.
+    fn epoch_limit(&mut self) -> (Duration, bool) {
+        let behind = self.sealed.0 > self.committed && self.committed_at.elapsed() >= BEHIND_AFTER;
+        if behind != self.stretched {
+            self.stretched = behind;
+            if behind {
+                tracing::warn!(
+                    committed = self.committed,
+                    sealed = self.sealed.0,
+                    "sinks behind: epochs stretched to 1 s"
+                );
+            } else {
+                tracing::info!(committed = self.committed, "sinks caught up: epochs back to pipeline.epoch_max_ms");
+            }
+        }
+        if behind {
+            (self.run.epoch_max.max(BEHIND_EPOCH), true)
+        } else {
+            (self.run.epoch_max, false)
+        }
+    }
+
     /// Carries out the gate's steps, in order.
     fn apply(&mut self, steps: &mut Vec<Step>) -> Result<(), KafkaRunError> {
         for step in steps.drain(..) {
@@ -905,6 +941,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             self.store.set_committed(all)?;
             self.committed = all;
+            self.committed_at = Instant::now();
             for (p, o) in &ends {
                 self.metrics.kafka_committed(p, *o);
             }
@@ -1115,6 +1152,8 @@ pub fn run(
         sealed: (restored_from, start.clone()),
         checkpointed: restored_from,
         committed,
+        committed_at: Instant::now(),
+        stretched: false,
         committed_offsets: Offsets::new(),
         last_checkpoint: Instant::now(),
         replayed: 0,
@@ -1160,7 +1199,10 @@ pub fn run(
         }
         l.apply(&mut steps)?;
         if l.gate.phase() == Phase::Live {
-            if l.in_epoch > 0 && (l.in_epoch >= run.epoch_events || idle || l.epoch_opened.elapsed() >= run.epoch_max) {
+            let (epoch_max, behind) = l.epoch_limit();
+            if l.in_epoch > 0
+                && (l.in_epoch >= run.epoch_events || (idle && !behind) || l.epoch_opened.elapsed() >= epoch_max)
+            {
                 l.seal(None)?;
             }
             if l.in_epoch == 0 {

@@ -16,7 +16,7 @@ use super::universe::Listing;
 /// A spread table in integer price units of `10^-scale` HK$.
 pub(crate) struct Grid {
     scale: u32,
-    /// The lowest price, in units.
+    /// The lowest price, in units (HK$0.01, [`harbour_dataflows::ticks::MIN_PRICE`]).
     min: i64,
     /// (inclusive upper bound, tick), ascending, both in units.
     bands: Vec<(i64, i64)>,
@@ -49,11 +49,6 @@ impl Grid {
     /// True when `p` is on the grid.
     pub fn on_grid(&self, p: i64) -> bool {
         p >= self.min && p % self.tick(p) == 0
-    }
-
-    /// The lowest price of the grid (HK$0.01, [`harbour_dataflows::ticks::MIN_PRICE`]).
-    pub fn min(&self) -> i64 {
-        self.min
     }
 
     /// `p` rounded down to the grid.
@@ -185,7 +180,7 @@ mod tests {
         let table = tables.on(date).unwrap();
         let grid = Grid::new(table);
         // Walk up through every band from the bottom and back down, checking against the table.
-        let mut p = grid.min();
+        let mut p = grid.min;
         assert_eq!(grid.decimal(p), Decimal::new(1, 2));
         let mut ups = 0;
         while p < grid.thousandths(1_200_000) {
@@ -196,8 +191,8 @@ mod tests {
             ups += 1;
         }
         let mut downs = 0;
-        assert_eq!(grid.down(grid.min()), grid.min(), "never below HK$0.01");
-        while p > grid.min() {
+        assert_eq!(grid.down(grid.min), grid.min, "never below HK$0.01");
+        while p > grid.min {
             let q = grid.down(p);
             assert!(q < p && table.on_grid(grid.decimal(q)), "down from {p} to {q}");
             p = q;

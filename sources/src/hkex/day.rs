@@ -82,6 +82,14 @@ fn level1(side: &mut Side, which: BookSide, price: Price, lot: u64, n: u64, out:
     side.quantity = quantity;
 }
 
+/// Empties a level-1 side (a quote's `"bid": null`): its level deleted.
+fn clear1(side: &mut Side, which: BookSide, out: &mut Vec<BookEntry>) {
+    if let Some(p) = side.price.take() {
+        out.push(BookEntry { quantity: 0, price: p, orders: 0, side: which, level: 1, action: action::DELETE });
+        side.quantity = 0;
+    }
+}
+
 /// Encodes the market data of `lines`.
 pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
     let channels = cfg.channels.max(1);
@@ -148,11 +156,22 @@ pub fn encode_day(lines: &[String], cfg: &DayEncoding) -> EncodedDay {
                     day.other_lines.push(line.clone());
                     continue;
                 }
-                if let Some(p) = bid {
-                    level1(&mut s.bid, BookSide::Bid, p, lot, n as u64, &mut entries);
+                if q.cleared.last {
+                    // No last price any more: the wire says it only by cancelling every trade
+                    // kept, so that part stays a JSON line (the sides go on the wire).
+                    let ts = crate::contract::format_ts(q.ts);
+                    day.other_lines
+                        .push(format!(r#"{{"type":"quote","symbol":"{}","ts":"{ts}","last":null}}"#, q.symbol));
                 }
-                if let Some(p) = ask {
-                    level1(&mut s.ask, BookSide::Offer, p, lot, n as u64 + 1, &mut entries);
+                match bid {
+                    Some(p) => level1(&mut s.bid, BookSide::Bid, p, lot, n as u64, &mut entries),
+                    None if q.cleared.bid => clear1(&mut s.bid, BookSide::Bid, &mut entries),
+                    None => {}
+                }
+                match ask {
+                    Some(p) => level1(&mut s.ask, BookSide::Offer, p, lot, n as u64 + 1, &mut entries),
+                    None if q.cleared.ask => clear1(&mut s.ask, BookSide::Offer, &mut entries),
+                    None => {}
                 }
                 let trade = last.map(|price| {
                     s.trades += 1;

@@ -45,6 +45,12 @@ pub struct FeedStats {
     pub book_errors: u64,
     /// Sequence resets.
     pub resets: u64,
+    /// Of them, new numberings that came without their Sequence Reset (numbers gone back in a
+    /// packet sent after every other): taken as one.
+    pub implicit_resets: u64,
+    /// Packets naming sequence numbers more than [`MAX_JUMP`] ahead, held until another packet
+    /// confirmed the jump (a corrupted or forged one never is).
+    pub suspect_jumps: u64,
     /// Channels recovered from the refresh service.
     pub refreshes: u64,
     /// Trades that do not set the last price (odd lot, off-exchange, overseas, late: [`sets_last`]).
@@ -77,6 +83,16 @@ pub struct Sequencer {
     /// Messages of a line one reset ahead, by sequence number in the new numbering: they join
     /// `pending` when the reset is applied.
     ahead: BTreeMap<u32, Vec<u8>>,
+    /// Messages (and heartbeat markers, empty) far ahead of the next expected ([`MAX_JUMP`]), by
+    /// sequence number, with the packet that brought them: held apart, opening no gap, until a
+    /// packet of its own confirms the jump. One corrupted or forged datagram naming a number far
+    /// ahead would otherwise open a gap no service can fill, and skipping it would drop every
+    /// real message after it as a duplicate.
+    suspect: BTreeMap<u32, (u64, Vec<u8>)>,
+    /// Packets offered (tells a suspect's confirmation from its own packet).
+    packets: u64,
+    /// The highest sequence number received in the numbering applied.
+    highest: Option<u32>,
     /// The latest packet send time offered, and what it was when the last reset was applied: a
     /// line still behind that reset whose packet was sent after it has moved on without its copy
     /// of the reset reaching us (both lines are stamped alike; the old numbering was sent before).
@@ -85,6 +101,39 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
+    /// Whether `seq` (a message, or with empty `bytes` a heartbeat's marker) is far ahead of
+    /// `next` and held as a suspect (true), or goes on (false: near, or the jump confirmed by
+    /// another packet, whose suspects then join the pending messages).
+    fn held_as_suspect(&mut self, seq: u32, next: u32, bytes: &[u8], stats: &mut FeedStats) -> bool {
+        if seq.wrapping_sub(next) <= MAX_JUMP
+            || self.pending.range(seq.saturating_sub(MAX_JUMP)..=seq.saturating_add(MAX_JUMP)).next().is_some()
+        {
+            // Near, or near messages already waiting (the jump was confirmed).
+            return false;
+        }
+        let packet = self.packets;
+        let near = |s: u32| seq.wrapping_sub(s) <= MAX_JUMP || s.wrapping_sub(seq) <= MAX_JUMP;
+        if self.suspect.iter().any(|(s, (p, _))| *p != packet && near(*s)) {
+            // A second packet out there: a real jump (both lines lost that much, or one line
+            // carries on past it).
+            let confirmed: Vec<u32> = self.suspect.keys().copied().filter(|s| near(*s)).collect();
+            for s in confirmed {
+                if let Some((_, b)) = self.suspect.remove(&s) {
+                    self.pending.entry(s).or_insert(b);
+                }
+            }
+            return false;
+        }
+        if !self.suspect.iter().any(|(_, (p, _))| *p == packet) {
+            stats.suspect_jumps += 1;
+        }
+        if self.suspect.len() >= MAX_SUSPECTS {
+            self.suspect.pop_first();
+        }
+        self.suspect.insert(seq, (packet, bytes.to_vec()));
+        true
+    }
+
     /// The next sequence number expected (`None` before the first message).
     pub fn next(&self) -> Option<u32> {
         self.next
@@ -135,6 +184,8 @@ impl Sequencer {
     ) -> Option<Gap> {
         let had_gap = self.gap();
         let (generation, sent) = (self.generation, packet.header.send_time);
+        // Sent after everything seen so far (both lines stamp a packet alike: a copy never is).
+        let newest = self.last_sent > 0 && sent > self.last_sent;
         self.last_sent = self.last_sent.max(sent);
         // The line's numbering, moved on by each reset it delivers (written back at the end).
         let mut line_at = None;
@@ -151,10 +202,20 @@ impl Sequencer {
             }
             line_at = Some(*at);
         }
+        self.packets = self.packets.wrapping_add(1);
+        if let Some(next) = self.next {
+            if !self.suspect.is_empty() {
+                // Suspects the stream has reached are moot.
+                self.suspect.retain(|s, _| seq_after(*s, next));
+            }
+        }
         if packet.is_heartbeat() {
             let last = packet.header.seq_num;
             if let Some(next) = self.next {
-                if seq_after(last, next.wrapping_sub(1)) && !self.pending.contains_key(&last) {
+                if seq_after(last, next.wrapping_sub(1))
+                    && !self.pending.contains_key(&last)
+                    && !self.held_as_suspect(last.wrapping_add(1), next, &[], stats)
+                {
                     // Messages up to `last` were sent and not seen: wait for them (a marker entry
                     // keeps the gap open until they arrive or it is skipped).
                     self.pending.entry(last.wrapping_add(1)).or_default();
@@ -162,8 +223,29 @@ impl Sequencer {
             }
             return self.new_gap(had_gap, stats);
         }
+        if let (true, false, Some(highest)) = (newest, self.holding, self.highest) {
+            let first = packet.header.seq_num;
+            // (Behind the highest number received, not merely behind the next expected: a
+            // refresh moves the next expected past what has arrived.)
+            if seq_after(highest, first) && line_at.is_none_or(|a| a == self.generation) {
+                // Numbers gone back in a packet sent after every other, in the numbering applied:
+                // a new numbering whose Sequence Reset never arrived (lost on every line). Taken
+                // as that reset: the channel's caches cleared and a refresh asked for, instead of
+                // every new message counted a duplicate for the rest of the day.
+                stats.implicit_resets += 1;
+                self.apply_one(first, Ok(Message::SequenceReset { new_seq_no: first }), stats, apply);
+                if let Some(a) = line_at.as_mut() {
+                    *a = self.generation;
+                }
+            }
+        }
+        // The packet's highest number in the numbering applied (a reset message aside).
+        let mut packet_high: Option<u32> = None;
         for (seq, m) in packet.messages() {
             let at = line_at.unwrap_or(self.generation);
+            if at == self.generation && !matches!(m, Ok(Message::SequenceReset { .. })) {
+                packet_high = Some(seq);
+            }
             if let (Some(l), Ok(Message::SequenceReset { .. })) = (line_at.as_mut(), &m) {
                 // From the message after it, this line sends the reset's numbering.
                 *l += 1;
@@ -200,12 +282,20 @@ impl Sequencer {
             } else if seq_after(seq, next) {
                 if self.pending.contains_key(&seq) && !self.pending[&seq].is_empty() {
                     stats.duplicates += 1;
+                } else if self.held_as_suspect(seq, next, m_offset(packet, seq), stats) {
+                    continue;
                 } else {
                     let start = m_offset(packet, seq);
                     self.pending.insert(seq, start.to_vec());
                 }
             } else {
                 stats.duplicates += 1;
+            }
+        }
+        if let (true, Some(last)) = (self.generation == generation, packet_high) {
+            // (Not from a packet that applied a reset: its numbers span two numberings.)
+            if self.highest.is_none_or(|h| seq_after(last, h)) {
+                self.highest = Some(last);
             }
         }
         if let (Some(l), Some(at)) = (line, line_at) {
@@ -238,6 +328,7 @@ impl Sequencer {
         if let Ok(Message::SequenceReset { new_seq_no }) = m {
             stats.resets += 1;
             self.generation += 1;
+            self.highest = None;
             self.next = Some(new_seq_no);
             // What waited in the old numbering is superseded; what a line already sent in the
             // new one waits in it.
@@ -295,6 +386,13 @@ impl Sequencer {
         Some(g)
     }
 }
+
+/// Numbers further ahead of the next expected than this (the retransmission service's window)
+/// are held as suspects until another packet confirms them ([`Sequencer`]).
+pub const MAX_JUMP: u32 = 50_000;
+
+/// Suspect messages held at most (the oldest go first).
+const MAX_SUSPECTS: usize = 4_096;
 
 /// `a` comes after `b` in sequence (wrapping).
 fn seq_after(a: u32, b: u32) -> bool {
@@ -1032,6 +1130,8 @@ fn merge(into: &mut FeedStats, from: FeedStats) {
     into.decode_errors += from.decode_errors;
     into.book_errors += from.book_errors;
     into.resets += from.resets;
+    into.implicit_resets += from.implicit_resets;
+    into.suspect_jumps += from.suspect_jumps;
     into.refreshes += from.refreshes;
 }
 
@@ -1250,6 +1350,54 @@ mod tests {
         }
         assert_eq!(nominal_of(&h), Some(Price(2008)));
         assert_eq!((h.state.stats.messages, h.state.stats.lost), (19, 0));
+    }
+
+    #[test]
+    fn a_single_packet_far_ahead_is_held_until_another_confirms_the_jump() {
+        let (mut seq, mut stats) = (Sequencer::default(), FeedStats::default());
+        let (applied, _) = run(&mut seq, &mut stats, &packets(1, 5, 5));
+        assert_eq!(applied, (1..=5).collect::<Vec<_>>());
+        // One corrupted (or forged) packet naming 1,000,005: no gap, nothing given up.
+        let (applied, gaps) = run(&mut seq, &mut stats, &packets(1_000_005, 1, 1));
+        assert!(applied.is_empty() && gaps.is_empty() && seq.gap().is_none());
+        assert_eq!(stats.suspect_jumps, 1);
+        let (applied, _) = run(&mut seq, &mut stats, &packets(6, 5, 5));
+        assert_eq!(applied, (6..=10).collect::<Vec<_>>(), "the real stream reads on");
+        // A real jump: held at its first packet, confirmed by the next; the gap opens then (the
+        // suspect of 1,000,005 stays apart).
+        let (_, gaps) = run(&mut seq, &mut stats, &packets(200_000, 2, 2));
+        assert!(gaps.is_empty() && seq.gap().is_none());
+        let (_, gaps) = run(&mut seq, &mut stats, &packets(200_002, 2, 2));
+        assert_eq!(gaps, vec![Gap { from: 11, to: 199_999 }]);
+        assert_eq!(seq.pending(), 4);
+    }
+
+    #[test]
+    fn a_new_numbering_whose_reset_was_lost_on_every_line_is_taken_as_a_reset() {
+        let (a, b) = (reset_line(8), reset_line(8));
+        let feed = |h: &mut FeedHandler, line: u8, p: &[u8]| {
+            let mut out = Vec::new();
+            h.on_line_datagram(1, Some(line), p, &mut out, &mut Vec::new())
+        };
+        // Both lines, the reset packet (index 2) lost on each; either line may come first.
+        for a_first in [true, false] {
+            let mut h = FeedHandler::default();
+            for i in [0, 1, 3, 4] {
+                let (x, y) = if a_first { ((0, &a[i]), (1, &b[i])) } else { ((1, &b[i]), (0, &a[i])) };
+                assert_eq!(feed(&mut h, x.0, x.1), None, "no gap");
+                assert_eq!(feed(&mut h, y.0, y.1), None, "no gap");
+            }
+            assert_eq!(nominal_of(&h), Some(Price(2008)), "the new numbering applies");
+            let st = &h.state.stats;
+            assert_eq!((st.messages, st.duplicates, st.resets, st.implicit_resets), (18, 18, 1, 1));
+            assert_eq!(h.take_resets().len(), 1, "a refresh is asked for");
+        }
+        // Late copies of old numbers (sent before) stay duplicates: no reset.
+        let mut h = FeedHandler::default();
+        for p in [&a[0], &a[1], &b[0], &b[1]] {
+            feed(&mut h, 0, p);
+        }
+        assert_eq!((h.state.stats.resets, h.state.stats.duplicates), (0, 10));
     }
 
     #[test]
