@@ -1045,8 +1045,20 @@ impl FeedHandler {
             }
         };
         let mut done = None;
-        for (_, m) in packet.messages() {
-            let Ok(m) = m else { continue };
+        for (seq, m) in packet.messages() {
+            let m = match m {
+                Ok(m) => m,
+                Err(error) => {
+                    // Refused like a real-time message; a snapshot that lacks it would leave a
+                    // book short: the next whole snapshot is taken instead.
+                    self.state.stats.decode_errors += 1;
+                    rejects.push(FeedReject { channel, seq: Some(seq), error });
+                    if collected.is_some() {
+                        *collected = None;
+                    }
+                    continue;
+                }
+            };
             match (m, collected.as_mut()) {
                 (Message::RefreshComplete { .. }, None) => *collected = Some(Vec::new()),
                 (_, None) => {}
@@ -1680,6 +1692,30 @@ mod tests {
         assert_eq!(again.state.stats.resets, 0);
         assert!(again.take_resets().is_empty());
         assert_eq!(again.state.security(700).unwrap().last_trade(), Some(Price(11_000)));
+        // A message of a snapshot that does not decode: refused (a reject), and that snapshot is
+        // not applied short of it; the next whole one is.
+        let mut damaged = refresh_packets(&[], 4, 1);
+        let mut w = PacketWriter::new(1);
+        w.push(&Message::Unknown { msg_type: 30, bytes: &[8, 0, 30, 0, 1, 2, 3, 4] }, 0); // too short for 30
+        for b in &snapshot {
+            w.push(&decode_message(b, 0).unwrap(), 0);
+        }
+        w.push(&Message::RefreshComplete { last_seq_num: 4 }, 0);
+        damaged.extend(w.finish());
+        damaged.extend(refresh_packets(&snapshot, 4, 1));
+        let mut third = FeedHandler::default();
+        for p in [&packets[0], &packets[1], &packets[3], &packets[4]] {
+            third.on_datagram(1, p, &mut out, &mut rejects);
+        }
+        rejects.clear();
+        third.begin_refresh(1);
+        let mut done = Vec::new();
+        for p in &damaged {
+            done.extend(third.on_refresh_datagram(1, p, &mut out, &mut rejects));
+        }
+        assert_eq!(done, vec![4], "one snapshot applied");
+        assert_eq!((rejects.len(), third.state.stats.decode_errors), (1, 1), "{rejects:?}");
+        assert_eq!(third.state.security(700).unwrap().last_trade(), Some(Price(11_000)));
     }
 
     #[test]
