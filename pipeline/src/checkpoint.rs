@@ -122,14 +122,21 @@ pub struct CheckpointStore {
     _lock: Option<File>,
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Syncs a folder (the names of files created or renamed in it outlive a power loss).
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Writes `bytes` to `dir/name` whole or not at all: a temporary file, synced, renamed over it,
+/// then the folder synced.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &path).map_err(io(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    sync_dir(dir)
 }
 
 impl CheckpointStore {
@@ -243,7 +250,7 @@ impl CheckpointStore {
             self.log = Some(OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?);
             if created {
                 // The new file's name must outlive a power loss too, not only its lines.
-                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+                sync_dir(&self.dir)?;
             }
         }
         let f = self.log.as_mut().expect("opened above");

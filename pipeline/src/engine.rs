@@ -589,6 +589,7 @@ impl<'m> Engine<'m> {
             if self.set_limits(l) {
                 tracing::info!(epoch = *self.inputs.fills.time(), "risk limits of the logged epoch applied");
             }
+            self.reloaded = None; // logged already
         }
         self.seal_inner(false)
     }

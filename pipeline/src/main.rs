@@ -454,9 +454,7 @@ fn pinned_as_of(dir: &std::path::Path, today: chrono::NaiveDate) -> anyhow::Resu
             .with_context(|| format!("{}: expected a date (YYYY-MM-DD); set risk.as_of or remove it", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let tmp = dir.join("risk_as_of.tmp");
-            std::fs::write(&tmp, format!("{today}\n")).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            harbour::checkpoint::write_atomic(dir, "risk_as_of", format!("{today}\n").as_bytes())?;
             Ok(today)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

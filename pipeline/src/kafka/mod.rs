@@ -661,7 +661,7 @@ struct Loop<'a, 'm> {
     limits_logged: bool,
 }
 
-/// Sealed epochs left uncommitted this long mean the sinks are behind ([`Loop::epoch_limit`]).
+/// Sealed epochs left uncommitted this long mean the sinks are behind ([`Loop::judge_behind`]).
 const BEHIND_AFTER: Duration = Duration::from_secs(2);
 
 /// The longest an epoch stays open while the sinks are behind.
@@ -672,12 +672,12 @@ fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
 }
 
 impl<'a, 'm> Loop<'a, 'm> {
-    /// The longest an epoch stays open now: `pipeline.epoch_max_ms`, or [`BEHIND_EPOCH`] while the
-    /// sinks are behind (sealed epochs not committed for [`BEHIND_AFTER`]: a sink down or slow).
-    /// Freshness is moot then, and each epoch is a line of the epoch log, which grows until the
-    /// next checkpoint (which waits for the sinks): a trickle of input would add a line per
-    /// message. Idle input does not seal an epoch either then.
-    fn epoch_limit(&mut self) -> (Duration, bool) {
+    /// Judges whether the sinks are behind (sealed epochs not committed for [`BEHIND_AFTER`]: a
+    /// sink down or slow), at each seal and commit (not per record). While they are, epochs stay
+    /// open up to [`BEHIND_EPOCH`] and idle input does not seal one ([`Loop::epoch_max`]):
+    /// freshness is moot then, and each epoch is a line of the epoch log, which grows until the
+    /// next checkpoint (which waits for the sinks): a trickle of input would add a line per message.
+    fn judge_behind(&mut self) {
         let behind = self.sealed.0 > self.committed && self.committed_at.elapsed() >= BEHIND_AFTER;
         if behind != self.stretched {
             self.stretched = behind;
@@ -691,10 +691,14 @@ impl<'a, 'm> Loop<'a, 'm> {
                 tracing::info!(committed = self.committed, "sinks caught up: epochs back to pipeline.epoch_max_ms");
             }
         }
-        if behind {
-            (self.run.epoch_max.max(BEHIND_EPOCH), true)
+    }
+
+    /// The longest an epoch stays open now.
+    fn epoch_max(&self) -> Duration {
+        if self.stretched {
+            self.run.epoch_max.max(BEHIND_EPOCH)
         } else {
-            (self.run.epoch_max, false)
+            self.run.epoch_max
         }
     }
 
@@ -773,7 +777,6 @@ impl<'a, 'm> Loop<'a, 'm> {
                         ),
                     });
                 }
-                self.engine.take_reloaded(); // logged already
                 self.replayed += 1;
                 self.metrics.kafka_replayed_epochs.inc();
             }
@@ -814,6 +817,7 @@ impl<'a, 'm> Loop<'a, 'm> {
         }
         self.in_epoch = 0;
         self.epoch_opened = Instant::now();
+        self.judge_behind();
         Ok(())
     }
 
@@ -942,6 +946,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             self.store.set_committed(all)?;
             self.committed = all;
             self.committed_at = Instant::now();
+            self.judge_behind();
             for (p, o) in &ends {
                 self.metrics.kafka_committed(p, *o);
             }
@@ -1199,9 +1204,10 @@ pub fn run(
         }
         l.apply(&mut steps)?;
         if l.gate.phase() == Phase::Live {
-            let (epoch_max, behind) = l.epoch_limit();
             if l.in_epoch > 0
-                && (l.in_epoch >= run.epoch_events || (idle && !behind) || l.epoch_opened.elapsed() >= epoch_max)
+                && (l.in_epoch >= run.epoch_events
+                    || (idle && !l.stretched)
+                    || l.epoch_opened.elapsed() >= l.epoch_max())
             {
                 l.seal(None)?;
             }

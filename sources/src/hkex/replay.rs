@@ -259,20 +259,23 @@ where
             let line = SourceLine { source: source.clone(), position: self.record_no, raw: to_line(&i) };
             self.push(ts, FeedItem::Line(line));
         }
-        let rejects: Vec<FeedReject> = self.rejects.drain(..).collect();
-        for reject in rejects {
-            let raw = data.iter().map(|b| format!("{b:02x}")).collect();
+        // Messages that did not decode, then those that decoded but could not be used: dead
+        // letters with the datagram (in hex, formatted once).
+        let decode = self.rejects.drain(..).map(|reject| {
             let reason = match reject.seq {
                 Some(seq) => format!("message {seq}: {}", reject.error),
                 None => reject.error.to_string(),
             };
-            let item =
-                FeedItem::Reject { source: source.clone(), position: self.record_no, raw, code: "omdc_decode", reason };
-            self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
+            ("omdc_decode", reason)
+        });
+        let problems: Vec<(&'static str, String)> = decode.chain(self.handler.take_problems()).collect();
+        if problems.is_empty() {
+            return;
         }
-        for (code, reason) in self.handler.take_problems() {
-            let raw = data.iter().map(|b| format!("{b:02x}")).collect();
-            let item = FeedItem::Reject { source: source.clone(), position: self.record_no, raw, code, reason };
+        let raw: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        for (code, reason) in problems {
+            let item =
+                FeedItem::Reject { source: source.clone(), position: self.record_no, raw: raw.clone(), code, reason };
             self.push(i64::try_from(send_time).unwrap_or(i64::MAX), item);
         }
     }

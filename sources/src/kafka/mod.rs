@@ -66,22 +66,19 @@ mod tests {
 
     #[test]
     fn a_refused_property_is_named_without_its_value() {
-        let e = rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("sasl.passwrd", "hunter2")
-            .create::<rdkafka::consumer::BaseConsumer>()
-            .map(|_| ())
-            .unwrap_err();
+        let refused = |key: &str| {
+            rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set(key, "hunter2")
+                .create::<rdkafka::consumer::BaseConsumer>()
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let e = refused("sasl.passwrd");
         assert!(e.to_string().contains("hunter2"), "librdkafka's own message carries the value: {e}");
         let ours = KafkaError::client(e).to_string();
         assert!(ours.contains("sasl.passwrd") && !ours.contains("hunter2"), "{ours}");
-        let e = rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("security.protocol", "hunter2")
-            .create::<rdkafka::consumer::BaseConsumer>()
-            .map(|_| ())
-            .unwrap_err();
-        let ours = KafkaError::client(e).to_string();
+        let ours = KafkaError::client(refused("security.protocol")).to_string();
         assert!(ours.contains("security.protocol") && !ours.contains("hunter2"), "{ours}");
     }
 }
