@@ -429,6 +429,12 @@ fn engine_config(config: &Config, state_dir: Option<&std::path::Path>) -> anyhow
         }
         None => Default::default(),
     };
+    if history.is_empty() {
+        // Without previous closes there are neither past returns nor a return today.
+        tracing::warn!(
+            "no risk history (risk.history, or ClickHouse's risk.history_table): VaR, expected shortfall and volatility stay 0"
+        );
+    }
     Ok(EngineConfig {
         epoch_events: config.pipeline.epoch_events,
         graph: GraphConfig {

@@ -162,6 +162,11 @@ impl History {
         h
     }
 
+    /// No close at all: no symbol has a previous close (so no return today either).
+    pub fn is_empty(&self) -> bool {
+        self.prev_close.is_empty()
+    }
+
     /// Past days of returns (K).
     pub fn days(&self) -> usize {
         self.days
@@ -677,7 +682,7 @@ fn weighted_dot(a: &[f64], x: &[f64], y: &[f64]) -> f64 {
 struct SymbolInfo {
     sector: Option<SmolStr>,
     lot: i64,
-    /// ln(mark / previous close), 0 without both.
+    /// Today's simple return, mark / previous close − 1 (0 without both).
     ret: f64,
     mark_ts: Ts,
     /// The volatility row shown.
@@ -694,7 +699,7 @@ pub struct VolRow {
     pub daily: Decimal,
     /// Annualised, σ·√252, to 6 places.
     pub annual: Decimal,
-    /// Today's log return so far (previous close to mark), to 6 places.
+    /// Today's simple return so far (mark / previous close − 1; 0 without a previous close), to 6 places.
     pub today: Decimal,
     /// Days of returns in the history.
     pub days: u32,
@@ -1136,6 +1141,9 @@ impl RiskBook {
                 Metric::Loss => (-row.total_pnl).max(Decimal::ZERO),
             };
             let (state, soft_n, hard_n, last) = st.limits.entry(m).or_default();
+            // A clear names the level of the breach it ends: the limit as it was before this
+            // judgement (a reload that raised or dropped a level would otherwise show the new one).
+            let before = *last;
             let (limit, alerts_now) = match configured {
                 Some(l) => {
                     *last = Some(l);
@@ -1182,7 +1190,10 @@ impl RiskBook {
                     seq: *n,
                     kind,
                     value,
-                    level: if sev == Severity::Soft { limit.soft } else { limit.hard },
+                    level: {
+                        let at = if kind == AlertKind::Clear { before.unwrap_or(limit) } else { limit };
+                        if sev == Severity::Soft { at.soft } else { at.hard }
+                    },
                     ts: row.ts,
                     drivers,
                 });

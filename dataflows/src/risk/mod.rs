@@ -3,7 +3,8 @@
 //!
 //! - [`exposure`]: gross, net, long and short market value, leverage against NAV (exact decimals).
 //! - [`concentration`]: largest single-name weight, weight by sector, Herfindahl index.
-//! - [`vol`]: log returns, EWMA volatility and covariance (RiskMetrics, λ = 0.94 by default).
+//! - [`vol`]: reference EWMA volatility and covariance (RiskMetrics, λ = 0.94 by default) from log
+//!   returns; the engine ([`book`]) uses simple returns (docs/risk.md).
 //! - [`var`]: parametric VaR (any confidence, any horizon) with its per-position components,
 //!   historical VaR and expected shortfall.
 //! - [`drawdown`]: running peak of total P&L, drawdown and the day's maximum drawdown.

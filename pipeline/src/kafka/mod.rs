@@ -650,8 +650,9 @@ struct Loop<'a, 'm> {
     sealed: (u64, Offsets),
     checkpointed: u64,
     committed: u64,
-    /// When `committed` last moved.
-    committed_at: Instant,
+    /// Since when the sinks have been judged on the epochs waiting for them: the last commit, or
+    /// the seal that left an epoch uncommitted after none was (an idle spell is not waiting).
+    waiting_since: Instant,
     /// Epochs are stretched (the sinks are behind).
     stretched: bool,
     committed_offsets: Offsets,
@@ -672,13 +673,15 @@ fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
 }
 
 impl<'a, 'm> Loop<'a, 'm> {
-    /// Judges whether the sinks are behind (sealed epochs not committed for [`BEHIND_AFTER`]: a
-    /// sink down or slow), at each seal and commit (not per record). While they are, epochs stay
+    /// Judges whether the sinks are behind (an epoch waiting for them, and no commit, for
+    /// [`BEHIND_AFTER`]: a sink down or slow), at each seal and commit (not per record). Until
+    /// 2026-11-27 the wait was counted from the last commit, so after an idle spell the first
+    /// epoch counted as behind until it was committed, and the next message waited up to 1 s. While they are, epochs stay
     /// open up to [`BEHIND_EPOCH`] and idle input does not seal one ([`Loop::epoch_max`]):
     /// freshness is moot then, and each epoch is a line of the epoch log, which grows until the
     /// next checkpoint (which waits for the sinks): a trickle of input would add a line per message.
     fn judge_behind(&mut self) {
-        let behind = self.sealed.0 > self.committed && self.committed_at.elapsed() >= BEHIND_AFTER;
+        let behind = self.sealed.0 > self.committed && self.waiting_since.elapsed() >= BEHIND_AFTER;
         if behind != self.stretched {
             self.stretched = behind;
             if behind {
@@ -792,6 +795,11 @@ impl<'a, 'm> Loop<'a, 'm> {
                 self.limits_logged = true;
                 self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into(), limits })?
             }
+        }
+        if self.sealed.0 == self.committed {
+            // The first epoch waiting for the sinks: its wait starts now, not at the last commit
+            // (which may be an idle spell ago).
+            self.waiting_since = Instant::now();
         }
         self.sealed = (epoch, next);
         // Every sink gets the epoch's changes; each writes them at its own cadence.
@@ -945,7 +953,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             self.store.set_committed(all)?;
             self.committed = all;
-            self.committed_at = Instant::now();
+            self.waiting_since = Instant::now();
             self.judge_behind();
             for (p, o) in &ends {
                 self.metrics.kafka_committed(p, *o);
@@ -1157,7 +1165,7 @@ pub fn run(
         sealed: (restored_from, start.clone()),
         checkpointed: restored_from,
         committed,
-        committed_at: Instant::now(),
+        waiting_since: Instant::now(),
         stretched: false,
         committed_offsets: Offsets::new(),
         last_checkpoint: Instant::now(),

@@ -429,6 +429,39 @@ fn breaches_clear_when_positions_go_and_when_limits_go() {
         vec![(Severity::Hard, AlertKind::Clear, dec!(420000)), (Severity::Soft, AlertKind::Clear, dec!(400000))]
     );
     assert!(b.apply(RiskInput::default()).alerts.is_empty());
+
+    // A reload that raises the levels past the value clears the breaches at the levels they
+    // were at (not the new ones, nor an unset hard level's "no level").
+    let mut b = book(limits());
+    b.apply(RiskInput {
+        instruments: vec![instrument(700, 100, "IT")],
+        positions: vec![(pos("A", "s1", 700, 1000, dec!(450), dec!(0), 1), 1)],
+        ..Default::default()
+    });
+    let raised = |soft, hard| Limits {
+        account_default: [(Metric::Gross, limit(soft, hard))].into_iter().collect(),
+        ..Default::default()
+    };
+    b.set_limits(raised(dec!(500000), Decimal::MAX));
+    let cleared = b.apply(RiskInput::default()).alerts;
+    let account: Vec<_> = cleared
+        .iter()
+        .filter(|a| a.group == Group::Account("A".into()))
+        .map(|a| (a.severity, a.kind, a.level))
+        .collect();
+    assert_eq!(
+        account,
+        vec![(Severity::Hard, AlertKind::Clear, dec!(420000)), (Severity::Soft, AlertKind::Clear, dec!(400000))]
+    );
+    // A later breach names the new level.
+    b.set_limits(raised(dec!(440000), Decimal::MAX));
+    let fired = b.apply(RiskInput::default()).alerts;
+    let account: Vec<_> = fired
+        .iter()
+        .filter(|a| a.group == Group::Account("A".into()))
+        .map(|a| (a.severity, a.kind, a.level))
+        .collect();
+    assert_eq!(account, vec![(Severity::Soft, AlertKind::Breach, dec!(440000))]);
 }
 
 /// A symbol no group holds any more leaves the holdings (they stay bounded by what is held).
