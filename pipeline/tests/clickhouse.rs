@@ -384,3 +384,19 @@ fn a_flush_over_more_than_100_trade_dates_lands_whole() {
         .unwrap();
     assert_eq!(shown, "150\t150\n");
 }
+
+/// A database whose `sink_progress` is past every epoch the state folder sealed holds another
+/// run's rows: the run refuses to start, naming what to change, rather than insert rows whose
+/// versions lose to them under `FINAL`.
+#[test]
+fn a_database_ahead_of_the_state_folder_is_refused() {
+    use harbour::engine::OutputState;
+    use harbour::kafka::{ClickHouseEpochSink, EpochSink};
+    let mut ch = sink("ahead");
+    ch.write(5_000, &Changes::default()).unwrap();
+    let mut sink = ClickHouseEpochSink(ch, None);
+    let err = sink.resume(&OutputState::default(), 0, 0, 40).unwrap_err();
+    assert!(err.contains("holds epoch 5000") && err.contains("another run"), "{err}");
+    assert!(err.contains("clickhouse.database"), "{err}");
+    assert_eq!(sink.resume(&OutputState::default(), 0, 4_990, 5_000), Ok(4_990));
+}

@@ -245,6 +245,47 @@ fn scripts_flushed_from_under_the_sink_are_loaded_again() {
     assert_eq!(rs.epoch().unwrap(), epochs[half].0);
 }
 
+/// A Redis that stops answering (here a paused process; a network dropping packets alike) holds
+/// a write only for `redis.timeout_ms`: the connection is dropped, the wait counted as a retry
+/// (the operator's alert), and the write lands once Redis answers again. (Until 2026-11-27 the
+/// write waited on the socket for ever, with the retry metric at 0.)
+#[test]
+fn a_redis_that_stops_answering_is_retried_not_waited_on_for_ever() {
+    let (state_file, url) = private_redis("paused");
+    let _stop = Stop(state_file.clone());
+    let pid = std::fs::read_to_string(&state_file).unwrap().split_whitespace().next().unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    /// Wakes the server however the test ends (before [`Stop`] stops it).
+    struct Wake<'a>(&'a dyn Fn(&str));
+    impl Drop for Wake<'_> {
+        fn drop(&mut self) {
+            (self.0)("-CONT");
+        }
+    }
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 300, 43, 300);
+    assert!(epochs.len() >= 2);
+    let config = RedisConfig { url, max_backoff_ms: 100, timeout_ms: 300, ..RedisConfig::default() };
+    let mut rs = RedisSink::connect(&config).unwrap();
+    rs.write(epochs[0].0, &epochs[0].1).unwrap();
+    let retries = rs.retry_counter();
+    signal("-STOP");
+    let _wake = Wake(&signal);
+    let (epoch, changes) = epochs[1].clone();
+    let writer = std::thread::spawn(move || rs.write(epoch, &changes).map(|_| rs));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while retries.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the write is still waiting on the paused server");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal("-CONT");
+    let mut rs = writer.join().unwrap().unwrap();
+    assert_eq!(rs.epoch().unwrap(), epoch);
+}
+
 #[test]
 fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     let (state_file, url) = private_redis("outage");
@@ -442,4 +483,22 @@ fn a_replay_does_not_revive_an_expired_key_nor_stream_it_again() {
     assert_eq!(exists, 0, "the expired key stays gone");
     let again: u64 = redis::cmd("XLEN").arg("harbour:stream:positions").query(&mut c).unwrap();
     assert_eq!(again, streamed, "nothing streamed twice");
+}
+
+/// A Redis whose marker is past every epoch the state folder sealed holds another run's rows
+/// (the folder started afresh): the run refuses to start, naming what to clear, rather than
+/// write rows whose versions lose to them (a feed frozen on the other run's data).
+#[test]
+fn a_redis_ahead_of_the_state_folder_is_refused() {
+    use harbour::engine::OutputState;
+    use harbour::kafka::{EpochSink, RedisEpochSink};
+    let rs = sink(11);
+    let mut sink = RedisEpochSink(rs, None);
+    let mut c = sink.0.connection().unwrap();
+    let _: () = redis::cmd("SET").arg("harbour:sink:epoch").arg(1_000_000).query(&mut c).unwrap();
+    let err = sink.resume(&OutputState::default(), 0, 0, 40).unwrap_err();
+    assert!(err.contains("holds epoch 1000000") && err.contains("another run"), "{err}");
+    assert!(err.contains("harbour:*"), "{err}");
+    // Within what the folder sealed (a crash after the write, before the commit): resumed there.
+    assert_eq!(sink.resume(&OutputState::default(), 0, 999_990, 1_000_000), Ok(999_990));
 }

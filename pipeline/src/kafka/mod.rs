@@ -152,8 +152,9 @@ pub trait EpochSink {
     /// Returns the epoch the sink really holds, from which it is fed: `held`, unless the store
     /// lost acknowledged data (a store that can, like Redis with `appendfsync everysec` after a
     /// power loss, or restarted empty); it then takes the restored tables again and the epochs
-    /// after `restored`.
-    fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64) -> Result<u64, String> {
+    /// after `restored`. `logged`: the newest epoch this state folder sealed (at least `held`); a
+    /// store that holds a newer one holds another run's data (see [`from_another_run`]).
+    fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, _logged: u64) -> Result<u64, String> {
         Ok(held)
     }
     /// On a sink's own thread, about once a second while no batch arrives (input idle): a sink
@@ -350,8 +351,11 @@ impl EpochSink for RedisEpochSink {
         self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    fn resume(&mut self, state: &OutputState, restored: u64, held: u64) -> Result<u64, String> {
+    fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
         let marker = self.0.epoch().map_err(|e| e.to_string())?;
+        if marker > logged {
+            return Err(from_another_run("Redis", marker, logged, "delete its harbour:* keys, or use another Redis database (redis.url ending /N)"));
+        }
         if marker >= held {
             self.0.set_acknowledged(held);
             return Ok(held);
@@ -365,6 +369,19 @@ impl EpochSink for RedisEpochSink {
             self.0.write(restored, all).map(|_| ()).map_err(|e| e.to_string())
         })
     }
+}
+
+/// The refusal of a store whose record of its progress (`holds`) is past every epoch this state
+/// folder sealed (`logged`): it holds another run's rows (the state folder started afresh, or
+/// another pipeline writes there). Versions start again with a state folder, so every write
+/// would lose to those rows under the version fences and `FINAL`, leaving the store frozen on the
+/// other run's data while offsets were committed.
+pub fn from_another_run(store: &str, holds: u64, logged: u64, clear: &str) -> String {
+    format!(
+        "{store} holds epoch {holds}, past the newest epoch this state folder sealed ({logged}): its rows come \
+         from another run (a state folder started afresh, or another pipeline writing there), and this run's \
+         rows, numbered from its own state, would lose to them; {clear}, or run with the state folder that wrote them"
+    )
 }
 
 /// A store that holds less (`holds`, its own record of its progress) than it acknowledged
@@ -415,8 +432,11 @@ impl EpochSink for ClickHouseEpochSink {
         self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    fn resume(&mut self, state: &OutputState, restored: u64, held: u64) -> Result<u64, String> {
+    fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
         let progress = self.0.epoch().map_err(|e| e.to_string())?;
+        if progress > logged {
+            return Err(from_another_run("ClickHouse", progress, logged, "set another clickhouse.database, or drop that one"));
+        }
         if progress >= held {
             return Ok(held);
         }
@@ -1119,7 +1139,7 @@ pub fn run(
             let held = if replaces_all {
                 restored_from
             } else {
-                sink.resume(engine.state(), restored_from, held)
+                sink.resume(engine.state(), restored_from, held, last_logged.max(held))
                     .map_err(|message| KafkaRunError::Sink { sink: name, message })?
             };
             let m = metrics.sink(name, sink.retry_counter());

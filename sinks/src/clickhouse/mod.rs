@@ -46,6 +46,12 @@ pub struct ClickHouseConfig {
     pub validation: bool,
     /// Longest pause between retries, in milliseconds. Default 5000.
     pub max_backoff_ms: u64,
+    /// How long one request (an insert, a query) may take before it is abandoned and retried,
+    /// in milliseconds (0: no limit). Default 60000: a server that accepted the connection and
+    /// stopped answering (a half-open connection, a stalled disk) would otherwise hold the write
+    /// forever, unseen by the retry metric. An insert is idempotent, so a retried one that had
+    /// landed after all changes nothing under `FINAL`.
+    pub timeout_ms: u64,
     /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 250.
     pub flush_ms: u64,
 }
@@ -59,6 +65,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             validation: false,
             max_backoff_ms: 5_000,
+            timeout_ms: 60_000,
             flush_ms: 250,
         }
     }
@@ -130,6 +137,8 @@ pub struct ClickHouseSink {
     client: Client,
     rt: tokio::runtime::Runtime,
     max_backoff: Duration,
+    /// Per request (`clickhouse.timeout_ms`; none: no limit).
+    timeout: Option<Duration>,
     name: String,
     /// Failed attempts so far (for metrics and tests).
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -169,6 +178,7 @@ impl ClickHouseSink {
             client: server,
             rt,
             max_backoff: Duration::from_millis(config.max_backoff_ms.max(10)),
+            timeout: Some(Duration::from_millis(config.timeout_ms)).filter(|t| !t.is_zero()),
             name: "clickhouse".into(),
             retries: Default::default(),
             closes_written: Default::default(),
@@ -192,7 +202,12 @@ impl ClickHouseSink {
     {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.rt.block_on(f(self.client.clone())) {
+            let request = f(self.client.clone());
+            let outcome = match self.timeout {
+                Some(t) => self.rt.block_on(async { tokio::time::timeout(t, request).await }),
+                None => Ok(self.rt.block_on(request)),
+            };
+            match outcome.unwrap_or(Err(clickhouse::error::Error::TimedOut)) {
                 Ok(v) => return Ok(v),
                 Err(e) if retriable(&e) => {
                     self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -448,6 +463,36 @@ mod tests {
         assert_eq!(one.len(), 1);
         assert!(one[0].iter().zip(&few).all(|(a, b)| std::ptr::eq(*a, b)));
         assert!(blocks_by_date::<Dated>(&[], MAX_DATES_PER_INSERT).is_empty());
+    }
+
+    /// A server that accepts a request and never answers: the request is abandoned after the
+    /// timeout and retried (counted), and the retry on a server that answers succeeds.
+    #[test]
+    fn a_request_left_unanswered_is_abandoned_and_retried() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            // The first connection is held open, unanswered; the next is answered.
+            let (silent, _) = listener.accept().unwrap();
+            let (mut answered, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = answered.read(&mut buf).unwrap();
+            answered.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n1\n").unwrap();
+            drop(silent);
+        });
+        let mut sink = ClickHouseSink {
+            client: Client::default().with_url(&url),
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            max_backoff: Duration::from_millis(10),
+            timeout: Some(Duration::from_millis(300)),
+            name: "clickhouse".into(),
+            retries: Default::default(),
+            closes_written: Default::default(),
+        };
+        assert_eq!(sink.query_text("SELECT 1").unwrap(), "1\n");
+        assert_eq!(sink.retries(), 1, "the unanswered request was abandoned once");
+        server.join().unwrap();
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct RedisConfig {
     pub stream_maxlen: u64,
     /// Longest pause between retries while Redis is unreachable, milliseconds. Default 5000.
     pub max_backoff_ms: u64,
+    /// How long one command or transaction may wait on the socket before the connection is
+    /// dropped and the write retried, milliseconds (0: no limit). Default 30000: a Redis that
+    /// stopped answering (a paused process, a network dropping packets) would otherwise hold the
+    /// write forever, unseen by the retry metric.
+    pub timeout_ms: u64,
     /// The sink is written at most this often, in milliseconds; 0 (the default): every epoch,
     /// for freshness.
     pub flush_ms: u64,
@@ -77,6 +82,7 @@ impl Default for RedisConfig {
             quote_ttl_ms: 300_000,
             stream_maxlen: 100_000,
             max_backoff_ms: 5_000,
+            timeout_ms: 30_000,
             flush_ms: 0,
             publish: false,
         }
@@ -311,6 +317,10 @@ impl RedisSink {
             let attempt = (|| {
                 if self.conn.is_none() {
                     let mut c = self.client.get_connection_with_timeout(Duration::from_secs(5))?;
+                    // (The connect timeout is not kept for the commands: set theirs.)
+                    let timeout = Some(Duration::from_millis(self.config.timeout_ms)).filter(|t| !t.is_zero());
+                    c.set_read_timeout(timeout)?;
+                    c.set_write_timeout(timeout)?;
                     // Scripts are loaded once per connection, before any MULTI uses them.
                     self.fence.prepare_invoke().load(&mut c)?;
                     self.max_epoch.prepare_invoke().load(&mut c)?;
