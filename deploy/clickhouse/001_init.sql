@@ -7,6 +7,14 @@
 -- epoch that produced the row, so a replay after a crash writes the same (key, version) again and
 -- `FINAL` (or argMax by version) shows each row once. `deleted = 1` marks a row that no longer
 -- exists (a busted fill; a position whose fills were all busted): filter it out after FINAL.
+--
+-- Tables of rows that never change date (a fill, a version of a position, a minute) are
+-- partitioned by trade date. The latest-state tables (positions here, orders and risk in 002 and
+-- 003) are not: a key's date moves (a position's last fill, a bust of it, a new day), and
+-- ReplacingMergeTree replaces rows within a partition only, so a moved row stayed beside its
+-- older self for good (merges and OPTIMIZE never removed it, and FINAL with a date filter, or
+-- with do_not_merge_across_partitions_select_final, showed it). Created partitioned until
+-- 2026-11-27; the sink moves such a table to this layout at start-up (schema::UNPARTITIONED).
 
 CREATE TABLE IF NOT EXISTS harbour_migrations (
     version UInt32,
@@ -36,7 +44,7 @@ CREATE TABLE IF NOT EXISTS positions (
     last_fill_ts_ns Int64,
     version UInt64,
     deleted UInt8
-) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY (account, strategy, symbol);
+) ENGINE = ReplacingMergeTree(version) ORDER BY (account, strategy, symbol);
 
 CREATE TABLE IF NOT EXISTS position_history (
     trade_date Date,

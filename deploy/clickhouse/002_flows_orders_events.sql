@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS orders (
     ts_ns Int64,
     version UInt64,
     deleted UInt8
-) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY order_id;
+) ENGINE = ReplacingMergeTree(version) ORDER BY order_id;
 
 CREATE TABLE IF NOT EXISTS order_history (
     trade_date Date,

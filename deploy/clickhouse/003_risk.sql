@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS risk (
     ts_ns Int64,
     version UInt64,
     deleted UInt8
-) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY (group_kind, group_name);
+) ENGINE = ReplacingMergeTree(version) ORDER BY (group_kind, group_name);
 
 CREATE TABLE IF NOT EXISTS risk_history (
     trade_date Date,

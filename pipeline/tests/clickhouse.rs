@@ -400,3 +400,77 @@ fn a_database_ahead_of_the_state_folder_is_refused() {
     assert!(err.contains("clickhouse.database"), "{err}");
     assert_eq!(sink.resume(&OutputState::default(), 0, 4_990, 5_000), Ok(4_990));
 }
+
+/// A position whose trade date moves (a bust of its latest fill takes it back to an older date;
+/// a new day's fill forward) is replaced, not doubled: after merges, and under FINAL with a date
+/// filter. And a database whose latest-state tables were created partitioned by trade date
+/// (before 2026-11-27) is moved to the new layout at start, rows kept.
+#[test]
+fn a_row_whose_trade_date_moves_replaces_the_older_one() {
+    use harbour_dataflows::pnl::PositionRow;
+    use harbour_sinks::tables::Change;
+    const DAY: i64 = 86_400_000_000_000;
+    let gen = GenerateConfig { fills: 200, quotes: 200, seed: 29, ..GenerateConfig::default() };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
+    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+    }
+    engine.seal();
+    let mut template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    template.key.account = "MOVED".into();
+    let at = |version: u64, days_back: i64| {
+        let mut row = template.clone();
+        row.last_fill_ts = template.last_fill_ts - days_back * DAY;
+        Changes { positions: vec![Change { row, version, deleted: false }], ..Changes::default() }
+    };
+    let check = |ch: &mut ClickHouseSink| {
+        // The newer version, dated a day earlier, then the date of the older one.
+        let newer = "SELECT count(), any(version) FROM positions FINAL WHERE account = 'MOVED'";
+        assert_eq!(ch.query_text(newer).unwrap(), "1\t20\n");
+        let older_date = ch
+            .query_text("SELECT toString(max(trade_date)) FROM position_history WHERE account = 'MOVED'")
+            .unwrap();
+        let filtered = format!(
+            "SELECT count() FROM positions FINAL WHERE account = 'MOVED' AND trade_date = '{}'",
+            older_date.trim()
+        );
+        assert_eq!(ch.query_text(&filtered).unwrap(), "0\n", "the older row is not shown for its date");
+        ch.execute("OPTIMIZE TABLE positions FINAL").unwrap();
+        assert_eq!(ch.query_text("SELECT count() FROM positions WHERE account = 'MOVED'").unwrap(), "1\n");
+    };
+    let mut ch = sink("moved");
+    ch.write(10, &at(10, 0)).unwrap();
+    ch.write(20, &at(20, 1)).unwrap();
+    check(&mut ch);
+
+    // The layout before 2026-11-27: positions partitioned by trade date, holding both rows.
+    let mut old = sink("relayout");
+    let ddl = old.query_text("SHOW CREATE TABLE positions FORMAT TabSeparatedRaw").unwrap();
+    assert!(!ddl.contains("PARTITION BY"), "{ddl}");
+    let partitioned = ddl.replace(" ORDER BY (account", " PARTITION BY trade_date ORDER BY (account");
+    assert_ne!(partitioned, ddl);
+    old.execute("DROP TABLE positions").unwrap();
+    old.execute(partitioned.trim()).unwrap();
+    old.write(10, &at(10, 0)).unwrap();
+    old.write(20, &at(20, 1)).unwrap();
+    old.execute("OPTIMIZE TABLE positions FINAL").unwrap();
+    assert_eq!(
+        old.query_text("SELECT count() FROM positions WHERE account = 'MOVED'").unwrap(),
+        "2\n",
+        "partitioned, the moved row stays beside the older one"
+    );
+    let database = old.query_text("SELECT currentDatabase()").unwrap();
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
+    let config = ClickHouseConfig { url, database: database.trim().to_string(), ..ClickHouseConfig::default() };
+    let mut moved = ClickHouseSink::connect(&config).unwrap();
+    let key = moved
+        .query_text("SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'positions'")
+        .unwrap();
+    assert_eq!(key.trim(), "", "moved to the unpartitioned layout");
+    check(&mut moved);
+    let left = moved
+        .query_text("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'positions\\_\\_%'")
+        .unwrap();
+    assert_eq!(left, "0\n");
+}

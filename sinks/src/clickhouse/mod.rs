@@ -243,7 +243,36 @@ impl ClickHouseSink {
                 }
             })?;
         }
+        self.unpartition()
+    }
+
+    /// Moves the latest-state tables a database created before 2026-11-27 holds partitioned by
+    /// trade date to their unpartitioned layout ([`schema::UNPARTITIONED`]).
+    fn unpartition(&mut self) -> Result<(), ClickHouseError> {
+        for (table, order_by) in schema::UNPARTITIONED {
+            // Left by a start that stopped between the swap and the drop.
+            self.execute(&format!("DROP TABLE IF EXISTS {table}__partitioned"))?;
+            let key = self.query_text(&format!(
+                "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
+            ))?;
+            if key.trim().is_empty() {
+                continue;
+            }
+            tracing::info!(table, partition_key = key.trim(), "moving a latest-state table to its unpartitioned layout");
+            for sql in schema::move_statements(table, order_by) {
+                self.execute(&sql)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Runs a statement that returns nothing (DDL, INSERT … SELECT), retried like the rest.
+    pub fn execute(&mut self, sql: &str) -> Result<(), ClickHouseError> {
+        let sql = sql.to_string();
+        self.retry("statement", move |c| {
+            let sql = sql.clone();
+            async move { c.query(&sql).execute().await }
+        })
     }
 
     /// Writes `changes` and then records `epoch` in `sink_progress`; returns once ClickHouse
@@ -288,14 +317,14 @@ impl ClickHouseSink {
             + events.len()) as u64;
         insert(self, "events", &events)?;
         insert(self, "instruments", &instruments)?;
-        insert_partitioned(self, "positions", &positions)?;
+        insert(self, "positions", &positions)?;
         insert_partitioned(self, "position_history", &history)?;
         insert_partitioned(self, "fills", &fills)?;
         insert_partitioned(self, "account_pnl_minute", &account_minutes)?;
         insert_partitioned(self, "strategy_pnl_minute", &strategy_minutes)?;
-        insert_partitioned(self, "orders", &orders)?;
+        insert(self, "orders", &orders)?;
         insert_partitioned(self, "order_history", &orders)?;
-        insert_partitioned(self, "risk", &risk)?;
+        insert(self, "risk", &risk)?;
         insert_partitioned(self, "risk_history", &risk)?;
         insert_partitioned(self, "alerts", &alerts)?;
         insert_partitioned(self, "daily_closes", &closes)?;

@@ -612,4 +612,4 @@ macro_rules! partitioned {
     };
 }
 
-partitioned!(Position, PositionVersion, FillRow, AccountMinute, StrategyMinute, OrderRow, Risk, Alert, DailyClose);
+partitioned!(PositionVersion, FillRow, AccountMinute, StrategyMinute, OrderRow, Risk, Alert, DailyClose);
