@@ -77,6 +77,53 @@ def dashboard_sql(run):
     return out
 
 
+# The latest-state tables the sink moves off a partition by trade date at start-up, and the
+# statements it moves one with (sinks/src/clickhouse/schema.rs: UNPARTITIONED, move_statements).
+UNPARTITIONED = ["positions", "orders", "risk"]
+
+
+def move_statements(ddl, table):
+    return [
+        ddl.replace(f"CREATE TABLE IF NOT EXISTS {table} (", f"CREATE TABLE IF NOT EXISTS {table}__unpartitioned (", 1),
+        f"INSERT INTO {table}__unpartitioned SELECT * FROM {table}",
+        f"RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}",
+        f"DROP TABLE {table}__partitioned",
+    ]
+
+
+def check_move(s, migrations, version):
+    """Each latest-state table created the old way (partitioned by trade date, with rows) is moved
+    by the sink's statements to its migration's layout, rows kept."""
+    s.query("CREATE DATABASE IF NOT EXISTS harbour_move")
+    s.query("USE harbour_move")
+    every = [st for m in migrations for st in statements(m)]
+    for t in UNPARTITIONED:
+        ddl = next((st for st in every if st.startswith(f"CREATE TABLE IF NOT EXISTS {t} (")), None)
+        if ddl is None or "PARTITION BY" in ddl:
+            fail(f"{t}: expected its unpartitioned DDL in the migrations, found {ddl!r}")
+        s.query(ddl.replace(" ORDER BY ", " PARTITION BY trade_date ORDER BY ", 1))
+        rows = s.query(f"SELECT name, type FROM system.columns WHERE database = 'harbour_move' AND table = '{t}' "
+                       "ORDER BY position", "TSV").bytes().decode().splitlines()
+        structure = ", ".join(" ".join(r.split("\t")) for r in rows)
+        s.query(f"INSERT INTO {t} SELECT * FROM generateRandom('{structure}', 11, 12, 3) LIMIT 40")
+        shown = lambda: s.query(f"SELECT count(), sum(cityHash64(*)) FROM {t} FINAL", "TSV").bytes().decode().strip()  # noqa: E731
+        before = shown()
+        for st in move_statements(ddl, t):
+            try:
+                s.query(st)
+            except Exception as e:  # noqa: BLE001 - report which statement
+                fail(f"moving {t} on ClickHouse {version}: {e}\n{st}")
+        key = s.query(f"SELECT partition_key FROM system.tables WHERE database = 'harbour_move' AND name = '{t}'",
+                      "TSV").bytes().decode().strip()
+        after = shown()
+        if key or after != before:
+            fail(f"{t} after the move on ClickHouse {version}: partition key {key!r}, FINAL shows {after} "
+                 f"(count, hash), before {before}")
+    s.query("USE harbour")
+    s.query("DROP DATABASE harbour_move")
+    return len(UNPARTITIONED)
+
+
 def main():
     migrations = sorted(
         os.path.join(ROOT, "deploy", "clickhouse", f)
@@ -108,6 +155,7 @@ def main():
         missing = expected - set(tables)
         if missing:
             fail(f"tables missing on ClickHouse {version}: {sorted(missing)}")
+        moved = check_move(s, migrations, version)
         columns = {}
         for t in tables:
             rows = s.query(
@@ -159,7 +207,8 @@ def main():
             post(f"DROP DATABASE IF EXISTS {db}")
         print(
             f"check_current: ClickHouse {version}: {sum(len(statements(m)) for m in migrations)} statements applied twice, "
-            f"{len(tables)} tables with random rows, {len(queries)} docs queries and {len(panels)} dashboard queries run"
+            f"{len(tables)} tables with random rows, {moved} tables moved off a trade-date partition, "
+            f"{len(queries)} docs queries and {len(panels)} dashboard queries run"
             + (f", column types equal to ClickHouse {old_version} for {compared} tables" if url else "")
         )
 

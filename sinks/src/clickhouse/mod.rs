@@ -249,7 +249,7 @@ impl ClickHouseSink {
     /// Moves the latest-state tables a database created before 2026-11-27 holds partitioned by
     /// trade date to their unpartitioned layout ([`schema::UNPARTITIONED`]).
     fn unpartition(&mut self) -> Result<(), ClickHouseError> {
-        for (table, order_by) in schema::UNPARTITIONED {
+        for table in schema::UNPARTITIONED {
             // Left by a start that stopped between the swap and the drop.
             self.execute(&format!("DROP TABLE IF EXISTS {table}__partitioned"))?;
             let key = self.query_text(&format!(
@@ -259,7 +259,7 @@ impl ClickHouseSink {
                 continue;
             }
             tracing::info!(table, partition_key = key.trim(), "moving a latest-state table to its unpartitioned layout");
-            for sql in schema::move_statements(table, order_by) {
+            for sql in schema::move_statements(table) {
                 self.execute(&sql)?;
             }
         }

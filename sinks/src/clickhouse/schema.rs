@@ -44,19 +44,25 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The latest-state tables (a row per key whose trade date moves), with their sorting keys: not
-/// partitioned since 2026-11-27 (deploy/clickhouse/001_init.sql says why). A database created
-/// before has them partitioned by trade date; [`move_statements`] moves one to the new layout.
-pub const UNPARTITIONED: &[(&str, &str)] =
-    &[("positions", "(account, strategy, symbol)"), ("orders", "order_id"), ("risk", "(group_kind, group_name)")];
+/// The latest-state tables (a row per key whose trade date moves): not partitioned since
+/// 2026-11-27 (deploy/clickhouse/001_init.sql says why). A database created before has them
+/// partitioned by trade date; [`move_statements`] moves one to the new layout.
+pub const UNPARTITIONED: &[&str] = &["positions", "orders", "risk"];
 
-/// The statements that move `table` (sorted by `order_by`), partitioned, to an unpartitioned
-/// table of the same columns: a copy filled from it, swapped in by one RENAME, the old one dropped.
-/// Safe to run again after a failure part-way (the copy is filled again, with the same versions,
-/// which ReplacingMergeTree folds); a leftover `<table>__partitioned` is dropped at every start.
-pub fn move_statements(table: &str, order_by: &str) -> Vec<String> {
+/// The statements that move `table`, partitioned, to the layout its migration creates: a copy
+/// made from that DDL (the columns never changed; `CREATE TABLE … AS` would keep the partition key
+/// on current releases) filled from it, swapped in by one RENAME, the old one dropped. Safe to
+/// run again after a failure part-way (the copy is filled again, with the same versions, which
+/// ReplacingMergeTree folds); a leftover `<table>__partitioned` is dropped at every start.
+pub fn move_statements(table: &str) -> Vec<String> {
+    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    let ddl = MIGRATIONS
+        .iter()
+        .flat_map(Migration::statements)
+        .find(|s| s.starts_with(&create))
+        .unwrap_or_else(|| panic!("a migration creates {table}"));
     vec![
-        format!("CREATE TABLE IF NOT EXISTS {table}__unpartitioned AS {table} ENGINE = ReplacingMergeTree(version) ORDER BY {order_by}"),
+        ddl.replacen(&create, &format!("CREATE TABLE IF NOT EXISTS {table}__unpartitioned ("), 1),
         format!("INSERT INTO {table}__unpartitioned SELECT * FROM {table}"),
         format!("RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}"),
         format!("DROP TABLE {table}__partitioned"),
@@ -77,13 +83,14 @@ mod tests {
     #[test]
     fn latest_state_tables_are_created_unpartitioned() {
         let all: Vec<String> = MIGRATIONS.iter().flat_map(Migration::statements).collect();
-        for (table, order_by) in UNPARTITIONED {
+        for table in UNPARTITIONED {
             let ddl = all
                 .iter()
                 .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {table} (")))
                 .unwrap_or_else(|| panic!("{table} created"));
             assert!(!ddl.contains("PARTITION BY"), "{ddl}");
-            assert!(ddl.ends_with(&format!("ORDER BY {order_by}")), "{ddl}");
+            let copy = &move_statements(table)[0];
+            assert_eq!(copy.replacen(&format!("{table}__unpartitioned ("), &format!("{table} ("), 1), *ddl);
         }
     }
 }
