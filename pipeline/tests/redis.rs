@@ -502,3 +502,47 @@ fn a_redis_ahead_of_the_state_folder_is_refused() {
     // Within what the folder sealed (a crash after the write, before the commit): resumed there.
     assert_eq!(sink.resume(&OutputState::default(), 0, 999_990, 1_000_000), Ok(999_990));
 }
+
+/// A TTL configured off (0) leaves the keys it writes without expiry, also those written before
+/// with a TTL (HSET keeps a key's TTL: a restart with `position_ttl_ms = 0` left them expiring),
+/// through both write paths (a flush after the marker; one straddling it, through the script).
+#[test]
+fn a_ttl_turned_off_removes_the_expiry_of_keys_written_before() {
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 600, 47, 200);
+    assert!(epochs.len() >= 3);
+    let mut with_ttl = sink(13);
+    for (epoch, ch) in &epochs {
+        with_ttl.write(*epoch, ch).unwrap();
+    }
+    let mut c = with_ttl.connection().unwrap();
+    let ttl = |c: &mut redis::Connection, key: &str| -> i64 { redis::cmd("PTTL").arg(key).query(c).unwrap() };
+    let keys_of = |ch: &Changes| -> Vec<String> { ch.positions.iter().map(|p| position_key(&p.row)).collect() };
+    let (fresh, straddling) = (keys_of(&epochs[1].1), keys_of(&epochs[2].1));
+    assert!(!fresh.is_empty() && !straddling.is_empty());
+    assert!(ttl(&mut c, &fresh[0]) > 0);
+    // The same Redis, emptied but for the keys, then written again with the TTL off.
+    let _: () = redis::cmd("DEL").arg("harbour:sink:epoch").query(&mut c).unwrap();
+    let url = format!("{}/13", std::env::var("HARBOUR_REDIS_URL").unwrap().trim_end_matches('/'));
+    let mut off = RedisSink::connect(&RedisConfig { url, position_ttl_ms: 0, ..RedisConfig::default() }).unwrap();
+    // Versions past every one held: the fresh path (no script).
+    let at = |ch: &Changes, version: u64| -> Changes {
+        let mut ch = ch.clone();
+        for p in ch.positions.iter_mut() {
+            p.version = version;
+        }
+        ch
+    };
+    let top = epochs.last().unwrap().0;
+    off.write(top + 1, &at(&epochs[1].1, top + 1)).unwrap();
+    for k in &fresh {
+        assert_eq!(ttl(&mut c, k), -1, "{k} without expiry");
+    }
+    // A flush holding rows at or below the marker too: the fence script.
+    let mut mixed = at(&epochs[1].1, top + 1);
+    mixed.append(at(&epochs[2].1, top + 2));
+    assert!(off.write(top + 2, &mixed).unwrap() > 0);
+    for k in &straddling {
+        assert_eq!(ttl(&mut c, k), -1, "{k} without expiry");
+    }
+}

@@ -32,6 +32,9 @@ while i <= #ARGV do
     end
     if tonumber(ttl) > 0 then
       redis.call('PEXPIRE', key, ttl)
+    else
+      -- No expiry: also none left from a TTL configured before (HSET keeps a key's TTL).
+      redis.call('PERSIST', key)
     end
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'key', key, 'version', version, 'deleted', deleted,
       unpack(ARGV, first, last))

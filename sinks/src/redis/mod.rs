@@ -12,13 +12,12 @@
 //!  ──► durable: the epoch marker and the epoch's writes land in one atomic step
 //! ```
 //!
-//! Keys (documented for consumers in docs/redis.md):
-//! `harbour:position:{account}:{strategy}:{symbol}`, `harbour:account:{account}`,
-//! `harbour:strategy:{strategy}`, `harbour:price:{symbol}`, `harbour:instrument:{symbol}`; each
-//! hash holds the row's fields, its `version` and, for rows that no longer exist, `deleted = 1`.
-//! Streams: `harbour:stream:positions`, `harbour:stream:portfolio`, `harbour:stream:prices`,
-//! `harbour:stream:instruments` (XADD with MAXLEN ~). A replay, or an out-of-order retry, writes
-//! nothing: the fence keeps the newer version, and its stream entry is not repeated.
+//! Keys and streams are documented for consumers in docs/redis.md (positions, account, strategy
+//! and desk roll-ups, prices, quotes, instruments, trading status, volatility, risk, alerts; a
+//! stream per kind, `harbour:stream:*`, XADD with MAXLEN ~; the table is built in `keys.rs`).
+//! Each hash holds the row's fields, its `version` and, for rows that no longer exist,
+//! `deleted = 1`. A replay, or an out-of-order retry, writes nothing: the fence keeps the newer
+//! version, and its stream entry is not repeated.
 
 mod keys;
 
@@ -187,6 +186,9 @@ fn write_fresh(
         }
         if w.ttl_ms > 0 {
             out.push(conn, redis::cmd("PEXPIRE").arg(&w.key).arg(w.ttl_ms))?;
+        } else {
+            // No expiry: also none left from a TTL configured before (HSET keeps a key's TTL).
+            out.push(conn, redis::cmd("PERSIST").arg(&w.key))?;
         }
         let mut xadd = redis::cmd("XADD");
         xadd.arg(w.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
