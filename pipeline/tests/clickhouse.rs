@@ -474,3 +474,47 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
         .unwrap();
     assert_eq!(left, "0\n");
 }
+
+/// A flush larger than `clickhouse.max_insert_rows` goes in as several inserts (counted as the
+/// parts they make, merges stopped), every row landing once.
+#[test]
+fn a_large_flush_goes_in_inserts_of_at_most_max_insert_rows() {
+    use harbour_dataflows::pnl::PositionRow;
+    use harbour_sinks::tables::Change;
+    let gen = GenerateConfig { fills: 100, quotes: 100, seed: 31, ..GenerateConfig::default() };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
+    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+    }
+    engine.seal();
+    let template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    let positions: Vec<Change<PositionRow>> = (0..2_500)
+        .map(|i| {
+            let mut row = template.clone();
+            row.key.account = format!("BULK-{i:05}").into();
+            Change { row, version: 3, deleted: false }
+        })
+        .collect();
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
+    let config = ClickHouseConfig {
+        url,
+        database: format!("harbour_test_bulk_{}", std::process::id()),
+        max_insert_rows: 1_000,
+        ..ClickHouseConfig::default()
+    };
+    let mut ch = ClickHouseSink::connect(&config).unwrap();
+    ch.execute("SYSTEM STOP MERGES positions").unwrap();
+    ch.write(3, &Changes { positions, ..Changes::default() }).unwrap();
+    let parts = ch
+        .query_text(
+            "SELECT count(), sum(rows) FROM system.parts WHERE database = currentDatabase() AND table = 'positions' AND active",
+        )
+        .unwrap();
+    assert_eq!(parts, "3\t2500\n", "1,000 + 1,000 + 500 rows");
+    assert_eq!(
+        ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'BULK-%'").unwrap(),
+        "2500\n"
+    );
+    ch.execute("SYSTEM START MERGES positions").unwrap();
+}

@@ -52,6 +52,9 @@ pub struct ClickHouseConfig {
     /// forever, unseen by the retry metric. An insert is idempotent, so a retried one that had
     /// landed after all changes nothing under `FINAL`.
     pub timeout_ms: u64,
+    /// Rows per INSERT at most (a table's rows of one flush go in as many as needed). Default
+    /// 500000: a flush in normal running is far below; one after an outage is not.
+    pub max_insert_rows: usize,
     /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 250.
     pub flush_ms: u64,
 }
@@ -66,6 +69,7 @@ impl Default for ClickHouseConfig {
             validation: false,
             max_backoff_ms: 5_000,
             timeout_ms: 60_000,
+            max_insert_rows: 500_000,
             flush_ms: 250,
         }
     }
@@ -139,6 +143,8 @@ pub struct ClickHouseSink {
     max_backoff: Duration,
     /// Per request (`clickhouse.timeout_ms`; none: no limit).
     timeout: Option<Duration>,
+    /// Rows per INSERT at most (`clickhouse.max_insert_rows`).
+    max_insert_rows: usize,
     name: String,
     /// Failed attempts so far (for metrics and tests).
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -179,6 +185,7 @@ impl ClickHouseSink {
             rt,
             max_backoff: Duration::from_millis(config.max_backoff_ms.max(10)),
             timeout: Some(Duration::from_millis(config.timeout_ms)).filter(|t| !t.is_zero()),
+            max_insert_rows: config.max_insert_rows.max(1),
             name: "clickhouse".into(),
             retries: Default::default(),
             closes_written: Default::default(),
@@ -392,16 +399,19 @@ where
     R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
     for<'a> R: clickhouse::Row<Value<'a> = R>,
 {
-    if rows.is_empty() {
-        return Ok(());
+    // Batched by size too: a flush after an outage (or the restored tables after a loss) can
+    // hold millions of rows; each INSERT stays within `clickhouse.max_insert_rows`, so a request
+    // stays well inside the timeout and its retry resends that part only.
+    for part in rows.chunks(sink.max_insert_rows) {
+        sink.retry(&format!("insert into {table}"), |c| async move {
+            let mut ins = c.insert::<R>(table).await?;
+            for r in part {
+                ins.write(*r).await?;
+            }
+            ins.end().await
+        })?;
     }
-    sink.retry(&format!("insert into {table}"), |c| async move {
-        let mut ins = c.insert::<R>(table).await?;
-        for r in rows {
-            ins.write(*r).await?;
-        }
-        ins.end().await
-    })
+    Ok(())
 }
 
 /// Trade dates one INSERT may touch: ClickHouse refuses a block over more partitions than
@@ -515,6 +525,7 @@ mod tests {
             rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
             max_backoff: Duration::from_millis(10),
             timeout: Some(Duration::from_millis(300)),
+            max_insert_rows: 1_000,
             name: "clickhouse".into(),
             retries: Default::default(),
             closes_written: Default::default(),
