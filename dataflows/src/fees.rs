@@ -156,7 +156,8 @@ fn mul_round(consideration: Decimal, rate: Decimal, dp: u32, ceil: bool) -> Opti
         if rem > 0 {
             q += 1;
         }
-    } else if 2 * rem.abs() >= d {
+    } else if rem.abs() >= d - rem.abs() {
+        // (Not 2·|rem| ≥ d: with d = 10³⁸, 2·|rem| passes i128's range.)
         q += p.signum();
     }
     Decimal::try_from_i128_with_scale(q, dp).ok()
@@ -224,6 +225,19 @@ mod tests {
             odd_lot: false,
             source_seq: 0,
         }
+    }
+
+    /// Decimal places adding up to 40 (a price written with 22, a rate with 18): the rounding
+    /// still goes half up (2·remainder passed i128's range and wrapped: 0.00864 gave 0.00).
+    #[test]
+    fn rounding_holds_with_many_decimal_places() {
+        let c = Decimal::from_str_exact("3.2000000000000000000000").unwrap() * Decimal::from(100);
+        let r = Decimal::from_str_exact("0.000027000000000000").unwrap();
+        assert_eq!(c.scale() + r.scale(), 40);
+        assert_eq!(at_cents(c, r), dec!(0.01));
+        assert_eq!(at_cents(-c, r), dec!(-0.01));
+        let under = Decimal::from_str_exact("1.6000000000000000000000").unwrap() * Decimal::from(100);
+        assert_eq!(at_cents(under, r), dec!(0.00), "0.00432");
     }
 
     fn schedule(y: i32, m: u32, d: u32) -> CostSchedule {

@@ -230,6 +230,32 @@ impl Config {
                         return Err(key_err(&format!("costs[{i}].{name}"), format!("{v} is not a rate in [0, 1)")));
                     }
                 }
+                // Amounts: a negative one would make a fee negative (a maximum of −1 turned every
+                // settlement fee into a credit), a minimum over the maximum made the maximum win.
+                for (name, v) in [
+                    ("settlement_fee_min", s.settlement_fee_min),
+                    ("settlement_fee_max", s.settlement_fee_max),
+                    ("commission_min", Some(s.commission_min)),
+                ] {
+                    if let Some(v) = v.filter(|v| v.is_sign_negative() && !v.is_zero()) {
+                        return Err(key_err(&format!("costs[{i}].{name}"), format!("{v} is negative")));
+                    }
+                }
+                if let (Some(min), Some(max)) = (s.settlement_fee_min, s.settlement_fee_max) {
+                    if min > max {
+                        return Err(key_err(
+                            &format!("costs[{i}].settlement_fee_min"),
+                            format!("{min} is above settlement_fee_max {max}"),
+                        ));
+                    }
+                }
+                // Two schedules from one date: which applies would depend on the file's order.
+                if let Some(j) = c.0[..i].iter().position(|o| o.effective_from == s.effective_from) {
+                    return Err(key_err(
+                        &format!("costs[{i}].effective_from"),
+                        format!("{} is also costs[{j}]'s: one schedule per date", s.effective_from),
+                    ));
+                }
             }
         }
         if let Some(s) = &self.spreads {
@@ -310,6 +336,16 @@ commission_rate = "0"
 "#;
         let e = parse(bad_rate).unwrap_err().to_string();
         assert!(e.contains("costs[0].stamp_duty_rate"), "{e}");
+        let good = bad_rate.replace("\"1.5\"", "\"0.001\"");
+        assert!(parse(&good).is_ok());
+        let e = parse(&format!("{good}settlement_fee_max = \"-1\"\n")).unwrap_err().to_string();
+        assert!(e.contains("costs[0].settlement_fee_max") && e.contains("negative"), "{e}");
+        let e = parse(&format!("{good}settlement_fee_min = \"100\"\nsettlement_fee_max = \"2\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("costs[0].settlement_fee_min") && e.contains("above"), "{e}");
+        let e = parse(&format!("{good}\n{good}")).unwrap_err().to_string();
+        assert!(e.contains("costs[1].effective_from"), "{e}");
     }
 
     #[test]

@@ -243,6 +243,21 @@ pub struct RowVersions {
     status: Vec<(StatusSubject, u64)>,
     risk: Vec<(Group, u64)>,
     vol: Vec<(Symbol, u64)>,
+    /// The rows removed since changes were tracked (empty in checkpoints written before they
+    /// were kept, 2026-11-27).
+    #[serde(default)]
+    gone: Gone,
+}
+
+/// Every table's removed rows with the versions that removed them ([`TableState::gone`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Gone {
+    positions: Vec<(PositionRow, u64)>,
+    fills: Vec<(FillPnl, u64)>,
+    rollups: Vec<((Group, Totals), u64)>,
+    minutes: Vec<(((Group, Ts), FlowTotals), u64)>,
+    orders: Vec<((OrderId, Order), u64)>,
+    marks: Vec<((Symbol, Mark), u64)>,
 }
 
 impl RowVersions {
@@ -258,6 +273,14 @@ impl RowVersions {
             status: s.status.key_versions(),
             risk: s.risk.key_versions(),
             vol: s.vol.key_versions(),
+            gone: Gone {
+                positions: s.positions.gone(),
+                fills: s.fills.gone(),
+                rollups: s.rollups.gone(),
+                minutes: s.minutes.gone(),
+                orders: s.orders.gone(),
+                marks: s.marks.gone(),
+            },
         }
     }
 
@@ -272,6 +295,13 @@ impl RowVersions {
         s.status.set_versions(self.status);
         s.risk.set_versions(self.risk);
         s.vol.set_versions(self.vol);
+        let g = self.gone;
+        s.positions.set_gone(g.positions);
+        s.fills.set_gone(g.fills);
+        s.rollups.set_gone(g.rollups);
+        s.minutes.set_gone(g.minutes);
+        s.orders.set_gone(g.orders);
+        s.marks.set_gone(g.marks);
     }
 }
 

@@ -112,11 +112,15 @@ impl Keyed for AlertRow {
 pub struct TableState<D: Keyed> {
     rows: FxHashMap<D::Key, Box<(D, u64)>>,
     log: Option<Vec<Change<D>>>,
+    /// Rows removed while changes are tracked (a busted fill, a position whose fills were all
+    /// busted), as last held, with the version that removed them; a key written again leaves.
+    /// What a sink that lost acknowledged data is given again as deletions ([`full_changes`]).
+    gone: FxHashMap<D::Key, Box<(D, u64)>>,
 }
 
 impl<D: Keyed> Default for TableState<D> {
     fn default() -> Self {
-        TableState { rows: FxHashMap::default(), log: None }
+        TableState { rows: FxHashMap::default(), log: None, gone: FxHashMap::default() }
     }
 }
 
@@ -143,6 +147,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             }
         }
         let log = &mut self.log;
+        let gone = &mut self.gone;
         let mut insert = |d: D| {
             if let Some(i) = unmatched.iter().position(|u| *u == d) {
                 unmatched.swap_remove(i);
@@ -150,6 +155,9 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             }
             if let Some(log) = log.as_mut() {
                 log.push(Change { row: d.clone(), version, deleted: false });
+            }
+            if !gone.is_empty() {
+                gone.remove(&d.key());
             }
             let previous = self.rows.insert(d.key(), Box::new((d, version)));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
@@ -165,8 +173,10 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
         if let Some(log) = self.log.as_mut() {
             for row in removed {
-                if !self.rows.contains_key(&row.key()) {
-                    log.push(Change { row, version, deleted: true });
+                let key = row.key();
+                if !self.rows.contains_key(&key) {
+                    log.push(Change { row: row.clone(), version, deleted: true });
+                    self.gone.insert(key, Box::new((row, version)));
                 }
             }
         }
@@ -174,10 +184,30 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
 
     /// Applies one row change as an upsert by key (or a removal, when `deleted`).
     pub fn put(&mut self, c: Change<D>) {
+        let key = c.row.key();
         if c.deleted {
-            self.rows.remove(&c.row.key());
+            if self.rows.remove(&key).is_some() && self.log.is_some() {
+                self.gone.insert(key, Box::new((c.row, c.version)));
+            }
         } else {
-            self.rows.insert(c.row.key(), Box::new((c.row, c.version)));
+            self.gone.remove(&key);
+            self.rows.insert(key, Box::new((c.row, c.version)));
+        }
+    }
+
+    /// The rows removed while changes were tracked, with the versions that removed them (in no
+    /// particular order), for a checkpoint.
+    pub fn gone(&self) -> Vec<(D, u64)> {
+        self.gone.values().map(|b| (b.0.clone(), b.1)).collect()
+    }
+
+    /// Puts back the removals a checkpoint kept (keys held again are skipped).
+    pub fn set_gone(&mut self, rows: Vec<(D, u64)>) {
+        for (d, v) in rows {
+            let key = d.key();
+            if !self.rows.contains_key(&key) {
+                self.gone.insert(key, Box::new((d, v)));
+            }
         }
     }
 
@@ -370,20 +400,23 @@ pub fn take_changes(s: &mut crate::engine::OutputState, dead_letters_from: usize
     }
 }
 
-/// Every row of every table as a change at its own version, at most `epoch` (no removals, no
-/// events, quotes or dead letters): what a sink that lost its data is given again, as of the
-/// restored `epoch`. (Rebuilding the dataflow after a restore gives the rows it re-derives the
+/// Every row of every table as a change at its own version, at most `epoch`, and every row removed
+/// since changes were tracked as a deletion at the version that removed it (no events, quotes or
+/// dead letters): what a sink that lost its data is given again, as of the restored `epoch`
+/// (until 2026-11-27 without the deletions: a row removed in the epochs the store lost stayed
+/// in it, live, for good). (Rebuilding the dataflow after a restore gives the rows it re-derives the
 /// version of the next input position, which the first new epoch shares: a row written at that
 /// version would fence out that epoch's change of it.)
 pub fn full_changes(s: &crate::engine::OutputState, epoch: u64) -> Changes {
     fn all<D: Keyed + Ord + Clone + std::fmt::Debug>(t: &TableState<D>, epoch: u64) -> Vec<Change<D>> {
-        t.versioned_refs()
-            .into_iter()
-            .map(|v| Change { row: v.row.clone(), version: v.version.min(epoch), deleted: false })
+        let live = t.versioned_refs().into_iter().map(|v| (v.row, v.version, false));
+        let gone = t.gone.values().map(|b| (&b.0, b.1, true));
+        live.chain(gone)
+            .map(|(row, version, deleted)| Change { row: row.clone(), version: version.min(epoch), deleted })
             .collect()
     }
     fn second<K, V: Clone>(t: Vec<Change<(K, V)>>) -> Vec<Change<V>> {
-        t.into_iter().map(|c| Change { row: c.row.1, version: c.version, deleted: false }).collect()
+        t.into_iter().map(|c| Change { row: c.row.1, version: c.version, deleted: c.deleted }).collect()
     }
     Changes {
         positions: all(&s.positions, epoch),

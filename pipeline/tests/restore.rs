@@ -318,3 +318,47 @@ fn a_copy_kept_from_the_changes_ends_equal_to_the_tables() {
     assert!(state::snapshot(&copy) == state::snapshot(engine.state()), "the copy ends equal to the tables");
     assert_eq!(copy.dead_letters.len(), engine.state().dead_letters.len());
 }
+
+/// A row removed while changes were tracked (a busted fill, the position it alone made) is kept
+/// as a deletion at the version that removed it, through a checkpoint: a sink that lost its data
+/// and is given the restored tables again gets the deletions too (without them, a row removed in
+/// the epochs the store lost stayed in it, live, for good). A key written again is no deletion.
+#[test]
+fn removed_rows_survive_a_checkpoint_as_deletions() {
+    use harbour::state::full_changes;
+    let fill = |id: &str, account: &str, ts: &str| {
+        format!(
+            r#"{{"type":"fill","exec_id":"{id}","order_id":"O-{id}","account":"{account}","strategy":"s1","symbol":"00700","side":"BUY","qty":"100","price":"385.200","ts":"{ts}"}}"#
+        )
+    };
+    let lines: Vec<String> = vec![
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#
+            .to_string(),
+        fill("E1", "A", "2026-03-02T09:30:00+08:00"),
+        fill("E2", "B", "2026-03-02T09:31:00+08:00"),
+        fill("E3", "C", "2026-03-02T09:32:00+08:00"),
+        r#"{"type":"bust","exec_id":"E1","ts":"2026-03-02T09:40:00+08:00"}"#.to_string(),
+        r#"{"type":"bust","exec_id":"E3","ts":"2026-03-02T09:41:00+08:00"}"#.to_string(),
+        fill("E4", "C", "2026-03-02T09:42:00+08:00"),
+    ];
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let cfg = engine_config(1);
+    let mut first = Engine::new(&cfg, &metrics, health.clone());
+    first.track_changes();
+    feed_all(&mut first, lines.iter().enumerate(), 1);
+    let text = serde_json::to_string(&first.snapshot()).unwrap();
+    let mut second = Engine::new(&cfg, &metrics, health);
+    second.restore(serde_json::from_str(&text).unwrap());
+    let restored_at = 100;
+    let all = full_changes(second.state(), restored_at);
+    let deleted_fills: Vec<(&str, u64)> =
+        all.fills.iter().filter(|c| c.deleted).map(|c| (c.row.fill.exec_id.as_str(), c.version)).collect();
+    // E1 busted by line 5 (the epoch at its position, 1-based: 5), E3 by line 6; E4 lives.
+    assert_eq!(deleted_fills.len(), 2, "{deleted_fills:?}");
+    assert!(deleted_fills.contains(&("E1", 5)) && deleted_fills.contains(&("E3", 6)), "{deleted_fills:?}");
+    let deleted_positions: Vec<&str> =
+        all.positions.iter().filter(|c| c.deleted).map(|c| c.row.key.account.as_str()).collect();
+    assert_eq!(deleted_positions, vec!["A"], "C holds E4 again: no deletion");
+    assert!(all.positions.iter().any(|c| !c.deleted && c.row.key.account == "C"));
+    assert!(all.fills.iter().all(|c| c.version <= restored_at) && all.positions.iter().all(|c| c.version <= restored_at));
+}
