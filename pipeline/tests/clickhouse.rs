@@ -353,6 +353,20 @@ fn harbour_replay_into_clickhouse_equals_the_parquet_tables_of_the_same_run() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A position row of a generated day (`fills` fills, seed `seed`): a template for tests that
+/// write made-up positions.
+fn position_of_a_day(fills: usize, seed: u64) -> harbour_dataflows::pnl::PositionRow {
+    let gen = GenerateConfig { fills, quotes: fills, seed, ..GenerateConfig::default() };
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&engine_config(500), &metrics, health);
+    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
+        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
+    }
+    engine.seal();
+    let row = engine.state().positions.rows().next().unwrap().clone();
+    row // (the engine borrows the state until it is dropped)
+}
+
 /// A flush whose positions carry last fills on 150 trade dates (a book of positions held for
 /// months, re-valued at the open): its insert is cut into blocks of at most 100 dates (current
 /// releases refuse more in one block) and every row lands.
@@ -360,14 +374,7 @@ fn harbour_replay_into_clickhouse_equals_the_parquet_tables_of_the_same_run() {
 fn a_flush_over_more_than_100_trade_dates_lands_whole() {
     use harbour_dataflows::pnl::PositionRow;
     use harbour_sinks::tables::Change;
-    let gen = GenerateConfig { fills: 300, quotes: 300, seed: 23, ..GenerateConfig::default() };
-    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&engine_config(500), &metrics, health);
-    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
-        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
-    }
-    engine.seal();
-    let template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    let template = position_of_a_day(300, 23);
     const DAY: i64 = 86_400_000_000_000;
     let positions: Vec<Change<PositionRow>> = (0..150i64)
         .map(|d| {
@@ -407,17 +414,9 @@ fn a_database_ahead_of_the_state_folder_is_refused() {
 /// (before 2026-11-27) is moved to the new layout at start, rows kept.
 #[test]
 fn a_row_whose_trade_date_moves_replaces_the_older_one() {
-    use harbour_dataflows::pnl::PositionRow;
     use harbour_sinks::tables::Change;
     const DAY: i64 = 86_400_000_000_000;
-    let gen = GenerateConfig { fills: 200, quotes: 200, seed: 29, ..GenerateConfig::default() };
-    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&engine_config(500), &metrics, health);
-    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
-        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
-    }
-    engine.seal();
-    let mut template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    let mut template = position_of_a_day(200, 29);
     template.key.account = "MOVED".into();
     let at = |version: u64, days_back: i64| {
         let mut row = template.clone();
@@ -481,14 +480,7 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
 fn a_large_flush_goes_in_inserts_of_at_most_max_insert_rows() {
     use harbour_dataflows::pnl::PositionRow;
     use harbour_sinks::tables::Change;
-    let gen = GenerateConfig { fills: 100, quotes: 100, seed: 31, ..GenerateConfig::default() };
-    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut engine = Engine::new(&engine_config(500), &metrics, health);
-    for (i, raw) in generate(&gen).unwrap().iter().enumerate() {
-        engine.feed(SourceLine { source: "day".into(), position: i as u64 + 1, raw: raw.clone() });
-    }
-    engine.seal();
-    let template: PositionRow = engine.state().positions.rows().next().unwrap().clone();
+    let template = position_of_a_day(100, 31);
     let positions: Vec<Change<PositionRow>> = (0..2_500)
         .map(|i| {
             let mut row = template.clone();

@@ -202,7 +202,19 @@ fn datagrams_recorded_from_udp_replay_like_the_capture_they_came_from() {
             Some(Duration::from_secs(60)),
         )
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Sent once the recorder's sockets are bound (listed in /proc/net/udp; a fixed head start
+    // lost the first datagrams on a busy machine).
+    let bound = |port: u16| {
+        let suffix = format!(":{port:04X}");
+        std::fs::read_to_string("/proc/net/udp")
+            .map(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&suffix))))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ports.iter().all(|p| bound(*p)) {
+        assert!(std::time::Instant::now() < deadline, "the recorder bound its ports");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     for (i, r) in records.iter().enumerate() {
         tx.send_to(&r.data, ("127.0.0.1", port(r.channel, r.line))).unwrap();

@@ -124,11 +124,26 @@ fn retriable(e: &clickhouse::error::Error) -> bool {
         E::BadResponse(m) if m.contains("Too many partitions") => false,
         // No ClickHouse error code: a proxy or load balancer in front answered; its gateway
         // errors pass (an empty body reads "503 Service Unavailable", a proxy's page names it).
-        E::BadResponse(m) if !m.contains("Code:") => {
-            ["502", "503", "504", "Bad Gateway", "Service Unavailable", "Gateway Time"].iter().any(|c| m.contains(c))
-        }
+        // (The crate keeps the body, not the status, when there is one: Envoy's 503 reads "no
+        // healthy upstream", its 504 "upstream request timeout".)
+        E::BadResponse(m) if !m.contains("Code:") => [
+            "502",
+            "503",
+            "504",
+            "Bad Gateway",
+            "Service Unavailable",
+            "Gateway Time",
+            "no healthy upstream",
+            "upstream connect error",
+            "upstream request timeout",
+        ]
+        .iter()
+        .any(|c| m.contains(c)),
         E::BadResponse(m) => {
-            ["Code: 159", "Code: 202", "Code: 209", "Code: 210", "Code: 241", "Code: 252", "Code: 242"]
+            // Timeout, too many simultaneous queries, socket timeout, network error, memory
+            // limit, too many parts, table read-only (a replica's ZooKeeper session), query
+            // cancelled (a server shutting down).
+            ["Code: 159", "Code: 202", "Code: 209", "Code: 210", "Code: 241", "Code: 252", "Code: 242", "Code: 394"]
                 .iter()
                 .any(|c| m.contains(c))
         }
@@ -549,6 +564,9 @@ mod tests {
         assert!(retriable(&bad("503 Service Unavailable")));
         assert!(retriable(&bad("<html><body><h1>502 Bad Gateway</h1></body></html>")));
         assert!(!retriable(&bad("401 Unauthorized")));
+        assert!(retriable(&bad("no healthy upstream")));
+        assert!(retriable(&bad("upstream connect error or disconnect/reset before headers. reset reason: overflow")));
+        assert!(retriable(&bad("Code: 394. DB::Exception: Query was cancelled")));
         assert!(!retriable(&bad("Code: 516. DB::Exception: default: Authentication failed")));
     }
 }
