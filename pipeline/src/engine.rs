@@ -854,7 +854,9 @@ mod tests {
         let v: RowVersions = rmp_serde::from_slice(&old).unwrap();
         assert_eq!(v, RowVersions::default());
         let mut now = RowVersions::default();
-        now.gone.marks.push(((Symbol(700), Mark { price: None, source: harbour_dataflows::marks::MarkSource::Last, ts: 7 }), 9));
+        now.gone
+            .marks
+            .push(((Symbol(700), Mark { price: None, source: harbour_dataflows::marks::MarkSource::Last, ts: 7 }), 9));
         let back: RowVersions = rmp_serde::from_slice(&rmp_serde::to_vec(&now).unwrap()).unwrap();
         assert_eq!(back, now);
     }

@@ -427,9 +427,8 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
         // The newer version, dated a day earlier, then the date of the older one.
         let newer = "SELECT count(), any(version) FROM positions FINAL WHERE account = 'MOVED'";
         assert_eq!(ch.query_text(newer).unwrap(), "1\t20\n");
-        let older_date = ch
-            .query_text("SELECT toString(max(trade_date)) FROM position_history WHERE account = 'MOVED'")
-            .unwrap();
+        let older_date =
+            ch.query_text("SELECT toString(max(trade_date)) FROM position_history WHERE account = 'MOVED'").unwrap();
         let filtered = format!(
             "SELECT count() FROM positions FINAL WHERE account = 'MOVED' AND trade_date = '{}'",
             older_date.trim()
@@ -469,7 +468,9 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
     assert_eq!(key.trim(), "", "moved to the unpartitioned layout");
     check(&mut moved);
     let left = moved
-        .query_text("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'positions\\_\\_%'")
+        .query_text(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'positions\\_\\_%'",
+        )
         .unwrap();
     assert_eq!(left, "0\n");
 }
@@ -504,9 +505,6 @@ fn a_large_flush_goes_in_inserts_of_at_most_max_insert_rows() {
         )
         .unwrap();
     assert_eq!(parts, "3\t2500\n", "1,000 + 1,000 + 500 rows");
-    assert_eq!(
-        ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'BULK-%'").unwrap(),
-        "2500\n"
-    );
+    assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'BULK-%'").unwrap(), "2500\n");
     ch.execute("SYSTEM START MERGES positions").unwrap();
 }

@@ -360,5 +360,7 @@ fn removed_rows_survive_a_checkpoint_as_deletions() {
         all.positions.iter().filter(|c| c.deleted).map(|c| c.row.key.account.as_str()).collect();
     assert_eq!(deleted_positions, vec!["A"], "C holds E4 again: no deletion");
     assert!(all.positions.iter().any(|c| !c.deleted && c.row.key.account == "C"));
-    assert!(all.fills.iter().all(|c| c.version <= restored_at) && all.positions.iter().all(|c| c.version <= restored_at));
+    assert!(
+        all.fills.iter().all(|c| c.version <= restored_at) && all.positions.iter().all(|c| c.version <= restored_at)
+    );
 }

@@ -1192,7 +1192,11 @@ impl RiskBook {
                     value,
                     level: {
                         let at = if kind == AlertKind::Clear { before.unwrap_or(limit) } else { limit };
-                        if sev == Severity::Soft { at.soft } else { at.hard }
+                        if sev == Severity::Soft {
+                            at.soft
+                        } else {
+                            at.hard
+                        }
                     },
                     ts: row.ts,
                     drivers,

@@ -354,7 +354,12 @@ impl EpochSink for RedisEpochSink {
     fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
         let marker = self.0.epoch().map_err(|e| e.to_string())?;
         if marker > logged {
-            return Err(from_another_run("Redis", marker, logged, "delete its harbour:* keys, or use another Redis database (redis.url ending /N)"));
+            return Err(from_another_run(
+                "Redis",
+                marker,
+                logged,
+                "delete its harbour:* keys, or use another Redis database (redis.url ending /N)",
+            ));
         }
         if marker >= held {
             self.0.set_acknowledged(held);
@@ -435,7 +440,12 @@ impl EpochSink for ClickHouseEpochSink {
     fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
         let progress = self.0.epoch().map_err(|e| e.to_string())?;
         if progress > logged {
-            return Err(from_another_run("ClickHouse", progress, logged, "set another clickhouse.database, or drop that one"));
+            return Err(from_another_run(
+                "ClickHouse",
+                progress,
+                logged,
+                "set another clickhouse.database, or drop that one",
+            ));
         }
         if progress >= held {
             return Ok(held);

@@ -280,7 +280,11 @@ impl ClickHouseSink {
             if key.trim().is_empty() {
                 continue;
             }
-            tracing::info!(table, partition_key = key.trim(), "moving a latest-state table to its unpartitioned layout");
+            tracing::info!(
+                table,
+                partition_key = key.trim(),
+                "moving a latest-state table to its unpartitioned layout"
+            );
             for sql in schema::move_statements(table) {
                 self.execute(&sql)?;
             }

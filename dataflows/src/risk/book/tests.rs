@@ -456,11 +456,8 @@ fn breaches_clear_when_positions_go_and_when_limits_go() {
     // A later breach names the new level.
     b.set_limits(raised(dec!(440000), Decimal::MAX));
     let fired = b.apply(RiskInput::default()).alerts;
-    let account: Vec<_> = fired
-        .iter()
-        .filter(|a| a.group == Group::Account("A".into()))
-        .map(|a| (a.severity, a.kind, a.level))
-        .collect();
+    let account: Vec<_> =
+        fired.iter().filter(|a| a.group == Group::Account("A".into())).map(|a| (a.severity, a.kind, a.level)).collect();
     assert_eq!(account, vec![(Severity::Soft, AlertKind::Breach, dec!(440000))]);
 }
 
