@@ -261,50 +261,40 @@ struct Gone {
     minutes: Vec<(MinuteRow, u64)>,
     orders: Vec<((OrderId, Order), u64)>,
     marks: Vec<((Symbol, Mark), u64)>,
+    instruments: Vec<(Instrument, u64)>,
+    status: Vec<((StatusSubject, TradingStatus), u64)>,
+    risk: Vec<(RiskRow, u64)>,
+    vol: Vec<(VolRow, u64)>,
+}
+
+/// Calls the macro `$m` with the name of every table [`RowVersions`] keeps (a field of
+/// [`OutputState`], of `RowVersions` and of [`Gone`] alike).
+macro_rules! versioned_tables {
+    ($m:ident) => {
+        $m!(positions, fills, rollups, minutes, orders, marks, instruments, status, risk, vol)
+    };
 }
 
 impl RowVersions {
     fn of(s: &OutputState) -> RowVersions {
-        RowVersions {
-            positions: s.positions.key_versions(),
-            fills: s.fills.key_versions(),
-            rollups: s.rollups.key_versions(),
-            minutes: s.minutes.key_versions(),
-            orders: s.orders.key_versions(),
-            marks: s.marks.key_versions(),
-            instruments: s.instruments.key_versions(),
-            status: s.status.key_versions(),
-            risk: s.risk.key_versions(),
-            vol: s.vol.key_versions(),
-            gone: Gone {
-                positions: s.positions.gone(),
-                fills: s.fills.gone(),
-                rollups: s.rollups.gone(),
-                minutes: s.minutes.gone(),
-                orders: s.orders.gone(),
-                marks: s.marks.gone(),
-            },
+        macro_rules! of {
+            ($($t:ident),*) => {
+                RowVersions { $($t: s.$t.key_versions(),)* gone: Gone { $($t: s.$t.gone(),)* } }
+            };
         }
+        versioned_tables!(of)
     }
 
     fn apply(self, s: &mut OutputState) {
-        s.positions.set_versions(self.positions);
-        s.fills.set_versions(self.fills);
-        s.rollups.set_versions(self.rollups);
-        s.minutes.set_versions(self.minutes);
-        s.orders.set_versions(self.orders);
-        s.marks.set_versions(self.marks);
-        s.instruments.set_versions(self.instruments);
-        s.status.set_versions(self.status);
-        s.risk.set_versions(self.risk);
-        s.vol.set_versions(self.vol);
-        let g = self.gone;
-        s.positions.set_gone(g.positions);
-        s.fills.set_gone(g.fills);
-        s.rollups.set_gone(g.rollups);
-        s.minutes.set_gone(g.minutes);
-        s.orders.set_gone(g.orders);
-        s.marks.set_gone(g.marks);
+        macro_rules! apply {
+            ($($t:ident),*) => {{
+                $(
+                    s.$t.set_versions(self.$t);
+                    s.$t.set_gone(self.gone.$t);
+                )*
+            }};
+        }
+        versioned_tables!(apply);
     }
 }
 

@@ -692,7 +692,8 @@ struct Loop<'a, 'm> {
     limits_logged: bool,
 }
 
-/// Sealed epochs left uncommitted this long mean the sinks are behind ([`Loop::judge_behind`]).
+/// An epoch left waiting for the sinks this long, with no commit meanwhile, means they are behind
+/// ([`Loop::judge_behind`]).
 const BEHIND_AFTER: Duration = Duration::from_secs(2);
 
 /// The longest an epoch stays open while the sinks are behind.
@@ -704,12 +705,12 @@ fn lowest(w: &BTreeMap<Partition, (i64, i64)>, p: &Partition) -> i64 {
 
 impl<'a, 'm> Loop<'a, 'm> {
     /// Judges whether the sinks are behind (an epoch waiting for them, and no commit, for
-    /// [`BEHIND_AFTER`]: a sink down or slow), at each seal and commit (not per record). Until
-    /// 2026-11-27 the wait was counted from the last commit, so after an idle spell the first
-    /// epoch counted as behind until it was committed, and the next message waited up to 1 s. While they are, epochs stay
-    /// open up to [`BEHIND_EPOCH`] and idle input does not seal one ([`Loop::epoch_max`]):
-    /// freshness is moot then, and each epoch is a line of the epoch log, which grows until the
-    /// next checkpoint (which waits for the sinks): a trickle of input would add a line per message.
+    /// [`BEHIND_AFTER`]: a sink down or slow), at each seal and commit (not per record). While
+    /// they are, epochs stay open up to [`BEHIND_EPOCH`] and idle input does not seal one
+    /// ([`Loop::epoch_max`]): freshness is moot then, and each epoch is a line of the epoch log,
+    /// which grows until the next checkpoint (which waits for the sinks): a trickle of input would
+    /// add a line per message. (Until 2026-11-27 the wait was counted from the last commit, so
+    /// after an idle spell the first epoch counted as behind until it was committed.)
     fn judge_behind(&mut self) {
         let behind = self.sealed.0 > self.committed && self.waiting_since.elapsed() >= BEHIND_AFTER;
         if behind != self.stretched {

@@ -206,10 +206,7 @@ impl ClickHouseSink {
             closes_written: Default::default(),
         };
         let db = config.database.replace('`', "");
-        sink.retry("creating the database", move |c| {
-            let sql = format!("CREATE DATABASE IF NOT EXISTS `{db}`");
-            async move { c.query(&sql).execute().await }
-        })?;
+        sink.run("creating the database", &format!("CREATE DATABASE IF NOT EXISTS `{db}`"))?;
         sink.client = client;
         sink.migrate()?;
         tracing::info!(url = %shown_url(&url), database = %config.database, "clickhouse sink ready");
@@ -247,11 +244,7 @@ impl ClickHouseSink {
     fn migrate(&mut self) -> Result<(), ClickHouseError> {
         for m in MIGRATIONS {
             for statement in m.statements() {
-                let sql = statement.to_string();
-                self.retry(&format!("migration {} ({})", m.version, m.name), move |c| {
-                    let sql = sql.clone();
-                    async move { c.query(&sql).execute().await }
-                })?;
+                self.run(&format!("migration {} ({})", m.version, m.name), &statement)?;
             }
             let (version, name) = (m.version, m.name.to_string());
             self.retry("recording a migration", move |c| {
@@ -294,11 +287,12 @@ impl ClickHouseSink {
 
     /// Runs a statement that returns nothing (DDL, INSERT … SELECT), retried like the rest.
     pub fn execute(&mut self, sql: &str) -> Result<(), ClickHouseError> {
-        let sql = sql.to_string();
-        self.retry("statement", move |c| {
-            let sql = sql.clone();
-            async move { c.query(&sql).execute().await }
-        })
+        self.run("statement", sql)
+    }
+
+    /// [`ClickHouseSink::execute`], its retries and errors naming `what` was being done.
+    fn run(&mut self, what: &str, sql: &str) -> Result<(), ClickHouseError> {
+        self.retry(what, |c| async move { c.query(sql).execute().await })
     }
 
     /// Writes `changes` and then records `epoch` in `sink_progress`; returns once ClickHouse

@@ -55,18 +55,19 @@ pub const UNPARTITIONED: &[&str] = &["positions", "orders", "risk"];
 /// run again after a failure part-way (the copy is filled again, with the same versions, which
 /// ReplacingMergeTree folds); a leftover `<table>__partitioned` is dropped at every start.
 pub fn move_statements(table: &str) -> Vec<String> {
-    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
-    let ddl = MIGRATIONS
-        .iter()
-        .flat_map(Migration::statements)
-        .find(|s| s.starts_with(&create))
-        .unwrap_or_else(|| panic!("a migration creates {table}"));
+    let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
     vec![
-        ddl.replacen(&create, &format!("CREATE TABLE IF NOT EXISTS {table}__unpartitioned ("), 1),
+        ddl.replacen(&format!("EXISTS {table} ("), &format!("EXISTS {table}__unpartitioned ("), 1),
         format!("INSERT INTO {table}__unpartitioned SELECT * FROM {table}"),
         format!("RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}"),
         format!("DROP TABLE {table}__partitioned"),
     ]
+}
+
+/// The statement of the migrations that creates `table`.
+fn create_statement(table: &str) -> Option<String> {
+    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    MIGRATIONS.iter().flat_map(Migration::statements).find(|s| s.starts_with(&create))
 }
 
 #[cfg(test)]
@@ -82,15 +83,11 @@ mod tests {
 
     #[test]
     fn latest_state_tables_are_created_unpartitioned() {
-        let all: Vec<String> = MIGRATIONS.iter().flat_map(Migration::statements).collect();
         for table in UNPARTITIONED {
-            let ddl = all
-                .iter()
-                .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {table} (")))
-                .unwrap_or_else(|| panic!("{table} created"));
+            let ddl = create_statement(table).unwrap_or_else(|| panic!("{table} created"));
             assert!(!ddl.contains("PARTITION BY"), "{ddl}");
             let copy = &move_statements(table)[0];
-            assert_eq!(copy.replacen(&format!("{table}__unpartitioned ("), &format!("{table} ("), 1), *ddl);
+            assert_eq!(copy.replacen(&format!("{table}__unpartitioned ("), &format!("{table} ("), 1), ddl);
         }
     }
 }

@@ -442,23 +442,18 @@ fn breaches_clear_when_positions_go_and_when_limits_go() {
         account_default: [(Metric::Gross, limit(soft, hard))].into_iter().collect(),
         ..Default::default()
     };
-    b.set_limits(raised(dec!(500000), Decimal::MAX));
-    let cleared = b.apply(RiskInput::default()).alerts;
-    let account: Vec<_> = cleared
-        .iter()
-        .filter(|a| a.group == Group::Account("A".into()))
-        .map(|a| (a.severity, a.kind, a.level))
-        .collect();
+    // The account's alerts of the next apply under `limits`: (severity, kind, level).
+    let mut judged = |limits: Limits| -> Vec<(Severity, AlertKind, Decimal)> {
+        b.set_limits(limits);
+        let alerts = b.apply(RiskInput::default()).alerts;
+        alerts.iter().filter(|a| a.group == Group::Account("A".into())).map(|a| (a.severity, a.kind, a.level)).collect()
+    };
     assert_eq!(
-        account,
+        judged(raised(dec!(500000), Decimal::MAX)),
         vec![(Severity::Hard, AlertKind::Clear, dec!(420000)), (Severity::Soft, AlertKind::Clear, dec!(400000))]
     );
     // A later breach names the new level.
-    b.set_limits(raised(dec!(440000), Decimal::MAX));
-    let fired = b.apply(RiskInput::default()).alerts;
-    let account: Vec<_> =
-        fired.iter().filter(|a| a.group == Group::Account("A".into())).map(|a| (a.severity, a.kind, a.level)).collect();
-    assert_eq!(account, vec![(Severity::Soft, AlertKind::Breach, dec!(440000))]);
+    assert_eq!(judged(raised(dec!(440000), Decimal::MAX)), vec![(Severity::Soft, AlertKind::Breach, dec!(440000))]);
 }
 
 /// A symbol no group holds any more leaves the holdings (they stay bounded by what is held).
