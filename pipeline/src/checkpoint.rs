@@ -109,6 +109,10 @@ pub struct EpochRecord {
     /// epoch a process logs), applied again when the epoch is re-formed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<harbour_dataflows::risk::book::Limits>,
+    /// How many of its lines were refused (dead letters), checked when it is re-formed (`None`:
+    /// logged before the count was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
 }
 
 const FORMAT: u32 = 1;
@@ -145,7 +149,13 @@ impl CheckpointStore {
     /// two processes never write one folder. [`CheckpointError::Locked`] when another holds it.
     pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore, CheckpointError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            // The new folder's own name outlives a power loss too (its files are synced into it;
+            // sinks may hold its epochs soon after a first start).
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            sync_dir(parent)?;
+        }
         let lock_path = dir.join("lock");
         let mut lock =
             OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
@@ -319,6 +329,7 @@ mod tests {
                 lines: e * 10 + 9,
                 ends: (&offsets(e as i64)).into(),
                 limits: None,
+                refused: Some(0),
             })
             .unwrap();
         }
@@ -341,7 +352,8 @@ mod tests {
         let rest: Vec<u64> = s.epochs_after(c.epoch).unwrap().iter().map(|r| r.epoch).collect();
         assert_eq!(rest, vec![30, 40, 50]);
         // Appends after the rewrite land in the new file.
-        s.log_epoch(&EpochRecord { epoch: 60, lines: 69, ends: (&offsets(6)).into(), limits: None }).unwrap();
+        s.log_epoch(&EpochRecord { epoch: 60, lines: 69, ends: (&offsets(6)).into(), limits: None, refused: None })
+            .unwrap();
         s.sync().unwrap();
         assert_eq!(s.epochs_after(20).unwrap().len(), 4);
         assert_eq!(s.committed().unwrap(), 0);

@@ -397,9 +397,7 @@ impl<'m> Engine<'m> {
     /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
     pub fn feed(&mut self, line: SourceLine) -> bool {
         self.count_line();
-        if line.raw.contains(char::REPLACEMENT_CHARACTER) {
-            // Bytes that were not UTF-8, replaced on reading (or a replacement character sent
-            // as such): a name or code is no longer what was sent.
+        if not_utf8(&line.raw) {
             self.log_event(&line, "", NOT_UTF8);
             self.dead_letter(line, NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
             return false;
@@ -822,6 +820,13 @@ fn drive<'m, E>(
     }
     sealed(&mut engine, epoch, true)?;
     Ok(engine.finish())
+}
+
+/// Whether a line is refused as `not_utf8`: it holds U+FFFD, bytes that were not UTF-8 replaced
+/// on reading (or a replacement character sent as such), so a name or code is no longer what was
+/// sent. (`harbour replay --verify` applies the same rule.)
+pub fn not_utf8(raw: &str) -> bool {
+    raw.contains(char::REPLACEMENT_CHARACTER)
 }
 
 /// A single timely worker on this thread (`execute_directly` wants a `Send` closure; the input

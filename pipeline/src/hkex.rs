@@ -414,6 +414,7 @@ pub fn publish(
     kafka: &harbour_sources::kafka::KafkaConfig,
     retrans: Option<&Retransmission>,
     stop: &AtomicBool,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Published, HkexError> {
     use harbour_sources::hkex::replay::FeedItem;
     use harbour_sources::kafka::{publish_lines, DeadLetterProducer, Partition, Poison};
@@ -465,8 +466,19 @@ pub fn publish(
                 reason: &reason,
                 payload: raw.as_bytes(),
             };
-            if let Err(e) = dlq.send(&poison) {
-                dlq_error.get_or_insert(e);
+            // Counted as the pipeline counts its dead letters (`harbour_source_dead_letters_total`
+            // by reason; sent ones in `harbour_kafka_dead_letters_sent_total`).
+            metrics.dead_letter(code);
+            match dlq.send(&poison) {
+                Ok(()) => {
+                    metrics.kafka_dead_letters_sent.inc();
+                }
+                Err(e) => {
+                    // The feed stops at the first that cannot be sent (the error is returned).
+                    tracing::error!(error = %e, "a dead letter could not be sent: stopping the feed");
+                    stop.store(true, Ordering::Relaxed);
+                    dlq_error.get_or_insert(e);
+                }
             }
             dead += 1;
             None

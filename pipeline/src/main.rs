@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use harbour_dataflows::graph::GraphConfig;
 use harbour_sinks::parquet::ParquetSink;
 use harbour_sources::file::{Replay, SourceLine};
-use harbour_sources::generate::generate;
+use harbour_sources::generate::generate_on;
 
 use harbour::config::{self, Config};
 use harbour::engine::{self, EngineConfig};
@@ -242,7 +242,7 @@ fn main() -> anyhow::Result<()> {
             }
             config.validate()?;
             let out = out.unwrap_or_else(|| config.pipeline.out_dir.clone());
-            let lines = generate(&config.generate).context("generating the sample day")?;
+            let lines = generate_on(&config.generate, &config.spread_tables()).context("generating the sample day")?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let input_path = out.join("input.jsonl");
             let mut f = std::io::BufWriter::new(std::fs::File::create(&input_path)?);
@@ -252,7 +252,11 @@ fn main() -> anyhow::Result<()> {
             f.flush()?;
             tracing::info!(lines = lines.len(), path = %input_path.display(), "generated sample day");
             if config.risk.history.is_none() && config.risk.history_days > 1 {
-                let rows = harbour_sources::generate::history(&config.generate, config.risk.history_days)?;
+                let rows = harbour_sources::generate::history(
+                    &config.generate,
+                    &config.spread_tables(),
+                    config.risk.history_days,
+                )?;
                 let path = out.join("history.csv");
                 harbour::risk::write_history(&path, &rows).with_context(|| format!("writing {}", path.display()))?;
                 tracing::info!(days = config.risk.history_days, path = %path.display(), "generated close history");
@@ -298,7 +302,7 @@ fn main() -> anyhow::Result<()> {
             config.generate.seed = seed.unwrap_or(config.generate.seed);
             config.validate()?;
             let lines: Vec<String> = if files.is_empty() {
-                generate(&config.generate)?
+                generate_on(&config.generate, &config.spread_tables())?
             } else {
                 Replay::new(&files).map(|l| l.map(|l| l.raw)).collect::<Result<_, _>>()?
             };
@@ -345,8 +349,9 @@ fn main() -> anyhow::Result<()> {
                     Some(Duration::from_millis(config.redis.flush_ms)),
                 )));
             }
-            // Risk alerts also go to their topic (created when missing, with the input topics).
-            harbour_sources::kafka::create_topics(&config.kafka)?;
+            // Risk alerts also go to their topic (created when missing, with the dead-letter
+            // topic; the input topics must exist: a missing one stops the run, naming it).
+            harbour_sources::kafka::create_output_topics(&config.kafka)?;
             sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
             let started = Instant::now();
             let outcome = match kafka::run(
@@ -384,7 +389,7 @@ fn main() -> anyhow::Result<()> {
             g.symbols = symbols.unwrap_or(g.symbols);
             g.seed = seed.unwrap_or(g.seed);
             config.validate()?;
-            let lines = generate(&config.generate)?;
+            let lines = generate_on(&config.generate, &config.spread_tables())?;
             let mut w: Box<dyn Write> = if out == std::path::Path::new("-") {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
@@ -505,7 +510,7 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             let day: Vec<String> = if files.is_empty() {
                 config.generate.fills = fills.unwrap_or(config.generate.fills);
                 config.generate.seed = seed.unwrap_or(config.generate.seed);
-                generate(&config.generate)?
+                generate_on(&config.generate, &config.spread_tables())?
             } else {
                 Replay::new(&files).map(|l| l.map(|l| l.raw)).collect::<Result<_, _>>()?
             };
@@ -558,7 +563,8 @@ fn hkex_command(command: HkexCommand, config: &mut Config) -> anyhow::Result<()>
             stop_on_signal(stop.clone());
             let retrans = retrans.map(|addr| harbour::hkex::Retransmission { addr, username: retrans_user });
             harbour_sources::kafka::create_topics(&config.kafka)?;
-            let p = harbour::hkex::publish(&source, &config.kafka, retrans.as_ref(), &stop)?;
+            let (metrics, _health) = serve_metrics(config);
+            let p = harbour::hkex::publish(&source, &config.kafka, retrans.as_ref(), &stop, &metrics)?;
             let mut topics: Vec<_> = p.messages.iter().collect();
             topics.sort();
             let f = &p.feed;

@@ -30,6 +30,9 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
     let mut live: FxHashMap<smol_str::SmolStr, Fill> = FxHashMap::default();
     let mut market: Vec<MarketEvent> = Vec::new();
     for line in lines {
+        if crate::engine::not_utf8(&line.raw) {
+            continue;
+        }
         let Ok(accepted) = parse_line(&line.raw, line.position).and_then(|e| validator.accept(e)) else { continue };
         for a in accepted {
             match a {

@@ -265,25 +265,35 @@ fn a_line_that_is_not_utf8_is_a_dead_letter() {
         br#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
     );
     bytes.push(b'\n');
-    let fill = |exec: &str, account: &[u8]| {
+    let fill = |exec: &str, account: &[u8], symbol: &str, price: &str| {
         let mut l = format!(r#"{{"type":"fill","exec_id":"{exec}","order_id":"O1","account":""#).into_bytes();
         l.extend_from_slice(account);
         l.extend_from_slice(
-            br#"","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.2","ts":"2026-03-02T09:30:00+08:00"}"#,
+            format!(r#"","strategy":"S","symbol":"{symbol}","side":"BUY","qty":"400","price":"{price}","ts":"2026-03-02T09:30:00+08:00"}}"#)
+                .as_bytes(),
         );
         l.push(b'\n');
         l
     };
-    bytes.extend(fill("E1", b"AC\xffC1"));
-    bytes.extend(fill("E2", b"ACC1"));
-    let source = Replay::from_reader("bytes.jsonl", std::io::Cursor::new(bytes));
+    bytes.extend(fill("E1", b"AC\xffC1", "00700", "385.2"));
+    bytes.extend(fill("E2", b"ACC1", "00700", "385.2"));
+    // An instrument whose name has a bad byte: refused, so its fills are of an unknown symbol.
+    bytes.extend_from_slice(
+        b"{\"type\":\"instrument\",\"symbol\":\"00005\",\"name\":\"HSBC\xff\",\"lot_size\":400,\"currency\":\"HKD\",\"stamp_duty\":true}\n",
+    );
+    bytes.extend(fill("E3", b"ACC1", "00005", "60.05"));
+    let lines = || Replay::from_reader("bytes.jsonl", std::io::Cursor::new(bytes.clone()));
     let (state, stats) =
-        engine::run(source, &engine_config(10), &Metrics::default(), &Arc::new(Health::default())).expect("run");
-    assert_eq!(stats.dead_letters, 1);
-    let d = &state.dead_letters[0];
-    assert_eq!((d.code.as_str(), d.position), ("not_utf8", 2));
+        engine::run(lines(), &engine_config(10), &Metrics::default(), &Arc::new(Health::default())).expect("run");
+    assert_eq!(stats.dead_letters, 3);
+    let codes: Vec<(&str, u64)> = state.dead_letters.iter().map(|d| (d.code.as_str(), d.position)).collect();
+    assert_eq!(codes, vec![("not_utf8", 2), ("not_utf8", 4), ("unknown_symbol", 5)]);
     let accounts: Vec<String> = state.positions.rows().map(|p| p.key.account.to_string()).collect();
     assert_eq!(accounts, vec!["ACC1".to_string()]);
+    // `--verify` applies the same rule: the recomputation agrees (it took the refused lines in).
+    let reference = harbour::verify::reference(lines().map(|l| l.expect("line")), &engine_config(10));
+    let verified = harbour::verify::compare_with(&state, &reference);
+    assert!(verified.mismatches.is_empty(), "{:?}", verified.mismatches);
 }
 
 /// A Parquet write that fails part-way (here: one table's temporary file cannot be created)
@@ -315,6 +325,39 @@ fn a_failed_parquet_write_leaves_the_previous_tables_whole() {
     std::fs::remove_dir(dir.join("orders.parquet.tmp")).unwrap();
     sink.write(&snapshot_refs(&large)).unwrap();
     assert_eq!(read(&dir.join("positions.parquet")).num_rows(), large.positions.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Two writers on one folder (a replay beside a Kafka run) take turns: every file decodes, and the
+/// set in place is one writer's whole (positions and fills of the same run). Without the folder's
+/// lock they truncated each other's temporary files (holes of zeros renamed into place) and failed
+/// on renames the other had made.
+#[test]
+fn two_parquet_writers_on_one_folder_take_turns() {
+    use harbour::state::snapshot_refs;
+    use harbour_sinks::parquet::ParquetSink;
+    let dir = std::env::temp_dir().join(format!("harbour-parquet-two-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (small, _) = run(&day(300), 100);
+    let (large, _) = run(&day(900), 100);
+    std::thread::scope(|scope| {
+        for state in [&small, &large] {
+            let dir = &dir;
+            scope.spawn(move || {
+                let sink = ParquetSink::new(dir);
+                for _ in 0..8 {
+                    sink.write(&snapshot_refs(state)).expect("a write");
+                }
+            });
+        }
+    });
+    let positions = read(&dir.join("positions.parquet")).num_rows();
+    let fills = read(&dir.join("fills.parquet")).num_rows();
+    assert!(
+        (positions, fills) == (small.positions.len(), small.fills.len())
+            || (positions, fills) == (large.positions.len(), large.fills.len()),
+        "{positions} positions and {fills} fills are not one writer's set"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

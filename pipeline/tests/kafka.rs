@@ -858,7 +858,9 @@ fn an_omdc_feed_bridged_to_kafka_gives_the_tables_of_the_json_day() {
     create_topics(&cfg).unwrap();
     let other_lines = std::fs::read_to_string(&other).unwrap();
     publish_lines(&cfg, other_lines.lines()).unwrap();
-    let published = hk::publish(&FeedSource::Capture(capture.clone()), &cfg, None, &AtomicBool::new(false)).unwrap();
+    let published =
+        hk::publish(&FeedSource::Capture(capture.clone()), &cfg, None, &AtomicBool::new(false), &Metrics::default())
+            .unwrap();
     assert_eq!(published.dead_letters, 0);
     assert_eq!(published.feed.messages, published.feed.duplicates, "line B's copies all dropped");
     assert!(published.messages[&cfg.topics.market] > 5_000, "{:?}", published.messages);
@@ -1132,5 +1134,336 @@ fn a_clickhouse_that_lost_acknowledged_data_is_written_again_on_restart() {
     assert_eq!(run_once().restored_from, last);
     assert_eq!(counts(&mut ch), want);
     ch.query_text(&format!("DROP DATABASE IF EXISTS {}", ch_cfg.database)).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A partition whose messages were deleted before they were read (retention) stops the run with
+/// the partition and offsets named, instead of skipping silently to the oldest message held (the
+/// consumer's `auto.offset.reset` was `earliest`); a start inside what the partition holds, or at
+/// its beginning, reads as before.
+#[test]
+fn offsets_deleted_before_they_were_read_stop_the_consumer_naming_them() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let mut cfg = kafka_config("gone");
+    cfg.partitions = 1;
+    create_topics(&cfg).unwrap();
+    let fill = |n: usize| {
+        format!(
+            r#"{{"type":"fill","exec_id":"E{n}","order_id":"O","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.2","ts":"2026-03-02T09:30:00+08:00"}}"#
+        )
+    };
+    publish_lines(&cfg, (0..10).map(fill)).unwrap();
+    let admin: AdminClient<DefaultClientContext> = cfg.client().unwrap().create().unwrap();
+    let mut upto = rdkafka::TopicPartitionList::new();
+    upto.add_partition_offset(&cfg.topics.fills, 0, rdkafka::Offset::Offset(6)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(admin.delete_records(&upto, &AdminOptions::new())).unwrap();
+    let fills = harbour_sources::kafka::Partition { topic: cfg.topics.fills.as_str().into(), partition: 0 };
+    // Reads until an error, a record, or 20 s.
+    let first = |start: Offsets| {
+        let consumer = InputConsumer::open(&cfg, &[&cfg.topics.fills], &start).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Ok(Some(r)) => return Ok(r.offset),
+                Ok(None) if Instant::now() < deadline => continue,
+                Ok(None) => panic!("nothing read in 20 s"),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let err = first([(fills.clone(), 2)].into_iter().collect()).expect_err("offset 2 is gone");
+    assert!(err.contains(&format!("{}/0 at offset 2 (it holds 6..10)", cfg.topics.fills)), "{err}");
+    assert_eq!(first([(fills.clone(), 7)].into_iter().collect()), Ok(7));
+    assert_eq!(first(Offsets::new()), Ok(6), "a fresh start reads from the oldest message held");
+}
+
+/// A poison message larger than a producer's default maximum (the broker takes up to 1,048,588
+/// bytes; librdkafka produces up to 1,000,000) reaches the dead-letter topic cut to its first
+/// 512 KiB, with headers that say so; before, the send failed and stopped the run at that message
+/// after every restart.
+#[test]
+fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
+    use harbour_sources::kafka::{DeadLetterProducer, Partition, Poison, MAX_DEAD_LETTER_PAYLOAD};
+    let cfg = kafka_config("oversized");
+    create_topics(&cfg).unwrap();
+    let payload: Vec<u8> = (0..1_200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let source = Partition { topic: cfg.topics.fills.as_str().into(), partition: 0 };
+    let reason = "x".repeat(5_000);
+    let mut dlq = DeadLetterProducer::new(&cfg).unwrap();
+    dlq.send(&Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload }).unwrap();
+    dlq.flush().unwrap();
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{}.dlq-reader", cfg.group_id))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&cfg.topics.dead_letters]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        assert!(Instant::now() < deadline, "no dead letter in 30 s");
+        if let Some(m) = reader.poll(Duration::from_millis(200)) {
+            break m.unwrap().detach();
+        }
+    };
+    let header = |k: &str| {
+        m.headers().and_then(|h| {
+            h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8(v.to_vec()).unwrap())
+        })
+    };
+    assert_eq!(m.payload().unwrap(), &payload[..MAX_DEAD_LETTER_PAYLOAD]);
+    assert_eq!(header("harbour.truncated").as_deref(), Some("true"));
+    assert_eq!(header("harbour.payload_bytes").as_deref(), Some("1200000"));
+    assert_eq!(header("harbour.source.offset").as_deref(), Some("7"));
+    assert_eq!(header("harbour.reason").map(|r| r.len()), Some(1_024));
+}
+
+/// Topics written by a transactional producer (Kafka Connect, Flink's exactly-once sinks): every
+/// partition ends in a transaction marker, one offset past its last message, and an aborted
+/// transaction's messages sit between committed ones. The run still bootstraps, reads to the end
+/// and stops there, with the tables of the committed lines alone.
+#[test]
+fn topics_of_a_transactional_producer_are_read_to_their_end() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cfg = kafka_config("txn");
+    let lines =
+        generate(&GenerateConfig { fills: 1_500, quotes: 3_000, seed: 13, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    let producer: BaseProducer =
+        cfg.client().unwrap().set("transactional.id", format!("{}.txn", cfg.group_id)).create().unwrap();
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).unwrap();
+    let t = &cfg.topics;
+    let mut fill_accounts = std::collections::HashMap::new();
+    let route = |line: &str, fill_accounts: &mut std::collections::HashMap<String, String>| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+        match field("type").as_str() {
+            "instrument" => (t.instruments.clone(), field("symbol")),
+            "fill" => {
+                fill_accounts.insert(field("exec_id"), field("account"));
+                (t.fills.clone(), field("account"))
+            }
+            "bust" => (t.fills.clone(), fill_accounts.get(&field("exec_id")).cloned().unwrap_or_default()),
+            "order" => (t.orders.clone(), field("account")),
+            "quote" | "close" => (t.market.clone(), field("symbol")),
+            _ => (t.fills.clone(), line.chars().take(16).collect()),
+        }
+    };
+    for (i, chunk) in lines.chunks(700).enumerate() {
+        producer.begin_transaction().unwrap();
+        for line in chunk {
+            let (topic, key) = route(line, &mut fill_accounts);
+            producer.send(BaseRecord::to(&topic).key(key.as_bytes()).payload(line.as_bytes())).unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.commit_transaction(timeout).unwrap();
+        if i == 2 {
+            // An aborted transaction on every input topic: none of it is read.
+            producer.begin_transaction().unwrap();
+            for topic in [&t.instruments, &t.fills, &t.market, &t.orders] {
+                for n in 0..6 {
+                    let junk = format!(r#"{{"type":"fill","exec_id":"ABORTED{n}"}}"#);
+                    producer
+                        .send(BaseRecord::to(topic).key(n.to_string().as_bytes()).payload(junk.as_bytes()))
+                        .unwrap();
+                }
+            }
+            producer.flush(timeout).unwrap();
+            producer.abort_transaction(timeout).unwrap();
+        }
+    }
+    let dir = temp("txn");
+    let run = KafkaRun {
+        epoch_events: 1_000,
+        epoch_max: Duration::from_millis(50),
+        flush_every: Duration::from_millis(100),
+        checkpoint_every: Duration::from_millis(500),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (cfg2, run2) = (cfg.clone(), run.clone());
+    std::thread::spawn(move || {
+        let out = run_to_parquet(&cfg2, &run2);
+        let _ = tx.send(out.map(|o| (o.state, o.stats.lines)).map_err(|e| e.to_string()));
+    });
+    let (state, read) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the run bootstraps and reaches the end of transactional topics within two minutes")
+        .unwrap();
+    assert_eq!(read, lines.len() as u64, "the committed lines, none of the aborted");
+    assert_same_tables(&state, &file_replay(&lines), Compare::Exact);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `harbour kafka run` against input topics that do not exist stops at once, naming the first
+/// missing one, and creates none of them (until 2026-11-27 it created every topic at start, so a
+/// misspelt input topic was created empty and read as an idle one).
+#[test]
+fn a_missing_input_topic_stops_the_run_and_is_not_created() {
+    let cfg = kafka_config("missing");
+    let dir = temp("missing");
+    let run = Running::spawn(
+        parquet_only(&mut harbour(&cfg))
+            .args(["kafka", "run", "--until-end", "--out"])
+            .arg(dir.join("out"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .stderr(Stdio::piped()),
+    );
+    let mut run = run;
+    let stderr = run.stderr.take().unwrap();
+    let status = wait_at_most(run, Duration::from_secs(60), "a run without its input topics");
+    assert!(!status.success());
+    let err = std::io::read_to_string(stderr).unwrap();
+    assert!(err.contains(&format!("kafka topic `{}` does not exist", cfg.topics.instruments)), "{err}");
+    let reader: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let metadata = reader.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    for topic in cfg.topics.inputs() {
+        assert!(!metadata.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()), "{topic} created");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A lease session timeout the broker refuses (below its `group.min.session.timeout.ms`, 6 s by
+/// default) stops the process, naming the key, instead of leaving it standing by for ever.
+#[test]
+fn a_lease_session_timeout_the_broker_refuses_is_an_error() {
+    let mut cfg = kafka_config("lease-timeout");
+    cfg.lease.enabled = true;
+    cfg.lease.topic = format!("{}.lease", cfg.group_id);
+    cfg.lease.session_timeout_ms = 2_000;
+    let mut lease = harbour_sources::kafka::Lease::join(&cfg).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        match lease.poll(Duration::from_millis(200)) {
+            Err(e) => break e.to_string(),
+            Ok(held) => assert!(!held, "a refused member holds no lease"),
+        }
+        assert!(Instant::now() < deadline, "still standing by after 30 s");
+    };
+    assert!(err.contains("kafka.lease.session_timeout_ms"), "{err}");
+}
+
+/// Partitions added to an input topic while the run reads are found (the watermark thread looks
+/// at the topics' metadata every 2 s) and read from their beginning, with no restart; before,
+/// their messages were never read until a restart, and their lag never reported.
+#[test]
+fn partitions_added_while_running_are_read_from_their_beginning() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cfg = kafka_config("grow");
+    let lines = generate(&GenerateConfig { fills: 800, quotes: 800, seed: 17, ..GenerateConfig::default() }).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("grow");
+    let run = KafkaRun {
+        epoch_events: 1_000,
+        epoch_max: Duration::from_millis(50),
+        flush_every: Duration::from_millis(100),
+        checkpoint_every: Duration::from_millis(200),
+        stop_at_end: false,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cfg2, run2, stop2) = (cfg.clone(), run.clone(), stop.clone());
+    let t = std::thread::spawn(move || {
+        let sinks: Vec<Box<dyn EpochSink + Send>> =
+            vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run2.out_dir)))];
+        kafka::run(
+            &cfg2,
+            &run2,
+            &engine_config(1_000),
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &stop2,
+        )
+        .map(|o| o.state)
+        .map_err(|e| e.to_string())
+    });
+    let store = harbour::checkpoint::CheckpointStore::reader(&run.state_dir);
+    let read = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.load().ok().flatten().is_none_or(|c| c.engine.lines < n as u64) {
+            assert!(Instant::now() < deadline, "{what} not read within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    read(lines.len(), "the day");
+    let admin: AdminClient<DefaultClientContext> = cfg.client().unwrap().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let grown = rt.block_on(admin.create_partitions(&[NewPartitions::new(&cfg.topics.fills, 5)], &AdminOptions::new()));
+    assert!(grown.unwrap().iter().all(Result::is_ok));
+    let producer: BaseProducer = cfg.client().unwrap().create().unwrap();
+    for partition in [3, 4] {
+        let fill = format!(
+            r#"{{"type":"fill","exec_id":"GROW{partition}","order_id":"OG","account":"AG","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.2","ts":"{}T10:00:00+08:00"}}"#,
+            GenerateConfig::default().date
+        );
+        producer
+            .send(BaseRecord::to(&cfg.topics.fills).partition(partition).key("AG").payload(fill.as_bytes()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    read(lines.len() + 2, "the fills of the added partitions");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let state = t.join().unwrap().expect("a clean stop");
+    let grown: Vec<String> =
+        state.fills.rows().filter(|f| f.fill.exec_id.starts_with("GROW")).map(|f| f.fill.exec_id.to_string()).collect();
+    assert_eq!(grown, ["GROW3", "GROW4"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The OMD-C bridge counts its dead letters as the pipeline does: a capture with every 40th
+/// datagram of line A damaged publishes each as a dead letter, counted by reason in
+/// `harbour_source_dead_letters_total` and sent in `harbour_kafka_dead_letters_sent_total` (the
+/// bridge exported no metrics before, and counted them only in its exit summary).
+#[test]
+fn the_omdc_bridge_counts_its_dead_letters() {
+    use harbour::hkex::{self as hk, FeedSource};
+    use harbour_sources::hkex::capture::{CaptureReader, CaptureWriter};
+    use harbour_sources::hkex::day::DayEncoding;
+    let cfg = kafka_config("omdc-dead");
+    let lines = generate(&GenerateConfig { fills: 300, quotes: 900, seed: 37, ..GenerateConfig::default() }).unwrap();
+    let dir = temp("omdc-dead");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding::default()).unwrap();
+    let records: Vec<_> =
+        CaptureReader::new(File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    let damaged = dir.join("damaged.omdc");
+    let mut w = CaptureWriter::new(File::create(&damaged).unwrap()).unwrap();
+    let (mut broken, mut a_seen) = (0u64, 0);
+    for mut r in records {
+        if r.line == 0 {
+            a_seen += 1;
+            if a_seen % 40 == 0 {
+                r.data[0] ^= 0x40;
+                broken += 1;
+            }
+        }
+        w.write(&r).unwrap();
+    }
+    w.finish().unwrap();
+    assert!(broken > 3);
+    create_topics(&cfg).unwrap();
+    let metrics = Metrics::default();
+    let published = hk::publish(&FeedSource::Capture(damaged), &cfg, None, &AtomicBool::new(false), &metrics).unwrap();
+    assert_eq!(published.dead_letters, broken);
+    let text = metrics.render();
+    let value = |line_start: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+    };
+    assert_eq!(value("harbour_source_dead_letters_total{reason=\"omdc_decode\"}"), broken, "{text}");
+    assert_eq!(value("harbour_kafka_dead_letters_sent_total "), broken, "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }

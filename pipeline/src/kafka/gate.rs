@@ -50,6 +50,35 @@ pub enum Step {
     Pause(Partition),
     /// Fetch this partition again.
     Resume(Partition),
+    /// The epoch being re-formed cannot be: the partition's next record is at or past its logged
+    /// end while records before that end were not fed (deleted by retention or compaction, or
+    /// the topic was recreated), so it would wait for them for ever.
+    Gone {
+        /// The epoch.
+        epoch: u64,
+        /// The partition.
+        partition: Partition,
+        /// Where it was to be read from (`None`: its beginning).
+        from: Option<i64>,
+        /// The logged end.
+        end: i64,
+        /// The offset the broker delivered instead.
+        found: i64,
+    },
+}
+
+/// Puts an epoch's records in the order they are fed to the engine: the instruments topic first,
+/// then by topic, partition and offset, whatever order they arrived in. The input rules depend on
+/// order across partitions (a fill of a symbol listed in the same epoch, a bust in another
+/// partition than its fill, a second fill with an accepted exec_id), and the broker interleaves
+/// partitions differently on every read: fed as delivered, an epoch re-formed after a crash could
+/// accept a line the first run refused (or the reverse) while the sinks hold the first run's rows.
+/// In this order the same records always make the same epoch.
+pub fn feed_order<T>(records: &mut [(Record, T)], instruments_topic: &str) {
+    fn key<'a>(r: &'a Record, instruments_topic: &str) -> (bool, &'a Partition, i64) {
+        (r.partition.topic != instruments_topic, &r.partition, r.offset)
+    }
+    records.sort_unstable_by(|(a, _), (b, _)| key(a, instruments_topic).cmp(&key(b, instruments_topic)));
 }
 
 /// The admission state.
@@ -113,9 +142,13 @@ impl Gate {
     }
 
     /// Whether the instruments topic reached the high watermarks seen at start (`low`: where an
-    /// untouched partition starts).
-    pub fn bootstrap_complete(&self, low: impl Fn(&Partition) -> i64) -> bool {
-        self.bootstrap_until.iter().all(|(p, high)| self.next.get(p).copied().unwrap_or_else(|| low(p)) >= *high)
+    /// untouched partition starts; `past`: the consumer's positions, which pass transaction
+    /// markers and aborted messages that are never delivered).
+    pub fn bootstrap_complete(&self, low: impl Fn(&Partition) -> i64, past: &Offsets) -> bool {
+        self.bootstrap_until.iter().all(|(p, high)| {
+            let fed = self.next.get(p).copied().unwrap_or_else(|| low(p));
+            fed.max(past.get(p).copied().unwrap_or(i64::MIN)) >= *high
+        })
     }
 
     /// Ends the bootstrap (the caller sealed its epoch): every held record is released.
@@ -139,6 +172,24 @@ impl Gate {
             return; // re-delivered after a pause: already fed
         }
         if self.held.contains_key(&r.partition) || self.limit(&r.partition).is_some_and(|l| r.offset >= l) {
+            // A partition delivers in offset order: its first record past the logged end of the
+            // epoch being re-formed, with that end not reached, means the records between are gone.
+            if let (Phase::Replay, Some(front), false) =
+                (self.phase, self.replay.front(), self.held.contains_key(&r.partition))
+            {
+                let from = self.next.get(&r.partition).copied();
+                if let Some(end) = front.ends.get(&r.partition) {
+                    if r.offset >= end && from.is_none_or(|n| n < end) {
+                        out.push(Step::Gone {
+                            epoch: front.epoch,
+                            partition: r.partition.clone(),
+                            from,
+                            end,
+                            found: r.offset,
+                        });
+                    }
+                }
+            }
             if self.paused.insert(r.partition.clone()) {
                 out.push(Step::Pause(r.partition.clone()));
             }
@@ -229,6 +280,65 @@ mod tests {
         Partition { topic: t.into(), partition: n }
     }
 
+    /// An epoch's records in two arrival orders feed the engine the same lines in the same order:
+    /// the listing of 00005 before its fill, the bust of E2 (partition 1) before the fill it names
+    /// (partition 2), the first E1 (partition 0) before the second (partition 1), whichever arrived
+    /// first. Fed as they arrived, the two orders accept different lines (the test's premise).
+    #[test]
+    fn an_epoch_feeds_in_one_order_whatever_the_arrival() {
+        let at = |t: &str, n: i32, offset: i64, line: &str| Record {
+            partition: part(t, n),
+            offset,
+            payload: line.as_bytes().to_vec(),
+        };
+        let instrument = |symbol: &str, lot: u32| {
+            format!(
+                r#"{{"type":"instrument","symbol":"{symbol}","name":"N","lot_size":{lot},"currency":"HKD","stamp_duty":true}}"#
+            )
+        };
+        let fill = |exec: &str, account: &str, symbol: &str, price: &str| {
+            format!(
+                r#"{{"type":"fill","exec_id":"{exec}","order_id":"O","account":"{account}","strategy":"S","symbol":"{symbol}","side":"BUY","qty":"400","price":"{price}","ts":"2026-03-02T09:30:00+08:00"}}"#
+            )
+        };
+        let records = vec![
+            at("harbour.instruments", 0, 0, &instrument("00700", 100)),
+            at("harbour.instruments", 0, 1, &instrument("00005", 400)),
+            at("harbour.fills", 0, 0, &fill("E1", "A", "00005", "60.05")),
+            at("harbour.fills", 2, 0, &fill("E2", "B", "00700", "385.2")),
+            at("harbour.fills", 1, 0, r#"{"type":"bust","exec_id":"E2","ts":"2026-03-02T09:31:00+08:00"}"#),
+            at("harbour.fills", 1, 1, &fill("E1", "C", "00700", "385.2")),
+        ];
+        let mut reversed = records.clone();
+        reversed.reverse();
+        // What an engine makes of records fed in this order: the refused lines and the positions.
+        let run = |records: Vec<Record>| {
+            let (metrics, config) = (crate::metrics::Metrics::default(), crate::engine::EngineConfig::new(100));
+            let mut engine = crate::engine::Engine::new(&config, &metrics, Default::default());
+            for r in records {
+                let source = r.partition.to_string().into();
+                let raw = String::from_utf8(r.payload).unwrap();
+                engine.feed(harbour_sources::file::SourceLine { source, position: r.offset as u64, raw });
+            }
+            engine.seal();
+            let state = engine.state();
+            let refused: Vec<String> =
+                state.dead_letters.iter().map(|d| format!("{}@{} {}", d.source, d.position, d.code)).collect();
+            let positions: Vec<String> = state.positions.rows().map(|p| format!("{:?}", p.key)).collect();
+            (refused, positions)
+        };
+        let ordered = |mut records: Vec<Record>| {
+            let mut tagged: Vec<(Record, ())> = records.drain(..).map(|r| (r, ())).collect();
+            feed_order(&mut tagged, "harbour.instruments");
+            tagged.into_iter().map(|(r, ())| r).collect::<Vec<_>>()
+        };
+        assert_ne!(run(records.clone()), run(reversed.clone()), "arrival order matters to the input rules");
+        let (a, b) = (run(ordered(records)), run(ordered(reversed)));
+        assert_eq!(a, b);
+        assert_eq!(a.0, vec!["harbour.fills/1@0 unknown_exec_id", "harbour.fills/1@1 duplicate_exec_id"]);
+        assert_eq!(a.1.len(), 2, "{:?}", a.1);
+    }
+
     fn rec(t: &str, n: i32, offset: i64) -> Record {
         Record { partition: part(t, n), offset, payload: format!("{t}/{n}@{offset}").into_bytes() }
     }
@@ -239,6 +349,7 @@ mod tests {
             lines,
             ends: OffsetList(ends.iter().map(|(t, p, o)| (t.to_string(), *p, *o)).collect()),
             limits: None,
+            refused: None,
         }
     }
 
@@ -256,8 +367,32 @@ mod tests {
                 Step::ReplayDone => "live".into(),
                 Step::Pause(p) => format!("pause {p}"),
                 Step::Resume(p) => format!("resume {p}"),
+                Step::Gone { epoch, partition, from, end, found } => {
+                    format!("gone {epoch} {partition} from {from:?} to {end}, found {found}")
+                }
             })
             .collect()
+    }
+
+    /// Records of an epoch being re-formed that the partition no longer has (retention deleted
+    /// them): its next record, past the logged end, says so at once instead of waiting for ever.
+    #[test]
+    fn records_gone_from_under_an_epoch_being_re_formed_are_named() {
+        let start: Offsets = [(part("a", 0), 5)].into_iter().collect();
+        // Read from 5 to 10 first; now the partition's first record is 12.
+        let mut g =
+            Gate::new(VecDeque::from([epoch(1, 5, &[("a", 0, 10)])]), false, "i", Offsets::new(), start.clone());
+        let steps = run(&mut g, vec![rec("a", 0, 12), rec("a", 0, 13)]);
+        assert_eq!(steps, ["gone 1 a/0 from Some(5) to 10, found 12", "pause a/0"]);
+        // A partition read from its beginning whose records below the end are gone.
+        let mut g =
+            Gate::new(VecDeque::from([epoch(1, 3, &[("b", 0, 3)])]), false, "i", Offsets::new(), Offsets::new());
+        assert_eq!(run(&mut g, vec![rec("b", 0, 7)])[0], "gone 1 b/0 from None to 3, found 7");
+        // Not gone: every record there, the ones past the end held for the next epoch.
+        let mut g = Gate::new(VecDeque::from([epoch(1, 5, &[("a", 0, 7)])]), false, "i", Offsets::new(), start);
+        let steps = run(&mut g, (5..9).map(|o| rec("a", 0, o)).collect());
+        assert!(steps.iter().all(|s| !s.starts_with("gone")), "{steps:?}");
+        assert_eq!(feeds(&steps), ["a/0@5", "a/0@6", "a/0@7", "a/0@8"]);
     }
 
     fn feeds(steps: &[String]) -> Vec<&str> {
@@ -387,7 +522,7 @@ mod tests {
         for r in [rec("f", 0, 0), rec("i", 0, 0), rec("f", 0, 1), rec("i", 0, 1)] {
             g.offer(r, &mut out);
         }
-        assert!(g.bootstrap_complete(|_| 0));
+        assert!(g.bootstrap_complete(|_| 0, &Offsets::new()));
         assert!(g.holds());
         g.go_live(&mut out);
         let steps: Vec<String> = out

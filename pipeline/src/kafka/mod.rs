@@ -675,6 +675,10 @@ struct Loop<'a, 'm> {
     /// What is fed now and what waits; where each partition is.
     gate: Gate,
     in_epoch: usize,
+    /// The open epoch's records, fed when it is sealed.
+    epoch_records: Vec<(Record, Option<u64>)>,
+    /// The instruments topic, fed first in an epoch.
+    instruments_topic: smol_str::SmolStr,
     epoch_opened: Instant,
     /// The last sealed epoch and its end offsets.
     sealed: (u64, Offsets),
@@ -746,6 +750,18 @@ impl<'a, 'm> Loop<'a, 'm> {
                     self.flush(false)?;
                 }
                 Step::ReplayDone => tracing::info!(epochs = self.replayed, "logged epochs re-formed; reading on"),
+                Step::Gone { epoch, partition, from, end, found } => {
+                    let from = from.map_or("its beginning".to_string(), |o| format!("offset {o}"));
+                    return Err(KafkaRunError::Replay {
+                        epoch,
+                        message: format!(
+                            "{partition} was read from {from} to its logged end {end}, but its next message is at \
+                             {found}: the messages between are gone (retention, compaction, or the topic was \
+                             recreated). The sinks hold rows of them: clear the state folder and the sinks, or \
+                             restore the topic"
+                        ),
+                    });
+                }
                 Step::Pause(p) => self.consumer.pause(&p)?,
                 Step::Resume(p) => self.consumer.resume(&p)?,
             }
@@ -753,7 +769,29 @@ impl<'a, 'm> Loop<'a, 'm> {
         Ok(())
     }
 
+    /// Takes a record into the open epoch. Records are fed to the engine when the epoch is
+    /// sealed, in one order whatever order they arrived in ([`Loop::feed_epoch`]).
     fn feed(&mut self, r: Record, replaying: Option<u64>) -> Result<(), KafkaRunError> {
+        self.epoch_records.push((r, replaying));
+        self.in_epoch += 1;
+        Ok(())
+    }
+
+    /// Feeds the open epoch's records to the engine, in [`gate::feed_order`] (the same records
+    /// make the same epoch, re-formed after a crash too). Returns how many were refused.
+    fn feed_epoch(&mut self) -> Result<u64, KafkaRunError> {
+        let mut records = std::mem::take(&mut self.epoch_records);
+        gate::feed_order(&mut records, &self.instruments_topic);
+        let before = self.engine.stats().dead_letters;
+        for (r, replaying) in records.drain(..) {
+            self.feed_now(r, replaying)?;
+        }
+        // (The buffer's memory is kept for the next epoch.)
+        self.epoch_records = records;
+        Ok(self.engine.stats().dead_letters - before)
+    }
+
+    fn feed_now(&mut self, r: Record, replaying: Option<u64>) -> Result<(), KafkaRunError> {
         // The payload becomes the line without a copy when it is UTF-8 (a poison message that is
         // not keeps its bytes for the dead-letter topic).
         let (raw, payload) = match String::from_utf8(r.payload) {
@@ -769,7 +807,6 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
         };
         let accepted = self.engine.feed(SourceLine { source, position: r.offset as u64, raw });
-        self.in_epoch += 1;
         // A re-formed epoch every sink already holds had its dead letters sent.
         let sent_before = replaying.is_some_and(|e| e <= self.committed);
         if !accepted && !sent_before {
@@ -789,6 +826,7 @@ impl<'a, 'm> Loop<'a, 'm> {
     /// Seals the epoch: a re-formed one (`replayed`) must come out exactly as logged; a new one
     /// is logged.
     fn seal(&mut self, replayed: Option<EpochRecord>) -> Result<(), KafkaRunError> {
+        let refused = self.feed_epoch()?;
         let epoch = match &replayed {
             Some(r) => self.engine.seal_as_logged(r.limits.clone()),
             None => self.engine.seal(),
@@ -811,6 +849,16 @@ impl<'a, 'm> Loop<'a, 'm> {
                         ),
                     });
                 }
+                // (Logs written before the count was kept have none to check.)
+                if r.refused.is_some_and(|n| n != refused) {
+                    return Err(KafkaRunError::Replay {
+                        epoch: r.epoch,
+                        message: format!(
+                            "re-formed with {refused} lines refused, logged with {}",
+                            r.refused.unwrap_or_default()
+                        ),
+                    });
+                }
                 self.replayed += 1;
                 self.metrics.kafka_replayed_epochs.inc();
             }
@@ -824,7 +872,13 @@ impl<'a, 'm> Loop<'a, 'm> {
                     (None, true) => None,
                 };
                 self.limits_logged = true;
-                self.store.log_epoch(&EpochRecord { epoch, lines, ends: (&next).into(), limits })?
+                self.store.log_epoch(&EpochRecord {
+                    epoch,
+                    lines,
+                    ends: (&next).into(),
+                    limits,
+                    refused: Some(refused),
+                })?
             }
         }
         if self.sealed.0 == self.committed {
@@ -1192,6 +1246,8 @@ pub fn run(
         names: BTreeMap::new(),
         gate,
         in_epoch: 0,
+        epoch_records: Vec::new(),
+        instruments_topic: kafka.topics.instruments.as_str().into(),
         epoch_opened: Instant::now(),
         sealed: (restored_from, start.clone()),
         checkpointed: restored_from,
@@ -1205,8 +1261,10 @@ pub fn run(
     };
     // Lag comes from watermarks fetched on a thread of their own (not on this one: a fetch is a
     // broker round trip per partition).
-    let watch =
+    let mut watch =
         WatermarkWatch::start(kafka, l.consumer.partitions().to_vec(), watermarks.clone(), Duration::from_secs(2))?;
+    // Partitions added to the input topics while running, read once the loop is between epochs.
+    let mut added: Vec<Partition> = Vec::new();
     let mut last_lag = Instant::now() - Duration::from_secs(60);
     let mut caught_up_after = None;
     let mut steps = Vec::new();
@@ -1223,7 +1281,9 @@ pub fn run(
                 lease_checked = Instant::now();
             }
         }
-        if l.gate.phase() == Phase::Bootstrap && l.gate.bootstrap_complete(|p| lowest(&watermarks, p)) {
+        if l.gate.phase() == Phase::Bootstrap
+            && l.gate.bootstrap_complete(|p| lowest(&watermarks, p), &l.consumer.positions())
+        {
             if l.in_epoch > 0 {
                 l.seal(None)?;
             }
@@ -1254,7 +1314,20 @@ pub fn run(
                 l.flush(false)?;
             }
         }
+        if !added.is_empty() && l.gate.phase() == Phase::Live && !l.gate.holds() && l.in_epoch == 0 {
+            // A consumer assigned anew: every partition where the records fed so far end, the
+            // added ones from their beginning (their first epoch logs their ends; a restart
+            // before a checkpoint holds them reads them from their beginning again).
+            tracing::info!(?added, "partitions added to the input topics: reading them from their beginning");
+            l.consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next())?;
+            watch =
+                WatermarkWatch::start(kafka, l.consumer.partitions().to_vec(), watch.latest(), Duration::from_secs(2))?;
+            added.clear();
+        }
         if last_lag.elapsed() >= Duration::from_secs(2) {
+            if added.is_empty() {
+                added = watch.added();
+            }
             if let Some(r) = l.gate.replaying() {
                 let short: Vec<String> = r
                     .ends
@@ -1268,17 +1341,24 @@ pub fn run(
                     .collect();
                 tracing::debug!(epoch = r.epoch, ?short, "re-forming epoch");
             }
+            // (The consumer's position passes transaction markers, which are never fed; it is
+            // past held records too, so it counts only where nothing is held.)
+            let past = if l.gate.holds() { Offsets::new() } else { l.consumer.positions() };
             for (p, (low, high)) in &watch.latest() {
-                metrics.kafka_lag(p, (high - l.gate.next().get(p).copied().unwrap_or(*low)).max(0));
+                let read = l.gate.next().get(p).copied().unwrap_or(*low).max(past.get(p).copied().unwrap_or(i64::MIN));
+                metrics.kafka_lag(p, (high - read).max(0));
             }
             last_lag = Instant::now();
         }
-        if run.stop_at_end
-            && l.gate.phase() == Phase::Live
-            && l.in_epoch == 0
-            && !l.gate.holds()
-            && end.iter().all(|(p, high)| l.gate.next().get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
-        {
+        if run.stop_at_end && l.gate.phase() == Phase::Live && l.in_epoch == 0 && !l.gate.holds() && {
+            // (Nothing is held: the consumer's position is past every record fed, and past
+            // transaction markers and aborted messages, which are never fed.)
+            let past = l.consumer.positions();
+            end.iter().all(|(p, high)| {
+                let fed = l.gate.next().get(p).copied().unwrap_or(lowest(&watermarks, p));
+                fed.max(past.get(p).copied().unwrap_or(i64::MIN)) >= *high
+            })
+        } {
             caught_up_after = Some(began.elapsed());
             tracing::info!(seconds = began.elapsed().as_secs_f64(), "caught up with the high watermarks seen at start");
             break;

@@ -18,7 +18,7 @@ pub fn risk_config(gen: &harbour_sources::generate::GenerateConfig) -> harbour_d
     use harbour_dataflows::risk::book::{History, Limits, Metric, RiskConfig};
     use harbour_dataflows::risk::limits::Limit;
     use rust_decimal::prelude::ToPrimitive;
-    let rows = harbour_sources::generate::history(gen, 120).unwrap();
+    let rows = harbour_sources::generate::history(gen, &Default::default(), 120).unwrap();
     let history = History::from_closes(rows.into_iter().map(|(d, s, c)| (d, s, c.to_f64().unwrap())));
     let l = |soft: i64, hard: i64| Limit {
         soft: Decimal::from(soft),

@@ -7,7 +7,12 @@
 //! Schemas are documented in docs/parquet-schema.md. Money and prices are `Decimal128(38, 8)`,
 //! event times `Timestamp(ns, UTC)`, quantities `Int64`. Every table is written to a temporary
 //! name and synced, and only then are they all renamed into place: a reader never sees half a
-//! file, and a failed or interrupted write leaves the previous set of tables whole.
+//! file, and a write that fails before the renames leaves the previous set of tables whole (the
+//! renames follow one another: a crash between two, or a reader opening files while they run,
+//! can see some tables of each set). A write holds an exclusive lock on `<dir>/.lock` throughout,
+//! so two processes writing one folder (a `harbour replay` beside a `harbour kafka run`) take
+//! turns instead of writing into each other's temporary files; the set in place is then that of
+//! whichever wrote last, and a warning names the folder.
 
 mod schema;
 
@@ -78,9 +83,25 @@ impl ParquetSink {
     ///
     /// Every table is written to a temporary file and synced first; only when all are written
     /// do they replace the previous files (renames, then the folder synced), so an error or a
-    /// crash part-way leaves the previous set whole, never some tables of each.
+    /// crash before the renames leaves the previous set whole. Holds `<dir>/.lock` throughout.
     pub fn write(&self, tables: &TableRefs<'_>) -> Result<Vec<Written>, ParquetSinkError> {
         fs::create_dir_all(&self.dir).map_err(|source| ParquetSinkError::Io { path: self.dir.clone(), source })?;
+        let lock_path = self.dir.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| ParquetSinkError::Io { path: lock_path.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::warn!(dir = %self.dir.display(), "another process is writing this parquet folder; waiting for it");
+                lock.lock().map_err(|source| ParquetSinkError::Io { path: lock_path.clone(), source })?;
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(ParquetSinkError::Io { path: lock_path, source }),
+        }
+        // (Released when `lock` is dropped, on every return.)
         let write = |table: &'static str, batch: RecordBatch| -> Result<Written, ParquetSinkError> {
             let path = self.dir.join(format!("{table}.parquet"));
             write_file(&temp_of(&path), table, &batch)?;

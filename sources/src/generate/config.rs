@@ -82,7 +82,13 @@ pub enum GenerateError {
 }
 
 impl GenerateConfig {
-    /// Checks that the config can generate a day.
+    /// Checks that the config can generate a day on the spread tables `spreads`.
+    pub fn validate_on(&self, spreads: &SpreadTables) -> Result<(), GenerateError> {
+        self.validate()?;
+        spreads.on(self.date).map(|_| ()).ok_or(GenerateError::Date(self.date))
+    }
+
+    /// Checks that the config can generate a day (on some spread table: `validate_on` names them).
     pub fn validate(&self) -> Result<(), GenerateError> {
         if self.symbols == 0 || self.symbols > MAX_SYMBOLS {
             return Err(GenerateError::Symbols { got: self.symbols, max: MAX_SYMBOLS });
@@ -100,7 +106,9 @@ impl GenerateConfig {
                 return Err(GenerateError::Ratio { field, value });
             }
         }
-        if self.date.year() > 2200 || SpreadTables::default().on(self.date).is_none() {
+        // Whether the date has a spread table is checked against the tables in force
+        // (`Day::with_spreads`, `validate_on`).
+        if self.date.year() > 2200 {
             return Err(GenerateError::Date(self.date));
         }
         Ok(())

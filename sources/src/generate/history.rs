@@ -12,12 +12,18 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 
 use harbour_dataflows::model::Symbol;
+use harbour_dataflows::ticks::SpreadTables;
 
 use super::{Day, GenerateConfig, GenerateError};
 
-/// `days` weekday closes before `cfg.date`, oldest first, as `(date, symbol, close)` rows.
-pub fn history(cfg: &GenerateConfig, days: usize) -> Result<Vec<(NaiveDate, Symbol, Decimal)>, GenerateError> {
-    let day = Day::new(cfg)?;
+/// `days` weekday closes before `cfg.date`, oldest first, as `(date, symbol, close)` rows, for
+/// the day generated on the spread tables `spreads`.
+pub fn history(
+    cfg: &GenerateConfig,
+    spreads: &SpreadTables,
+    days: usize,
+) -> Result<Vec<(NaiveDate, Symbol, Decimal)>, GenerateError> {
+    let day = Day::with_spreads(cfg, spreads)?;
     let opening = day.opening();
     let mut dates = Vec::with_capacity(days);
     let mut d = cfg.date;
@@ -75,8 +81,9 @@ mod tests {
     #[test]
     fn ends_at_the_opening_price_and_is_deterministic() {
         let cfg = GenerateConfig { fills: 100, ..GenerateConfig::default() };
-        let h = history(&cfg, 30).unwrap();
-        assert_eq!(h, history(&cfg, 30).unwrap());
+        let spreads = SpreadTables::default();
+        let h = history(&cfg, &spreads, 30).unwrap();
+        assert_eq!(h, history(&cfg, &spreads, 30).unwrap());
         let open = Day::new(&cfg).unwrap().opening();
         assert_eq!(h.len(), 30 * open.len());
         let last_date = h.last().unwrap().0;

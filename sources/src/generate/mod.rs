@@ -14,7 +14,11 @@
 //! ```
 //!
 //! The same config always gives byte-identical output (ChaCha8 streams, integer prices, no
-//! platform maths). For days too large to hold, iterate a [`Day`] instead.
+//! platform maths). For days too large to hold, iterate a [`Day`] instead. Prices follow the
+//! spread tables given (`generate_on`; `generate` uses the built-in ones): the pipeline passes the
+//! tables its input rules check against. The close history ([`history`]) is the exception to "no
+//! platform maths": its Gaussian draws and compounding use `ln`, `cos` and `exp`, so it is the same
+//! for a seed on one platform, and may differ in the last digit between C libraries.
 
 mod clock;
 mod config;
@@ -31,16 +35,32 @@ mod tests;
 pub use config::{GenerateConfig, GenerateError, MAX_SYMBOLS};
 pub use day::Day;
 pub use history::history;
+
+use harbour_dataflows::ticks::SpreadTables;
 pub use stats::{DayStats, InvalidCounts, InvalidKind};
 
-/// The generated day as contract lines, in arrival order.
+/// The generated day as contract lines, in arrival order, on the built-in spread tables.
 pub fn generate(cfg: &GenerateConfig) -> Result<Vec<String>, GenerateError> {
-    Ok(generate_with_stats(cfg)?.0)
+    generate_on(cfg, &SpreadTables::default())
+}
+
+/// The generated day as contract lines, prices on the grid of `spreads` (the tables the
+/// pipeline's input rules check against).
+pub fn generate_on(cfg: &GenerateConfig, spreads: &SpreadTables) -> Result<Vec<String>, GenerateError> {
+    Ok(generate_with_stats_on(cfg, spreads)?.0)
 }
 
 /// The generated day as contract lines, in arrival order, with its counts.
 pub fn generate_with_stats(cfg: &GenerateConfig) -> Result<(Vec<String>, DayStats), GenerateError> {
-    let mut day = Day::new(cfg)?;
+    generate_with_stats_on(cfg, &SpreadTables::default())
+}
+
+/// `generate_with_stats` on the spread tables `spreads`.
+pub fn generate_with_stats_on(
+    cfg: &GenerateConfig,
+    spreads: &SpreadTables,
+) -> Result<(Vec<String>, DayStats), GenerateError> {
+    let mut day = Day::with_spreads(cfg, spreads)?;
     let lines: Vec<String> = day.by_ref().collect();
     Ok((lines, day.stats().clone()))
 }

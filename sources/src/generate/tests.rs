@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{NaiveDate, NaiveTime};
 use harbour_dataflows::model::{OrderStatus, Ts};
-use harbour_dataflows::ticks::SpreadTables;
+use harbour_dataflows::ticks::{SpreadTable, SpreadTables};
 use harbour_dataflows::validate::{hkt, Accepted, Input, Validator};
 
 use super::*;
@@ -35,7 +35,11 @@ struct Verdict {
 }
 
 fn judge(cfg: &GenerateConfig, lines: &[String]) -> Verdict {
-    let spreads = SpreadTables::default();
+    judge_on(cfg, SpreadTables::default(), lines)
+}
+
+/// What the input rules checking against `spreads` make of a day.
+fn judge_on(cfg: &GenerateConfig, spreads: SpreadTables, lines: &[String]) -> Verdict {
     let table = spreads.on(cfg.date).unwrap().clone();
     let mut validator = Validator::new(spreads);
     let mut lots = HashMap::new();
@@ -113,6 +117,37 @@ fn the_input_rules_reject_exactly_the_invalid_lines() {
             (stats.fills, stats.busts, stats.quotes, stats.closes, stats.orders, stats.instruments)
         );
     }
+}
+
+/// The day follows the spread tables the pipeline is configured with, not the built-in ones: on
+/// tables of coarser ticks (every tick five times the built-in one) the rules again reject exactly
+/// the invalid lines, where the day on the built-in tables has fills off that grid.
+#[test]
+fn prices_follow_configured_spread_tables() {
+    let mut coarse = SpreadTables::default();
+    for t in &mut coarse.0 {
+        for b in &mut t.bands {
+            b.tick *= rust_decimal::Decimal::from(5);
+        }
+    }
+    let cfg = small();
+    let (lines, stats) = generate_with_stats_on(&cfg, &coarse).unwrap();
+    let v = judge_on(&cfg, coarse.clone(), &lines);
+    let expected: BTreeMap<&str, usize> =
+        stats.invalid_by_kind.iter().map(|(k, n)| (k.rejection_code(), n)).filter(|&(_, n)| n > 0).collect();
+    assert_eq!(v.rejected, expected);
+    assert_eq!(v.fills, stats.fills);
+    let builtin = judge_on(&cfg, coarse.clone(), &generate(&cfg).unwrap());
+    assert!(
+        builtin.rejected["off_tick"] > expected.get("off_tick").copied().unwrap_or(0) + 100,
+        "{:?}",
+        builtin.rejected
+    );
+    // A date the configured tables do not cover is refused, naming it.
+    let late = SpreadTables(
+        coarse.0.iter().map(|t| SpreadTable { effective_from: cfg.date.succ_opt().unwrap(), ..t.clone() }).collect(),
+    );
+    assert!(matches!(generate_on(&cfg, &late), Err(GenerateError::Date(d)) if d == cfg.date));
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub struct InputConsumer {
     consumer: BaseConsumer<CommitLog>,
     partitions: Vec<Partition>,
     group_id: String,
+    /// Where each partition was assigned to start (none: its beginning).
+    start: Offsets,
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +80,10 @@ impl InputConsumer {
         let mut client = config.client_with(&[
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
+            // An offset no longer in the partition (retention deleted messages not yet read, or
+            // the topic was recreated) stops the run (`KafkaError::OffsetsGone`) instead of
+            // skipping silently to the earliest message (`kafka.properties` can choose that).
+            ("auto.offset.reset", "error"),
             ("enable.partition.eof", "false"),
             ("fetch.wait.max.ms", "20"),
             // Fetch ahead up to 64 MiB; a partition whose queue is full retries soon, not after
@@ -107,7 +112,48 @@ impl InputConsumer {
         }
         consumer.assign(&assign).map_err(KafkaError::client)?;
         tracing::info!(partitions = partitions.len(), group = %config.group_id, "kafka consumer assigned");
-        Ok(InputConsumer { consumer, partitions, group_id: config.group_id.clone() })
+        Ok(InputConsumer { consumer, partitions, group_id: config.group_id.clone(), start: start.clone() })
+    }
+
+    /// The partitions whose read position is outside what the broker holds, for the error.
+    fn offsets_gone(&self) -> KafkaError {
+        let mut gone = Vec::new();
+        // Where each partition is read: the consumer's position once it read there, else where
+        // it was assigned to start.
+        let positions = self.consumer.position().ok();
+        for p in &self.partitions {
+            let read = positions.as_ref().and_then(|l| l.find_partition(&p.topic, p.partition)).and_then(|e| {
+                match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                }
+            });
+            let Some(at) = read.or_else(|| self.start.get(p).copied()) else { continue };
+            if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT) {
+                if at < low || at > high {
+                    gone.push(format!("{p} at offset {at} (it holds {low}..{high})"));
+                }
+            }
+        }
+        if gone.is_empty() {
+            gone.push("a partition".to_string());
+        }
+        KafkaError::OffsetsGone(gone.join(", "))
+    }
+
+    /// Where the consumer reads each partition on (the offset after the last message it handed
+    /// over, or after transaction markers and aborted messages it passed, which it never hands
+    /// over); partitions it has not read yet are missing. A local call, no broker round trip.
+    pub fn positions(&self) -> Offsets {
+        let mut out = Offsets::new();
+        if let Ok(list) = self.consumer.position() {
+            for e in list.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    out.insert(Partition { topic: SmolStr::new(e.topic()), partition: e.partition() }, o);
+                }
+            }
+        }
+        out
     }
 
     /// Every assigned partition.
@@ -131,6 +177,9 @@ impl InputConsumer {
                     use rdkafka::types::RDKafkaErrorCode as C;
                     if matches!(code, C::Fatal | C::TopicAuthorizationFailed | C::GroupAuthorizationFailed) {
                         return Err(KafkaError::client(e));
+                    }
+                    if code == C::AutoOffsetReset {
+                        return Err(self.offsets_gone());
                     }
                 }
                 tracing::warn!(error = %e, "kafka consumer error (retrying)");
@@ -246,6 +295,9 @@ fn coordinator_retry<T>(mut request: impl FnMut() -> Result<T, RdError>) -> Resu
 /// partitions on the test machine), which on the reading thread held every message behind it.
 pub struct WatermarkWatch {
     latest: Arc<Mutex<BTreeMap<Partition, (i64, i64)>>>,
+    /// Partitions found in the watched topics' metadata beyond those watched (added while
+    /// running).
+    added: Arc<Mutex<Vec<Partition>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -260,9 +312,15 @@ impl WatermarkWatch {
     ) -> Result<WatermarkWatch, KafkaError> {
         let client: BaseConsumer = config.client_with(&[])?.create().map_err(KafkaError::client)?;
         let latest = Arc::new(Mutex::new(known));
+        let added = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let mut topics: BTreeMap<SmolStr, i32> = BTreeMap::new();
+        for p in &partitions {
+            let n = topics.entry(p.topic.clone()).or_default();
+            *n = (*n).max(p.partition + 1);
+        }
         let thread = {
-            let (latest, stop) = (latest.clone(), stop.clone());
+            let (latest, added, stop) = (latest.clone(), added.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("harbour-watermarks".into())
                 .spawn(move || loop {
@@ -284,10 +342,28 @@ impl WatermarkWatch {
                             return;
                         }
                     }
+                    // Partitions added to a topic (the run reads them once told).
+                    for (topic, &known) in &topics {
+                        let Ok(md) = client.fetch_metadata(Some(topic), META_TIMEOUT) else { continue };
+                        let n =
+                            md.topics().iter().find(|t| t.name() == topic.as_str()).map_or(0, |t| t.partitions().len());
+                        let mut added = added.lock().unwrap_or_else(|e| e.into_inner());
+                        for partition in known..n as i32 {
+                            let p = Partition { topic: topic.clone(), partition };
+                            if !added.contains(&p) {
+                                added.push(p);
+                            }
+                        }
+                    }
                 })
                 .map_err(|e| KafkaError::Config(format!("starting the watermark thread: {e}")))?
         };
-        Ok(WatermarkWatch { latest, stop, thread: Some(thread) })
+        Ok(WatermarkWatch { latest, added, stop, thread: Some(thread) })
+    }
+
+    /// Partitions added to the watched topics since the watch started.
+    pub fn added(&self) -> Vec<Partition> {
+        self.added.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The newest watermarks fetched (partitions not fetched yet are missing).

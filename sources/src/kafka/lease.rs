@@ -83,6 +83,15 @@ impl Lease {
         while let Some(r) = self.consumer.poll(wait) {
             wait = Duration::ZERO;
             if let Err(e) = r {
+                // A session timeout outside the broker's bounds (`group.min.session.timeout.ms`,
+                // 6 s by default, to `group.max.session.timeout.ms`) is refused at every join:
+                // waiting would leave every process standing by for ever.
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::InvalidSessionTimeout) {
+                    return Err(KafkaError::Config(format!(
+                        "kafka.lease.session_timeout_ms: the broker refuses it ({e}); its bounds are \
+                         group.min.session.timeout.ms (6000 by default) and group.max.session.timeout.ms"
+                    )));
+                }
                 tracing::warn!(error = %e, group = %self.group, "lease group error (retrying)");
             }
         }

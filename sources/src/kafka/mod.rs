@@ -20,7 +20,10 @@ mod producer;
 pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
 pub use lease::Lease;
-pub use producer::{create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, RecordProducer};
+pub use producer::{
+    create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison,
+    RecordProducer, MAX_DEAD_LETTER_PAYLOAD,
+};
 
 /// Errors talking to Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,13 @@ pub enum KafkaError {
     /// Topic creation failed.
     #[error("kafka: creating topic {0}: {1}")]
     Admin(String, String),
+    /// The offset to read on from is no longer in its partition.
+    #[error(
+        "kafka: {0} is outside the messages the broker holds (deleted by retention before they were read, or the \
+         topic was recreated): reading on would skip them. Clear the state folder and the sinks to start again, or \
+         set kafka.properties.\"auto.offset.reset\" = \"earliest\" to skip to the oldest message held"
+    )]
+    OffsetsGone(String),
     /// Bad settings.
     #[error("{0}")]
     Config(String),

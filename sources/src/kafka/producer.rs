@@ -93,11 +93,30 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     ensure_topics(config, &names.map(|n| (n.as_str(), config.partitions)))
 }
 
-/// Creates the `(name, partitions)` topics that are missing (existing ones are left as they are).
+/// Creates the dead-letter and alerts topics when missing: what `harbour kafka run` writes. The
+/// input topics are not created there (a misspelt name would be created empty and read as an
+/// idle topic): a missing one stops the run, naming it.
+pub fn create_output_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
+    let t = &config.topics;
+    ensure_topics(config, &[(t.dead_letters.as_str(), config.partitions), (t.alerts.as_str(), config.partitions)])
+}
+
+/// Creates the `(name, partitions)` topics that are missing (existing ones are left as they are,
+/// and not asked for: a cluster with ACLs refuses a create of an existing topic to a client
+/// without the right to create).
 pub(crate) fn ensure_topics(config: &KafkaConfig, wanted: &[(&str, i32)]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client()?.create().map_err(KafkaError::client)?;
-    let topics: Vec<NewTopic<'_>> =
-        wanted.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).map_err(KafkaError::client)?;
+    let existing: std::collections::HashSet<&str> =
+        metadata.topics().iter().filter(|t| !t.partitions().is_empty()).map(|t| t.name()).collect();
+    let topics: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .filter(|(n, _)| !existing.contains(n))
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KafkaError::Runtime)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = rt.block_on(admin.create_topics(&topics, &opts)).map_err(KafkaError::client)?;
@@ -173,6 +192,10 @@ pub struct Poison<'a> {
     pub payload: &'a [u8],
 }
 
+/// The largest payload a dead letter carries whole (bytes); the `dead_letters` table keeps the
+/// whole line.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 512 * 1024;
+
 /// Writes poison messages to the dead-letter topic, with headers `harbour.reason`,
 /// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition` and
 /// `harbour.source.offset`; keyed by `topic/partition/offset` so a re-send after a restart is
@@ -185,22 +208,33 @@ impl DeadLetterProducer {
         Ok(DeadLetterProducer(RecordProducer::new(config, &config.topics.dead_letters)?))
     }
 
-    /// Queues one poison message.
+    /// Queues one poison message. A payload over [`MAX_DEAD_LETTER_PAYLOAD`] bytes goes as its
+    /// first bytes, with `harbour.truncated` (`true`) and `harbour.payload_bytes` (the whole size)
+    /// headers, and a reason as its first 1,024 bytes: the broker takes input messages larger than
+    /// a producer's default maximum (1,048,588 against 1,000,000 bytes), and a dead letter that
+    /// could not be sent would stop the run at that message again after every restart.
     pub fn send(&mut self, m: &Poison<'_>) -> Result<(), KafkaError> {
         let partition = m.partition.partition.to_string();
         let offset = m.offset.to_string();
         let key = format!("{}/{}", m.partition, m.offset);
-        self.0.send(
-            &key,
-            m.payload,
-            &[
-                ("harbour.reason", m.reason),
-                ("harbour.reason_code", m.code),
-                ("harbour.source.topic", m.partition.topic.as_str()),
-                ("harbour.source.partition", &partition),
-                ("harbour.source.offset", &offset),
-            ],
-        )
+        let payload_bytes = m.payload.len().to_string();
+        let truncated = m.payload.len() > MAX_DEAD_LETTER_PAYLOAD;
+        let payload = &m.payload[..m.payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+        let reason = match m.reason.char_indices().nth(1_024) {
+            Some((at, _)) => &m.reason[..at],
+            None => m.reason,
+        };
+        let mut headers = vec![
+            ("harbour.reason", reason),
+            ("harbour.reason_code", m.code),
+            ("harbour.source.topic", m.partition.topic.as_str()),
+            ("harbour.source.partition", &partition),
+            ("harbour.source.offset", &offset),
+        ];
+        if truncated {
+            headers.extend([("harbour.truncated", "true"), ("harbour.payload_bytes", &payload_bytes)]);
+        }
+        self.0.send(&key, payload, &headers)
     }
 
     /// Waits until the broker acknowledged everything queued: the dead-letter topic is then
