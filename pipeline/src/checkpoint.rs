@@ -94,6 +94,11 @@ pub struct Checkpoint {
     pub offsets: OffsetList,
     /// The engine's state.
     pub engine: EngineSnapshot,
+    /// Per partition, where the consumer was past `offsets` with nothing fed between (transaction
+    /// markers, aborted messages): retention may delete up to there without a loss. (Checkpoints
+    /// written before it was kept read as none.)
+    #[serde(default)]
+    pub passed: OffsetList,
 }
 
 /// One sealed epoch: its time and every partition's end offset (exclusive).
@@ -298,8 +303,8 @@ impl CheckpointStore {
     }
 
     /// A checkpoint of `engine` at `epoch` with `offsets`.
-    pub fn checkpoint(epoch: u64, offsets: &Offsets, engine: EngineSnapshot) -> Checkpoint {
-        Checkpoint { format: FORMAT, epoch, offsets: offsets.into(), engine }
+    pub fn checkpoint(epoch: u64, offsets: &Offsets, passed: &Offsets, engine: EngineSnapshot) -> Checkpoint {
+        Checkpoint { format: FORMAT, epoch, offsets: offsets.into(), engine, passed: passed.into() }
     }
 }
 
@@ -346,7 +351,7 @@ mod tests {
         let mut s = CheckpointStore::open(&dir).unwrap();
         assert!(fs::read(dir.join("epochs.log")).unwrap().ends_with(b"\n"), "reopening cuts the torn line");
         let snap = EngineSnapshot { lines: 29, ..EngineSnapshot::default() };
-        s.save(&CheckpointStore::checkpoint(20, &offsets(2), snap.clone())).unwrap();
+        s.save(&CheckpointStore::checkpoint(20, &offsets(2), &Offsets::new(), snap.clone())).unwrap();
         let c = s.load().unwrap().unwrap();
         assert_eq!((c.epoch, c.engine, c.offsets.to_offsets()), (20, snap, offsets(2)));
         let rest: Vec<u64> = s.epochs_after(c.epoch).unwrap().iter().map(|r| r.epoch).collect();

@@ -211,6 +211,9 @@ enum KafkaCommand {
         #[arg(long)]
         until_end: bool,
     },
+    /// Create the input, dead-letter and alerts topics that are missing (kafka.partitions each;
+    /// existing ones are left as they are). `kafka run` creates only what it writes.
+    Topics,
     /// Publish JSON-lines files (or a generated sample day) to the input topics, creating them when
     /// missing.
     Produce {
@@ -295,6 +298,19 @@ fn main() -> anyhow::Result<()> {
                 }
                 println!("verify: {} rows equal a from-scratch recomputation", report.rows);
             }
+            Ok(())
+        }
+        Command::Kafka { command: KafkaCommand::Topics } => {
+            config.validate()?;
+            harbour_sources::kafka::create_topics(&config.kafka)?;
+            let t = &config.kafka.topics;
+            println!(
+                "kafka topics present: {} (each created with {} partitions when missing)",
+                [&t.instruments, &t.fills, &t.orders, &t.market, &t.dead_letters, &t.alerts]
+                    .map(String::as_str)
+                    .join(", "),
+                config.kafka.partitions
+            );
             Ok(())
         }
         Command::Kafka { command: KafkaCommand::Produce { files, fills, seed } } => {

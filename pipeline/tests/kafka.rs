@@ -1297,6 +1297,28 @@ fn topics_of_a_transactional_producer_are_read_to_their_end() {
         .unwrap();
     assert_eq!(read, lines.len() as u64, "the committed lines, none of the aborted");
     assert_same_tables(&state, &file_replay(&lines), Compare::Exact);
+
+    // Retention deletes everything (each partition then starts at its end, one past the marker
+    // the checkpoint's offsets point at): the restart starts past the markers it had read past,
+    // instead of stopping as if unread messages were gone.
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let reader = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    let mut upto = rdkafka::TopicPartitionList::new();
+    for (p, (_, high)) in reader.watermarks().unwrap() {
+        upto.add_partition_offset(&p.topic, p.partition, rdkafka::Offset::Offset(high)).unwrap();
+    }
+    drop(reader);
+    let admin: AdminClient<DefaultClientContext> = cfg.client().unwrap().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(admin.delete_records(&upto, &AdminOptions::new())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (cfg2, run2) = (cfg.clone(), run.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(run_to_parquet(&cfg2, &run2).map(|o| o.state).map_err(|e| e.to_string()));
+    });
+    let again = rx.recv_timeout(Duration::from_secs(60)).expect("the restart ends within a minute");
+    assert_same_tables(&again.expect("a restart after retention"), &state, Compare::Exact);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1326,6 +1348,17 @@ fn a_missing_input_topic_stops_the_run_and_is_not_created() {
     for topic in cfg.topics.inputs() {
         assert!(!metadata.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()), "{topic} created");
     }
+    // `harbour kafka topics` creates them; the run then reads the (empty) topics to their end.
+    let out = harbour(&cfg).args(["kafka", "topics"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = Running::spawn(
+        parquet_only(&mut harbour(&cfg))
+            .args(["kafka", "run", "--until-end", "--out"])
+            .arg(dir.join("out"))
+            .arg("--state")
+            .arg(dir.join("state")),
+    );
+    assert!(wait_at_most(run, Duration::from_secs(60), "a run on empty topics").success());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -67,18 +67,55 @@ pub enum Step {
     },
 }
 
-/// Puts an epoch's records in the order they are fed to the engine: the instruments topic first,
-/// then by topic, partition and offset, whatever order they arrived in. The input rules depend on
-/// order across partitions (a fill of a symbol listed in the same epoch, a bust in another
+/// Puts an epoch's records in the order they are fed to the engine, the same whatever order they
+/// arrived in: each partition's records in offset order, the partitions merged by message
+/// timestamp (ties: the instruments topic first, then by topic and partition; a record without a
+/// timestamp takes its partition's previous one). The input rules depend on order across
+/// partitions (a listing or an instrument change and the fills around it, a bust in another
 /// partition than its fill, a second fill with an accepted exec_id), and the broker interleaves
 /// partitions differently on every read: fed as delivered, an epoch re-formed after a crash could
 /// accept a line the first run refused (or the reverse) while the sinks hold the first run's rows.
-/// In this order the same records always make the same epoch.
-pub fn feed_order<T>(records: &mut [(Record, T)], instruments_topic: &str) {
-    fn key<'a>(r: &'a Record, instruments_topic: &str) -> (bool, &'a Partition, i64) {
-        (r.partition.topic != instruments_topic, &r.partition, r.offset)
+/// Timestamps are kept with the messages, so every read of the epoch gives the same order, and it
+/// is the order the messages were produced in as far as the producers' clocks agree.
+pub fn feed_order<T>(records: &mut Vec<(Record, T)>, instruments_topic: &str) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if records.len() < 2 {
+        return;
     }
-    records.sort_unstable_by(|(a, _), (b, _)| key(a, instruments_topic).cmp(&key(b, instruments_topic)));
+    // Each partition's records in offset order (as delivered; sorted all the same).
+    records.sort_unstable_by(|(a, _), (b, _)| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));
+    // Runs of one partition: [start, end) with the timestamps carried forward.
+    let mut stamps: Vec<i64> = Vec::with_capacity(records.len());
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, (r, _)) in records.iter().enumerate() {
+        let new_run = i == 0 || records[i - 1].0.partition != r.partition;
+        if new_run {
+            runs.push((i, i));
+        }
+        let carried = if new_run { i64::MIN } else { stamps[i - 1] };
+        stamps.push(r.timestamp.unwrap_or(carried).max(carried));
+        runs.last_mut().expect("a run").1 = i + 1;
+    }
+    if runs.len() == 1 {
+        return;
+    }
+    // k-way merge of the runs by (timestamp, not instruments, partition).
+    let key = |i: usize, records: &[(Record, T)]| {
+        let p = &records[i].0.partition;
+        (stamps[i], p.topic != instruments_topic, p.topic.clone(), p.partition)
+    };
+    let mut heap: BinaryHeap<Reverse<((i64, bool, smol_str::SmolStr, i32), usize, usize)>> =
+        runs.iter().map(|&(start, end)| Reverse((key(start, records), start, end))).collect();
+    let mut order: Vec<usize> = Vec::with_capacity(records.len());
+    while let Some(Reverse((_, i, end))) = heap.pop() {
+        order.push(i);
+        if i + 1 < end {
+            heap.push(Reverse((key(i + 1, records), i + 1, end)));
+        }
+    }
+    let mut slots: Vec<Option<(Record, T)>> = records.drain(..).map(Some).collect();
+    records.extend(order.into_iter().map(|i| slots[i].take().expect("each record once")));
 }
 
 /// The admission state.
@@ -280,16 +317,18 @@ mod tests {
         Partition { topic: t.into(), partition: n }
     }
 
-    /// An epoch's records in two arrival orders feed the engine the same lines in the same order:
-    /// the listing of 00005 before its fill, the bust of E2 (partition 1) before the fill it names
-    /// (partition 2), the first E1 (partition 0) before the second (partition 1), whichever arrived
-    /// first. Fed as they arrived, the two orders accept different lines (the test's premise).
+    /// An epoch's records in two arrival orders feed the engine the same lines in the same order,
+    /// merged by message time: the listing of 00005 before its fill, the fill E2 (partition 2)
+    /// before its bust (partition 1), the first E1 before the second, a fill of 00700 before its
+    /// lot size changes (accepted) and one after (refused), whichever arrived first. Fed as they
+    /// arrived, the two orders accept different lines (the test's premise).
     #[test]
     fn an_epoch_feeds_in_one_order_whatever_the_arrival() {
-        let at = |t: &str, n: i32, offset: i64, line: &str| Record {
+        let at = |t: &str, n: i32, offset: i64, ms: i64, line: &str| Record {
             partition: part(t, n),
             offset,
             payload: line.as_bytes().to_vec(),
+            timestamp: Some(ms),
         };
         let instrument = |symbol: &str, lot: u32| {
             format!(
@@ -301,13 +340,17 @@ mod tests {
                 r#"{{"type":"fill","exec_id":"{exec}","order_id":"O","account":"{account}","strategy":"S","symbol":"{symbol}","side":"BUY","qty":"400","price":"{price}","ts":"2026-03-02T09:30:00+08:00"}}"#
             )
         };
+        let (i, f) = ("harbour.instruments", "harbour.fills");
         let records = vec![
-            at("harbour.instruments", 0, 0, &instrument("00700", 100)),
-            at("harbour.instruments", 0, 1, &instrument("00005", 400)),
-            at("harbour.fills", 0, 0, &fill("E1", "A", "00005", "60.05")),
-            at("harbour.fills", 2, 0, &fill("E2", "B", "00700", "385.2")),
-            at("harbour.fills", 1, 0, r#"{"type":"bust","exec_id":"E2","ts":"2026-03-02T09:31:00+08:00"}"#),
-            at("harbour.fills", 1, 1, &fill("E1", "C", "00700", "385.2")),
+            at(i, 0, 0, 1, &instrument("00700", 100)),
+            at(i, 0, 1, 2, &instrument("00005", 400)),
+            at(f, 0, 0, 5, &fill("E1", "A", "00005", "60.05")),
+            at(f, 2, 0, 10, &fill("E2", "B", "00700", "385.2")),
+            at(f, 1, 0, 20, r#"{"type":"bust","exec_id":"E2","ts":"2026-03-02T09:31:00+08:00"}"#),
+            at(f, 1, 1, 30, &fill("E1", "C", "00700", "385.2")),
+            at(f, 2, 1, 35, &fill("E3", "D", "00700", "385.2")),
+            at(i, 0, 2, 40, &instrument("00700", 1_000)),
+            at(f, 0, 1, 45, &fill("E4", "D", "00700", "385.2")),
         ];
         let mut reversed = records.clone();
         reversed.reverse();
@@ -324,23 +367,45 @@ mod tests {
             let state = engine.state();
             let refused: Vec<String> =
                 state.dead_letters.iter().map(|d| format!("{}@{} {}", d.source, d.position, d.code)).collect();
-            let positions: Vec<String> = state.positions.rows().map(|p| format!("{:?}", p.key)).collect();
+            let positions: Vec<String> =
+                state.positions.rows().map(|p| format!("{}/{}", p.key.account, p.key.symbol)).collect();
             (refused, positions)
         };
         let ordered = |mut records: Vec<Record>| {
             let mut tagged: Vec<(Record, ())> = records.drain(..).map(|r| (r, ())).collect();
-            feed_order(&mut tagged, "harbour.instruments");
+            feed_order(&mut tagged, i);
             tagged.into_iter().map(|(r, ())| r).collect::<Vec<_>>()
         };
         assert_ne!(run(records.clone()), run(reversed.clone()), "arrival order matters to the input rules");
         let (a, b) = (run(ordered(records)), run(ordered(reversed)));
         assert_eq!(a, b);
-        assert_eq!(a.0, vec!["harbour.fills/1@0 unknown_exec_id", "harbour.fills/1@1 duplicate_exec_id"]);
-        assert_eq!(a.1.len(), 2, "{:?}", a.1);
+        assert_eq!(a.0, ["harbour.fills/1@1 duplicate_exec_id", "harbour.fills/0@1 not_board_lot"]);
+        assert_eq!(a.1, ["A/00005", "D/00700"]);
+    }
+
+    /// Within a partition offset order rules, whatever the timestamps (a record without one, or
+    /// with an older one, stays behind the one before it); across partitions, equal times put the
+    /// instruments topic first.
+    #[test]
+    fn feed_order_keeps_offsets_within_a_partition() {
+        let r = |t: &str, n: i32, offset: i64, ms: Option<i64>| {
+            (Record { partition: part(t, n), offset, payload: Vec::new(), timestamp: ms }, ())
+        };
+        let mut records = vec![
+            r("f", 0, 1, None),
+            r("f", 0, 0, Some(50)),
+            r("f", 0, 2, Some(10)),
+            r("f", 1, 0, Some(20)),
+            r("i", 0, 0, Some(50)),
+            r("f", 1, 1, Some(60)),
+        ];
+        feed_order(&mut records, "i");
+        let got: Vec<String> = records.iter().map(|(r, ())| format!("{}@{}", r.partition, r.offset)).collect();
+        assert_eq!(got, ["f/1@0", "i/0@0", "f/0@0", "f/0@1", "f/0@2", "f/1@1"]);
     }
 
     fn rec(t: &str, n: i32, offset: i64) -> Record {
-        Record { partition: part(t, n), offset, payload: format!("{t}/{n}@{offset}").into_bytes() }
+        Record { partition: part(t, n), offset, payload: format!("{t}/{n}@{offset}").into_bytes(), timestamp: None }
     }
 
     fn epoch(epoch: u64, lines: u64, ends: &[(&str, i32, i64)]) -> EpochRecord {

@@ -854,7 +854,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                     return Err(KafkaRunError::Replay {
                         epoch: r.epoch,
                         message: format!(
-                            "re-formed with {refused} lines refused, logged with {}",
+                            "re-formed with {refused} lines refused, logged with {} (were the input rules' \
+                             tables, `spreads` or `costs`, changed since it was first formed?)",
                             r.refused.unwrap_or_default()
                         ),
                     });
@@ -937,9 +938,10 @@ impl<'a, 'm> Loop<'a, 'm> {
 
     /// Writes every sink through the last sealed epoch and commits it, when due (or `force`);
     /// checkpoints when one is due (or `force`). Called between epochs (the engine's state is the
-    /// sealed epoch's), except at the end of a run stopped inside an epoch being re-formed or
-    /// bootstrapped (`in_epoch > 0`): then only the changes of sealed epochs are written, and no
-    /// whole-state sink or checkpoint sees the partial state.
+    /// sealed epoch's: an open epoch's records wait in `epoch_records` until its seal), except at
+    /// the end of a run stopped inside an epoch being re-formed or bootstrapped (`in_epoch > 0`):
+    /// then only the changes of sealed epochs are written, and no whole-state sink or checkpoint
+    /// is taken (the records of the open epoch were never fed).
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
         let (epoch, _) = self.sealed.clone();
         let partial = self.in_epoch > 0;
@@ -1060,7 +1062,15 @@ impl<'a, 'm> Loop<'a, 'm> {
             && epoch > self.checkpointed
             && self.sinks.iter().filter(|s| !s.replaces_all).all(|s| s.handed >= epoch)
         {
-            let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, self.engine.snapshot());
+            // Where the consumer is past the epoch's ends with nothing fed between (transaction
+            // markers): known only while nothing is held or read ahead (live, between epochs).
+            let passed: Offsets = if self.gate.phase() == Phase::Live && !self.gate.holds() {
+                let ends = &self.sealed.1;
+                self.consumer.positions().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect()
+            } else {
+                Offsets::new()
+            };
+            let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, &passed, self.engine.snapshot());
             if all >= epoch {
                 self.save_checkpoint(epoch, &c)?;
             } else {
@@ -1152,13 +1162,13 @@ pub fn run(
     let began = Instant::now();
     let checkpoint = store.load()?;
     let mut engine = Engine::new(config, metrics, health.clone());
-    let (start, restored_from) = match checkpoint {
+    let (start, passed, restored_from) = match checkpoint {
         Some(c) => {
             tracing::info!(epoch = c.epoch, lines = c.engine.lines, "restoring from checkpoint");
             engine.restore(c.engine);
-            (c.offsets.to_offsets(), c.epoch)
+            (c.offsets.to_offsets(), c.passed.to_offsets(), c.epoch)
         }
-        None => (Offsets::new(), 0),
+        None => (Offsets::new(), Offsets::new(), 0),
     };
     let restored_after = if restored_from > 0 { began.elapsed() } else { Duration::ZERO };
     // Sinks that upsert take the changes from here on (restored rows are already theirs); with
@@ -1171,7 +1181,9 @@ pub fn run(
     // The marker is not fsynced: after a power loss it may name an epoch before the checkpoint's,
     // which every sink held when the checkpoint was written.
     let committed = store.committed()?.max(restored_from);
-    let consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), &start)?;
+    let consumer = InputConsumer::open_passing(kafka, &kafka.topics.inputs(), &start, &passed)?;
+    // (Past the checkpoint's offsets where only passed markers were deleted.)
+    let start = consumer.start().clone();
     let watermarks = consumer.watermarks()?;
     if let Some(first) = replay.front() {
         tracing::info!(epochs = replay.len(), from = first.epoch, "re-forming logged epochs");
@@ -1319,9 +1331,18 @@ pub fn run(
             // added ones from their beginning (their first epoch logs their ends; a restart
             // before a checkpoint holds them reads them from their beginning again).
             tracing::info!(?added, "partitions added to the input topics: reading them from their beginning");
-            l.consumer = InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next())?;
-            watch =
-                WatermarkWatch::start(kafka, l.consumer.partitions().to_vec(), watch.latest(), Duration::from_secs(2))?;
+            // (A broker that fails this now leaves the consumer as it was: tried again in 2 s.)
+            match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next()) {
+                Ok(c) => {
+                    l.consumer = c;
+                    let partitions = l.consumer.partitions().to_vec();
+                    let fresh = WatermarkWatch::start(kafka, partitions, watch.latest(), Duration::from_secs(2))?;
+                    let old = std::mem::replace(&mut watch, fresh);
+                    // (Its thread may be in a broker round trip: not waited for here.)
+                    std::thread::spawn(move || drop(old));
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the added partitions failed; trying again"),
+            }
             added.clear();
         }
         if last_lag.elapsed() >= Duration::from_secs(2) {
@@ -1340,6 +1361,23 @@ pub fn run(
                     })
                     .collect();
                 tracing::debug!(epoch = r.epoch, ?short, "re-forming epoch");
+                // A partition that holds fewer messages than the epoch's logged end (recreated or
+                // truncated since) can never complete it: nothing past the end arrives to say so.
+                let latest = watch.latest();
+                for (t, p, end) in &r.ends.0 {
+                    let part = Partition { topic: t.as_str().into(), partition: *p };
+                    let behind = l.gate.next().get(&part).is_none_or(|n| n < end);
+                    if let Some((_, high)) = latest.get(&part).filter(|(_, high)| behind && high < end) {
+                        return Err(KafkaRunError::Replay {
+                            epoch: r.epoch,
+                            message: format!(
+                                "{part} ends at offset {high}, before the epoch's logged end {end}: the topic was \
+                                 recreated or truncated. The sinks hold rows of the messages it had: clear the state \
+                                 folder and the sinks, or restore the topic"
+                            ),
+                        });
+                    }
+                }
             }
             // (The consumer's position passes transaction markers, which are never fed; it is
             // past held records too, so it counts only where nothing is held.)

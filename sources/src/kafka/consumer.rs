@@ -45,6 +45,9 @@ pub struct Record {
     pub offset: i64,
     /// The payload (empty when the message had none).
     pub payload: Vec<u8>,
+    /// The message's timestamp (ms since the epoch: the producer's create time, or the broker's
+    /// append time for a topic configured so); `None` when it has none.
+    pub timestamp: Option<i64>,
 }
 
 /// The input consumer's context: logs the outcome of asynchronous commits.
@@ -77,6 +80,19 @@ impl InputConsumer {
     /// the pipeline's state is only consistent with the offsets of its own checkpoint, and with
     /// no checkpoint the state is empty, which matches the beginning.)
     pub fn open(config: &KafkaConfig, topics: &[&str], start: &Offsets) -> Result<InputConsumer, KafkaError> {
+        InputConsumer::open_passing(config, topics, start, &Offsets::new())
+    }
+
+    /// As [`InputConsumer::open`], where `passed` holds, per partition, an offset the consumer had
+    /// read past beyond `start` with nothing there to feed (transaction markers, aborted
+    /// messages): a partition whose oldest message held is past its start but not past that
+    /// offset starts at its oldest message (retention deleted only what held nothing to read).
+    pub fn open_passing(
+        config: &KafkaConfig,
+        topics: &[&str],
+        start: &Offsets,
+        passed: &Offsets,
+    ) -> Result<InputConsumer, KafkaError> {
         let mut client = config.client_with(&[
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -105,6 +121,19 @@ impl InputConsumer {
                 partitions.push(Partition { topic: SmolStr::new(topic), partition: p });
             }
         }
+        let mut start = start.clone();
+        for (p, past) in passed {
+            let Some(at) = start.get_mut(p) else { continue };
+            if *past <= *at {
+                continue;
+            }
+            let (low, _) =
+                consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
+            if *at < low && low <= *past {
+                tracing::info!(partition = %p, from = *at, to = low, "starting past transaction markers retention deleted");
+                *at = low;
+            }
+        }
         let mut assign = TopicPartitionList::new();
         for p in &partitions {
             let offset = start.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
@@ -112,7 +141,7 @@ impl InputConsumer {
         }
         consumer.assign(&assign).map_err(KafkaError::client)?;
         tracing::info!(partitions = partitions.len(), group = %config.group_id, "kafka consumer assigned");
-        Ok(InputConsumer { consumer, partitions, group_id: config.group_id.clone(), start: start.clone() })
+        Ok(InputConsumer { consumer, partitions, group_id: config.group_id.clone(), start })
     }
 
     /// The partitions whose read position is outside what the broker holds, for the error.
@@ -156,6 +185,12 @@ impl InputConsumer {
         out
     }
 
+    /// Where each partition was assigned to start (missing: its beginning); past `start` where
+    /// [`InputConsumer::open_passing`] skipped what retention deleted of what it had passed.
+    pub fn start(&self) -> &Offsets {
+        &self.start
+    }
+
     /// Every assigned partition.
     pub fn partitions(&self) -> &[Partition] {
         &self.partitions
@@ -170,6 +205,7 @@ impl InputConsumer {
                 partition: Partition { topic: SmolStr::new(m.topic()), partition: m.partition() },
                 offset: m.offset(),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                timestamp: m.timestamp().to_millis(),
             })),
             Some(Err(RdError::PartitionEOF(_))) => Ok(None),
             Some(Err(e)) => {
@@ -344,6 +380,9 @@ impl WatermarkWatch {
                     }
                     // Partitions added to a topic (the run reads them once told).
                     for (topic, &known) in &topics {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
                         let Ok(md) = client.fetch_metadata(Some(topic), META_TIMEOUT) else { continue };
                         let n =
                             md.topics().iter().find(|t| t.name() == topic.as_str()).map_or(0, |t| t.partitions().len());
