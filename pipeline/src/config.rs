@@ -163,14 +163,50 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Parses a TOML table (after overrides) and validates it.
-pub fn from_table(doc: toml::Table) -> Result<Config, ConfigError> {
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-        let key = e.path().to_string();
-        key_err(&key, e.into_inner().to_string())
-    })?;
-    config.validate()?;
-    Ok(config)
+/// Parses a TOML table (after overrides) and validates it. A number, boolean or date where the
+/// key wants text is taken as its text (an override `HARBOUR__KAFKA__GROUP_ID=2024` or
+/// `HARBOUR__RISK__AS_OF=2026-11-25` reads as TOML first, so as a number or a date).
+pub fn from_table(mut doc: toml::Table) -> Result<Config, ConfigError> {
+    let mut first_error = None;
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(doc.clone())) {
+            Ok(config) => {
+                config.validate()?;
+                return Ok(config);
+            }
+            Err(e) => {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let retried = value_at(&mut doc, &key).is_some_and(|v| {
+                    let text = match v {
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Datetime(d) => d.to_string(),
+                        _ => return false,
+                    };
+                    *v = toml::Value::String(text);
+                    true
+                });
+                let error = first_error.get_or_insert((key, message));
+                if !retried {
+                    return Err(key_err(&error.0, error.1.clone()));
+                }
+            }
+        }
+    }
+    let (key, message) = first_error.expect("an error before giving up");
+    Err(key_err(&key, message))
+}
+
+/// The value at a dotted key path, if the document has it.
+fn value_at<'a>(doc: &'a mut toml::Table, path: &str) -> Option<&'a mut toml::Value> {
+    let mut segments = path.split('.');
+    let mut value = doc.get_mut(segments.next()?)?;
+    for seg in segments {
+        value = value.as_table_mut()?.get_mut(seg)?;
+    }
+    Some(value)
 }
 
 /// Applies `HARBOUR__SECTION__KEY=value` overrides onto the document.
@@ -373,5 +409,30 @@ commission_rate = "0"
         let c = from_table(doc).unwrap();
         assert_eq!(c.pipeline.epoch_events, 77);
         assert_eq!(c.metrics.listen, "127.0.0.1:0");
+    }
+
+    /// An override reads as TOML first: a number, a date or a boolean where the key wants text is
+    /// taken as its text (a numeric group id, a date written bare), where a number is wanted it
+    /// stays one, and text where a number is wanted is still refused, naming the key.
+    #[test]
+    fn overrides_that_read_as_numbers_or_dates_fill_text_keys() {
+        let vars = [
+            ("HARBOUR__KAFKA__GROUP_ID".to_string(), "2024".to_string()),
+            ("HARBOUR__RISK__AS_OF".to_string(), "2026-11-25".to_string()),
+            ("HARBOUR__KAFKA__TOPICS__FILLS".to_string(), "true".to_string()),
+            ("HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(), "300".to_string()),
+        ];
+        let mut doc = toml::Table::new();
+        apply_env(&mut doc, vars.into_iter()).unwrap();
+        let c = from_table(doc).unwrap();
+        assert_eq!(c.kafka.group_id, "2024");
+        assert_eq!(c.risk.as_of, chrono::NaiveDate::from_ymd_opt(2026, 11, 25));
+        assert_eq!(c.kafka.topics.fills, "true");
+        assert_eq!(c.pipeline.epoch_events, 300);
+        let mut doc = toml::Table::new();
+        apply_env(&mut doc, [("HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(), "many".to_string())].into_iter())
+            .unwrap();
+        let e = from_table(doc).unwrap_err().to_string();
+        assert!(e.contains("pipeline.epoch_events"), "{e}");
     }
 }
