@@ -430,8 +430,7 @@ commission_rate = "0"
         assert_eq!(c.kafka.topics.fills, "true");
         assert_eq!(c.pipeline.epoch_events, 300);
         let mut doc = toml::Table::new();
-        apply_env(&mut doc, [("HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(), "many".to_string())].into_iter())
-            .unwrap();
+        apply_env(&mut doc, [("HARBOUR__PIPELINE__EPOCH_EVENTS".to_string(), "many".to_string())].into_iter()).unwrap();
         let e = from_table(doc).unwrap_err().to_string();
         assert!(e.contains("pipeline.epoch_events"), "{e}");
     }

@@ -328,6 +328,8 @@ pub struct Engine<'m> {
     limits: Limits,
     /// Limits that took effect at the last seal (a reload), for the epoch log.
     reloaded: Option<Limits>,
+    /// The time of the restore's epoch, until changes are tracked (its risk rows are logged then).
+    restored_at: Option<u64>,
 }
 
 impl<'m> Engine<'m> {
@@ -390,6 +392,7 @@ impl<'m> Engine<'m> {
             limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
             limits: config.graph.risk.limits.clone(),
             reloaded: None,
+            restored_at: None,
         }
     }
 
@@ -542,6 +545,7 @@ impl<'m> Engine<'m> {
     /// Call on a fresh engine, before any [`Engine::feed`].
     pub fn restore(&mut self, snap: EngineSnapshot) {
         assert_eq!(self.stats.lines, 0, "restore runs on a fresh engine");
+        assert!(self.events.is_none(), "restore runs before track_changes");
         if snap.lines == 0 {
             return;
         }
@@ -589,6 +593,7 @@ impl<'m> Engine<'m> {
         if let Some(v) = versions {
             v.apply(&mut self.state);
         }
+        self.restored_at = Some(t);
         self.reloaded = None;
         self.stats.epochs = 0;
         // Rebuilding the dataflow is not an epoch of input: its time is not the pipeline's lag.
@@ -684,6 +689,16 @@ impl<'m> Engine<'m> {
     /// Keeps a log of every table's changes from now on, for [`Engine::take_changes`].
     pub fn track_changes(&mut self) {
         crate::state::track_changes(&mut self.state);
+        if let Some(t) = self.restored_at.take() {
+            // Risk and volatility rows are functions of settings the checkpoint does not keep
+            // (NAVs, lambda, the horizon, contributors) and of float sums in the order of the
+            // restore: the rebuilt ones may differ from what the stores hold, so they all go to
+            // the sinks again, at the restore's version; and so do alerts the restore fired (a
+            // changed setting can start or end a breach there).
+            self.state.risk.relog(|_, _| true, Some(t));
+            self.state.vol.relog(|_, _| true, Some(t));
+            self.state.alerts.relog(|_, v| v == t, None);
+        }
         self.dead_letters_taken = self.state.dead_letters.len();
         self.events.get_or_insert_with(Vec::new);
         self.quoted.get_or_insert_with(FxHashMap::default);

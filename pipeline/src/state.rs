@@ -233,6 +233,20 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
     }
 
+    /// Logs the held rows `keep` picks as upserts, at `version` when given (the rows take it),
+    /// else at their own: rows a restore rebuilt that the stores may hold otherwise.
+    pub fn relog(&mut self, mut keep: impl FnMut(&D, u64) -> bool, version: Option<u64>) {
+        let Some(log) = self.log.as_mut() else { return };
+        for b in self.rows.values_mut() {
+            if keep(&b.0, b.1) {
+                if let Some(v) = version {
+                    b.1 = v;
+                }
+                log.push(Change { row: b.0.clone(), version: b.1, deleted: false });
+            }
+        }
+    }
+
     /// Starts keeping a log of changes (for sinks that upsert by key and version).
     pub fn track(&mut self) {
         self.log.get_or_insert_with(Vec::new);

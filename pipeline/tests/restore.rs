@@ -364,3 +364,47 @@ fn removed_rows_survive_a_checkpoint_as_deletions() {
         all.fills.iter().all(|c| c.version <= restored_at) && all.positions.iter().all(|c| c.version <= restored_at)
     );
 }
+
+/// Risk rows depend on settings the checkpoint does not keep (here an account's NAV, changed across
+/// the restart) and on float sums in the restore's order: the restored engine sends every risk
+/// and volatility row again, at the restore's version, once it tracks changes, so the stores get
+/// the new leverage (before, the rebuilt rows took back their old versions unsent, and the stores
+/// kept the old leverage for as long as the account did not change).
+#[test]
+fn a_restore_sends_its_rebuilt_risk_rows_again() {
+    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed: 19, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = risk_config(&gen);
+    let mut first = Engine::new(&cfg, &metrics, health.clone());
+    feed_all(&mut first, lines.iter().enumerate().take(3_000), 500);
+    let snap = first.snapshot();
+    let account = first
+        .state()
+        .risk
+        .rows()
+        .find_map(|r| match &r.group {
+            harbour_dataflows::rollups::Group::Account(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("an account's risk row");
+    let group = harbour_dataflows::rollups::Group::Account(account.clone());
+    let mut changed = cfg.clone();
+    changed.graph.risk.nav.insert(account.clone(), rust_decimal::Decimal::from(1_000_000));
+    let mut second = Engine::new(&changed, &metrics, health);
+    second.restore(snap);
+    second.track_changes();
+    let changes = second.take_changes();
+    assert_eq!(changes.risk.len(), second.state().risk.len(), "every risk row again");
+    assert_eq!(changes.vol.len(), second.state().vol.len(), "every volatility row again");
+    let restored_at = 3_000;
+    assert!(changes.risk.iter().all(|c| c.version == restored_at));
+    assert!(changes.vol.iter().all(|c| c.version == restored_at));
+    let row = changes.risk.iter().find(|c| c.row.group == group).unwrap();
+    assert_eq!(row.row.nav, Some(rust_decimal::Decimal::from(1_000_000)));
+    let before = first.state().risk.rows().find(|r| r.group == group).unwrap();
+    assert_ne!(row.row.leverage, before.leverage, "the new NAV's leverage reaches the sinks");
+    // Nothing else is sent again.
+    assert!(changes.positions.is_empty() && changes.fills.is_empty());
+}
