@@ -177,6 +177,12 @@ impl Changes {
         self.len() == 0
     }
 
+    /// A copy without the event log (every input message as received), for a sink that reads
+    /// the tables and the quotes but not the log.
+    pub fn without_events(&self) -> Changes {
+        Changes { quotes: self.quotes.clone(), ..self.tables_only() }
+    }
+
     /// A copy of the tables' changes, without the event log and the quotes (for a sink that keeps
     /// tables only).
     pub fn tables_only(&self) -> Changes {
@@ -259,5 +265,28 @@ mod tests {
             r#"{"IT":"0.5","a\"b":"-1.25"}"#
         );
         assert_eq!(json_pairs(Vec::<(String, rust_decimal::Decimal)>::new()), "{}");
+    }
+
+    /// A copy without the event log keeps the quotes and the tables (what Redis reads); a
+    /// tables-only copy drops the quotes too.
+    #[test]
+    fn copies_drop_what_their_sink_does_not_read() {
+        let mut c = Changes::default();
+        c.quotes.push(Change { row: (Symbol(700), Default::default()), version: 3, deleted: false });
+        let mark = Mark { price: None, source: harbour_dataflows::marks::MarkSource::None, ts: 0 };
+        c.marks.push(Change { row: (Symbol(700), mark), version: 3, deleted: false });
+        c.events.push(SourceEvent {
+            source: "fills/0".into(),
+            position: 9,
+            kind: "quote",
+            code: Default::default(),
+            raw: "{}".into(),
+            version: 3,
+        });
+        let w = c.without_events();
+        assert_eq!((w.quotes.len(), w.marks.len(), w.events.len()), (1, 1, 0));
+        let t = c.tables_only();
+        assert_eq!((t.quotes.len(), t.marks.len(), t.events.len()), (0, 1, 0));
+        assert_eq!(c.len(), 3);
     }
 }

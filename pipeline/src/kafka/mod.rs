@@ -167,10 +167,15 @@ pub trait EpochSink {
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
     }
-    /// Whether the sink reads `changes.events` and `changes.quotes` (when not, its batches come
-    /// without them).
+    /// Whether the sink reads `changes.events`, the event log (when not, its batches come
+    /// without it).
     fn wants_events(&self) -> bool {
         true
+    }
+    /// Whether the sink reads `changes.quotes` (by default when it reads the event log; a sink
+    /// reading neither gets the tables' changes alone).
+    fn wants_quotes(&self) -> bool {
+        self.wants_events()
     }
     /// Whether each write replaces the sink's whole content from the state (Parquet files). Such
     /// a sink needs no change from before a restart (the restored state has them all), so its
@@ -333,6 +338,15 @@ pub struct RedisEpochSink(pub RedisSink, pub Option<Duration>);
 impl EpochSink for RedisEpochSink {
     fn reads_state(&self) -> bool {
         false
+    }
+
+    // Redis keeps the tables and the quotes, not the event log.
+    fn wants_events(&self) -> bool {
+        false
+    }
+
+    fn wants_quotes(&self) -> bool {
+        true
     }
 
     fn name(&self) -> &'static str {
@@ -593,6 +607,8 @@ struct Slot {
     replaces_all: bool,
     /// Changes without events and quotes ([`EpochSink::wants_events`]).
     tables_only: bool,
+    /// The sink reads the event log (else its copies come without it).
+    wants_events: bool,
     /// Written on the loop's thread (it reads the whole state).
     sink: Option<Box<dyn EpochSink + Send>>,
     /// Or on its own.
@@ -604,6 +620,9 @@ struct Slot {
     /// Newest epoch a loop-thread sink wrote.
     durable: u64,
     pending: Changes,
+    /// End offsets of the epochs handed to the sink from its durable one on (a commit lands on
+    /// the lowest durable epoch over the sinks).
+    ends: VecDeque<(u64, Offsets)>,
     metrics: SinkMetrics,
 }
 
@@ -668,8 +687,6 @@ struct Loop<'a, 'm> {
     sinks: Vec<Slot>,
     metrics: &'m Metrics,
     run: &'a KafkaRun,
-    /// End offsets of the epochs handed to a sink since the last commit (a commit lands on one).
-    recent: VecDeque<(u64, Offsets)>,
     /// `topic/partition` names, the dead letters' source.
     names: BTreeMap<Partition, smol_str::SmolStr>,
     /// What is fed now and what waits; where each partition is.
@@ -903,9 +920,13 @@ impl<'a, 'm> Loop<'a, 'm> {
             .iter_mut()
             .filter(|s| s.wants_changes && !s.alerts_only && !s.tables_only && s.handed < epoch)
             .collect();
+        // A sink that reads the event log takes the changes themselves (the log is every input
+        // message: the largest part); the others get copies, without the log where they do not
+        // read it.
+        takers.sort_by_key(|s| s.wants_events);
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
-                slot.pending.append(changes.clone());
+                slot.pending.append(if slot.wants_events { changes.clone() } else { changes.without_events() });
             }
             last.pending.append(changes);
         }
@@ -1000,13 +1021,21 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
             slot.handed = epoch;
             slot.last = Instant::now();
-            // A sink's durable epoch is one it was handed: only those need their ends kept for
-            // the commit (not every sealed epoch, which would grow while a sink is down).
-            if self.recent.back().is_none_or(|(e, _)| *e < epoch) {
-                self.recent.push_back(self.sealed.clone());
+            // A sink's durable epoch is one it was handed: the commit lands on one of those, so
+            // each sink keeps the ends of the epochs it was handed (not every sealed epoch, which
+            // would grow while a sink is down), trimmed below its durable one further down.
+            if !slot.replaces_all {
+                slot.ends.push_back(self.sealed.clone());
             }
         }
-        for slot in &self.sinks {
+        for slot in &mut self.sinks {
+            // Ends below the sink's durable epoch are never committed: the commit is the lowest
+            // durable epoch over the sinks, and a durable epoch only grows. (At most the epochs in
+            // flight to the sink and its durable one stay.)
+            let durable = slot.durable();
+            while slot.ends.get(1).is_some_and(|(e, _)| *e <= durable) {
+                slot.ends.pop_front();
+            }
             slot.metrics.pending_rows.set(slot.pending.len() as i64);
         }
         // At the end, every sink holds the sealed epoch before the last commit.
@@ -1024,13 +1053,9 @@ impl<'a, 'm> Loop<'a, 'm> {
         if all > self.committed {
             self.still_active()?;
             self.dlq.flush()?;
-            while self.recent.front().is_some_and(|(e, _)| *e < all) {
-                self.recent.pop_front();
-            }
-            let ends = match self.recent.front() {
-                Some((e, ends)) if *e == all => ends.clone(),
-                _ => self.sealed.1.clone(),
-            };
+            // (The sinks whose durable epoch is `all` were handed it, and keep its ends.)
+            let kept = self.sinks.iter().find_map(|s| s.ends.iter().find(|(e, _)| *e == all).map(|(_, o)| o.clone()));
+            let ends = kept.unwrap_or_else(|| self.sealed.1.clone());
             // The group's offsets are for lag tooling and a first start; Harbour restarts from
             // its own marker and checkpoint, so only the last commit of a run is waited for.
             if force {
@@ -1202,7 +1227,9 @@ pub fn run(
         .map(|mut sink| {
             sink.start_from(engine.state());
             sink.hold_until(last_logged);
-            let tables_only = sink.wants_changes() && !sink.wants_events() && !sink.alerts_only();
+            let tables_only =
+                sink.wants_changes() && !sink.wants_events() && !sink.wants_quotes() && !sink.alerts_only();
+            let wants_events = sink.wants_events();
             let (name, every, wants_changes, alerts_only, replaces_all) = (
                 sink.name(),
                 sink.flush_every().unwrap_or(run.flush_every),
@@ -1232,6 +1259,7 @@ pub fn run(
                 alerts_only,
                 replaces_all,
                 tables_only,
+                wants_events,
                 sink,
                 worker,
                 every,
@@ -1239,6 +1267,7 @@ pub fn run(
                 handed: held,
                 durable: held,
                 pending: Changes::default(),
+                ends: VecDeque::new(),
                 metrics: m,
             })
         })
@@ -1254,7 +1283,6 @@ pub fn run(
         sinks,
         metrics,
         run,
-        recent: VecDeque::new(),
         names: BTreeMap::new(),
         gate,
         in_epoch: 0,
