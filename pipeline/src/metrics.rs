@@ -291,6 +291,14 @@ impl Metrics {
         self.kafka_lag.get_or_create(&PartitionLabel { topic: p.topic.to_string(), partition: p.partition }).set(lag);
     }
 
+    /// Sets partitions' lag from another thread (the watermark watch's).
+    pub fn kafka_lag_setter(&self) -> impl Fn(&harbour_sources::kafka::Partition, i64) + Send + 'static {
+        let family = self.kafka_lag.clone();
+        move |p, lag| {
+            family.get_or_create(&PartitionLabel { topic: p.topic.to_string(), partition: p.partition }).set(lag);
+        }
+    }
+
     /// Sets a partition's committed offset.
     pub fn kafka_committed(&self, p: &harbour_sources::kafka::Partition, offset: i64) {
         self.kafka_committed_offset

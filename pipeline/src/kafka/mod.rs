@@ -1301,8 +1301,17 @@ pub fn run(
     };
     // Lag comes from watermarks fetched on a thread of their own (not on this one: a fetch is a
     // broker round trip per partition).
-    let mut watch =
-        WatermarkWatch::start(kafka, l.consumer.partitions().to_vec(), watermarks.clone(), Duration::from_secs(2))?;
+    // Where the loop has read each partition to, for the lag the watch's thread sets (it keeps
+    // growing while the loop waits on a sink).
+    let read_to: Arc<Mutex<Offsets>> = Arc::new(Mutex::new(start.clone()));
+    let mut watch = WatermarkWatch::start(
+        kafka,
+        l.consumer.partitions().to_vec(),
+        watermarks.clone(),
+        Duration::from_secs(2),
+        read_to.clone(),
+        metrics.kafka_lag_setter(),
+    )?;
     // Partitions added to the input topics while running, read once the loop is between epochs.
     let mut added: Vec<Partition> = Vec::new();
     let mut last_lag = Instant::now() - Duration::from_secs(60);
@@ -1364,7 +1373,14 @@ pub fn run(
                 Ok(c) => {
                     l.consumer = c;
                     let partitions = l.consumer.partitions().to_vec();
-                    let fresh = WatermarkWatch::start(kafka, partitions, watch.latest(), Duration::from_secs(2))?;
+                    let fresh = WatermarkWatch::start(
+                        kafka,
+                        partitions,
+                        watch.latest(),
+                        Duration::from_secs(2),
+                        read_to.clone(),
+                        metrics.kafka_lag_setter(),
+                    )?;
                     let old = std::mem::replace(&mut watch, fresh);
                     // (Its thread may be in a broker round trip: not waited for here.)
                     std::thread::spawn(move || drop(old));
@@ -1410,10 +1426,12 @@ pub fn run(
             // (The consumer's position passes transaction markers, which are never fed; it is
             // past held records too, so it counts only where nothing is held.)
             let past = if l.gate.holds() { Offsets::new() } else { l.consumer.positions() };
-            for (p, (low, high)) in &watch.latest() {
-                let read = l.gate.next().get(p).copied().unwrap_or(*low).max(past.get(p).copied().unwrap_or(i64::MIN));
-                metrics.kafka_lag(p, (high - read).max(0));
+            let mut read: Offsets = l.gate.next().clone();
+            for (p, at) in past {
+                let r = read.entry(p).or_insert(at);
+                *r = (*r).max(at);
             }
+            *read_to.lock().unwrap_or_else(|e| e.into_inner()) = read;
             last_lag = Instant::now();
         }
         if run.stop_at_end && l.gate.phase() == Phase::Live && l.in_epoch == 0 && !l.gate.holds() && {

@@ -339,12 +339,16 @@ pub struct WatermarkWatch {
 }
 
 impl WatermarkWatch {
-    /// Starts watching `partitions`, from the watermarks `known` already.
+    /// Starts watching `partitions`, from the watermarks `known` already. After each round,
+    /// `lag` is told every partition's lag: its high watermark less where `read` says the reader
+    /// is (its low watermark when not there), so the lag keeps growing while the reader waits.
     pub fn start(
         config: &KafkaConfig,
         partitions: Vec<Partition>,
         known: BTreeMap<Partition, (i64, i64)>,
         every: Duration,
+        read: Arc<Mutex<Offsets>>,
+        lag: impl Fn(&Partition, i64) + Send + 'static,
     ) -> Result<WatermarkWatch, KafkaError> {
         let client: BaseConsumer = config.client_with(&[])?.create().map_err(KafkaError::client)?;
         let latest = Arc::new(Mutex::new(known));
@@ -360,6 +364,14 @@ impl WatermarkWatch {
             std::thread::Builder::new()
                 .name("harbour-watermarks".into())
                 .spawn(move || loop {
+                    // The lag from the watermarks known, at start and after each round.
+                    {
+                        let read = read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let latest = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        for (p, (low, high)) in &latest {
+                            lag(p, (high - read.get(p).copied().unwrap_or(*low)).max(0));
+                        }
+                    }
                     let began = Instant::now();
                     while !stop.load(Ordering::Relaxed) && began.elapsed() < every {
                         std::thread::sleep(Duration::from_millis(20));
