@@ -134,23 +134,8 @@ fn damaged_packets_are_dead_letters_and_line_b_keeps_the_day_whole() {
     let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
     hk::encode(&lines, &capture, &other, &DayEncoding::default()).unwrap();
     // Damage every 50th datagram of line A (its PktSize), so it does not decode.
-    let records: Vec<_> =
-        CaptureReader::new(std::fs::File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
     let damaged = dir.join("damaged.omdc");
-    let mut w = CaptureWriter::new(std::fs::File::create(&damaged).unwrap()).unwrap();
-    let mut broken = 0;
-    let mut a_seen = 0;
-    for mut r in records {
-        if r.line == 0 {
-            a_seen += 1;
-            if a_seen % 50 == 0 {
-                r.data[0] ^= 0x40;
-                broken += 1;
-            }
-        }
-        w.write(&r).unwrap();
-    }
-    w.finish().unwrap();
+    let broken = common::damage_line_a(&capture, &damaged, 50);
     assert!(broken > 10);
     let run = feed_replay(&damaged, &other);
     let want = json_replay(&lines);

@@ -80,6 +80,20 @@ fn file_replay_with(lines: &[String], config: harbour::engine::EngineConfig) -> 
     engine::run(source, &config, &Metrics::default(), &Arc::new(Health::default())).unwrap().0
 }
 
+/// Epochs of at most 1,000 messages or 50 ms, sinks written every 100 ms, a checkpoint every
+/// 500 ms, to the end of the topics; state and Parquet under `dir`.
+fn quick_run(dir: &Path) -> KafkaRun {
+    KafkaRun {
+        epoch_events: 1_000,
+        epoch_max: Duration::from_millis(50),
+        flush_every: Duration::from_millis(100),
+        checkpoint_every: Duration::from_millis(500),
+        stop_at_end: true,
+        state_dir: dir.join("state"),
+        out_dir: dir.join("out"),
+    }
+}
+
 /// A Kafka run into the Parquet sink alone, epochs of 1,000 lines, not stopped.
 fn run_to_parquet(cfg: &KafkaConfig, run: &KafkaRun) -> Result<kafka::KafkaOutcome, kafka::KafkaRunError> {
     let sinks: Vec<Box<dyn EpochSink + Send>> = vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))];
@@ -110,15 +124,7 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     assert_eq!(counts.values().sum::<u64>(), lines.len() as u64);
 
     let dir = temp("equal");
-    let run = KafkaRun {
-        epoch_events: 1_000,
-        epoch_max: Duration::from_millis(50),
-        flush_every: Duration::from_millis(100),
-        checkpoint_every: Duration::from_millis(500),
-        stop_at_end: true,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
+    let run = quick_run(&dir);
     let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
         Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir))),
         Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&cfg).unwrap()),
@@ -866,15 +872,7 @@ fn an_omdc_feed_bridged_to_kafka_gives_the_tables_of_the_json_day() {
     assert!(published.messages[&cfg.topics.market] > 5_000, "{:?}", published.messages);
     assert_eq!(published.messages[&cfg.topics.instruments], 10);
 
-    let run = KafkaRun {
-        epoch_events: 1_000,
-        epoch_max: Duration::from_millis(50),
-        flush_every: Duration::from_millis(100),
-        checkpoint_every: Duration::from_secs(60),
-        stop_at_end: true,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
+    let run = KafkaRun { checkpoint_every: Duration::from_secs(60), ..quick_run(&dir) };
     let out = run_to_parquet(&cfg, &run).unwrap();
     assert_same_tables(&out.state, &file_replay(&lines), Compare::OmdC);
     let _ = std::fs::remove_dir_all(dir);
@@ -1276,15 +1274,7 @@ fn topics_of_a_transactional_producer_are_read_to_their_end() {
         }
     }
     let dir = temp("txn");
-    let run = KafkaRun {
-        epoch_events: 1_000,
-        epoch_max: Duration::from_millis(50),
-        flush_every: Duration::from_millis(100),
-        checkpoint_every: Duration::from_millis(500),
-        stop_at_end: true,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
+    let run = quick_run(&dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let (cfg2, run2) = (cfg.clone(), run.clone());
     std::thread::spawn(move || {
@@ -1395,15 +1385,7 @@ fn partitions_added_while_running_are_read_from_their_beginning() {
     create_topics(&cfg).unwrap();
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
     let dir = temp("grow");
-    let run = KafkaRun {
-        epoch_events: 1_000,
-        epoch_max: Duration::from_millis(50),
-        flush_every: Duration::from_millis(100),
-        checkpoint_every: Duration::from_millis(200),
-        stop_at_end: false,
-        state_dir: dir.join("state"),
-        out_dir: dir.join("out"),
-    };
+    let run = KafkaRun { checkpoint_every: Duration::from_millis(200), stop_at_end: false, ..quick_run(&dir) };
     let stop = Arc::new(AtomicBool::new(false));
     let (cfg2, run2, stop2) = (cfg.clone(), run.clone(), stop.clone());
     let t = std::thread::spawn(move || {
@@ -1461,29 +1443,14 @@ fn partitions_added_while_running_are_read_from_their_beginning() {
 #[test]
 fn the_omdc_bridge_counts_its_dead_letters() {
     use harbour::hkex::{self as hk, FeedSource};
-    use harbour_sources::hkex::capture::{CaptureReader, CaptureWriter};
     use harbour_sources::hkex::day::DayEncoding;
     let cfg = kafka_config("omdc-dead");
     let lines = generate(&GenerateConfig { fills: 300, quotes: 900, seed: 37, ..GenerateConfig::default() }).unwrap();
     let dir = temp("omdc-dead");
     let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
     hk::encode(&lines, &capture, &other, &DayEncoding::default()).unwrap();
-    let records: Vec<_> =
-        CaptureReader::new(File::open(&capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
     let damaged = dir.join("damaged.omdc");
-    let mut w = CaptureWriter::new(File::create(&damaged).unwrap()).unwrap();
-    let (mut broken, mut a_seen) = (0u64, 0);
-    for mut r in records {
-        if r.line == 0 {
-            a_seen += 1;
-            if a_seen % 40 == 0 {
-                r.data[0] ^= 0x40;
-                broken += 1;
-            }
-        }
-        w.write(&r).unwrap();
-    }
-    w.finish().unwrap();
+    let broken = common::damage_line_a(&capture, &damaged, 40) as u64;
     assert!(broken > 3);
     create_topics(&cfg).unwrap();
     let metrics = Metrics::default();

@@ -333,3 +333,25 @@ pub fn grafana_clickhouse_sql(dashboard: &str, mut query: impl FnMut(&str) -> St
     }
     out
 }
+
+/// Copies an OMD-C capture to `out` with every `every`-th datagram of line A damaged (its PktSize,
+/// so it does not decode; line B keeps the messages); returns how many were damaged.
+pub fn damage_line_a(capture: &std::path::Path, out: &std::path::Path, every: usize) -> usize {
+    use harbour_sources::hkex::capture::{CaptureReader, CaptureWriter};
+    let records: Vec<_> =
+        CaptureReader::new(std::fs::File::open(capture).unwrap(), |_| None).unwrap().map(Result::unwrap).collect();
+    let mut w = CaptureWriter::new(std::fs::File::create(out).unwrap()).unwrap();
+    let (mut broken, mut a_seen) = (0, 0);
+    for mut r in records {
+        if r.line == 0 {
+            a_seen += 1;
+            if a_seen % every == 0 {
+                r.data[0] ^= 0x40;
+                broken += 1;
+            }
+        }
+        w.write(&r).unwrap();
+    }
+    w.finish().unwrap();
+    broken
+}
