@@ -173,14 +173,19 @@ impl Gate {
         !self.held.is_empty()
     }
 
+    /// Whether records of `p` wait.
+    pub fn holds_from(&self, p: &Partition) -> bool {
+        self.held.contains_key(p)
+    }
+
     /// The logged epoch being re-formed.
     pub fn replaying(&self) -> Option<&EpochRecord> {
         self.replay.front()
     }
 
     /// Whether the instruments topic reached the high watermarks seen at start (`low`: where an
-    /// untouched partition starts; `past`: the consumer's positions, which pass transaction
-    /// markers and aborted messages that are never delivered).
+    /// untouched partition starts; `past`: where partitions are read to, which passes
+    /// transaction markers and aborted messages the consumer never hands over).
     pub fn bootstrap_complete(&self, low: impl Fn(&Partition) -> i64, past: &Offsets) -> bool {
         self.bootstrap_until.iter().all(|(p, high)| {
             let fed = self.next.get(p).copied().unwrap_or_else(|| low(p));

@@ -761,7 +761,7 @@ impl<'a, 'm> Loop<'a, 'm> {
     fn apply(&mut self, steps: &mut Vec<Step>) -> Result<(), KafkaRunError> {
         for step in steps.drain(..) {
             match step {
-                Step::Feed { record, replaying } => self.feed(record, replaying)?,
+                Step::Feed { record, replaying } => self.feed(record, replaying),
                 Step::SealReplayed(r) => {
                     self.seal(Some(r))?;
                     self.flush(false)?;
@@ -788,10 +788,23 @@ impl<'a, 'm> Loop<'a, 'm> {
 
     /// Takes a record into the open epoch. Records are fed to the engine when the epoch is
     /// sealed, in one order whatever order they arrived in ([`Loop::feed_epoch`]).
-    fn feed(&mut self, r: Record, replaying: Option<u64>) -> Result<(), KafkaRunError> {
+    fn feed(&mut self, r: Record, replaying: Option<u64>) {
         self.epoch_records.push((r, replaying));
         self.in_epoch += 1;
-        Ok(())
+    }
+
+    /// Where each partition is read to: past the records fed, or further where the consumer
+    /// passed transaction markers and aborted messages, which it never hands over (not where it
+    /// read records the gate holds back).
+    fn read_to(&self) -> Offsets {
+        let mut read = self.gate.next().clone();
+        for (p, at) in self.consumer.positions() {
+            if !self.gate.holds_from(&p) {
+                let r = read.entry(p).or_insert(at);
+                *r = (*r).max(at);
+            }
+        }
+        read
     }
 
     /// Feeds the open epoch's records to the engine, in [`gate::feed_order`] (the same records
@@ -1091,7 +1104,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             // markers): known only while nothing is held or read ahead (live, between epochs).
             let passed: Offsets = if self.gate.phase() == Phase::Live && !self.gate.holds() {
                 let ends = &self.sealed.1;
-                self.consumer.positions().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect()
+                self.read_to().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect()
             } else {
                 Offsets::new()
             };
@@ -1330,9 +1343,7 @@ pub fn run(
                 lease_checked = Instant::now();
             }
         }
-        if l.gate.phase() == Phase::Bootstrap
-            && l.gate.bootstrap_complete(|p| lowest(&watermarks, p), &l.consumer.positions())
-        {
+        if l.gate.phase() == Phase::Bootstrap && l.gate.bootstrap_complete(|p| lowest(&watermarks, p), &l.read_to()) {
             if l.in_epoch > 0 {
                 l.seal(None)?;
             }
@@ -1423,25 +1434,12 @@ pub fn run(
                     }
                 }
             }
-            // (The consumer's position passes transaction markers, which are never fed; it is
-            // past held records too, so it counts only where nothing is held.)
-            let past = if l.gate.holds() { Offsets::new() } else { l.consumer.positions() };
-            let mut read: Offsets = l.gate.next().clone();
-            for (p, at) in past {
-                let r = read.entry(p).or_insert(at);
-                *r = (*r).max(at);
-            }
-            *read_to.lock().unwrap_or_else(|e| e.into_inner()) = read;
+            *read_to.lock().unwrap_or_else(|e| e.into_inner()) = l.read_to();
             last_lag = Instant::now();
         }
         if run.stop_at_end && l.gate.phase() == Phase::Live && l.in_epoch == 0 && !l.gate.holds() && {
-            // (Nothing is held: the consumer's position is past every record fed, and past
-            // transaction markers and aborted messages, which are never fed.)
-            let past = l.consumer.positions();
-            end.iter().all(|(p, high)| {
-                let fed = l.gate.next().get(p).copied().unwrap_or(lowest(&watermarks, p));
-                fed.max(past.get(p).copied().unwrap_or(i64::MIN)) >= *high
-            })
+            let read = l.read_to();
+            end.iter().all(|(p, high)| read.get(p).copied().unwrap_or(lowest(&watermarks, p)) >= *high)
         } {
             caught_up_after = Some(began.elapsed());
             tracing::info!(seconds = began.elapsed().as_secs_f64(), "caught up with the high watermarks seen at start");

@@ -1,7 +1,6 @@
 //! The generator's knobs (`[generate]` in the TOML config) and the checks that make them usable.
 
 use chrono::{Datelike, NaiveDate};
-use harbour_dataflows::ticks::SpreadTables;
 use serde::{Deserialize, Serialize};
 
 /// Most symbols a day can have: 10 real large caps, then synthetic codes from 10001 upwards.
@@ -82,13 +81,8 @@ pub enum GenerateError {
 }
 
 impl GenerateConfig {
-    /// Checks that the config can generate a day on the spread tables `spreads`.
-    pub fn validate_on(&self, spreads: &SpreadTables) -> Result<(), GenerateError> {
-        self.validate()?;
-        spreads.on(self.date).map(|_| ()).ok_or(GenerateError::Date(self.date))
-    }
-
-    /// Checks that the config can generate a day (on some spread table: `validate_on` names them).
+    /// Checks that the config can generate a day (whether its date has a spread table is checked
+    /// where the tables are known: `Day::with_spreads`).
     pub fn validate(&self) -> Result<(), GenerateError> {
         if self.symbols == 0 || self.symbols > MAX_SYMBOLS {
             return Err(GenerateError::Symbols { got: self.symbols, max: MAX_SYMBOLS });
@@ -107,7 +101,7 @@ impl GenerateConfig {
             }
         }
         // Whether the date has a spread table is checked against the tables in force
-        // (`Day::with_spreads`, `validate_on`).
+        // (`Day::with_spreads`).
         if self.date.year() > 2200 {
             return Err(GenerateError::Date(self.date));
         }

@@ -149,15 +149,9 @@ impl InputConsumer {
         let mut gone = Vec::new();
         // Where each partition is read: the consumer's position once it read there, else where
         // it was assigned to start.
-        let positions = self.consumer.position().ok();
+        let positions = self.positions();
         for p in &self.partitions {
-            let read = positions.as_ref().and_then(|l| l.find_partition(&p.topic, p.partition)).and_then(|e| {
-                match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                }
-            });
-            let Some(at) = read.or_else(|| self.start.get(p).copied()) else { continue };
+            let Some(&at) = positions.get(p).or_else(|| self.start.get(p)) else { continue };
             if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT) {
                 if at < low || at > high {
                     gone.push(format!("{p} at offset {at} (it holds {low}..{high})"));
