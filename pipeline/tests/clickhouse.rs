@@ -508,3 +508,40 @@ fn a_large_flush_goes_in_inserts_of_at_most_max_insert_rows() {
     assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'BULK-%'").unwrap(), "2500\n");
     ch.execute("SYSTEM START MERGES positions").unwrap();
 }
+
+/// An INSERT refused for memory (code 241: here the query limit `max_memory_usage`, set through
+/// `[clickhouse.settings]`) is sent again in halves until the parts fit: the same INSERT retried
+/// was refused for ever.
+#[test]
+fn an_insert_refused_for_memory_goes_in_halves() {
+    use harbour_dataflows::pnl::PositionRow;
+    use harbour_sinks::tables::Change;
+    let template = position_of_a_day(100, 37);
+    let positions: Vec<Change<PositionRow>> = (0..400_000)
+        .map(|i| {
+            let mut row = template.clone();
+            row.key.account = format!("MEM-{i:06}").into();
+            Change { row, version: 4, deleted: false }
+        })
+        .collect();
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
+    let config = ClickHouseConfig {
+        url,
+        database: format!("harbour_test_memory_{}", std::process::id()),
+        settings: [("max_memory_usage".to_string(), "90000000".to_string())].into(),
+        ..ClickHouseConfig::default()
+    };
+    let mut ch = ClickHouseSink::connect(&config).unwrap();
+    let refusals = ch.retry_counter();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ch.write(4, &Changes { positions, ..Changes::default() });
+        let _ = tx.send(r.map(|_| ch));
+    });
+    let mut ch = rx
+        .recv_timeout(std::time::Duration::from_secs(180))
+        .expect("the insert refused for memory is still being retried as it is")
+        .unwrap();
+    assert!(refusals.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the limit never refused the whole insert");
+    assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'MEM-%'").unwrap(), "400000\n");
+}

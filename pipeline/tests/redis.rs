@@ -286,6 +286,26 @@ fn a_redis_that_stops_answering_is_retried_not_waited_on_for_ever() {
     assert_eq!(rs.epoch().unwrap(), epoch);
 }
 
+/// `rediss://` given for a plain port: redis-rs's TLS handshake has no timeout and hung there (or
+/// failed as an I/O error, retried for ever); the sink now says what is wrong, at once.
+#[test]
+fn a_tls_url_for_a_plain_redis_port_is_a_config_error_not_a_hang() {
+    let url = std::env::var("HARBOUR_REDIS_URL").expect("these tests need Redis: run `bash deploy/test.sh`");
+    let tls = url.replacen("redis://", "rediss://", 1);
+    assert_ne!(tls, url);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = RedisSink::connect(&RedisConfig { url: tls, max_backoff_ms: 100, ..RedisConfig::default() });
+        let _ = tx.send(r.err().map(|e| e.to_string()));
+    });
+    let error = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("connecting over TLS to a plain Redis port still waits")
+        .expect("connecting over TLS to a plain Redis port succeeded");
+    assert!(error.starts_with("redis config: redis.url:"), "{error}");
+    assert!(error.contains("answers plain Redis"), "{error}");
+}
+
 #[test]
 fn redis_restarted_mid_run_the_sink_waits_and_ends_complete() {
     let (state_file, url) = private_redis("outage");

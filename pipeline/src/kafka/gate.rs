@@ -105,7 +105,9 @@ pub fn feed_order<T>(records: &mut Vec<(Record, T)>, instruments_topic: &str) {
         let p = &records[i].0.partition;
         (stamps[i], p.topic != instruments_topic, p.topic.clone(), p.partition)
     };
-    let mut heap: BinaryHeap<Reverse<((i64, bool, smol_str::SmolStr, i32), usize, usize)>> =
+    // (the head's key, the head, the run's end)
+    type Head = ((i64, bool, smol_str::SmolStr, i32), usize, usize);
+    let mut heap: BinaryHeap<Reverse<Head>> =
         runs.iter().map(|&(start, end)| Reverse((key(start, records), start, end))).collect();
     let mut order: Vec<usize> = Vec::with_capacity(records.len());
     while let Some(Reverse((_, i, end))) = heap.pop() {

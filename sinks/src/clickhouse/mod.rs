@@ -57,6 +57,9 @@ pub struct ClickHouseConfig {
     pub max_insert_rows: usize,
     /// The sink is written at most this often, in milliseconds (larger batches, fewer parts). Default 250.
     pub flush_ms: u64,
+    /// ClickHouse settings sent with every request (`[clickhouse.settings]`, e.g.
+    /// `max_memory_usage`, `insert_quorum`, `async_insert`). Default none.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -71,6 +74,7 @@ impl Default for ClickHouseConfig {
             timeout_ms: 60_000,
             max_insert_rows: 500_000,
             flush_ms: 250,
+            settings: Default::default(),
         }
     }
 }
@@ -190,6 +194,9 @@ impl ClickHouseSink {
         if let Some(p) = password {
             server = server.with_password(p);
         }
+        for (name, value) in &config.settings {
+            server = server.with_setting(name, value);
+        }
         let client = server.clone().with_database(&config.database);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -214,7 +221,22 @@ impl ClickHouseSink {
     }
 
     /// Runs `f` until it succeeds or fails permanently, backing off exponentially with jitter.
-    fn retry<T, F, Fut>(&mut self, what: &str, mut f: F) -> Result<T, ClickHouseError>
+    fn retry<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T, ClickHouseError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        Ok(self.retry_unless(what, |_| false, f)?.expect("nothing is handed back"))
+    }
+
+    /// [`ClickHouseSink::retry`], except that an error `hand_back` picks is not retried but
+    /// answered with `None`, for the caller to try another way.
+    fn retry_unless<T, F, Fut>(
+        &mut self,
+        what: &str,
+        hand_back: impl Fn(&clickhouse::error::Error) -> bool,
+        mut f: F,
+    ) -> Result<Option<T>, ClickHouseError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
@@ -227,7 +249,11 @@ impl ClickHouseSink {
                 None => Ok(self.rt.block_on(request)),
             };
             match outcome.unwrap_or(Err(clickhouse::error::Error::TimedOut)) {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok(Some(v)),
+                Err(e) if hand_back(&e) => {
+                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(None);
+                }
                 Err(e) if retriable(&e) => {
                     self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let jitter = rand::rng().random_range(0.5..1.5);
@@ -416,13 +442,40 @@ where
     // hold millions of rows; each INSERT stays within `clickhouse.max_insert_rows`, so a request
     // stays well inside the timeout and its retry resends that part only.
     for part in rows.chunks(sink.max_insert_rows) {
-        sink.retry(&format!("insert into {table}"), |c| async move {
-            let mut ins = c.insert::<R>(table).await?;
-            for r in part {
-                ins.write(*r).await?;
-            }
-            ins.end().await
-        })?;
+        insert_part(sink, table, part)?;
+    }
+    Ok(())
+}
+
+/// Rows below which an INSERT refused for memory is retried as it is (the memory was the
+/// server's, taken by other queries) rather than cut again.
+pub const MIN_SPLIT_ROWS: usize = 1_000;
+
+/// One INSERT of `part`; one that ClickHouse refuses for memory (code 241, the query's
+/// `max_memory_usage` or the server's limit) is sent again in two halves, down to
+/// [`MIN_SPLIT_ROWS`]: the same INSERT retried would be refused for ever (a flush after an
+/// outage, a low limit in the user's profile). Below that it is retried like any overload.
+fn insert_part<R>(sink: &mut ClickHouseSink, table: &'static str, part: &[&R]) -> Result<(), ClickHouseError>
+where
+    R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
+    for<'a> R: clickhouse::Row<Value<'a> = R>,
+{
+    let splittable = part.len() >= 2 * MIN_SPLIT_ROWS;
+    let refused_for_memory = |e: &clickhouse::error::Error| {
+        splittable && matches!(e, clickhouse::error::Error::BadResponse(m) if m.contains("Code: 241"))
+    };
+    let done = sink.retry_unless(&format!("insert into {table}"), refused_for_memory, |c| async move {
+        let mut ins = c.insert::<R>(table).await?;
+        for r in part {
+            ins.write(*r).await?;
+        }
+        ins.end().await
+    })?;
+    if done.is_none() {
+        let (first, second) = part.split_at(part.len() / 2);
+        tracing::warn!(table, rows = part.len(), "clickhouse refused an insert for memory; sending it in two halves");
+        insert_part(sink, table, first)?;
+        insert_part(sink, table, second)?;
     }
     Ok(())
 }

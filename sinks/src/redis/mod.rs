@@ -151,6 +151,9 @@ pub struct RedisSink {
     pub fresh_writes: u64,
     /// The newest epoch Redis acknowledged to this sink (its marker must not go below it).
     acknowledged: u64,
+    /// Whether a connection was ever made (until then, a `rediss://` address is first checked
+    /// for a plain Redis behind it: [`plain_redis_behind`]).
+    connected_once: bool,
 }
 
 /// Bytes of commands gathered before they are sent (the fresh way streams a write in pieces of
@@ -251,6 +254,11 @@ impl Sender {
 /// `noeviction` (keys expire meanwhile; the transaction is refused whole, nothing half-written).
 fn retriable(e: &redis::RedisError) -> bool {
     use redis::ServerErrorKind as K;
+    // A certificate the client refuses (unknown issuer, expired, another host's name) stays
+    // refused: a setting to fix (`redis.url`, its `#insecure`, the system's CA store).
+    if tls_refused(e) {
+        return false;
+    }
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -263,6 +271,40 @@ fn retriable(e: &redis::RedisError) -> bool {
         )
         || e.code() == Some("OOM")
         || e.to_string().contains("OOM command not allowed")
+}
+
+/// Whether `e` is a TLS handshake that failed on the server's certificate.
+fn tls_refused(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("SSL Handshake error")
+        && ["certificate verify failed", "hostname mismatch", "certificate has expired", "self-signed certificate"]
+            .iter()
+            .any(|c| text.contains(c))
+}
+
+/// Whether `host:port` answers plain Redis: an inline `PING` gets a RESP reply (`+PONG`, or an
+/// error such as `-NOAUTH`) where a TLS port answers with an alert or closes. redis-rs's TLS
+/// handshake has no timeout of its own: against a plain port (`rediss://` given for a
+/// `redis://` server) it waits for ever, or fails as an I/O error that would be retried for ever.
+/// Anything but a RESP reply within 2 s (including a refused connection) is left to the real
+/// connection to report.
+fn plain_redis_behind(host: &str, port: u16) -> redis::RedisResult<bool> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let wait = Duration::from_secs(2);
+    for addr in (host, port).to_socket_addrs()? {
+        let Ok(mut socket) = std::net::TcpStream::connect_timeout(&addr, wait) else {
+            continue;
+        };
+        socket.set_read_timeout(Some(wait))?;
+        socket.set_write_timeout(Some(wait))?;
+        if socket.write_all(b"PING\r\n").is_err() {
+            return Ok(false);
+        }
+        let mut first = [0u8; 1];
+        return Ok(matches!(socket.read(&mut first), Ok(1) if first[0] == b'+' || first[0] == b'-'));
+    }
+    Ok(false)
 }
 
 impl RedisSink {
@@ -302,6 +344,7 @@ impl RedisSink {
             retries: Default::default(),
             fenced: 0,
             fresh_writes: 0,
+            connected_once: false,
         };
         sink.with_retry("connecting", |_, _| Ok(()))?;
         tracing::info!(url = %config.url.rsplit('@').next().unwrap_or_default(), "redis sink ready");
@@ -318,6 +361,22 @@ impl RedisSink {
         loop {
             let attempt = (|| {
                 if self.conn.is_none() {
+                    if !self.connected_once {
+                        if let redis::ConnectionAddr::TcpTls { host, port, .. } =
+                            self.client.get_connection_info().addr()
+                        {
+                            if plain_redis_behind(host, *port)? {
+                                return Err(redis::RedisError::from((
+                                    redis::ErrorKind::InvalidClientConfig,
+                                    "not a TLS port",
+                                    format!(
+                                        "{host}:{port} answers plain Redis where rediss:// (TLS) was \
+                                         given: use redis://, or the server's tls-port"
+                                    ),
+                                )));
+                            }
+                        }
+                    }
                     let mut c = self.client.get_connection_with_timeout(Duration::from_secs(5))?;
                     // (The connect timeout is not kept for the commands: set theirs.)
                     let timeout = Some(Duration::from_millis(self.config.timeout_ms)).filter(|t| !t.is_zero());
@@ -327,6 +386,7 @@ impl RedisSink {
                     self.fence.prepare_invoke().load(&mut c)?;
                     self.max_epoch.prepare_invoke().load(&mut c)?;
                     self.conn = Some(c);
+                    self.connected_once = true;
                 }
                 let mut conn = self.conn.take().expect("connected above");
                 let r = f(&mut conn, self);
@@ -342,6 +402,13 @@ impl RedisSink {
                     tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "redis unavailable, retrying");
                     std::thread::sleep(wait);
                     backoff = (backoff * 2).min(max);
+                }
+                Err(e) if tls_refused(&e) => {
+                    return Err(RedisError::Config(format!("redis.url: the server's certificate was refused: {e}")))
+                }
+                Err(e) if e.kind() == redis::ErrorKind::InvalidClientConfig => {
+                    let text = e.to_string();
+                    return Err(RedisError::Config(format!("redis.url: {}", e.detail().unwrap_or(&text))));
                 }
                 Err(e) => return Err(RedisError::Permanent { what, message: e.to_string() }),
             }
@@ -436,5 +503,22 @@ impl RedisSink {
     /// A connection for tests and tools.
     pub fn connection(&mut self) -> Result<Connection, RedisError> {
         self.client.get_connection().map_err(|e| RedisError::Permanent { what: "connecting", message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_not_retried_a_dropped_handshake_is() {
+        let handshake =
+            |detail: &str| redis::RedisError::from((redis::ErrorKind::Io, "SSL Handshake error", detail.to_string()));
+        let refused = handshake(
+            "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:2091: (unable to get local issuer certificate)",
+        );
+        assert!(tls_refused(&refused) && !retriable(&refused));
+        let reset = handshake("Connection reset by peer (os error 104)");
+        assert!(!tls_refused(&reset) && retriable(&reset));
     }
 }
