@@ -94,6 +94,7 @@ impl Harness {
                 ask: None,
                 last: Some(price(s, 0)),
                 cleared: Default::default(),
+                seq: 0,
             }));
         }
         h.seal();
@@ -234,6 +235,7 @@ fn bench_quotes(positions: u64, n: u64) -> f64 {
                     ask: None,
                     last: Some(price(s, i)),
                     cleared: Default::default(),
+                    seq: 0,
                 }
             })
             .collect();

@@ -2,11 +2,14 @@
 //!
 //! The default policy is the last trade price, falling back to the bid/ask mid, then the close.
 //! Each field keeps its latest value by event time; a late quote (older than what is held) does
-//! not move it. Ties on event time keep the larger price, so the result never depends on the
+//! not move it. Ties on event time go to the later input line ([`Quote::seq`], the engine's line
+//! count: a sweep through three price levels reported at one trade time ends at the last
+//! level's price; until 2026-11-28 the larger price won, a mark no input had shown), then to the
+//! larger price (quotes from elsewhere, with no line count), so the result never depends on the
 //! order updates arrive in within one epoch. A quote can also empty a field (the bid side of the
 //! book emptied, the only recent trade was cancelled): from then on the field has no price, so
 //! the policy falls through to its next source, until a newer price arrives; a price and an
-//! emptying at the same event time keep the price.
+//! emptying of one line and time keep the price.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -74,6 +77,18 @@ pub struct MarkState {
     /// written before it existed still load.
     #[serde(default)]
     emptied: Emptied,
+    /// Input order ([`Quote::seq`]) of each field's latest update (a price or an emptying).
+    /// Defaulted (0), so that checkpoints written before it existed still load.
+    #[serde(default)]
+    seqs: Seqs,
+}
+
+/// Input order of each quoted field's latest update (see [`MarkState`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Seqs {
+    last: u64,
+    bid: u64,
+    ask: u64,
 }
 
 /// Event times at which fields were emptied (see [`MarkState`]).
@@ -84,20 +99,27 @@ struct Emptied {
     ask: Option<Ts>,
 }
 
-/// Applies a price (`Some`) or an emptying (`None`) at `ts` to a field when it is newer than the
-/// field's latest update; at equal times a price wins over an emptying, and the larger price over
-/// a smaller one.
-fn newer(slot: &mut Option<(Ts, Decimal)>, emptied: &mut Option<Ts>, ts: Ts, v: Option<Decimal>) {
+/// Applies a price (`Some`) or an emptying (`None`) at `ts` from input line `seq` to a field
+/// when it is newer than the field's latest update (`seq_held` its line); at equal times the later
+/// line wins, then a price over an emptying, and the larger price over a smaller one.
+fn newer(
+    slot: &mut Option<(Ts, Decimal)>,
+    emptied: &mut Option<Ts>,
+    seq_held: &mut u64,
+    (ts, seq): (Ts, u64),
+    v: Option<Decimal>,
+) {
     let held = match (*slot, *emptied) {
-        (Some((t, p)), _) => Some((t, Some(p))),
-        (None, Some(t)) => Some((t, None)),
+        (Some((t, p)), _) => Some((t, *seq_held, Some(p))),
+        (None, Some(t)) => Some((t, *seq_held, None)),
         (None, None) => None,
     };
-    if held.is_none_or(|held| (ts, v) > held) {
+    if held.is_none_or(|held| (ts, seq, v) > held) {
         match v {
             Some(v) => (*slot, *emptied) = (Some((ts, v)), None),
             None => (*slot, *emptied) = (None, Some(ts)),
         }
+        *seq_held = seq;
     }
 }
 
@@ -133,43 +155,45 @@ impl MarkState {
         match e {
             MarketEvent::Listed(_) => {}
             MarketEvent::Quote(q) => {
-                let e = &mut self.emptied;
-                for (slot, emptied, update) in [
-                    (&mut self.last, &mut e.last, field(q.last, q.cleared.last)),
-                    (&mut self.bid, &mut e.bid, field(q.bid, q.cleared.bid)),
-                    (&mut self.ask, &mut e.ask, field(q.ask, q.cleared.ask)),
+                let (e, n) = (&mut self.emptied, &mut self.seqs);
+                for (slot, emptied, seq, update) in [
+                    (&mut self.last, &mut e.last, &mut n.last, field(q.last, q.cleared.last)),
+                    (&mut self.bid, &mut e.bid, &mut n.bid, field(q.bid, q.cleared.bid)),
+                    (&mut self.ask, &mut e.ask, &mut n.ask, field(q.ask, q.cleared.ask)),
                 ] {
                     if let Some(v) = update {
-                        newer(slot, emptied, q.ts, v);
+                        newer(slot, emptied, seq, (q.ts, q.seq), v);
                     }
                 }
             }
-            MarketEvent::Close(c) => newer(&mut self.close, &mut None, c.ts, Some(c.price)),
+            MarketEvent::Close(c) => newer(&mut self.close, &mut None, &mut 0, (c.ts, 0), Some(c.price)),
         }
     }
 
     /// Market events that rebuild this state from nothing, in any order (checkpoint restore).
     pub fn events(&self, symbol: Symbol) -> Vec<MarketEvent> {
-        let quote = |ts, bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared });
+        let quote =
+            |(ts, seq), bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared, seq });
         let none = Cleared::default();
+        let n = self.seqs;
         let mut out = Vec::with_capacity(4);
         if let Some((ts, p)) = self.last {
-            out.push(quote(ts, None, None, Some(p), none));
+            out.push(quote((ts, n.last), None, None, Some(p), none));
         }
         if let Some((ts, p)) = self.bid {
-            out.push(quote(ts, Some(p), None, None, none));
+            out.push(quote((ts, n.bid), Some(p), None, None, none));
         }
         if let Some((ts, p)) = self.ask {
-            out.push(quote(ts, None, Some(p), None, none));
+            out.push(quote((ts, n.ask), None, Some(p), None, none));
         }
         let Emptied { last, bid, ask } = self.emptied;
-        for (ts, cleared) in [
-            (last, Cleared { last: true, ..none }),
-            (bid, Cleared { bid: true, ..none }),
-            (ask, Cleared { ask: true, ..none }),
+        for (ts, seq, cleared) in [
+            (last, n.last, Cleared { last: true, ..none }),
+            (bid, n.bid, Cleared { bid: true, ..none }),
+            (ask, n.ask, Cleared { ask: true, ..none }),
         ] {
             if let Some(ts) = ts {
-                out.push(quote(ts, None, None, None, cleared));
+                out.push(quote((ts, seq), None, None, None, cleared));
             }
         }
         if let Some((ts, price)) = self.close {
@@ -232,7 +256,7 @@ mod tests {
         last: Option<Decimal>,
         cleared: Cleared,
     ) -> MarketEvent {
-        MarketEvent::Quote(Quote { symbol: S, ts, bid, ask, last, cleared })
+        MarketEvent::Quote(Quote { symbol: S, ts, bid, ask, last, cleared, seq: 0 })
     }
 
     fn state(events: &[MarketEvent]) -> MarkState {
@@ -282,6 +306,41 @@ mod tests {
         let (ab, ba) = (state(&[a.clone(), b.clone()]), state(&[b, a]));
         assert_eq!(ab, ba);
         assert_eq!(ab.bid(), Some((5, dec!(10.00))));
+    }
+
+    /// A sweep through three levels reported at one trade time: the last line's price is the
+    /// last trade, whatever order the fold sees them in (the larger price won until 2026-11-28).
+    #[test]
+    fn at_one_event_time_the_later_line_wins_in_any_order() {
+        let none = Cleared::default();
+        let at = |seq, bid, ask, last| match quote(7, bid, ask, last, none) {
+            MarketEvent::Quote(q) => MarketEvent::Quote(Quote { seq, ..q }),
+            e => e,
+        };
+        let sweep = [
+            at(11, None, None, Some(dec!(385.4))),
+            at(12, None, None, Some(dec!(385.2))),
+            at(13, None, None, Some(dec!(385.0))),
+            // Two books at one time: the later one's mid (10.01), not a mix of their sides.
+            at(14, Some(dec!(9.98)), Some(dec!(10.04)), None),
+            at(15, Some(dec!(10.00)), Some(dec!(10.02)), None),
+        ];
+        let forward = state(&sweep);
+        let mut reversed = sweep.to_vec();
+        reversed.reverse();
+        assert_eq!(state(&reversed), forward);
+        assert_eq!(forward.last(), Some((7, dec!(385.0))));
+        let mid = forward.mark(&MarkPolicy(vec![MarkSource::Mid]));
+        assert_eq!(mid.price, Some(dec!(10.01)));
+        // The restore's events keep the lines: a later line at that time still wins after it,
+        // an earlier one still loses.
+        let rebuilt = state(&forward.events(S));
+        assert_eq!(rebuilt, forward);
+        let mut a = rebuilt.clone();
+        a.update(&at(12, None, None, Some(dec!(390))));
+        assert_eq!(a.last(), Some((7, dec!(385.0))));
+        a.update(&at(16, None, None, Some(dec!(384.8))));
+        assert_eq!(a.last(), Some((7, dec!(384.8))));
     }
 
     #[test]

@@ -222,6 +222,7 @@ mod tests {
                 ask,
                 last,
                 cleared: Cleared { last: true, ..Cleared::default() },
+                seq: 0,
             })
         };
         assert!(v.accept(quote(1, Some(dec!(15.01)), Some(dec!(15.02)), None)).is_ok());

@@ -240,6 +240,7 @@ mod tests {
                 ask: None,
                 last: Some(last),
                 cleared: Cleared::default(),
+                seq: 0,
             })
         };
         assert_eq!(code(v.accept(quote(late, dec!(79228162514264337593543950335)))), "ts_out_of_range");

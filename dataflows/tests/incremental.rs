@@ -52,7 +52,7 @@ fn arb_market() -> impl Strategy<Value = MarketEvent> {
         let ts = T0 + t * 1_000_000_000;
         let p = Decimal::new(px * 2, 1);
         let none = Cleared::default();
-        let quote = |bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared });
+        let quote = |bid, ask, last, cleared| MarketEvent::Quote(Quote { symbol, ts, bid, ask, last, cleared, seq: 0 });
         match kind {
             0 => quote(None, None, Some(p), none),
             1 => quote(Some(p), Some(p + Decimal::new(4, 1)), None, none),
@@ -266,6 +266,7 @@ fn late_fill_and_bust_deep_in_a_long_book() {
         ask: None,
         last: Some(Decimal::new(770, 0)),
         cleared: Default::default(),
+        seq: 0,
     })));
     let mut late = match &events[0] {
         Ev::Fill(f) => f.clone(),

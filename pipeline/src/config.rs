@@ -114,6 +114,16 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A file a key names (a history, a limits file) could not be read.
+    #[error("config key `{key}`: cannot read {path}: {source}")]
+    File {
+        /// Dotted path of the key.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The file is not TOML.
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax {
@@ -302,6 +312,26 @@ impl Config {
                 if t.bands.is_empty() || t.bands.windows(2).any(|w| w[0].up_to >= w[1].up_to) {
                     return Err(key_err(&format!("spreads[{i}].bands"), "must be non-empty with ascending up_to"));
                 }
+                // A zero tick divided every price checked against it (a panic on the first line).
+                if let Some(b) = t.bands.iter().find(|b| b.tick <= rust_decimal::Decimal::ZERO) {
+                    return Err(key_err(
+                        &format!("spreads[{i}].bands"),
+                        format!("the band up to {} has tick {}: ticks must be positive", b.up_to, b.tick),
+                    ));
+                }
+                // Two tables for one date and set of codes: which applies would depend on the order.
+                let mut codes = t.codes.clone();
+                codes.sort();
+                if let Some(j) = s.0[..i].iter().position(|o| {
+                    let mut theirs = o.codes.clone();
+                    theirs.sort();
+                    o.effective_from == t.effective_from && theirs == codes
+                }) {
+                    return Err(key_err(
+                        &format!("spreads[{i}].effective_from"),
+                        format!("{} is also spreads[{j}]'s, for the same codes: one table per date", t.effective_from),
+                    ));
+                }
             }
         }
         self.risk.validate()?;
@@ -382,6 +412,12 @@ commission_rate = "0"
         assert!(e.contains("costs[0].settlement_fee_min") && e.contains("above"), "{e}");
         let e = parse(&format!("{good}\n{good}")).unwrap_err().to_string();
         assert!(e.contains("costs[1].effective_from"), "{e}");
+        let table = "[[spreads]]\neffective_from = \"2025-08-04\"\nbands = [{up_to = \"9995\", tick = \"0.01\"}]\n";
+        assert!(parse(table).is_ok());
+        let e = parse(&table.replace("\"0.01\"", "\"0\"")).unwrap_err().to_string();
+        assert!(e.contains("spreads[0].bands") && e.contains("positive"), "{e}");
+        let e = parse(&format!("{table}{table}")).unwrap_err().to_string();
+        assert!(e.contains("spreads[1].effective_from"), "{e}");
     }
 
     #[test]

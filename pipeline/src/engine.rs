@@ -422,7 +422,11 @@ impl<'m> Engine<'m> {
                     match a {
                         Accepted::Fill(f) => inputs.fills.insert(f),
                         Accepted::Bust(f) => inputs.fills.remove(f),
-                        Accepted::Market(m) => {
+                        Accepted::Market(mut m) => {
+                            // Its place in the input, for ties on event time (marks::newer).
+                            if let MarketEvent::Quote(q) = &mut m {
+                                q.seq = self.stats.lines;
+                            }
                             self.mark_states.entry(m.symbol()).or_default().update(&m);
                             if let Some(q) = self.quoted.as_mut() {
                                 q.insert(m.symbol(), *inputs.fills.time());

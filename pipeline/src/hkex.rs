@@ -2,7 +2,6 @@
 //! orders) through the engine, record datagrams from UDP (multicast or unicast) to a capture.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +37,9 @@ pub enum HkexError {
         /// The cause.
         source: harbour_sources::hkex::capture::CaptureError,
     },
+    /// The JSON lines given beside the capture.
+    #[error(transparent)]
+    Input(harbour_sources::file::ReplayError),
     /// A `--source` that does not parse.
     #[error("--source {0:?}: expected CHANNEL:LINE:GROUP:PORT (LINE A or B; GROUP empty for unicast), e.g. 1:A:239.1.1.1:51001")]
     Source(String),
@@ -160,17 +162,10 @@ pub fn replay(
     let f = File::open(capture).map_err(io(capture))?;
     let reader = CaptureReader::new(f, default_port_map)
         .map_err(|source| HkexError::Capture { path: capture.to_owned(), source })?;
-    let mut lines = Vec::new();
-    for path in files {
-        let f = File::open(path).map_err(io(path))?;
-        let name: smol_str::SmolStr = path.file_name().map_or("input".into(), |n| n.to_string_lossy().into());
-        for (i, l) in BufReader::new(f).lines().enumerate() {
-            let raw = l.map_err(io(path))?;
-            if !raw.trim().is_empty() {
-                lines.push(SourceLine { source: name.clone(), position: i as u64 + 1, raw });
-            }
-        }
-    }
+    // Read as `harbour replay` reads its files: a line that is not UTF-8 becomes a dead letter
+    // (it stopped the replay until 2026-11-28), an overlong one is cut (it was read whole).
+    let lines: Vec<SourceLine> =
+        harbour_sources::file::Replay::new(files).collect::<Result<_, _>>().map_err(HkexError::Input)?;
     let name = capture.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
     let mut merged = HkexReplay::new(&name, reader, lines.into_iter());
     if let Some(r) = retrans {
@@ -427,7 +422,9 @@ pub fn publish(
             let reader = CaptureReader::new(f, default_port_map)
                 .map_err(|source| HkexError::Capture { path: path.clone(), source })?;
             let name = path.file_name().map_or("capture".into(), |n| n.to_string_lossy().into_owned());
-            (Box::new(reader), name, Vec::new())
+            // Stopped as the UDP feed is: by a signal, or by a dead letter that could not be sent
+            // (until 2026-11-28 a capture was published to its end either way).
+            (Box::new(reader.take_while(|_| !stop.load(Ordering::Relaxed))), name, Vec::new())
         }
         FeedSource::Udp { sources, interface } => {
             let (rx, threads) = udp_receivers(sources, *interface, &done)?;

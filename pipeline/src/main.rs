@@ -71,7 +71,9 @@ enum Command {
         /// Output folder (default: pipeline.out_dir).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Recompute every output from scratch afterwards and fail if it differs (not for stdin).
+        /// Recompute positions, fills, roll-ups, per-minute P&L and marks from scratch afterwards
+        /// (a batch fold, no dataflow) and fail if they differ (not for stdin; risk, orders and
+        /// reference tables are not recomputed).
         #[arg(long)]
         verify: bool,
         /// Also write every table to ClickHouse (`[clickhouse]` settings; `clickhouse.url` or
@@ -127,8 +129,9 @@ enum HkexCommand {
         /// JSON lines that are not market data (fills, orders, busts), to replay beside it.
         #[arg(long)]
         lines: PathBuf,
-        /// Channels to spread securities over.
-        #[arg(long, default_value_t = 4)]
+        /// Channels to spread securities over, 1 to 999 (a pcap puts line A of channel c on port
+        /// 51000 + c and line B on 52000 + c: a thousandth channel's line A would read back as line B).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=999))]
         channels: u16,
         /// Fills in the generated day.
         #[arg(long)]
@@ -336,7 +339,6 @@ fn main() -> anyhow::Result<()> {
         Command::Kafka { command: KafkaCommand::Run { out, state, until_end } } => {
             let (metrics, health) = serve_metrics(&config);
             let stop = Arc::new(AtomicBool::new(false));
-            stop_on_signal(stop.clone());
             let run = KafkaRun {
                 epoch_events: config.pipeline.epoch_events,
                 epoch_max: Duration::from_millis(config.pipeline.epoch_max_ms),
@@ -369,16 +371,13 @@ fn main() -> anyhow::Result<()> {
             // topic; the input topics must exist: a missing one stops the run, naming it).
             harbour_sources::kafka::create_output_topics(&config.kafka)?;
             sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
+            let engine = engine_config(&config, Some(&run.state_dir))?;
+            // Only now: until here a SIGTERM or Ctrl-C ends the process as usual, where the
+            // connections above wait for an unreachable ClickHouse or Redis for as long as it
+            // takes and would never see a stop flag (nothing is written before the run).
+            stop_on_signal(stop.clone());
             let started = Instant::now();
-            let outcome = match kafka::run(
-                &config.kafka,
-                &run,
-                &engine_config(&config, Some(&run.state_dir))?,
-                &metrics,
-                &health,
-                sinks,
-                &stop,
-            ) {
+            let outcome = match kafka::run(&config.kafka, &run, &engine, &metrics, &health, sinks, &stop) {
                 Err(kafka::KafkaRunError::StoppedInStandby) => {
                     println!("kafka: stopped while standing by for the lease; nothing read, nothing written");
                     return Ok(());

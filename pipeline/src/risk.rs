@@ -109,6 +109,9 @@ impl RiskSection {
                 return Err(key_err("risk.contributor_scopes", format!("{s:?} is not desk, strategy or account")));
             }
         }
+        if self.desk_nav.is_some_and(|v| v <= Decimal::ZERO) {
+            return Err(key_err("risk.desk_nav", "must be positive"));
+        }
         for (a, v) in &self.nav {
             if *v <= Decimal::ZERO {
                 return Err(key_err(&format!("risk.nav.{a}"), "must be positive"));
@@ -163,7 +166,11 @@ pub fn read_history(path: &Path) -> Result<History, ConfigError> {
 
 /// Reads a `date,symbol,close` CSV, keeping the closes before `before` when given.
 pub fn read_history_before(path: &Path, before: Option<NaiveDate>) -> Result<History, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        key: "risk.history",
+        path: path.into(),
+        source: e,
+    })?;
     let closes = parse_closes(&text, ',', &path.display().to_string())?;
     Ok(History::from_closes(closes.into_iter().filter(|(d, _, _)| before.is_none_or(|b| *d < b))))
 }
@@ -173,6 +180,8 @@ pub fn read_history_before(path: &Path, before: Option<NaiveDate>) -> Result<His
 pub fn parse_closes(text: &str, sep: char, origin: &str) -> Result<Vec<(NaiveDate, Symbol, f64)>, ConfigError> {
     let bad = |n: usize, what: &str| key_err("risk.history", format!("{origin}:{n}: {what}"));
     let mut rows = Vec::new();
+    // Line of each (date, symbol): a second close for one would silently replace the first.
+    let mut lines: std::collections::HashMap<(NaiveDate, Symbol), usize> = std::collections::HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.trim();
@@ -188,6 +197,9 @@ pub fn parse_closes(text: &str, sep: char, origin: &str) -> Result<Vec<(NaiveDat
         let close: Decimal = c.parse().map_err(|_| bad(n, &format!("close {c:?} is not a decimal")))?;
         if close <= Decimal::ZERO {
             return Err(bad(n, "close must be positive"));
+        }
+        if let Some(first) = lines.insert((date, symbol), n) {
+            return Err(bad(n, &format!("a second close of {s} on {date} (the first on line {first})")));
         }
         rows.push((date, symbol, close.to_f64().unwrap_or(0.0)));
     }
@@ -293,7 +305,11 @@ pub fn parse_limits(text: &str, origin: &Path) -> Result<Limits, ConfigError> {
 
 /// Reads and parses a limits file.
 pub fn read_limits(path: &Path) -> Result<Limits, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        key: "risk.limits_file",
+        path: path.into(),
+        source: e,
+    })?;
     parse_limits(&text, path)
 }
 
@@ -324,7 +340,19 @@ impl LimitsWatch {
             return None;
         }
         self.checked = Instant::now();
-        let now = std::fs::read_to_string(&self.path).ok()?;
+        // A file gone, unreadable or not UTF-8 is an error (once per distinct error; the limits
+        // in force stay): until 2026-11-28 it was skipped without a word.
+        let now = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) => {
+                let seen = format!("\0{e}");
+                if self.seen.as_deref() == Some(seen.as_str()) {
+                    return None;
+                }
+                self.seen = Some(seen);
+                return Some(Err(ConfigError::File { key: "risk.limits_file", path: self.path.clone(), source: e }));
+            }
+        };
         if self.seen.as_deref() == Some(now.as_str()) {
             return None;
         }
@@ -393,6 +421,14 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         std::fs::write(&p, "date,symbol,close\n2026-11-23,00700,380\n2026-11-24,ABC,1\n").unwrap();
         let e = read_history(&p).unwrap_err().to_string();
         assert!(e.contains("risk.history") && e.contains(":3:"), "{e}");
+        // A second close for one (date, symbol) was kept over the first without a word.
+        std::fs::write(&p, "date,symbol,close\n2026-11-24,00700,385.2\n2026-11-25,00700,390\n2026-11-24,00700,3852\n")
+            .unwrap();
+        let e = read_history(&p).unwrap_err().to_string();
+        assert!(e.contains(":4:") && e.contains("the first on line 2"), "{e}");
+        // A missing file names its key.
+        let e = read_history(&p.with_file_name("gone.csv")).unwrap_err().to_string();
+        assert!(e.starts_with("config key `risk.history`: cannot read"), "{e}");
         std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 
@@ -410,6 +446,15 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         assert!(w.poll().is_none());
         std::fs::write(&p, "[desk]\ngross = { soft = \"x\" }\n").unwrap();
         assert!(w.poll().unwrap().is_err());
+        // A file gone (or unreadable) is an error once, not skipped in silence; back, it is read.
+        std::fs::rename(&p, p.with_extension("bak")).unwrap();
+        let e = w.poll().unwrap().unwrap_err().to_string();
+        assert!(e.starts_with("config key `risk.limits_file`: cannot read"), "{e}");
+        assert!(w.poll().is_none(), "the same error again");
+        std::fs::rename(p.with_extension("bak"), &p).unwrap();
+        assert!(w.poll().unwrap().is_err(), "the bad file is back");
+        std::fs::write(&p, "[desk]\ngross = { soft = \"40\" }\n").unwrap();
+        assert_eq!(w.poll().unwrap().unwrap().desk[&Metric::Gross].soft, dec!(40));
         std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 }

@@ -1,5 +1,7 @@
-//! `harbour replay --verify`: recompute every output from scratch and compare with the
-//! incremental result.
+//! `harbour replay --verify`: recompute positions, fills, roll-ups, per-minute P&L and marks
+//! from scratch and compare with the incremental result (risk, volatility, alerts, orders,
+//! instruments and trading status are not recomputed: the risk property tests compare the risk
+//! book with its batch recomputation).
 //!
 //! The same input rules run again over the same lines; the live fills (busted ones removed) and
 //! all market events go through `harbour_dataflows::reference::recompute`, the batch fold with no
@@ -29,7 +31,9 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
     let mut validator = Validator::new(config.spreads.clone()).with_costs_from(config.graph.schedules.earliest());
     let mut live: FxHashMap<smol_str::SmolStr, Fill> = FxHashMap::default();
     let mut market: Vec<MarketEvent> = Vec::new();
-    for line in lines {
+    // Each line's place in the input, counted as the engine counts it (every line, refused ones
+    // too): quotes at one event time are ordered by it.
+    for (seq, line) in (1u64..).zip(lines) {
         if crate::engine::not_utf8(&line.raw) {
             continue;
         }
@@ -42,7 +46,12 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
                 Accepted::Bust(f) => {
                     live.remove(&f.exec_id);
                 }
-                Accepted::Market(m) => market.push(m),
+                Accepted::Market(mut m) => {
+                    if let MarketEvent::Quote(q) = &mut m {
+                        q.seq = seq;
+                    }
+                    market.push(m)
+                }
                 Accepted::Order(_) | Accepted::Instrument { .. } | Accepted::Status(_) => {}
             }
         }

@@ -545,3 +545,31 @@ fn an_insert_refused_for_memory_goes_in_halves() {
     assert!(refusals.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the limit never refused the whole insert");
     assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'MEM-%'").unwrap(), "400000\n");
 }
+
+/// A table under one of Harbour's names with other columns (made by hand, by another tool) is
+/// refused at start, naming what differs: `CREATE TABLE IF NOT EXISTS` left it as it was, and
+/// the sink wrote RowBinary rows into it (refused for a missing column, or read as another type
+/// of the same width).
+#[test]
+fn a_table_with_other_columns_under_a_harbour_name_is_refused_at_start() {
+    let mut ch = sink("shape");
+    ch.execute("DROP TABLE fills").unwrap();
+    ch.execute(
+        "CREATE TABLE fills (trade_date Date, exec_id String, qty String, version UInt64, note String) \
+         ENGINE = ReplacingMergeTree(version) ORDER BY exec_id",
+    )
+    .unwrap();
+    let database = ch.query_text("SELECT currentDatabase()").unwrap().trim().to_string();
+    let config = ClickHouseConfig {
+        url: std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap(),
+        database,
+        ..ClickHouseConfig::default()
+    };
+    let error = ClickHouseSink::connect(&config).err().expect("a fills table of other columns accepted").to_string();
+    assert!(error.contains("fills.qty is String, Harbour writes Int64"), "{error}");
+    assert!(error.contains("fills.price is missing (Harbour writes Decimal(38, 8))"), "{error}");
+    assert!(!error.contains("note") && !error.contains("positions."), "{error}");
+    // The tables as the migrations make them pass (the first connection above did).
+    ch.execute("DROP TABLE fills").unwrap();
+    assert!(ClickHouseSink::connect(&config).is_ok());
+}

@@ -380,3 +380,75 @@ fn parquet_tables_wait_for_the_last_runs_epoch_after_a_restart() {
     assert!(dir.join("positions.parquet").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// SIGTERM while `kafka run` waits for an unreachable ClickHouse at start (its connection
+/// retries for as long as it takes) ends the process: the stop handler, which only the run
+/// itself reads, was installed first and swallowed the signal, so it waited for SIGKILL.
+#[test]
+fn sigterm_while_waiting_for_clickhouse_at_start_ends_the_process() {
+    let dir = std::env::temp_dir().join(format!("harbour-term-{}", std::process::id()));
+    let mut run = harbour()
+        .env_remove("HARBOUR_REDIS_URL")
+        .env("HARBOUR_CLICKHOUSE_URL", "http://127.0.0.1:1")
+        .env("HARBOUR_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+        .args(["kafka", "run", "--state"])
+        .arg(dir.join("state"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(run.try_wait().unwrap().is_none(), "kafka run ended without ClickHouse instead of waiting for it");
+    assert!(Command::new("kill").arg("-TERM").arg(run.id().to_string()).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            run.kill().unwrap();
+            run.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.expect("kafka run was still waiting for ClickHouse 15 s after SIGTERM");
+    assert!(!status.success(), "{status:?}");
+}
+
+/// Trades at one trade time (a sweep through three levels) mark at the last line's price, in
+/// any epoch grouping, and `--verify`'s batch recomputation agrees (the largest price won until
+/// 2026-11-28: a mark no input had shown).
+#[test]
+fn quotes_at_one_time_mark_at_the_later_lines_price() {
+    let lines: Vec<String> = [
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#,
+        r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"1000","price":"385.000","ts":"2026-03-02T10:00:00+08:00"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T10:00:01+08:00","last":"385.400"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T10:00:01+08:00","last":"385.200"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T10:00:01+08:00","last":"385.000"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T10:00:02+08:00","bid":"385.000","ask":"385.400"}"#,
+        r#"{"type":"quote","symbol":"00700","ts":"2026-03-02T10:00:02+08:00","bid":"385.200","ask":"385.400"}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    for epoch in [1, 100] {
+        let (state, _) = run(&lines, epoch);
+        let marks: Vec<_> = state.marks.rows().collect();
+        assert_eq!(marks.len(), 1);
+        assert_eq!(format!("{:?}", marks[0].1.price), "Some(385.000)", "epochs of {epoch}: {marks:?}");
+        let position = state.positions.rows().next().expect("a position");
+        assert_eq!(position.unrealized, Decimal::ZERO, "valued at 385.000");
+        let source = lines.iter().enumerate().map(|(i, raw)| SourceLine {
+            source: "day.jsonl".into(),
+            position: i as u64 + 1,
+            raw: raw.clone(),
+        });
+        let reference = harbour::verify::reference(source, &engine_config(epoch));
+        let verified = harbour::verify::compare_with(&state, &reference);
+        assert!(verified.mismatches.is_empty(), "{:?}", verified.mismatches);
+    }
+}

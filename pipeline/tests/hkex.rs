@@ -580,3 +580,26 @@ fn encoded_quotes_that_empty_a_field_mark_as_the_json_day() {
     assert_eq!(marks(&want)[0].1, None, "{:?}", marks(&want));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The JSON lines beside a capture are read as `harbour replay` reads its files: a line that is
+/// not UTF-8 is a dead letter with its position, and the rest of the day goes on (the replay
+/// stopped with "stream did not contain valid UTF-8" until 2026-11-28).
+#[test]
+fn a_line_beside_the_capture_that_is_not_utf8_is_a_dead_letter() {
+    let lines = day(300, 23);
+    let dir = temp("utf8");
+    let (capture, other) = (dir.join("day.omdc"), dir.join("other.jsonl"));
+    hk::encode(&lines, &capture, &other, &DayEncoding::default()).unwrap();
+    let clean = feed_replay(&capture, &other);
+    let mut bytes = std::fs::read(&other).unwrap();
+    let count = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    bytes.extend_from_slice(b"{\"type\":\"fill\",\"strategy\":\"caf\xe9\"}\n");
+    std::fs::write(&other, bytes).unwrap();
+    let run = feed_replay(&capture, &other);
+    assert_eq!(run.state.dead_letters.len(), clean.state.dead_letters.len() + 1);
+    let added: Vec<_> = run.state.dead_letters.iter().filter(|d| d.code == "not_utf8").collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!((added[0].source.as_str(), added[0].position), ("other.jsonl", count + 1), "{added:?}");
+    assert_eq!(run.state.positions.len(), clean.state.positions.len());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -428,7 +428,7 @@ fn input<S: AsRef<str> + Into<String>>(wire: Wire<S>, seq: u64) -> Result<Input,
             }
             let cleared = Cleared { bid: bid == Some(None), ask: ask == Some(None), last: last == Some(None) };
             let (bid, ask, last) = (bid.flatten(), ask.flatten(), last.flatten());
-            Input::Quote(Quote { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, bid, ask, last, cleared })
+            Input::Quote(Quote { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, bid, ask, last, cleared, seq: 0 })
         }
         Wire::Close { symbol: s, ts: t, price } => {
             Input::Close(Close { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, price })

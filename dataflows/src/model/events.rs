@@ -100,6 +100,11 @@ pub struct Quote {
     /// Fields this quote empties (each one `None` above).
     #[serde(default)]
     pub cleared: Cleared,
+    /// Input order of the line that carried it (the engine's line count, set as the line is
+    /// fed; 0 from elsewhere): at equal event times the later line's fields win (a sweep of
+    /// several price levels reported at one trade time ends at the last level's price).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// The price fields a [`Quote`] empties: `"bid": null` on the wire, no bid any more.

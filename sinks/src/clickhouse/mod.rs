@@ -284,7 +284,35 @@ impl ClickHouseSink {
                 }
             })?;
         }
-        self.unpartition()
+        self.unpartition()?;
+        self.check_columns()
+    }
+
+    /// Refuses tables that exist under Harbour's names with other columns (`CREATE TABLE IF NOT
+    /// EXISTS` leaves them as they are): a column missing fails every insert, and one of another
+    /// type of the same width takes RowBinary rows meaning something else (an Int64 read as a
+    /// DateTime64, a Decimal as another scale).
+    fn check_columns(&mut self) -> Result<(), ClickHouseError> {
+        let mut differences = Vec::new();
+        for (table, wanted) in schema::tables() {
+            let text = self.query_text(&format!(
+                "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '{table}'"
+            ))?;
+            let found: Vec<(String, String)> =
+                text.lines().filter_map(|l| l.split_once('\t')).map(|(n, t)| (n.to_string(), t.to_string())).collect();
+            differences.extend(schema::column_differences(&table, &wanted, &found));
+        }
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(ClickHouseError::Permanent {
+            what: "checking the tables".into(),
+            message: format!(
+                "tables under Harbour's names have other columns (made by something else, or by hand): {}; \
+                 rename or drop them, or set clickhouse.database to another database",
+                differences.join("; ")
+            ),
+        })
     }
 
     /// Moves the latest-state tables a database created before 2026-11-27 holds partitioned by

@@ -64,6 +64,62 @@ pub fn move_statements(table: &str) -> Vec<String> {
     ]
 }
 
+/// Every table the migrations create, with its columns `(name, type)` in order, from the
+/// `CREATE TABLE` statements (the migrations add no column later).
+pub fn tables() -> Vec<(String, Vec<(String, String)>)> {
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS ";
+    MIGRATIONS
+        .iter()
+        .flat_map(Migration::statements)
+        .filter_map(|s| {
+            let rest = s.strip_prefix(CREATE)?;
+            let open = rest.find('(')?;
+            let name = rest[..open].trim().to_string();
+            // The column list: to the parenthesis that closes the first one.
+            let (mut depth, mut items, mut item) = (0usize, Vec::new(), String::new());
+            for c in rest[open + 1..].chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' if depth == 0 => break,
+                    ')' => depth -= 1,
+                    ',' if depth == 0 => {
+                        items.push(std::mem::take(&mut item));
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            items.push(item);
+            let columns = items
+                .iter()
+                .filter_map(|i| {
+                    let (name, ty) = i.trim().split_once(char::is_whitespace)?;
+                    Some((name.to_string(), ty.trim().to_string()))
+                })
+                .collect();
+            Some((name, columns))
+        })
+        .collect()
+}
+
+/// What differs between the columns Harbour writes to `table` (`wanted`) and those the table
+/// has (`found`, as `system.columns` lists them): a column missing, or of another type (rows go
+/// in as RowBinary, which a column of another type of the same width would take, meaning
+/// something else). Extra columns are fine (they take their defaults). Types compare without
+/// spaces.
+pub fn column_differences(table: &str, wanted: &[(String, String)], found: &[(String, String)]) -> Vec<String> {
+    let squeeze = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    wanted
+        .iter()
+        .filter_map(|(name, ty)| match found.iter().find(|(n, _)| n == name) {
+            None => Some(format!("{table}.{name} is missing (Harbour writes {ty})")),
+            Some((_, t)) if squeeze(t) != squeeze(ty) => Some(format!("{table}.{name} is {t}, Harbour writes {ty}")),
+            Some(_) => None,
+        })
+        .collect()
+}
+
 /// The statement of the migrations that creates `table`.
 fn create_statement(table: &str) -> Option<String> {
     let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
@@ -79,6 +135,24 @@ mod tests {
         let s = MIGRATIONS[0].statements();
         assert!(s.len() >= 6, "{s:?}");
         assert!(s.iter().all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS")), "{s:?}");
+    }
+
+    #[test]
+    fn the_columns_of_every_table_are_read_from_its_migration() {
+        let tables = tables();
+        let positions = &tables.iter().find(|(t, _)| t == "positions").expect("positions").1;
+        assert_eq!(positions.first(), Some(&("trade_date".to_string(), "Date".to_string())));
+        assert!(positions.contains(&("avg_price".to_string(), "Nullable(Decimal(38, 8))".to_string())));
+        assert_eq!(positions.last(), Some(&("deleted".to_string(), "UInt8".to_string())));
+        assert!(tables.len() >= 10 && tables.iter().all(|(_, c)| c.len() >= 2), "{tables:?}");
+        let found = vec![("qty".to_string(), "String".to_string()), ("extra".to_string(), "UInt8".to_string())];
+        let wanted = vec![("qty".to_string(), "Int64".to_string()), ("side".to_string(), "String".to_string())];
+        assert_eq!(
+            column_differences("fills", &wanted, &found),
+            ["fills.qty is String, Harbour writes Int64", "fills.side is missing (Harbour writes String)"]
+        );
+        let spaced = vec![("p".to_string(), "Decimal(38,8)".to_string())];
+        assert!(column_differences("t", &[("p".to_string(), "Decimal(38, 8)".to_string())], &spaced).is_empty());
     }
 
     #[test]

@@ -476,6 +476,7 @@ impl Day {
             ask,
             last,
             cleared: Default::default(),
+            seq: 0,
         }));
         self.emit(Kind::Quote, line);
     }

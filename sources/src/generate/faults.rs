@@ -110,6 +110,7 @@ impl Faults {
                         ask: None,
                         last: Some(f.price),
                         cleared: Default::default(),
+                        seq: 0,
                     }))
                 }
             }

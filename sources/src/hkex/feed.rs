@@ -586,6 +586,7 @@ impl MarketState {
             ask: None,
             last: Some(last.to_decimal()),
             cleared: Cleared::default(),
+            seq: 0,
         }));
     }
 
@@ -804,6 +805,7 @@ impl MarketState {
                     ask: None,
                     last: Some(price.to_decimal()),
                     cleared: Cleared::default(),
+                    seq: 0,
                 }));
             }
             Message::TradeCancel { security_code, trade_id } => {
@@ -823,6 +825,7 @@ impl MarketState {
                         ask: None,
                         last: after.map(Price::to_decimal),
                         cleared: Cleared { last: after.is_none(), ..Cleared::default() },
+                        seq: 0,
                     }));
                 }
             }
@@ -898,6 +901,7 @@ impl MarketState {
                         ask: now.1.is_none() && was.1.is_some(),
                         last: false,
                     },
+                    seq: 0,
                 }));
             }
             s.top = top;
@@ -1535,7 +1539,8 @@ mod tests {
             h.on_datagram(1, &p, &mut out, &mut rejects);
         }
         let none = Cleared::default();
-        let q = |ts, bid, ask, last| Input::Quote(Quote { symbol: Symbol(700), ts, bid, ask, last, cleared: none });
+        let q =
+            |ts, bid, ask, last| Input::Quote(Quote { symbol: Symbol(700), ts, bid, ask, last, cleared: none, seq: 0 });
         assert_eq!(
             out,
             vec![
@@ -1560,7 +1565,8 @@ mod tests {
                     bid: None,
                     ask: None,
                     last: None,
-                    cleared: Cleared { last: true, ..none }
+                    cleared: Cleared { last: true, ..none },
+                    seq: 0,
                 }),
                 Input::Quote(Quote {
                     symbol: Symbol(700),
@@ -1568,7 +1574,8 @@ mod tests {
                     bid: None,
                     ask: Some(dec!(385.200)),
                     last: None,
-                    cleared: Cleared { bid: true, ..none }
+                    cleared: Cleared { bid: true, ..none },
+                    seq: 0,
                 }),
             ]
         );
