@@ -175,6 +175,7 @@ pub fn replay(
         merged = merged.with_refresh(refresh_from_capture(path)?);
     }
     let (state, stats) = engine::run_feed(&mut merged, config, metrics, health);
+    metrics.omdc_feed(&merged.handler.state.stats, merged.recovered);
     if let Some(source) = merged.take_error() {
         return Err(HkexError::Capture { path: capture.to_owned(), source });
     }
@@ -452,7 +453,18 @@ pub fn publish(
     let mut dlq = DeadLetterProducer::new(kafka).map_err(kafka_err)?;
     let mut dead = 0u64;
     let mut dlq_error = None;
-    let lines = (&mut merged).filter_map(|item| match item {
+    // The feed's counters go to the metrics as it runs (every 1,000 items: a live feed's gaps
+    // and losses are seen while they happen, not in the exit summary only).
+    let mut items = 0u64;
+    let feed = std::iter::from_fn(|| {
+        let item = merged.next();
+        items += 1;
+        if item.is_none() || items.is_multiple_of(1_000) {
+            metrics.omdc_feed(&merged.handler.state.stats, merged.recovered);
+        }
+        item
+    });
+    let lines = feed.filter_map(|item| match item {
         FeedItem::Line(l) => Some(l.raw),
         FeedItem::Reject { source, position, raw, code, reason } => {
             let partition = Partition { topic: format!("omdc:{source}").into(), partition: 0 };

@@ -43,6 +43,14 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label of an OMD-C feed counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CounterLabel {
+    /// `packets`, `messages`, `duplicates`, `gaps`, `lost`, `recovered`, `refreshes`, … (see
+    /// [`Metrics::omdc_feed`]).
+    pub counter: &'static str,
+}
+
 /// Label of a desk risk figure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct FigureLabel {
@@ -150,6 +158,8 @@ pub struct Metrics {
     pub limit_reloads: Counter,
     /// Risk limits files refused (the limits in force stayed).
     pub limit_reload_errors: Counter,
+    /// The OMD-C feed handler's counters (`harbour hkex publish` and `replay`), by `counter`.
+    pub omdc_feed: Family<CounterLabel, Counter>,
     /// Newest epoch each sink holds, by `sink`.
     pub sink_durable_epoch: Family<SinkLabel, Gauge>,
     /// Changed rows written, by `sink`.
@@ -226,6 +236,12 @@ impl Default for Metrics {
         let build = Family::<VersionLabel, Gauge>::default();
         build.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("harbour_build_info", "1, labelled with the binary's version", build);
+        let omdc_feed = Family::<CounterLabel, Counter>::default();
+        registry.register(
+            "harbour_omdc_feed",
+            "The OMD-C feed handler's counts (packets, messages, A/B duplicates, gaps, messages lost, ...), by counter",
+            omdc_feed.clone(),
+        );
         let sink_durable_epoch = Family::<SinkLabel, Gauge>::default();
         registry.register("harbour_sink_durable_epoch", "Newest epoch the sink holds", sink_durable_epoch.clone());
         let sink_rows = Family::<SinkLabel, Counter>::default();
@@ -266,6 +282,7 @@ impl Default for Metrics {
             desk_risk,
             limit_reloads,
             limit_reload_errors,
+            omdc_feed,
             sink_durable_epoch,
             sink_rows,
             sink_write_seconds,
@@ -279,6 +296,30 @@ impl Metrics {
     /// Counts an accepted event.
     pub fn event(&self, kind: &str) {
         self.events_in.get_or_create(&TypeLabel { r#type: kind.to_owned() }).inc();
+    }
+
+    /// Brings the OMD-C counters up to the feed handler's cumulative `stats` (and the gaps
+    /// `recovered` from the retransmission service).
+    pub fn omdc_feed(&self, stats: &harbour_sources::hkex::feed::FeedStats, recovered: u64) {
+        for (counter, total) in [
+            ("packets", stats.packets),
+            ("messages", stats.messages),
+            ("duplicates", stats.duplicates),
+            ("gaps", stats.gaps),
+            ("lost", stats.lost),
+            ("recovered", recovered),
+            ("refreshes", stats.refreshes),
+            ("unknown", stats.unknown),
+            ("decode_errors", stats.decode_errors),
+            ("book_errors", stats.book_errors),
+            ("resets", stats.resets),
+            ("implicit_resets", stats.implicit_resets),
+            ("suspect_jumps", stats.suspect_jumps),
+            ("other_trades", stats.other_trades),
+        ] {
+            let c = self.omdc_feed.get_or_create(&CounterLabel { counter });
+            c.inc_by(total.saturating_sub(c.get()));
+        }
     }
 
     /// Counts a dead letter.

@@ -51,6 +51,7 @@ fn exported() -> (BTreeSet<String>, BTreeSet<String>) {
     m.kafka_committed(&p, 1);
     m.desk_risk.get_or_create(&FigureLabel { figure: "gross" }).set(1.0);
     m.sink("clickhouse", Some(Arc::new(AtomicU64::new(0))));
+    m.omdc_feed(&harbour_sources::hkex::feed::FeedStats::default(), 0);
     let text = m.render();
     let mut names = BTreeSet::new();
     let mut labels: BTreeSet<String> = ["instance", "job"].into_iter().map(String::from).collect();

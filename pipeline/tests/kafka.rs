@@ -1439,7 +1439,8 @@ fn partitions_added_while_running_are_read_from_their_beginning() {
 /// The OMD-C bridge counts its dead letters as the pipeline does: a capture with every 40th
 /// datagram of line A damaged publishes each as a dead letter, counted by reason in
 /// `harbour_source_dead_letters_total` and sent in `harbour_kafka_dead_letters_sent_total` (the
-/// bridge exported no metrics before, and counted them only in its exit summary).
+/// bridge exported no metrics before, and counted them only in its exit summary); the feed
+/// handler's counters (packets, A/B duplicates, gaps, losses) are exported as they change.
 #[test]
 fn the_omdc_bridge_counts_its_dead_letters() {
     use harbour::hkex::{self as hk, FeedSource};
@@ -1465,5 +1466,18 @@ fn the_omdc_bridge_counts_its_dead_letters() {
     };
     assert_eq!(value("harbour_source_dead_letters_total{reason=\"omdc_decode\"}"), broken, "{text}");
     assert_eq!(value("harbour_kafka_dead_letters_sent_total "), broken, "{text}");
+    // The feed handler's counters are metrics too (they were only in the exit summary).
+    let f = &published.feed;
+    assert!(f.packets > 100 && f.duplicates > 0 && f.decode_errors > 0, "{f:?}");
+    for (counter, want) in [
+        ("packets", f.packets),
+        ("messages", f.messages),
+        ("duplicates", f.duplicates),
+        ("decode_errors", f.decode_errors),
+        ("gaps", f.gaps),
+        ("lost", f.lost),
+    ] {
+        assert_eq!(value(&format!("harbour_omdc_feed_total{{counter=\"{counter}\"}}")), want, "{counter}: {text}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
