@@ -593,7 +593,8 @@ impl<'m> Engine<'m> {
         self.stats.lines = snap.lines;
         self.stats.accepted = snap.accepted;
         self.stats.dead_letters = snap.rejected;
-        self.seal_inner(false);
+        // (Rebuilding the dataflow is not an epoch: not counted in harbour_pipeline_epochs_total.)
+        self.seal_inner(false, false);
         if let Some(v) = versions {
             v.apply(&mut self.state);
         }
@@ -609,7 +610,7 @@ impl<'m> Engine<'m> {
     /// to the state. Returns the sealed epoch's time (its version). A limits file that changed
     /// takes effect here.
     pub fn seal(&mut self) -> u64 {
-        self.seal_inner(true)
+        self.seal_inner(true, true)
     }
 
     /// [`Engine::seal`] for an epoch re-formed from a log: the limits it logged (if any) take
@@ -621,10 +622,11 @@ impl<'m> Engine<'m> {
             }
             self.reloaded = None; // logged already
         }
-        self.seal_inner(false)
+        self.seal_inner(false, true)
     }
 
-    fn seal_inner(&mut self, watch: bool) -> u64 {
+    /// Seals the epoch; `watch`: look at the limits file; `count`: an epoch of input (counted).
+    fn seal_inner(&mut self, watch: bool, count: bool) -> u64 {
         let sealed = Instant::now();
         let epoch = *self.inputs.fills.time();
         if let Some(reloaded) = self.limits_watch.as_mut().filter(|_| watch).and_then(|w| w.poll()) {
@@ -676,7 +678,9 @@ impl<'m> Engine<'m> {
         drain(&taps.alerts, &mut state.alerts);
         self.metrics.risk_alerts.inc_by(alerts as u64);
         self.stats.epochs += 1;
-        self.metrics.epochs.inc();
+        if count {
+            self.metrics.epochs.inc();
+        }
         self.metrics.epoch.set(epoch as i64);
         self.metrics.positions.set(state.positions.len() as i64);
         self.metrics.epoch_lag_seconds.set(sealed.elapsed().as_secs_f64());

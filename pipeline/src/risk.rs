@@ -314,15 +314,19 @@ pub fn read_limits(path: &Path) -> Result<Limits, ConfigError> {
 }
 
 /// Watches the limits file: [`LimitsWatch::poll`] returns the limits it holds when its content
-/// changed (the engine applies them when they differ from the limits in force).
-/// (Write it with a rename for an atomic switch; an empty file is refused, a half-written one is
-/// refused when it does not parse.)
+/// changed (the engine applies them when they differ from the limits in force). A change counts
+/// once two looks in a row find the same content: a file written in place (`cat > limits.toml`)
+/// can be caught half-written yet parse (its first tables only), which applied those alone and
+/// cleared every breach of the rest until the next look (until 2026-11-28). Writing it with a
+/// rename switches atomically; an empty file is refused.
 #[derive(Debug)]
 pub struct LimitsWatch {
     path: PathBuf,
     every: Duration,
     checked: Instant,
     seen: Option<String>,
+    /// Content that differs from `seen`, found by the last look (applied if the next finds it too).
+    settling: Option<String>,
 }
 
 impl LimitsWatch {
@@ -330,7 +334,7 @@ impl LimitsWatch {
     /// the start: a restarted engine may run under the limits of its checkpoint or epoch log,
     /// not the file's.
     pub fn new(path: PathBuf, every: Duration) -> LimitsWatch {
-        LimitsWatch { path, every, checked: Instant::now(), seen: None }
+        LimitsWatch { path, every, checked: Instant::now(), seen: None, settling: None }
     }
 
     /// New limits when the file's content changed since it was last read (an error when the new
@@ -354,8 +358,15 @@ impl LimitsWatch {
             }
         };
         if self.seen.as_deref() == Some(now.as_str()) {
+            self.settling = None;
             return None;
         }
+        // The first look applies what the file holds at once; a change waits for the next look.
+        if self.seen.is_some() && self.settling.as_deref() != Some(now.as_str()) {
+            self.settling = Some(now);
+            return None;
+        }
+        self.settling = None;
         let parsed = parse_limits(&now, &self.path);
         self.seen = Some(now);
         Some(parsed)
@@ -440,11 +451,21 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         // The first look reads the file (the engine keeps the limits in force when they are equal).
         assert_eq!(w.poll().unwrap().unwrap().desk[&Metric::Gross].soft, dec!(10));
         assert!(w.poll().is_none());
+        // A change counts once two looks in a row find it: a file caught half-written (here its
+        // first table only, which parses) is not applied.
         std::fs::write(&p, "[desk]\ngross = { soft = \"20\", hard = \"30\" }\n").unwrap();
+        assert!(w.poll().is_none(), "half-written");
+        std::fs::write(&p, "[desk]\ngross = { soft = \"20\", hard = \"30\" }\n[accounts.A]\nvar = { soft = \"5\" }\n")
+            .unwrap();
+        assert!(w.poll().is_none(), "changed again since the last look");
         let l = w.poll().unwrap().unwrap();
-        assert_eq!(l.desk[&Metric::Gross].hard, dec!(30));
+        assert_eq!(
+            (l.desk[&Metric::Gross].hard, l.of(&Group::Account("A".into()), Metric::Var).unwrap().soft),
+            (dec!(30), dec!(5))
+        );
         assert!(w.poll().is_none());
         std::fs::write(&p, "[desk]\ngross = { soft = \"x\" }\n").unwrap();
+        assert!(w.poll().is_none());
         assert!(w.poll().unwrap().is_err());
         // A file gone (or unreadable) is an error once, not skipped in silence; back, it is read.
         std::fs::rename(&p, p.with_extension("bak")).unwrap();
@@ -452,8 +473,10 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         assert!(e.starts_with("config key `risk.limits_file`: cannot read"), "{e}");
         assert!(w.poll().is_none(), "the same error again");
         std::fs::rename(p.with_extension("bak"), &p).unwrap();
+        assert!(w.poll().is_none());
         assert!(w.poll().unwrap().is_err(), "the bad file is back");
         std::fs::write(&p, "[desk]\ngross = { soft = \"40\" }\n").unwrap();
+        assert!(w.poll().is_none());
         assert_eq!(w.poll().unwrap().unwrap().desk[&Metric::Gross].soft, dec!(40));
         std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
