@@ -2,9 +2,10 @@
 //!
 //! The default policy is the last trade price, falling back to the bid/ask mid, then the close.
 //! Each field keeps its latest value by event time; a late quote (older than what is held) does
-//! not move it. Ties on event time go to the later input line ([`Quote::seq`], the engine's line
-//! count: a sweep through three price levels reported at one trade time ends at the last
-//! level's price; until 2026-11-28 the larger price won, a mark no input had shown), then to the
+//! not move it. Ties on event time go to the later input line ([`Quote::seq`], `Close::seq`: the
+//! engine's line count; a sweep through three price levels reported at one trade time ends at the
+//! last level's price, a close sent again corrected is the corrected one; until 2026-11-28 the
+//! larger price won, a mark no input had shown), then to the
 //! larger price (quotes from elsewhere, with no line count), so the result never depends on the
 //! order updates arrive in within one epoch. A quote can also empty a field (the bid side of the
 //! book emptied, the only recent trade was cancelled): from then on the field has no price, so
@@ -89,6 +90,8 @@ struct Seqs {
     last: u64,
     bid: u64,
     ask: u64,
+    #[serde(default)]
+    close: u64,
 }
 
 /// Event times at which fields were emptied (see [`MarkState`]).
@@ -166,7 +169,9 @@ impl MarkState {
                     }
                 }
             }
-            MarketEvent::Close(c) => newer(&mut self.close, &mut None, &mut 0, (c.ts, 0), Some(c.price)),
+            MarketEvent::Close(c) => {
+                newer(&mut self.close, &mut None, &mut self.seqs.close, (c.ts, c.seq), Some(c.price))
+            }
         }
     }
 
@@ -197,7 +202,7 @@ impl MarkState {
             }
         }
         if let Some((ts, price)) = self.close {
-            out.push(MarketEvent::Close(Close { symbol, ts, price }));
+            out.push(MarketEvent::Close(Close { symbol, ts, price, seq: n.close }));
         }
         out
     }
@@ -278,7 +283,7 @@ mod tests {
         let no_bid = Cleared { bid: true, ..none };
         let no_last = Cleared { last: true, ..none };
         let base = [
-            MarketEvent::Close(Close { symbol: S, ts: 1, price: dec!(380) }),
+            MarketEvent::Close(Close { symbol: S, ts: 1, price: dec!(380), seq: 0 }),
             quote(10, Some(dec!(385.0)), Some(dec!(385.4)), None, none),
             quote(11, None, None, Some(dec!(385.2)), none),
         ];
@@ -341,6 +346,17 @@ mod tests {
         assert_eq!(a.last(), Some((7, dec!(385.0))));
         a.update(&at(16, None, None, Some(dec!(384.8))));
         assert_eq!(a.last(), Some((7, dec!(384.8))));
+    }
+
+    /// A close sent again at the same time with another price (a correction): the later line's.
+    #[test]
+    fn of_two_closes_at_one_time_the_later_line_wins() {
+        let close = |seq, price| MarketEvent::Close(Close { symbol: S, ts: 9, price, seq });
+        let (a, b) = (close(3, dec!(386.0)), close(4, dec!(385.8)));
+        let (ab, ba) = (state(&[a.clone(), b.clone()]), state(&[b, a]));
+        assert_eq!(ab, ba);
+        assert_eq!(ab.close(), Some((9, dec!(385.8))));
+        assert_eq!(state(&ab.events(S)), ab);
     }
 
     #[test]

@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(code(v.accept(quote(TS_MIN - 1, dec!(385.2)))), "ts_out_of_range");
         assert_eq!(code(v.accept(fill("E4", TS_MAX, 100, None))), "ts_out_of_range");
         assert!(v.accept(quote(TS_MIN, dec!(385.2))).is_ok());
-        let close = |price| Input::Close(Close { symbol: Symbol(700), ts: day, price });
+        let close = |price| Input::Close(Close { symbol: Symbol(700), ts: day, price, seq: 0 });
         assert_eq!(code(v.accept(close(dec!(200000)))), "too_large");
         assert_eq!(trade_date(i64::MAX), trade_date(i64::MAX - 8 * 3_600_000_000_000), "no wrap");
     }

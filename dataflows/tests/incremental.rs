@@ -56,7 +56,7 @@ fn arb_market() -> impl Strategy<Value = MarketEvent> {
         match kind {
             0 => quote(None, None, Some(p), none),
             1 => quote(Some(p), Some(p + Decimal::new(4, 1)), None, none),
-            2 => MarketEvent::Close(Close { symbol, ts, price: p }),
+            2 => MarketEvent::Close(Close { symbol, ts, price: p, seq: 0 }),
             // The only trade cancelled; the bid side emptied while the ask moved.
             3 => quote(None, None, None, Cleared { last: true, ..none }),
             4 => quote(None, Some(p), None, Cleared { bid: true, ..none }),

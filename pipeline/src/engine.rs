@@ -424,8 +424,10 @@ impl<'m> Engine<'m> {
                         Accepted::Bust(f) => inputs.fills.remove(f),
                         Accepted::Market(mut m) => {
                             // Its place in the input, for ties on event time (marks::newer).
-                            if let MarketEvent::Quote(q) = &mut m {
-                                q.seq = self.stats.lines;
+                            match &mut m {
+                                MarketEvent::Quote(q) => q.seq = self.stats.lines,
+                                MarketEvent::Close(c) => c.seq = self.stats.lines,
+                                MarketEvent::Listed(_) => {}
                             }
                             self.mark_states.entry(m.symbol()).or_default().update(&m);
                             if let Some(q) = self.quoted.as_mut() {

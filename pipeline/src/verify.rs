@@ -47,8 +47,10 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
                     live.remove(&f.exec_id);
                 }
                 Accepted::Market(mut m) => {
-                    if let MarketEvent::Quote(q) = &mut m {
-                        q.seq = seq;
+                    match &mut m {
+                        MarketEvent::Quote(q) => q.seq = seq,
+                        MarketEvent::Close(c) => c.seq = seq,
+                        MarketEvent::Listed(_) => {}
                     }
                     market.push(m)
                 }

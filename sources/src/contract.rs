@@ -431,7 +431,7 @@ fn input<S: AsRef<str> + Into<String>>(wire: Wire<S>, seq: u64) -> Result<Input,
             Input::Quote(Quote { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, bid, ask, last, cleared, seq: 0 })
         }
         Wire::Close { symbol: s, ts: t, price } => {
-            Input::Close(Close { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, price })
+            Input::Close(Close { symbol: symbol(s.as_ref())?, ts: ts(t.as_ref())?, price, seq: 0 })
         }
         Wire::Status { symbol: sym, market, status, session, ts: t } => {
             let (subject, allowed): (StatusSubject, &[&str]) = match (sym, market) {

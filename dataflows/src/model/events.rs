@@ -179,6 +179,10 @@ pub struct Close {
     pub ts: Ts,
     /// Closing price.
     pub price: Decimal,
+    /// Input order of the line that carried it, as [`Quote::seq`]: of two closes at one event
+    /// time (a corrected close sent again), the later line's.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Market data that moves marks.

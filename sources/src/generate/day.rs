@@ -513,6 +513,7 @@ impl Day {
                 symbol: self.listings[sym].instrument.symbol,
                 ts: self.clock.at(ms),
                 price: self.grid.decimal(self.walks[sym].price),
+                seq: 0,
             }));
             self.stats.closes += 1;
             self.plain(line);

@@ -859,6 +859,7 @@ impl MarketState {
                         symbol: Symbol(security_code),
                         ts: ts(self.send_time),
                         price: price.to_decimal(),
+                        seq: 0,
                     }));
                 }
             }
@@ -1558,7 +1559,7 @@ mod tests {
                 q(40, None, None, Some(dec!(385.200))),
                 q(41, None, None, Some(dec!(385.400))),
                 q(50, None, None, Some(dec!(385.200))),
-                Input::Close(Close { symbol: Symbol(700), ts: 60, price: dec!(385.200) }),
+                Input::Close(Close { symbol: Symbol(700), ts: 60, price: dec!(385.200), seq: 0 }),
                 Input::Quote(Quote {
                     symbol: Symbol(700),
                     ts: 70,
