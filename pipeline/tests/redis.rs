@@ -566,3 +566,27 @@ fn a_ttl_turned_off_removes_the_expiry_of_keys_written_before() {
         assert_eq!(ttl(&mut c, k), -1, "{k} without expiry");
     }
 }
+
+/// A Redis that evicts any key under memory pressure (`allkeys-*` with a `maxmemory`) would evict
+/// the durable-epoch marker, and every write after that stops the pipeline as lost data: refused
+/// at start, naming the policy; `volatile-*` (Harbour's hashes carry TTLs, the marker none) is fine.
+#[test]
+fn a_redis_that_may_evict_the_epoch_marker_is_refused_at_start() {
+    let (state_file, url) = private_redis("evict");
+    let _stop = Stop(state_file);
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let set = |c: &mut redis::Connection, k: &str, v: &str| {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg(k).arg(v).query(c).unwrap();
+    };
+    set(&mut c, "maxmemory", "100mb");
+    set(&mut c, "maxmemory-policy", "allkeys-lru");
+    let config = RedisConfig { url, ..RedisConfig::default() };
+    let error = RedisSink::connect(&config).err().expect("an allkeys-lru Redis accepted").to_string();
+    assert!(error.starts_with("redis config: redis.url:") && error.contains("allkeys-lru"), "{error}");
+    set(&mut c, "maxmemory-policy", "volatile-lru");
+    assert!(RedisSink::connect(&config).is_ok());
+    // Without a maxmemory nothing is evicted: a warning only.
+    set(&mut c, "maxmemory-policy", "allkeys-lru");
+    set(&mut c, "maxmemory", "0");
+    assert!(RedisSink::connect(&config).is_ok());
+}

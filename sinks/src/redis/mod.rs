@@ -347,6 +347,7 @@ impl RedisSink {
             connected_once: false,
         };
         sink.with_retry("connecting", |_, _| Ok(()))?;
+        sink.check_eviction()?;
         tracing::info!(url = %config.url.rsplit('@').next().unwrap_or_default(), "redis sink ready");
         Ok(sink)
     }
@@ -411,6 +412,44 @@ impl RedisSink {
                     return Err(RedisError::Config(format!("redis.url: {}", e.detail().unwrap_or(&text))));
                 }
                 Err(e) => return Err(RedisError::Permanent { what, message: e.to_string() }),
+            }
+        }
+    }
+
+    /// Refuses a Redis that may evict keys without a TTL under memory pressure (`maxmemory` set
+    /// with an `allkeys-*` policy): it would evict the durable-epoch marker, and every write
+    /// after that stops the pipeline as [`RedisError::Lost`]; with no `maxmemory` such a policy
+    /// is only warned about (setting one later starts evicting). A server that refuses `CONFIG`
+    /// (managed services) is not checked.
+    fn check_eviction(&mut self) -> Result<(), RedisError> {
+        let read = |conn: &mut Connection, name: &str| -> redis::RedisResult<String> {
+            let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(conn)?;
+            Ok(pair.get(1).cloned().unwrap_or_default())
+        };
+        let outcome = self.with_retry("reading the eviction policy", |conn, _| {
+            Ok(match (read(conn, "maxmemory-policy"), read(conn, "maxmemory")) {
+                (Ok(policy), Ok(max)) => Some((policy, max.parse::<u64>().unwrap_or(0))),
+                (Err(e), _) | (_, Err(e)) if retriable(&e) => return Err(e),
+                _ => None,
+            })
+        })?;
+        match outcome {
+            Some((policy, max)) if policy.starts_with("allkeys-") && max > 0 => Err(RedisError::Config(format!(
+                "redis.url: the server evicts any key under memory pressure (maxmemory-policy {policy}, \
+                 maxmemory {max}), the durable-epoch marker {EPOCH_KEY} included: set maxmemory-policy to \
+                 noeviction or a volatile-* policy (Harbour's hashes carry TTLs; the marker has none)"
+            ))),
+            Some((policy, _)) if policy.starts_with("allkeys-") => {
+                tracing::warn!(
+                    policy,
+                    "redis evicts any key once a maxmemory is set; the durable-epoch marker would go too"
+                );
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => {
+                tracing::debug!("redis refused CONFIG GET: eviction policy not checked");
+                Ok(())
             }
         }
     }
