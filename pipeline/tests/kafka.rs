@@ -1287,6 +1287,11 @@ fn topics_of_a_transactional_producer_are_read_to_their_end() {
         .unwrap();
     assert_eq!(read, lines.len() as u64, "the committed lines, none of the aborted");
     assert_same_tables(&state, &file_replay(&lines), Compare::Exact);
+    // The group's offsets are past the trailing markers: lag tools read 0 (they read 1 per
+    // partition, the marker, until 2026-11-28).
+    let group = InputConsumer::open(&cfg, &cfg.topics.inputs(), &Offsets::new()).unwrap();
+    assert_eq!(group.committed().unwrap(), ends(&group), "committed offsets at the high watermarks");
+    drop(group);
 
     // Retention deletes everything (each partition then starts at its end, one past the marker
     // the checkpoint's offsets point at): the restart starts past the markers it had read past,

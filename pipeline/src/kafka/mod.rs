@@ -1063,12 +1063,27 @@ impl<'a, 'm> Loop<'a, 'm> {
         // The newest epoch every sink holds (those that replace everything need nothing kept).
         let all = self.sinks.iter().filter(|s| !s.replaces_all).map(Slot::durable).min().unwrap_or(epoch);
         self.metrics.durable_epoch.set(all as i64);
-        if all > self.committed {
+        // With the sealed epoch durable, nothing fed since and nothing held, the consumer is past
+        // its ends by transaction markers and aborted messages only: the group's offsets go there
+        // too, so lag tools read 0 on a transactional producer's topics (they read 1 for ever,
+        // the trailing marker, until 2026-11-28; Harbour's own lag already counted it).
+        let past_markers = (all == epoch
+            && all >= self.committed
+            && !partial
+            && self.gate.phase() == Phase::Live
+            && !self.gate.holds())
+        .then(|| {
+            let ends = &self.sealed.1;
+            self.read_to().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect::<Offsets>()
+        })
+        .filter(|past| past.iter().any(|(p, at)| self.committed_offsets.get(p) != Some(at)));
+        if all > self.committed || past_markers.is_some() {
             self.still_active()?;
             self.dlq.flush()?;
             // (The sinks whose durable epoch is `all` were handed it, and keep its ends.)
             let kept = self.sinks.iter().find_map(|s| s.ends.iter().find(|(e, _)| *e == all).map(|(_, o)| o.clone()));
-            let ends = kept.unwrap_or_else(|| self.sealed.1.clone());
+            let mut ends = kept.unwrap_or_else(|| self.sealed.1.clone());
+            ends.extend(past_markers.unwrap_or_default());
             // The group's offsets are for lag tooling and a first start; Harbour restarts from
             // its own marker and checkpoint, so only the last commit of a run is waited for.
             if force {
