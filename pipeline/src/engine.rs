@@ -424,11 +424,7 @@ impl<'m> Engine<'m> {
                         Accepted::Bust(f) => inputs.fills.remove(f),
                         Accepted::Market(mut m) => {
                             // Its place in the input, for ties on event time (marks::newer).
-                            match &mut m {
-                                MarketEvent::Quote(q) => q.seq = self.stats.lines,
-                                MarketEvent::Close(c) => c.seq = self.stats.lines,
-                                MarketEvent::Listed(_) => {}
-                            }
+                            m.set_seq(self.stats.lines);
                             self.mark_states.entry(m.symbol()).or_default().update(&m);
                             if let Some(q) = self.quoted.as_mut() {
                                 q.insert(m.symbol(), *inputs.fills.time());

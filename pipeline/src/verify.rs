@@ -47,11 +47,7 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
                     live.remove(&f.exec_id);
                 }
                 Accepted::Market(mut m) => {
-                    match &mut m {
-                        MarketEvent::Quote(q) => q.seq = seq,
-                        MarketEvent::Close(c) => c.seq = seq,
-                        MarketEvent::Listed(_) => {}
-                    }
+                    m.set_seq(seq);
                     market.push(m)
                 }
                 Accepted::Order(_) | Accepted::Instrument { .. } | Accepted::Status(_) => {}

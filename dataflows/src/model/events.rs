@@ -197,6 +197,15 @@ pub enum MarketEvent {
 }
 
 impl MarketEvent {
+    /// Sets the input order of a quote or close ([`Quote::seq`], [`Close::seq`]).
+    pub fn set_seq(&mut self, seq: u64) {
+        match self {
+            MarketEvent::Quote(q) => q.seq = seq,
+            MarketEvent::Close(c) => c.seq = seq,
+            MarketEvent::Listed(_) => {}
+        }
+    }
+
     /// The instrument the event is about.
     pub fn symbol(&self) -> Symbol {
         match self {

@@ -807,6 +807,17 @@ impl<'a, 'm> Loop<'a, 'm> {
         read
     }
 
+    /// Partitions where the consumer is past the sealed epoch's ends with nothing fed between
+    /// (transaction markers, aborted messages), and how far: known only live with nothing held
+    /// (none otherwise); callers make sure nothing was fed since the seal.
+    fn past_sealed(&self) -> Offsets {
+        if self.gate.phase() != Phase::Live || self.gate.holds() {
+            return Offsets::new();
+        }
+        let ends = &self.sealed.1;
+        self.read_to().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect()
+    }
+
     /// Feeds the open epoch's records to the engine, in [`gate::feed_order`] (the same records
     /// make the same epoch, re-formed after a crash too). Returns how many were refused.
     fn feed_epoch(&mut self) -> Result<u64, KafkaRunError> {
@@ -1067,16 +1078,9 @@ impl<'a, 'm> Loop<'a, 'm> {
         // its ends by transaction markers and aborted messages only: the group's offsets go there
         // too, so lag tools read 0 on a transactional producer's topics (they read 1 for ever,
         // the trailing marker, until 2026-11-28; Harbour's own lag already counted it).
-        let past_markers = (all == epoch
-            && all >= self.committed
-            && !partial
-            && self.gate.phase() == Phase::Live
-            && !self.gate.holds())
-        .then(|| {
-            let ends = &self.sealed.1;
-            self.read_to().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect::<Offsets>()
-        })
-        .filter(|past| past.iter().any(|(p, at)| self.committed_offsets.get(p) != Some(at)));
+        let past_markers = (all == epoch && !partial)
+            .then(|| self.past_sealed())
+            .filter(|past| past.iter().any(|(p, at)| self.committed_offsets.get(p) != Some(at)));
         if all > self.committed || past_markers.is_some() {
             self.still_active()?;
             self.dlq.flush()?;
@@ -1115,14 +1119,7 @@ impl<'a, 'm> Loop<'a, 'm> {
             && epoch > self.checkpointed
             && self.sinks.iter().filter(|s| !s.replaces_all).all(|s| s.handed >= epoch)
         {
-            // Where the consumer is past the epoch's ends with nothing fed between (transaction
-            // markers): known only while nothing is held or read ahead (live, between epochs).
-            let passed: Offsets = if self.gate.phase() == Phase::Live && !self.gate.holds() {
-                let ends = &self.sealed.1;
-                self.read_to().into_iter().filter(|(p, at)| ends.get(p).is_some_and(|e| at > e)).collect()
-            } else {
-                Offsets::new()
-            };
+            let passed = self.past_sealed();
             let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, &passed, self.engine.snapshot());
             if all >= epoch {
                 self.save_checkpoint(epoch, &c)?;

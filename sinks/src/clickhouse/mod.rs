@@ -293,14 +293,20 @@ impl ClickHouseSink {
     /// type of the same width takes RowBinary rows meaning something else (an Int64 read as a
     /// DateTime64, a Decimal as another scale).
     fn check_columns(&mut self) -> Result<(), ClickHouseError> {
+        // Every table's columns in one request.
+        let text =
+            self.query_text("SELECT table, name, type FROM system.columns WHERE database = currentDatabase()")?;
+        let mut found: std::collections::HashMap<&str, Vec<(String, String)>> = Default::default();
+        for line in text.lines() {
+            let mut f = line.splitn(3, '\t');
+            if let (Some(table), Some(name), Some(ty)) = (f.next(), f.next(), f.next()) {
+                found.entry(table).or_default().push((name.to_string(), ty.to_string()));
+            }
+        }
         let mut differences = Vec::new();
         for (table, wanted) in schema::tables() {
-            let text = self.query_text(&format!(
-                "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '{table}'"
-            ))?;
-            let found: Vec<(String, String)> =
-                text.lines().filter_map(|l| l.split_once('\t')).map(|(n, t)| (n.to_string(), t.to_string())).collect();
-            differences.extend(schema::column_differences(&table, &wanted, &found));
+            let have = found.get(table.as_str()).map_or(&[][..], Vec::as_slice);
+            differences.extend(schema::column_differences(&table, &wanted, have));
         }
         if differences.is_empty() {
             return Ok(());
