@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use harbour_dataflows::model::Symbol;
-use harbour_dataflows::risk::book::{History, LimitSet, Limits, Metric, RiskConfig};
+use harbour_dataflows::risk::book::{History, LimitSet, Limits, Metric, Proxy, RiskConfig};
 use harbour_dataflows::risk::limits::Limit;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -50,6 +50,10 @@ pub struct RiskSection {
     /// when `history` is unset and ClickHouse is configured. Harbour fills `daily_closes` itself
     /// from the close messages it receives.
     pub history_table: String,
+    /// What a symbol without closes in the history moves with: `market` (each past day's mean
+    /// return of every symbol), a stock code with history (an index tracker, e.g. `02800`), or
+    /// `none` (such a symbol adds nothing to VaR, ES or σ).
+    pub proxy: String,
     /// The trade date whose previous days form the history (read from ClickHouse, or cut from the
     /// `history` file: its closes on or after this date are left out). Default: today in Hong Kong
     /// for ClickHouse; the whole file.
@@ -79,6 +83,7 @@ impl Default for RiskSection {
             history: None,
             history_days: 250,
             history_table: "daily_closes".into(),
+            proxy: "market".into(),
             as_of: None,
             nav: BTreeMap::new(),
             desk_nav: None,
@@ -122,6 +127,7 @@ impl RiskSection {
         {
             return Err(key_err("risk.history_table", "must be a table name (letters, digits, `_`, `.`)"));
         }
+        self.proxy()?;
         if self.threads == 0 {
             return Err(key_err("risk.threads", "must be at least 1"));
         }
@@ -131,8 +137,23 @@ impl RiskSection {
         Ok(())
     }
 
-    /// The risk book's settings with `history` (and the limits file read now).
+    /// `risk.proxy` read.
+    pub fn proxy(&self) -> Result<Proxy, ConfigError> {
+        match self.proxy.as_str() {
+            "market" => Ok(Proxy::Market),
+            "none" => Ok(Proxy::None),
+            code => Symbol::parse(code)
+                .map(Proxy::Symbol)
+                .ok_or_else(|| key_err("risk.proxy", format!("{code:?} is not market, none or a stock code"))),
+        }
+    }
+
+    /// The risk book's settings with `history` (and the limits file read now); a proxy symbol
+    /// the history has no closes of is refused naming `risk.proxy`.
     pub fn config(&self, history: History) -> Result<RiskConfig, ConfigError> {
+        let history = history
+            .with_proxy(self.proxy()?)
+            .map_err(|p| key_err("risk.proxy", format!("{p} has no closes in the risk history")))?;
         let limits = match &self.limits_file {
             Some(p) => read_limits(p)?,
             None => Limits::default(),
@@ -441,6 +462,28 @@ var = { soft = "70", hard = "90", hysteresis = "0" }
         let e = read_history(&p.with_file_name("gone.csv")).unwrap_err().to_string();
         assert!(e.starts_with("config key `risk.history`: cannot read"), "{e}");
         std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_proxy_is_market_none_or_a_code_with_history() {
+        let history = || {
+            History::from_closes([
+                (1, Symbol(2800), 25.0),
+                (2, Symbol(2800), 25.5),
+                (1, Symbol(700), 380.0),
+                (2, Symbol(700), 390.0),
+            ])
+        };
+        let with = |proxy: &str| RiskSection { proxy: proxy.into(), ..RiskSection::default() };
+        assert_eq!(with("market").proxy().unwrap(), Proxy::Market);
+        assert_eq!(with("none").proxy().unwrap(), Proxy::None);
+        // 9988 moves with 02800.
+        let config = with("02800").config(history()).unwrap();
+        assert_eq!(config.history.returns(Symbol(9988)), Some(&[25.5 / 25.0 - 1.0][..]));
+        let e = with("HSI").validate().unwrap_err().to_string();
+        assert!(e.contains("risk.proxy") && e.contains("\"HSI\""), "{e}");
+        let e = with("09988").config(history()).unwrap_err().to_string();
+        assert!(e.contains("risk.proxy") && e.contains("09988 has no closes"), "{e}");
     }
 
     #[test]

@@ -84,12 +84,31 @@ fn proxy_scale(own: &[Option<(f64, bool)>], sum: &[f64], count: &[u32]) -> f64 {
     }
 }
 
+/// What a symbol without a close in the history moves with, so that a position in it (a
+/// listing of the day, a code the history source does not carry) still counts in VaR, the
+/// scenarios and σ instead of adding nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Proxy {
+    /// The market: each past day's mean of every symbol's observed return (beta 1 to an
+    /// equal-weighted market).
+    #[default]
+    Market,
+    /// The returns of this symbol (an index tracker such as 02800, say), which has history.
+    Symbol(Symbol),
+    /// None: such a symbol adds nothing to VaR, ES or σ.
+    None,
+}
+
 /// Daily returns per symbol over the same past days, and each symbol's previous close.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     returns: FxHashMap<Symbol, Series>,
     /// The symbols with returns, by dense index ([`Series::idx`]).
     by_idx: Vec<Symbol>,
+    /// The market's mean return of each day, dense index `by_idx.len()` (none without days).
+    market: Option<Series>,
+    /// What symbols without returns take.
+    proxy: Proxy,
     prev_close: FxHashMap<Symbol, f64>,
     days: usize,
 }
@@ -159,7 +178,42 @@ impl History {
             h.by_idx.push(s);
             h.returns.insert(s, Series { r: r.into_boxed_slice(), max_abs, idx });
         }
+        if k > 0 && !h.by_idx.is_empty() {
+            let max_abs = market.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            h.market = Some(Series { r: market.into_boxed_slice(), max_abs, idx: h.by_idx.len() as u32 });
+        }
         h
+    }
+
+    /// The same history with `proxy` for the symbols it has no returns of; a proxy symbol
+    /// without returns of its own in a history that has some is refused (`Err` with it).
+    pub fn with_proxy(mut self, proxy: Proxy) -> Result<History, Symbol> {
+        if let Proxy::Symbol(p) = proxy {
+            if !self.returns.is_empty() && !self.returns.contains_key(&p) {
+                return Err(p);
+            }
+        }
+        self.proxy = proxy;
+        Ok(self)
+    }
+
+    /// The returns a symbol moves with: its own, else its proxy's.
+    fn lookup(&self, s: Symbol) -> Option<&Series> {
+        self.returns.get(&s).or_else(|| match self.proxy {
+            Proxy::Market => self.market.as_ref(),
+            Proxy::Symbol(p) => self.returns.get(&p),
+            Proxy::None => None,
+        })
+    }
+
+    /// Whether the symbol has returns of its own (else it takes the proxy's, if any).
+    pub fn has_own(&self, s: Symbol) -> bool {
+        self.returns.contains_key(&s)
+    }
+
+    /// Dense indices (Gram columns): the symbols with returns, then the market's.
+    fn columns(&self) -> usize {
+        self.by_idx.len() + usize::from(self.market.is_some())
     }
 
     /// No close at all: no symbol has a previous close (so no return today either).
@@ -172,24 +226,28 @@ impl History {
         self.days
     }
 
-    /// The symbol's returns, oldest first (`None` without history).
+    /// The returns the symbol moves with, oldest first: its own, else its [`Proxy`]'s (`None`
+    /// without either).
     pub fn returns(&self, s: Symbol) -> Option<&[f64]> {
-        self.returns.get(&s).map(|r| &r.r[..])
+        self.lookup(s).map(|r| &r.r[..])
     }
 
-    /// The symbol's returns with the largest of their magnitudes.
+    /// The symbol's returns (or its proxy's) with the largest of their magnitudes.
     fn series(&self, s: Symbol) -> Option<(&[f64], f64)> {
-        self.returns.get(&s).map(|r| (&r.r[..], r.max_abs))
+        self.lookup(s).map(|r| (&r.r[..], r.max_abs))
     }
 
-    /// The symbol's dense index (0..n over the symbols with returns).
+    /// The dense index of the returns the symbol moves with (its own, or its proxy's).
     fn index(&self, s: Symbol) -> Option<u32> {
-        self.returns.get(&s).map(|r| r.idx)
+        self.lookup(s).map(|r| r.idx)
     }
 
-    /// The returns of the symbol with dense index `i`.
+    /// The returns at dense index `i` (a symbol's, or the market's after them).
     fn returns_at(&self, i: u32) -> &[f64] {
-        self.returns.get(&self.by_idx[i as usize]).map_or(&[], |r| &r.r[..])
+        match self.by_idx.get(i as usize) {
+            Some(s) => self.returns.get(s).map_or(&[], |r| &r.r[..]),
+            None => self.market.as_ref().map_or(&[], |m| &m.r[..]),
+        }
     }
 
     /// The last close before today.
@@ -836,7 +894,7 @@ impl RiskBook {
     pub fn new(config: RiskConfig) -> RiskBook {
         let shards = config.threads.max(1);
         let weights = config.history.weights(config.lambda);
-        let n = config.history.by_idx.len();
+        let n = config.history.columns();
         let gram = (config.contributors > 0 && n <= GRAM_MAX_SYMBOLS)
             .then(|| Gram { cols: (0..n).map(|_| std::sync::OnceLock::new()).collect() });
         RiskBook {
@@ -1639,7 +1697,8 @@ fn vol_row(s: Symbol, h: &History, weights: &[f64], lambda: f64, ret: f64, ts: T
         daily: six(daily),
         annual: six(daily * 252f64.sqrt()),
         today: six(ret),
-        days: h.returns(s).map_or(0, |r| r.len() as u32),
+        // A proxied symbol's σ is its proxy's, with 0 days of its own.
+        days: if h.has_own(s) { h.returns(s).map_or(0, |r| r.len() as u32) } else { 0 },
         ts,
     }
 }

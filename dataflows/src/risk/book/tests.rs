@@ -2,7 +2,7 @@ use super::*;
 use crate::marks::MarkSource;
 use crate::model::PositionKey;
 use crate::risk::var::{historical, parametric};
-use crate::risk::vol::ewma_covariance;
+use crate::risk::vol::{ewma_covariance, LAMBDA};
 use proptest::prelude::*;
 use rust_decimal_macros::dec;
 
@@ -512,9 +512,79 @@ fn volatility_per_symbol_from_history_and_mark() {
     assert!(again.vols.is_empty());
     let moved = b.apply(RiskInput { marks: vec![(Symbol(700), Some(dec!(380)), 8)], ..Default::default() });
     assert_eq!(moved.vols.iter().map(|(_, r)| *r).collect::<Vec<_>>(), vec![-1, 1]);
-    // Without history: today's move alone.
+    // Without history: the market proxy's σ (no previous close: no move today), 0 days of its own.
     let lone = b.apply(RiskInput { marks: vec![(Symbol(9), Some(dec!(10)), 9)], ..Default::default() });
+    let market: Vec<f64> =
+        (0..3).map(|k| [700u32, 5, 388].iter().map(|s| h.returns(Symbol(*s)).unwrap()[k]).sum::<f64>() / 3.0).collect();
+    let want = Ewma::of(&market, LAMBDA).with(0.0, LAMBDA).sqrt();
+    assert_eq!(lone.vols[0].0.days, 0);
+    assert!(want > 0.001 && (f(lone.vols[0].0.daily) - want).abs() < 1e-6, "{} vs {want}", lone.vols[0].0.daily);
+    // With no proxy: nothing.
+    let mut none = RiskBook::new(RiskConfig {
+        history: Arc::new(history().with_proxy(Proxy::None).unwrap()),
+        ..RiskConfig::default()
+    });
+    let lone = none.apply(RiskInput { marks: vec![(Symbol(9), Some(dec!(10)), 9)], ..Default::default() });
     assert_eq!((lone.vols[0].0.daily, lone.vols[0].0.days), (Decimal::ZERO, 0));
+}
+
+/// A position in a symbol the history has no closes of (9988 here) moves with its proxy: by
+/// default the market (each past day's mean return), else a chosen symbol, else nothing (it
+/// added nothing to VaR before 2026-11-28, whatever its size).
+#[test]
+fn a_symbol_without_history_moves_with_its_proxy() {
+    let h = history();
+    let market: Vec<f64> =
+        (0..3).map(|k| [700u32, 5, 388].iter().map(|s| h.returns(Symbol(*s)).unwrap()[k]).sum::<f64>() / 3.0).collect();
+    let r700 = h.returns(Symbol(700)).unwrap().to_vec();
+    let today700 = 400.0 / 390.0 - 1.0;
+    let run = |proxy: Proxy| {
+        let mut b = RiskBook::new(RiskConfig {
+            history: Arc::new(history().with_proxy(proxy).unwrap()),
+            contributor_scopes: vec!["desk", "strategy", "account"],
+            contributors: 10,
+            ..RiskConfig::default()
+        });
+        b.apply(RiskInput {
+            instruments: vec![instrument(700, 100, "IT"), instrument(9988, 100, "IT")],
+            positions: vec![
+                (pos("A", "s1", 700, 100, dec!(400), dec!(0), 1), 1),
+                (pos("A", "s1", 9988, 1000, dec!(80), dec!(0), 2), 1),
+            ],
+            marks: vec![(Symbol(700), Some(dec!(400)), 3), (Symbol(9988), Some(dec!(80)), 4)],
+            seeds: vec![],
+        });
+        b.row(&Group::Account("A".into())).unwrap().clone()
+    };
+    // By hand: the two names' return rows (9988: the proxy's, and no move today: no previous close).
+    let check = |a: &RiskRow, proxy: &[f64]| {
+        let mut rows: Vec<Vec<f64>> = (0..3).map(|k| vec![r700[k], proxy[k]]).collect();
+        rows.push(vec![today700, 0.0]);
+        let w = [40000.0, 80000.0];
+        let cov = ewma_covariance(&rows, LAMBDA);
+        let p99 = parametric(&w, &cov, 0.99, 1.0);
+        close_to(a.var_99, p99.var);
+        close_to(a.var_95, parametric(&w, &cov, 0.95, 1.0).var);
+        let hist = historical(&w, &rows[..3], 0.99).unwrap();
+        close_to(a.hist_var_99, hist.var);
+        close_to(a.es_99, hist.expected_shortfall);
+        let by_symbol: BTreeMap<Symbol, Decimal> = a.contributors.iter().cloned().collect();
+        close_to(by_symbol[&Symbol(700)], p99.components[0]);
+        close_to(by_symbol[&Symbol(9988)], p99.components[1]);
+    };
+    let market_row = run(Proxy::Market);
+    check(&market_row, &market);
+    let tracker = run(Proxy::Symbol(Symbol(700)));
+    check(&tracker, &r700);
+    // No proxy: 700's alone.
+    let none = run(Proxy::None);
+    let mut rows: Vec<Vec<f64>> = (0..3).map(|k| vec![r700[k]]).collect();
+    rows.push(vec![today700]);
+    close_to(none.var_99, parametric(&[40000.0], &ewma_covariance(&rows, LAMBDA), 0.99, 1.0).var);
+    assert!(market_row.var_99 > none.var_99 + dec!(100), "{} vs {}", market_row.var_99, none.var_99);
+    // A proxy symbol needs history of its own (when the history has any).
+    assert_eq!(history().with_proxy(Proxy::Symbol(Symbol(9988))).unwrap_err(), Symbol(9988));
+    assert!(History::default().with_proxy(Proxy::Symbol(Symbol(9988))).is_ok());
 }
 
 /// Spread over threads, a refresh touching hundreds of groups gives exactly the rows and alerts,
@@ -621,9 +691,10 @@ proptest! {
     }
 }
 
-/// Twelve symbols (more than a group's [`Largest`] list holds) over sixty past days.
+/// Twelve symbols (more than a group's [`Largest`] list holds), ten of them with sixty past days
+/// (the last two take the market proxy: one Gram column for both).
 fn wide_history() -> History {
-    History::from_closes((0..12u32).flat_map(|s| {
+    History::from_closes((0..10u32).flat_map(|s| {
         (0..60usize).map(move |d| {
             let x = ((d as u64 * 7919 + s as u64 * 104729) % 1000) as f64 / 1000.0 - 0.5;
             (d, Symbol(1000 + s), 100.0 * (1.0 + 0.04 * x + 0.001 * d as f64))
