@@ -106,7 +106,8 @@ pub struct Checkpoint {
 pub struct EpochRecord {
     /// The epoch's time (the version of its rows).
     pub epoch: u64,
-    /// Input count after it (the next epoch's time is this plus one).
+    /// Input count after it (the next epoch's time is this plus one, or the epoch's plus one when
+    /// that is later: after an epoch without lines).
     pub lines: u64,
     /// Next offset per partition after it.
     pub ends: OffsetList,

@@ -227,6 +227,11 @@ pub struct EngineSnapshot {
     /// written before it was kept: the configured limits.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// The time the next epoch takes: past `lines` when epochs without lines (limits changed
+    /// while the input was idle) were sealed. 0 in checkpoints written before it was kept (the
+    /// line after `lines`).
+    #[serde(default)]
+    pub time: u64,
 }
 
 /// The version of every row of every table, by key (what [`EngineSnapshot::versions`] keeps;
@@ -328,6 +333,11 @@ pub struct Engine<'m> {
     limits: Limits,
     /// Limits that took effect at the last seal (a reload), for the epoch log.
     reloaded: Option<Limits>,
+    /// New limits the watch found before the seal that applies them ([`Engine::limits_pending`]).
+    pending: Option<Limits>,
+    /// Input other than lines went into the open epoch (new limits, a restore): sealed even
+    /// without lines.
+    inserted: bool,
     /// The time of the restore's epoch, until changes are tracked (its risk rows are logged then).
     restored_at: Option<u64>,
 }
@@ -371,7 +381,8 @@ impl<'m> Engine<'m> {
             };
             (sessions, taps, probe)
         });
-        // An epoch's time is the 1-based position of its first line: versions grow with the input.
+        // An epoch's time is the 1-based position of its first line (or one past the previous
+        // epoch's when that is later: after an epoch without lines); versions grow with the input.
         inputs.advance(1);
         Engine {
             worker,
@@ -392,6 +403,8 @@ impl<'m> Engine<'m> {
             limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
             limits: config.graph.risk.limits.clone(),
             reloaded: None,
+            pending: None,
+            inserted: false,
             restored_at: None,
         }
     }
@@ -513,6 +526,7 @@ impl<'m> Engine<'m> {
             risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
             limits: Some(self.limits.clone()),
             versions: Some(RowVersions::of(&self.state)),
+            time: *self.inputs.fills.time(),
         }
     }
 
@@ -523,6 +537,7 @@ impl<'m> Engine<'m> {
             return false;
         }
         self.inputs.limits.insert(limits.clone());
+        self.inserted = true;
         self.limits = limits.clone();
         self.reloaded = Some(limits);
         true
@@ -548,11 +563,15 @@ impl<'m> Engine<'m> {
     pub fn restore(&mut self, snap: EngineSnapshot) {
         assert_eq!(self.stats.lines, 0, "restore runs on a fresh engine");
         assert!(self.events.is_none(), "restore runs before track_changes");
-        if snap.lines == 0 {
+        if snap.lines == 0 && snap.time <= 1 {
             return;
         }
+        self.inserted = true;
         let inputs = &mut self.inputs;
-        let t = snap.lines.max(1);
+        // The restore's epoch takes the time of the last epoch sealed before the snapshot (its
+        // rows then take back their own versions), so that the next epoch takes the time it would
+        // have taken without the restart: never one an epoch before it already had.
+        let t = snap.lines.max(snap.time.saturating_sub(1)).max(1);
         inputs.advance(t);
         for i in &snap.validator.instruments {
             inputs.market.insert(harbour_dataflows::model::MarketEvent::Listed(i.symbol));
@@ -623,25 +642,53 @@ impl<'m> Engine<'m> {
         self.seal_inner(false, true)
     }
 
+    /// Looks at the limits file (at most every `risk.reload_ms`): whether it holds new limits
+    /// that the next seal applies. A source whose input is idle seals an epoch without lines for
+    /// them, so that a change takes effect (and its breaches alert) without waiting for input.
+    /// A refused file is reported here (the limits in force stay).
+    pub fn limits_pending(&mut self) -> bool {
+        if self.pending.is_none() {
+            let epoch = *self.inputs.fills.time();
+            match self.limits_watch.as_mut().and_then(|w| w.poll()) {
+                Some(Ok(limits)) if limits != self.limits => self.pending = Some(limits),
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => self.reload_refused(epoch, &e),
+            }
+        }
+        self.pending.is_some()
+    }
+
+    fn reload(&mut self, epoch: u64, limits: Limits) {
+        if self.set_limits(limits) {
+            tracing::info!(epoch, "risk limits reloaded");
+            self.metrics.limit_reloads.inc();
+        }
+    }
+
+    fn reload_refused(&self, epoch: u64, e: &crate::config::ConfigError) {
+        tracing::error!(epoch, error = %e, "risk limits file refused; the limits in force stay");
+        self.metrics.limit_reload_errors.inc();
+    }
+
     /// Seals the epoch; `watch`: look at the limits file; `count`: an epoch of input (counted).
     fn seal_inner(&mut self, watch: bool, count: bool) -> u64 {
         let sealed = Instant::now();
         let epoch = *self.inputs.fills.time();
-        if let Some(reloaded) = self.limits_watch.as_mut().filter(|_| watch).and_then(|w| w.poll()) {
-            match reloaded {
-                Ok(limits) => {
-                    if self.set_limits(limits) {
-                        tracing::info!(epoch, "risk limits reloaded");
-                        self.metrics.limit_reloads.inc();
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(epoch, error = %e, "risk limits file refused; the limits in force stay");
-                    self.metrics.limit_reload_errors.inc();
-                }
+        let reloaded = match self.pending.take() {
+            Some(limits) if watch => Some(Ok(limits)),
+            kept => {
+                self.pending = kept;
+                self.limits_watch.as_mut().filter(|_| watch).and_then(|w| w.poll())
             }
+        };
+        match reloaded {
+            Some(Ok(limits)) => self.reload(epoch, limits),
+            Some(Err(e)) => self.reload_refused(epoch, &e),
+            None => {}
         }
-        let next = self.stats.lines + 1;
+        // Past the epoch's lines, and past the epoch itself when it has none but other input
+        // (an epoch with nothing at all is not one: its time is the next epoch's).
+        let next = (self.stats.lines + 1).max(if std::mem::take(&mut self.inserted) { epoch + 1 } else { epoch });
         self.inputs.advance(next);
         let probe = &self.probe;
         self.worker.step_while(|| probe.less_than(&next));

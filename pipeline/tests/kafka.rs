@@ -1486,3 +1486,117 @@ fn the_omdc_bridge_counts_its_dead_letters() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Limits changed while no message comes take effect at once, in an epoch without messages (until
+/// 2026-11-28 they waited for the next message: a limit lowered at the lunch break alerted at
+/// 13:00); the epoch is logged, so a restart that re-forms the log re-forms it at the same time
+/// with the same alert, and the next epoch's time is past it.
+#[test]
+fn limits_changed_while_the_input_is_idle_apply_at_once_and_re_form_on_restart() {
+    use harbour_dataflows::risk::book::{AlertKind, Metric};
+    use harbour_dataflows::rollups::Group;
+    use std::sync::atomic::Ordering;
+    let cfg = kafka_config("limits-idle");
+    let (lines, dir, _) = day_on_disk(&cfg, "limits-idle", 400, 31);
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let limits = dir.join("limits.toml");
+    std::fs::write(&limits, "[desk]\ngross = { soft = \"1000000000000000\" }\n").unwrap();
+    let mut config = engine_config(300);
+    config.limits_watch = Some((limits.clone(), Duration::from_millis(50)));
+    let run = KafkaRun { stop_at_end: false, ..day_run(&dir) };
+    let start = |run: KafkaRun, stop: Arc<AtomicBool>, health: Arc<Health>| {
+        let (cfg, config) = (cfg.clone(), config.clone());
+        std::thread::spawn(move || {
+            let sinks: Vec<Box<dyn EpochSink + Send>> =
+                vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))];
+            kafka::run(&cfg, &run, &config, &Metrics::default(), &health, sinks, &stop).unwrap()
+        })
+    };
+    let (stop, health) = (Arc::new(AtomicBool::new(false)), Arc::new(Health::default()));
+    let running = start(run.clone(), stop.clone(), health.clone());
+    // Caught up and idle: every line read, no epoch sealed for a second.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let idle_at = loop {
+        assert!(Instant::now() < deadline, "the run did not read the day");
+        let e = health.epoch.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(1));
+        if health.lines.load(Ordering::Relaxed) == lines.len() as u64 && health.epoch.load(Ordering::Relaxed) == e {
+            break e;
+        }
+    };
+    assert!(idle_at > 0);
+    // The desk's gross limit lowered below its gross, with nothing published.
+    std::fs::write(&limits, "[desk]\ngross = { soft = \"1\" }\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health.epoch.load(Ordering::Relaxed) == idle_at {
+        assert!(Instant::now() < deadline, "the new limits waited for input");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reload = health.epoch.load(Ordering::Relaxed);
+    assert_eq!(
+        (reload, health.lines.load(Ordering::Relaxed)),
+        (lines.len() as u64 + 1, lines.len() as u64),
+        "an epoch past the last line, without lines of its own (the last epoch was {idle_at})"
+    );
+    // (The epoch is logged once the engine has sealed it.)
+    let log = loop {
+        let log = std::fs::read_to_string(dir.join("state").join("epochs.log")).unwrap();
+        if log.contains(&format!("{{\"epoch\":{reload},")) {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "the reload's epoch was not logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let first = running.join().unwrap();
+    let breach: Vec<_> = first
+        .state
+        .alerts
+        .versioned()
+        .into_iter()
+        .filter(|a| a.row.group == Group::Desk && a.row.metric == Metric::Gross && a.row.kind == AlertKind::Breach)
+        .collect();
+    assert_eq!(breach.len(), 1, "{breach:?}");
+    assert_eq!(breach[0].version, reload, "the breach alerted in the epoch of the reload");
+    // A restart that re-forms every logged epoch (no checkpoint) re-forms the reload's epoch too.
+    for f in std::fs::read_dir(dir.join("state")).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("checkpoint")) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    std::fs::write(dir.join("state").join("epochs.log"), &log).unwrap();
+    let again = kafka::run(
+        &cfg,
+        &KafkaRun { stop_at_end: true, ..run.clone() },
+        &config,
+        &Metrics::default(),
+        &Arc::new(Health::default()),
+        vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))],
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(again.restored_from, 0);
+    assert!(again.replayed >= 2, "{} epochs re-formed", again.replayed);
+    assert_eq!(again.state.alerts.versioned(), first.state.alerts.versioned(), "the same alerts at the same versions");
+    // A restart from that run's final checkpoint, with one more message: its epoch is past the
+    // reload's (a restore that went back to the line count would reuse the reload's time).
+    let quote = lines.iter().rev().find(|l| l.contains("\"type\":\"quote\"")).unwrap();
+    publish_lines(&cfg, [quote.as_str()]).unwrap();
+    let health = Arc::new(Health::default());
+    let third = kafka::run(
+        &cfg,
+        &KafkaRun { stop_at_end: true, ..run.clone() },
+        &config,
+        &Metrics::default(),
+        &health,
+        vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))],
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(third.restored_from >= reload, "restored from {}", third.restored_from);
+    assert_eq!(third.stats.lines, lines.len() as u64 + 1, "the new message read");
+    let newest = health.epoch.load(Ordering::Relaxed);
+    assert_eq!(newest, reload + 1, "the new message's epoch is past the reload's");
+    let _ = std::fs::remove_dir_all(dir);
+}

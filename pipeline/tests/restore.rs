@@ -413,3 +413,51 @@ fn a_restore_sends_its_rebuilt_risk_rows_again() {
     // Nothing else is sent again.
     assert!(changes.positions.is_empty() && changes.fills.is_empty());
 }
+
+/// Limits changed while no line comes are sealed in an epoch without lines, one past the last
+/// epoch; a restore from a snapshot taken after it goes on past that time (until 2026-11-28 an
+/// epoch could not be sealed without lines, and a restore went back to the line count: the next
+/// epoch would have taken the time the reload's rows and alerts already had, and a sink fencing
+/// by version would have refused its rows).
+#[test]
+fn an_epoch_without_lines_keeps_its_time_across_a_restore() {
+    let gen = GenerateConfig { fills: 1_000, quotes: 2_000, seed: 5, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    let dir = std::env::temp_dir().join(format!("harbour-empty-epoch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("limits.toml");
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000000000\" }\n").unwrap();
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = risk_config(&gen);
+    cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
+    cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
+    let mut engine = Engine::new(&cfg, &metrics, health.clone());
+    let first = 1_000;
+    for (i, l) in lines.iter().enumerate().take(first) {
+        engine.feed(line(i, l));
+    }
+    let last = engine.seal();
+    assert!(!engine.limits_pending(), "the file as it was");
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000\" }\n").unwrap();
+    // A change applies once two looks in a row see it.
+    assert!(!engine.limits_pending());
+    assert!(engine.limits_pending());
+    let reload = engine.seal();
+    assert_eq!((last, reload, engine.stats().lines), (1, first as u64 + 1, first as u64));
+    let alerts = engine.state().alerts.versioned();
+    assert!(!alerts.is_empty() && alerts.iter().all(|a| a.version == reload), "{alerts:?}");
+    assert!(!engine.limits_pending(), "applied");
+    let snap: EngineSnapshot = engine.snapshot();
+    let mut restored = Engine::new(&cfg, &metrics, health);
+    restored.restore(snap);
+    assert_eq!(restored.state().alerts.versioned(), alerts);
+    restored.feed(line(first, &lines[first]));
+    let next = restored.seal();
+    assert_eq!(next, reload + 1, "past the reload's epoch");
+    // The same as without the restore.
+    engine.feed(line(first, &lines[first]));
+    assert_eq!(engine.seal(), next);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  InputConsumer ─► Gate (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
-//!        ▲                                                     │ seal (epoch: count / time / idle)
+//!        ▲                                                     │ seal (epoch: count / time / idle / new limits)
 //!        │                                                     ▼
 //!        │                     epochs.log (epoch, end offset per partition), fsynced
 //!        │                                                     ▼
@@ -1380,6 +1380,12 @@ pub fn run(
                     || (idle && !l.stretched)
                     || l.epoch_opened.elapsed() >= l.epoch_max())
             {
+                l.seal(None)?;
+            }
+            if l.in_epoch == 0 && idle && l.engine.limits_pending() {
+                // New limits while nothing comes: an epoch without messages applies them (and
+                // alerts their breaches) now, not with the next message; it is logged like any
+                // other, so a restart re-forms it at the same place.
                 l.seal(None)?;
             }
             if l.in_epoch == 0 {
