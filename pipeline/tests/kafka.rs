@@ -511,8 +511,63 @@ fn harbour(cfg: &KafkaConfig) -> Command {
         .env("HARBOUR__KAFKA__TOPICS__ORDERS", &t.orders)
         .env("HARBOUR__KAFKA__TOPICS__MARKET", &t.market)
         .env("HARBOUR__KAFKA__TOPICS__INSTRUMENTS", &t.instruments)
-        .env("HARBOUR__KAFKA__TOPICS__DEAD_LETTERS", &t.dead_letters);
+        .env("HARBOUR__KAFKA__TOPICS__DEAD_LETTERS", &t.dead_letters)
+        .env("HARBOUR__KAFKA__TOPICS__ALERTS", &t.alerts);
     c
+}
+
+/// Every committed message of `topic` (`read_committed`, from the beginning of each partition):
+/// (key, `harbour.version` header).
+fn committed_messages(cfg: &KafkaConfig, topic: &str) -> Vec<(String, u64)> {
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{}.reader", cfg.group_id))
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = reader.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let n = md.topics()[0].partitions().len() as i32;
+    let mut assign = rdkafka::TopicPartitionList::new();
+    for p in 0..n {
+        assign.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    reader.assign(&assign).unwrap();
+    let (mut open, mut got) = (n, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 {
+        assert!(Instant::now() < deadline, "reading {topic} took over a minute");
+        match reader.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => panic!("{e}"),
+            Some(Ok(m)) => {
+                let version = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|x| x.key == "harbour.version"))
+                    .and_then(|x| std::str::from_utf8(x.value.unwrap()).ok()?.parse().ok())
+                    .unwrap();
+                got.push((String::from_utf8(m.key().unwrap().to_vec()).unwrap(), version));
+            }
+        }
+    }
+    got
+}
+
+/// (alert_id, version) of every row of the alerts table in `dir/alerts.parquet`.
+fn parquet_alerts(dir: &Path) -> Vec<(String, u64)> {
+    let file = File::open(dir.join("alerts.parquet")).unwrap();
+    let mut out = Vec::new();
+    for b in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+        let b = b.unwrap();
+        let ids = b.column_by_name("alert_id").unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        let versions =
+            b.column_by_name("version").unwrap().as_any().downcast_ref::<arrow_array::UInt64Array>().unwrap();
+        for r in 0..b.num_rows() {
+            out.push((ids.value(r).to_string(), versions.value(r)));
+        }
+    }
+    out
 }
 
 /// The test Redis, database 2 (emptied first), keys without expiry (the test may outlast a TTL).
@@ -541,6 +596,8 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
 
     let database = format!("harbour_crash_{}", std::process::id());
+    // The sample limits, which the day crosses: alerts fire through the kills.
+    let limits = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/limits.toml");
     let redis_url = format!("{}/2", std::env::var("HARBOUR_REDIS_URL").unwrap_or_default().trim_end_matches('/'));
     {
         let mut r = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
@@ -559,6 +616,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
                 .env("HARBOUR__PIPELINE__EPOCH_MAX_MS", "20")
                 .env("HARBOUR__PIPELINE__FLUSH_MS", "40")
                 .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "250")
+                .env("HARBOUR__RISK__LIMITS_FILE", limits)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )
@@ -588,6 +646,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         redis_env(&mut harbour(&cfg))
             .env("HARBOUR_CLICKHOUSE_URL", clickhouse_url())
             .env("HARBOUR__CLICKHOUSE__DATABASE", &database)
+            .env("HARBOUR__RISK__LIMITS_FILE", limits)
             .args(["kafka", "run", "--until-end", "--out"])
             .arg(dir.join("out"))
             .arg("--state")
@@ -645,6 +704,14 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             }
         }
     }
+    // The alerts topic, written in transactions through the same kills: every alert of the run
+    // once (re-formed epochs' alerts were sent again before 2026-11-28).
+    let mut sent = committed_messages(&cfg, &cfg.topics.alerts);
+    let mut fired = parquet_alerts(&dir.join("out"));
+    assert!(fired.len() >= 10, "the day crosses its limits: {fired:?}");
+    sent.sort();
+    fired.sort();
+    assert_eq!(sent, fired, "each alert once on the alerts topic after {kills} kills");
     let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(&mut r).unwrap();
     let live = keys
         .iter()
@@ -1598,5 +1665,161 @@ fn limits_changed_while_the_input_is_idle_apply_at_once_and_re_form_on_restart()
     assert_eq!(third.stats.lines, lines.len() as u64 + 1, "the new message read");
     let newest = health.epoch.load(Ordering::Relaxed);
     assert_eq!(newest, reload + 1, "the new message's epoch is past the reload's");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The alerts topic is written in transactions: a batch cut short (its producer gone before the
+/// commit) is never seen by `read_committed` consumers and is aborted when the next producer with
+/// the id starts; the next sink reads the newest version the topic holds, which the run then
+/// hands it nothing up to (a replay does not send an alert twice).
+#[test]
+fn alerts_are_written_in_transactions_and_a_restart_knows_how_far_they_got() {
+    use harbour::kafka::alerts::AlertsEpochSink;
+    use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric};
+    use harbour_dataflows::risk::limits::Severity;
+    use harbour_dataflows::rollups::Group;
+    use harbour_sinks::tables::{Change, Changes};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cfg = kafka_config("alerts-txn");
+    create_topics(&cfg).unwrap();
+    let alert = |account: &str, version: u64| Change {
+        row: AlertRow {
+            group: Group::Account(account.into()),
+            metric: Metric::Gross,
+            severity: Severity::Soft,
+            seq: 1,
+            kind: AlertKind::Breach,
+            value: rust_decimal::Decimal::from(2_000),
+            level: rust_decimal::Decimal::from(1_000),
+            ts: 1,
+            drivers: vec![],
+        },
+        version,
+        deleted: false,
+    };
+    let state = OutputState::default();
+    let mut sink = AlertsEpochSink::new(&cfg).unwrap();
+    assert_eq!(sink.resume(&state, 0, 0, 0).unwrap(), 0, "an empty topic holds nothing");
+    let batch = |alerts: Vec<Change<AlertRow>>| Changes { alerts, ..Changes::default() };
+    sink.write_through(5, &state, &batch(vec![alert("A", 5), alert("B", 5)])).unwrap();
+    sink.write_through(9, &state, &batch(vec![alert("C", 9)])).unwrap();
+    sink.write_through(10, &state, &batch(vec![])).unwrap();
+    drop(sink);
+    // A process killed in the middle of a batch: sent, never committed.
+    let cut: BaseProducer = cfg
+        .client()
+        .unwrap()
+        .set("transactional.id", format!("{}.alerts", cfg.group_id))
+        .set("transaction.timeout.ms", "600000")
+        .create()
+        .unwrap();
+    cut.init_transactions(Duration::from_secs(30)).unwrap();
+    cut.begin_transaction().unwrap();
+    for p in 0..cfg.partitions {
+        let record = BaseRecord::to(&cfg.topics.alerts).key("D").payload("{}").partition(p).headers(
+            rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header { key: "harbour.version", value: Some("12") }),
+        );
+        cut.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    cut.flush(Duration::from_secs(30)).unwrap();
+    std::mem::forget(cut); // (no abort, no commit: as after SIGKILL)
+                           // The next process: its producer aborts the open batch; the topic holds through version 9.
+    let mut next = AlertsEpochSink::new(&cfg).unwrap();
+    assert_eq!(next.resume(&state, 0, 0, 20).unwrap(), 9, "held through the newest committed version");
+    assert_eq!(next.resume(&state, 0, 11, 20).unwrap(), 11, "what every sink holds stays held");
+    assert_eq!(next.resume(&state, 0, 3, 7).unwrap(), 3, "versions past this state folder's are another run's");
+    let mut got = committed_messages(&cfg, &cfg.topics.alerts);
+    got.sort();
+    let want: Vec<(String, u64)> =
+        [("A", 5), ("B", 5), ("C", 9)].iter().map(|(a, v)| (format!("account:{a}:gross:soft:1:breach"), *v)).collect();
+    assert_eq!(got, want, "the cut batch is not seen");
+    // The producer still writes after the abort.
+    next.write_through(13, &state, &batch(vec![alert("E", 13)])).unwrap();
+    assert_eq!(committed_messages(&cfg, &cfg.topics.alerts).len(), 4);
+}
+
+/// A sink that acknowledges epochs up to `fail_after` and fails after `delay` on the next: the
+/// run goes on meanwhile (the sink has a thread of its own), handing the other sinks later epochs,
+/// then stops with an error and no final checkpoint, as after a crash.
+struct SlowlyFailingSink {
+    fail_after: u64,
+    delay: Duration,
+}
+
+impl EpochSink for SlowlyFailingSink {
+    fn name(&self) -> &'static str {
+        "slowly-failing"
+    }
+
+    fn write_through(
+        &mut self,
+        epoch: u64,
+        _s: &OutputState,
+        _c: &harbour_sinks::tables::Changes,
+    ) -> Result<(), String> {
+        if epoch > self.fail_after {
+            std::thread::sleep(self.delay);
+            Err(format!("refusing epoch {epoch}"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn flush_every(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+
+    fn wants_changes(&self) -> bool {
+        false
+    }
+
+    fn reads_state(&self) -> bool {
+        false
+    }
+}
+
+/// After a crash that left the alerts topic ahead of the epochs every sink holds, the restart
+/// re-forms those epochs and sends none of their alerts again: the topic holds each alert of the
+/// day once (until 2026-11-28 they were all sent again).
+#[test]
+fn a_replay_after_a_crash_sends_no_alert_again() {
+    use harbour::kafka::alerts::AlertsEpochSink;
+    let cfg = kafka_config("alerts-replay");
+    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed: 23, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("alerts-replay");
+    let run = day_run(&dir);
+    let mut config = engine_config(300);
+    config.graph.risk = common::risk_config(&gen);
+    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| {
+        kafka::run(
+            &cfg,
+            &run,
+            &config,
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &AtomicBool::new(false),
+        )
+    };
+    // The first run: the alerts topic takes the day while the other sink holds nothing past the
+    // bootstrap's epoch.
+    let crashed = with(vec![
+        Box::new(AlertsEpochSink::new(&cfg).unwrap()),
+        Box::new(SlowlyFailingSink { fail_after: 1, delay: Duration::from_secs(4) }),
+    ]);
+    assert!(crashed.is_err());
+    let before = committed_messages(&cfg, &cfg.topics.alerts);
+    assert!(before.len() >= 5, "the first run sent alerts past what every sink held: {before:?}");
+    let day = with(vec![Box::new(AlertsEpochSink::new(&cfg).unwrap())]).unwrap();
+    assert_eq!(day.restored_from, 0, "no checkpoint: every logged epoch re-formed");
+    let mut sent = committed_messages(&cfg, &cfg.topics.alerts);
+    let mut fired: Vec<(String, u64)> = day.state.alerts.versioned().iter().map(|a| (a.row.id(), a.version)).collect();
+    sent.sort();
+    fired.sort();
+    assert_eq!(sent, fired, "each alert of the day once");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,12 +1,17 @@
 //! The risk alerts topic: every alert as a JSON message, keyed by its deterministic id, written
 //! as a sink so an epoch counts as durable only once the broker acknowledged its alerts.
 //!
-//! A replay after a crash re-sends the alerts of the epochs it re-forms (at-least-once): the key and
-//! the `harbour.version` header are the same, so a consumer (or a compacted topic) drops repeats.
+//! Each batch goes in one Kafka transaction (`transactional.id` `<kafka.group_id>.alerts`), with
+//! the alert's version in a `harbour.version` header. On a restart the sink reads the newest
+//! version the topic holds and is handed only the epochs after it, so a replay after a crash does
+//! not send an alert again: exactly once for `read_committed` consumers (until 2026-11-28 the
+//! alerts of re-formed epochs were sent again, at least once). A batch cut short by a crash is
+//! aborted when the next process starts its producer, which also fences a process that lost the
+//! lease.
 
 use harbour_dataflows::risk::book::AlertRow;
 use harbour_sinks::tables::{json_pairs, Changes};
-use harbour_sources::kafka::{KafkaConfig, KafkaError, RecordProducer};
+use harbour_sources::kafka::{newest_header, KafkaConfig, KafkaError, OutRecord, TransactionalProducer};
 
 use super::EpochSink;
 use crate::engine::OutputState;
@@ -31,13 +36,23 @@ pub fn alert_json(a: &AlertRow, version: u64) -> String {
     .to_string()
 }
 
-/// Writes `changes.alerts` to the alerts topic.
-pub struct AlertsEpochSink(RecordProducer);
+/// Writes `changes.alerts` to the alerts topic, a transaction per batch.
+pub struct AlertsEpochSink {
+    producer: TransactionalProducer,
+    config: KafkaConfig,
+}
+
+/// The header carrying an alert's version.
+pub const VERSION_HEADER: &str = "harbour.version";
 
 impl AlertsEpochSink {
-    /// A producer for `config.topics.alerts`.
+    /// A transactional producer for `config.topics.alerts`.
     pub fn new(config: &KafkaConfig) -> Result<AlertsEpochSink, KafkaError> {
-        Ok(AlertsEpochSink(RecordProducer::new(config, &config.topics.alerts)?))
+        let id = format!("{}.alerts", config.group_id);
+        Ok(AlertsEpochSink {
+            producer: TransactionalProducer::new(config, &config.topics.alerts, &id)?,
+            config: config.clone(),
+        })
     }
 }
 
@@ -47,14 +62,37 @@ impl EpochSink for AlertsEpochSink {
     }
 
     fn write_through(&mut self, _epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
-        for c in &changes.alerts {
-            let version = c.version.to_string();
-            let payload = alert_json(&c.row, c.version);
-            self.0
-                .send(&c.row.id(), payload.as_bytes(), &[("harbour.version", &version)])
-                .map_err(|e| e.to_string())?;
+        let batch: Vec<OutRecord> = changes
+            .alerts
+            .iter()
+            .map(|c| OutRecord {
+                key: c.row.id(),
+                payload: alert_json(&c.row, c.version).into_bytes(),
+                headers: vec![(VERSION_HEADER, c.version.to_string())],
+            })
+            .collect();
+        self.producer.send_batch(&batch).map_err(|e| e.to_string())
+    }
+
+    /// The topic's newest version: the epochs through it are held (their alerts were committed
+    /// whole, in order), so the run hands this sink only those after it. A version past every
+    /// epoch this state folder sealed is another run's: then every epoch after `held` is sent.
+    fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, logged: u64) -> Result<u64, String> {
+        let topic = &self.config.topics.alerts;
+        match newest_header(&self.config, topic, VERSION_HEADER).map_err(|e| e.to_string())? {
+            Some(v) if v > logged => {
+                tracing::warn!(
+                    topic = %topic,
+                    newest = v,
+                    logged,
+                    "the alerts topic holds versions past this state folder's (another run's): alerts of re-formed \
+                     epochs may be sent again"
+                );
+                Ok(held)
+            }
+            Some(v) => Ok(held.max(v)),
+            None => Ok(held),
         }
-        self.0.flush().map_err(|e| e.to_string())
     }
 
     fn reads_state(&self) -> bool {

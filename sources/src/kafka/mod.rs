@@ -6,6 +6,7 @@
 //!  poison messages ──► DeadLetterProducer ──► dead-letter topic (reason + source position headers)
 //!  contract lines ──► publish_lines (routing by type and key) ──► input topics
 //!  lease group (one-partition topic) ──► Lease: which process of an active/standby set runs
+//!  output batches ──► TransactionalProducer ──► alerts topic (whole batches, versions in headers)
 //! ```
 //!
 //! Epochs, checkpoints and offset commits are the pipeline's business (`harbour::kafka`); this
@@ -16,6 +17,7 @@ mod config;
 mod consumer;
 mod lease;
 mod producer;
+mod transactional;
 
 pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
@@ -24,6 +26,7 @@ pub use producer::{
     create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison,
     RecordProducer, MAX_DEAD_LETTER_PAYLOAD,
 };
+pub use transactional::{newest_header, OutRecord, TransactionalProducer};
 
 /// Errors talking to Kafka.
 #[derive(Debug, thiserror::Error)]

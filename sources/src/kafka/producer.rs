@@ -53,19 +53,39 @@ impl ProducerContext for Counted {
 }
 
 fn producer(config: &KafkaConfig) -> Result<(BaseProducer<Counted>, Counted), KafkaError> {
-    let c = config.client_with(&[
+    producer_with(config, &[])
+}
+
+/// A producer with Harbour's defaults, the configured properties, then `own` (which nothing
+/// overrides: a transactional id).
+pub(crate) fn producer_with(
+    config: &KafkaConfig,
+    own: &[(&str, &str)],
+) -> Result<(BaseProducer<Counted>, Counted), KafkaError> {
+    let mut c = config.client_with(&[
         ("linger.ms", "5"),
         ("batch.num.messages", "10000"),
         ("queue.buffering.max.messages", "1000000"),
         ("enable.idempotence", "true"),
         ("compression.type", "lz4"),
     ])?;
+    for (k, v) in own {
+        c.set(*k, *v);
+    }
     let d = Counted::default();
     let p = c.create_with_context(d.clone()).map_err(KafkaError::client)?;
     Ok((p, d))
 }
 
-fn send<'a>(p: &BaseProducer<Counted>, mut record: BaseRecord<'a, [u8], [u8], ()>) -> Result<(), KafkaError> {
+fn send<'a>(p: &BaseProducer<Counted>, record: BaseRecord<'a, [u8], [u8], ()>) -> Result<(), KafkaError> {
+    send_queued(p, record).map_err(KafkaError::client)
+}
+
+/// Queues a record, waiting while the producer's queue is full.
+pub(crate) fn send_queued<'a>(
+    p: &BaseProducer<Counted>,
+    mut record: BaseRecord<'a, [u8], [u8], ()>,
+) -> Result<(), RdError> {
     loop {
         match p.send(record) {
             Ok(()) => return Ok(()),
@@ -73,16 +93,23 @@ fn send<'a>(p: &BaseProducer<Counted>, mut record: BaseRecord<'a, [u8], [u8], ()
                 record = r;
                 p.poll(Duration::from_millis(10));
             }
-            Err((e, _)) => return Err(KafkaError::client(e)),
+            Err((e, _)) => return Err(e),
         }
     }
 }
 
 fn flush(p: &BaseProducer<Counted>, d: &Deliveries) -> Result<(), KafkaError> {
     p.flush(Duration::from_secs(60)).map_err(KafkaError::client)?;
-    match d.failed.swap(0, Ordering::Relaxed) {
+    match d.take_failed() {
         0 => Ok(()),
         n => Err(KafkaError::Delivery(n)),
+    }
+}
+
+impl Deliveries {
+    /// Failed deliveries since the last call.
+    pub fn take_failed(&self) -> u64 {
+        self.failed.swap(0, Ordering::Relaxed)
     }
 }
 

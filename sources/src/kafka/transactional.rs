@@ -1,0 +1,169 @@
+//! Output topics written in Kafka transactions, and reading back how far such a topic got.
+//!
+//! ```text
+//!  batch of records ──► begin ─► send … ─► commit ──► visible whole to read_committed consumers
+//!                         └── crash: the next producer with the same transactional.id aborts it
+//!  newest_header(topic, "harbour.version") ◄── the tail of every partition, read_committed
+//! ```
+//!
+//! A sink that writes each batch in one transaction, with its version in a header, can tell on a
+//! restart which versions the topic already holds (the newest committed header: transactions
+//! commit in order, and each holds whole epochs) and send only what comes after: exactly once for
+//! `read_committed` consumers (librdkafka's default; the Java client's is `read_uncommitted`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::producer::{producer_with, send_queued, Counted};
+use super::{KafkaConfig, KafkaError};
+
+/// How long a transaction call may take before it fails.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts at a batch whose transaction the broker made abortable (aborted, then sent again).
+const ATTEMPTS: u32 = 3;
+
+/// One record of a batch: key, payload and headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutRecord {
+    /// The message key.
+    pub key: String,
+    /// The message value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Writes batches of records to one topic, each batch in one transaction.
+pub struct TransactionalProducer {
+    producer: BaseProducer<Counted>,
+    deliveries: Counted,
+    topic: String,
+}
+
+impl TransactionalProducer {
+    /// A producer for `topic` with `transactional_id`. Initialising fences any earlier producer
+    /// with the same id (a process that lost its lease, a zombie) and aborts its open transaction.
+    pub fn new(config: &KafkaConfig, topic: &str, transactional_id: &str) -> Result<TransactionalProducer, KafkaError> {
+        let (producer, deliveries) = producer_with(config, &[("transactional.id", transactional_id)])?;
+        producer.init_transactions(TXN_TIMEOUT).map_err(KafkaError::client)?;
+        Ok(TransactionalProducer { producer, deliveries, topic: topic.to_string() })
+    }
+
+    /// Sends `records` in one transaction and returns once it is committed. A transaction the
+    /// broker made abortable is aborted and the batch sent again (at most [`ATTEMPTS`] times).
+    pub fn send_batch(&mut self, records: &[OutRecord]) -> Result<(), KafkaError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.try_batch(records) {
+                Ok(()) => return Ok(()),
+                Err(RdError::Transaction(e)) if e.txn_requires_abort() && attempt < ATTEMPTS => {
+                    tracing::warn!(topic = %self.topic, error = %e, attempt, "transaction aborted; sending the batch again");
+                    self.producer.abort_transaction(TXN_TIMEOUT).map_err(KafkaError::client)?;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // (Best effort: a fatal error leaves nothing to abort.)
+                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                    return Err(KafkaError::client(e));
+                }
+            }
+        }
+    }
+
+    fn try_batch(&mut self, records: &[OutRecord]) -> Result<(), RdError> {
+        self.producer.begin_transaction()?;
+        for r in records {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+            }
+            send_queued(
+                &self.producer,
+                BaseRecord::to(&self.topic).key(r.key.as_bytes()).payload(&r.payload[..]).headers(h),
+            )?;
+        }
+        // Commits once every record is acknowledged (a record that could not be delivered fails it).
+        self.producer.commit_transaction(TXN_TIMEOUT)?;
+        self.deliveries.take_failed();
+        Ok(())
+    }
+}
+
+/// The largest numeric `header` among the committed messages of `topic` (`None`: no message
+/// carries it). Reads the tail of each partition (widening until a message is found or the
+/// partition is read whole) with a `read_committed` consumer of its own, outside any group.
+pub fn newest_header(config: &KafkaConfig, topic: &str, header: &str) -> Result<Option<u64>, KafkaError> {
+    let mut client = config.client_with(&[
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("isolation.level", "read_committed"),
+        ("auto.offset.reset", "earliest"),
+    ])?;
+    client.set("group.id", format!("{}.scan", config.group_id));
+    let consumer: BaseConsumer = client.create().map_err(KafkaError::client)?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(KafkaError::client)?;
+    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()) as i32;
+    // Per partition with messages: (low, high) watermarks.
+    let mut todo: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for p in 0..n {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(KafkaError::client)?;
+        if high > low {
+            todo.insert(p, (low, high));
+        }
+    }
+    let mut newest: Option<u64> = None;
+    let mut window = 1_000i64;
+    while !todo.is_empty() {
+        let mut assign = TopicPartitionList::new();
+        for (p, (low, high)) in &todo {
+            assign
+                .add_partition_offset(topic, *p, Offset::Offset((*high - window).max(*low)))
+                .map_err(KafkaError::client)?;
+        }
+        consumer.assign(&assign).map_err(KafkaError::client)?;
+        let mut open: std::collections::BTreeSet<i32> = todo.keys().copied().collect();
+        let mut found: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !open.is_empty() {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Client(format!("reading the end of {topic} took over a minute")));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(RdError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) => return Err(KafkaError::client(e)),
+                Some(Ok(m)) => {
+                    let value = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == header)
+                            .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok())
+                    });
+                    if let Some(v) = value {
+                        newest = newest.max(Some(v));
+                        found.insert(m.partition());
+                    }
+                }
+            }
+        }
+        // Partitions whose tail held no such message (aborted batches, other writers) are read
+        // further back, down to their beginning.
+        todo.retain(|p, (low, high)| !found.contains(p) && *high - window > *low);
+        window = window.saturating_mul(16);
+    }
+    consumer.unassign().map_err(KafkaError::client)?;
+    Ok(newest)
+}
