@@ -744,6 +744,8 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
             .env("HARBOUR__KAFKA__LEASE__SESSION_TIMEOUT_MS", "6000")
             .env("HARBOUR__PIPELINE__EPOCH_EVENTS", "2000")
             .env("HARBOUR__PIPELINE__CHECKPOINT_MS", "200")
+            // Alerts fire all day: a joining member must not fence the active one's producer.
+            .env("HARBOUR__RISK__LIMITS_FILE", concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/limits.toml"))
             .args(["kafka", "run"]);
         if until_end {
             c.arg("--until-end");
@@ -784,7 +786,8 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     assert!(said.contains("stopped while standing by"), "{said}\n{}", log("third"));
     assert!(!dir.join("third").exists(), "a stopped standby wrote no tables");
     publish_lines(&cfg, second.iter().map(String::as_str)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(active.try_wait().unwrap().is_none(), "the active process works on:\n{}", log("active"));
     assert!(!log("standby").contains("lease acquired"), "the standby stood by:\n{}", log("standby"));
     assert!(!dir.join("standby").exists(), "the standby wrote nothing while it stood by");
     active.kill().unwrap(); // SIGKILL
@@ -800,6 +803,12 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     let reference = replay_reference(&cfg, &day, &dir);
     same_parquet_tables(&dir.join("standby"), &reference, "after the takeover");
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
+    // Each alert once on the topic, whoever sent it.
+    let (mut sent, mut fired) = (committed_messages(&cfg, &cfg.topics.alerts), parquet_alerts(&dir.join("standby")));
+    assert!(!fired.is_empty());
+    sent.sort();
+    fired.sort();
+    assert_eq!(sent, fired, "each alert once on the alerts topic after the takeover");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -38,7 +38,9 @@ pub fn alert_json(a: &AlertRow, version: u64) -> String {
 
 /// Writes `changes.alerts` to the alerts topic, a transaction per batch.
 pub struct AlertsEpochSink {
-    producer: TransactionalProducer,
+    /// Started when the run begins with the sink (after the lease is held): starting it fences
+    /// every other producer with the id, so a standby must not start one while it stands by.
+    producer: Option<TransactionalProducer>,
     config: KafkaConfig,
 }
 
@@ -46,13 +48,20 @@ pub struct AlertsEpochSink {
 pub const VERSION_HEADER: &str = "harbour.version";
 
 impl AlertsEpochSink {
-    /// A transactional producer for `config.topics.alerts`.
+    /// A sink for `config.topics.alerts`; its transactional producer starts with the run.
     pub fn new(config: &KafkaConfig) -> Result<AlertsEpochSink, KafkaError> {
-        let id = format!("{}.alerts", config.group_id);
-        Ok(AlertsEpochSink {
-            producer: TransactionalProducer::new(config, &config.topics.alerts, &id)?,
-            config: config.clone(),
-        })
+        Ok(AlertsEpochSink { producer: None, config: config.clone() })
+    }
+
+    /// The producer, started on first use (which aborts a batch a crashed holder left open).
+    fn producer(&mut self) -> Result<&mut TransactionalProducer, String> {
+        if self.producer.is_none() {
+            let id = format!("{}.alerts", self.config.group_id);
+            let p =
+                TransactionalProducer::new(&self.config, &self.config.topics.alerts, &id).map_err(|e| e.to_string())?;
+            self.producer = Some(p);
+        }
+        Ok(self.producer.as_mut().expect("started above"))
     }
 }
 
@@ -71,13 +80,18 @@ impl EpochSink for AlertsEpochSink {
                 headers: vec![(VERSION_HEADER, c.version.to_string())],
             })
             .collect();
-        self.producer.send_batch(&batch).map_err(|e| e.to_string())
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.producer()?.send_batch(&batch).map_err(|e| e.to_string())
     }
 
     /// The topic's newest version: the epochs through it are held (their alerts were committed
     /// whole, in order), so the run hands this sink only those after it. A version past every
     /// epoch this state folder sealed is another run's: then every epoch after `held` is sent.
     fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, logged: u64) -> Result<u64, String> {
+        // First the producer: it aborts a batch the previous holder left open.
+        self.producer()?;
         let topic = &self.config.topics.alerts;
         match newest_header(&self.config, topic, VERSION_HEADER).map_err(|e| e.to_string())? {
             Some(v) if v > logged => {
