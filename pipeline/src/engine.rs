@@ -734,6 +734,11 @@ impl<'m> Engine<'m> {
         epoch
     }
 
+    /// The time of the epoch being fed (its rows' version once sealed).
+    pub fn open_epoch(&self) -> u64 {
+        *self.inputs.fills.time()
+    }
+
     /// Outputs as of the last sealed epoch.
     pub fn state(&self) -> &OutputState {
         &self.state

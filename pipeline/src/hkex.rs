@@ -450,7 +450,8 @@ pub fn publish(
     if let Some(r) = retrans {
         merged = merged.with_recovery(r.recovery());
     }
-    let mut dlq = DeadLetterProducer::new(kafka).map_err(kafka_err)?;
+    // (A transactional id of its own: the pipeline's dead-letter producer runs beside it.)
+    let mut dlq = DeadLetterProducer::new(kafka, "omdc-dead-letters").map_err(kafka_err)?;
     let mut dead = 0u64;
     let mut dlq_error = None;
     // The feed's counters go to the metrics as it runs (every 1,000 items: a live feed's gaps
@@ -478,7 +479,12 @@ pub fn publish(
             // Counted as the pipeline counts its dead letters (`harbour_source_dead_letters_total`
             // by reason; sent ones in `harbour_kafka_dead_letters_sent_total`).
             metrics.dead_letter(code);
-            match dlq.send(&poison) {
+            // Sent in transactions at most 200 ms after they come (a live feed runs all day).
+            let sent = dlq.send(&poison, None).and_then(|()| match dlq.due(Duration::from_millis(200), 8 << 20) {
+                true => dlq.flush(),
+                false => Ok(()),
+            });
+            match sent {
                 Ok(()) => {
                     metrics.kafka_dead_letters_sent.inc();
                 }

@@ -519,6 +519,11 @@ fn harbour(cfg: &KafkaConfig) -> Command {
 /// Every committed message of `topic` (`read_committed`, from the beginning of each partition):
 /// (key, `harbour.version` header).
 fn committed_messages(cfg: &KafkaConfig, topic: &str) -> Vec<(String, u64)> {
+    committed_with(cfg, topic, "harbour.version")
+}
+
+/// Every committed message of `topic`: (key, numeric `header`).
+fn committed_with(cfg: &KafkaConfig, topic: &str, header: &str) -> Vec<(String, u64)> {
     let reader: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", format!("{}.reader", cfg.group_id))
@@ -544,7 +549,7 @@ fn committed_messages(cfg: &KafkaConfig, topic: &str) -> Vec<(String, u64)> {
             Some(Ok(m)) => {
                 let version = m
                     .headers()
-                    .and_then(|h| h.iter().find(|x| x.key == "harbour.version"))
+                    .and_then(|h| h.iter().find(|x| x.key == header))
                     .and_then(|x| std::str::from_utf8(x.value.unwrap()).ok()?.parse().ok())
                     .unwrap();
                 got.push((String::from_utf8(m.key().unwrap().to_vec()).unwrap(), version));
@@ -1265,8 +1270,9 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     let payload: Vec<u8> = (0..1_200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let source = Partition { topic: cfg.topics.fills.as_str().into(), partition: 0 };
     let reason = "x".repeat(5_000);
-    let mut dlq = DeadLetterProducer::new(&cfg).unwrap();
-    dlq.send(&Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload }).unwrap();
+    let mut dlq = DeadLetterProducer::new(&cfg, "dead-letters").unwrap();
+    dlq.send(&Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload }, Some(3))
+        .unwrap();
     dlq.flush().unwrap();
     let reader: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -1292,6 +1298,8 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     assert_eq!(header("harbour.payload_bytes").as_deref(), Some("1200000"));
     assert_eq!(header("harbour.source.offset").as_deref(), Some("7"));
     assert_eq!(header("harbour.reason").map(|r| r.len()), Some(1_024));
+    assert_eq!(header("harbour.epoch").as_deref(), Some("3"));
+    assert_eq!(dlq.newest_epoch().unwrap(), Some(3));
 }
 
 /// Topics written by a transactional producer (Kafka Connect, Flink's exactly-once sinks): every
@@ -1830,5 +1838,44 @@ fn a_replay_after_a_crash_sends_no_alert_again() {
     sent.sort();
     fired.sort();
     assert_eq!(sent, fired, "each alert of the day once");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// After a crash that left the dead-letter topic ahead of the epochs every sink holds, the
+/// restart re-forms those epochs and sends none of their dead letters again: the topic holds each
+/// poison message of the day once (until 2026-11-28 they were all sent again: at least once).
+#[test]
+fn a_replay_after_a_crash_sends_no_dead_letter_again() {
+    let cfg = kafka_config("dlq-replay");
+    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed: 29, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp("dlq-replay");
+    let run = day_run(&dir);
+    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| {
+        kafka::run(
+            &cfg,
+            &run,
+            &engine_config(300),
+            &Metrics::default(),
+            &Arc::new(Health::default()),
+            sinks,
+            &AtomicBool::new(false),
+        )
+    };
+    let crashed = with(vec![Box::new(SlowlyFailingSink { fail_after: 1, delay: Duration::from_secs(4) })]);
+    assert!(crashed.is_err());
+    let before = committed_with(&cfg, &cfg.topics.dead_letters, "harbour.epoch");
+    assert!(before.len() >= 5, "the first run sent dead letters past what every sink held: {before:?}");
+    let day = with(vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))]).unwrap();
+    assert_eq!(day.restored_from, 0, "no checkpoint: every logged epoch re-formed");
+    let mut sent: Vec<String> =
+        committed_with(&cfg, &cfg.topics.dead_letters, "harbour.epoch").into_iter().map(|(k, _)| k).collect();
+    let mut refused: Vec<String> =
+        day.state.dead_letters.iter().map(|d| format!("{}/{}", d.source, d.position)).collect();
+    sent.sort();
+    refused.sort();
+    assert_eq!(sent, refused, "each dead letter of the day once");
     let _ = std::fs::remove_dir_all(dir);
 }

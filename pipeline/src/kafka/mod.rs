@@ -491,6 +491,11 @@ pub struct KafkaOutcome {
     pub caught_up_after: Option<Duration>,
 }
 
+/// Dead letters wait at most this long (between epochs) before their transaction is committed…
+const DEAD_LETTER_WAIT: Duration = Duration::from_millis(200);
+/// …or until they hold this many payload bytes.
+const DEAD_LETTER_BYTES: usize = 8 << 20;
+
 /// How long a sink's thread waits for a batch before it ticks ([`EpochSink::tick`]).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -701,6 +706,9 @@ struct Loop<'a, 'm> {
     sealed: (u64, Offsets),
     checkpointed: u64,
     committed: u64,
+    /// The newest epoch whose dead letters the dead-letter topic holds (at least `committed`):
+    /// re-formed epochs through it send none again.
+    dead_letters_held: u64,
     /// Since when the sinks have been judged on the epochs waiting for them: the last commit, or
     /// the seal that left an epoch uncommitted after none was (an idle spell is not waiting).
     waiting_since: Instant,
@@ -848,17 +856,21 @@ impl<'a, 'm> Loop<'a, 'm> {
             }
         };
         let accepted = self.engine.feed(SourceLine { source, position: r.offset as u64, raw });
-        // A re-formed epoch every sink already holds had its dead letters sent.
-        let sent_before = replaying.is_some_and(|e| e <= self.committed);
+        // A re-formed epoch the dead-letter topic holds had its dead letters sent.
+        let sent_before = replaying.is_some_and(|e| e <= self.dead_letters_held.max(self.committed));
         if !accepted && !sent_before {
             let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
-            self.dlq.send(&Poison {
-                partition: &r.partition,
-                offset: r.offset,
-                code: &d.code,
-                reason: &d.reason,
-                payload: payload.as_deref().unwrap_or(d.raw.as_bytes()),
-            })?;
+            let epoch = replaying.unwrap_or_else(|| self.engine.open_epoch());
+            self.dlq.send(
+                &Poison {
+                    partition: &r.partition,
+                    offset: r.offset,
+                    code: &d.code,
+                    reason: &d.reason,
+                    payload: payload.as_deref().unwrap_or(d.raw.as_bytes()),
+                },
+                Some(epoch),
+            )?;
             self.metrics.kafka_dead_letters_sent.inc();
         }
         Ok(())
@@ -929,6 +941,10 @@ impl<'a, 'm> Loop<'a, 'm> {
             self.waiting_since = Instant::now();
         }
         self.sealed = (epoch, next);
+        // Dead letters go in a transaction of whole epochs, at most DEAD_LETTER_WAIT after the first.
+        if self.dlq.due(DEAD_LETTER_WAIT, DEAD_LETTER_BYTES) {
+            self.dlq.flush()?;
+        }
         // Every sink gets the epoch's changes; each writes them at its own cadence.
         let changes = self.engine.take_changes();
         // (Not for a sink that already holds the epoch: a re-formed epoch it wrote before.)
@@ -1297,13 +1313,30 @@ pub fn run(
             })
         })
         .collect::<Result<_, KafkaRunError>>()?;
+    // The dead-letter topic's progress: its producer starts here (aborting a batch the previous
+    // holder left open), then its newest epoch is read.
+    let mut dlq = DeadLetterProducer::new(kafka, "dead-letters")?;
+    let dead_letters_held = match dlq.newest_epoch()? {
+        Some(e) if e > last_logged.max(committed) => {
+            tracing::warn!(
+                topic = %kafka.topics.dead_letters,
+                newest = e,
+                logged = last_logged,
+                "the dead-letter topic holds epochs past this state folder's (another run's): dead letters of \
+                 re-formed epochs may be sent again"
+            );
+            committed
+        }
+        Some(e) => e.max(committed),
+        None => committed,
+    };
     let mut l = Loop {
         lease,
         engine,
         stop,
         pending_checkpoint: None,
         consumer,
-        dlq: DeadLetterProducer::new(kafka)?,
+        dlq,
         store,
         sinks,
         metrics,
@@ -1317,6 +1350,7 @@ pub fn run(
         sealed: (restored_from, start.clone()),
         checkpointed: restored_from,
         committed,
+        dead_letters_held,
         waiting_since: Instant::now(),
         stretched: false,
         committed_offsets: Offsets::new(),

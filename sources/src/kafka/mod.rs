@@ -23,8 +23,8 @@ pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
 pub use lease::Lease;
 pub use producer::{
-    create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison,
-    RecordProducer, MAX_DEAD_LETTER_PAYLOAD,
+    create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, EPOCH_HEADER,
+    MAX_DEAD_LETTER_PAYLOAD,
 };
 pub use transactional::{newest_header, OutRecord, TransactionalProducer};
 

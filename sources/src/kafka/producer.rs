@@ -15,12 +15,13 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use serde::Deserialize;
 
 use super::consumer::Partition;
+use super::transactional::{newest_header, OutRecord, TransactionalProducer};
 use super::{KafkaConfig, KafkaError};
 
 /// Counts failed deliveries (checked at each flush).
@@ -223,28 +224,64 @@ pub struct Poison<'a> {
 /// whole line.
 pub const MAX_DEAD_LETTER_PAYLOAD: usize = 512 * 1024;
 
+/// The header carrying the epoch a dead letter belongs to.
+pub const EPOCH_HEADER: &str = "harbour.epoch";
+
 /// Writes poison messages to the dead-letter topic, with headers `harbour.reason`,
-/// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition` and
-/// `harbour.source.offset`; keyed by `topic/partition/offset` so a re-send after a restart is
-/// recognisable.
-pub struct DeadLetterProducer(RecordProducer);
+/// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition`,
+/// `harbour.source.offset` and `harbour.epoch` (the epoch of the message); keyed by
+/// `topic/partition/offset`. Messages are kept until [`DeadLetterProducer::flush`], which sends
+/// them in one Kafka transaction (`transactional.id` `<kafka.group_id>.<name>`: a producer of its
+/// own per writer, `dead-letters` for the pipeline) holding whole epochs:
+/// [`DeadLetterProducer::newest_epoch`] then tells a restart which epochs' dead letters the topic
+/// holds, so that they are not sent again (exactly once for `read_committed` consumers).
+pub struct DeadLetterProducer {
+    config: KafkaConfig,
+    transactional_id: String,
+    /// Started on first use (after the lease is held: starting fences other producers with the
+    /// id, and aborts a batch a crashed holder left open).
+    producer: Option<TransactionalProducer>,
+    batch: Vec<OutRecord>,
+    bytes: usize,
+    since: Option<std::time::Instant>,
+}
 
 impl DeadLetterProducer {
-    /// A producer for `config.topics.dead_letters`.
-    pub fn new(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
-        Ok(DeadLetterProducer(RecordProducer::new(config, &config.topics.dead_letters)?))
+    /// A producer for `config.topics.dead_letters` named `name` (its transactional id is
+    /// `<kafka.group_id>.<name>`; connects on first use).
+    pub fn new(config: &KafkaConfig, name: &str) -> Result<DeadLetterProducer, KafkaError> {
+        Ok(DeadLetterProducer {
+            config: config.clone(),
+            transactional_id: format!("{}.{name}", config.group_id),
+            producer: None,
+            batch: Vec::new(),
+            bytes: 0,
+            since: None,
+        })
     }
 
-    /// Queues one poison message. A payload over [`MAX_DEAD_LETTER_PAYLOAD`] bytes goes as its
-    /// first bytes, with `harbour.truncated` (`true`) and `harbour.payload_bytes` (the whole size)
-    /// headers, and a reason as its first 1,024 bytes: the broker takes input messages larger than
-    /// a producer's default maximum (1,048,588 against 1,000,000 bytes), and a dead letter that
-    /// could not be sent would stop the run at that message again after every restart.
-    pub fn send(&mut self, m: &Poison<'_>) -> Result<(), KafkaError> {
-        let partition = m.partition.partition.to_string();
-        let offset = m.offset.to_string();
-        let key = format!("{}/{}", m.partition, m.offset);
-        let payload_bytes = m.payload.len().to_string();
+    fn producer(&mut self) -> Result<&mut TransactionalProducer, KafkaError> {
+        if self.producer.is_none() {
+            let (c, id) = (&self.config, &self.transactional_id);
+            self.producer = Some(TransactionalProducer::new(c, &c.topics.dead_letters, id)?);
+        }
+        Ok(self.producer.as_mut().expect("started above"))
+    }
+
+    /// The newest epoch whose dead letters the topic holds (`None`: no dead letter with an
+    /// epoch). Starts the producer first, which aborts a batch a crashed holder left open.
+    pub fn newest_epoch(&mut self) -> Result<Option<u64>, KafkaError> {
+        self.producer()?;
+        newest_header(&self.config, &self.config.topics.dead_letters, EPOCH_HEADER)
+    }
+
+    /// Keeps one poison message of `epoch` (if any: the `harbour.epoch` header) for the next flush. A payload over
+    /// [`MAX_DEAD_LETTER_PAYLOAD`] bytes goes as its first bytes, with `harbour.truncated`
+    /// (`true`) and `harbour.payload_bytes` (the whole size) headers, and a reason as its first
+    /// 1,024 bytes: the broker takes input messages larger than a producer's default maximum
+    /// (1,048,588 against 1,000,000 bytes), and a dead letter that could not be sent would stop
+    /// the run at that message again after every restart.
+    pub fn send(&mut self, m: &Poison<'_>, epoch: Option<u64>) -> Result<(), KafkaError> {
         let truncated = m.payload.len() > MAX_DEAD_LETTER_PAYLOAD;
         let payload = &m.payload[..m.payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
         let reason = match m.reason.char_indices().nth(1_024) {
@@ -252,60 +289,41 @@ impl DeadLetterProducer {
             None => m.reason,
         };
         let mut headers = vec![
-            ("harbour.reason", reason),
-            ("harbour.reason_code", m.code),
-            ("harbour.source.topic", m.partition.topic.as_str()),
-            ("harbour.source.partition", &partition),
-            ("harbour.source.offset", &offset),
+            ("harbour.reason", reason.to_string()),
+            ("harbour.reason_code", m.code.to_string()),
+            ("harbour.source.topic", m.partition.topic.to_string()),
+            ("harbour.source.partition", m.partition.partition.to_string()),
+            ("harbour.source.offset", m.offset.to_string()),
         ];
+        if let Some(e) = epoch {
+            headers.push((EPOCH_HEADER, e.to_string()));
+        }
         if truncated {
-            headers.extend([("harbour.truncated", "true"), ("harbour.payload_bytes", &payload_bytes)]);
+            headers.extend([
+                ("harbour.truncated", "true".to_string()),
+                ("harbour.payload_bytes", m.payload.len().to_string()),
+            ]);
         }
-        self.0.send(&key, payload, &headers)
-    }
-
-    /// Waits until the broker acknowledged everything queued: the dead-letter topic is then
-    /// durable for the epochs sent so far.
-    pub fn flush(&mut self) -> Result<(), KafkaError> {
-        self.0.flush()
-    }
-}
-
-/// Keyed records with headers to one topic, acknowledged in batches: what output topics (the risk
-/// alerts) are written with.
-pub struct RecordProducer {
-    producer: BaseProducer<Counted>,
-    deliveries: Counted,
-    topic: String,
-    pending: u64,
-}
-
-impl RecordProducer {
-    /// A producer for `topic`.
-    pub fn new(config: &KafkaConfig, topic: &str) -> Result<RecordProducer, KafkaError> {
-        let (producer, deliveries) = producer(config)?;
-        Ok(RecordProducer { producer, deliveries, topic: topic.to_string(), pending: 0 })
-    }
-
-    /// Queues one record.
-    pub fn send(&mut self, key: &str, payload: &[u8], headers: &[(&str, &str)]) -> Result<(), KafkaError> {
-        let mut h = OwnedHeaders::new();
-        for (k, v) in headers {
-            h = h.insert(Header { key: k, value: Some(*v) });
-        }
-        send(&self.producer, BaseRecord::to(&self.topic).key(key.as_bytes()).payload(payload).headers(h))?;
-        self.pending += 1;
-        self.producer.poll(Duration::ZERO);
+        self.bytes += payload.len();
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.batch.push(OutRecord { key: format!("{}/{}", m.partition, m.offset), payload: payload.to_vec(), headers });
         Ok(())
     }
 
-    /// Waits until the broker acknowledged everything queued.
+    /// Whether dead letters have waited `age` or hold `bytes` or more.
+    pub fn due(&self, age: Duration, bytes: usize) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= age) || self.bytes >= bytes
+    }
+
+    /// Sends the kept dead letters in one transaction and returns once it is committed: the
+    /// dead-letter topic is then durable for the epochs kept so far (call between epochs).
     pub fn flush(&mut self) -> Result<(), KafkaError> {
-        if self.pending == 0 {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        flush(&self.producer, &self.deliveries)?;
-        self.pending = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.producer()?.send_batch(&batch)?;
+        (self.bytes, self.since) = (0, None);
         Ok(())
     }
 }
