@@ -1316,7 +1316,10 @@ pub fn run(
     // The dead-letter topic's progress: its producer starts here (aborting a batch the previous
     // holder left open), then its newest epoch is read.
     let mut dlq = DeadLetterProducer::new(kafka, "dead-letters")?;
-    let dead_letters_held = match dlq.newest_epoch()? {
+    let read = Instant::now();
+    let newest = dlq.newest_epoch()?;
+    tracing::info!(?newest, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");
+    let dead_letters_held = match newest {
         Some(e) if e > last_logged.max(committed) => {
             tracing::warn!(
                 topic = %kafka.topics.dead_letters,

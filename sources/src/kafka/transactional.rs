@@ -109,6 +109,9 @@ pub fn newest_header(config: &KafkaConfig, topic: &str, header: &str) -> Result<
         ("enable.partition.eof", "true"),
         ("isolation.level", "read_committed"),
         ("auto.offset.reset", "earliest"),
+        // The end of each partition is reported by the fetch that reaches it: not half a second
+        // (librdkafka's default wait for more) later.
+        ("fetch.wait.max.ms", "10"),
     ])?;
     client.set("group.id", format!("{}.scan", config.group_id));
     let consumer: BaseConsumer = client.create().map_err(KafkaError::client)?;
