@@ -340,6 +340,9 @@ pub struct Engine<'m> {
     inserted: bool,
     /// The time of the restore's epoch, until changes are tracked (its risk rows are logged then).
     restored_at: Option<u64>,
+    /// The ids of the alerts the snapshot held, until changes are tracked (an alert at the
+    /// restore's version that is one of them was sent before: not the restore's own).
+    restored_alerts: Option<std::collections::HashSet<String>>,
 }
 
 impl<'m> Engine<'m> {
@@ -406,6 +409,7 @@ impl<'m> Engine<'m> {
             pending: None,
             inserted: false,
             restored_at: None,
+            restored_alerts: None,
         }
     }
 
@@ -601,6 +605,7 @@ impl<'m> Engine<'m> {
             self.set_limits(l);
         }
         // Alerts are events: they are kept as they were, not fired again.
+        self.restored_alerts = Some(snap.alerts.iter().map(|(a, _)| a.id()).collect());
         self.state.alerts.restore(snap.alerts);
         self.mark_states = snap.marks.into_iter().collect();
         self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), Some(o))).collect();
@@ -634,6 +639,9 @@ impl<'m> Engine<'m> {
     /// effect instead of what the limits file holds now.
     pub fn seal_as_logged(&mut self, limits: Option<Limits>) -> u64 {
         if let Some(l) = limits {
+            // An epoch logged with limits is one even without lines: it was sealed for them (or
+            // has lines), also when they are in force already here (a restart that read them).
+            self.inserted = true;
             if self.set_limits(l) {
                 tracing::info!(epoch = *self.inputs.fills.time(), "risk limits of the logged epoch applied");
             }
@@ -755,7 +763,10 @@ impl<'m> Engine<'m> {
             // changed setting can start or end a breach there).
             self.state.risk.relog(|_, _| true, Some(t));
             self.state.vol.relog(|_, _| true, Some(t));
-            self.state.alerts.relog(|_, v| v == t, None);
+            // (Not those the snapshot held: the restore's epoch can share its time with the last
+            // epoch before the snapshot, whose alerts the sinks have.)
+            let held = self.restored_alerts.take().unwrap_or_default();
+            self.state.alerts.relog(|a, v| v == t && !held.contains(&a.id()), None);
         }
         self.dead_letters_taken = self.state.dead_letters.len();
         self.events.get_or_insert_with(Vec::new);

@@ -450,8 +450,9 @@ pub fn publish(
     if let Some(r) = retrans {
         merged = merged.with_recovery(r.recovery());
     }
-    // (A transactional id of its own: the pipeline's dead-letter producer runs beside it.)
-    let mut dlq = DeadLetterProducer::new(kafka, "omdc-dead-letters").map_err(kafka_err)?;
+    // Sent at once, outside transactions (the feed has no epochs: at least once, keyed by source
+    // position), so that it neither fences nor holds back the pipeline's transactional producer.
+    let mut dlq = DeadLetterProducer::plain(kafka).map_err(kafka_err)?;
     let mut dead = 0u64;
     let mut dlq_error = None;
     // The feed's counters go to the metrics as it runs (every 1,000 items: a live feed's gaps
@@ -479,12 +480,7 @@ pub fn publish(
             // Counted as the pipeline counts its dead letters (`harbour_source_dead_letters_total`
             // by reason; sent ones in `harbour_kafka_dead_letters_sent_total`).
             metrics.dead_letter(code);
-            // Sent in transactions at most 200 ms after they come (a live feed runs all day).
-            let sent = dlq.send(&poison, None).and_then(|()| match dlq.due(Duration::from_millis(200), 8 << 20) {
-                true => dlq.flush(),
-                false => Ok(()),
-            });
-            match sent {
+            match dlq.send(&poison, None) {
                 Ok(()) => {
                     metrics.kafka_dead_letters_sent.inc();
                 }

@@ -450,14 +450,29 @@ fn an_epoch_without_lines_keeps_its_time_across_a_restore() {
     assert!(!alerts.is_empty() && alerts.iter().all(|a| a.version == reload), "{alerts:?}");
     assert!(!engine.limits_pending(), "applied");
     let snap: EngineSnapshot = engine.snapshot();
-    let mut restored = Engine::new(&cfg, &metrics, health);
+    let mut restored = Engine::new(&cfg, &metrics, health.clone());
     restored.restore(snap);
     assert_eq!(restored.state().alerts.versioned(), alerts);
+    // The restore's epoch shares the reload's time: its alerts, which the sinks have, are not
+    // sent again as if the restore had fired them.
+    restored.track_changes();
+    let again = restored.take_changes();
+    assert!(again.alerts.is_empty(), "{:?}", again.alerts);
     restored.feed(line(first, &lines[first]));
     let next = restored.seal();
     assert_eq!(next, reload + 1, "past the reload's epoch");
     // The same as without the restore.
     engine.feed(line(first, &lines[first]));
     assert_eq!(engine.seal(), next);
+    // A log whose first epoch is a limits change without lines, re-formed by a process that
+    // read those limits at start: the epoch is one all the same.
+    let tight = harbour::risk::read_limits(&file).unwrap();
+    let mut cfg = cfg.clone();
+    cfg.graph.risk.limits = tight.clone();
+    cfg.limits_watch = None;
+    let mut replaying = Engine::new(&cfg, &metrics, health);
+    assert_eq!(replaying.seal_as_logged(Some(tight)), 1);
+    replaying.feed(line(0, &lines[0]));
+    assert_eq!(replaying.seal_as_logged(None), 2, "the next epoch is past it");
     let _ = std::fs::remove_dir_all(dir);
 }

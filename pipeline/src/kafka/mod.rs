@@ -1004,6 +1004,10 @@ impl<'a, 'm> Loop<'a, 'm> {
     /// then only the changes of sealed epochs are written, and no whole-state sink or checkpoint
     /// is taken (the records of the open epoch were never fed).
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
+        // (The dead letters kept are whole sealed epochs': records are fed at the seal.)
+        if self.dlq.due(DEAD_LETTER_WAIT, DEAD_LETTER_BYTES) {
+            self.dlq.flush()?;
+        }
         let (epoch, _) = self.sealed.clone();
         let partial = self.in_epoch > 0;
         let checkpoint_due = force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use serde::Deserialize;
@@ -234,13 +234,17 @@ pub const EPOCH_HEADER: &str = "harbour.epoch";
 /// them in one Kafka transaction (`transactional.id` `<kafka.group_id>.<name>`: a producer of its
 /// own per writer, `dead-letters` for the pipeline) holding whole epochs:
 /// [`DeadLetterProducer::newest_epoch`] then tells a restart which epochs' dead letters the topic
-/// holds, so that they are not sent again (exactly once for `read_committed` consumers).
+/// holds, so that they are not sent again (exactly once for `read_committed` consumers). A
+/// [plain](DeadLetterProducer::plain) one (the OMD-C bridge's, which has no epochs) sends each at
+/// once, outside transactions.
 pub struct DeadLetterProducer {
     config: KafkaConfig,
     transactional_id: String,
     /// Started on first use (after the lease is held: starting fences other producers with the
     /// id, and aborts a batch a crashed holder left open).
     producer: Option<TransactionalProducer>,
+    /// The plain producer, when not transactional.
+    plain: Option<(BaseProducer<Counted>, Counted)>,
     batch: Vec<OutRecord>,
     bytes: usize,
     since: Option<std::time::Instant>,
@@ -254,10 +258,19 @@ impl DeadLetterProducer {
             config: config.clone(),
             transactional_id: format!("{}.{name}", config.group_id),
             producer: None,
+            plain: None,
             batch: Vec::new(),
             bytes: 0,
             since: None,
         })
+    }
+
+    /// A producer for `config.topics.dead_letters` that sends each dead letter at once, outside
+    /// transactions (at least once; [`DeadLetterProducer::flush`] waits for the broker).
+    pub fn plain(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
+        let mut p = DeadLetterProducer::new(config, "")?;
+        p.plain = Some(producer(config)?);
+        Ok(p)
     }
 
     fn producer(&mut self) -> Result<&mut TransactionalProducer, KafkaError> {
@@ -304,9 +317,19 @@ impl DeadLetterProducer {
                 ("harbour.payload_bytes", m.payload.len().to_string()),
             ]);
         }
+        let key = format!("{}/{}", m.partition, m.offset);
+        if let Some((p, _)) = &self.plain {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &headers {
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+            }
+            send(p, BaseRecord::to(&self.config.topics.dead_letters).key(key.as_bytes()).payload(payload).headers(h))?;
+            p.poll(Duration::ZERO);
+            return Ok(());
+        }
         self.bytes += payload.len();
         self.since.get_or_insert_with(std::time::Instant::now);
-        self.batch.push(OutRecord { key: format!("{}/{}", m.partition, m.offset), payload: payload.to_vec(), headers });
+        self.batch.push(OutRecord { key, payload: payload.to_vec(), headers });
         Ok(())
     }
 
@@ -318,6 +341,9 @@ impl DeadLetterProducer {
     /// Sends the kept dead letters in one transaction and returns once it is committed: the
     /// dead-letter topic is then durable for the epochs kept so far (call between epochs).
     pub fn flush(&mut self) -> Result<(), KafkaError> {
+        if let Some((p, d)) = &self.plain {
+            return flush(p, d);
+        }
         if self.batch.is_empty() {
             return Ok(());
         }
