@@ -5,6 +5,7 @@
 //!  <dir>/epochs.log       one line per epoch sealed after it: its time and end offsets
 //!  <dir>/committed        the newest epoch every sink holds (offsets committed through it)
 //!  <dir>/lock             locked exclusively by the process writing the folder (its pid inside)
+//!  <dir>/run              the folder's run identity, carried by the output topics' messages
 //! ```
 //!
 //! The epoch log is what makes a replay reproduce the same versions: an epoch's boundaries (the
@@ -191,6 +192,27 @@ impl CheckpointStore {
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// This state folder's run identity (`<dir>/run`, made at its first call): what the output
+    /// topics' messages carry (`harbour.run`), so that a restart reads its own progress there and
+    /// not that of another run writing, or having written, the same topics.
+    pub fn run_id(&self) -> Result<String, CheckpointError> {
+        let path = self.dir.join("run");
+        match fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        h.write_u128(now.as_nanos());
+        h.write_u32(std::process::id());
+        let id = format!("{:016x}", h.finish());
+        write_atomic(&self.dir, "run", format!("{id}\n").as_bytes())?;
+        Ok(id)
     }
 
     /// The newest complete checkpoint, if any.

@@ -1754,6 +1754,21 @@ fn alerts_are_written_in_transactions_and_a_restart_knows_how_far_they_got() {
     // The producer still writes after the abort.
     next.write_through(13, &state, &batch(vec![alert("E", 13)])).unwrap();
     assert_eq!(committed_messages(&cfg, &cfg.topics.alerts).len(), 4);
+    drop(next);
+    // Each state folder reads its own progress (its run identity on every message): another
+    // run's versions, below this one's newest epoch, are not taken as sent by it.
+    let mut a = AlertsEpochSink::new(&cfg).unwrap();
+    a.set_run("run-a");
+    assert_eq!(a.resume(&state, 0, 0, 100).unwrap(), 0, "no message of run-a yet");
+    a.write_through(40, &state, &batch(vec![alert("F", 40)])).unwrap();
+    drop(a);
+    let mut b = AlertsEpochSink::new(&cfg).unwrap();
+    b.set_run("run-b");
+    assert_eq!(b.resume(&state, 0, 2, 100).unwrap(), 2, "run-a's versions are not run-b's progress");
+    drop(b);
+    let mut a = AlertsEpochSink::new(&cfg).unwrap();
+    a.set_run("run-a");
+    assert_eq!(a.resume(&state, 0, 0, 100).unwrap(), 40);
 }
 
 /// A sink that acknowledges epochs up to `fail_after` and fails after `delay` on the next: the

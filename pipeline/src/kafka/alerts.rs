@@ -11,7 +11,7 @@
 
 use harbour_dataflows::risk::book::AlertRow;
 use harbour_sinks::tables::{json_pairs, Changes};
-use harbour_sources::kafka::{newest_header, KafkaConfig, KafkaError, OutRecord, TransactionalProducer};
+use harbour_sources::kafka::{newest_header, KafkaConfig, KafkaError, OutRecord, TransactionalProducer, RUN_HEADER};
 
 use super::EpochSink;
 use crate::engine::OutputState;
@@ -42,6 +42,8 @@ pub struct AlertsEpochSink {
     /// every other producer with the id, so a standby must not start one while it stands by.
     producer: Option<TransactionalProducer>,
     config: KafkaConfig,
+    /// The state folder's run identity, on every message ([`RUN_HEADER`]).
+    run: Option<String>,
 }
 
 /// The header carrying an alert's version.
@@ -50,7 +52,7 @@ pub const VERSION_HEADER: &str = "harbour.version";
 impl AlertsEpochSink {
     /// A sink for `config.topics.alerts`; its transactional producer starts with the run.
     pub fn new(config: &KafkaConfig) -> Result<AlertsEpochSink, KafkaError> {
-        Ok(AlertsEpochSink { producer: None, config: config.clone() })
+        Ok(AlertsEpochSink { producer: None, config: config.clone(), run: None })
     }
 
     /// The producer, started on first use (which aborts a batch a crashed holder left open).
@@ -77,7 +79,10 @@ impl EpochSink for AlertsEpochSink {
             .map(|c| OutRecord {
                 key: c.row.id(),
                 payload: alert_json(&c.row, c.version).into_bytes(),
-                headers: vec![(VERSION_HEADER, c.version.to_string())],
+                headers: [(VERSION_HEADER, c.version.to_string())]
+                    .into_iter()
+                    .chain(self.run.iter().map(|r| (RUN_HEADER, r.clone())))
+                    .collect(),
             })
             .collect();
         if batch.is_empty() {
@@ -89,11 +94,15 @@ impl EpochSink for AlertsEpochSink {
     /// The topic's newest version: the epochs through it are held (their alerts were committed
     /// whole, in order), so the run hands this sink only those after it. A version past every
     /// epoch this state folder sealed is another run's: then every epoch after `held` is sent.
+    fn set_run(&mut self, run: &str) {
+        self.run = Some(run.to_string());
+    }
+
     fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, logged: u64) -> Result<u64, String> {
         // First the producer: it aborts a batch the previous holder left open.
         self.producer()?;
         let topic = &self.config.topics.alerts;
-        match newest_header(&self.config, topic, VERSION_HEADER).map_err(|e| e.to_string())? {
+        match newest_header(&self.config, topic, VERSION_HEADER, self.run.as_deref()).map_err(|e| e.to_string())? {
             Some(v) if v > logged => {
                 tracing::warn!(
                     topic = %topic,

@@ -147,6 +147,10 @@ pub trait EpochSink {
     /// a sink that replaces everything may have written through it, and writing before it holds
     /// that epoch would put older tables over newer ones.
     fn hold_until(&mut self, _epoch: u64) {}
+    /// Called once before [`EpochSink::resume`] with the state folder's run identity
+    /// (`CheckpointStore::run_id`): a sink writing a topic marks its messages with it and reads
+    /// its own progress there by it.
+    fn set_run(&mut self, _run: &str) {}
     /// Called once before the run reads on with the restored tables (as of epoch `restored`) and
     /// `held`, the epoch every sink acknowledged before (offsets were committed through it).
     /// Returns the epoch the sink really holds, from which it is fed: `held`, unless the store
@@ -1247,6 +1251,8 @@ pub fn run(
         engine.track_changes();
     }
     let replay: VecDeque<EpochRecord> = store.epochs_after(restored_from)?.into();
+    // What the output topics' messages carry, to tell this folder's progress from another run's.
+    let run_id = store.run_id()?;
     let last_logged = replay.back().map_or(0, |r| r.epoch);
     // The marker is not fsynced: after a power loss it may name an epoch before the checkpoint's,
     // which every sink held when the checkpoint was written.
@@ -1272,6 +1278,7 @@ pub fn run(
         .map(|mut sink| {
             sink.start_from(engine.state());
             sink.hold_until(last_logged);
+            sink.set_run(&run_id);
             let tables_only =
                 sink.wants_changes() && !sink.wants_events() && !sink.wants_quotes() && !sink.alerts_only();
             let wants_events = sink.wants_events();
@@ -1320,6 +1327,7 @@ pub fn run(
     // The dead-letter topic's progress: its producer starts here (aborting a batch the previous
     // holder left open), then its newest epoch is read.
     let mut dlq = DeadLetterProducer::new(kafka, "dead-letters")?;
+    dlq.set_run(&run_id);
     let read = Instant::now();
     let newest = dlq.newest_epoch()?;
     tracing::info!(?newest, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");

@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 use serde::Deserialize;
 
 use super::consumer::Partition;
-use super::transactional::{newest_header, OutRecord, TransactionalProducer};
+use super::transactional::{newest_header, OutRecord, TransactionalProducer, RUN_HEADER};
 use super::{KafkaConfig, KafkaError};
 
 /// Counts failed deliveries (checked at each flush).
@@ -245,6 +245,8 @@ pub struct DeadLetterProducer {
     producer: Option<TransactionalProducer>,
     /// The plain producer, when not transactional.
     plain: Option<(BaseProducer<Counted>, Counted)>,
+    /// The writing state folder's run identity ([`RUN_HEADER`]).
+    run: Option<String>,
     batch: Vec<OutRecord>,
     bytes: usize,
     since: Option<std::time::Instant>,
@@ -259,6 +261,7 @@ impl DeadLetterProducer {
             transactional_id: format!("{}.{name}", config.group_id),
             producer: None,
             plain: None,
+            run: None,
             batch: Vec::new(),
             bytes: 0,
             since: None,
@@ -281,11 +284,18 @@ impl DeadLetterProducer {
         Ok(self.producer.as_mut().expect("started above"))
     }
 
+    /// Dead letters from now on carry `run` ([`RUN_HEADER`]), and
+    /// [`DeadLetterProducer::newest_epoch`] reads that run's alone.
+    pub fn set_run(&mut self, run: &str) {
+        self.run = Some(run.to_string());
+    }
+
     /// The newest epoch whose dead letters the topic holds (`None`: no dead letter with an
-    /// epoch). Starts the producer first, which aborts a batch a crashed holder left open.
+    /// epoch), of this producer's run when it has one. Starts the producer first, which aborts a
+    /// batch a crashed holder left open.
     pub fn newest_epoch(&mut self) -> Result<Option<u64>, KafkaError> {
         self.producer()?;
-        newest_header(&self.config, &self.config.topics.dead_letters, EPOCH_HEADER)
+        newest_header(&self.config, &self.config.topics.dead_letters, EPOCH_HEADER, self.run.as_deref())
     }
 
     /// Keeps one poison message of `epoch` (if any: the `harbour.epoch` header) for the next flush. A payload over
@@ -310,6 +320,9 @@ impl DeadLetterProducer {
         ];
         if let Some(e) = epoch {
             headers.push((EPOCH_HEADER, e.to_string()));
+        }
+        if let Some(r) = &self.run {
+            headers.push((RUN_HEADER, r.clone()));
         }
         if truncated {
             headers.extend([

@@ -99,19 +99,27 @@ impl TransactionalProducer {
     }
 }
 
+/// The header carrying the run identity of the state folder that wrote a message.
+pub const RUN_HEADER: &str = "harbour.run";
+
 /// Messages per partition past which [`newest_header`] stops looking further back.
 const SCAN_MAX: i64 = 256_000;
 
 /// How long [`newest_header`] reads at most.
 const SCAN_TIME: Duration = Duration::from_secs(30);
 
-/// The largest numeric `header` among the committed messages of `topic` (`None`: no message
-/// carries it). Reads the tail of each partition (widening until a message carrying it is found,
+/// The largest numeric `header` among the committed messages of `topic` that carry `run` in
+/// [`RUN_HEADER`] (any, without `run`; `None`: no such message). Reads the tail of each partition (widening until a message carrying it is found,
 /// the partition is read whole, or [`SCAN_MAX`] messages back) with a `read_committed` consumer of
 /// its own, outside any group. What it cannot read in [`SCAN_TIME`] counts for nothing: the
 /// answer may be lower than the truth, never higher (a sink skipping through it then sends some
 /// again rather than losing any).
-pub fn newest_header(config: &KafkaConfig, topic: &str, header: &str) -> Result<Option<u64>, KafkaError> {
+pub fn newest_header(
+    config: &KafkaConfig,
+    topic: &str,
+    header: &str,
+    run: Option<&str>,
+) -> Result<Option<u64>, KafkaError> {
     let mut client = config.client_with(&[
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
@@ -161,11 +169,11 @@ pub fn newest_header(config: &KafkaConfig, topic: &str, header: &str) -> Result<
                 }
                 Some(Err(e)) => return Err(KafkaError::client(e)),
                 Some(Ok(m)) => {
-                    let value = m.headers().and_then(|h| {
-                        h.iter()
-                            .find(|x| x.key == header)
-                            .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok())
-                    });
+                    let text =
+                        |key: &str| m.headers().and_then(|h| h.iter().find(|x| x.key == key).and_then(|x| x.value));
+                    let ours = run.is_none_or(|r| text(RUN_HEADER) == Some(r.as_bytes()));
+                    let value =
+                        text(header).filter(|_| ours).and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
                     if let Some(v) = value {
                         newest = newest.max(Some(v));
                         found.insert(m.partition());
