@@ -530,7 +530,7 @@ impl<'m> Engine<'m> {
             risk: seeds_of(self.state.risk.rows(), self.state.alerts.rows()),
             limits: Some(self.limits.clone()),
             versions: Some(RowVersions::of(&self.state)),
-            time: *self.inputs.fills.time(),
+            time: self.open_epoch(),
         }
     }
 
@@ -656,7 +656,7 @@ impl<'m> Engine<'m> {
     /// A refused file is reported here (the limits in force stay).
     pub fn limits_pending(&mut self) -> bool {
         if self.pending.is_none() {
-            let epoch = *self.inputs.fills.time();
+            let epoch = self.open_epoch();
             match self.limits_watch.as_mut().and_then(|w| w.poll()) {
                 Some(Ok(limits)) if limits != self.limits => self.pending = Some(limits),
                 Some(Ok(_)) | None => {}
@@ -682,12 +682,14 @@ impl<'m> Engine<'m> {
     fn seal_inner(&mut self, watch: bool, count: bool) -> u64 {
         let sealed = Instant::now();
         let epoch = *self.inputs.fills.time();
-        let reloaded = match self.pending.take() {
-            Some(limits) if watch => Some(Ok(limits)),
-            kept => {
+        // (A replayed epoch takes its logged limits, not the file's: a change found stays pending.)
+        let reloaded = match (watch, self.pending.take()) {
+            (false, kept) => {
                 self.pending = kept;
-                self.limits_watch.as_mut().filter(|_| watch).and_then(|w| w.poll())
+                None
             }
+            (true, Some(limits)) => Some(Ok(limits)),
+            (true, None) => self.limits_watch.as_mut().and_then(|w| w.poll()),
         };
         match reloaded {
             Some(Ok(limits)) => self.reload(epoch, limits),

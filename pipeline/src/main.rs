@@ -370,7 +370,7 @@ fn main() -> anyhow::Result<()> {
             // Risk alerts also go to their topic (created when missing, with the dead-letter
             // topic; the input topics must exist: a missing one stops the run, naming it).
             harbour_sources::kafka::create_output_topics(&config.kafka)?;
-            sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)?));
+            sinks.push(Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&config.kafka)));
             let engine = engine_config(&config, Some(&run.state_dir))?;
             // Only now: until here a SIGTERM or Ctrl-C ends the process as usual, where the
             // connections above wait for an unreachable ClickHouse or Redis for as long as it

@@ -127,7 +127,7 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     let run = quick_run(&dir);
     let sinks: Vec<Box<dyn EpochSink + Send>> = vec![
         Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir))),
-        Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&cfg).unwrap()),
+        Box::new(harbour::kafka::alerts::AlertsEpochSink::new(&cfg)),
     ];
     let metrics = Metrics::default();
     let out =
@@ -559,6 +559,13 @@ fn committed_with(cfg: &KafkaConfig, topic: &str, header: &str) -> Vec<(String, 
     got
 }
 
+/// `got` and `want` hold the same items, each as often (order aside).
+fn same_multiset<T: Ord + std::fmt::Debug>(mut got: Vec<T>, mut want: Vec<T>, what: &str) {
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}");
+}
+
 /// (alert_id, version) of every row of the alerts table in `dir/alerts.parquet`.
 fn parquet_alerts(dir: &Path) -> Vec<(String, u64)> {
     let file = File::open(dir.join("alerts.parquet")).unwrap();
@@ -711,12 +718,13 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     // The alerts topic, written in transactions through the same kills: every alert of the run
     // once (re-formed epochs' alerts were sent again before 2026-11-28).
-    let mut sent = committed_messages(&cfg, &cfg.topics.alerts);
-    let mut fired = parquet_alerts(&dir.join("out"));
+    let fired = parquet_alerts(&dir.join("out"));
     assert!(fired.len() >= 10, "the day crosses its limits: {fired:?}");
-    sent.sort();
-    fired.sort();
-    assert_eq!(sent, fired, "each alert once on the alerts topic after {kills} kills");
+    same_multiset(
+        committed_messages(&cfg, &cfg.topics.alerts),
+        fired,
+        &format!("each alert once on the alerts topic after {kills} kills"),
+    );
     let keys: Vec<String> = redis::cmd("KEYS").arg("harbour:position:*").query(&mut r).unwrap();
     let live = keys
         .iter()
@@ -809,11 +817,13 @@ fn a_standby_takes_over_when_the_active_process_is_killed() {
     same_parquet_tables(&dir.join("standby"), &reference, "after the takeover");
     assert_eq!(consumer.committed().unwrap(), ends(&consumer), "committed offsets are at the end");
     // Each alert once on the topic, whoever sent it.
-    let (mut sent, mut fired) = (committed_messages(&cfg, &cfg.topics.alerts), parquet_alerts(&dir.join("standby")));
+    let fired = parquet_alerts(&dir.join("standby"));
     assert!(!fired.is_empty());
-    sent.sort();
-    fired.sort();
-    assert_eq!(sent, fired, "each alert once on the alerts topic after the takeover");
+    same_multiset(
+        committed_messages(&cfg, &cfg.topics.alerts),
+        fired,
+        "each alert once on the alerts topic after the takeover",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1096,16 +1106,30 @@ fn day_run(dir: &Path) -> KafkaRun {
 
 /// `kafka::run` with `sinks` and fresh metrics, to its end.
 fn run_with_sinks(cfg: &KafkaConfig, run: &KafkaRun, sinks: Vec<Box<dyn EpochSink + Send>>) -> kafka::KafkaOutcome {
-    kafka::run(
-        cfg,
-        run,
-        &engine_config(300),
-        &Metrics::default(),
-        &Arc::new(Health::default()),
-        sinks,
-        &AtomicBool::new(false),
-    )
-    .unwrap()
+    try_run(cfg, run, &engine_config(300), sinks).unwrap()
+}
+
+/// `kafka::run` with `config`, `sinks` and fresh metrics, not stopped.
+fn try_run(
+    cfg: &KafkaConfig,
+    run: &KafkaRun,
+    config: &engine::EngineConfig,
+    sinks: Vec<Box<dyn EpochSink + Send>>,
+) -> Result<kafka::KafkaOutcome, kafka::KafkaRunError> {
+    kafka::run(cfg, run, config, &Metrics::default(), &Arc::new(Health::default()), sinks, &AtomicBool::new(false))
+}
+
+/// A generated day of 2,000 fills (`seed`) published to topics of its own (`name`), with its
+/// generator settings, a folder and a run (`day_run`) for it.
+fn published_day(name: &str, seed: u64) -> (KafkaConfig, GenerateConfig, PathBuf, KafkaRun) {
+    let cfg = kafka_config(name);
+    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed, ..GenerateConfig::default() };
+    let lines = generate(&gen).unwrap();
+    create_topics(&cfg).unwrap();
+    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
+    let dir = temp(name);
+    let run = day_run(&dir);
+    (cfg, gen, dir, run)
 }
 
 /// Redis that lost what it had acknowledged (restarted without its data, or the last second of
@@ -1270,7 +1294,7 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     let payload: Vec<u8> = (0..1_200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let source = Partition { topic: cfg.topics.fills.as_str().into(), partition: 0 };
     let reason = "x".repeat(5_000);
-    let mut dlq = DeadLetterProducer::new(&cfg, "dead-letters").unwrap();
+    let mut dlq = DeadLetterProducer::new(&cfg, "dead-letters");
     dlq.send(&Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload }, Some(3))
         .unwrap();
     dlq.flush().unwrap();
@@ -1299,7 +1323,7 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     assert_eq!(header("harbour.source.offset").as_deref(), Some("7"));
     assert_eq!(header("harbour.reason").map(|r| r.len()), Some(1_024));
     assert_eq!(header("harbour.epoch").as_deref(), Some("3"));
-    assert_eq!(dlq.newest_epoch().unwrap(), Some(3));
+    assert_eq!(dlq.held_through(0, 10).unwrap(), 3);
 }
 
 /// Topics written by a transactional producer (Kafka Connect, Flink's exactly-once sinks): every
@@ -1715,7 +1739,7 @@ fn alerts_are_written_in_transactions_and_a_restart_knows_how_far_they_got() {
         deleted: false,
     };
     let state = OutputState::default();
-    let mut sink = AlertsEpochSink::new(&cfg).unwrap();
+    let mut sink = AlertsEpochSink::new(&cfg);
     assert_eq!(sink.resume(&state, 0, 0, 0).unwrap(), 0, "an empty topic holds nothing");
     let batch = |alerts: Vec<Change<AlertRow>>| Changes { alerts, ..Changes::default() };
     sink.write_through(5, &state, &batch(vec![alert("A", 5), alert("B", 5)])).unwrap();
@@ -1742,7 +1766,7 @@ fn alerts_are_written_in_transactions_and_a_restart_knows_how_far_they_got() {
     cut.flush(Duration::from_secs(30)).unwrap();
     std::mem::forget(cut); // (no abort, no commit: as after SIGKILL)
                            // The next process: its producer aborts the open batch; the topic holds through version 9.
-    let mut next = AlertsEpochSink::new(&cfg).unwrap();
+    let mut next = AlertsEpochSink::new(&cfg);
     assert_eq!(next.resume(&state, 0, 0, 20).unwrap(), 9, "held through the newest committed version");
     assert_eq!(next.resume(&state, 0, 11, 20).unwrap(), 11, "what every sink holds stays held");
     assert_eq!(next.resume(&state, 0, 3, 7).unwrap(), 3, "versions past this state folder's are another run's");
@@ -1757,16 +1781,16 @@ fn alerts_are_written_in_transactions_and_a_restart_knows_how_far_they_got() {
     drop(next);
     // Each state folder reads its own progress (its run identity on every message): another
     // run's versions, below this one's newest epoch, are not taken as sent by it.
-    let mut a = AlertsEpochSink::new(&cfg).unwrap();
+    let mut a = AlertsEpochSink::new(&cfg);
     a.set_run("run-a");
     assert_eq!(a.resume(&state, 0, 0, 100).unwrap(), 0, "no message of run-a yet");
     a.write_through(40, &state, &batch(vec![alert("F", 40)])).unwrap();
     drop(a);
-    let mut b = AlertsEpochSink::new(&cfg).unwrap();
+    let mut b = AlertsEpochSink::new(&cfg);
     b.set_run("run-b");
     assert_eq!(b.resume(&state, 0, 2, 100).unwrap(), 2, "run-a's versions are not run-b's progress");
     drop(b);
-    let mut a = AlertsEpochSink::new(&cfg).unwrap();
+    let mut a = AlertsEpochSink::new(&cfg);
     a.set_run("run-a");
     assert_eq!(a.resume(&state, 0, 0, 100).unwrap(), 40);
 }
@@ -1817,42 +1841,23 @@ impl EpochSink for SlowlyFailingSink {
 #[test]
 fn a_replay_after_a_crash_sends_no_alert_again() {
     use harbour::kafka::alerts::AlertsEpochSink;
-    let cfg = kafka_config("alerts-replay");
-    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed: 23, ..GenerateConfig::default() };
-    let lines = generate(&gen).unwrap();
-    create_topics(&cfg).unwrap();
-    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
-    let dir = temp("alerts-replay");
-    let run = day_run(&dir);
+    let (cfg, gen, dir, run) = published_day("alerts-replay", 23);
     let mut config = engine_config(300);
     config.graph.risk = common::risk_config(&gen);
-    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| {
-        kafka::run(
-            &cfg,
-            &run,
-            &config,
-            &Metrics::default(),
-            &Arc::new(Health::default()),
-            sinks,
-            &AtomicBool::new(false),
-        )
-    };
+    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| try_run(&cfg, &run, &config, sinks);
     // The first run: the alerts topic takes the day while the other sink holds nothing past the
     // bootstrap's epoch.
     let crashed = with(vec![
-        Box::new(AlertsEpochSink::new(&cfg).unwrap()),
+        Box::new(AlertsEpochSink::new(&cfg)),
         Box::new(SlowlyFailingSink { fail_after: 1, delay: Duration::from_secs(4) }),
     ]);
     assert!(crashed.is_err());
     let before = committed_messages(&cfg, &cfg.topics.alerts);
     assert!(before.len() >= 5, "the first run sent alerts past what every sink held: {before:?}");
-    let day = with(vec![Box::new(AlertsEpochSink::new(&cfg).unwrap())]).unwrap();
+    let day = with(vec![Box::new(AlertsEpochSink::new(&cfg))]).unwrap();
     assert_eq!(day.restored_from, 0, "no checkpoint: every logged epoch re-formed");
-    let mut sent = committed_messages(&cfg, &cfg.topics.alerts);
-    let mut fired: Vec<(String, u64)> = day.state.alerts.versioned().iter().map(|a| (a.row.id(), a.version)).collect();
-    sent.sort();
-    fired.sort();
-    assert_eq!(sent, fired, "each alert of the day once");
+    let fired: Vec<(String, u64)> = day.state.alerts.versioned().iter().map(|a| (a.row.id(), a.version)).collect();
+    same_multiset(committed_messages(&cfg, &cfg.topics.alerts), fired, "each alert of the day once");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1861,36 +1866,17 @@ fn a_replay_after_a_crash_sends_no_alert_again() {
 /// poison message of the day once (until 2026-11-28 they were all sent again: at least once).
 #[test]
 fn a_replay_after_a_crash_sends_no_dead_letter_again() {
-    let cfg = kafka_config("dlq-replay");
-    let gen = GenerateConfig { fills: 2_000, quotes: 4_000, seed: 29, ..GenerateConfig::default() };
-    let lines = generate(&gen).unwrap();
-    create_topics(&cfg).unwrap();
-    publish_lines(&cfg, lines.iter().map(String::as_str)).unwrap();
-    let dir = temp("dlq-replay");
-    let run = day_run(&dir);
-    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| {
-        kafka::run(
-            &cfg,
-            &run,
-            &engine_config(300),
-            &Metrics::default(),
-            &Arc::new(Health::default()),
-            sinks,
-            &AtomicBool::new(false),
-        )
-    };
+    let (cfg, _, dir, run) = published_day("dlq-replay", 29);
+    let with = |sinks: Vec<Box<dyn EpochSink + Send>>| try_run(&cfg, &run, &engine_config(300), sinks);
     let crashed = with(vec![Box::new(SlowlyFailingSink { fail_after: 1, delay: Duration::from_secs(4) })]);
     assert!(crashed.is_err());
     let before = committed_with(&cfg, &cfg.topics.dead_letters, "harbour.epoch");
     assert!(before.len() >= 5, "the first run sent dead letters past what every sink held: {before:?}");
     let day = with(vec![Box::new(ParquetEpochSink::new(ParquetSink::new(&run.out_dir)))]).unwrap();
     assert_eq!(day.restored_from, 0, "no checkpoint: every logged epoch re-formed");
-    let mut sent: Vec<String> =
+    let sent: Vec<String> =
         committed_with(&cfg, &cfg.topics.dead_letters, "harbour.epoch").into_iter().map(|(k, _)| k).collect();
-    let mut refused: Vec<String> =
-        day.state.dead_letters.iter().map(|d| format!("{}/{}", d.source, d.position)).collect();
-    sent.sort();
-    refused.sort();
-    assert_eq!(sent, refused, "each dead letter of the day once");
+    let refused: Vec<String> = day.state.dead_letters.iter().map(|d| format!("{}/{}", d.source, d.position)).collect();
+    same_multiset(sent, refused, "each dead letter of the day once");
     let _ = std::fs::remove_dir_all(dir);
 }

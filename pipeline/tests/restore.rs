@@ -166,22 +166,32 @@ fn restored_engine_fires_the_same_alerts_once() {
     }
 }
 
+/// A fresh folder `name-<pid>` holding a limits file far from the generated day's figures, and
+/// the day's risk settings with those limits, the file watched at every seal.
+fn watched_limits(
+    name: &str,
+    gen: &GenerateConfig,
+) -> (std::path::PathBuf, std::path::PathBuf, harbour::engine::EngineConfig) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("limits.toml");
+    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000000000\" }\n").unwrap();
+    let mut cfg = engine_config(500);
+    cfg.graph.risk = risk_config(gen);
+    cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
+    cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
+    (dir, file, cfg)
+}
+
 /// The limits file is re-read while the engine runs: limits tightened mid-day start breaches from
 /// the next epoch on; a bad file is refused and the limits in force stay.
 #[test]
 fn limits_reloaded_mid_run_apply_from_the_next_epoch() {
     let gen = GenerateConfig { fills: 3_000, quotes: 6_000, seed: 12, ..GenerateConfig::default() };
     let lines = generate(&gen).unwrap();
-    let dir = std::env::temp_dir().join(format!("harbour-limits-reload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("limits.toml");
-    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000000000\" }\n").unwrap();
+    let (dir, file, cfg) = watched_limits("harbour-limits-reload", &gen);
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut cfg = engine_config(500);
-    cfg.graph.risk = risk_config(&gen);
-    cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
-    cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
     let mut engine = Engine::new(&cfg, &metrics, health);
     let half = lines.len() / 2;
     feed_all(&mut engine, lines.iter().enumerate().take(half), 500);
@@ -423,16 +433,8 @@ fn a_restore_sends_its_rebuilt_risk_rows_again() {
 fn an_epoch_without_lines_keeps_its_time_across_a_restore() {
     let gen = GenerateConfig { fills: 1_000, quotes: 2_000, seed: 5, ..GenerateConfig::default() };
     let lines = generate(&gen).unwrap();
-    let dir = std::env::temp_dir().join(format!("harbour-empty-epoch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("limits.toml");
-    std::fs::write(&file, "[account_default]\ngross = { soft = \"1000000000\" }\n").unwrap();
+    let (dir, file, cfg) = watched_limits("harbour-empty-epoch", &gen);
     let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
-    let mut cfg = engine_config(500);
-    cfg.graph.risk = risk_config(&gen);
-    cfg.graph.risk.limits = harbour::risk::read_limits(&file).unwrap();
-    cfg.limits_watch = Some((file.clone(), std::time::Duration::ZERO));
     let mut engine = Engine::new(&cfg, &metrics, health.clone());
     let first = 1_000;
     for (i, l) in lines.iter().enumerate().take(first) {

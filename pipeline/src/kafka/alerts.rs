@@ -11,7 +11,7 @@
 
 use harbour_dataflows::risk::book::AlertRow;
 use harbour_sinks::tables::{json_pairs, Changes};
-use harbour_sources::kafka::{newest_header, KafkaConfig, KafkaError, OutRecord, TransactionalProducer, RUN_HEADER};
+use harbour_sources::kafka::{KafkaConfig, OutRecord, TransactionalProducer};
 
 use super::EpochSink;
 use crate::engine::OutputState;
@@ -37,33 +37,16 @@ pub fn alert_json(a: &AlertRow, version: u64) -> String {
 }
 
 /// Writes `changes.alerts` to the alerts topic, a transaction per batch.
-pub struct AlertsEpochSink {
-    /// Started when the run begins with the sink (after the lease is held): starting it fences
-    /// every other producer with the id, so a standby must not start one while it stands by.
-    producer: Option<TransactionalProducer>,
-    config: KafkaConfig,
-    /// The state folder's run identity, on every message ([`RUN_HEADER`]).
-    run: Option<String>,
-}
+pub struct AlertsEpochSink(TransactionalProducer);
 
 /// The header carrying an alert's version.
 pub const VERSION_HEADER: &str = "harbour.version";
 
 impl AlertsEpochSink {
     /// A sink for `config.topics.alerts`; its transactional producer starts with the run.
-    pub fn new(config: &KafkaConfig) -> Result<AlertsEpochSink, KafkaError> {
-        Ok(AlertsEpochSink { producer: None, config: config.clone(), run: None })
-    }
-
-    /// The producer, started on first use (which aborts a batch a crashed holder left open).
-    fn producer(&mut self) -> Result<&mut TransactionalProducer, String> {
-        if self.producer.is_none() {
-            let id = format!("{}.alerts", self.config.group_id);
-            let p =
-                TransactionalProducer::new(&self.config, &self.config.topics.alerts, &id).map_err(|e| e.to_string())?;
-            self.producer = Some(p);
-        }
-        Ok(self.producer.as_mut().expect("started above"))
+    pub fn new(config: &KafkaConfig) -> AlertsEpochSink {
+        let id = format!("{}.alerts", config.group_id);
+        AlertsEpochSink(TransactionalProducer::new(config, &config.topics.alerts, &id))
     }
 }
 
@@ -79,43 +62,20 @@ impl EpochSink for AlertsEpochSink {
             .map(|c| OutRecord {
                 key: c.row.id(),
                 payload: alert_json(&c.row, c.version).into_bytes(),
-                headers: [(VERSION_HEADER, c.version.to_string())]
-                    .into_iter()
-                    .chain(self.run.iter().map(|r| (RUN_HEADER, r.clone())))
-                    .collect(),
+                headers: vec![(VERSION_HEADER, c.version.to_string())],
             })
             .collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.producer()?.send_batch(&batch).map_err(|e| e.to_string())
+        self.0.send_batch(&batch).map_err(|e| e.to_string())
+    }
+
+    fn set_run(&mut self, run: &str) {
+        self.0.set_run(run);
     }
 
     /// The topic's newest version: the epochs through it are held (their alerts were committed
-    /// whole, in order), so the run hands this sink only those after it. A version past every
-    /// epoch this state folder sealed is another run's: then every epoch after `held` is sent.
-    fn set_run(&mut self, run: &str) {
-        self.run = Some(run.to_string());
-    }
-
+    /// whole, in order), so the run hands this sink only those after it.
     fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, logged: u64) -> Result<u64, String> {
-        // First the producer: it aborts a batch the previous holder left open.
-        self.producer()?;
-        let topic = &self.config.topics.alerts;
-        match newest_header(&self.config, topic, VERSION_HEADER, self.run.as_deref()).map_err(|e| e.to_string())? {
-            Some(v) if v > logged => {
-                tracing::warn!(
-                    topic = %topic,
-                    newest = v,
-                    logged,
-                    "the alerts topic holds versions past this state folder's (another run's): alerts of re-formed \
-                     epochs may be sent again"
-                );
-                Ok(held)
-            }
-            Some(v) => Ok(held.max(v)),
-            None => Ok(held),
-        }
+        self.0.held_through(VERSION_HEADER, held, logged).map_err(|e| e.to_string())
     }
 
     fn reads_state(&self) -> bool {

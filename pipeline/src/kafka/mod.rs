@@ -1326,25 +1326,11 @@ pub fn run(
         .collect::<Result<_, KafkaRunError>>()?;
     // The dead-letter topic's progress: its producer starts here (aborting a batch the previous
     // holder left open), then its newest epoch is read.
-    let mut dlq = DeadLetterProducer::new(kafka, "dead-letters")?;
+    let mut dlq = DeadLetterProducer::new(kafka, "dead-letters");
     dlq.set_run(&run_id);
     let read = Instant::now();
-    let newest = dlq.newest_epoch()?;
-    tracing::info!(?newest, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");
-    let dead_letters_held = match newest {
-        Some(e) if e > last_logged.max(committed) => {
-            tracing::warn!(
-                topic = %kafka.topics.dead_letters,
-                newest = e,
-                logged = last_logged,
-                "the dead-letter topic holds epochs past this state folder's (another run's): dead letters of \
-                 re-formed epochs may be sent again"
-            );
-            committed
-        }
-        Some(e) => e.max(committed),
-        None => committed,
-    };
+    let dead_letters_held = dlq.held_through(committed, last_logged.max(committed))?;
+    tracing::info!(held = dead_letters_held, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");
     let mut l = Loop {
         lease,
         engine,

@@ -26,7 +26,7 @@ pub use producer::{
     create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, EPOCH_HEADER,
     MAX_DEAD_LETTER_PAYLOAD,
 };
-pub use transactional::{newest_header, OutRecord, TransactionalProducer, RUN_HEADER};
+pub use transactional::{OutRecord, TransactionalProducer, RUN_HEADER};
 
 /// Errors talking to Kafka.
 #[derive(Debug, thiserror::Error)]

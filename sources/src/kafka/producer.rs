@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 use serde::Deserialize;
 
 use super::consumer::Partition;
-use super::transactional::{newest_header, OutRecord, TransactionalProducer, RUN_HEADER};
+use super::transactional::{OutRecord, TransactionalProducer};
 use super::{KafkaConfig, KafkaError};
 
 /// Counts failed deliveries (checked at each flush).
@@ -233,69 +233,56 @@ pub const EPOCH_HEADER: &str = "harbour.epoch";
 /// `topic/partition/offset`. Messages are kept until [`DeadLetterProducer::flush`], which sends
 /// them in one Kafka transaction (`transactional.id` `<kafka.group_id>.<name>`: a producer of its
 /// own per writer, `dead-letters` for the pipeline) holding whole epochs:
-/// [`DeadLetterProducer::newest_epoch`] then tells a restart which epochs' dead letters the topic
+/// [`DeadLetterProducer::held_through`] then tells a restart which epochs' dead letters the topic
 /// holds, so that they are not sent again (exactly once for `read_committed` consumers). A
 /// [plain](DeadLetterProducer::plain) one (the OMD-C bridge's, which has no epochs) sends each at
 /// once, outside transactions.
 pub struct DeadLetterProducer {
-    config: KafkaConfig,
-    transactional_id: String,
-    /// Started on first use (after the lease is held: starting fences other producers with the
-    /// id, and aborts a batch a crashed holder left open).
-    producer: Option<TransactionalProducer>,
-    /// The plain producer, when not transactional.
-    plain: Option<(BaseProducer<Counted>, Counted)>,
-    /// The writing state folder's run identity ([`RUN_HEADER`]).
-    run: Option<String>,
+    topic: String,
+    sender: Sender,
     batch: Vec<OutRecord>,
     bytes: usize,
     since: Option<std::time::Instant>,
 }
 
+enum Sender {
+    Transactional(Box<TransactionalProducer>),
+    Plain(BaseProducer<Counted>, Counted),
+}
+
 impl DeadLetterProducer {
     /// A producer for `config.topics.dead_letters` named `name` (its transactional id is
     /// `<kafka.group_id>.<name>`; connects on first use).
-    pub fn new(config: &KafkaConfig, name: &str) -> Result<DeadLetterProducer, KafkaError> {
-        Ok(DeadLetterProducer {
-            config: config.clone(),
-            transactional_id: format!("{}.{name}", config.group_id),
-            producer: None,
-            plain: None,
-            run: None,
-            batch: Vec::new(),
-            bytes: 0,
-            since: None,
-        })
+    pub fn new(config: &KafkaConfig, name: &str) -> DeadLetterProducer {
+        let topic = config.topics.dead_letters.clone();
+        let id = format!("{}.{name}", config.group_id);
+        let sender = Sender::Transactional(Box::new(TransactionalProducer::new(config, &topic, &id)));
+        DeadLetterProducer { topic, sender, batch: Vec::new(), bytes: 0, since: None }
     }
 
     /// A producer for `config.topics.dead_letters` that sends each dead letter at once, outside
     /// transactions (at least once; [`DeadLetterProducer::flush`] waits for the broker).
     pub fn plain(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
-        let mut p = DeadLetterProducer::new(config, "")?;
-        p.plain = Some(producer(config)?);
-        Ok(p)
+        let (p, d) = producer(config)?;
+        let topic = config.topics.dead_letters.clone();
+        Ok(DeadLetterProducer { topic, sender: Sender::Plain(p, d), batch: Vec::new(), bytes: 0, since: None })
     }
 
-    fn producer(&mut self) -> Result<&mut TransactionalProducer, KafkaError> {
-        if self.producer.is_none() {
-            let (c, id) = (&self.config, &self.transactional_id);
-            self.producer = Some(TransactionalProducer::new(c, &c.topics.dead_letters, id)?);
-        }
-        Ok(self.producer.as_mut().expect("started above"))
-    }
-
-    /// Dead letters from now on carry `run` ([`RUN_HEADER`]), and
-    /// [`DeadLetterProducer::newest_epoch`] reads that run's alone.
+    /// Dead letters from now on carry `run` ([`RUN_HEADER`](super::RUN_HEADER)), and
+    /// [`DeadLetterProducer::held_through`] reads that run's alone.
     pub fn set_run(&mut self, run: &str) {
-        self.run = Some(run.to_string());
+        if let Sender::Transactional(p) = &mut self.sender {
+            p.set_run(run);
+        }
     }
 
-    /// The newest epoch whose dead letters the topic holds (`None`: no dead letter with an
-    /// epoch), of this producer's run when it has one. Starts the producer first, which aborts a
-    /// batch a crashed holder left open.
-    pub fn newest_epoch(&mut self) -> Result<Option<u64>, KafkaError> {
-        self.producer()?;
-        newest_header(&self.config, &self.config.topics.dead_letters, EPOCH_HEADER, self.run.as_deref())
+    /// The newest epoch whose dead letters the topic holds, at least `held`
+    /// ([`TransactionalProducer::held_through`]; `held` for a plain producer).
+    pub fn held_through(&mut self, held: u64, logged: u64) -> Result<u64, KafkaError> {
+        match &mut self.sender {
+            Sender::Transactional(p) => p.held_through(EPOCH_HEADER, held, logged),
+            Sender::Plain(..) => Ok(held),
+        }
     }
 
     /// Keeps one poison message of `epoch` (if any: the `harbour.epoch` header) for the next flush. A payload over
@@ -321,9 +308,6 @@ impl DeadLetterProducer {
         if let Some(e) = epoch {
             headers.push((EPOCH_HEADER, e.to_string()));
         }
-        if let Some(r) = &self.run {
-            headers.push((RUN_HEADER, r.clone()));
-        }
         if truncated {
             headers.extend([
                 ("harbour.truncated", "true".to_string()),
@@ -331,12 +315,12 @@ impl DeadLetterProducer {
             ]);
         }
         let key = format!("{}/{}", m.partition, m.offset);
-        if let Some((p, _)) = &self.plain {
+        if let Sender::Plain(p, _) = &self.sender {
             let mut h = OwnedHeaders::new();
             for (k, v) in &headers {
                 h = h.insert(Header { key: k, value: Some(v.as_str()) });
             }
-            send(p, BaseRecord::to(&self.config.topics.dead_letters).key(key.as_bytes()).payload(payload).headers(h))?;
+            send(p, BaseRecord::to(&self.topic).key(key.as_bytes()).payload(payload).headers(h))?;
             p.poll(Duration::ZERO);
             return Ok(());
         }
@@ -354,15 +338,14 @@ impl DeadLetterProducer {
     /// Sends the kept dead letters in one transaction and returns once it is committed: the
     /// dead-letter topic is then durable for the epochs kept so far (call between epochs).
     pub fn flush(&mut self) -> Result<(), KafkaError> {
-        if let Some((p, d)) = &self.plain {
-            return flush(p, d);
+        match &mut self.sender {
+            Sender::Plain(p, d) => flush(p, d),
+            Sender::Transactional(p) => {
+                p.send_batch(&self.batch)?;
+                self.batch.clear();
+                (self.bytes, self.since) = (0, None);
+                Ok(())
+            }
         }
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.producer()?.send_batch(&batch)?;
-        (self.bytes, self.since) = (0, None);
-        Ok(())
     }
 }

@@ -40,20 +40,61 @@ pub struct OutRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// Writes batches of records to one topic, each batch in one transaction.
+/// Writes batches of records to one topic, each batch in one transaction, every record marked
+/// with the writing state folder's run ([`RUN_HEADER`]) once it has one.
 pub struct TransactionalProducer {
-    producer: BaseProducer<Counted>,
-    deliveries: Counted,
+    config: KafkaConfig,
     topic: String,
+    transactional_id: String,
+    run: Option<String>,
+    /// Started on first use: starting fences every earlier producer with the id (a process that
+    /// lost its lease, a zombie) and aborts its open transaction, so a standby must not start one
+    /// while it stands by.
+    started: Option<(BaseProducer<Counted>, Counted)>,
 }
 
 impl TransactionalProducer {
-    /// A producer for `topic` with `transactional_id`. Initialising fences any earlier producer
-    /// with the same id (a process that lost its lease, a zombie) and aborts its open transaction.
-    pub fn new(config: &KafkaConfig, topic: &str, transactional_id: &str) -> Result<TransactionalProducer, KafkaError> {
-        let (producer, deliveries) = producer_with(config, &[("transactional.id", transactional_id)])?;
-        producer.init_transactions(TXN_TIMEOUT).map_err(KafkaError::client)?;
-        Ok(TransactionalProducer { producer, deliveries, topic: topic.to_string() })
+    /// A producer for `topic` with `transactional_id`; it connects on first use.
+    pub fn new(config: &KafkaConfig, topic: &str, transactional_id: &str) -> TransactionalProducer {
+        TransactionalProducer {
+            config: config.clone(),
+            topic: topic.to_string(),
+            transactional_id: transactional_id.to_string(),
+            run: None,
+            started: None,
+        }
+    }
+
+    /// Records from now on carry `run`, and [`TransactionalProducer::held_through`] reads that
+    /// run's alone.
+    pub fn set_run(&mut self, run: &str) {
+        self.run = Some(run.to_string());
+    }
+
+    fn start(&mut self) -> Result<&BaseProducer<Counted>, KafkaError> {
+        if self.started.is_none() {
+            let (p, d) = producer_with(&self.config, &[("transactional.id", &self.transactional_id)])?;
+            p.init_transactions(TXN_TIMEOUT).map_err(KafkaError::client)?;
+            self.started = Some((p, d));
+        }
+        Ok(&self.started.as_ref().expect("started above").0)
+    }
+
+    /// The newest epoch the topic holds whole, by the numeric `header` of this run's committed
+    /// records, and at least `held`. Starts the producer first (aborting a batch a crashed holder
+    /// left open). A value past `logged`, the newest epoch the state folder sealed, is not this
+    /// folder's: then `held`, with a warning (what follows may be sent again).
+    pub fn held_through(&mut self, header: &str, held: u64, logged: u64) -> Result<u64, KafkaError> {
+        self.start()?;
+        match newest_header(&self.config, &self.topic, header, self.run.as_deref())? {
+            Some(v) if v > logged => {
+                tracing::warn!(topic = %self.topic, newest = v, logged,
+                    "the topic holds epochs past this state folder's: those re-formed may be sent again");
+                Ok(held)
+            }
+            Some(v) => Ok(held.max(v)),
+            None => Ok(held),
+        }
     }
 
     /// Sends `records` in one transaction and returns once it is committed. A transaction the
@@ -62,39 +103,44 @@ impl TransactionalProducer {
         if records.is_empty() {
             return Ok(());
         }
+        self.start()?;
         let mut attempt = 1;
         loop {
             match self.try_batch(records) {
                 Ok(()) => return Ok(()),
                 Err(RdError::Transaction(e)) if e.txn_requires_abort() && attempt < ATTEMPTS => {
                     tracing::warn!(topic = %self.topic, error = %e, attempt, "transaction aborted; sending the batch again");
-                    self.producer.abort_transaction(TXN_TIMEOUT).map_err(KafkaError::client)?;
+                    self.start()?.abort_transaction(TXN_TIMEOUT).map_err(KafkaError::client)?;
                     attempt += 1;
                 }
                 Err(e) => {
                     // (Best effort: a fatal error leaves nothing to abort.)
-                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                    let _ = self.start()?.abort_transaction(TXN_TIMEOUT);
                     return Err(KafkaError::client(e));
                 }
             }
         }
     }
 
-    fn try_batch(&mut self, records: &[OutRecord]) -> Result<(), RdError> {
-        self.producer.begin_transaction()?;
+    fn try_batch(&self, records: &[OutRecord]) -> Result<(), RdError> {
+        let (producer, deliveries) = self.started.as_ref().expect("started before a batch");
+        producer.begin_transaction()?;
         for r in records {
             let mut h = OwnedHeaders::new();
             for (k, v) in &r.headers {
                 h = h.insert(Header { key: k, value: Some(v.as_str()) });
             }
+            if let Some(run) = &self.run {
+                h = h.insert(Header { key: RUN_HEADER, value: Some(run.as_str()) });
+            }
             send_queued(
-                &self.producer,
+                producer,
                 BaseRecord::to(&self.topic).key(r.key.as_bytes()).payload(&r.payload[..]).headers(h),
             )?;
         }
         // Commits once every record is acknowledged (a record that could not be delivered fails it).
-        self.producer.commit_transaction(TXN_TIMEOUT)?;
-        self.deliveries.take_failed();
+        producer.commit_transaction(TXN_TIMEOUT)?;
+        deliveries.take_failed();
         Ok(())
     }
 }
@@ -114,7 +160,7 @@ const SCAN_TIME: Duration = Duration::from_secs(30);
 /// its own, outside any group. What it cannot read in [`SCAN_TIME`] counts for nothing: the
 /// answer may be lower than the truth, never higher (a sink skipping through it then sends some
 /// again rather than losing any).
-pub fn newest_header(
+fn newest_header(
     config: &KafkaConfig,
     topic: &str,
     header: &str,
