@@ -1461,7 +1461,9 @@ fn a_missing_input_topic_stops_the_run_and_is_not_created() {
             .arg("--state")
             .arg(dir.join("state")),
     );
-    assert!(wait_at_most(run, Duration::from_secs(60), "a run on empty topics").success());
+    // (180 s: on a fresh broker the first transactional producer waits for the broker to create
+    // its transaction log, 50 partitions, which took over a minute in a clean-clone CI run.)
+    assert!(wait_at_most(run, Duration::from_secs(180), "a run on empty topics").success());
     let _ = std::fs::remove_dir_all(dir);
 }
 
