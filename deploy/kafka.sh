@@ -60,6 +60,10 @@ log.dirs=$dir/data
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+# small internal topics (50 partitions each by default): a fresh test broker creates them in
+# moments, and the first transactional producer or group commit does not wait for them
+transaction.state.log.num.partitions=4
+offsets.topic.num.partitions=8
 group.initial.rebalance.delay.ms=0
 num.partitions=4
 auto.create.topics.enable=true
