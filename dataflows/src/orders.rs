@@ -9,6 +9,15 @@ use crate::operators::LatestFold;
 #[derive(Clone, Debug, Default)]
 pub struct OrderFold;
 
+impl OrderFold {
+    /// Whether `value` replaces the state `held`: the greatest `(ts, status, source_seq)`, ties
+    /// broken by the whole value (so the result does not depend on the order of arrival).
+    pub fn supersedes(value: &Order, held: Option<&Order>) -> bool {
+        let rank = |o: &Order| (o.ts, o.status, o.source_seq);
+        held.is_none_or(|held| rank(value).cmp(&rank(held)).then_with(|| value.cmp(held)).is_gt())
+    }
+}
+
 impl LatestFold for OrderFold {
     type Key = OrderId;
     type Value = Order;
@@ -16,8 +25,7 @@ impl LatestFold for OrderFold {
     type Output = Order;
 
     fn fold(&self, state: &mut Option<Order>, value: Order) {
-        let rank = |o: &Order| (o.ts, o.status, o.source_seq);
-        if state.as_ref().is_none_or(|held| rank(&value).cmp(&rank(held)).then_with(|| value.cmp(held)).is_gt()) {
+        if OrderFold::supersedes(&value, state.as_ref()) {
             *state = Some(value);
         }
     }

@@ -15,11 +15,16 @@
 //! holds (the "stale row wins under FINAL" fault).
 //!
 //! Files are written to a temporary name, fsynced and renamed, and the folder fsynced: a crash
-//! leaves either the old or the new file, never half of one.
+//! leaves either the old or the new file, never half of one. A checkpoint can be serialized and
+//! written on a thread of its own ([`CheckpointStore::save_in_background`]: a day's state takes
+//! the better part of a second), the log trimmed once it is in place
+//! ([`CheckpointStore::finish_save`]); until then the old checkpoint and the whole log stand.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use harbour_sources::kafka::{Offsets, Partition};
 use serde::{Deserialize, Serialize};
@@ -129,8 +134,33 @@ pub struct CheckpointStore {
     dir: PathBuf,
     log: Option<File>,
     unsynced: bool,
+    /// A checkpoint being written on its own thread: its epoch and the thread (its bytes and
+    /// how long it took, or the error). Joined before the store (and its lock) goes.
+    saving: Option<(u64, JoinHandle<Written>)>,
     /// The open `lock` file holding an exclusive lock while this store writes (`None`: a reader).
     _lock: Option<File>,
+}
+
+impl Drop for CheckpointStore {
+    fn drop(&mut self) {
+        // The folder stays locked while a checkpoint is written into it (a standby taking it
+        // over must not see a checkpoint land behind its back). Its result no longer matters:
+        // the file is whole or absent.
+        if let Some((_, thread)) = self.saving.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A checkpoint written: its size and the time taken.
+type Written = Result<(usize, Duration), CheckpointError>;
+
+/// A checkpoint, whole (its lists in key order), as `dir/checkpoint.bin`: its size.
+fn write_checkpoint(dir: &Path, c: &mut Checkpoint) -> Result<usize, CheckpointError> {
+    c.engine.normalize();
+    let bytes = rmp_serde::to_vec(c).expect("checkpoints serialize");
+    write_atomic(dir, "checkpoint.bin", &bytes)?;
+    Ok(bytes.len())
 }
 
 /// Syncs a folder (the names of files created or renamed in it outlive a power loss).
@@ -181,12 +211,12 @@ impl CheckpointStore {
                 tracing::warn!(path = %log.display(), cut = bytes.len() - keep, "cut a torn epoch-log line");
             }
         }
-        Ok(CheckpointStore { dir, log: None, unsynced: false, _lock: Some(lock) })
+        Ok(CheckpointStore { dir, log: None, unsynced: false, saving: None, _lock: Some(lock) })
     }
 
     /// Opens the folder to read it (no lock taken, nothing changed), e.g. while a run writes it.
     pub fn reader(dir: impl Into<PathBuf>) -> CheckpointStore {
-        CheckpointStore { dir: dir.into(), log: None, unsynced: false, _lock: None }
+        CheckpointStore { dir: dir.into(), log: None, unsynced: false, saving: None, _lock: None }
     }
 
     /// The folder.
@@ -308,21 +338,64 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// Writes a checkpoint atomically, then drops the log lines it covers.
-    pub fn save(&mut self, c: &Checkpoint) -> Result<usize, CheckpointError> {
-        let bytes = rmp_serde::to_vec(c).expect("checkpoints serialize");
-        write_atomic(&self.dir, "checkpoint.bin", &bytes)?;
-        // Keep the epochs after the checkpoint; rewrite the log atomically.
+    /// Writes a checkpoint atomically, then drops the log lines it covers (after any checkpoint
+    /// still being written in the background).
+    pub fn save(&mut self, mut c: Checkpoint) -> Result<usize, CheckpointError> {
+        self.finish_save(true)?;
+        let bytes = write_checkpoint(&self.dir, &mut c)?;
+        self.trim(c.epoch)?;
+        Ok(bytes)
+    }
+
+    /// Starts writing a checkpoint on a thread of its own (after any still being written);
+    /// [`CheckpointStore::finish_save`] trims the log once it is in place. Until then a restart
+    /// finds the previous checkpoint and every epoch logged since.
+    pub fn save_in_background(&mut self, mut c: Checkpoint) -> Result<(), CheckpointError> {
+        self.finish_save(true)?;
+        let (dir, epoch) = (self.dir.clone(), c.epoch);
+        let thread = std::thread::Builder::new()
+            .name("harbour-checkpoint".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let bytes = write_checkpoint(&dir, &mut c)?;
+                // Its memory is given back here too, not on the caller's thread.
+                drop(c);
+                Ok((bytes, started.elapsed()))
+            })
+            .map_err(io(&self.dir))?;
+        self.saving = Some((epoch, thread));
+        Ok(())
+    }
+
+    /// The epoch of the checkpoint being written in the background, if one is.
+    pub fn saving(&self) -> Option<u64> {
+        self.saving.as_ref().map(|(e, _)| *e)
+    }
+
+    /// Once the background checkpoint is written (at once when `wait`, else only if it is done):
+    /// trims the log to the epochs after it; its epoch, size and time taken.
+    pub fn finish_save(&mut self, wait: bool) -> Result<Option<(u64, usize, Duration)>, CheckpointError> {
+        match &self.saving {
+            Some((_, thread)) if wait || thread.is_finished() => {}
+            _ => return Ok(None),
+        }
+        let (epoch, thread) = self.saving.take().expect("a checkpoint being written");
+        let (bytes, took) = thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        self.trim(epoch)?;
+        Ok(Some((epoch, bytes, took)))
+    }
+
+    /// Keeps the epochs after `epoch` (a checkpoint in place): rewrites the log atomically.
+    fn trim(&mut self, epoch: u64) -> Result<(), CheckpointError> {
         self.sync()?;
-        let keep = self.epochs_after(c.epoch)?;
+        let keep = self.epochs_after(epoch)?;
         let mut text = String::new();
         for r in &keep {
             text.push_str(&serde_json::to_string(r).expect("epoch records serialize"));
             text.push('\n');
         }
         self.log = None;
-        write_atomic(&self.dir, "epochs.log", text.as_bytes())?;
-        Ok(bytes.len())
+        write_atomic(&self.dir, "epochs.log", text.as_bytes())
     }
 
     /// A checkpoint of `engine` at `epoch` with `offsets`.
@@ -374,7 +447,7 @@ mod tests {
         let mut s = CheckpointStore::open(&dir).unwrap();
         assert!(fs::read(dir.join("epochs.log")).unwrap().ends_with(b"\n"), "reopening cuts the torn line");
         let snap = EngineSnapshot { lines: 29, ..EngineSnapshot::default() };
-        s.save(&CheckpointStore::checkpoint(20, &offsets(2), &Offsets::new(), snap.clone())).unwrap();
+        s.save(CheckpointStore::checkpoint(20, &offsets(2), &Offsets::new(), snap.clone())).unwrap();
         let c = s.load().unwrap().unwrap();
         assert_eq!((c.epoch, c.engine, c.offsets.to_offsets()), (20, snap, offsets(2)));
         let rest: Vec<u64> = s.epochs_after(c.epoch).unwrap().iter().map(|r| r.epoch).collect();
@@ -391,6 +464,51 @@ mod tests {
         // restart then re-sends from the checkpoint), never as an error.
         fs::write(dir.join("committed"), b"").unwrap();
         assert_eq!(s.committed().unwrap(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A checkpoint written on the store's thread: the log keeps every epoch (a restart from the
+    /// old checkpoint needs them) until it is finished, epochs logged meanwhile survive the trim,
+    /// and a store dropped while one is written leaves it whole, the folder locked until then.
+    #[test]
+    fn a_checkpoint_written_in_the_background_trims_the_log_only_once_in_place() {
+        let dir = temp();
+        let mut s = CheckpointStore::open(&dir).unwrap();
+        let record = |e: u64| EpochRecord {
+            epoch: e,
+            lines: e + 9,
+            ends: (&offsets(e as i64)).into(),
+            limits: None,
+            refused: None,
+        };
+        for e in [10, 20, 30] {
+            s.log_epoch(&record(e)).unwrap();
+        }
+        s.save(CheckpointStore::checkpoint(10, &offsets(1), &Offsets::new(), EngineSnapshot::default())).unwrap();
+        // Lists taken from hash maps are written in key order.
+        let mut snap = EngineSnapshot { lines: 29, ..EngineSnapshot::default() };
+        snap.validator.busted = vec!["E9".into(), "E1".into(), "E5".into()];
+        s.save_in_background(CheckpointStore::checkpoint(20, &offsets(2), &Offsets::new(), snap.clone())).unwrap();
+        snap.validator.busted.sort();
+        assert_eq!(s.saving(), Some(20));
+        s.log_epoch(&record(40)).unwrap();
+        s.sync().unwrap();
+        let logged = |s: &CheckpointStore| s.epochs_after(0).unwrap().iter().map(|r| r.epoch).collect::<Vec<_>>();
+        assert_eq!(logged(&s), vec![20, 30, 40], "nothing trimmed before the checkpoint is in place");
+        let (epoch, bytes, _) = s.finish_save(true).unwrap().expect("a checkpoint was being written");
+        assert_eq!((epoch, s.saving()), (20, None));
+        assert_eq!(bytes as u64, fs::metadata(dir.join("checkpoint.bin")).unwrap().len());
+        assert_eq!(logged(&s), vec![30, 40], "the epoch logged while it was written is kept");
+        assert_eq!(s.load().unwrap().unwrap().engine, snap);
+        assert!(s.finish_save(true).unwrap().is_none());
+        // Dropped while writing: the drop waits, and the checkpoint is whole afterwards.
+        let later = EngineSnapshot { lines: 49, ..EngineSnapshot::default() };
+        s.save_in_background(CheckpointStore::checkpoint(40, &offsets(4), &Offsets::new(), later.clone())).unwrap();
+        drop(s);
+        let s = CheckpointStore::open(&dir).unwrap();
+        let c = s.load().unwrap().unwrap();
+        assert_eq!((c.epoch, c.engine), (40, later));
+        drop(s);
         fs::remove_dir_all(dir).unwrap();
     }
 }

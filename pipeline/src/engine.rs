@@ -25,7 +25,6 @@ use harbour_dataflows::model::{
     ExecId, Fill, Instrument, MarketEvent, Order, OrderId, PositionKey, StatusSubject, Symbol, TradingStatus, Ts,
 };
 use harbour_dataflows::operators::FillPnl;
-use harbour_dataflows::operators::LatestFold;
 use harbour_dataflows::orders::OrderFold;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSeed, VolRow};
@@ -204,8 +203,8 @@ pub struct EngineSnapshot {
     pub validator: ValidatorState,
     /// Latest price fields per symbol.
     pub marks: Vec<(Symbol, MarkState)>,
-    /// Latest state per order.
-    pub orders: Vec<Order>,
+    /// Latest state per order (shared with the engine: serialized as the orders themselves).
+    pub orders: Vec<Arc<Order>>,
     /// Dead letters so far.
     pub dead_letters: Vec<DeadLetter>,
     /// Latest trading status per security and market.
@@ -232,6 +231,15 @@ pub struct EngineSnapshot {
     /// line after `lines`).
     #[serde(default)]
     pub time: u64,
+}
+
+impl EngineSnapshot {
+    /// Puts the lists taken from hash maps in key order, so that a state gives the same
+    /// checkpoint whatever its maps' order (done by the checkpoint store's thread, not the loop).
+    pub fn normalize(&mut self) {
+        self.validator.sort();
+        self.orders.sort_unstable_by(|a, b| a.order_id.cmp(&b.order_id));
+    }
 }
 
 /// The version of every row of every table, by key (what [`EngineSnapshot::versions`] keeps;
@@ -320,7 +328,8 @@ pub struct Engine<'m> {
     /// Symbols quoted since the last `take_changes`, with the epoch (version) of their latest
     /// quote (kept only while changes are tracked).
     quoted: Option<FxHashMap<Symbol, u64>>,
-    order_states: FxHashMap<OrderId, Option<Order>>,
+    /// Shared with checkpoints (a snapshot takes them by reference count).
+    order_states: FxHashMap<OrderId, Option<Arc<Order>>>,
     state: OutputState,
     dead_letters_taken: usize,
     /// Every message fed, while changes are tracked.
@@ -450,7 +459,10 @@ impl<'m> Engine<'m> {
                         }
                         Accepted::Status(st) => inputs.status.insert(st),
                         Accepted::Order(o) => {
-                            OrderFold.fold(self.order_states.entry(o.order_id.clone()).or_default(), o.clone());
+                            let held = self.order_states.entry(o.order_id.clone()).or_default();
+                            if OrderFold::supersedes(&o, held.as_deref()) {
+                                *held = Some(Arc::new(o.clone()));
+                            }
                             inputs.orders.insert(o)
                         }
                         Accepted::Instrument { previous, current } => {
@@ -515,8 +527,9 @@ impl<'m> Engine<'m> {
     pub fn snapshot(&self) -> EngineSnapshot {
         let mut marks: Vec<(Symbol, MarkState)> = self.mark_states.iter().map(|(k, v)| (*k, v.clone())).collect();
         marks.sort_unstable_by_key(|(k, _)| *k);
-        let mut orders: Vec<Order> = self.order_states.values().flatten().cloned().collect();
-        orders.sort_unstable_by(|a, b| a.order_id.cmp(&b.order_id));
+        // Taken by reference count and not sorted: the loop's thread takes snapshots while the
+        // store's thread sorts and writes them (`EngineSnapshot::normalize`).
+        let orders: Vec<Arc<Order>> = self.order_states.values().flatten().cloned().collect();
         EngineSnapshot {
             lines: self.stats.lines,
             accepted: self.stats.accepted,
@@ -587,10 +600,10 @@ impl<'m> Engine<'m> {
             }
         }
         for f in &snap.validator.live {
-            inputs.fills.insert(f.clone());
+            inputs.fills.insert(Fill::clone(f));
         }
         for o in &snap.orders {
-            inputs.orders.insert(o.clone());
+            inputs.orders.insert(Order::clone(o));
         }
         for s in &snap.risk {
             inputs.seeds.insert(s.clone());

@@ -24,7 +24,7 @@
 //! nothing back). Sinks that read the whole state would be written on the loop's thread; the
 //! built-in ones (ClickHouse, Redis, Parquet) run on threads of their own, handed a batch when
 //! free while the loop reads on. Checkpoints are snapshots of a sealed epoch, saved once every
-//! sink that writes changes holds it.
+//! sink that writes changes holds it, serialized and written on the checkpoint store's thread.
 //!
 //! Memory: librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB), messages held back
 //! during a replay (their partitions are paused), the Parquet sink's copy of the tables, and per
@@ -709,6 +709,8 @@ struct Loop<'a, 'm> {
     /// The last sealed epoch and its end offsets.
     sealed: (u64, Offsets),
     checkpointed: u64,
+    /// How long the loop took to snapshot the engine for the newest checkpoint.
+    snapshot_took: Duration,
     committed: u64,
     /// The newest epoch whose dead letters the dead-letter topic holds (at least `committed`):
     /// re-formed epochs through it send none again.
@@ -1131,26 +1133,38 @@ impl<'a, 'm> Loop<'a, 'm> {
         // Checkpoints: the engine's snapshot is taken while its state is the sealed epoch's, once
         // every sink was handed that epoch, and saved once every sink holds it (a restart never
         // restores past what the sinks hold). The loop does not wait for it.
+        // A checkpoint written since (or, at the end, the one being written) is in place.
+        self.saved(force)?;
         if let Some((e, _)) = &self.pending_checkpoint {
             if all >= *e {
-                let (e, c) = self.pending_checkpoint.take().expect("pending checkpoint");
-                self.save_checkpoint(e, &c)?;
+                let (_, c) = self.pending_checkpoint.take().expect("pending checkpoint");
+                self.save_checkpoint(c)?;
+                if force {
+                    // In place before the last epoch's own checkpoint below.
+                    self.saved(true)?;
+                }
             }
         }
         if checkpoint_due
             && !partial
             && self.pending_checkpoint.is_none()
+            && self.store.saving().is_none()
             && epoch > self.checkpointed
             && self.sinks.iter().filter(|s| !s.replaces_all).all(|s| s.handed >= epoch)
         {
             let passed = self.past_sealed();
+            let started = Instant::now();
             let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, &passed, self.engine.snapshot());
+            self.snapshot_took = started.elapsed();
             if all >= epoch {
-                self.save_checkpoint(epoch, &c)?;
+                self.save_checkpoint(c)?;
             } else {
                 self.pending_checkpoint = Some((epoch, c));
                 self.last_checkpoint = Instant::now();
             }
+        }
+        if force {
+            self.saved(true)?;
         }
         Ok(())
     }
@@ -1166,14 +1180,29 @@ impl<'a, 'm> Loop<'a, 'm> {
         Ok(())
     }
 
-    fn save_checkpoint(&mut self, epoch: u64, c: &crate::checkpoint::Checkpoint) -> Result<(), KafkaRunError> {
+    /// Starts writing a checkpoint on the store's thread (serializing a day's state would hold
+    /// the loop for the better part of a second); [`Loop::saved`] takes its end.
+    fn save_checkpoint(&mut self, c: crate::checkpoint::Checkpoint) -> Result<(), KafkaRunError> {
         self.still_active()?;
-        let started = Instant::now();
-        let bytes = self.store.save(c)?;
-        self.checkpointed = epoch;
+        self.store.save_in_background(c)?;
         self.last_checkpoint = Instant::now();
-        self.metrics.checkpoint_bytes.set(bytes as i64);
-        tracing::info!(epoch, bytes, ms = started.elapsed().as_millis() as u64, "checkpoint written");
+        Ok(())
+    }
+
+    /// The checkpoint being written, once it is in place (at once when `wait`): the log trimmed,
+    /// its epoch the one a restart starts from.
+    fn saved(&mut self, wait: bool) -> Result<(), KafkaRunError> {
+        if let Some((epoch, bytes, took)) = self.store.finish_save(wait)? {
+            self.checkpointed = epoch;
+            self.metrics.checkpoint_bytes.set(bytes as i64);
+            tracing::info!(
+                epoch,
+                bytes,
+                snapshot_ms = self.snapshot_took.as_millis() as u64,
+                write_ms = took.as_millis() as u64,
+                "checkpoint written (snapshot on the loop, write on the store's thread)"
+            );
+        }
         Ok(())
     }
 }
@@ -1350,6 +1379,7 @@ pub fn run(
         epoch_opened: Instant::now(),
         sealed: (restored_from, start.clone()),
         checkpointed: restored_from,
+        snapshot_took: Duration::ZERO,
         committed,
         dead_letters_held,
         waiting_since: Instant::now(),
