@@ -144,10 +144,12 @@ pub struct CheckpointStore {
 impl Drop for CheckpointStore {
     fn drop(&mut self) {
         // The folder stays locked while a checkpoint is written into it (a standby taking it
-        // over must not see a checkpoint land behind its back). Its result no longer matters:
-        // the file is whole or absent.
-        if let Some((_, thread)) = self.saving.take() {
-            let _ = thread.join();
+        // over must not see a checkpoint land behind its back). The file is whole or absent; a
+        // failure is only logged (the previous checkpoint and the whole log stand).
+        if let Some((epoch, thread)) = self.saving.take() {
+            if let Ok(Err(e)) = thread.join() {
+                tracing::warn!(epoch, error = %e, "a checkpoint being written when the store closed was not written");
+            }
         }
     }
 }

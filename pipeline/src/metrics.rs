@@ -150,6 +150,11 @@ pub struct Metrics {
     pub kafka_lease_held: Gauge,
     /// Size of the newest checkpoint.
     pub checkpoint_bytes: Gauge,
+    /// Seconds the run loop spent taking the newest checkpoint's engine snapshot (the loop's
+    /// whole part of a checkpoint: the store's thread writes it).
+    pub checkpoint_snapshot_seconds: Gauge<f64, AtomicU64>,
+    /// Seconds the store's thread took to sort, serialize and write the newest checkpoint.
+    pub checkpoint_write_seconds: Gauge<f64, AtomicU64>,
     /// Risk limit alerts fired (breaches and clears).
     pub risk_alerts: Counter,
     /// The desk's risk figures (HKD): gross, net, var_99, hist_var_99, es_99, drawdown, by `figure`.
@@ -220,6 +225,18 @@ impl Default for Metrics {
         );
         let checkpoint_bytes = Gauge::default();
         registry.register("harbour_checkpoint_bytes", "Size of the newest checkpoint", checkpoint_bytes.clone());
+        let checkpoint_snapshot_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "harbour_checkpoint_snapshot_seconds",
+            "Time the run loop spent taking the newest checkpoint's snapshot",
+            checkpoint_snapshot_seconds.clone(),
+        );
+        let checkpoint_write_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "harbour_checkpoint_write_seconds",
+            "Time the checkpoint store's thread took to write the newest checkpoint",
+            checkpoint_write_seconds.clone(),
+        );
         let desk_risk = Family::<FigureLabel, Gauge<f64, AtomicU64>>::default();
         registry.register("harbour_risk_desk", "The desk's risk figures in HKD, by figure", desk_risk.clone());
         let risk_alerts = Counter::default();
@@ -278,6 +295,8 @@ impl Default for Metrics {
             kafka_replayed_epochs,
             kafka_lease_held,
             checkpoint_bytes,
+            checkpoint_snapshot_seconds,
+            checkpoint_write_seconds,
             risk_alerts,
             desk_risk,
             limit_reloads,

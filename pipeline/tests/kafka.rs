@@ -141,6 +141,10 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
     assert!(store.epochs_after(checkpoint.epoch).unwrap().is_empty());
     let text = metrics.render();
     assert!(text.contains("harbour_kafka_consumer_lag{"), "{text}");
+    // The checkpoint's two parts: the loop's snapshot and the store thread's write.
+    let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert!(gauge("harbour_checkpoint_write_seconds").is_some_and(|s| s > 0.0), "{text}");
+    assert!(gauge("harbour_checkpoint_snapshot_seconds").is_some_and(|s| s > 0.0), "{text}");
     let mut replay_cfg = engine_config(10_000);
     replay_cfg.graph.risk = common::risk_config(&gen);
     let expected = file_replay_with(&lines, replay_cfg);

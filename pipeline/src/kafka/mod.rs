@@ -914,7 +914,9 @@ impl<'a, 'm> Loop<'a, 'm> {
                         epoch: r.epoch,
                         message: format!(
                             "re-formed with {refused} lines refused, logged with {} (were the input rules' \
-                             tables, `spreads` or `costs`, changed since it was first formed?)",
+                             tables, `spreads` or `costs`, changed since it was first formed, or Harbour upgraded \
+                             to rules that refuse lines they accepted without a clean stop first? \
+                             docs/operations.md, Upgrades)",
                             r.refused.unwrap_or_default()
                         ),
                     });
@@ -1016,7 +1018,10 @@ impl<'a, 'm> Loop<'a, 'm> {
         }
         let (epoch, _) = self.sealed.clone();
         let partial = self.in_epoch > 0;
-        let checkpoint_due = force || self.last_checkpoint.elapsed() >= self.run.checkpoint_every;
+        // (Not while the previous one is still being written: the sinks would be handed every
+        // epoch for it until it is in place.)
+        let checkpoint_due =
+            force || (self.store.saving().is_none() && self.last_checkpoint.elapsed() >= self.run.checkpoint_every);
         let deadline = force.then(|| Instant::now() + END_WAIT);
         // Epoch boundaries first: a sink must never hold rows of an epoch a replay could re-cut.
         let mut synced = false;
@@ -1194,7 +1199,12 @@ impl<'a, 'm> Loop<'a, 'm> {
     fn saved(&mut self, wait: bool) -> Result<(), KafkaRunError> {
         if let Some((epoch, bytes, took)) = self.store.finish_save(wait)? {
             self.checkpointed = epoch;
+            // The next one is due a whole interval after this one is in place (a write longer
+            // than the interval would otherwise be followed by the next snapshot at once).
+            self.last_checkpoint = Instant::now();
             self.metrics.checkpoint_bytes.set(bytes as i64);
+            self.metrics.checkpoint_snapshot_seconds.set(self.snapshot_took.as_secs_f64());
+            self.metrics.checkpoint_write_seconds.set(took.as_secs_f64());
             tracing::info!(
                 epoch,
                 bytes,
