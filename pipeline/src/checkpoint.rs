@@ -342,11 +342,9 @@ impl CheckpointStore {
 
     /// Writes a checkpoint atomically, then drops the log lines it covers (after any checkpoint
     /// still being written in the background).
-    pub fn save(&mut self, mut c: Checkpoint) -> Result<usize, CheckpointError> {
-        self.finish_save(true)?;
-        let bytes = write_checkpoint(&self.dir, &mut c)?;
-        self.trim(c.epoch)?;
-        Ok(bytes)
+    pub fn save(&mut self, c: Checkpoint) -> Result<usize, CheckpointError> {
+        self.save_in_background(c)?;
+        Ok(self.finish_save(true)?.expect("a checkpoint being written").1)
     }
 
     /// Starts writing a checkpoint on a thread of its own (after any still being written);

@@ -329,7 +329,7 @@ pub struct Engine<'m> {
     /// quote (kept only while changes are tracked).
     quoted: Option<FxHashMap<Symbol, u64>>,
     /// Shared with checkpoints (a snapshot takes them by reference count).
-    order_states: FxHashMap<OrderId, Option<Arc<Order>>>,
+    order_states: FxHashMap<OrderId, Arc<Order>>,
     state: OutputState,
     dead_letters_taken: usize,
     /// Every message fed, while changes are tracked.
@@ -459,9 +459,9 @@ impl<'m> Engine<'m> {
                         }
                         Accepted::Status(st) => inputs.status.insert(st),
                         Accepted::Order(o) => {
-                            let held = self.order_states.entry(o.order_id.clone()).or_default();
-                            if OrderFold::supersedes(&o, held.as_deref()) {
-                                *held = Some(Arc::new(o.clone()));
+                            let held = self.order_states.get(&o.order_id).map(Arc::as_ref);
+                            if OrderFold::supersedes(&o, held) {
+                                self.order_states.insert(o.order_id.clone(), Arc::new(o.clone()));
                             }
                             inputs.orders.insert(o)
                         }
@@ -529,7 +529,7 @@ impl<'m> Engine<'m> {
         marks.sort_unstable_by_key(|(k, _)| *k);
         // Taken by reference count and not sorted: the loop's thread takes snapshots while the
         // store's thread sorts and writes them (`EngineSnapshot::normalize`).
-        let orders: Vec<Arc<Order>> = self.order_states.values().flatten().cloned().collect();
+        let orders: Vec<Arc<Order>> = self.order_states.values().cloned().collect();
         EngineSnapshot {
             lines: self.stats.lines,
             accepted: self.stats.accepted,
@@ -621,7 +621,7 @@ impl<'m> Engine<'m> {
         self.restored_alerts = Some(snap.alerts.iter().map(|(a, _)| a.id()).collect());
         self.state.alerts.restore(snap.alerts);
         self.mark_states = snap.marks.into_iter().collect();
-        self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), Some(o))).collect();
+        self.order_states = snap.orders.into_iter().map(|o| (o.order_id.clone(), o)).collect();
         let costs_from = self.validator.costs_from();
         self.validator = Validator::restore(self.spreads.clone(), snap.validator).with_costs_from(costs_from);
         self.state.dead_letters = snap.dead_letters;

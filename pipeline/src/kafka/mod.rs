@@ -1143,11 +1143,8 @@ impl<'a, 'm> Loop<'a, 'm> {
         if let Some((e, _)) = &self.pending_checkpoint {
             if all >= *e {
                 let (_, c) = self.pending_checkpoint.take().expect("pending checkpoint");
-                self.save_checkpoint(c)?;
-                if force {
-                    // In place before the last epoch's own checkpoint below.
-                    self.saved(true)?;
-                }
+                // (At the end: in place before the last epoch's own checkpoint below.)
+                self.save_checkpoint(c, force)?;
             }
         }
         if checkpoint_due
@@ -1162,14 +1159,11 @@ impl<'a, 'm> Loop<'a, 'm> {
             let c = CheckpointStore::checkpoint(epoch, &self.sealed.1, &passed, self.engine.snapshot());
             self.snapshot_took = started.elapsed();
             if all >= epoch {
-                self.save_checkpoint(c)?;
+                self.save_checkpoint(c, force)?;
             } else {
                 self.pending_checkpoint = Some((epoch, c));
                 self.last_checkpoint = Instant::now();
             }
-        }
-        if force {
-            self.saved(true)?;
         }
         Ok(())
     }
@@ -1186,11 +1180,14 @@ impl<'a, 'm> Loop<'a, 'm> {
     }
 
     /// Starts writing a checkpoint on the store's thread (serializing a day's state would hold
-    /// the loop for the better part of a second); [`Loop::saved`] takes its end.
-    fn save_checkpoint(&mut self, c: crate::checkpoint::Checkpoint) -> Result<(), KafkaRunError> {
+    /// the loop for the better part of a second); [`Loop::saved`] takes its end, at once when
+    /// `wait` (a clean stop).
+    fn save_checkpoint(&mut self, c: crate::checkpoint::Checkpoint, wait: bool) -> Result<(), KafkaRunError> {
         self.still_active()?;
         self.store.save_in_background(c)?;
-        self.last_checkpoint = Instant::now();
+        if wait {
+            self.saved(true)?;
+        }
         Ok(())
     }
 
