@@ -111,17 +111,17 @@ impl Default for CostSchedules {
             stamp_duty_rate: Decimal::new(1, 3),
             ..jan_2023.clone()
         };
-        // Settlement fee 0.0042% (0.000042) without minimum or maximum from mid-2025 (date
-        // unverified: configurable).
-        let mid_2025 = CostSchedule {
-            name: "HK-2025-06-01".into(),
-            effective_from: d(2025, 6, 1),
+        // Settlement fee 0.0042% (0.000042) without minimum or maximum from 30 Jun 2025 (HKEX
+        // announced the new structure on 21 Feb 2025; it took effect on Monday 30 Jun 2025).
+        let jun_2025 = CostSchedule {
+            name: "HK-2025-06-30".into(),
+            effective_from: d(2025, 6, 30),
             settlement_fee_rate: Decimal::new(42, 6),
             settlement_fee_min: None,
             settlement_fee_max: None,
             ..nov_2023.clone()
         };
-        CostSchedules(vec![aug_2021, jan_2022, jan_2023, nov_2023, mid_2025])
+        CostSchedules(vec![aug_2021, jan_2022, jan_2023, nov_2023, jun_2025])
     }
 }
 
@@ -255,7 +255,24 @@ mod tests {
         assert_eq!(f.settlement_fee, dec!(16.18)); // 0.0042% = 0.000042: 16.1784
         assert_eq!(f.commission, dec!(115.56)); // 115.56
         assert_eq!(f.total, dec!(550.48));
-        assert_eq!(f.schedule, "HK-2025-06-01");
+        assert_eq!(f.schedule, "HK-2025-06-30");
+    }
+
+    /// The settlement fee changed on Monday 30 Jun 2025: the Friday before still pays 0.002%
+    /// within HK$2..HK$100, the day itself 0.0042% without bounds.
+    #[test]
+    fn settlement_fee_changes_on_30_june_2025() {
+        let small = fill(100, dec!(10.00), false, None); // consideration 1,000
+        let large = fill(100_000, dec!(100.00), false, None); // consideration 10,000,000
+        let before = schedule(2025, 6, 27);
+        assert_eq!(before.name, "HK-2023-11-17");
+        assert_eq!(schedule(2025, 6, 29).name, "HK-2023-11-17");
+        assert_eq!(before.fees(&small).settlement_fee, dec!(2)); // 0.02 raised to the minimum
+        assert_eq!(before.fees(&large).settlement_fee, dec!(100)); // 200 capped at the maximum
+        let after = schedule(2025, 6, 30);
+        assert_eq!(after.name, "HK-2025-06-30");
+        assert_eq!(after.fees(&small).settlement_fee, dec!(0.04)); // 0.042
+        assert_eq!(after.fees(&large).settlement_fee, dec!(420)); // 420.00, no cap
     }
 
     #[test]
