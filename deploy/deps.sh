@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Harbour's build and local services need, when missing:
-# a C toolchain, pkg-config, OpenSSL and zlib headers (librdkafka is built from source by the
+# a C toolchain, pkg-config, OpenSSL (headers, and the tool a TLS test runs) and zlib headers (librdkafka is built from source by the
 # rdkafka crate), python3, python3-venv and curl (service scripts; the current-ClickHouse check), Java and Maven (deploy/kafka.sh),
 # clickhouse-server (deploy/clickhouse.sh), redis-server and redis-tools (deploy/redis.sh).
 set -euo pipefail
-want=(build-essential pkg-config libssl-dev zlib1g-dev python3 python3-venv curl default-jre-headless maven clickhouse-server redis-server redis-tools)
+want=(build-essential pkg-config libssl-dev openssl zlib1g-dev python3 python3-venv curl default-jre-headless maven clickhouse-server redis-server redis-tools)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -337,6 +337,8 @@ impl Config {
         self.risk.validate()?;
         self.generate.validate().map_err(|e| key_err("generate", e.to_string()))?;
         self.kafka.validate().map_err(|(key, message)| key_err(&key, message))?;
+        self.clickhouse.validate().map_err(|(key, message)| key_err(&key, message))?;
+        self.redis.validate().map_err(|(key, message)| key_err(&key, message))?;
         for (key, v) in
             [("pipeline.flush_ms", self.pipeline.flush_ms), ("pipeline.epoch_max_ms", self.pipeline.epoch_max_ms)]
         {
@@ -418,6 +420,11 @@ commission_rate = "0"
         assert!(e.contains("spreads[0].bands") && e.contains("positive"), "{e}");
         let e = parse(&format!("{table}{table}")).unwrap_err().to_string();
         assert!(e.contains("spreads[1].effective_from"), "{e}");
+        let e = parse("[clickhouse.settings]\nasync_insert = 1\nwait_for_async_insert = 0").unwrap_err().to_string();
+        assert!(e.contains("clickhouse.settings.wait_for_async_insert"), "{e}");
+        assert!(parse("[clickhouse.settings]\nasync_insert = 1").is_ok());
+        let e = parse("[redis]\nstream_maxlen = 0").unwrap_err().to_string();
+        assert!(e.contains("redis.stream_maxlen"), "{e}");
     }
 
     #[test]

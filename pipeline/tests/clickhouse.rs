@@ -573,3 +573,67 @@ fn a_table_with_other_columns_under_a_harbour_name_is_refused_at_start() {
     ch.execute("DROP TABLE fills").unwrap();
     assert!(ClickHouseSink::connect(&config).is_ok());
 }
+
+/// A process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects to `url`, which must fail at once with an error naming `cause`: a TLS handshake
+/// refused is the configuration to fix, not an outage to wait out (it was retried for ever, logged
+/// as "client error (Connect)" only).
+fn refused_at_connect(url: &str, cause: &str) {
+    let config = ClickHouseConfig { url: url.to_string(), max_backoff_ms: 100, ..ClickHouseConfig::default() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(ClickHouseSink::connect(&config).err().map(|e| e.to_string())));
+    let error = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("still retrying a refused TLS handshake after two minutes")
+        .expect("connected through a refused TLS handshake");
+    assert!(error.contains(cause), "{error}");
+    assert!(error.contains("creating the database"), "{error}");
+}
+
+#[test]
+fn an_untrusted_certificate_or_https_to_a_plain_port_is_refused_not_retried() {
+    // `https://` for the plain HTTP port of the real server.
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").expect("these tests need ClickHouse: run `bash deploy/test.sh`");
+    refused_at_connect(&url.replacen("http://", "https://", 1), "wrong version number");
+
+    // A TLS server with a self-signed certificate (openssl s_server).
+    let dir = std::env::temp_dir().join(format!("harbour-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (deploy/deps.sh installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Child(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 30, "openssl s_server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    refused_at_connect(&format!("https://127.0.0.1:{port}"), "self-signed certificate");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -79,6 +79,27 @@ impl Default for ClickHouseConfig {
     }
 }
 
+impl ClickHouseConfig {
+    /// Checks the settings; errors name the key. An insert is acknowledged (and the source
+    /// offsets it covers committed) only once ClickHouse holds its rows: `async_insert` with
+    /// `wait_for_async_insert = 0` answers before the buffer is written, so a server crash then
+    /// would lose rows whose offsets were already committed.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let setting = |name: &str| self.settings.get(name).map(|v| v.trim().to_ascii_lowercase());
+        let on = |v: &str| !matches!(v, "0" | "false");
+        if setting("async_insert").is_some_and(|v| on(&v)) && setting("wait_for_async_insert").is_some_and(|v| !on(&v))
+        {
+            return Err((
+                "clickhouse.settings.wait_for_async_insert".into(),
+                "must not be 0 with async_insert: ClickHouse would acknowledge inserts it has not written, \
+                 and the offsets they cover would be committed before the rows are safe"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `url` without a user and password written into it (`https://user:pass@host` shows as
 /// `https://***@host`), for logs and `Debug`.
 fn shown_url(url: &str) -> String {
@@ -118,10 +139,47 @@ pub enum ClickHouseError {
     Config(String),
 }
 
+/// `e` with every error under it (`network error: client error (Connect): error:0A000086:SSL
+/// routines:…:certificate verify failed`), for logs and messages: the top level alone says
+/// "client error (Connect)" whatever refused the connection.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        // hyper and native-tls repeat the message of the error they wrap.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A TLS handshake the client refused: a certificate it does not trust (self-signed, unknown
+/// issuer, expired, for another host), or `https://` given for a plain HTTP port ("wrong version
+/// number"). Waiting cannot cure either; it is the configuration (`clickhouse.url`, the trust
+/// store) to fix. (A handshake cut off by the network is not one of these.)
+fn tls_refused(e: &clickhouse::error::Error) -> bool {
+    let text = chain(e);
+    [
+        "certificate verify failed",
+        "self-signed certificate",
+        "unable to get local issuer certificate",
+        "certificate has expired",
+        "hostname mismatch",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|c| text.contains(c))
+}
+
 fn retriable(e: &clickhouse::error::Error) -> bool {
     use clickhouse::error::Error as E;
     match e {
-        E::Network(_) | E::TimedOut => true,
+        E::Network(_) => !tls_refused(e),
+        E::TimedOut => true,
         // Overload, memory, too many parts, network codes: worth waiting for.
         // (252 is also "too many partitions for a single INSERT block", which a retry cannot
         // cure: inserts are cut to stay under the default limit, a lower one is a setting to fix.)
@@ -258,11 +316,11 @@ impl ClickHouseSink {
                     self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let jitter = rand::rng().random_range(0.5..1.5);
                     let wait = backoff.mul_f64(jitter).min(self.max_backoff);
-                    tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "clickhouse unavailable, retrying");
+                    tracing::warn!(what, error = %chain(&e), retry_in_ms = wait.as_millis() as u64, "clickhouse unavailable, retrying");
                     std::thread::sleep(wait);
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
-                Err(e) => return Err(ClickHouseError::Permanent { what: what.to_string(), message: e.to_string() }),
+                Err(e) => return Err(ClickHouseError::Permanent { what: what.to_string(), message: chain(&e) }),
             }
         }
     }
@@ -562,6 +620,23 @@ fn blocks_by_date<R: rows::Partitioned>(rows: &[R], max_dates: usize) -> Vec<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn async_insert_must_wait_for_the_write() {
+        let with = |pairs: &[(&str, &str)]| ClickHouseConfig {
+            settings: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        assert!(with(&[]).validate().is_ok());
+        assert!(with(&[("async_insert", "1")]).validate().is_ok(), "waits by default");
+        assert!(with(&[("async_insert", "1"), ("wait_for_async_insert", "1")]).validate().is_ok());
+        assert!(with(&[("async_insert", "0"), ("wait_for_async_insert", "0")]).validate().is_ok());
+        for (a, w) in [("1", "0"), ("true", "false"), ("True", " 0 ")] {
+            let (key, message) = with(&[("async_insert", a), ("wait_for_async_insert", w)]).validate().unwrap_err();
+            assert_eq!(key, "clickhouse.settings.wait_for_async_insert");
+            assert!(message.contains("acknowledge"), "{message}");
+        }
+    }
 
     #[test]
     fn a_password_in_the_url_is_not_shown() {

@@ -88,6 +88,21 @@ impl Default for RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// Checks the settings; errors name the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        // `XADD … MAXLEN ~ 0` trims a stream to nothing: a reader that looks a moment later
+        // finds no change at all.
+        if self.stream_maxlen == 0 {
+            return Err((
+                "redis.stream_maxlen".into(),
+                "must be at least 1 (0 trims every stream to nothing as it is written)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: show its host part only.
@@ -548,6 +563,13 @@ impl RedisSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_keep_at_least_one_entry() {
+        assert!(RedisConfig::default().validate().is_ok());
+        let (key, _) = RedisConfig { stream_maxlen: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(key, "redis.stream_maxlen");
+    }
 
     #[test]
     fn a_refused_certificate_is_not_retried_a_dropped_handshake_is() {
