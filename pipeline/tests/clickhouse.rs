@@ -448,31 +448,51 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
     assert!(!ddl.contains("PARTITION BY"), "{ddl}");
     let partitioned = ddl.replace(" ORDER BY (account", " PARTITION BY trade_date ORDER BY (account");
     assert_ne!(partitioned, ddl);
-    old.execute("DROP TABLE positions").unwrap();
-    old.execute(partitioned.trim()).unwrap();
-    old.write(10, &at(10, 0)).unwrap();
-    old.write(20, &at(20, 1)).unwrap();
-    old.execute("OPTIMIZE TABLE positions FINAL").unwrap();
-    assert_eq!(
-        old.query_text("SELECT count() FROM positions WHERE account = 'MOVED'").unwrap(),
-        "2\n",
-        "partitioned, the moved row stays beside the older one"
-    );
+    let make_old_layout = |old: &mut ClickHouseSink| {
+        old.execute("DROP TABLE positions").unwrap();
+        old.execute(partitioned.trim()).unwrap();
+        old.write(10, &at(10, 0)).unwrap();
+        old.write(20, &at(20, 1)).unwrap();
+        old.execute("OPTIMIZE TABLE positions FINAL").unwrap();
+        assert_eq!(
+            old.query_text("SELECT count() FROM positions WHERE account = 'MOVED'").unwrap(),
+            "2\n",
+            "partitioned, the moved row stays beside the older one"
+        );
+    };
+    make_old_layout(&mut old);
     let database = old.query_text("SELECT currentDatabase()").unwrap();
     let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
     let config = ClickHouseConfig { url, database: database.trim().to_string(), ..ClickHouseConfig::default() };
-    let mut moved = ClickHouseSink::connect(&config).unwrap();
-    let key = moved
-        .query_text("SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'positions'")
-        .unwrap();
-    assert_eq!(key.trim(), "", "moved to the unpartitioned layout");
-    check(&mut moved);
-    let left = moved
-        .query_text(
-            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'positions\\_\\_%'",
-        )
-        .unwrap();
-    assert_eq!(left, "0\n");
+    let moved_and_whole = || {
+        let mut moved = ClickHouseSink::connect(&config).unwrap();
+        let key = moved
+            .query_text(
+                "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'positions'",
+            )
+            .unwrap();
+        assert_eq!(key.trim(), "", "moved to the unpartitioned layout");
+        check(&mut moved);
+        let left = moved
+            .query_text(
+                "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'positions\\_\\_%'",
+            )
+            .unwrap();
+        assert_eq!(left, "0\n");
+        moved
+    };
+    let mut moved = moved_and_whole();
+
+    // A start that stopped inside the swap, after the first of its two renames (18.16 makes one
+    // RENAME of two tables in two steps): the next start puts the old table back and moves it
+    // again. (It dropped the old table, leaving the empty one its migration had just created.)
+    make_old_layout(&mut moved);
+    let statements = harbour_sinks::clickhouse::schema::move_statements("positions");
+    moved.execute(&statements[0]).unwrap();
+    moved.execute(&statements[1]).unwrap();
+    assert!(statements[2].starts_with("RENAME TABLE positions TO positions__partitioned, "), "{}", statements[2]);
+    moved.execute("RENAME TABLE positions TO positions__partitioned").unwrap();
+    moved_and_whole();
 }
 
 /// A flush larger than `clickhouse.max_insert_rows` goes in as several inserts (counted as the

@@ -16,7 +16,7 @@
 //! `validation = false`, RowBinary without a header) and on current releases (validation on).
 
 mod rows;
-mod schema;
+pub mod schema;
 
 use std::time::Duration;
 
@@ -383,14 +383,41 @@ impl ClickHouseSink {
     /// trade date to their unpartitioned layout ([`schema::UNPARTITIONED`]).
     fn unpartition(&mut self) -> Result<(), ClickHouseError> {
         for table in schema::UNPARTITIONED {
+            let (old, copy) = (format!("{table}__partitioned"), format!("{table}__unpartitioned"));
+            if self.table_exists(&old)? && self.table_exists(&copy)? {
+                // A start that stopped inside the swap: one RENAME of two tables is two steps on
+                // older releases (18.16), and only the first was made. The rows are in the old
+                // table; `table`, if there is one, is the empty table this start's migration
+                // created. Put the old one back and move it again (dropping the old one here, as
+                // below, lost the only complete copy under a usable name).
+                if self.table_exists(table)? {
+                    let rows = self.query_text(&format!("SELECT count() FROM {table}"))?;
+                    if rows.trim() != "0" {
+                        return Err(ClickHouseError::Permanent {
+                            what: format!("moving {table} to its unpartitioned layout"),
+                            message: format!(
+                                "{table}, {old} and {copy} all exist and {table} holds rows ({}): keep the one \
+                                 with the newest versions as {table} and drop the others",
+                                rows.trim()
+                            ),
+                        });
+                    }
+                    self.execute(&format!("DROP TABLE {table}"))?;
+                }
+                tracing::warn!(table, "a move to the unpartitioned layout stopped inside its swap; starting it again");
+                self.execute(&format!("RENAME TABLE {old} TO {table}"))?;
+                self.execute(&format!("DROP TABLE {copy}"))?;
+            }
             // Left by a start that stopped between the swap and the drop.
-            self.execute(&format!("DROP TABLE IF EXISTS {table}__partitioned"))?;
+            self.execute(&format!("DROP TABLE IF EXISTS {old}"))?;
             let key = self.query_text(&format!(
                 "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
             ))?;
             if key.trim().is_empty() {
                 continue;
             }
+            // A copy left by a start that stopped while filling it: filled again from the start.
+            self.execute(&format!("DROP TABLE IF EXISTS {copy}"))?;
             tracing::info!(
                 table,
                 partition_key = key.trim(),
@@ -401,6 +428,13 @@ impl ClickHouseSink {
             }
         }
         Ok(())
+    }
+
+    fn table_exists(&mut self, name: &str) -> Result<bool, ClickHouseError> {
+        let n = self.query_text(&format!(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '{name}'"
+        ))?;
+        Ok(n.trim() != "0")
     }
 
     /// Runs a statement that returns nothing (DDL, INSERT … SELECT), retried like the rest.

@@ -51,9 +51,11 @@ pub const UNPARTITIONED: &[&str] = &["positions", "orders", "risk"];
 
 /// The statements that move `table`, partitioned, to the layout its migration creates: a copy
 /// made from that DDL (the columns never changed; `CREATE TABLE … AS` would keep the partition key
-/// on current releases) filled from it, swapped in by one RENAME, the old one dropped. Safe to
-/// run again after a failure part-way (the copy is filled again, with the same versions, which
-/// ReplacingMergeTree folds); a leftover `<table>__partitioned` is dropped at every start.
+/// on current releases) filled from it, swapped in by one RENAME, the old one dropped. A start
+/// that stopped part-way is mended by the next (`ClickHouseSink`'s `unpartition`): a half-filled
+/// copy is made again; a swap of which only the first rename was made (two steps on 18.16) is
+/// undone, the old table back under its name, and the move made again; an old table left after
+/// the swap is dropped.
 pub fn move_statements(table: &str) -> Vec<String> {
     let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
     vec![
