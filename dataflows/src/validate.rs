@@ -122,6 +122,10 @@ pub enum Rejection {
         /// The instrument's board lot.
         lot: i64,
     },
+    /// A fill of an instrument that trades in another currency than the Hong Kong dollar (an RMB
+    /// or US dollar counter): its fees and P&L would be summed into HK$ figures unconverted.
+    #[error("instrument trades in {0}: only HKD instruments are valued (no FX conversion)")]
+    UnsupportedCurrency(String),
     /// A fill whose exec id was already accepted.
     #[error("duplicate exec_id {0}")]
     DuplicateExecId(ExecId),
@@ -246,6 +250,30 @@ mod tests {
         assert!(v.accept(fill("E6", day, 200, None)).is_ok());
     }
 
+    /// Fills of an RMB or US dollar counter are refused: their money would be summed into HK$
+    /// figures as it is. Its reference data and orders are taken.
+    #[test]
+    fn fills_of_instruments_in_another_currency_are_refused() {
+        let mut v = Validator::new(SpreadTables::default());
+        let rmb = Instrument { symbol: Symbol(80700), currency: "CNY".into(), ..tencent(100) };
+        assert!(v.accept(Input::Instrument(rmb)).is_ok());
+        let day = 1_772_415_000_000_000_000; // 2026-03-02 09:30 HKT
+        let on = |symbol: u32, exec: &str| match fill(exec, day, 100, None) {
+            Input::Fill(mut f) => {
+                f.key.symbol = Symbol(symbol);
+                Input::Fill(f)
+            }
+            other => other,
+        };
+        let refused = v.accept(on(80700, "E1")).unwrap_err();
+        assert_eq!(refused.code(), "unsupported_currency");
+        assert!(refused.to_string().contains("CNY"), "{refused}");
+        v.accept(Input::Instrument(tencent(100))).unwrap();
+        assert!(v.accept(on(700, "E2")).is_ok());
+        // The exec id of the refused fill was not taken.
+        assert!(v.accept(on(700, "E1")).is_ok());
+    }
+
     /// Values no trade carries are refused before any sum could overflow on them (each of these
     /// lines panicked the dataflow, or wrapped the trade date past every price check).
     #[test]
@@ -294,6 +322,7 @@ impl Rejection {
             Rejection::OffTick { .. } => "off_tick",
             Rejection::NotBoardLot { .. } => "not_board_lot",
             Rejection::OddLotTooLarge { .. } => "odd_lot_too_large",
+            Rejection::UnsupportedCurrency(_) => "unsupported_currency",
             Rejection::DuplicateExecId(_) => "duplicate_exec_id",
             Rejection::UnknownExecId(_) => "unknown_exec_id",
             Rejection::AlreadyBusted(_) => "already_busted",
@@ -483,6 +512,9 @@ impl Validator {
             }
             Input::Fill(mut fill) => {
                 let inst = self.instrument(fill.key.symbol)?;
+                if inst.currency != "HKD" {
+                    return Err(Rejection::UnsupportedCurrency(inst.currency.clone()));
+                }
                 if fill.qty <= 0 {
                     return Err(Rejection::NonPositiveQty(fill.qty));
                 }
