@@ -334,6 +334,9 @@ pub struct Engine<'m> {
     dead_letters_taken: usize,
     /// Every message fed, while changes are tracked.
     events: Option<Vec<SourceEvent>>,
+    /// The whole text of the last refused line, when the dead letter keeps it clipped
+    /// ([`Engine::take_unclipped`]).
+    unclipped: Option<String>,
     stats: RunStats,
     metrics: &'m Metrics,
     health: Arc<Health>,
@@ -409,6 +412,7 @@ impl<'m> Engine<'m> {
             state: OutputState::default(),
             dead_letters_taken: 0,
             events: None,
+            unclipped: None,
             stats: RunStats::default(),
             metrics,
             health,
@@ -495,15 +499,17 @@ impl<'m> Engine<'m> {
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
     }
 
-    /// The event-sourcing log's record of a line (when changes are tracked).
+    /// The event-sourcing log's record of a line (when changes are tracked); a refused line's
+    /// text clipped like its dead letter's.
     fn log_event(&mut self, line: &SourceLine, kind: &'static str, code: &'static str) {
         if let Some(log) = self.events.as_mut() {
+            let raw = if code.is_empty() { None } else { clipped(&line.raw) };
             log.push(SourceEvent {
                 source: line.source.clone(),
                 position: line.position,
                 kind,
                 code: SmolStr::new_static(code),
-                raw: line.raw.clone(),
+                raw: raw.unwrap_or_else(|| line.raw.clone()),
                 version: *self.inputs.fills.time(),
             });
         }
@@ -513,13 +519,25 @@ impl<'m> Engine<'m> {
         self.stats.dead_letters += 1;
         self.metrics.dead_letter(code);
         tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
+        let (raw, unclipped) = match clipped(&line.raw) {
+            Some(c) => (c, Some(line.raw)),
+            None => (line.raw, None),
+        };
+        self.unclipped = unclipped;
         self.state.dead_letters.push(DeadLetter {
             source: line.source,
             position: line.position,
-            raw: line.raw,
+            raw,
             code: code.into(),
             reason,
         });
+    }
+
+    /// The whole text of the line the last dead letter was made of, when that keeps it clipped
+    /// ([`DEAD_LETTER_RAW_BYTES`]): for a destination that takes it whole (the Kafka dead-letter
+    /// topic). `None` when it was kept whole.
+    pub fn take_unclipped(&mut self) -> Option<String> {
+        self.unclipped.take()
     }
 
     /// Everything needed to continue from here after a restart (see [`EngineSnapshot`]); call it
@@ -921,6 +939,26 @@ fn drive<'m, E>(
     Ok(engine.finish())
 }
 
+/// Bytes of a refused line that its dead letter and its event-log record keep. Every dead
+/// letter stays in the state (the tables of refused input are written from it) and in every
+/// checkpoint: kept whole, a flood of large poison messages (Kafka takes up to a megabyte each)
+/// grew memory by their size until the process ran out of it. A longer line is kept to its first
+/// 16 KiB (cut at a character boundary) and a note of its size; the Kafka dead-letter topic still
+/// gets it whole (up to its own cap), and its source position says where the original is.
+pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
+
+/// `raw` cut to [`DEAD_LETTER_RAW_BYTES`] with a note of its size, if it is longer.
+fn clipped(raw: &str) -> Option<String> {
+    if raw.len() <= DEAD_LETTER_RAW_BYTES {
+        return None;
+    }
+    let mut end = DEAD_LETTER_RAW_BYTES;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!("{}… [clipped: {} bytes in all]", &raw[..end], raw.len()))
+}
+
 /// Whether a line is refused as `not_utf8`: it holds U+FFFD, bytes that were not UTF-8 replaced
 /// on reading (or a replacement character sent as such), so a name or code is no longer what was
 /// sent. (`harbour replay --verify` applies the same rule.)
@@ -953,5 +991,36 @@ mod tests {
             .push(((Symbol(700), Mark { price: None, source: harbour_dataflows::marks::MarkSource::Last, ts: 7 }), 9));
         let back: RowVersions = rmp_serde::from_slice(&rmp_serde::to_vec(&now).unwrap()).unwrap();
         assert_eq!(back, now);
+    }
+
+    /// A long refused line is kept clipped in the dead letters and the event log, whole for the
+    /// caller that takes it; a short one, and any accepted line, whole.
+    #[test]
+    fn a_long_refused_line_is_kept_clipped_and_handed_whole_once() {
+        let metrics = Metrics::default();
+        let mut engine = Engine::new(&EngineConfig::new(100), &metrics, Arc::new(Health::default()));
+        engine.track_changes();
+        let line = |position: u64, raw: String| SourceLine { source: "in".into(), position, raw };
+        // 20,000 bytes of 'é' (two bytes each) after an opening brace: the cut falls inside one.
+        let long = format!("{{{}", "é".repeat(10_000));
+        assert!(!engine.feed(line(1, long.clone())));
+        assert_eq!(engine.take_unclipped().as_deref(), Some(long.as_str()));
+        assert_eq!(engine.take_unclipped(), None, "handed once");
+        assert!(!engine.feed(line(2, "not json".into())));
+        assert_eq!(engine.take_unclipped(), None, "a short line is kept whole");
+        let instrument = r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#;
+        assert!(engine.feed(line(3, instrument.into())));
+        engine.seal();
+
+        let d = engine.state().dead_letters.clone();
+        assert_eq!(d.len(), 2);
+        assert!(d[0].raw.len() < DEAD_LETTER_RAW_BYTES + 40, "{}", d[0].raw.len());
+        assert!(d[0].raw.starts_with(&long[..DEAD_LETTER_RAW_BYTES - 1]));
+        assert!(d[0].raw.ends_with("… [clipped: 20001 bytes in all]"), "{}", &d[0].raw[DEAD_LETTER_RAW_BYTES - 10..]);
+        assert_eq!(d[1].raw, "not json");
+        let events = engine.take_changes().events;
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].raw, d[0].raw);
+        assert_eq!((events[1].raw.as_str(), events[2].raw.as_str()), ("not json", instrument));
     }
 }

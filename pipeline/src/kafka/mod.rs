@@ -865,6 +865,8 @@ impl<'a, 'm> Loop<'a, 'm> {
         // A re-formed epoch the dead-letter topic holds had its dead letters sent.
         let sent_before = replaying.is_some_and(|e| e <= self.dead_letters_held.max(self.committed));
         if !accepted && !sent_before {
+            // The topic takes the line whole (the state keeps a long one clipped).
+            let whole = self.engine.take_unclipped();
             let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
             let epoch = replaying.unwrap_or_else(|| self.engine.open_epoch());
             self.dlq.send(
@@ -873,7 +875,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                     offset: r.offset,
                     code: &d.code,
                     reason: &d.reason,
-                    payload: payload.as_deref().unwrap_or(d.raw.as_bytes()),
+                    payload: payload.as_deref().or(whole.as_ref().map(String::as_bytes)).unwrap_or(d.raw.as_bytes()),
                 },
                 Some(epoch),
             )?;
