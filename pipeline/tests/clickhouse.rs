@@ -657,3 +657,87 @@ fn an_untrusted_certificate_or_https_to_a_plain_port_is_refused_not_retried() {
     refused_at_connect(&format!("https://127.0.0.1:{port}"), "self-signed certificate");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A TCP proxy to `upstream` that never passes on a request larger than `limit` bytes (counted
+/// from the last byte the server sent back on that connection): the server never sees it whole,
+/// so it never answers, as a server too slow for that insert. Smaller requests pass untouched.
+fn stalling_proxy(upstream: std::net::SocketAddr, limit: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(upstream) else { continue };
+            let sent = Arc::new(AtomicUsize::new(0));
+            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = sent.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    // Past the limit the request is swallowed: read and dropped until the client
+                    // gives up and closes.
+                    if up.fetch_add(n, Ordering::SeqCst) + n <= limit && to_server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(Shutdown::Both);
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                    sent.store(0, Ordering::SeqCst);
+                    if to_client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// An INSERT that does not finish within `clickhouse.timeout_ms` (here one the server never sees
+/// whole, behind a proxy) is sent again in halves until the parts get through: the same INSERT
+/// retried timed out for ever, and the pipeline stood still behind it.
+#[test]
+fn an_insert_that_times_out_goes_in_halves() {
+    use harbour_dataflows::pnl::PositionRow;
+    use harbour_sinks::tables::Change;
+    let template = position_of_a_day(100, 41);
+    let positions: Vec<Change<PositionRow>> = (0..16_000)
+        .map(|i| {
+            let mut row = template.clone();
+            row.key.account = format!("SLOW-{i:06}").into();
+            row.qty = 100 * (i as i64 % 997 + 1);
+            Change { row, version: 5, deleted: false }
+        })
+        .collect();
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
+    let upstream = url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let config = ClickHouseConfig {
+        url: format!("http://127.0.0.1:{}", stalling_proxy(upstream, 96 * 1024)),
+        database: format!("harbour_test_slow_{}", std::process::id()),
+        timeout_ms: 500,
+        max_backoff_ms: 100,
+        ..ClickHouseConfig::default()
+    };
+    let mut ch = ClickHouseSink::connect(&config).unwrap();
+    let timeouts = ch.retry_counter();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ch.write(5, &Changes { positions, ..Changes::default() });
+        let _ = tx.send(r.map(|_| ch));
+    });
+    let mut ch = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the insert that times out is still being retried as it is")
+        .unwrap();
+    assert!(timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the proxy never held the whole insert back");
+    assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'SLOW-%'").unwrap(), "16000\n");
+    assert_eq!(ch.query_text("SELECT count() FROM position_history WHERE account LIKE 'SLOW-%'").unwrap(), "16000\n");
+}

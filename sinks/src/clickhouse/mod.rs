@@ -578,19 +578,28 @@ where
 pub const MIN_SPLIT_ROWS: usize = 1_000;
 
 /// One INSERT of `part`; one that ClickHouse refuses for memory (code 241, the query's
-/// `max_memory_usage` or the server's limit) is sent again in two halves, down to
-/// [`MIN_SPLIT_ROWS`]: the same INSERT retried would be refused for ever (a flush after an
-/// outage, a low limit in the user's profile). Below that it is retried like any overload.
+/// `max_memory_usage` or the server's limit) or that does not finish in time (`timeout_ms`,
+/// or the server's code 159 / 209) is sent again in two halves, down to [`MIN_SPLIT_ROWS`]: the
+/// same INSERT retried would be refused, or cut off, for ever (a flush after an outage into a
+/// slow or busy server, a low limit in the user's profile). Below that it is retried like any
+/// overload. (A timed-out INSERT may have landed after all: its rows come again with the same
+/// versions, which `FINAL` folds.)
 fn insert_part<R>(sink: &mut ClickHouseSink, table: &'static str, part: &[&R]) -> Result<(), ClickHouseError>
 where
     R: clickhouse::Row + clickhouse::RowWrite + serde::Serialize + Send + Sync,
     for<'a> R: clickhouse::Row<Value<'a> = R>,
 {
     let splittable = part.len() >= 2 * MIN_SPLIT_ROWS;
-    let refused_for_memory = |e: &clickhouse::error::Error| {
-        splittable && matches!(e, clickhouse::error::Error::BadResponse(m) if m.contains("Code: 241"))
+    let too_large = |e: &clickhouse::error::Error| {
+        use clickhouse::error::Error as E;
+        splittable
+            && match e {
+                E::TimedOut => true,
+                E::BadResponse(m) => ["Code: 241", "Code: 159", "Code: 209"].iter().any(|c| m.contains(c)),
+                _ => false,
+            }
     };
-    let done = sink.retry_unless(&format!("insert into {table}"), refused_for_memory, |c| async move {
+    let done = sink.retry_unless(&format!("insert into {table}"), too_large, |c| async move {
         let mut ins = c.insert::<R>(table).await?;
         for r in part {
             ins.write(*r).await?;
@@ -599,7 +608,11 @@ where
     })?;
     if done.is_none() {
         let (first, second) = part.split_at(part.len() / 2);
-        tracing::warn!(table, rows = part.len(), "clickhouse refused an insert for memory; sending it in two halves");
+        tracing::warn!(
+            table,
+            rows = part.len(),
+            "clickhouse refused an insert for memory or it timed out; sending it in two halves"
+        );
         insert_part(sink, table, first)?;
         insert_part(sink, table, second)?;
     }
