@@ -270,6 +270,10 @@ mod tests {
         assert!(refused.to_string().contains("CNY"), "{refused}");
         v.accept(Input::Instrument(tencent(100))).unwrap();
         assert!(v.accept(on(700, "E2")).is_ok());
+        // The code is read as a code: " hkd" is HKD.
+        let spaced = Instrument { symbol: Symbol(5), currency: " hkd".into(), ..tencent(100) };
+        v.accept(Input::Instrument(spaced)).unwrap();
+        assert!(v.accept(on(5, "E3")).is_ok());
         // The exec id of the refused fill was not taken.
         assert!(v.accept(on(700, "E1")).is_ok());
     }
@@ -342,7 +346,8 @@ pub struct DeadLetter {
     pub source: SmolStr,
     /// Position within the source: line number (1-based) or offset.
     pub position: u64,
-    /// The raw line as received.
+    /// The raw line as received (the pipeline keeps a long one clipped: its engine's
+    /// `DEAD_LETTER_RAW_BYTES`).
     pub raw: String,
     /// Stable reason code (see [`Rejection::code`]).
     pub code: SmolStr,
@@ -512,7 +517,7 @@ impl Validator {
             }
             Input::Fill(mut fill) => {
                 let inst = self.instrument(fill.key.symbol)?;
-                if inst.currency != "HKD" {
+                if !inst.currency.trim().eq_ignore_ascii_case("HKD") {
                     return Err(Rejection::UnsupportedCurrency(inst.currency.clone()));
                 }
                 if fill.qty <= 0 {

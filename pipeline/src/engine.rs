@@ -949,7 +949,8 @@ pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
 
 /// `raw` cut to [`DEAD_LETTER_RAW_BYTES`] with a note of its size, if it is longer.
 fn clipped(raw: &str) -> Option<String> {
-    if raw.len() <= DEAD_LETTER_RAW_BYTES {
+    // (A line at most a note's length over the limit is kept whole: clipped, it would grow.)
+    if raw.len() <= DEAD_LETTER_RAW_BYTES + 64 {
         return None;
     }
     let mut end = DEAD_LETTER_RAW_BYTES;

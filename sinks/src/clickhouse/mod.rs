@@ -391,14 +391,13 @@ impl ClickHouseSink {
                 // created. Put the old one back and move it again (dropping the old one here, as
                 // below, lost the only complete copy under a usable name).
                 if self.table_exists(table)? {
-                    let rows = self.query_text(&format!("SELECT count() FROM {table}"))?;
-                    if rows.trim() != "0" {
+                    let rows = self.rows_in(table)?;
+                    if rows != 0 {
                         return Err(ClickHouseError::Permanent {
                             what: format!("moving {table} to its unpartitioned layout"),
                             message: format!(
-                                "{table}, {old} and {copy} all exist and {table} holds rows ({}): keep the one \
-                                 with the newest versions as {table} and drop the others",
-                                rows.trim()
+                                "{table}, {old} and {copy} all exist and {table} holds rows ({rows}): keep the one \
+                                 with the newest versions as {table} and drop the others"
                             ),
                         });
                     }
@@ -414,6 +413,27 @@ impl ClickHouseSink {
                 "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
             ))?;
             if key.trim().is_empty() {
+                if self.table_exists(&copy)? {
+                    // What a release before 2026-11-28 left after a start stopped inside the swap:
+                    // it dropped the old table, so the rows are in the copy alone, and `table`
+                    // is the empty one its migration created. Put the copy in its place.
+                    let rows = self.rows_in(table)?;
+                    if rows == 0 {
+                        tracing::warn!(
+                            table,
+                            "the moved copy of a latest-state table was left aside; putting it in place"
+                        );
+                        self.execute(&format!("DROP TABLE {table}"))?;
+                        self.execute(&format!("RENAME TABLE {copy} TO {table}"))?;
+                    } else {
+                        tracing::error!(
+                            table,
+                            rows,
+                            "{copy} is left from a stopped move and {table} holds rows written since: \
+                             compare them and drop the one not wanted"
+                        );
+                    }
+                }
                 continue;
             }
             // A copy left by a start that stopped while filling it: filled again from the start.
@@ -428,6 +448,14 @@ impl ClickHouseSink {
             }
         }
         Ok(())
+    }
+
+    fn rows_in(&mut self, table: &str) -> Result<u64, ClickHouseError> {
+        let text = self.query_text(&format!("SELECT count() FROM {table}"))?;
+        text.trim().parse().map_err(|_| ClickHouseError::Permanent {
+            what: format!("counting the rows of {table}"),
+            message: format!("not a count: {text:?}"),
+        })
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool, ClickHouseError> {

@@ -221,7 +221,7 @@ pub struct Poison<'a> {
 }
 
 /// The largest payload a dead letter carries whole (bytes); the `dead_letters` table keeps the
-/// whole line.
+/// line's first 16 KiB (`harbour::engine::DEAD_LETTER_RAW_BYTES`).
 pub const MAX_DEAD_LETTER_PAYLOAD: usize = 512 * 1024;
 
 /// The header carrying the epoch a dead letter belongs to.
