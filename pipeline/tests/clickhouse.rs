@@ -538,21 +538,45 @@ fn a_large_flush_goes_in_inserts_of_at_most_max_insert_rows() {
     ch.execute("SYSTEM START MERGES positions").unwrap();
 }
 
+/// `n` positions `<prefix>-000000`… (quantities varied), to write at `version`.
+fn many_positions(prefix: &str, n: usize, version: u64) -> Changes {
+    use harbour_sinks::tables::Change;
+    let template = position_of_a_day(100, 37);
+    let positions = (0..n)
+        .map(|i| {
+            let mut row = template.clone();
+            row.key.account = format!("{prefix}-{i:06}").into();
+            row.qty = 100 * (i as i64 % 997 + 1);
+            Change { row, version, deleted: false }
+        })
+        .collect();
+    Changes { positions, ..Changes::default() }
+}
+
+/// Connects with `config` and writes `changes` at `epoch` on a thread: it must be done within
+/// `wait_s` (a write that retried one INSERT as it was never was), after at least one failed
+/// attempt. Returns the sink.
+fn written_after_failures(config: &ClickHouseConfig, epoch: u64, changes: Changes, wait_s: u64) -> ClickHouseSink {
+    let mut ch = ClickHouseSink::connect(config).unwrap();
+    let failures = ch.retry_counter();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ch.write(epoch, &changes);
+        let _ = tx.send(r.map(|_| ch));
+    });
+    let ch = rx
+        .recv_timeout(std::time::Duration::from_secs(wait_s))
+        .expect("the INSERT is still being retried as it is")
+        .unwrap();
+    assert!(failures.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the whole INSERT never failed");
+    ch
+}
+
 /// An INSERT refused for memory (code 241: here the query limit `max_memory_usage`, set through
 /// `[clickhouse.settings]`) is sent again in halves until the parts fit: the same INSERT retried
 /// was refused for ever.
 #[test]
 fn an_insert_refused_for_memory_goes_in_halves() {
-    use harbour_dataflows::pnl::PositionRow;
-    use harbour_sinks::tables::Change;
-    let template = position_of_a_day(100, 37);
-    let positions: Vec<Change<PositionRow>> = (0..400_000)
-        .map(|i| {
-            let mut row = template.clone();
-            row.key.account = format!("MEM-{i:06}").into();
-            Change { row, version: 4, deleted: false }
-        })
-        .collect();
     let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
     let config = ClickHouseConfig {
         url,
@@ -560,18 +584,7 @@ fn an_insert_refused_for_memory_goes_in_halves() {
         settings: [("max_memory_usage".to_string(), "90000000".to_string())].into(),
         ..ClickHouseConfig::default()
     };
-    let mut ch = ClickHouseSink::connect(&config).unwrap();
-    let refusals = ch.retry_counter();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = ch.write(4, &Changes { positions, ..Changes::default() });
-        let _ = tx.send(r.map(|_| ch));
-    });
-    let mut ch = rx
-        .recv_timeout(std::time::Duration::from_secs(180))
-        .expect("the insert refused for memory is still being retried as it is")
-        .unwrap();
-    assert!(refusals.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the limit never refused the whole insert");
+    let mut ch = written_after_failures(&config, 4, many_positions("MEM", 400_000, 4), 180);
     assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'MEM-%'").unwrap(), "400000\n");
 }
 
@@ -716,17 +729,6 @@ fn stalling_proxy(upstream: std::net::SocketAddr, limit: usize) -> u16 {
 /// retried timed out for ever, and the pipeline stood still behind it.
 #[test]
 fn an_insert_that_times_out_goes_in_halves() {
-    use harbour_dataflows::pnl::PositionRow;
-    use harbour_sinks::tables::Change;
-    let template = position_of_a_day(100, 41);
-    let positions: Vec<Change<PositionRow>> = (0..16_000)
-        .map(|i| {
-            let mut row = template.clone();
-            row.key.account = format!("SLOW-{i:06}").into();
-            row.qty = 100 * (i as i64 % 997 + 1);
-            Change { row, version: 5, deleted: false }
-        })
-        .collect();
     let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
     let upstream = url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
     let config = ClickHouseConfig {
@@ -736,18 +738,7 @@ fn an_insert_that_times_out_goes_in_halves() {
         max_backoff_ms: 100,
         ..ClickHouseConfig::default()
     };
-    let mut ch = ClickHouseSink::connect(&config).unwrap();
-    let timeouts = ch.retry_counter();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = ch.write(5, &Changes { positions, ..Changes::default() });
-        let _ = tx.send(r.map(|_| ch));
-    });
-    let mut ch = rx
-        .recv_timeout(std::time::Duration::from_secs(120))
-        .expect("the insert that times out is still being retried as it is")
-        .unwrap();
-    assert!(timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the proxy never held the whole insert back");
+    let mut ch = written_after_failures(&config, 5, many_positions("SLOW", 16_000, 5), 120);
     assert_eq!(ch.query_text("SELECT count() FROM positions FINAL WHERE account LIKE 'SLOW-%'").unwrap(), "16000\n");
     assert_eq!(
         ch.query_text("SELECT count() FROM position_history FINAL WHERE account LIKE 'SLOW-%'").unwrap(),
