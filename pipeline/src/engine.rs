@@ -431,8 +431,7 @@ impl<'m> Engine<'m> {
     pub fn feed(&mut self, line: SourceLine) -> bool {
         self.count_line();
         if not_utf8(&line.raw) {
-            self.log_event(&line, "", NOT_UTF8);
-            self.dead_letter(line, NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
+            self.dead_letter(line, "", NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
             return false;
         }
         let validator = &mut self.validator;
@@ -442,9 +441,9 @@ impl<'m> Engine<'m> {
             parsed_kind = k;
             validator.accept(e).map(|a| (k, a))
         });
-        self.log_event(&line, parsed_kind, outcome.as_ref().err().map_or("", |r| r.code()));
         match outcome {
             Ok((k, accepted)) => {
+                self.log_event(&line, k, "", None);
                 self.stats.accepted += 1;
                 self.metrics.event(k);
                 let inputs = &mut self.inputs;
@@ -480,7 +479,7 @@ impl<'m> Engine<'m> {
                 true
             }
             Err(rejection) => {
-                self.dead_letter(line, rejection.code(), rejection.to_string());
+                self.dead_letter(line, parsed_kind, rejection.code(), rejection.to_string());
                 false
             }
         }
@@ -490,8 +489,7 @@ impl<'m> Engine<'m> {
     /// a line and a dead letter, exactly like a refused line.
     pub fn reject(&mut self, line: SourceLine, code: &'static str, reason: String) {
         self.count_line();
-        self.log_event(&line, "", code);
-        self.dead_letter(line, code, reason);
+        self.dead_letter(line, "", code, reason);
     }
 
     fn count_line(&mut self) {
@@ -499,27 +497,30 @@ impl<'m> Engine<'m> {
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
     }
 
-    /// The event-sourcing log's record of a line (when changes are tracked); a refused line's
-    /// text clipped like its dead letter's.
-    fn log_event(&mut self, line: &SourceLine, kind: &'static str, code: &'static str) {
+    /// The event-sourcing log's record of a line (when changes are tracked), with `raw` in place
+    /// of the line's text when given (a refused line's, clipped like its dead letter's).
+    fn log_event(&mut self, line: &SourceLine, kind: &'static str, code: &'static str, raw: Option<&str>) {
         if let Some(log) = self.events.as_mut() {
-            let raw = if code.is_empty() { None } else { clipped(&line.raw) };
             log.push(SourceEvent {
                 source: line.source.clone(),
                 position: line.position,
                 kind,
                 code: SmolStr::new_static(code),
-                raw: raw.unwrap_or_else(|| line.raw.clone()),
+                raw: raw.unwrap_or(&line.raw).to_owned(),
                 version: *self.inputs.fills.time(),
             });
         }
     }
 
-    fn dead_letter(&mut self, line: SourceLine, code: &'static str, reason: String) {
+    /// A refused line (of `kind` when it parsed): logged and kept as a dead letter, its text
+    /// clipped in both.
+    fn dead_letter(&mut self, line: SourceLine, kind: &'static str, code: &'static str, reason: String) {
         self.stats.dead_letters += 1;
         self.metrics.dead_letter(code);
         tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
-        let (raw, unclipped) = match clipped(&line.raw) {
+        let clip = clipped(&line.raw);
+        self.log_event(&line, kind, code, clip.as_deref());
+        let (raw, unclipped) = match clip {
             Some(c) => (c, Some(line.raw)),
             None => (line.raw, None),
         };
