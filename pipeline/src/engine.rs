@@ -31,7 +31,7 @@ use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSee
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
-use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Validator, ValidatorState};
+use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Rejection, Validator, ValidatorState};
 use harbour_sinks::tables::SourceEvent;
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
@@ -429,6 +429,12 @@ impl<'m> Engine<'m> {
     /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead
     /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
     pub fn feed(&mut self, line: SourceLine) -> bool {
+        self.feed_parsed(line, None)
+    }
+
+    /// As [`Engine::feed`], with the line already parsed (`parse_line(&line.raw, line.position)`,
+    /// done by a source on a thread of its own) when `parsed` is given.
+    pub fn feed_parsed(&mut self, line: SourceLine, parsed: Option<Result<Event, Rejection>>) -> bool {
         self.count_line();
         if not_utf8(&line.raw) {
             self.dead_letter(line, "", NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
@@ -436,7 +442,8 @@ impl<'m> Engine<'m> {
         }
         let validator = &mut self.validator;
         let mut parsed_kind = "";
-        let outcome = parse_line(&line.raw, line.position).and_then(|e| {
+        let parsed = parsed.unwrap_or_else(|| parse_line(&line.raw, line.position));
+        let outcome = parsed.and_then(|e| {
             let k = kind(&e);
             parsed_kind = k;
             validator.accept(e).map(|a| (k, a))

@@ -336,6 +336,7 @@ mod tests {
             offset,
             payload: line.as_bytes().to_vec(),
             timestamp: Some(ms),
+            parsed: None,
         };
         let instrument = |symbol: &str, lot: u32| {
             format!(
@@ -396,7 +397,7 @@ mod tests {
     #[test]
     fn feed_order_keeps_offsets_within_a_partition() {
         let r = |t: &str, n: i32, offset: i64, ms: Option<i64>| {
-            (Record { partition: part(t, n), offset, payload: Vec::new(), timestamp: ms }, ())
+            (Record { partition: part(t, n), offset, payload: Vec::new(), timestamp: ms, parsed: None }, ())
         };
         let mut records = vec![
             r("f", 0, 1, None),
@@ -412,7 +413,13 @@ mod tests {
     }
 
     fn rec(t: &str, n: i32, offset: i64) -> Record {
-        Record { partition: part(t, n), offset, payload: format!("{t}/{n}@{offset}").into_bytes(), timestamp: None }
+        Record {
+            partition: part(t, n),
+            offset,
+            payload: format!("{t}/{n}@{offset}").into_bytes(),
+            timestamp: None,
+            parsed: None,
+        }
     }
 
     fn epoch(epoch: u64, lines: u64, ends: &[(&str, i32, i64)]) -> EpochRecord {

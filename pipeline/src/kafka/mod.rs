@@ -48,7 +48,7 @@ use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
-    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Lease, Offsets, Partition, Poison, Record,
+    DeadLetterProducer, InputConsumer, KafkaConfig, KafkaError, Lease, Offsets, Partition, Poison, Prefetched, Record,
     WatermarkWatch,
 };
 
@@ -690,7 +690,8 @@ struct Loop<'a, 'm> {
     lease: Option<Lease>,
     /// A snapshot of the sealed epoch, saved once every sink holds that epoch.
     pending_checkpoint: Option<(u64, crate::checkpoint::Checkpoint)>,
-    consumer: InputConsumer,
+    /// The input consumer, read and parsed ahead on a thread of its own.
+    consumer: Prefetched,
     dlq: DeadLetterProducer,
     store: CheckpointStore,
     sinks: Vec<Slot>,
@@ -861,7 +862,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                 n
             }
         };
-        let accepted = self.engine.feed(SourceLine { source, position: r.offset as u64, raw });
+        let accepted =
+            self.engine.feed_parsed(SourceLine { source, position: r.offset as u64, raw }, r.parsed.map(|p| *p));
         // A re-formed epoch the dead-letter topic holds had its dead letters sent.
         let sent_before = replaying.is_some_and(|e| e <= self.dead_letters_held.max(self.committed));
         if !accepted && !sent_before {
@@ -1124,9 +1126,9 @@ impl<'a, 'm> Loop<'a, 'm> {
             // The group's offsets are for lag tooling and a first start; Harbour restarts from
             // its own marker and checkpoint, so only the last commit of a run is waited for.
             if force {
-                self.consumer.commit(&ends)?;
+                self.consumer.consumer().commit(&ends)?;
             } else {
-                self.consumer.commit_async(&ends)?;
+                self.consumer.consumer().commit_async(&ends)?;
             }
             self.store.set_committed(all)?;
             self.committed = all;
@@ -1374,7 +1376,7 @@ pub fn run(
         engine,
         stop,
         pending_checkpoint: None,
-        consumer,
+        consumer: Prefetched::start(consumer, true)?,
         dlq,
         store,
         sinks,
@@ -1405,7 +1407,7 @@ pub fn run(
     let read_to: Arc<Mutex<Offsets>> = Arc::new(Mutex::new(start.clone()));
     let mut watch = WatermarkWatch::start(
         kafka,
-        l.consumer.partitions().to_vec(),
+        l.consumer.consumer().partitions().to_vec(),
         watermarks.clone(),
         Duration::from_secs(2),
         read_to.clone(),
@@ -1474,8 +1476,9 @@ pub fn run(
             // (A broker that fails this now leaves the consumer as it was: tried again in 2 s.)
             match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next()) {
                 Ok(c) => {
-                    l.consumer = c;
-                    let partitions = l.consumer.partitions().to_vec();
+                    // (Records the old reader took and the loop did not are read again.)
+                    l.consumer = Prefetched::start(c, true)?;
+                    let partitions = l.consumer.consumer().partitions().to_vec();
                     let fresh = WatermarkWatch::start(
                         kafka,
                         partitions,

@@ -1,5 +1,6 @@
 //! The input consumer: every partition of the input topics, assigned explicitly at the offsets
-//! the pipeline's checkpoint names, polled on the calling thread.
+//! the pipeline's checkpoint names, polled on the calling thread (or read ahead on a thread of its
+//! own: [`super::Prefetched`]).
 //!
 //! Harbour's own checkpoint, not the group's committed offsets, decides where reading starts (the
 //! checkpoint is consistent with the dataflow state it restores); the group offsets follow the
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harbour_dataflows::validate::{Input, Rejection};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
@@ -48,6 +50,9 @@ pub struct Record {
     /// The message's timestamp (ms since the epoch: the producer's create time, or the broker's
     /// append time for a topic configured so); `None` when it has none.
     pub timestamp: Option<i64>,
+    /// The payload parsed against the input contract, when the reader thread of a
+    /// [`super::Prefetched`] consumer did (boxed: records move through queues and sorts).
+    pub parsed: Option<Box<Result<Input, Rejection>>>,
 }
 
 /// The input consumer's context: logs the outcome of asynchronous commits.
@@ -200,6 +205,7 @@ impl InputConsumer {
                 offset: m.offset(),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
+                parsed: None,
             })),
             Some(Err(RdError::PartitionEOF(_))) => Ok(None),
             Some(Err(e)) => {

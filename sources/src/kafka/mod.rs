@@ -16,12 +16,14 @@
 mod config;
 mod consumer;
 mod lease;
+mod prefetch;
 mod producer;
 mod transactional;
 
 pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};
 pub use consumer::{InputConsumer, Offsets, Partition, Record, WatermarkWatch};
 pub use lease::Lease;
+pub use prefetch::{Prefetched, BATCH, QUEUE};
 pub use producer::{
     create_output_topics, create_topics, publish_lines, Counted, DeadLetterProducer, Deliveries, Poison, EPOCH_HEADER,
     MAX_DEAD_LETTER_PAYLOAD,

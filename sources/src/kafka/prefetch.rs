@@ -1,0 +1,257 @@
+//! The input consumer read ahead on a thread of its own: a reader thread polls librdkafka and
+//! parses each payload against the input contract (the work of a message that needs no state),
+//! and hands batches to the run loop through a bounded queue, so the loop spends its thread on
+//! the input rules, the dataflow and the sinks.
+//!
+//! What the loop sees is what [`InputConsumer::poll`] would have given it, in the same order: a
+//! partition's records in offset order, each once. [`Prefetched::positions`] reports where the
+//! consumer had read each partition to *when the batches handed over so far were taken*, never
+//! further (records still queued are not passed yet). Pausing a partition stops fetching it; what
+//! the reader took already still arrives, as after [`InputConsumer::pause`] (the caller holds
+//! it). Memory ahead of the loop: at most [`QUEUE`] batches of [`BATCH`] records (plus what
+//! librdkafka prefetches, `queued.max.messages.kbytes`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{InputConsumer, KafkaError, Offsets, Partition, Record};
+use crate::contract::parse_line;
+
+/// Most records in one batch.
+pub const BATCH: usize = 512;
+
+/// Most batches queued ahead of the loop.
+pub const QUEUE: usize = 16;
+
+/// How long the reader waits in one poll for a first message.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Records taken together, and where the consumer was once it took them.
+struct Batch {
+    records: Vec<Record>,
+    positions: Offsets,
+}
+
+/// An [`InputConsumer`] read by a thread of its own (see the module docs).
+pub struct Prefetched {
+    consumer: Arc<InputConsumer>,
+    queue: Option<Receiver<Result<Batch, KafkaError>>>,
+    current: std::vec::IntoIter<Record>,
+    /// Positions after the batch being handed over, adopted once it is all handed over.
+    after_current: Option<Offsets>,
+    positions: Offsets,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetched {
+    /// Starts reading `consumer` ahead. With `parse`, each UTF-8 payload is parsed on the reader
+    /// thread too ([`Record::parsed`]).
+    pub fn start(consumer: InputConsumer, parse: bool) -> Result<Prefetched, KafkaError> {
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("harbour-kafka-read".into())
+                .spawn(move || {
+                    let mut sent = Offsets::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut records = Vec::with_capacity(BATCH);
+                        let mut wait = POLL;
+                        while records.len() < BATCH {
+                            match consumer.poll(wait) {
+                                Ok(Some(mut r)) => {
+                                    if parse {
+                                        if let Ok(line) = std::str::from_utf8(&r.payload) {
+                                            r.parsed = Some(Box::new(parse_line(line, r.offset as u64)));
+                                        }
+                                    }
+                                    records.push(r);
+                                    wait = Duration::ZERO;
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                    return;
+                                }
+                            }
+                        }
+                        let positions = consumer.positions();
+                        // Nothing taken and nowhere further (an idle spell): nothing to say (the
+                        // loop's own wait tells it the input is idle).
+                        if records.is_empty() && positions == sent {
+                            continue;
+                        }
+                        sent = positions.clone();
+                        if tx.send(Ok(Batch { records, positions })).is_err() {
+                            return; // the loop dropped its end
+                        }
+                    }
+                })
+                .map_err(|e| KafkaError::Config(format!("starting the kafka reader thread: {e}")))?
+        };
+        Ok(Prefetched {
+            consumer,
+            queue: Some(rx),
+            current: Vec::new().into_iter(),
+            after_current: None,
+            positions: Offsets::new(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next record, waiting up to `timeout` for one; errors of the reader's polls (fatal
+    /// ones: transient ones are logged and retried there) come out here.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Ok(Some(r));
+            }
+            if let Some(p) = self.after_current.take() {
+                self.positions = p;
+            }
+            let queue = self.queue.as_ref().expect("the queue is dropped only on drop");
+            match queue.recv_timeout(timeout) {
+                Ok(Ok(batch)) => {
+                    self.current = batch.records.into_iter();
+                    self.after_current = Some(batch.positions);
+                    if self.current.len() == 0 {
+                        // Only positions moved (past transaction markers): adopted, and idle.
+                        self.positions = self.after_current.take().unwrap_or_default();
+                        return Ok(None);
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(KafkaError::Client("the kafka reader thread stopped".into()))
+                }
+            }
+        }
+    }
+
+    /// Where the consumer had read each partition to when it took the records handed over so
+    /// far (see [`InputConsumer::positions`]); partitions not read yet are missing.
+    pub fn positions(&self) -> Offsets {
+        self.positions.clone()
+    }
+
+    /// The consumer, for what is not reading (pause, resume, commits, watermarks).
+    pub fn consumer(&self) -> &InputConsumer {
+        &self.consumer
+    }
+
+    /// Stops fetching `p` (records taken already still come: the caller keeps order).
+    pub fn pause(&self, p: &Partition) -> Result<(), KafkaError> {
+        self.consumer.pause(p)
+    }
+
+    /// Fetches `p` again, from the first message the reader has not taken.
+    pub fn resume(&self, p: &Partition) -> Result<(), KafkaError> {
+        self.consumer.resume(p)
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // A reader blocked on a full queue returns once the queue's end is gone.
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+
+    use super::*;
+    use crate::kafka::KafkaConfig;
+
+    const FILL: &str = r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.200","ts":"2026-03-02T09:30:00+08:00"}"#;
+
+    /// Every record comes once, each partition's in offset order, parsed on the reader thread
+    /// exactly as `parse_line` would; the positions reported never run ahead of the records
+    /// handed over, and reach every partition's end once the input is idle.
+    #[test]
+    fn records_come_in_order_parsed_and_positions_never_run_ahead() {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+        mock.create_topic("fills", 3, 1).unwrap();
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let n = 3 * BATCH + 17; // several batches, the last one short
+        for i in 0..n {
+            let payload: Vec<u8> = match i % 5 {
+                0 => vec![0xff, 0xfe], // not UTF-8: left to the loop
+                1 => b"{not json".to_vec(),
+                _ => FILL.as_bytes().to_vec(),
+            };
+            let key = format!("k{i}");
+            let partition = (i % 3) as i32;
+            producer.send(BaseRecord::to("fills").key(&key).payload(&payload).partition(partition)).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let config =
+            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        let consumer = InputConsumer::open(&config, &["fills"], &Offsets::new()).unwrap();
+        let mut reader = Prefetched::start(consumer, true).unwrap();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen < n && Instant::now() < deadline {
+            let Some(r) = reader.poll(Duration::from_millis(100)).unwrap() else { continue };
+            let expect = next.entry(r.partition.partition).or_insert(0);
+            assert_eq!(r.offset, *expect, "{}: offsets in order, each once", r.partition);
+            *expect += 1;
+            seen += 1;
+            match std::str::from_utf8(&r.payload) {
+                Ok(line) => assert_eq!(r.parsed.as_deref(), Some(&parse_line(line, r.offset as u64))),
+                Err(_) => assert!(r.parsed.is_none()),
+            }
+            for (p, at) in reader.positions() {
+                let handed = next.get(&p.partition).copied().unwrap_or(0);
+                assert!(at <= handed, "{p}: position {at} past the records handed over ({handed})");
+            }
+        }
+        assert_eq!(seen, n);
+        // Idle: nothing more comes, and the positions reach the ends.
+        assert!(reader.poll(Duration::from_millis(300)).unwrap().is_none());
+        let positions = reader.positions();
+        for (p, end) in &next {
+            assert_eq!(positions.get(&Partition { topic: "fills".into(), partition: *p }), Some(end));
+        }
+        assert!(reader.consumer().watermarks().is_ok());
+    }
+
+    /// A fatal poll error of the reader thread comes out of the loop's poll.
+    #[test]
+    fn the_readers_fatal_error_reaches_the_caller() {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+        mock.create_topic("fills", 1, 1).unwrap();
+        let config =
+            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        // Offset 5 of an empty partition: out of range, and `auto.offset.reset` is `error`.
+        let start = Offsets::from([(Partition { topic: "fills".into(), partition: 0 }, 5)]);
+        let consumer = InputConsumer::open(&config, &["fills"], &start).unwrap();
+        let mut reader = Prefetched::start(consumer, true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let err = loop {
+            match reader.poll(Duration::from_millis(100)) {
+                Err(e) => break e,
+                Ok(_) => assert!(Instant::now() < deadline, "no error reached the caller"),
+            }
+        };
+        assert!(matches!(err, KafkaError::OffsetsGone(_)), "{err}");
+    }
+}
