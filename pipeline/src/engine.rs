@@ -801,7 +801,9 @@ impl<'m> Engine<'m> {
             // (NAVs, lambda, the horizon, contributors) and of float sums in the order of the
             // restore: the rebuilt ones may differ from what the stores hold, so they all go to
             // the sinks again, at the restore's version; and so do alerts the restore fired (a
-            // changed setting can start or end a breach there).
+            // changed setting can start or end a breach there). The restore's version can be the
+            // one the stores hold for a row: both take the row written last at a version when its
+            // content differs (ClickHouse's ReplacingMergeTree, Redis's fence).
             self.state.risk.relog(|_, _| true, Some(t));
             self.state.vol.relog(|_, _| true, Some(t));
             // (Not those the snapshot held: the restore's epoch can share its time with the last

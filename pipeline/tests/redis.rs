@@ -590,3 +590,46 @@ fn a_redis_that_may_evict_the_epoch_marker_is_refused_at_start() {
     set(&mut c, "maxmemory", "0");
     assert!(RedisSink::connect(&config).is_ok());
 }
+
+/// At an equal version the last write wins when its content differs, as in ClickHouse (whose
+/// ReplacingMergeTree keeps the last row inserted of a version): a restart can rebuild rows at the
+/// version the stores hold with other values (risk under changed settings, sent again at the
+/// restore's version), and both stores must end with them. The same content again is a replay:
+/// not applied, not streamed; an older version never is.
+#[test]
+fn an_equal_version_with_other_content_is_taken_the_same_content_is_not() {
+    let metrics = Metrics::default();
+    let (_, epochs) = day_epochs(&metrics, 300, 47, 200);
+    let mut rs = sink(12);
+    for (epoch, ch) in &epochs {
+        rs.write(*epoch, ch).unwrap();
+    }
+    let mut c = rs.connection().unwrap();
+    let xlen =
+        |c: &mut redis::Connection| -> u64 { redis::cmd("XLEN").arg("harbour:stream:positions").query(c).unwrap() };
+    let streamed = xlen(&mut c);
+    let (epoch, last) = epochs.iter().rev().find(|(_, ch)| !ch.positions.is_empty()).unwrap();
+    let mut changed = Changes { positions: vec![last.positions[0].clone()], ..Changes::default() };
+    changed.positions[0].row.realized += rust_decimal::Decimal::new(1, 2);
+    let realized = changed.positions[0].row.realized.to_string();
+    let key = position_key(&changed.positions[0].row);
+    let held = |c: &mut redis::Connection| -> (String, String) {
+        redis::cmd("HMGET").arg(&key).arg("realized").arg("version").query(c).unwrap()
+    };
+    let before = held(&mut c);
+    assert_ne!(before.0, realized);
+    // The same version, other content: applied and streamed.
+    assert_eq!(rs.write(*epoch, &changed).unwrap(), 1);
+    assert_eq!(held(&mut c), (realized.clone(), before.1.clone()));
+    assert_eq!(xlen(&mut c), streamed + 1);
+    // Again: the content held, nothing applied or streamed.
+    assert_eq!(rs.write(*epoch, &changed).unwrap(), 0);
+    assert_eq!(xlen(&mut c), streamed + 1);
+    // An older version with other content: refused.
+    let mut older = changed.clone();
+    older.positions[0].version -= 1;
+    older.positions[0].row.realized += rust_decimal::Decimal::ONE;
+    assert_eq!(rs.write(*epoch, &older).unwrap(), 0);
+    assert_eq!(held(&mut c), (realized, before.1));
+    assert_eq!(xlen(&mut c), streamed + 1);
+}

@@ -160,7 +160,7 @@ pub struct RedisSink {
     config: RedisConfig,
     /// Failed attempts so far.
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Rows the fence refused (older or equal versions) in the last write.
+    /// Rows the fence refused (older versions, or equal ones with the content held) in the last write.
     pub fenced: u64,
     /// Writes that took the fresh way (every row newer than the marker: no per-row check).
     pub fresh_writes: u64,
