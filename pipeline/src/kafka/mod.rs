@@ -1,7 +1,7 @@
 //! The Kafka run loop: consume, cut epochs, feed the engine, write sinks, commit what is durable.
 //!
 //! ```text
-//!  InputConsumer ─► Gate (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
+//!  Prefetched ─► Gate (replay limits, bootstrap hold) ─► Engine::feed ─► dead letters ─► DLQ topic
 //!        ▲                                                     │ seal (epoch: count / time / idle / new limits)
 //!        │                                                     ▼
 //!        │                     epochs.log (epoch, end offset per partition), fsynced
@@ -9,6 +9,10 @@
 //!        └── group commit + `committed` ◄── every sink durable ◄── sinks write the epoch
 //!                                            └─► checkpoint (engine snapshot + offsets), periodically
 //! ```
+//!
+//! Layout: this file is the loop and [`run`]; `sink.rs` what a sink is ([`EpochSink`]) and the
+//! built-in ones; `worker.rs` each sink's thread and what the loop keeps per sink; `gate.rs` which
+//! record is fed when; `alerts.rs` the alerts topic.
 //!
 //! Start-up: load the newest checkpoint (engine state + offsets; none means "from the
 //! beginning"), re-form every epoch logged after it exactly (each partition read up to the logged
@@ -26,25 +30,25 @@
 //! free while the loop reads on. Checkpoints are snapshots of a sealed epoch, saved once every
 //! sink that writes changes holds it, serialized and written on the checkpoint store's thread.
 //!
-//! Memory: librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB), messages held back
-//! during a replay (their partitions are paused), the Parquet sink's copy of the tables, and per
+//! Memory: librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB), the reader thread's
+//! queue ([`Prefetched`]: at most 16 batches of 512 parsed messages), messages held back during a
+//! replay (their partitions are paused), the Parquet sink's copy of the tables, and per
 //! threaded sink one batch being written,
 //! one queued and up to [`MAX_PENDING_ROWS`] changed rows waiting (past that the loop waits for
 //! the sink: consumption stops).
 
 pub mod alerts;
 mod gate;
+mod sink;
+mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harbour_sinks::clickhouse::ClickHouseSink;
-use harbour_sinks::parquet::{ParquetSink, Written};
-use harbour_sinks::redis::RedisSink;
 use harbour_sinks::tables::Changes;
 use harbour_sources::file::SourceLine;
 use harbour_sources::kafka::{
@@ -54,9 +58,11 @@ use harbour_sources::kafka::{
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, EpochRecord};
 use crate::engine::{Engine, EngineConfig, OutputState, RunStats};
-use crate::metrics::{Health, Metrics, SinkMetrics};
-use crate::state;
+use crate::metrics::{Health, Metrics};
 use gate::{Gate, Phase, Step};
+pub use sink::{from_another_run, ClickHouseEpochSink, EpochSink, ParquetEpochSink, RedisEpochSink};
+use worker::{Slot, Worker};
+pub use worker::{END_WAIT, MAX_PENDING_ROWS};
 
 /// Settings of a Kafka run.
 #[derive(Clone, Debug)]
@@ -110,373 +116,6 @@ pub enum KafkaRunError {
     },
 }
 
-/// A destination that holds the pipeline's tables durably.
-pub trait EpochSink {
-    /// Name, for logs and errors.
-    fn name(&self) -> &'static str;
-    /// Makes the tables as of `epoch` durable, from the whole `state` or from the `changes` since
-    /// the previous call; returns once the store acknowledged.
-    fn write_through(&mut self, epoch: u64, state: &OutputState, changes: &Changes) -> Result<(), String>;
-    /// How often this sink is written; `None`: the pipeline's `flush_ms`. A live feed can be
-    /// written every epoch while an analytical store takes larger batches; offsets are committed
-    /// through the newest epoch every sink holds (every sink that does not
-    /// [replace everything](EpochSink::replaces_all)).
-    fn flush_every(&self) -> Option<Duration> {
-        None
-    }
-    /// Whether the sink reads `changes` (when not, they are not kept for it).
-    fn wants_changes(&self) -> bool {
-        true
-    }
-    /// Whether `write_through` reads the whole `state`. A sink that does not (it writes the
-    /// changes only) runs on a thread of its own: the loop hands it each batch and reads on
-    /// while it writes; offsets still follow what it acknowledged (unless it replaces
-    /// everything).
-    fn reads_state(&self) -> bool {
-        true
-    }
-    /// Takes a batch of changes on the sink's own thread (sinks that do not read the state); by
-    /// default [`EpochSink::write_through`] with them.
-    fn write_changes(&mut self, epoch: u64, changes: Changes) -> Result<(), String> {
-        self.write_through(epoch, &OutputState::default(), &changes)
-    }
-    /// Called once before the run reads on, with the tables as restored (a sink that keeps its own
-    /// copy of them starts from here).
-    fn start_from(&mut self, _state: &OutputState) {}
-    /// Called once before the run reads on with the last epoch the previous run logged (0: none):
-    /// a sink that replaces everything may have written through it, and writing before it holds
-    /// that epoch would put older tables over newer ones.
-    fn hold_until(&mut self, _epoch: u64) {}
-    /// Called once before [`EpochSink::resume`] with the state folder's run identity
-    /// (`CheckpointStore::run_id`): a sink writing a topic marks its messages with it and reads
-    /// its own progress there by it.
-    fn set_run(&mut self, _run: &str) {}
-    /// Called once before the run reads on with the restored tables (as of epoch `restored`) and
-    /// `held`, the epoch every sink acknowledged before (offsets were committed through it).
-    /// Returns the epoch the sink really holds, from which it is fed: `held`, unless the store
-    /// lost acknowledged data (a store that can, like Redis with `appendfsync everysec` after a
-    /// power loss, or restarted empty); it then takes the restored tables again and the epochs
-    /// after `restored`. `logged`: the newest epoch this state folder sealed (at least `held`); a
-    /// store that holds a newer one holds another run's data (see [`from_another_run`]).
-    fn resume(&mut self, _state: &OutputState, _restored: u64, held: u64, _logged: u64) -> Result<u64, String> {
-        Ok(held)
-    }
-    /// On a sink's own thread, about once a second while no batch arrives (input idle): a sink
-    /// with a cadence of its own writes what it holds when due.
-    fn tick(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// Called once at the end of a run that completed (a clean stop), after the last batch, on
-    /// sinks that run on a thread of their own and replace everything (not after an error).
-    fn finish(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// Whether the sink reads `changes.events`, the event log (when not, its batches come
-    /// without it).
-    fn wants_events(&self) -> bool {
-        true
-    }
-    /// Whether the sink reads `changes.quotes` (by default when it reads the event log; a sink
-    /// reading neither gets the tables' changes alone).
-    fn wants_quotes(&self) -> bool {
-        self.wants_events()
-    }
-    /// Whether each write replaces the sink's whole content from the state (Parquet files). Such
-    /// a sink needs no change from before a restart (the restored state has them all), so its
-    /// progress holds back neither the committed offsets nor checkpoints; it is written at its
-    /// own cadence and at the end of the run.
-    fn replaces_all(&self) -> bool {
-        false
-    }
-    /// Whether the sink reads only `changes.alerts` (it is then handed those alone, not a copy
-    /// of every table's changes).
-    fn alerts_only(&self) -> bool {
-        false
-    }
-    /// The sink's live count of failed attempts at its store, exported as
-    /// `harbour_sink_retries_total`.
-    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
-        None
-    }
-    /// Takes the sink's metrics if it records its writes itself (returns true): a sink whose
-    /// batches only update memory and that writes its store at a cadence of its own. Otherwise
-    /// each acknowledged batch is recorded as a write.
-    fn records_own_writes(&mut self, _metrics: &SinkMetrics) -> bool {
-        false
-    }
-}
-
-/// The Parquet files: each write rewrites every table whole (atomic renames).
-///
-/// A rewrite costs time in proportion to the tables (about 5 s for a day of a million fills on the
-/// test machine), so the sink runs on a thread of its own: it keeps a copy of the tables, seeded
-/// with the restored state and brought up to date with every batch of changes, and rewrites the
-/// files from it at most every `every` (by default a minute) and at the end of the run, while the
-/// loop reads on. It [replaces everything](EpochSink::replaces_all): it holds back neither
-/// commits nor checkpoints, and a restart seeds it again from the restored state.
-pub struct ParquetEpochSink {
-    sink: ParquetSink,
-    every: Option<Duration>,
-    written: Arc<Mutex<Vec<Written>>>,
-    tables: OutputState,
-    last_write: Instant,
-    /// Changes applied since the last rewrite.
-    dirty: bool,
-    /// Newest epoch applied to `tables`.
-    epoch: u64,
-    /// No rewrite before `tables` reach this epoch (the files may hold it already).
-    hold_until: u64,
-    /// Each rewrite is recorded here (epoch, rows in the files, time).
-    metrics: Option<SinkMetrics>,
-}
-
-impl ParquetEpochSink {
-    /// Rewrites the tables at `pipeline.flush_ms`, and at the end.
-    pub fn new(sink: ParquetSink) -> ParquetEpochSink {
-        ParquetEpochSink {
-            sink,
-            every: None,
-            written: Arc::default(),
-            tables: OutputState::default(),
-            last_write: Instant::now(),
-            dirty: false,
-            epoch: 0,
-            hold_until: 0,
-            metrics: None,
-        }
-    }
-
-    /// Rewrites the tables at most every `every` (`Duration::MAX`: only at the end).
-    pub fn every(mut self, every: Duration) -> ParquetEpochSink {
-        self.every = Some(every);
-        self
-    }
-
-    /// The files of the latest write (the run's summary), shared with the sink.
-    pub fn written(&self) -> Arc<Mutex<Vec<Written>>> {
-        Arc::clone(&self.written)
-    }
-
-    fn rewrite(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        let written = self.sink.write(&state::snapshot_refs(&self.tables)).map_err(|e| e.to_string())?;
-        let rows: usize = written.iter().map(|w| w.rows).sum();
-        if let Some(m) = &self.metrics {
-            m.written(self.epoch, rows as u64, started.elapsed());
-        }
-        *self.written.lock().expect("parquet written") = written;
-        self.last_write = Instant::now();
-        self.dirty = false;
-        tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "parquet tables rewritten");
-        Ok(())
-    }
-}
-
-impl EpochSink for ParquetEpochSink {
-    fn name(&self) -> &'static str {
-        "parquet"
-    }
-
-    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
-        self.write_changes(epoch, changes.clone())
-    }
-
-    fn write_changes(&mut self, epoch: u64, changes: Changes) -> Result<(), String> {
-        state::apply_changes(&mut self.tables, changes);
-        self.epoch = self.epoch.max(epoch);
-        self.dirty = true;
-        self.tick()
-    }
-
-    fn tick(&mut self) -> Result<(), String> {
-        let due = self.every.is_none_or(|every| self.last_write.elapsed() >= every);
-        if self.dirty && due && self.epoch >= self.hold_until {
-            self.rewrite()?;
-        }
-        Ok(())
-    }
-
-    fn hold_until(&mut self, epoch: u64) {
-        self.hold_until = epoch;
-    }
-
-    fn wants_events(&self) -> bool {
-        false
-    }
-
-    fn start_from(&mut self, state: &OutputState) {
-        self.tables = state::copy(state);
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        if self.epoch < self.hold_until {
-            // Stopped while re-forming the epochs of the last run: its files are newer.
-            tracing::warn!(
-                epoch = self.epoch,
-                files = self.hold_until,
-                "parquet tables left as the last run wrote them"
-            );
-            return Ok(());
-        }
-        self.rewrite()
-    }
-
-    fn reads_state(&self) -> bool {
-        false
-    }
-
-    fn replaces_all(&self) -> bool {
-        true
-    }
-
-    fn records_own_writes(&mut self, metrics: &SinkMetrics) -> bool {
-        self.metrics = Some(metrics.clone());
-        true
-    }
-}
-
-/// Redis: each flush applies the changes since the previous one, fenced by version, and moves the
-/// epoch marker, in one MULTI/EXEC.
-pub struct RedisEpochSink(pub RedisSink, pub Option<Duration>);
-
-impl EpochSink for RedisEpochSink {
-    fn reads_state(&self) -> bool {
-        false
-    }
-
-    // Redis keeps the tables and the quotes, not the event log.
-    fn wants_events(&self) -> bool {
-        false
-    }
-
-    fn wants_quotes(&self) -> bool {
-        true
-    }
-
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
-        Some(self.0.retry_counter())
-    }
-
-    fn flush_every(&self) -> Option<Duration> {
-        self.1
-    }
-
-    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
-        self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
-        let marker = self.0.epoch().map_err(|e| e.to_string())?;
-        if marker > logged {
-            return Err(from_another_run(
-                "Redis",
-                marker,
-                logged,
-                "delete its harbour:* keys, or use another Redis database (redis.url ending /N)",
-            ));
-        }
-        if marker >= held {
-            self.0.set_acknowledged(held);
-            return Ok(held);
-        }
-        // Restarted without its data, or lost the last second of its append-only file (the
-        // rewrite is fenced: newer rows stay).
-        rewrite_lost("redis", marker, state, restored, held, |all| {
-            if all.is_empty() {
-                return Ok(());
-            }
-            self.0.write(restored, all).map(|_| ()).map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// The refusal of a store whose record of its progress (`holds`) is past every epoch this state
-/// folder sealed (`logged`): it holds another run's rows (the state folder started afresh, or
-/// another pipeline writes there). Versions start again with a state folder, so every write
-/// would lose to those rows under the version fences and `FINAL`, leaving the store frozen on the
-/// other run's data while offsets were committed.
-pub fn from_another_run(store: &str, holds: u64, logged: u64, clear: &str) -> String {
-    format!(
-        "{store} holds epoch {holds}, past the newest epoch this state folder sealed ({logged}): its rows come \
-         from another run (a state folder started afresh, or another pipeline writing there), and this run's \
-         rows, numbered from its own state, would lose to them; {clear}, or run with the state folder that wrote them"
-    )
-}
-
-/// A store that holds less (`holds`, its own record of its progress) than it acknowledged
-/// (`held`): the restored tables (as of `restored`) are written again through `write`, and the
-/// sink takes the epochs after `restored`.
-fn rewrite_lost(
-    store: &'static str,
-    holds: u64,
-    state: &OutputState,
-    restored: u64,
-    held: u64,
-    write: impl FnOnce(&Changes) -> Result<(), String>,
-) -> Result<u64, String> {
-    let all = state::full_changes(state, restored);
-    tracing::warn!(
-        store,
-        holds,
-        acknowledged = held,
-        restored,
-        rows = all.len(),
-        "the store lost acknowledged writes; writing the restored tables again"
-    );
-    write(&all)?;
-    Ok(restored)
-}
-
-/// ClickHouse: each flush inserts the rows changed since the previous one, then `sink_progress`.
-pub struct ClickHouseEpochSink(pub ClickHouseSink, pub Option<Duration>);
-
-impl EpochSink for ClickHouseEpochSink {
-    fn reads_state(&self) -> bool {
-        false
-    }
-
-    fn name(&self) -> &'static str {
-        "clickhouse"
-    }
-
-    fn retry_counter(&self) -> Option<Arc<AtomicU64>> {
-        Some(self.0.retry_counter())
-    }
-
-    fn flush_every(&self) -> Option<Duration> {
-        self.1
-    }
-
-    fn write_through(&mut self, epoch: u64, _s: &OutputState, changes: &Changes) -> Result<(), String> {
-        self.0.write(epoch, changes).map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    fn resume(&mut self, state: &OutputState, restored: u64, held: u64, logged: u64) -> Result<u64, String> {
-        let progress = self.0.epoch().map_err(|e| e.to_string())?;
-        if progress > logged {
-            return Err(from_another_run(
-                "ClickHouse",
-                progress,
-                logged,
-                "set another clickhouse.database, or drop that one",
-            ));
-        }
-        if progress >= held {
-            return Ok(held);
-        }
-        // Parts lost with an unsynced disk, a server restored or replaced (newer versions it
-        // still holds win under FINAL; the event log of the lost epochs before `restored` is not
-        // in the state and stays lost). Written even when empty: `sink_progress` moves.
-        rewrite_lost("clickhouse", progress, state, restored, held, |all| {
-            self.0.write(restored, all).map(|_| ()).map_err(|e| e.to_string())
-        })
-    }
-}
-
 /// What a Kafka run did.
 pub struct KafkaOutcome {
     /// Final tables.
@@ -499,188 +138,6 @@ pub struct KafkaOutcome {
 const DEAD_LETTER_WAIT: Duration = Duration::from_millis(200);
 /// …or until they hold this many payload bytes.
 const DEAD_LETTER_BYTES: usize = 8 << 20;
-
-/// How long a sink's thread waits for a batch before it ticks ([`EpochSink::tick`]).
-const TICK: Duration = Duration::from_secs(1);
-
-/// Changed rows a sink may have waiting while its thread writes the previous batch; past this
-/// the loop waits for it (backpressure: consumption stops, memory stays bounded).
-pub const MAX_PENDING_ROWS: usize = 2_000_000;
-
-/// A sink on a thread of its own: batches go in, acknowledged epochs come back.
-struct Worker {
-    tx: Option<SyncSender<(u64, Changes)>>,
-    durable: Arc<AtomicU64>,
-    failed: Arc<Mutex<Option<String>>>,
-    /// Set before the channel is closed at the end of a completed run: the sink then finishes.
-    finishing: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start(mut sink: Box<dyn EpochSink + Send>, durable_from: u64, m: SinkMetrics) -> Worker {
-        // One batch queued while one is written; later changes wait in the slot (and coalesce).
-        let (tx, rx) = sync_channel::<(u64, Changes)>(1);
-        let durable = Arc::new(AtomicU64::new(durable_from));
-        let failed = Arc::new(Mutex::new(None));
-        let finishing = Arc::new(AtomicBool::new(false));
-        let (d, f, fin) = (durable.clone(), failed.clone(), finishing.clone());
-        let own = sink.records_own_writes(&m);
-        let name = sink.name();
-        let thread = std::thread::Builder::new()
-            .name(format!("sink-{name}"))
-            .spawn(move || {
-                loop {
-                    let (epoch, changes) = match rx.recv_timeout(TICK) {
-                        Ok(batch) => batch,
-                        Err(RecvTimeoutError::Timeout) => {
-                            let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.tick()))
-                                .unwrap_or_else(|_| Err("the sink panicked".into()));
-                            if let Err(m) = ticked {
-                                *f.lock().expect("sink failure") = Some(m);
-                                return;
-                            }
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    };
-                    let started = Instant::now();
-                    let rows = changes.len() as u64;
-                    let wrote =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write_changes(epoch, changes)))
-                            .unwrap_or_else(|_| Err("the sink panicked".into()));
-                    match wrote {
-                        Ok(()) => {
-                            d.store(epoch, Ordering::Release);
-                            if !own {
-                                m.written(epoch, rows, started.elapsed());
-                            }
-                            tracing::debug!(
-                                sink = name,
-                                epoch,
-                                ms = started.elapsed().as_millis() as u64,
-                                "sink durable"
-                            );
-                        }
-                        Err(m) => {
-                            *f.lock().expect("sink failure") = Some(m);
-                            return;
-                        }
-                    }
-                }
-                if fin.load(Ordering::Acquire) {
-                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.finish()))
-                        .unwrap_or_else(|_| Err("the sink panicked".into()));
-                    if let Err(m) = done {
-                        *f.lock().expect("sink failure") = Some(m);
-                    }
-                }
-            })
-            .expect("a sink thread starts");
-        Worker { tx: Some(tx), durable, failed, finishing, thread: Some(thread) }
-    }
-
-    /// Ends a completed run: closes the channel once the batches handed are taken, lets the sink
-    /// finish, and waits for its thread. Returns the sink's failure, if any.
-    fn finish(mut self) -> Option<String> {
-        self.finishing.store(true, Ordering::Release);
-        self.tx.take();
-        let joined = self.thread.take().map(|t| t.join());
-        let failed = self.failed.lock().expect("sink failure").clone();
-        match joined {
-            Some(Err(_)) => failed.or_else(|| Some("the sink's thread panicked".into())),
-            _ => failed,
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread once its write returns; a thread still retrying
-        // an unreachable store is left to the process's exit rather than waited for.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// A sink with its own cadence and the changes it has not written yet.
-struct Slot {
-    name: &'static str,
-    wants_changes: bool,
-    alerts_only: bool,
-    /// [`EpochSink::replaces_all`]
-    replaces_all: bool,
-    /// Changes without events and quotes ([`EpochSink::wants_events`]).
-    tables_only: bool,
-    /// The sink reads the event log (else its copies come without it).
-    wants_events: bool,
-    /// Written on the loop's thread (it reads the whole state).
-    sink: Option<Box<dyn EpochSink + Send>>,
-    /// Or on its own.
-    worker: Option<Worker>,
-    every: Duration,
-    last: Instant,
-    /// Newest epoch handed to the sink.
-    handed: u64,
-    /// Newest epoch a loop-thread sink wrote.
-    durable: u64,
-    pending: Changes,
-    /// End offsets of the epochs handed to the sink from its durable one on (a commit lands on
-    /// the lowest durable epoch over the sinks).
-    ends: VecDeque<(u64, Offsets)>,
-    metrics: SinkMetrics,
-}
-
-impl Slot {
-    /// Newest epoch the sink holds.
-    fn durable(&self) -> u64 {
-        self.worker.as_ref().map_or(self.durable, |w| w.durable.load(Ordering::Acquire))
-    }
-
-    fn failure(&self) -> Option<KafkaRunError> {
-        let w = self.worker.as_ref()?;
-        let m = w.failed.lock().expect("sink failure").clone()?;
-        Some(KafkaRunError::Sink { sink: self.name, message: m })
-    }
-
-    /// Its thread ended without a recorded failure.
-    fn stopped(&self) -> KafkaRunError {
-        self.failure().unwrap_or(KafkaRunError::Sink { sink: self.name, message: "the sink's thread stopped".into() })
-    }
-
-    /// While waiting for the sink: its failure, a stop of the run, or the deadline end the wait.
-    fn check(&self, stop: Option<&AtomicBool>, deadline: Option<Instant>) -> Result<(), KafkaRunError> {
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        if self.worker.as_ref().is_some_and(|w| w.thread.as_ref().is_none_or(|t| t.is_finished())) {
-            return Err(self.stopped());
-        }
-        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Err(KafkaRunError::Sink {
-                sink: self.name,
-                message: "stopped while waiting for the sink; nothing committed past what it holds".into(),
-            });
-        }
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            return Err(KafkaRunError::Sink {
-                sink: self.name,
-                message: format!(
-                    "no acknowledgement within {} s at the end of the run; nothing committed past what it holds",
-                    END_WAIT.as_secs()
-                ),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// How long the end of a run waits for the sinks to acknowledge the last epoch.
-pub const END_WAIT: Duration = Duration::from_secs(120);
 
 struct Loop<'a, 'm> {
     engine: Engine<'m>,
