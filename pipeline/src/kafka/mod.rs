@@ -31,7 +31,7 @@
 //! sink that writes changes holds it, serialized and written on the checkpoint store's thread.
 //!
 //! Memory: librdkafka's fetch queue (`queued.max.messages.kbytes`, 64 MiB), the reader thread's
-//! queue ([`Prefetched`]: at most 16 batches of 512 parsed messages), messages held back during a
+//! queue ([`Prefetched`]: at most 18 batches of 512 parsed messages), messages held back during a
 //! replay (their partitions are paused), the Parquet sink's copy of the tables, and per
 //! threaded sink one batch being written,
 //! one queued and up to [`MAX_PENDING_ROWS`] changed rows waiting (past that the loop waits for
@@ -139,6 +139,54 @@ const DEAD_LETTER_WAIT: Duration = Duration::from_millis(200);
 /// …or until they hold this many payload bytes.
 const DEAD_LETTER_BYTES: usize = 8 << 20;
 
+/// The input consumer as the loop reads it: polled on the loop's thread while logged epochs are
+/// re-formed and the instruments topic bootstraps, read ahead on a thread of its own
+/// ([`Prefetched`]) once live. Re-forming pauses partitions whose next records belong to later
+/// epochs; read ahead, the records already queued would still come and be held, and once an
+/// epoch seals, the held ones would re-form a run of epochs in one go, past a stop requested
+/// meanwhile. Reading directly keeps a pause a pause there; throughput matters live.
+enum Input {
+    Direct(InputConsumer),
+    Ahead(Prefetched),
+    /// Only while switching from one to the other.
+    Switching,
+}
+
+impl Input {
+    fn poll(&mut self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
+        match self {
+            Input::Direct(c) => c.poll(timeout),
+            Input::Ahead(p) => p.poll(timeout),
+            Input::Switching => unreachable!("switched within one call"),
+        }
+    }
+
+    fn positions(&self) -> Offsets {
+        match self {
+            Input::Direct(c) => c.positions(),
+            Input::Ahead(p) => p.positions(),
+            Input::Switching => unreachable!("switched within one call"),
+        }
+    }
+
+    fn consumer(&self) -> &InputConsumer {
+        match self {
+            Input::Direct(c) => c,
+            Input::Ahead(p) => p.consumer(),
+            Input::Switching => unreachable!("switched within one call"),
+        }
+    }
+
+    /// Reads ahead from now on (records are handed over in the same order; see [`Input`]).
+    fn read_ahead(&mut self) -> Result<(), KafkaError> {
+        if let Input::Direct(_) = self {
+            let Input::Direct(c) = std::mem::replace(self, Input::Switching) else { unreachable!() };
+            *self = Input::Ahead(Prefetched::start(c, true)?);
+        }
+        Ok(())
+    }
+}
+
 struct Loop<'a, 'm> {
     engine: Engine<'m>,
     stop: &'a AtomicBool,
@@ -147,8 +195,8 @@ struct Loop<'a, 'm> {
     lease: Option<Lease>,
     /// A snapshot of the sealed epoch, saved once every sink holds that epoch.
     pending_checkpoint: Option<(u64, crate::checkpoint::Checkpoint)>,
-    /// The input consumer, read and parsed ahead on a thread of its own.
-    consumer: Prefetched,
+    /// The input consumer ([`Input`]: read ahead once live).
+    consumer: Input,
     dlq: DeadLetterProducer,
     store: CheckpointStore,
     sinks: Vec<Slot>,
@@ -251,8 +299,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                         ),
                     });
                 }
-                Step::Pause(p) => self.consumer.pause(&p)?,
-                Step::Resume(p) => self.consumer.resume(&p)?,
+                Step::Pause(p) => self.consumer.consumer().pause(&p)?,
+                Step::Resume(p) => self.consumer.consumer().resume(&p)?,
             }
         }
         Ok(())
@@ -833,7 +881,7 @@ pub fn run(
         engine,
         stop,
         pending_checkpoint: None,
-        consumer: Prefetched::start(consumer, true)?,
+        consumer: Input::Direct(consumer),
         dlq,
         store,
         sinks,
@@ -900,6 +948,9 @@ pub fn run(
             tracing::info!("stop requested");
             break;
         }
+        if l.gate.phase() == Phase::Live {
+            l.consumer.read_ahead()?;
+        }
         let record = l.consumer.poll(Duration::from_millis(100))?;
         let idle = record.is_none();
         match record {
@@ -931,10 +982,12 @@ pub fn run(
             // before a checkpoint holds them reads them from their beginning again).
             tracing::info!(?added, "partitions added to the input topics: reading them from their beginning");
             // (A broker that fails this now leaves the consumer as it was: tried again in 2 s.)
-            match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next()) {
+            match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next())
+                .and_then(|c| Prefetched::start(c, true))
+            {
                 Ok(c) => {
                     // (Records the old reader took and the loop did not are read again.)
-                    l.consumer = Prefetched::start(c, true)?;
+                    l.consumer = Input::Ahead(c);
                     let partitions = l.consumer.consumer().partitions().to_vec();
                     let fresh = WatermarkWatch::start(
                         kafka,

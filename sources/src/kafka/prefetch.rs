@@ -8,13 +8,14 @@
 //! consumer had read each partition to *when the batches handed over so far were taken*, never
 //! further (records still queued are not passed yet). Pausing a partition stops fetching it; what
 //! the reader took already still arrives, as after [`InputConsumer::pause`] (the caller holds
-//! it). Memory ahead of the loop: at most [`QUEUE`] batches of [`BATCH`] records (plus what
-//! librdkafka prefetches, `queued.max.messages.kbytes`).
+//! it). Memory ahead of the loop: at most [`QUEUE`] batches of [`BATCH`] records queued, one
+//! being taken and one being handed over (plus what librdkafka prefetches,
+//! `queued.max.messages.kbytes`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{InputConsumer, KafkaError, Offsets, Partition, Record};
 use crate::contract::parse_line;
@@ -75,6 +76,12 @@ impl Prefetched {
                                 }
                                 Ok(None) => break,
                                 Err(e) => {
+                                    // What was taken before the error first (the consumer is
+                                    // past it), then the error.
+                                    if !records.is_empty() {
+                                        let positions = consumer.positions();
+                                        let _ = tx.send(Ok(Batch { records, positions }));
+                                    }
                                     let _ = tx.send(Err(e));
                                     return;
                                 }
@@ -108,6 +115,7 @@ impl Prefetched {
     /// The next record, waiting up to `timeout` for one; errors of the reader's polls (fatal
     /// ones: transient ones are logged and retried there) come out here.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.current.next() {
                 return Ok(Some(r));
@@ -116,23 +124,31 @@ impl Prefetched {
                 self.positions = p;
             }
             let queue = self.queue.as_ref().expect("the queue is dropped only on drop");
-            match queue.recv_timeout(timeout) {
+            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Ok(batch)) => {
+                    // (A batch without records says the positions moved past transaction
+                    // markers: adopted at once, and the wait goes on.)
                     self.current = batch.records.into_iter();
                     self.after_current = Some(batch.positions);
-                    if self.current.len() == 0 {
-                        // Only positions moved (past transaction markers): adopted, and idle.
-                        self.positions = self.after_current.take().unwrap_or_default();
-                        return Ok(None);
-                    }
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(KafkaError::Client("the kafka reader thread stopped".into()))
-                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.reader_stopped()),
             }
         }
+    }
+
+    /// Why the reader's end of the queue is gone without an error sent: it panicked.
+    fn reader_stopped(&mut self) -> KafkaError {
+        let why = match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(panic)) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into()),
+            _ => "no error given".into(),
+        };
+        KafkaError::Client(format!("the kafka reader thread stopped: {why}"))
     }
 
     /// Where the consumer had read each partition to when it took the records handed over so
@@ -162,8 +178,16 @@ impl Drop for Prefetched {
         self.stop.store(true, Ordering::Relaxed);
         // A reader blocked on a full queue returns once the queue's end is gone.
         self.queue.take();
+        // Its polls wait at most 50 ms; a reader still in a broker round trip (naming the
+        // partitions whose offsets are gone, 10 s per partition at worst) is not waited for.
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let until = Instant::now() + Duration::from_secs(1);
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -171,7 +195,6 @@ impl Drop for Prefetched {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Instant;
 
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
@@ -232,6 +255,71 @@ mod tests {
             assert_eq!(positions.get(&Partition { topic: "fills".into(), partition: *p }), Some(end));
         }
         assert!(reader.consumer().watermarks().is_ok());
+    }
+
+    /// Pausing a partition while the reader's queue is full: what it took still comes, then
+    /// nothing; after resuming, the rest, from where the reader was. Each offset reaches the
+    /// caller in order, at most repeated (a fetch in flight when the pause came), which the run
+    /// loop's gate drops as it drops offsets already fed.
+    #[test]
+    fn a_paused_partition_delivers_what_was_taken_then_resumes_where_the_reader_was() {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+        mock.create_topic("fills", 1, 1).unwrap();
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        // More than the reader's queue holds (so librdkafka holds the rest when the pause comes).
+        let n = (QUEUE + 4) * BATCH * 2;
+        for i in 0..n {
+            let payload = format!("m{i}");
+            producer.send(BaseRecord::<(), _>::to("fills").payload(&payload).partition(0)).unwrap();
+            if i % 10_000 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let config =
+            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        let consumer = InputConsumer::open(&config, &["fills"], &Offsets::new()).unwrap();
+        let mut reader = Prefetched::start(consumer, false).unwrap();
+        let p0 = Partition { topic: "fills".into(), partition: 0 };
+        // As the gate does: an offset below the next one to feed was fed already.
+        let mut next = 0i64;
+        let take = |r: Record, next: &mut i64| {
+            if r.offset < *next {
+                return;
+            }
+            assert_eq!(r.offset, *next, "no gap");
+            *next += 1;
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while next < 100 {
+            assert!(Instant::now() < deadline);
+            if let Some(r) = reader.poll(Duration::from_millis(100)).unwrap() {
+                take(r, &mut next);
+            }
+        }
+        // Let the reader fill its queue, then pause: what it took comes, then nothing.
+        std::thread::sleep(Duration::from_millis(300));
+        reader.pause(&p0).unwrap();
+        loop {
+            assert!(Instant::now() < deadline);
+            match reader.poll(Duration::from_millis(500)).unwrap() {
+                Some(r) => take(r, &mut next),
+                None => break,
+            }
+        }
+        assert!((next as usize) < n, "paused with {next} of {n} read: the pause stopped nothing");
+        for (p, at) in reader.positions() {
+            assert!(at <= next, "{p}: position {at} past the records handed over ({next})");
+        }
+        reader.resume(&p0).unwrap();
+        while (next as usize) < n {
+            assert!(Instant::now() < deadline, "resumed, {next} of {n} read");
+            if let Some(r) = reader.poll(Duration::from_millis(100)).unwrap() {
+                take(r, &mut next);
+            }
+        }
+        assert_eq!(next as usize, n);
     }
 
     /// A fatal poll error of the reader thread comes out of the loop's poll.
