@@ -330,6 +330,8 @@ pub struct Engine<'m> {
     quoted: Option<FxHashMap<Symbol, u64>>,
     /// Shared with checkpoints (a snapshot takes them by reference count).
     order_states: FxHashMap<OrderId, Arc<Order>>,
+    /// Security halts, to flag fills timestamped during one ([`crate::halts`]).
+    halts: crate::halts::Halts,
     state: OutputState,
     dead_letters_taken: usize,
     /// Every message fed, while changes are tracked.
@@ -409,6 +411,7 @@ impl<'m> Engine<'m> {
             mark_states: FxHashMap::default(),
             quoted: None,
             order_states: FxHashMap::default(),
+            halts: crate::halts::Halts::default(),
             state: OutputState::default(),
             dead_letters_taken: 0,
             events: None,
@@ -456,7 +459,20 @@ impl<'m> Engine<'m> {
                 let inputs = &mut self.inputs;
                 for a in accepted {
                     match a {
-                        Accepted::Fill(f) => inputs.fills.insert(f),
+                        Accepted::Fill(f) => {
+                            if self.halts.halted_at(f.key.symbol, f.ts) {
+                                self.metrics.fills_during_halt.inc();
+                                tracing::warn!(
+                                    exec_id = %f.exec_id,
+                                    symbol = %f.key.symbol,
+                                    ts = f.ts,
+                                    source = %line.source,
+                                    position = line.position,
+                                    "fill timestamped while its security was halted (kept)"
+                                );
+                            }
+                            inputs.fills.insert(f)
+                        }
                         Accepted::Bust(f) => inputs.fills.remove(f),
                         Accepted::Market(mut m) => {
                             // Its place in the input, for ties on event time (marks::newer).
@@ -467,7 +483,10 @@ impl<'m> Engine<'m> {
                             }
                             inputs.market.insert(m)
                         }
-                        Accepted::Status(st) => inputs.status.insert(st),
+                        Accepted::Status(st) => {
+                            self.halts.record(&st);
+                            inputs.status.insert(st)
+                        }
                         Accepted::Order(o) => {
                             let held = self.order_states.get(&o.order_id).map(Arc::as_ref);
                             if OrderFold::supersedes(&o, held) {
@@ -658,6 +677,11 @@ impl<'m> Engine<'m> {
         self.seal_inner(false, false);
         if let Some(v) = versions {
             v.apply(&mut self.state);
+        }
+        // Halts from the latest status per security (the changes before it are not kept).
+        self.halts = crate::halts::Halts::default();
+        for (_, st) in self.state.status.rows() {
+            self.halts.record(st);
         }
         self.restored_at = Some(t);
         self.reloaded = None;

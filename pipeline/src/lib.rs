@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod halts;
 pub mod hkex;
 pub mod kafka;
 pub mod metrics;

@@ -157,6 +157,8 @@ pub struct Metrics {
     pub checkpoint_write_seconds: Gauge<f64, AtomicU64>,
     /// Risk limit alerts fired (breaches and clears).
     pub risk_alerts: Counter,
+    /// Accepted fills timestamped while their security was halted (crate::halts).
+    pub fills_during_halt: Counter,
     /// The desk's risk figures (HKD): gross, net, var_99, hist_var_99, es_99, drawdown, by `figure`.
     pub desk_risk: Family<FigureLabel, Gauge<f64, AtomicU64>>,
     /// Risk limits files re-read and applied.
@@ -241,6 +243,12 @@ impl Default for Metrics {
         registry.register("harbour_risk_desk", "The desk's risk figures in HKD, by figure", desk_risk.clone());
         let risk_alerts = Counter::default();
         registry.register("harbour_risk_alerts", "Risk limit alerts fired (breaches and clears)", risk_alerts.clone());
+        let fills_during_halt = Counter::default();
+        registry.register(
+            "harbour_source_fills_during_halt",
+            "Accepted fills timestamped while their security was halted",
+            fills_during_halt.clone(),
+        );
         let limit_reloads = Counter::default();
         registry.register("harbour_risk_limit_reloads", "Risk limits files re-read and applied", limit_reloads.clone());
         let limit_reload_errors = Counter::default();
@@ -298,6 +306,7 @@ impl Default for Metrics {
             checkpoint_snapshot_seconds,
             checkpoint_write_seconds,
             risk_alerts,
+            fills_during_halt,
             desk_risk,
             limit_reloads,
             limit_reload_errors,

@@ -478,3 +478,44 @@ fn an_epoch_without_lines_keeps_its_time_across_a_restore() {
     assert_eq!(replaying.seal_as_logged(None), 2, "the next epoch is past it");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Fills timestamped while their security was halted are kept and counted (once each, whenever
+/// the fill arrives: after the resumption too); a restored engine knows the halts in force.
+#[test]
+fn fills_during_a_halt_are_kept_and_counted_across_a_restore() {
+    let instrument =
+        r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#;
+    let status = |status: &str, at: &str| {
+        format!(r#"{{"type":"status","symbol":"00700","status":"{status}","ts":"2026-03-02T{at}+08:00"}}"#)
+    };
+    let fill = |exec: &str, at: &str| {
+        format!(
+            r#"{{"type":"fill","exec_id":"{exec}","order_id":"O{exec}","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.200","ts":"2026-03-02T{at}+08:00"}}"#
+        )
+    };
+    let lines = [
+        instrument.to_string(),
+        fill("E1", "10:00:00"),
+        status("halted", "10:15:00"),
+        fill("E2", "10:20:00"),
+        status("trading", "10:45:00"),
+        fill("E3", "10:50:00"),
+        // Reported after the resumption, timestamped inside the halt.
+        fill("E4", "10:30:00"),
+        status("halted", "11:00:00"),
+    ];
+    let (metrics, health) = (Metrics::default(), Arc::new(Health::default()));
+    let mut engine = Engine::new(&engine_config(100), &metrics, health.clone());
+    feed_all(&mut engine, lines.iter().enumerate(), 100);
+    assert_eq!(metrics.fills_during_halt.get(), 2, "E2 and E4");
+    assert_eq!(engine.state().fills.len(), 4, "every fill kept");
+
+    let snap = engine.snapshot();
+    let restored_metrics = Metrics::default();
+    let mut restored = Engine::new(&engine_config(100), &restored_metrics, health);
+    restored.restore(snap);
+    let more = [fill("E5", "11:05:00")];
+    feed_all(&mut restored, more.iter().enumerate().map(|(i, l)| (i + lines.len(), l)), 100);
+    assert_eq!(restored_metrics.fills_during_halt.get(), 1, "E5: the halt in force at the checkpoint");
+    assert_eq!(restored.state().fills.len(), 5);
+}
