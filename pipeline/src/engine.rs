@@ -460,16 +460,16 @@ impl<'m> Engine<'m> {
                 for a in accepted {
                     match a {
                         Accepted::Fill(f) => {
-                            if self.halts.halted_at(f.key.symbol, f.ts) {
+                            if let Some(first) = self.halts.flag(f.key.symbol, f.ts) {
                                 self.metrics.fills_during_halt.inc();
-                                tracing::warn!(
-                                    exec_id = %f.exec_id,
-                                    symbol = %f.key.symbol,
-                                    ts = f.ts,
-                                    source = %line.source,
-                                    position = line.position,
-                                    "fill timestamped while its security was halted (kept)"
-                                );
+                                let (exec_id, symbol) = (&f.exec_id, f.key.symbol);
+                                let (source, position) = (&line.source, line.position);
+                                let what = "fill timestamped while its security was halted (kept)";
+                                if first {
+                                    tracing::warn!(%exec_id, %symbol, ts = f.ts, %source, position, "{what}");
+                                } else {
+                                    tracing::debug!(%exec_id, %symbol, ts = f.ts, %source, position, "{what}");
+                                }
                             }
                             inputs.fills.insert(f)
                         }

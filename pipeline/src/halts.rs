@@ -19,6 +19,8 @@ const KEPT: usize = 16;
 pub struct Halts {
     /// Per security: `(ts, halted)`, ordered by time, at most [`KEPT`].
     changes: FxHashMap<Symbol, Vec<(Ts, bool)>>,
+    /// Halts (security, start) a fill was flagged in.
+    warned: rustc_hash::FxHashSet<(Symbol, Ts)>,
 }
 
 impl Halts {
@@ -36,9 +38,22 @@ impl Halts {
 
     /// Whether `symbol` was halted at `ts`, by the statuses recorded.
     pub fn halted_at(&self, symbol: Symbol, ts: Ts) -> bool {
-        let Some(changes) = self.changes.get(&symbol) else { return false };
+        self.halt_of(symbol, ts).is_some()
+    }
+
+    /// When the halt `symbol` was in at `ts` began, if it was halted then.
+    fn halt_of(&self, symbol: Symbol, ts: Ts) -> Option<Ts> {
+        let changes = self.changes.get(&symbol)?;
         let at = changes.partition_point(|(t, _)| *t <= ts);
-        at > 0 && changes[at - 1].1
+        (at > 0 && changes[at - 1].1).then(|| changes[at - 1].0)
+    }
+
+    /// A fill of `symbol` at `ts`: `None` when the security was not halted then, else whether
+    /// it is the first fill flagged in that halt (the one worth a warning; the rest are logged
+    /// at debug level, so a flood of them does not flood the log).
+    pub fn flag(&mut self, symbol: Symbol, ts: Ts) -> Option<bool> {
+        let began = self.halt_of(symbol, ts)?;
+        Some(self.warned.insert((symbol, began)))
     }
 }
 
@@ -72,6 +87,11 @@ mod tests {
         h.record(&status("00700", 120, "trading"));
         assert!(!h.halted_at(s, 150));
         assert!(!h.halted_at(Symbol::parse("00005").unwrap(), 150));
+        // The first fill flagged in a halt is the one to warn of.
+        h.record(&status("00700", 500, "halted"));
+        assert_eq!(h.flag(s, 400), None);
+        assert_eq!(h.flag(s, 510), Some(true));
+        assert_eq!(h.flag(s, 520), Some(false));
         // Market statuses are not a security's.
         let market = TradingStatus {
             ts: 300,
