@@ -172,6 +172,14 @@ impl Changes {
             + self.events.len()
     }
 
+    /// Bytes of message text the changes carry (the event log's messages and the dead letters'
+    /// lines): what makes a batch large beyond its row count (a message can be up to the
+    /// broker's limit, 1 MiB by default).
+    pub fn text_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.raw.len()).sum::<usize>()
+            + self.dead_letters.iter().map(|d| d.raw.len() + d.reason.len()).sum::<usize>()
+    }
+
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -34,8 +34,8 @@
 //! queue ([`Prefetched`]: at most 18 batches of 512 parsed messages), messages held back during a
 //! replay (their partitions are paused), the Parquet sink's copy of the tables, and per
 //! threaded sink one batch being written,
-//! one queued and up to [`MAX_PENDING_ROWS`] changed rows waiting (past that the loop waits for
-//! the sink: consumption stops).
+//! one queued and up to [`MAX_PENDING_ROWS`] changed rows or [`MAX_PENDING_TEXT_BYTES`] of
+//! message text waiting (past either the loop waits for the sink: consumption stops).
 
 pub mod alerts;
 mod gate;
@@ -62,7 +62,7 @@ use crate::metrics::{Health, Metrics};
 use gate::{Gate, Phase, Step};
 pub use sink::{from_another_run, ClickHouseEpochSink, EpochSink, ParquetEpochSink, RedisEpochSink};
 use worker::{Slot, Worker};
-pub use worker::{END_WAIT, MAX_PENDING_ROWS};
+pub use worker::{END_WAIT, MAX_PENDING_ROWS, MAX_PENDING_TEXT_BYTES};
 
 /// Settings of a Kafka run.
 #[derive(Clone, Debug)]
@@ -564,7 +564,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                     let batch = (epoch, std::mem::take(&mut slot.pending));
                     // Wait for the sink's thread only at the end or when too much is waiting
                     // (backpressure); otherwise hand over when it is free.
-                    if force || batch.1.len() > MAX_PENDING_ROWS {
+                    if force || worker::too_much_waiting(&batch.1) {
                         // (A stop does not cut short the wait for a sink that replaces
                         // everything: its write is bounded, and nothing waits on its progress.)
                         let stop = (!force && !slot.replaces_all).then_some(self.stop);

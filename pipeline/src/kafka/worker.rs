@@ -21,6 +21,15 @@ const TICK: Duration = Duration::from_secs(1);
 /// the loop waits for it (backpressure: consumption stops, memory stays bounded).
 pub const MAX_PENDING_ROWS: usize = 2_000_000;
 
+/// Bytes of message text (the event log, dead letters) a sink may have waiting: past this the
+/// loop waits for it too, however few the rows (messages can be large).
+pub const MAX_PENDING_TEXT_BYTES: usize = 256 << 20;
+
+/// Whether so much waits for a sink that the loop must wait for it.
+pub(super) fn too_much_waiting(changes: &Changes) -> bool {
+    changes.len() > MAX_PENDING_ROWS || changes.text_bytes() > MAX_PENDING_TEXT_BYTES
+}
+
 /// A sink on a thread of its own: batches go in, acknowledged epochs come back.
 pub(super) struct Worker {
     pub(super) tx: Option<SyncSender<(u64, Changes)>>,
@@ -195,3 +204,28 @@ impl Slot {
 
 /// How long the end of a run waits for the sinks to acknowledge the last epoch.
 pub const END_WAIT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use harbour_sinks::tables::SourceEvent;
+
+    use super::*;
+
+    fn event(raw: String) -> SourceEvent {
+        SourceEvent { source: "t/0".into(), position: 1, kind: "fill", code: "".into(), raw, version: 1 }
+    }
+
+    /// A few large messages hold the loop back like many rows do.
+    #[test]
+    fn the_loop_waits_past_a_row_count_or_a_size_of_text() {
+        let mut c = Changes::default();
+        assert!(!too_much_waiting(&c));
+        c.events = (0..255).map(|_| event("x".repeat(1 << 20))).collect();
+        assert!(!too_much_waiting(&c), "255 MiB of text");
+        c.events.push(event("x".repeat((1 << 20) + 1)));
+        assert!(too_much_waiting(&c), "past 256 MiB of text");
+        let rows =
+            Changes { events: (0..=MAX_PENDING_ROWS).map(|_| event(String::new())).collect(), ..Changes::default() };
+        assert!(too_much_waiting(&rows), "past the row count");
+    }
+}
