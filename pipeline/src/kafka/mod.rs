@@ -181,7 +181,7 @@ impl Input {
     fn read_ahead(&mut self) -> Result<(), KafkaError> {
         if let Input::Direct(_) = self {
             let Input::Direct(c) = std::mem::replace(self, Input::Switching) else { unreachable!() };
-            *self = Input::Ahead(Prefetched::start(c, true)?);
+            *self = Input::Ahead(Prefetched::start(c)?);
         }
         Ok(())
     }
@@ -466,11 +466,11 @@ impl<'a, 'm> Loop<'a, 'm> {
         let changes = self.engine.take_changes();
         // (Not for a sink that already holds the epoch: a re-formed epoch it wrote before.)
         for slot in self.sinks.iter_mut().filter(|s| s.alerts_only && s.handed < epoch) {
-            slot.pending.append(Changes { alerts: changes.alerts.clone(), ..Changes::default() });
+            slot.queue(Changes { alerts: changes.alerts.clone(), ..Changes::default() });
         }
         // (Sinks that keep tables only get a copy without the event log and the quotes.)
         for slot in self.sinks.iter_mut().filter(|s| s.tables_only && s.handed < epoch) {
-            slot.pending.append(changes.tables_only());
+            slot.queue(changes.tables_only());
         }
         let mut takers: Vec<&mut Slot> = self
             .sinks
@@ -483,9 +483,9 @@ impl<'a, 'm> Loop<'a, 'm> {
         takers.sort_by_key(|s| s.wants_events);
         if let Some((last, rest)) = takers.split_last_mut() {
             for slot in rest {
-                slot.pending.append(if slot.wants_events { changes.clone() } else { changes.without_events() });
+                slot.queue(if slot.wants_events { changes.clone() } else { changes.without_events() });
             }
-            last.pending.append(changes);
+            last.queue(changes);
         }
         self.in_epoch = 0;
         self.epoch_opened = Instant::now();
@@ -554,6 +554,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                 (Some(sink), _) => {
                     let started = Instant::now();
                     let changes = std::mem::take(&mut slot.pending);
+                    slot.pending_text = 0;
                     sink.write_through(epoch, self.engine.state(), &changes)
                         .map_err(|message| KafkaRunError::Sink { sink: slot.name, message })?;
                     slot.durable = epoch;
@@ -561,10 +562,12 @@ impl<'a, 'm> Loop<'a, 'm> {
                     tracing::debug!(sink = slot.name, epoch, ms = started.elapsed().as_millis() as u64, "sink durable");
                 }
                 (None, Some(w)) => {
-                    let batch = (epoch, std::mem::take(&mut slot.pending));
+                    let (changes, text) = (std::mem::take(&mut slot.pending), std::mem::take(&mut slot.pending_text));
                     // Wait for the sink's thread only at the end or when too much is waiting
                     // (backpressure); otherwise hand over when it is free.
-                    if force || worker::too_much_waiting(&batch.1) {
+                    let wait = force || worker::too_much_waiting(changes.len(), text);
+                    let batch = (epoch, changes);
+                    if wait {
                         // (A stop does not cut short the wait for a sink that replaces
                         // everything: its write is bounded, and nothing waits on its progress.)
                         let stop = (!force && !slot.replaces_all).then_some(self.stop);
@@ -574,7 +577,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                         match tx.try_send(batch) {
                             Ok(()) => {}
                             Err(TrySendError::Full((_, changes))) => {
-                                slot.pending = changes; // still busy: later changes join these
+                                // Still busy: later changes join these.
+                                (slot.pending, slot.pending_text) = (changes, text);
                                 continue;
                             }
                             Err(TrySendError::Disconnected(_)) => return Err(slot.stopped()),
@@ -864,6 +868,7 @@ pub fn run(
                 handed: held,
                 durable: held,
                 pending: Changes::default(),
+                pending_text: 0,
                 ends: VecDeque::new(),
                 metrics: m,
             })
@@ -982,9 +987,7 @@ pub fn run(
             // before a checkpoint holds them reads them from their beginning again).
             tracing::info!(?added, "partitions added to the input topics: reading them from their beginning");
             // (A broker that fails this now leaves the consumer as it was: tried again in 2 s.)
-            match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next())
-                .and_then(|c| Prefetched::start(c, true))
-            {
+            match InputConsumer::open(kafka, &kafka.topics.inputs(), l.gate.next()).and_then(Prefetched::start) {
                 Ok(c) => {
                     // (Records the old reader took and the loop did not are read again.)
                     l.consumer = Input::Ahead(c);

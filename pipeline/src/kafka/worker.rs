@@ -25,9 +25,10 @@ pub const MAX_PENDING_ROWS: usize = 2_000_000;
 /// loop waits for it too, however few the rows (messages can be large).
 pub const MAX_PENDING_TEXT_BYTES: usize = 256 << 20;
 
-/// Whether so much waits for a sink that the loop must wait for it.
-pub(super) fn too_much_waiting(changes: &Changes) -> bool {
-    changes.len() > MAX_PENDING_ROWS || changes.text_bytes() > MAX_PENDING_TEXT_BYTES
+/// Whether so much waits for a sink (`rows` changed rows carrying `text` bytes of message text)
+/// that the loop must wait for it.
+pub(super) fn too_much_waiting(rows: usize, text: usize) -> bool {
+    rows > MAX_PENDING_ROWS || text > MAX_PENDING_TEXT_BYTES
 }
 
 /// A sink on a thread of its own: batches go in, acknowledged epochs come back.
@@ -152,6 +153,8 @@ pub(super) struct Slot {
     /// Newest epoch a loop-thread sink wrote.
     pub(super) durable: u64,
     pub(super) pending: Changes,
+    /// Bytes of message text in `pending` (counted as changes join it, not rescanned per flush).
+    pub(super) pending_text: usize,
     /// End offsets of the epochs handed to the sink from its durable one on (a commit lands on
     /// the lowest durable epoch over the sinks).
     pub(super) ends: VecDeque<(u64, Offsets)>,
@@ -159,6 +162,12 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Adds an epoch's changes to those waiting for the sink.
+    pub(super) fn queue(&mut self, changes: Changes) {
+        self.pending_text += changes.text_bytes();
+        self.pending.append(changes);
+    }
+
     /// Newest epoch the sink holds.
     pub(super) fn durable(&self) -> u64 {
         self.worker.as_ref().map_or(self.durable, |w| w.durable.load(Ordering::Acquire))
@@ -219,6 +228,7 @@ mod tests {
     #[test]
     fn the_loop_waits_past_a_row_count_or_a_size_of_text() {
         let mut c = Changes::default();
+        let too_much_waiting = |c: &Changes| too_much_waiting(c.len(), c.text_bytes());
         assert!(!too_much_waiting(&c));
         c.events = (0..255).map(|_| event("x".repeat(1 << 20))).collect();
         assert!(!too_much_waiting(&c), "255 MiB of text");

@@ -17,7 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{InputConsumer, KafkaError, Offsets, Partition, Record};
+use super::{InputConsumer, KafkaError, Offsets, Record};
 use crate::contract::parse_line;
 
 /// Most records in one batch.
@@ -48,9 +48,9 @@ pub struct Prefetched {
 }
 
 impl Prefetched {
-    /// Starts reading `consumer` ahead. With `parse`, each UTF-8 payload is parsed on the reader
-    /// thread too ([`Record::parsed`]).
-    pub fn start(consumer: InputConsumer, parse: bool) -> Result<Prefetched, KafkaError> {
+    /// Starts reading `consumer` ahead; each UTF-8 payload is parsed on the reader thread too
+    /// ([`Record::parsed`]).
+    pub fn start(consumer: InputConsumer) -> Result<Prefetched, KafkaError> {
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel(QUEUE);
@@ -66,10 +66,8 @@ impl Prefetched {
                         while records.len() < BATCH {
                             match consumer.poll(wait) {
                                 Ok(Some(mut r)) => {
-                                    if parse {
-                                        if let Ok(line) = std::str::from_utf8(&r.payload) {
-                                            r.parsed = Some(Box::new(parse_line(line, r.offset as u64)));
-                                        }
+                                    if let Ok(line) = std::str::from_utf8(&r.payload) {
+                                        r.parsed = Some(Box::new(parse_line(line, r.offset as u64)));
                                     }
                                     records.push(r);
                                     wait = Duration::ZERO;
@@ -157,19 +155,10 @@ impl Prefetched {
         self.positions.clone()
     }
 
-    /// The consumer, for what is not reading (pause, resume, commits, watermarks).
+    /// The consumer, for what is not reading (pause and resume: records the reader took already
+    /// still come, the caller keeps order; commits, watermarks).
     pub fn consumer(&self) -> &InputConsumer {
         &self.consumer
-    }
-
-    /// Stops fetching `p` (records taken already still come: the caller keeps order).
-    pub fn pause(&self, p: &Partition) -> Result<(), KafkaError> {
-        self.consumer.pause(p)
-    }
-
-    /// Fetches `p` again, from the first message the reader has not taken.
-    pub fn resume(&self, p: &Partition) -> Result<(), KafkaError> {
-        self.consumer.resume(p)
     }
 }
 
@@ -200,7 +189,19 @@ mod tests {
     use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 
     use super::*;
-    use crate::kafka::KafkaConfig;
+    use crate::kafka::{KafkaConfig, Partition};
+
+    /// A mock cluster with a topic `fills` of `partitions` partitions, a producer and a consumer
+    /// config for it.
+    fn cluster(partitions: i32) -> (MockCluster<'static, DefaultProducerContext>, BaseProducer, KafkaConfig) {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+        mock.create_topic("fills", partitions, 1).unwrap();
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let config =
+            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        (mock, producer, config)
+    }
 
     const FILL: &str = r#"{"type":"fill","exec_id":"E1","order_id":"O1","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"385.200","ts":"2026-03-02T09:30:00+08:00"}"#;
 
@@ -209,10 +210,7 @@ mod tests {
     /// handed over, and reach every partition's end once the input is idle.
     #[test]
     fn records_come_in_order_parsed_and_positions_never_run_ahead() {
-        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
-        mock.create_topic("fills", 3, 1).unwrap();
-        let producer: BaseProducer =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let (_mock, producer, config) = cluster(3);
         let n = 3 * BATCH + 17; // several batches, the last one short
         for i in 0..n {
             let payload: Vec<u8> = match i % 5 {
@@ -225,10 +223,8 @@ mod tests {
             producer.send(BaseRecord::to("fills").key(&key).payload(&payload).partition(partition)).unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
-        let config =
-            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
         let consumer = InputConsumer::open(&config, &["fills"], &Offsets::new()).unwrap();
-        let mut reader = Prefetched::start(consumer, true).unwrap();
+        let mut reader = Prefetched::start(consumer).unwrap();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut seen = 0;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -263,10 +259,7 @@ mod tests {
     /// loop's gate drops as it drops offsets already fed.
     #[test]
     fn a_paused_partition_delivers_what_was_taken_then_resumes_where_the_reader_was() {
-        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
-        mock.create_topic("fills", 1, 1).unwrap();
-        let producer: BaseProducer =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let (_mock, producer, config) = cluster(1);
         // More than the reader's queue holds (so librdkafka holds the rest when the pause comes).
         let n = (QUEUE + 4) * BATCH * 2;
         for i in 0..n {
@@ -277,10 +270,8 @@ mod tests {
             }
         }
         producer.flush(Duration::from_secs(30)).unwrap();
-        let config =
-            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
         let consumer = InputConsumer::open(&config, &["fills"], &Offsets::new()).unwrap();
-        let mut reader = Prefetched::start(consumer, false).unwrap();
+        let mut reader = Prefetched::start(consumer).unwrap();
         let p0 = Partition { topic: "fills".into(), partition: 0 };
         // As the gate does: an offset below the next one to feed was fed already.
         let mut next = 0i64;
@@ -300,7 +291,7 @@ mod tests {
         }
         // Let the reader fill its queue, then pause: what it took comes, then nothing.
         std::thread::sleep(Duration::from_millis(300));
-        reader.pause(&p0).unwrap();
+        reader.consumer().pause(&p0).unwrap();
         loop {
             assert!(Instant::now() < deadline);
             match reader.poll(Duration::from_millis(500)).unwrap() {
@@ -312,7 +303,7 @@ mod tests {
         for (p, at) in reader.positions() {
             assert!(at <= next, "{p}: position {at} past the records handed over ({next})");
         }
-        reader.resume(&p0).unwrap();
+        reader.consumer().resume(&p0).unwrap();
         while (next as usize) < n {
             assert!(Instant::now() < deadline, "resumed, {next} of {n} read");
             if let Some(r) = reader.poll(Duration::from_millis(100)).unwrap() {
@@ -325,14 +316,11 @@ mod tests {
     /// A fatal poll error of the reader thread comes out of the loop's poll.
     #[test]
     fn the_readers_fatal_error_reaches_the_caller() {
-        let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
-        mock.create_topic("fills", 1, 1).unwrap();
-        let config =
-            KafkaConfig { bootstrap: mock.bootstrap_servers(), group_id: "g".into(), ..KafkaConfig::default() };
+        let (_mock, _, config) = cluster(1);
         // Offset 5 of an empty partition: out of range, and `auto.offset.reset` is `error`.
         let start = Offsets::from([(Partition { topic: "fills".into(), partition: 0 }, 5)]);
         let consumer = InputConsumer::open(&config, &["fills"], &start).unwrap();
-        let mut reader = Prefetched::start(consumer, true).unwrap();
+        let mut reader = Prefetched::start(consumer).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let err = loop {
             match reader.poll(Duration::from_millis(100)) {
