@@ -1469,16 +1469,20 @@ fn a_missing_input_topic_stops_the_run_and_is_not_created() {
     // `harbour kafka topics` creates them; the run then reads the (empty) topics to their end.
     let out = harbour(&cfg).args(["kafka", "topics"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let run = Running::spawn(
+    let mut run = Running::spawn(
         parquet_only(&mut harbour(&cfg))
             .args(["kafka", "run", "--until-end", "--out"])
             .arg(dir.join("out"))
             .arg("--state")
-            .arg(dir.join("state")),
+            .arg(dir.join("state"))
+            .stderr(Stdio::piped()),
     );
+    let stderr = run.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     // (180 s: on a fresh broker the first transactional producer waits for the broker to create
-    // its transaction log, 50 partitions, which took over a minute in a clean-clone CI run.)
-    assert!(wait_at_most(run, Duration::from_secs(180), "a run on empty topics").success());
+    // its transaction log, which took over a minute in a clean-clone CI run.)
+    let status = wait_at_most(run, Duration::from_secs(180), "a run on empty topics");
+    assert!(status.success(), "{status}: {}", log.join().unwrap());
     let _ = std::fs::remove_dir_all(dir);
 }
 

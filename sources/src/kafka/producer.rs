@@ -155,8 +155,43 @@ pub(crate) fn ensure_topics(config: &KafkaConfig, wanted: &[(&str, i32)]) -> Res
             Err((name, code)) => return Err(KafkaError::Admin(name, code.to_string())),
         }
     }
-    Ok(())
+    let created: Vec<(&str, i32)> = topics.iter().map(|t| (t.name, t.num_partitions)).collect();
+    wait_until_visible(admin.inner(), &created)
 }
+
+/// Waits until the broker's metadata lists every `(name, partitions)` topic with all its
+/// partitions led: a create returns once the controller has the topic, and a broker answers
+/// metadata from a cache it updates a moment later, so a run started right after
+/// `harbour kafka topics` could find a just-created input topic missing (a clean-clone CI run
+/// did, 2026-11-29).
+fn wait_until_visible<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    wanted: &[(&str, i32)],
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10)).map_err(KafkaError::client)?;
+        let missing = wanted.iter().find(|(name, partitions)| {
+            !metadata.topics().iter().any(|t| {
+                t.name() == *name
+                    && t.partitions().len() >= *partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
+        let Some((name, _)) = missing else { return Ok(()) };
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Admin(
+                name.to_string(),
+                format!("created, but not listed with its partitions led after {} s", VISIBLE_WITHIN.as_secs()),
+            ));
+        }
+        tracing::debug!(topic = %name, "waiting for a created topic to be listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long [`ensure_topics`] waits for created topics to be listed.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct Route<'a> {

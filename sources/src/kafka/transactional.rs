@@ -26,6 +26,25 @@ use super::{KafkaConfig, KafkaError};
 /// How long a transaction call may take before it fails.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long [`init_transactions`] goes on retrying a retriable failure (a coordinator not yet
+/// available: a fresh broker creates its transaction log on the first transactional producer).
+const INIT_WITHIN: Duration = Duration::from_secs(300);
+
+/// Registers the transactional id (fencing a previous holder and aborting what it left open),
+/// retrying a timeout or an unavailable coordinator until [`INIT_WITHIN`] has passed.
+fn init_transactions(p: &BaseProducer<Counted>, id: &str) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + INIT_WITHIN;
+    loop {
+        match p.init_transactions(TXN_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(RdError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::warn!(transactional_id = id, error = %e, "transaction coordinator not ready; retrying");
+            }
+            Err(e) => return Err(KafkaError::client(e)),
+        }
+    }
+}
+
 /// Attempts at a batch whose transaction the broker made abortable (aborted, then sent again).
 const ATTEMPTS: u32 = 3;
 
@@ -74,7 +93,7 @@ impl TransactionalProducer {
     fn start(&mut self) -> Result<&BaseProducer<Counted>, KafkaError> {
         if self.started.is_none() {
             let (p, d) = producer_with(&self.config, &[("transactional.id", &self.transactional_id)])?;
-            p.init_transactions(TXN_TIMEOUT).map_err(KafkaError::client)?;
+            init_transactions(&p, &self.transactional_id)?;
             self.started = Some((p, d));
         }
         Ok(&self.started.as_ref().expect("started above").0)
