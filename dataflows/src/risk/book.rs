@@ -419,7 +419,7 @@ pub struct RiskRow {
     /// Herfindahl index Σw².
     pub hhi: Decimal,
     /// Weight per sector (`None`: instruments without a sector), by sector.
-    pub sectors: Vec<(Option<SmolStr>, Decimal)>,
+    pub sectors: Arc<[(Option<SmolStr>, Decimal)]>,
     /// The largest position in board lots, and its symbol.
     pub max_lots: Option<(Symbol, Decimal)>,
     /// Parametric one-day VaR at 95% and 99%.
@@ -1605,7 +1605,7 @@ impl Ctx<'_> {
         };
         let gross_cents = cents_of(e.gross);
         let (largest, hhi, sectors) = if e.gross.is_zero() {
-            (None, Decimal::ZERO, Vec::new())
+            (None, Decimal::ZERO, Arc::default())
         } else {
             let gross = f64_of(e.gross);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
