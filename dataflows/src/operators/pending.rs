@@ -11,12 +11,16 @@ use timely::progress::Timestamp;
 pub(crate) struct Pending<T: Timestamp, D> {
     by_time: BTreeMap<T, Vec<(D, isize)>>,
     caps: Vec<CapabilitySet<T>>,
+    /// An emptied time's list handed back ([`Pending::recycle`]), for the next time to fill
+    /// without growing a list from nothing (a mark in a widely held symbol stashes ~100,000
+    /// position changes: each doubling copied them into fresh, page-faulted memory).
+    spare: Option<Vec<(D, isize)>>,
 }
 
 impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
     /// Holds updates for an operator with `outputs` outputs.
     pub(crate) fn new(outputs: usize) -> Self {
-        Pending { by_time: BTreeMap::new(), caps: (0..outputs).map(|_| CapabilitySet::new()).collect() }
+        Pending { by_time: BTreeMap::new(), caps: (0..outputs).map(|_| CapabilitySet::new()).collect(), spare: None }
     }
 
     /// Holds `updates` (each carrying its own time) under capabilities for the message.
@@ -39,7 +43,8 @@ impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
         let mut iter = updates.drain(..).peekable();
         while let Some((d, t, r)) = iter.next() {
             // Runs of one time (the usual message) cost one map lookup.
-            let held = self.by_time.entry(t.clone()).or_default();
+            let spare = &mut self.spare;
+            let held = self.by_time.entry(t.clone()).or_insert_with(|| spare.take().unwrap_or_default());
             held.push((wrap(d), r));
             while let Some((d, _, r)) = iter.next_if(|(_, t2, _)| *t2 == t) {
                 held.push((wrap(d), r));
@@ -54,6 +59,15 @@ impl<T: Timestamp + TotalOrder, D> Pending<T, D> {
             return None;
         }
         self.by_time.remove_entry(&first)
+    }
+
+    /// Hands back a time's list once its updates are taken, keeping its capacity for a later
+    /// time (one list is kept: the largest time's, so its memory stays in use between times).
+    pub(crate) fn recycle(&mut self, mut list: Vec<(D, isize)>) {
+        list.clear();
+        if self.spare.as_ref().is_none_or(|s| s.capacity() < list.capacity()) {
+            self.spare = Some(list);
+        }
     }
 
     /// A capability to emit at `time` on output `port` (the time must be held).

@@ -121,8 +121,8 @@ where
             let mut fill_session = fill_out.activate();
             let mut sum_session = sum_out.activate();
             let mut flow_session = flow_out.activate();
-            while let Some((time, changes)) = pending.next_complete(frontiers) {
-                for (item, r) in changes {
+            while let Some((time, mut changes)) = pending.next_complete(frontiers) {
+                for (item, r) in changes.drain(..) {
                     match item {
                         In::Fill(f) => groups.entry(f.key.clone()).or_default().push((f, r)),
                         In::Mark(s, m) => {
@@ -137,6 +137,7 @@ where
                         }
                     }
                 }
+                pending.recycle(changes);
                 let (row_cap, fill_cap) = (pending.cap_for(&time, 0), pending.cap_for(&time, 1));
                 let mut rows = row_session.session(&row_cap);
                 let mut fils = fill_session.session(&fill_cap);

@@ -79,9 +79,11 @@ where
             let mut rows = row_out.activate();
             let mut alerts = alert_out.activate();
             let mut vols = vol_out.activate();
-            while let Some((time, changes)) = pending.next_complete(frontiers) {
+            while let Some((time, mut changes)) = pending.next_complete(frontiers) {
                 let mut input = RiskInput::default();
-                for (item, r) in changes {
+                // (After a mark in a widely held symbol, most of a time's changes are position rows.)
+                input.positions.reserve(changes.len());
+                for (item, r) in changes.drain(..) {
                     match item {
                         In::Position(p) => input.positions.push((p, r)),
                         // Marks and instruments retract their previous record: only the new one counts.
@@ -92,6 +94,7 @@ where
                         _ => {}
                     }
                 }
+                pending.recycle(changes);
                 // One part per shard of the book (rows are not gathered into one list first).
                 for out in book.apply_parts(input) {
                     let row_cap = pending.cap_for(&time, 0);
