@@ -667,9 +667,9 @@ impl Hasher for GroupIndexHasher {
         self.0 = i | (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xFE00_0000_0000_0000);
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only u32 keys are hashed here; any other key still hashes well.
+        // Only u32 keys are hashed here (`write_u32`); other bytes still hash, Fx-style.
         for &b in bytes {
-            self.write_u32((self.0 as u32).rotate_left(5) ^ u32::from(b));
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -168,7 +168,7 @@ fn wait_until_visible<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     wanted: &[(&str, i32)],
 ) -> Result<(), KafkaError> {
-    let deadline = std::time::Instant::now() + VISIBLE_WITHIN;
+    let deadline = Instant::now() + VISIBLE_WITHIN;
     loop {
         let metadata = client.fetch_metadata(None, Duration::from_secs(10)).map_err(KafkaError::client)?;
         let missing = wanted.iter().find(|(name, partitions)| {
@@ -179,7 +179,7 @@ fn wait_until_visible<C: ClientContext>(
             })
         });
         let Some((name, _)) = missing else { return Ok(()) };
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return Err(KafkaError::Admin(
                 name.to_string(),
                 format!("created, but not listed with its partitions led after {} s", VISIBLE_WITHIN.as_secs()),

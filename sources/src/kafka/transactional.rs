@@ -39,6 +39,8 @@ fn init_transactions(p: &BaseProducer<Counted>, id: &str) -> Result<(), KafkaErr
             Ok(()) => return Ok(()),
             Err(RdError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                 tracing::warn!(transactional_id = id, error = %e, "transaction coordinator not ready; retrying");
+                // (A coordinator not yet available can answer at once: no tight loop of retries.)
+                std::thread::sleep(Duration::from_millis(500));
             }
             Err(e) => return Err(KafkaError::client(e)),
         }
