@@ -111,8 +111,8 @@ impl Harness {
         self.worker.step_while(|| probe.less_than(&epoch));
     }
 
-    /// Feeds fills in batches; returns the elapsed time.
-    fn run_fills(&mut self, fills: Vec<Fill>) -> Duration {
+    /// Feeds fills in batches before a measurement (not profiled); returns the elapsed time.
+    fn load(&mut self, fills: Vec<Fill>) -> Duration {
         let start = Instant::now();
         let mut fills = fills.into_iter().peekable();
         while fills.peek().is_some() {
@@ -124,7 +124,14 @@ impl Harness {
         start.elapsed()
     }
 
+    /// Feeds fills in batches, the measured part; returns the elapsed time.
+    fn run_fills(&mut self, fills: Vec<Fill>) -> Duration {
+        let _profiled = Profiled::start();
+        self.load(fills)
+    }
+
     fn run_quotes(&mut self, quotes: Vec<Quote>) -> Duration {
+        let _profiled = Profiled::start();
         let start = Instant::now();
         let mut quotes = quotes.into_iter().peekable();
         while quotes.peek().is_some() {
@@ -134,6 +141,31 @@ impl Harness {
             self.seal();
         }
         start.elapsed()
+    }
+}
+
+/// Profiles the timed part only: with `HARBOUR_PERF_CTL` naming the control FIFO of a
+/// `perf record --delay=-1 --control=fifo:<path>` that launched this process, sampling is enabled
+/// for the life of the guard (the measured part, not the set-up before it).
+struct Profiled(Option<std::fs::File>);
+
+impl Profiled {
+    fn start() -> Profiled {
+        use std::io::Write;
+        let Ok(path) = std::env::var("HARBOUR_PERF_CTL") else { return Profiled(None) };
+        let mut ctl =
+            std::fs::OpenOptions::new().write(true).open(path).expect("HARBOUR_PERF_CTL: a perf control FIFO");
+        ctl.write_all(b"enable\n").expect("perf control FIFO");
+        Profiled(Some(ctl))
+    }
+}
+
+impl Drop for Profiled {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if let Some(ctl) = &mut self.0 {
+            let _ = ctl.write_all(b"disable\n");
+        }
     }
 }
 
@@ -216,7 +248,7 @@ fn bench_fills(positions: u64, n: u64) -> f64 {
     median(&format!("fills     positions={positions:>9} fills={n:>9}"), n, "fill", || {
         let mut h = Harness::new();
         // Every position exists before the clock starts, so the run measures steady state.
-        h.run_fills(fills_for(positions, positions, 0));
+        h.load(fills_for(positions, positions, 0));
         h.run_fills(fills_for(positions, n, positions))
     })
 }
@@ -224,7 +256,7 @@ fn bench_fills(positions: u64, n: u64) -> f64 {
 fn bench_quotes(positions: u64, n: u64) -> f64 {
     median(&format!("quotes    positions={positions:>9} quotes={n:>8}"), n, "quote", || {
         let mut h = Harness::new();
-        h.run_fills(fills_for(positions, positions, 0));
+        h.load(fills_for(positions, positions, 0));
         let quotes: Vec<Quote> = (0..n)
             .map(|i| {
                 let s = (i * 7919 % SYMBOLS as u64) as u32;
@@ -248,7 +280,7 @@ fn bench_quotes(positions: u64, n: u64) -> f64 {
 fn bench_scale(positions: u64, n: u64) -> f64 {
     median(&format!("scale     positions={positions:>9} fills={n:>9}"), n, "fill", || {
         let mut h = Harness::new();
-        h.run_fills(fills_for(positions, positions, 0));
+        h.load(fills_for(positions, positions, 0));
         h.batch = 1_000;
         let accts = accounts(positions);
         let stride = 7_919u64; // prime, so consecutive fills land on unrelated positions
@@ -268,7 +300,7 @@ fn bench_deep_key(history: u64) -> (f64, f64) {
     });
     let deep = median(&format!("deep-key  history={history:>9} fills={n:>9}"), n, "fill", || {
         let mut h = Harness::new();
-        h.run_fills((0..history).map(|i| fill(i, 0, &book)).collect());
+        h.load((0..history).map(|i| fill(i, 0, &book)).collect());
         h.run_fills((history..history + n).map(|i| fill(i, 0, &book)).collect())
     });
     println!("          per-fill cost on a key holding {history} fills / on an empty key: {:.2}", deep / fresh);
@@ -283,7 +315,7 @@ fn bench_late(history: u64) -> f64 {
     let book: Vec<(smol_str::SmolStr, smol_str::SmolStr)> = vec![("LATE".into(), "late".into())];
     median(&format!("late      history={history:>9} fills={n:>9}"), n, "fill", || {
         let mut h = Harness::new();
-        h.run_fills((0..history).map(|i| fill(i, 0, &book)).collect());
+        h.load((0..history).map(|i| fill(i, 0, &book)).collect());
         h.batch = 1;
         let slot = T0 + (history as i64 - 100) * 1_000_000 + 500_000;
         let late: Vec<Fill> = (0..n)
@@ -300,7 +332,7 @@ fn bench_late(history: u64) -> f64 {
 fn bench_memory(positions: u64) -> f64 {
     let before = peak_rss_mb();
     let mut h = Harness::new();
-    h.run_fills(fills_for(positions, positions, 0));
+    h.load(fills_for(positions, positions, 0));
     let peak = peak_rss_mb();
     let per_million = (peak - before) * 1_000_000.0 / positions as f64;
     println!("memory    positions={positions:>9}: peak RSS {peak:.0} MB ({per_million:.0} MB per million positions, one fill each)");

@@ -88,7 +88,7 @@ impl PositionRow {
         PositionRow {
             key,
             qty: state.qty,
-            avg_price: state.avg_price().map(money),
+            avg_price: state.avg_open,
             cost: money(state.cost),
             realized,
             fees,

@@ -33,7 +33,7 @@ pub struct FillPnl {
 /// One fill in a book, stored inline without the key its book already has (no allocation per
 /// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
 pub(crate) struct Entry {
-    ts: i64,
+    pub(crate) ts: i64,
     exec_id: smol_str::SmolStr,
     order_id: smol_str::SmolStr,
     signed_qty: i64,
