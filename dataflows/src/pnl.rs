@@ -78,6 +78,13 @@ fn money(x: Decimal) -> Decimal {
 impl PositionRow {
     /// Values `state` at `mark`.
     pub fn new(key: PositionKey, state: &PositionState, mark: &Mark) -> PositionRow {
+        PositionRow::valued(key, state, state.avg_price().map(money), mark)
+    }
+
+    /// [`PositionRow::new`] with the average open price already worked out (`state.avg_price()`
+    /// to [`MONEY_DP`] places): the position operator keeps it per book, divided once a time
+    /// rather than at every valuation.
+    pub fn valued(key: PositionKey, state: &PositionState, avg_price: Option<Decimal>, mark: &Mark) -> PositionRow {
         let (unrealized, market_value) = match mark.price {
             Some(m) => (state.unrealized(m), Decimal::from(state.qty) * m),
             None => (Decimal::ZERO, state.cost),
@@ -88,7 +95,7 @@ impl PositionRow {
         PositionRow {
             key,
             qty: state.qty,
-            avg_price: state.avg_open,
+            avg_price,
             cost: money(state.cost),
             realized,
             fees,

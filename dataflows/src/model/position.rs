@@ -40,9 +40,6 @@ pub struct PositionState {
     pub sell_notional: Decimal,
     /// Event time of the latest fill applied.
     pub last_fill_ts: Ts,
-    /// `cost / qty` rounded to [`crate::pnl::MONEY_DP`] places, `None` when flat: kept per fill,
-    /// so valuing the position at a mark (every row, every re-mark) divides nothing.
-    pub avg_open: Option<Decimal>,
 }
 
 /// What one fill did to a position.
@@ -90,7 +87,6 @@ impl PositionState {
         self.fees += fee;
         self.fills += 1;
         self.last_fill_ts = self.last_fill_ts.max(ts);
-        self.avg_open = self.avg_price().map(|a| a.round_dp(crate::pnl::MONEY_DP));
         PositionStep { realized, qty_after: self.qty }
     }
 
@@ -139,7 +135,6 @@ mod tests {
         let s = p.apply(100, dec!(18.5), dec!(0), 2);
         assert_eq!(s.realized, dec!(150));
         assert_eq!(p.avg_price(), Some(dec!(20)));
-        assert_eq!(p.avg_open, Some(dec!(20)));
         let s = p.apply(200, dec!(21), dec!(0), 3);
         assert_eq!(s.realized, dec!(-200));
         assert_eq!(p.qty, 0);
@@ -155,9 +150,7 @@ mod tests {
         p.apply(1, dec!(10), dec!(0), 1);
         p.apply(2, dec!(11), dec!(0), 2);
         p.apply(-1, dec!(12), dec!(0), 3);
-        assert_eq!(p.avg_open, Some(dec!(10.66666667)), "2 held at 32/3, kept to 8 places");
         p.apply(-2, dec!(12), dec!(0), 4);
-        assert_eq!(p.avg_open, None);
         // Flat again: total realized equals the cash result exactly.
         assert_eq!(p.qty, 0);
         assert_eq!(p.realized.round_dp(10), dec!(4));

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fees::{CostSchedules, FeeBreakdown};
 use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
-use crate::pnl::{enrich, EnrichedFill};
+use crate::pnl::{enrich, EnrichedFill, MONEY_DP};
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -94,6 +94,8 @@ pub(crate) struct Book {
     /// entry 0 is the empty position, not stored: a short book allocates none).
     checkpoints: Vec<PositionState>,
     pub(crate) current: PositionState,
+    /// `current`'s average open price to [`MONEY_DP`] places, worked out once per applied time.
+    pub(crate) avg_open: Option<Decimal>,
 }
 
 fn order_key(f: &Fill) -> (i64, &str) {
@@ -138,7 +140,12 @@ impl Book {
             out(FillPnl { fill: enriched.fill, fees: enriched.fees, step: entry.step.clone() }, 1);
             self.entries.push(entry);
         }
+        self.settle();
         true
+    }
+
+    fn settle(&mut self) {
+        self.avg_open = self.current.avg_price().map(|a| a.round_dp(MONEY_DP));
     }
 
     /// Index of `f` (Ok) or where it would go (Err). Appends, the common case, are O(1).
@@ -224,6 +231,7 @@ impl Book {
             e.step = state.apply(e.signed_qty, e.price, e.fee, e.ts);
         }
         self.current = state;
+        self.settle();
 
         // Emit the enriched-fill rows that changed: retract the old row, insert the new one.
         for e in &self.entries[lo.min(self.entries.len())..] {
@@ -244,5 +252,49 @@ impl Book {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Symbol;
+    use rust_decimal_macros::dec;
+
+    fn fill(n: i64, signed_qty: i64, price: Decimal) -> Fill {
+        Fill {
+            ts: n,
+            exec_id: format!("X{n}").into(),
+            order_id: "O1".into(),
+            key: PositionKey { account: "A".into(), strategy: "S".into(), symbol: Symbol(700) },
+            side: if signed_qty > 0 { Side::Buy } else { Side::Sell },
+            qty: signed_qty.abs(),
+            price,
+            commission: None,
+            stamp_duty_exempt: false,
+            odd_lot: false,
+            source_seq: n as u64,
+        }
+    }
+
+    /// The average open price a book keeps follows its state, on appends and on replays (a bust, a
+    /// late fill), to the rows' 8 places.
+    #[test]
+    fn the_average_open_price_follows_appends_busts_and_late_fills() {
+        let schedules = CostSchedules::default();
+        let key = fill(0, 1, dec!(1)).key;
+        let mut book = Book::default();
+        let mut out = |_: FillPnl, _: isize| {};
+        book.apply(&key, vec![(fill(1, 1, dec!(10)), 1), (fill(2, 2, dec!(11)), 1)], &schedules, &mut out);
+        assert_eq!(book.avg_open, Some(dec!(10.66666667)), "3 held at 32/3");
+        book.apply(&key, vec![(fill(3, -3, dec!(12)), 1)], &schedules, &mut out);
+        assert_eq!(book.avg_open, None, "flat");
+        // Bust the sale: back to 3 held at 32/3 (a replay, not an append).
+        book.apply(&key, vec![(fill(3, -3, dec!(12)), -1)], &schedules, &mut out);
+        assert_eq!(book.avg_open, Some(dec!(10.66666667)));
+        // A late buy before the second fill: 1 @ 10, 1 @ 13, 2 @ 11 → 45/4.
+        book.apply(&key, vec![(fill(0, 1, dec!(13)), 1)], &schedules, &mut out);
+        assert_eq!(book.avg_open, Some(dec!(11.25)));
+        assert_eq!(book.avg_open, book.current.avg_price().map(|a| a.round_dp(MONEY_DP)));
     }
 }

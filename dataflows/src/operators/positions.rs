@@ -13,7 +13,7 @@
 //! changes and fill changes, then re-values the keys whose book changed and every key of a symbol
 //! whose mark changed, emitting a retraction of the row it showed and the new row. The row shown
 //! is not stored: it is a function of the book's state and the symbol's mark, so the retraction is
-//! recomputed from the state and mark before the time (the state keeps its average open price, so
+//! recomputed from the state and mark before the time (the book keeps its average open price, so
 //! valuing a position divides nothing). A fill costs a hash lookup and an O(1) book append; a mark
 //! change costs two rows per position in the symbol. No arrangement holds the positions, so the
 //! work per fill does not grow with their number; what does is the memory it touches (a key's
@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
@@ -166,14 +167,14 @@ where
                     // Emits the change from the row `before` showed (at `old_mark`) to the one the
                     // book shows now (at `mark`), if any; false when the book is empty.
                     let mut show = |key: &PositionKey,
-                                    before: Option<&PositionState>,
+                                    before: Option<(&PositionState, Option<Decimal>)>,
                                     old_mark: &Mark,
                                     book: &Book,
                                     mark: &Mark|
                      -> bool {
-                        let old = before.map(|s| PositionRow::new(key.clone(), s, old_mark));
-                        let new =
-                            (!book.entries.is_empty()).then(|| PositionRow::new(key.clone(), &book.current, mark));
+                        let old = before.map(|(s, avg)| PositionRow::valued(key.clone(), s, avg, old_mark));
+                        let new = (!book.entries.is_empty())
+                            .then(|| PositionRow::valued(key.clone(), &book.current, book.avg_open, mark));
                         if new != old {
                             if let Some(old) = old {
                                 add(&old, true);
@@ -212,7 +213,7 @@ where
                             let by_key = books.entry(key.symbol).or_default();
                             let ident = (key.account.clone(), key.strategy.clone());
                             let book = by_key.entry(ident.clone()).or_default();
-                            let before = (!book.entries.is_empty()).then(|| book.current.clone());
+                            let before = (!book.entries.is_empty()).then(|| (book.current.clone(), book.avg_open));
                             // This key's flow per minute first (a few minutes an epoch), then the groups.
                             book.apply(key, group, &schedules, &mut |d: FillPnl, r: isize| {
                                 let mut t = flow_of(&d);
@@ -239,7 +240,7 @@ where
                                 }
                                 None => mark.clone(),
                             };
-                            if !show(key, before.as_ref(), &old_mark, book, &mark) {
+                            if !show(key, before.as_ref().map(|(s, a)| (s, *a)), &old_mark, book, &mark) {
                                 by_key.remove(&ident);
                             }
                         }
@@ -256,7 +257,7 @@ where
                                     return true;
                                 }
                                 let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
-                                let before = (!book.entries.is_empty()).then_some(&book.current);
+                                let before = (!book.entries.is_empty()).then_some((&book.current, book.avg_open));
                                 show(&key, before, &old_mark, book, &mark)
                             });
                         }
