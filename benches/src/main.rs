@@ -13,6 +13,13 @@
 //! cargo run --release -p harbour-benches -- freshness 50000 12 redis   # the same, Redis the only sink
 //! ```
 //!
+//! To profile the measured part of the dataflow benchmarks only (not their set-up):
+//!
+//! ```text
+//! mkfifo /tmp/ctl
+//! HARBOUR_PERF_CTL=/tmp/ctl perf record --delay=-1 --control=fifo:/tmp/ctl -- target/release/harbour-bench scale 1000000
+//! ```
+//!
 //! Inputs are built in memory before the clock starts (parsing JSON is the sources' cost, measured
 //! separately by `parse`). Each epoch feeds a batch, seals it and steps the worker until every
 //! output (positions valued at marks, enriched fills, roll-ups, minute flows) is complete for it.
