@@ -79,6 +79,35 @@ pub struct InputConsumer {
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`watermarks_of`] asks again while a partition's leader is not yet known.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// The low and high watermarks of one partition, asking again (every 200 ms, for up to
+/// [`LEADER_WAIT`]) while the broker answers that its leader is moving or not yet known: a
+/// partition created a moment before (`harbour kafka topics` just ran) can answer
+/// NotLeaderForPartition to the first offset request though the metadata lists its leader (seen
+/// in a clean-clone CI run).
+pub(crate) fn watermarks_of<X: ConsumerContext>(
+    consumer: &impl Consumer<X>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), RdError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Err(RdError::MetadataFetch(
+                code @ (Code::NotLeaderForPartition | Code::LeaderNotAvailable | Code::NotCoordinator),
+            )) if Instant::now() < deadline => {
+                tracing::debug!(topic, partition, error = %code, "watermarks: leader not ready, asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl InputConsumer {
     /// Connects, finds every partition of `topics`, and assigns them starting at `start`; a
     /// partition missing there starts at its beginning. (Not at the group's committed offset:
@@ -132,8 +161,7 @@ impl InputConsumer {
             if *past <= *at {
                 continue;
             }
-            let (low, _) =
-                consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
+            let (low, _) = watermarks_of(&consumer, &p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
             if *at < low && low <= *past {
                 tracing::info!(partition = %p, from = *at, to = low, "starting past transaction markers retention deleted");
                 *at = low;
@@ -272,7 +300,7 @@ impl InputConsumer {
     pub fn watermarks(&self) -> Result<BTreeMap<Partition, (i64, i64)>, KafkaError> {
         let mut out = BTreeMap::new();
         for p in &self.partitions {
-            let w = self.consumer.fetch_watermarks(&p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
+            let w = watermarks_of(&self.consumer, &p.topic, p.partition, META_TIMEOUT).map_err(KafkaError::client)?;
             out.insert(p.clone(), w);
         }
         Ok(out)

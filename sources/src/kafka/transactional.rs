@@ -20,6 +20,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::consumer::watermarks_of;
 use super::producer::{producer_with, send_queued, Counted};
 use super::{KafkaConfig, KafkaError};
 
@@ -205,7 +206,7 @@ fn newest_header(
     // Per partition with messages: (low, high) watermarks.
     let mut todo: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for p in 0..n {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(KafkaError::client)?;
+        let (low, high) = watermarks_of(&consumer, topic, p, timeout).map_err(KafkaError::client)?;
         if high > low {
             todo.insert(p, (low, high));
         }
