@@ -13,8 +13,9 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::marks::Mark;
 use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
-use crate::pnl::{enrich, EnrichedFill, MONEY_DP};
+use crate::pnl::{enrich, EnrichedFill, PositionRow, MONEY_DP};
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -33,7 +34,7 @@ pub struct FillPnl {
 /// One fill in a book, stored inline without the key its book already has (no allocation per
 /// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
 pub(crate) struct Entry {
-    pub(crate) ts: i64,
+    ts: i64,
     exec_id: smol_str::SmolStr,
     order_id: smol_str::SmolStr,
     signed_qty: i64,
@@ -144,6 +145,17 @@ impl Book {
         true
     }
 
+    /// Event time of the last fill held (to touch the book's memory ahead of a change).
+    pub(crate) fn last_ts(&self) -> Option<i64> {
+        self.entries.last().map(|e| e.ts)
+    }
+
+    /// The row this book shows at `mark`; none when it holds no fill.
+    pub(crate) fn row(&self, key: &PositionKey, mark: &Mark) -> Option<PositionRow> {
+        (!self.entries.is_empty()).then(|| PositionRow::valued(key.clone(), &self.current, self.avg_open, mark))
+    }
+
+    /// Works out `avg_open` after `current` changed.
     fn settle(&mut self) {
         self.avg_open = self.current.avg_price().map(|a| a.round_dp(MONEY_DP));
     }

@@ -13,8 +13,8 @@
 //! changes and fill changes, then re-values the keys whose book changed and every key of a symbol
 //! whose mark changed, emitting a retraction of the row it showed and the new row. The row shown
 //! is not stored: it is a function of the book's state and the symbol's mark, so the retraction is
-//! recomputed from the state and mark before the time (the book keeps its average open price, so
-//! valuing a position divides nothing). A fill costs a hash lookup and an O(1) book append; a mark
+//! the row valued before the time's changes at the mark before them ([`Book::row`]; the book keeps
+//! its average open price, so valuing a position divides nothing). A fill costs a hash lookup and an O(1) book append; a mark
 //! change costs two rows per position in the symbol. No arrangement holds the positions, so the
 //! work per fill does not grow with their number; what does is the memory it touches (a key's
 //! table slot and its book's last entry, out of cache at a million positions), so a time's keys
@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
-use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
@@ -46,7 +45,7 @@ use super::pending::Pending;
 use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkSource};
 use crate::model::Ts;
-use crate::model::{Fill, PositionKey, PositionState, Symbol};
+use crate::model::{Fill, PositionKey, Symbol};
 use crate::pnl::PositionRow;
 use crate::rollups::{flow_of, minute_of, totals_of, Group};
 use crate::sums::{FlowTotals, Totals};
@@ -164,30 +163,20 @@ where
                         sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
                         sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
                     };
-                    // Emits the change from the row `before` showed (at `old_mark`) to the one the
-                    // book shows now (at `mark`), if any; false when the book is empty.
-                    let mut show = |key: &PositionKey,
-                                    before: Option<(&PositionState, Option<Decimal>)>,
-                                    old_mark: &Mark,
-                                    book: &Book,
-                                    mark: &Mark|
-                     -> bool {
-                        let old = before.map(|(s, avg)| PositionRow::valued(key.clone(), s, avg, old_mark));
-                        let new = (!book.entries.is_empty())
-                            .then(|| PositionRow::valued(key.clone(), &book.current, book.avg_open, mark));
-                        if new != old {
-                            if let Some(old) = old {
-                                add(&old, true);
-                                rows.give((old, time.clone(), -1));
-                            }
-                            if let Some(new) = new {
-                                add(&new, false);
-                                rows.give((new, time.clone(), 1));
-                                return true;
-                            }
-                            return false;
+                    // Emits the change from the row shown before the time to the row shown now;
+                    // false when the book shows none (it is empty).
+                    let mut show = |old: Option<PositionRow>, new: Option<PositionRow>| -> bool {
+                        if new == old {
+                            return new.is_some();
                         }
-                        new.is_some()
+                        if let Some(old) = old {
+                            add(&old, true);
+                            rows.give((old, time.clone(), -1));
+                        }
+                        let Some(new) = new else { return false };
+                        add(&new, false);
+                        rows.give((new, time.clone(), 1));
+                        true
                     };
                     // Keys are visited in chunks, and each chunk's books are first looked up back to
                     // back without changing any: the lookups do not depend on each other, so the
@@ -203,7 +192,7 @@ where
                                 books.get(&key.symbol)?.get(&(key.account.clone(), key.strategy.clone()))
                             })
                             .collect();
-                        let warm = found.iter().filter_map(|b| b.entries.last()).fold(0, |w, e| w ^ e.ts);
+                        let warm = found.iter().filter_map(|b| b.last_ts()).fold(0, |w, ts| w ^ ts);
                         std::hint::black_box(warm);
                         drop(found);
                         for (key, group) in chunk.iter_mut() {
@@ -213,7 +202,16 @@ where
                             let by_key = books.entry(key.symbol).or_default();
                             let ident = (key.account.clone(), key.strategy.clone());
                             let book = by_key.entry(ident.clone()).or_default();
-                            let before = (!book.entries.is_empty()).then(|| (book.current.clone(), book.avg_open));
+                            // Valued while its book is hot: before the time (at the mark before it)
+                            // and after (at the mark now).
+                            let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
+                            let old = match touched_symbols.get(&key.symbol) {
+                                Some(old_mark) => {
+                                    revalued.insert((key.account.clone(), key.strategy.clone(), key.symbol));
+                                    book.row(key, old_mark)
+                                }
+                                None => book.row(key, &mark),
+                            };
                             // This key's flow per minute first (a few minutes an epoch), then the groups.
                             book.apply(key, group, &schedules, &mut |d: FillPnl, r: isize| {
                                 let mut t = flow_of(&d);
@@ -231,16 +229,7 @@ where
                                 flows.entry((Group::Account(key.account.clone()), m)).or_default().plus_equals(&t);
                                 flows.entry((Group::Strategy(key.strategy.clone()), m)).or_default().plus_equals(&t);
                             }
-                            // Value it now, while its book is hot (at the mark before and after the time).
-                            let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
-                            let old_mark = match touched_symbols.get(&key.symbol) {
-                                Some(old) => {
-                                    revalued.insert((key.account.clone(), key.strategy.clone(), key.symbol));
-                                    old.clone()
-                                }
-                                None => mark.clone(),
-                            };
-                            if !show(key, before.as_ref().map(|(s, a)| (s, *a)), &old_mark, book, &mark) {
+                            if !show(old, book.row(key, &mark)) {
                                 by_key.remove(&ident);
                             }
                         }
@@ -257,8 +246,7 @@ where
                                     return true;
                                 }
                                 let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
-                                let before = (!book.entries.is_empty()).then_some((&book.current, book.avg_open));
-                                show(&key, before, &old_mark, book, &mark)
+                                show(book.row(&key, &old_mark), book.row(&key, &mark))
                             });
                         }
                     }
