@@ -695,7 +695,7 @@ struct GroupState {
     sum_sq_lost: bool,
     /// Per sector: Σ|MV|, exact, and in f64 (kept beside it: the weights of every sector are
     /// shown at each change, and a decimal's conversion is not free).
-    sectors: BTreeMap<Option<SmolStr>, (Decimal, f64)>,
+    sectors: SectorSums,
     /// The largest names by |MV| (ties: the smaller code): a short list and a bound on the rest.
     largest: Largest,
     by_lots: BTreeSet<(Decimal, Reverse<Symbol>)>,
@@ -717,6 +717,57 @@ struct GroupState {
     limits: BTreeMap<Metric, (LimitState, u32, u32, Option<Limit>)>,
     ts: Ts,
     shown: Option<RiskRow>,
+}
+
+/// A group's Σ|MV| per sector (`None`: instruments without a sector), exact and in f64 (kept
+/// beside it: every sector's weight is shown at each change, and a decimal's conversion is not
+/// free), ordered by sector. A group spans a dozen sectors or so: a sorted list, found by a
+/// binary search and read in one pass into the row's list, which is allocated once at its exact
+/// length (a B-tree's iterator cannot say its length, so the list was collected into a vector and
+/// copied into the row's).
+#[derive(Clone, Debug, Default)]
+struct SectorSums(Vec<(Option<SmolStr>, Decimal, f64)>);
+
+impl SectorSums {
+    fn find(&self, sector: &Option<SmolStr>) -> Result<usize, usize> {
+        self.0.binary_search_by(|e| e.0.cmp(sector))
+    }
+
+    /// Adds `v` to `sector`'s sum.
+    fn add(&mut self, sector: &Option<SmolStr>, v: Decimal) {
+        let i = match self.find(sector) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (sector.clone(), Decimal::ZERO, 0.0));
+                i
+            }
+        };
+        let e = &mut self.0[i];
+        e.1 += v;
+        e.2 = f64_of(e.1);
+    }
+
+    /// Takes `v` from `sector`'s sum; a sector whose sum reaches zero goes.
+    fn sub(&mut self, sector: &Option<SmolStr>, v: Decimal) {
+        if let Ok(i) = self.find(sector) {
+            let e = &mut self.0[i];
+            e.1 -= v;
+            if e.1.is_zero() {
+                self.0.remove(i);
+            } else {
+                e.2 = f64_of(e.1);
+            }
+        }
+    }
+
+    /// Each sector's share of `gross`, in sector order.
+    fn shares(&self, gross: f64) -> Arc<[(Option<SmolStr>, Decimal)]> {
+        // One division for the row rather than one per sector: the product differs from the
+        // quotient by an ulp or so, which shows in the 6th place only for a weight that close to
+        // a half (the incremental book and a recomputation round the same way).
+        let per = 1.0 / gross;
+        self.0.iter().map(|(s, _, v)| (s.clone(), fixed(v * per, RATIO_DP))).collect()
+    }
 }
 
 /// A name of a group that shows contributors: its market value in f64, its symbol's dense
@@ -823,6 +874,9 @@ pub struct RiskBook {
     z95: f64,
     z99: f64,
     scratch: Vec<f64>,
+    /// Per group index: its place in its shard's work of the current apply (written for the
+    /// touched groups only, which are the only ones read).
+    rank: Vec<u32>,
     /// Limits changed: judge every group at the next apply.
     rejudge: bool,
     /// The threads a refresh fans out to besides the calling one (started at the first).
@@ -934,6 +988,7 @@ impl RiskBook {
             z95: normal_quantile(0.95),
             z99: normal_quantile(0.99),
             scratch: Vec::new(),
+            rank: Vec::new(),
             rejudge: false,
             pool: None,
             gram,
@@ -1080,9 +1135,12 @@ impl RiskBook {
         // several threads.
         let mut work: Vec<Vec<(u32, &Group, &mut GroupState)>> = (0..shards).map(|_| Vec::new()).collect();
         let mut touched_groups = 0usize;
+        self.rank.resize(self.groups.len(), 0);
         for (i, ((g, st), t)) in self.groups.iter_mut().zip(touched).enumerate() {
             if t {
-                work[self.shard_of[i] as usize].push((i as u32, g, st));
+                let w = &mut work[self.shard_of[i] as usize];
+                self.rank[i] = w.len() as u32;
+                w.push((i as u32, g, st));
                 touched_groups += 1;
             }
         }
@@ -1096,6 +1154,7 @@ impl RiskBook {
             positions: &input.positions,
             row_groups: &row_groups,
             shard_of: &self.shard_of,
+            rank: &self.rank,
         };
         let jobs: Vec<Job> =
             self.holdings.iter_mut().zip(refile).zip(work).enumerate().map(|(k, ((h, r), w))| (k, h, r, w)).collect();
@@ -1150,14 +1209,7 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                if let Some((v, f)) = st.sectors.get_mut(&old.sector) {
-                    *v -= old.mv.abs();
-                    if v.is_zero() {
-                        st.sectors.remove(&old.sector);
-                    } else {
-                        *f = f64_of(*v);
-                    }
-                }
+                st.sectors.sub(&old.sector, old.mv.abs());
             }
             if !new.mv.is_zero() {
                 st.exposure.add(new.mv);
@@ -1165,9 +1217,7 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                let (v, f) = st.sectors.entry(new.sector.clone()).or_default();
-                *v += new.mv.abs();
-                *f = f64_of(*v);
+                st.sectors.add(&new.sector, new.mv.abs());
             }
             st.largest.resize(s, (!old.mv.is_zero()).then(|| old.mv.abs()), (!new.mv.is_zero()).then(|| new.mv.abs()));
         }
@@ -1405,6 +1455,8 @@ struct Ctx<'a> {
     positions: &'a [(PositionRow, isize)],
     row_groups: &'a [[u32; 3]],
     shard_of: &'a [u16],
+    /// Per group index: its place in its shard's work (read for touched groups only).
+    rank: &'a [u32],
 }
 
 /// One shard's work: its number, its names, its names to re-file (instrument changes), its touched groups
@@ -1430,16 +1482,39 @@ impl Ctx<'_> {
     /// Runs one shard: its names take their changes, then its groups are refreshed.
     fn run(&self, (shard, holdings, refile, work): Job, scratch: &mut Vec<f64>) -> RiskChanges {
         // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
-        // re-file because its instrument changed).
-        let mut deltas: FxHashMap<(u32, Symbol), Delta> = FxHashMap::default();
-        deltas.reserve(work.len() + refile.len());
-        for (g, s) in refile {
-            deltas.entry((g, s)).or_default();
+        // re-file because its instrument changed); found by its slot in `deltas`.
+        let mut slots: FxHashMap<(u32, Symbol), u32> = FxHashMap::default();
+        slots.reserve(work.len() + refile.len());
+        let mut deltas: Vec<((u32, Symbol), Delta)> = Vec::with_capacity(work.len() + refile.len());
+        let mut slot = |key: (u32, Symbol), deltas: &mut Vec<((u32, Symbol), Delta)>| {
+            *slots.entry(key).or_insert_with(|| {
+                deltas.push((key, Delta::default()));
+                (deltas.len() - 1) as u32
+            })
+        };
+        for key in refile {
+            slot(key, &mut deltas);
         }
+        // The slot each of a row's three groups (desk, account, strategy) took last: most often
+        // the next row's too (a position's retraction and insertion are adjacent, and a mark's
+        // rows all name its symbol, so the desk's is the same throughout), found without a hash.
+        let mut last: [Option<((u32, Symbol), u32)>; 3] = [None; 3];
         for ((row, r), groups) in self.positions.iter().zip(self.row_groups) {
             let r = *r;
-            for &g in groups.iter().filter(|&&g| self.shard_of[g as usize] as usize == shard) {
-                let d = deltas.entry((g, row.key.symbol)).or_default();
+            for (j, &g) in groups.iter().enumerate() {
+                if self.shard_of[g as usize] as usize != shard {
+                    continue;
+                }
+                let key = (g, row.key.symbol);
+                let i = match last[j] {
+                    Some((k, i)) if k == key => i,
+                    _ => {
+                        let i = slot(key, &mut deltas);
+                        last[j] = Some((key, i));
+                        i
+                    }
+                };
+                let d = &mut deltas[i as usize].1;
                 d.from_positions = true;
                 d.positions += r as i64;
                 d.qty += row.qty * r as i64;
@@ -1463,24 +1538,36 @@ impl Ctx<'_> {
             }
         }
         // Each group's changes together and in symbol order (so the float sums do not depend on
-        // hashing): by position in the work (which is in group order and holds every group with a
-        // change), then symbol.
-        let mut changes: Vec<(u32, Symbol, Delta)> = deltas
-            .into_iter()
-            .map(|((g, s), d)| {
-                let k = work.binary_search_by_key(&g, |w| w.0).expect("a group with a change is touched");
-                (k as u32, s, d)
-            })
-            .collect();
-        changes.sort_unstable_by_key(|c| (c.0, c.1));
-        let mut changes = changes.into_iter().peekable();
+        // hashing): counted out by the group's place in the work (which is in group order and
+        // holds every group with a change), then each group's few sorted by symbol.
+        let mut start = vec![0u32; work.len() + 1];
+        for ((g, _), _) in &deltas {
+            start[self.rank[*g as usize] as usize + 1] += 1;
+        }
+        for k in 1..start.len() {
+            start[k] += start[k - 1];
+        }
+        let mut order = vec![0u32; deltas.len()];
+        let mut next = start.clone();
+        for (i, ((g, _), _)) in deltas.iter().enumerate() {
+            let k = self.rank[*g as usize] as usize;
+            order[next[k] as usize] = i as u32;
+            next[k] += 1;
+        }
         let mut part = RiskChanges {
             insert: Vec::with_capacity(work.len()),
             retract: Vec::with_capacity(work.len()),
             ..RiskChanges::default()
         };
         for (k, (gi, g, st)) in work.into_iter().enumerate() {
-            let mine = std::iter::from_fn(|| changes.next_if(|c| c.0 == k as u32)).map(|(_, s, d)| (s, d));
+            let mine = &mut order[start[k] as usize..start[k + 1] as usize];
+            if mine.len() > 1 {
+                mine.sort_unstable_by_key(|&i| deltas[i as usize].0 .1);
+            }
+            let mine = mine.iter().map(|&i| {
+                let ((_, s), d) = &mut deltas[i as usize];
+                (*s, std::mem::take(d))
+            });
             self.refresh(holdings, gi, g, mine, st, scratch, &mut part);
         }
         part
@@ -1643,7 +1730,7 @@ impl Ctx<'_> {
             let gross = f64_of(e.gross);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
             let hhi = hhi(st, gross_cents, || names_of(holdings, gi, &st.held_symbols));
-            let sectors = st.sectors.iter().map(|(s, (_, v))| (s.clone(), share(*v, gross))).collect();
+            let sectors = st.sectors.shares(gross);
             (largest, hhi, sectors)
         };
         // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
