@@ -628,7 +628,7 @@ impl Name {
             },
             w,
             today: info.map_or(0.0, |i| i.ret) * w,
-            sector: info.and_then(|i| i.sector.clone()),
+            sector: info.map_or(NO_SECTOR, |i| i.sector),
         }
     }
 }
@@ -641,7 +641,7 @@ struct Added {
     /// |MV| in whole cents.
     abs_cents: i128,
     lots: Decimal,
-    sector: Option<SmolStr>,
+    sector: SectorId,
     w: f64,
     today: f64,
 }
@@ -719,26 +719,57 @@ struct GroupState {
     shown: Option<RiskRow>,
 }
 
-/// A group's Σ|MV| per sector (`None`: instruments without a sector), exact and in f64 (kept
-/// beside it: every sector's weight is shown at each change, and a decimal's conversion is not
-/// free), ordered by sector. A group spans a dozen sectors or so: a sorted list, found by a
-/// binary search and read in one pass into the row's list, which is allocated once at its exact
-/// length (a B-tree's iterator cannot say its length, so the list was collected into a vector and
-/// copied into the row's).
+/// A sector, by its place in the book's [`Sectors`] (so that a change compares and copies an
+/// integer, not a name).
+type SectorId = u32;
+
+/// The sector of instruments without one.
+const NO_SECTOR: SectorId = 0;
+
+/// The sector names met so far, each given a [`SectorId`] (its place here); the first is "no
+/// sector".
+struct Sectors {
+    names: Vec<Option<SmolStr>>,
+    ids: FxHashMap<SmolStr, SectorId>,
+}
+
+impl Default for Sectors {
+    fn default() -> Self {
+        Sectors { names: vec![None], ids: FxHashMap::default() }
+    }
+}
+
+impl Sectors {
+    /// The id of `name` (given one when new).
+    fn id(&mut self, name: Option<&str>) -> SectorId {
+        let Some(name) = name else { return NO_SECTOR };
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as SectorId;
+        self.names.push(Some(SmolStr::from(name)));
+        self.ids.insert(SmolStr::from(name), id);
+        id
+    }
+}
+
+/// A group's Σ|MV| per sector, exact and in f64 (kept beside it: every sector's weight is shown
+/// at each change, and a decimal's conversion is not free), in the order of the sectors' names
+/// (`None` first). A group spans a dozen sectors or so: a short list, searched by id, read in one
+/// pass into the row's list, which is allocated once at its exact length (a B-tree's iterator
+/// cannot say its length, so the list was collected into a vector and copied into the row's).
 #[derive(Clone, Debug, Default)]
-struct SectorSums(Vec<(Option<SmolStr>, Decimal, f64)>);
+struct SectorSums(Vec<(SectorId, Decimal, f64)>);
 
 impl SectorSums {
-    fn find(&self, sector: &Option<SmolStr>) -> Result<usize, usize> {
-        self.0.binary_search_by(|e| e.0.cmp(sector))
-    }
-
-    /// Adds `v` to `sector`'s sum.
-    fn add(&mut self, sector: &Option<SmolStr>, v: Decimal) {
-        let i = match self.find(sector) {
-            Ok(i) => i,
-            Err(i) => {
-                self.0.insert(i, (sector.clone(), Decimal::ZERO, 0.0));
+    /// Adds `v` to `sector`'s sum (`names`: the book's sector names).
+    fn add(&mut self, sector: SectorId, v: Decimal, names: &[Option<SmolStr>]) {
+        let i = match self.0.iter().position(|e| e.0 == sector) {
+            Some(i) => i,
+            None => {
+                let name = &names[sector as usize];
+                let i = self.0.partition_point(|e| names[e.0 as usize] < *name);
+                self.0.insert(i, (sector, Decimal::ZERO, 0.0));
                 i
             }
         };
@@ -748,8 +779,8 @@ impl SectorSums {
     }
 
     /// Takes `v` from `sector`'s sum; a sector whose sum reaches zero goes.
-    fn sub(&mut self, sector: &Option<SmolStr>, v: Decimal) {
-        if let Ok(i) = self.find(sector) {
+    fn sub(&mut self, sector: SectorId, v: Decimal) {
+        if let Some(i) = self.0.iter().position(|e| e.0 == sector) {
             let e = &mut self.0[i];
             e.1 -= v;
             if e.1.is_zero() {
@@ -760,13 +791,13 @@ impl SectorSums {
         }
     }
 
-    /// Each sector's share of `gross`, in sector order.
-    fn shares(&self, gross: f64) -> Arc<[(Option<SmolStr>, Decimal)]> {
+    /// Each sector's share of `gross`, in the order of their names.
+    fn shares(&self, gross: f64, names: &[Option<SmolStr>]) -> Arc<[(Option<SmolStr>, Decimal)]> {
         // One division for the row rather than one per sector: the product differs from the
         // quotient by an ulp or so, which shows in the 6th place only for a weight that close to
         // a half (the incremental book and a recomputation round the same way).
         let per = 1.0 / gross;
-        self.0.iter().map(|(s, _, v)| (s.clone(), fixed(v * per, RATIO_DP))).collect()
+        self.0.iter().map(|(s, _, v)| (names[*s as usize].clone(), fixed(v * per, RATIO_DP))).collect()
     }
 }
 
@@ -814,7 +845,7 @@ fn weighted_dot(a: &[f64], x: &[f64], y: &[f64]) -> f64 {
 /// A symbol's reference data and today's return.
 #[derive(Clone, Debug, Default)]
 struct SymbolInfo {
-    sector: Option<SmolStr>,
+    sector: SectorId,
     lot: i64,
     /// Today's simple return, mark / previous close − 1 (0 without both).
     ret: f64,
@@ -859,6 +890,7 @@ pub struct RiskBook {
     config: RiskConfig,
     weights: Vec<f64>,
     symbols: FxHashMap<Symbol, SymbolInfo>,
+    sectors: Sectors,
     /// Every group's state, in the order the groups first appeared; `index` finds them.
     groups: Vec<(Group, GroupState)>,
     /// Names, sharded by group over `risk.threads` (group `i` in shard `shard_of[i]`), so each
@@ -980,6 +1012,7 @@ impl RiskBook {
             weights,
             config,
             symbols: FxHashMap::default(),
+            sectors: Sectors::default(),
             groups: Vec::new(),
             holdings: (0..shards).map(|_| Holdings::default()).collect(),
             index: FxHashMap::default(),
@@ -1086,7 +1119,7 @@ impl RiskBook {
         let mut refile: Vec<Vec<(u32, Symbol)>> = (0..shards).map(|_| Vec::new()).collect();
         for i in input.instruments {
             let info = self.symbols.entry(i.symbol).or_default();
-            let sector: Option<SmolStr> = i.sector.as_deref().map(SmolStr::from);
+            let sector = self.sectors.id(i.sector.as_deref());
             if info.sector != sector || info.lot != i.lot_size {
                 info.sector = sector;
                 info.lot = i.lot_size;
@@ -1148,6 +1181,7 @@ impl RiskBook {
             config: &self.config,
             weights: &self.weights,
             symbols: &self.symbols,
+            sector_names: &self.sectors.names,
             z95: self.z95,
             z99: self.z99,
             gram: self.gram.as_ref(),
@@ -1201,7 +1235,14 @@ impl RiskBook {
 
     /// Takes name `s`'s previous contribution `old` out of the group's aggregates and adds its
     /// current one, `new`.
-    fn refile(st: &mut GroupState, s: Symbol, old: &Added, new: &Added, history: &History) {
+    fn refile(
+        st: &mut GroupState,
+        s: Symbol,
+        old: &Added,
+        new: &Added,
+        history: &History,
+        sectors: &[Option<SmolStr>],
+    ) {
         if old.mv != new.mv || old.sector != new.sector {
             if !old.mv.is_zero() {
                 st.exposure.remove(old.mv);
@@ -1209,7 +1250,7 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                st.sectors.sub(&old.sector, old.mv.abs());
+                st.sectors.sub(old.sector, old.mv.abs());
             }
             if !new.mv.is_zero() {
                 st.exposure.add(new.mv);
@@ -1217,7 +1258,7 @@ impl RiskBook {
                     Some(q) => st.sum_sq = q,
                     None => st.sum_sq_lost = true,
                 }
-                st.sectors.add(&new.sector, new.mv.abs());
+                st.sectors.add(new.sector, new.mv.abs(), sectors);
             }
             st.largest.resize(s, (!old.mv.is_zero()).then(|| old.mv.abs()), (!new.mv.is_zero()).then(|| new.mv.abs()));
         }
@@ -1448,6 +1489,8 @@ struct Ctx<'a> {
     config: &'a RiskConfig,
     weights: &'a [f64],
     symbols: &'a FxHashMap<Symbol, SymbolInfo>,
+    /// The sector names, by [`SectorId`].
+    sector_names: &'a [Option<SmolStr>],
     z95: f64,
     z99: f64,
     gram: Option<&'a Gram>,
@@ -1612,7 +1655,7 @@ impl Ctx<'_> {
             if created {
                 st.held_symbols.insert(s);
             }
-            RiskBook::refile(st, s, &old, &new, &self.config.history);
+            RiskBook::refile(st, s, &old, &new, &self.config.history, self.sector_names);
             if contributors && new.w != old.w {
                 // After the dₖ moved by r_{k,s}·Δw: every held uₜ moves by C(t, s)·Δw.
                 self.track(st, s, new.w - old.w, new.w, &mut changed);
@@ -1730,7 +1773,7 @@ impl Ctx<'_> {
             let gross = f64_of(e.gross);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));
             let hhi = hhi(st, gross_cents, || names_of(holdings, gi, &st.held_symbols));
-            let sectors = st.sectors.shares(gross);
+            let sectors = st.sectors.shares(gross, self.sector_names);
             (largest, hhi, sectors)
         };
         // Parametric: wᵀΣw = λ·Σ aₖdₖ² + (1−λ)·d_t² (d_t² alone without history).
