@@ -1594,6 +1594,7 @@ impl Ctx<'_> {
         let mut next = start.clone();
         for (i, ((g, _), _)) in deltas.iter().enumerate() {
             let k = self.rank[*g as usize] as usize;
+            debug_assert!(work.get(k).is_some_and(|w| w.0 == *g), "a group with a change is touched");
             order[next[k] as usize] = i as u32;
             next[k] += 1;
         }
