@@ -18,6 +18,7 @@ use rdkafka::error::KafkaError as RdError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use smol_str::SmolStr;
 
+use super::retry::{retry, Patience};
 use super::{KafkaConfig, KafkaError};
 
 /// A topic partition.
@@ -94,18 +95,17 @@ pub(crate) fn watermarks_of<X: ConsumerContext>(
     timeout: Duration,
 ) -> Result<(i64, i64), RdError> {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    let deadline = Instant::now() + LEADER_WAIT;
-    loop {
-        match consumer.fetch_watermarks(topic, partition, timeout) {
-            Err(RdError::MetadataFetch(
-                code @ (Code::NotLeaderForPartition | Code::LeaderNotAvailable | Code::NotCoordinator),
-            )) if Instant::now() < deadline => {
-                tracing::debug!(topic, partition, error = %code, "watermarks: leader not ready, asking again");
-                std::thread::sleep(Duration::from_millis(200));
+    retry(
+        Patience::fixed(LEADER_WAIT, Duration::from_millis(200)),
+        || consumer.fetch_watermarks(topic, partition, timeout),
+        |e, _| {
+            let again = matches!(e, RdError::MetadataFetch(Code::NotLeaderForPartition | Code::LeaderNotAvailable));
+            if again {
+                tracing::debug!(topic, partition, error = %e, "watermarks: leader not ready, asking again");
             }
-            r => return r,
-        }
-    }
+            again
+        },
+    )
 }
 
 impl InputConsumer {
@@ -331,27 +331,19 @@ const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
 /// that a first request on a fresh broker meets, not failures.
 fn coordinator_retry<T>(mut request: impl FnMut() -> Result<T, RdError>) -> Result<T, KafkaError> {
     use rdkafka::types::RDKafkaErrorCode as C;
-    let deadline = Instant::now() + COORDINATOR_PATIENCE;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match request() {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let transient = matches!(
-                    e.rdkafka_error_code(),
-                    Some(C::NotCoordinator | C::CoordinatorLoadInProgress | C::CoordinatorNotAvailable)
-                );
-                if !transient || Instant::now() + pause > deadline {
-                    return Err(KafkaError::client(e));
-                }
-                if pause == Duration::from_millis(50) {
-                    tracing::warn!(error = %e, "group coordinator not ready (retrying for up to 30 s)");
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+    let patience =
+        Patience { within: COORDINATOR_PATIENCE, pause: Duration::from_millis(50), max_pause: Duration::from_secs(1) };
+    retry(patience, &mut request, |e, n| {
+        let transient = matches!(
+            e.rdkafka_error_code(),
+            Some(C::NotCoordinator | C::CoordinatorLoadInProgress | C::CoordinatorNotAvailable)
+        );
+        if transient && n == 1 {
+            tracing::warn!(error = %e, "group coordinator not ready (retrying for up to 30 s)");
         }
-    }
+        transient
+    })
+    .map_err(KafkaError::client)
 }
 
 /// The low and high watermarks of some partitions, fetched every `every` on a thread of its own

@@ -18,6 +18,7 @@ mod consumer;
 mod lease;
 mod prefetch;
 mod producer;
+mod retry;
 mod transactional;
 
 pub use config::{is_secret, KafkaConfig, LeaseConfig, Topics, SECRET_ENV};

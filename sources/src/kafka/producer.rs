@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -21,6 +21,7 @@ use rdkafka::ClientContext;
 use serde::Deserialize;
 
 use super::consumer::Partition;
+use super::retry::{retry, Patience};
 use super::transactional::{OutRecord, TransactionalProducer};
 use super::{KafkaConfig, KafkaError};
 
@@ -168,9 +169,15 @@ fn wait_until_visible<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     wanted: &[(&str, i32)],
 ) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + VISIBLE_WITHIN;
-    loop {
-        let metadata = client.fetch_metadata(None, Duration::from_secs(10)).map_err(KafkaError::client)?;
+    /// Why a look at the metadata did not end the wait.
+    enum NotYet {
+        Fetch(KafkaError),
+        /// This topic is not listed yet with all its partitions led.
+        Missing(String),
+    }
+    let look = || {
+        let metadata =
+            client.fetch_metadata(None, Duration::from_secs(10)).map_err(|e| NotYet::Fetch(KafkaError::client(e)))?;
         let missing = wanted.iter().find(|(name, partitions)| {
             !metadata.topics().iter().any(|t| {
                 t.name() == *name
@@ -178,16 +185,25 @@ fn wait_until_visible<C: ClientContext>(
                     && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
             })
         });
-        let Some((name, _)) = missing else { return Ok(()) };
-        if Instant::now() >= deadline {
-            return Err(KafkaError::Admin(
-                name.to_string(),
-                format!("created, but not listed with its partitions led after {} s", VISIBLE_WITHIN.as_secs()),
-            ));
+        match missing {
+            Some((name, _)) => Err(NotYet::Missing(name.to_string())),
+            None => Ok(()),
         }
-        tracing::debug!(topic = %name, "waiting for a created topic to be listed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    let waiting = |e: &NotYet, _| match e {
+        NotYet::Missing(name) => {
+            tracing::debug!(topic = %name, "waiting for a created topic to be listed");
+            true
+        }
+        NotYet::Fetch(_) => false,
+    };
+    retry(Patience::fixed(VISIBLE_WITHIN, Duration::from_millis(100)), look, waiting).map_err(|e| match e {
+        NotYet::Fetch(e) => e,
+        NotYet::Missing(name) => KafkaError::Admin(
+            name,
+            format!("created, but not listed with its partitions led after {} s", VISIBLE_WITHIN.as_secs()),
+        ),
+    })
 }
 
 /// How long [`ensure_topics`] waits for created topics to be listed.

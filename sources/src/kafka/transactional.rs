@@ -22,6 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::consumer::watermarks_of;
 use super::producer::{producer_with, send_queued, Counted};
+use super::retry::{retry, Patience};
 use super::{KafkaConfig, KafkaError};
 
 /// How long a transaction call may take before it fails.
@@ -34,18 +35,20 @@ const INIT_WITHIN: Duration = Duration::from_secs(300);
 /// Registers the transactional id (fencing a previous holder and aborting what it left open),
 /// retrying a timeout or an unavailable coordinator until [`INIT_WITHIN`] has passed.
 fn init_transactions(p: &BaseProducer<Counted>, id: &str) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + INIT_WITHIN;
-    loop {
-        match p.init_transactions(TXN_TIMEOUT) {
-            Ok(()) => return Ok(()),
-            Err(RdError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+    // (A coordinator not yet available can answer at once: a pause between attempts, not a
+    // tight loop of them.)
+    retry(
+        Patience::fixed(INIT_WITHIN, Duration::from_millis(500)),
+        || p.init_transactions(TXN_TIMEOUT),
+        |e, _| {
+            let again = matches!(e, RdError::Transaction(t) if t.is_retriable());
+            if again {
                 tracing::warn!(transactional_id = id, error = %e, "transaction coordinator not ready; retrying");
-                // (A coordinator not yet available can answer at once: no tight loop of retries.)
-                std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => return Err(KafkaError::client(e)),
-        }
-    }
+            again
+        },
+    )
+    .map_err(KafkaError::client)
 }
 
 /// Attempts at a batch whose transaction the broker made abortable (aborted, then sent again).
