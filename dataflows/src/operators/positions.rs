@@ -119,8 +119,9 @@ where
         let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
         // Symbols re-marked this time, with the mark their rows showed before it.
         let mut touched_symbols: FxHashMap<Symbol, Mark> = FxHashMap::default();
-        // Keys of re-marked symbols already re-valued with their fills this time.
-        let mut revalued: FxHashSet<(SmolStr, SmolStr, Symbol)> = FxHashSet::default();
+        // Keys of re-marked symbols already re-valued with their fills this time, by symbol (the
+        // re-marking pass below asks with its table's own keys, without building one).
+        let mut revalued: FxHashMap<Symbol, FxHashSet<(SmolStr, SmolStr)>> = FxHashMap::default();
         let mut batch: Vec<(PositionKey, Vec<(Fill, isize)>)> = Vec::new();
         let mut key_flows: Vec<(Ts, FlowTotals)> = Vec::new();
         move |frontiers| {
@@ -207,7 +208,7 @@ where
                             let mark = marks.get(&key.symbol).cloned().unwrap_or_else(no_mark);
                             let old = match touched_symbols.get(&key.symbol) {
                                 Some(old_mark) => {
-                                    revalued.insert((key.account.clone(), key.strategy.clone(), key.symbol));
+                                    revalued.entry(key.symbol).or_default().insert(ident.clone());
                                     book.row(key, old_mark)
                                 }
                                 None => book.row(key, &mark),
@@ -238,13 +239,13 @@ where
 
                     for (symbol, old_mark) in touched_symbols.drain() {
                         let mark = marks.get(&symbol).cloned().unwrap_or_else(no_mark);
+                        let done = revalued.get(&symbol);
                         if let Some(by_key) = books.get_mut(&symbol) {
-                            by_key.retain(|(account, strategy), book| {
-                                if !revalued.is_empty()
-                                    && revalued.contains(&(account.clone(), strategy.clone(), symbol))
-                                {
+                            by_key.retain(|ident, book| {
+                                if done.is_some_and(|d| d.contains(ident)) {
                                     return true;
                                 }
+                                let (account, strategy) = ident;
                                 let key = PositionKey { account: account.clone(), strategy: strategy.clone(), symbol };
                                 show(book.row(&key, &old_mark), book.row(&key, &mark))
                             });
