@@ -353,6 +353,11 @@ pub struct DeadLetter {
     pub code: SmolStr,
     /// Human-readable reason.
     pub reason: String,
+    /// The HKT trade date it is filed under: its own event time's when it parsed with one, else
+    /// the input's around it (the pipeline's engine says how). 1970-01-01 in checkpoints written
+    /// before it was kept.
+    #[serde(default)]
+    pub trade_date: NaiveDate,
 }
 
 /// Hong Kong time, for trade dates.

@@ -8,13 +8,15 @@
 -- `FINAL` (or argMax by version) shows each row once. `deleted = 1` marks a row that no longer
 -- exists (a busted fill; a position whose fills were all busted): filter it out after FINAL.
 --
--- Tables of rows that never change date (a fill, a version of a position, a minute) are
--- partitioned by trade date. The latest-state tables (positions here, orders and risk in 002 and
--- 003) are not: a key's date moves (a position's last fill, a bust of it, a new day), and
+-- Tables of rows that never change date (a fill, a version of a position, a minute, a dead
+-- letter: its message's event time's trade date, else the input's around it) are partitioned by
+-- trade date (dead_letters and 002's events were created without one until 2026-11-29; the sink
+-- moves such a table at start-up, schema::MOVES). The latest-state tables (positions here, orders
+-- and risk in 002 and 003) are not: a key's date moves (a position's last fill, a bust of it, a new day), and
 -- ReplacingMergeTree replaces rows within a partition only, so a moved row stayed beside its
 -- older self for good (merges and OPTIMIZE never removed it, and FINAL with a date filter, or
 -- with do_not_merge_across_partitions_select_final, showed it). Created partitioned until
--- 2026-11-27; the sink moves such a table to this layout at start-up (schema::UNPARTITIONED).
+-- 2026-11-27; the sink moves such a table to this layout at start-up (schema::MOVES).
 
 CREATE TABLE IF NOT EXISTS harbour_migrations (
     version UInt32,
@@ -92,13 +94,14 @@ CREATE TABLE IF NOT EXISTS fills (
 ) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY exec_id;
 
 CREATE TABLE IF NOT EXISTS dead_letters (
+    trade_date Date,
     source String,
     position UInt64,
     code String,
     reason String,
     raw String,
     version UInt64
-) ENGINE = ReplacingMergeTree(version) ORDER BY (source, position);
+) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY (source, position);
 
 CREATE TABLE IF NOT EXISTS sink_progress (
     sink String,

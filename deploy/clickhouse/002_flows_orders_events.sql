@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS instruments (
 ) ENGINE = ReplacingMergeTree(version) ORDER BY symbol;
 
 CREATE TABLE IF NOT EXISTS events (
+    trade_date Date,
     source String,
     position UInt64,
     type String,
@@ -86,4 +87,4 @@ CREATE TABLE IF NOT EXISTS events (
     reason_code String,
     raw String,
     version UInt64
-) ENGINE = ReplacingMergeTree(version) ORDER BY (source, position);
+) ENGINE = ReplacingMergeTree(version) PARTITION BY trade_date ORDER BY (source, position);

@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::NaiveDate;
+
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use harbour_dataflows::graph::{harbour, GraphConfig, Inputs};
@@ -31,7 +33,9 @@ use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSee
 use harbour_dataflows::rollups::Group;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
-use harbour_dataflows::validate::{Accepted, DeadLetter, Input as Event, Rejection, Validator, ValidatorState};
+use harbour_dataflows::validate::{
+    trade_date, Accepted, DeadLetter, Input as Event, Rejection, Validator, ValidatorState, TS_MAX, TS_MIN,
+};
 use harbour_sinks::tables::SourceEvent;
 use harbour_sources::contract::parse_line;
 use harbour_sources::file::{ReplayError, SourceLine};
@@ -231,6 +235,10 @@ pub struct EngineSnapshot {
     /// line after `lines`).
     #[serde(default)]
     pub time: u64,
+    /// The input's clock: the newest event time accepted (`None` before any, and in checkpoints
+    /// written before it was kept).
+    #[serde(default)]
+    pub clock: Option<Ts>,
 }
 
 impl EngineSnapshot {
@@ -336,6 +344,9 @@ pub struct Engine<'m> {
     dead_letters_taken: usize,
     /// Every message fed, while changes are tracked.
     events: Option<Vec<SourceEvent>>,
+    /// The newest event time accepted so far: the input's clock, which dates what carries no
+    /// time of its own ([`Engine::feed_at`]).
+    clock: Option<Ts>,
     /// The whole text of the last refused line, when the dead letter keeps it clipped
     /// ([`Engine::take_unclipped`]).
     unclipped: Option<String>,
@@ -415,6 +426,7 @@ impl<'m> Engine<'m> {
             state: OutputState::default(),
             dead_letters_taken: 0,
             events: None,
+            clock: None,
             unclipped: None,
             stats: RunStats::default(),
             metrics,
@@ -432,28 +444,44 @@ impl<'m> Engine<'m> {
     /// Parses, checks and feeds one line into the current epoch; a refused line becomes a dead
     /// letter (the last of `state().dead_letters`). Returns whether the line was accepted.
     pub fn feed(&mut self, line: SourceLine) -> bool {
-        self.feed_parsed(line, None)
+        self.feed_at(line, None, None)
     }
 
     /// As [`Engine::feed`], with the line already parsed (`parse_line(&line.raw, line.position)`,
-    /// done by a source on a thread of its own) when `parsed` is given.
-    pub fn feed_parsed(&mut self, line: SourceLine, parsed: Option<Result<Event, Rejection>>) -> bool {
+    /// done by a source on a thread of its own) when `parsed` is given, and the time its source
+    /// gave it (`at`, ms since the epoch: a Kafka message's timestamp) when it has one.
+    ///
+    /// The line's trade date, which the event log and a dead letter carry (ClickHouse partitions
+    /// them by it), is that of its own event time when it parsed with one (in range); else that
+    /// of the input's clock (the newest event time accepted before it: reference data, a line
+    /// refused unparsed, take the date of the input around them); else, before any event time,
+    /// that of `at`; else 1970-01-01. Each is a function of the input and its order, so a replay
+    /// (a restart re-forming its logged epochs; the clock is kept in checkpoints) dates a line as
+    /// before.
+    pub fn feed_at(&mut self, line: SourceLine, parsed: Option<Result<Event, Rejection>>, at: Option<i64>) -> bool {
         self.count_line();
         if not_utf8(&line.raw) {
-            self.dead_letter(line, "", NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
+            let day = self.day_of(None, at);
+            self.dead_letter(line, day, "", NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
             return false;
         }
         let validator = &mut self.validator;
         let mut parsed_kind = "";
+        let mut own = None;
         let parsed = parsed.unwrap_or_else(|| parse_line(&line.raw, line.position));
         let outcome = parsed.and_then(|e| {
             let k = kind(&e);
             parsed_kind = k;
+            own = e.ts().filter(|ts| (TS_MIN..TS_MAX).contains(ts));
             validator.accept(e).map(|a| (k, a))
         });
+        let day = self.day_of(own, at);
         match outcome {
             Ok((k, accepted)) => {
-                self.log_event(&line, k, "", None);
+                if own.is_some() {
+                    self.clock = self.clock.max(own);
+                }
+                self.log_event(&line, day, k, "", None);
                 self.stats.accepted += 1;
                 self.metrics.event(k);
                 let inputs = &mut self.inputs;
@@ -505,17 +533,25 @@ impl<'m> Engine<'m> {
                 true
             }
             Err(rejection) => {
-                self.dead_letter(line, parsed_kind, rejection.code(), rejection.to_string());
+                self.dead_letter(line, day, parsed_kind, rejection.code(), rejection.to_string());
                 false
             }
         }
+    }
+
+    /// The trade date of a line with event time `own` and source time `at` (see
+    /// [`Engine::feed_at`]).
+    fn day_of(&self, own: Option<Ts>, at: Option<i64>) -> NaiveDate {
+        let at = at.and_then(|ms| ms.checked_mul(1_000_000)).filter(|ts| (TS_MIN..TS_MAX).contains(ts));
+        own.or(self.clock).or(at).map_or(NaiveDate::default(), trade_date)
     }
 
     /// Records input a source could not decode (an OMD-C packet, say) as a dead letter: counted as
     /// a line and a dead letter, exactly like a refused line.
     pub fn reject(&mut self, line: SourceLine, code: &'static str, reason: String) {
         self.count_line();
-        self.dead_letter(line, "", code, reason);
+        let day = self.day_of(None, None);
+        self.dead_letter(line, day, "", code, reason);
     }
 
     fn count_line(&mut self) {
@@ -525,11 +561,19 @@ impl<'m> Engine<'m> {
 
     /// The event-sourcing log's record of a line (when changes are tracked), with `raw` in place
     /// of the line's text when given (a refused line's, clipped like its dead letter's).
-    fn log_event(&mut self, line: &SourceLine, kind: &'static str, code: &'static str, raw: Option<&str>) {
+    fn log_event(
+        &mut self,
+        line: &SourceLine,
+        trade_date: NaiveDate,
+        kind: &'static str,
+        code: &'static str,
+        raw: Option<&str>,
+    ) {
         if let Some(log) = self.events.as_mut() {
             log.push(SourceEvent {
                 source: line.source.clone(),
                 position: line.position,
+                trade_date,
                 kind,
                 code: SmolStr::new_static(code),
                 raw: raw.unwrap_or(&line.raw).to_owned(),
@@ -538,14 +582,21 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// A refused line (of `kind` when it parsed): logged and kept as a dead letter, its text
-    /// clipped in both.
-    fn dead_letter(&mut self, line: SourceLine, kind: &'static str, code: &'static str, reason: String) {
+    /// A refused line (of `kind` when it parsed) of trade date `day`: logged and kept as a dead
+    /// letter, its text clipped in both.
+    fn dead_letter(
+        &mut self,
+        line: SourceLine,
+        day: NaiveDate,
+        kind: &'static str,
+        code: &'static str,
+        reason: String,
+    ) {
         self.stats.dead_letters += 1;
         self.metrics.dead_letter(code);
         tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
         let clip = clipped(&line.raw);
-        self.log_event(&line, kind, code, clip.as_deref());
+        self.log_event(&line, day, kind, code, clip.as_deref());
         let (raw, unclipped) = match clip {
             Some(c) => (c, Some(line.raw)),
             None => (line.raw, None),
@@ -557,6 +608,7 @@ impl<'m> Engine<'m> {
             raw,
             code: code.into(),
             reason,
+            trade_date: day,
         });
     }
 
@@ -589,6 +641,7 @@ impl<'m> Engine<'m> {
             limits: Some(self.limits.clone()),
             versions: Some(RowVersions::of(&self.state)),
             time: self.open_epoch(),
+            clock: self.clock,
         }
     }
 
@@ -670,6 +723,7 @@ impl<'m> Engine<'m> {
         let costs_from = self.validator.costs_from();
         self.validator = Validator::restore(self.spreads.clone(), snap.validator).with_costs_from(costs_from);
         self.state.dead_letters = snap.dead_letters;
+        self.clock = snap.clock;
         self.stats.lines = snap.lines;
         self.stats.accepted = snap.accepted;
         self.stats.dead_letters = snap.rejected;
@@ -1057,5 +1111,49 @@ mod tests {
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].raw, d[0].raw);
         assert_eq!((events[1].raw.as_str(), events[2].raw.as_str()), ("not json", instrument));
+    }
+
+    /// Every message is filed under a trade date: its own event time's (HKT) when it parsed with
+    /// one, refused or not; else the input's clock (the newest event time accepted); before any,
+    /// its source's time; else 1970-01-01. A restored engine keeps the clock.
+    #[test]
+    fn messages_are_dated_by_their_time_else_the_inputs() {
+        let metrics = Metrics::default();
+        let mut engine = Engine::new(&EngineConfig::new(100), &metrics, Arc::new(Health::default()));
+        engine.track_changes();
+        let line = |position: u64, raw: &str| SourceLine { source: "in".into(), position, raw: raw.into() };
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let instrument = r#"{"type":"instrument","symbol":"00700","name":"TENCENT","lot_size":100,"currency":"HKD","stamp_duty":true}"#;
+        let fill = |exec: &str, price: &str, ts: &str| {
+            format!(
+                r#"{{"type":"fill","exec_id":"{exec}","order_id":"O1","account":"A","strategy":"S","symbol":"00700","side":"BUY","qty":"100","price":"{price}","ts":"{ts}"}}"#
+            )
+        };
+        // 2026-03-01 23:30 UTC is 2026-03-02 07:30 in Hong Kong.
+        let kafka_time = Some(1_772_407_800_000);
+        assert!(!engine.feed(line(1, "not json")));
+        assert!(engine.feed_at(line(2, instrument), None, kafka_time));
+        assert!(engine.feed(line(3, &fill("E1", "385.2", "2026-03-03T09:30:00+08:00"))));
+        // Off the tick grid: refused, dated by its own time.
+        assert!(!engine.feed(line(4, &fill("E2", "385.21", "2026-03-04T09:30:00+08:00"))));
+        assert!(!engine.feed_at(line(5, "{"), None, kafka_time));
+        // A late fill does not move the clock back.
+        assert!(engine.feed(line(6, &fill("E3", "385.2", "2026-03-02T15:00:00+08:00"))));
+        assert!(engine.feed(line(7, instrument)));
+        engine.seal();
+        let dates: Vec<NaiveDate> = engine.take_changes().events.iter().map(|e| e.trade_date).collect();
+        let (epoch, mar2, mar3, mar4) = (NaiveDate::default(), day(2026, 3, 2), day(2026, 3, 3), day(2026, 3, 4));
+        assert_eq!(dates, [epoch, mar2, mar3, mar4, mar3, mar2, mar3]);
+        let dead: Vec<NaiveDate> = engine.state().dead_letters.iter().map(|d| d.trade_date).collect();
+        assert_eq!(dead, [epoch, mar4, mar3]);
+
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.clock.map(trade_date), Some(mar3));
+        let back: EngineSnapshot = rmp_serde::from_slice(&rmp_serde::to_vec(&snapshot).unwrap()).unwrap();
+        let mut restored = Engine::new(&EngineConfig::new(100), &metrics, Arc::new(Health::default()));
+        restored.restore(back);
+        restored.track_changes();
+        assert!(!restored.feed_at(line(8, "nope"), None, kafka_time));
+        assert_eq!(restored.state().dead_letters.last().map(|d| d.trade_date), Some(mar3));
     }
 }

@@ -504,6 +504,100 @@ fn a_row_whose_trade_date_moves_replaces_the_older_one() {
     moved_and_whole();
 }
 
+/// A database whose event log and dead letters were made without a trade date (before
+/// 2026-11-29) has them moved at start to tables partitioned by it, rows kept, each dated by its
+/// message's `ts` in Hong Kong time (else 1970-01-01); rows written since land under their own
+/// dates, and writing them again doubles nothing.
+#[test]
+fn an_event_log_made_without_trade_dates_is_moved_to_dated_partitions() {
+    use harbour_dataflows::validate::DeadLetter;
+    use harbour_sinks::tables::SourceEvent;
+    let mut old = sink("undated");
+    let database = old.query_text("SELECT currentDatabase()").unwrap();
+    let fill = r#"{"type":"fill","exec_id":"E1","ts":"2026-03-02T01:30:00+08:00"}"#;
+    let quote = r#"{"type":"quote","symbol":"00700","ts":"2026-03-01T20:30:00Z"}"#;
+    old.execute("DROP TABLE events").unwrap();
+    old.execute(
+        "CREATE TABLE events (source String, position UInt64, type String, accepted UInt8, reason_code String, \
+         raw String, version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY (source, position)",
+    )
+    .unwrap();
+    old.execute(&format!(
+        "INSERT INTO events VALUES ('f/0', 1, 'fill', 1, '', '{fill}', 3), ('f/0', 2, '', 0, 'parse', 'not json', 3), \
+         ('m/0', 1, 'quote', 1, '', '{quote}', 3)"
+    ))
+    .unwrap();
+    old.execute("DROP TABLE dead_letters").unwrap();
+    old.execute(
+        "CREATE TABLE dead_letters (source String, position UInt64, code String, reason String, raw String, \
+         version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY (source, position)",
+    )
+    .unwrap();
+    old.execute(&format!(
+        "INSERT INTO dead_letters VALUES ('f/0', 2, 'parse', 'bad', 'not json', 3), ('m/0', 1, 'x', 'y', '{quote}', 3)"
+    ))
+    .unwrap();
+
+    let url = std::env::var("HARBOUR_CLICKHOUSE_URL").unwrap();
+    let config = ClickHouseConfig { url, database: database.trim().to_string(), ..ClickHouseConfig::default() };
+    let mut moved = ClickHouseSink::connect(&config).unwrap();
+    let days = |d: &str| {
+        let date: chrono::NaiveDate = d.parse().unwrap();
+        (date - chrono::NaiveDate::default()).num_days()
+    };
+    let (mar2, mar3) = (days("2026-03-02"), days("2026-03-03"));
+    let dated = |ch: &mut ClickHouseSink, table: &str| {
+        ch.query_text(&format!(
+            "SELECT source, position, toUInt16(trade_date) FROM {table} FINAL ORDER BY source, position"
+        ))
+        .unwrap()
+    };
+    assert_eq!(dated(&mut moved, "events"), format!("f/0\t1\t{mar2}\nf/0\t2\t0\nm/0\t1\t{mar2}\n"));
+    assert_eq!(dated(&mut moved, "dead_letters"), format!("f/0\t2\t0\nm/0\t1\t{mar2}\n"));
+    for table in ["events", "dead_letters"] {
+        let key = moved
+            .query_text(&format!(
+                "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
+            ))
+            .unwrap();
+        assert_eq!(key.trim(), "trade_date", "{table}");
+    }
+    let left = moved
+        .query_text("SELECT count() FROM system.tables WHERE database = currentDatabase() AND position(name, '__') > 0")
+        .unwrap();
+    assert_eq!(left, "0\n");
+
+    // Rows written now carry the engine's dates; the same epoch written again doubles nothing.
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 3).unwrap();
+    let changes = Changes {
+        events: vec![SourceEvent {
+            source: "f/0".into(),
+            position: 7,
+            trade_date: day,
+            kind: "",
+            code: "parse".into(),
+            raw: "nope".into(),
+            version: 9,
+        }],
+        dead_letters: vec![DeadLetter {
+            source: "f/0".into(),
+            position: 7,
+            raw: "nope".into(),
+            code: "parse".into(),
+            reason: "bad".into(),
+            trade_date: day,
+        }],
+        ..Changes::default()
+    };
+    moved.write(9, &changes).unwrap();
+    moved.write(9, &changes).unwrap();
+    for table in ["events", "dead_letters"] {
+        let q =
+            format!("SELECT toUInt16(trade_date), count() FROM {table} FINAL WHERE position = 7 GROUP BY trade_date");
+        assert_eq!(moved.query_text(&q).unwrap(), format!("{mar3}\t1\n"), "{table}");
+    }
+}
+
 /// A flush larger than `clickhouse.max_insert_rows` goes in as several inserts (counted as the
 /// parts they make, merges stopped), every row landing once.
 #[test]

@@ -143,6 +143,8 @@ pub struct SourceEvent {
     pub source: smol_str::SmolStr,
     /// Offset or line number.
     pub position: u64,
+    /// The HKT trade date it is filed under (its event time's, else the input's around it).
+    pub trade_date: chrono::NaiveDate,
     /// Its `type` (`fill`, `quote`, …), or empty when it did not parse.
     pub kind: &'static str,
     /// The dead-letter reason code when refused, else empty.
@@ -286,6 +288,7 @@ mod tests {
         c.events.push(SourceEvent {
             source: "fills/0".into(),
             position: 9,
+            trade_date: Default::default(),
             kind: "quote",
             code: Default::default(),
             raw: "{}".into(),

@@ -367,8 +367,8 @@ impl<'a, 'm> Loop<'a, 'm> {
                 n
             }
         };
-        let accepted =
-            self.engine.feed_parsed(SourceLine { source, position: r.offset as u64, raw }, r.parsed.map(|p| *p));
+        let line = SourceLine { source, position: r.offset as u64, raw };
+        let accepted = self.engine.feed_at(line, r.parsed.map(|p| *p), r.timestamp);
         // A re-formed epoch the dead-letter topic holds had its dead letters sent.
         let sent_before = replaying.is_some_and(|e| e <= self.dead_letters_held.max(self.committed));
         if !accepted && !sent_before {

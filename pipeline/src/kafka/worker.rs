@@ -221,7 +221,15 @@ mod tests {
     use super::*;
 
     fn event(raw: String) -> SourceEvent {
-        SourceEvent { source: "t/0".into(), position: 1, kind: "fill", code: "".into(), raw, version: 1 }
+        SourceEvent {
+            source: "t/0".into(),
+            position: 1,
+            trade_date: Default::default(),
+            kind: "fill",
+            code: "".into(),
+            raw,
+            version: 1,
+        }
     }
 
     /// A few large messages hold the loop back like many rows do.

@@ -342,7 +342,7 @@ impl ClickHouseSink {
                 }
             })?;
         }
-        self.unpartition()?;
+        self.move_tables()?;
         self.check_columns()
     }
 
@@ -379,11 +379,14 @@ impl ClickHouseSink {
         })
     }
 
-    /// Moves the latest-state tables a database created before 2026-11-27 holds partitioned by
-    /// trade date to their unpartitioned layout ([`schema::UNPARTITIONED`]).
-    fn unpartition(&mut self) -> Result<(), ClickHouseError> {
-        for table in schema::UNPARTITIONED {
-            let (old, copy) = (format!("{table}__partitioned"), format!("{table}__unpartitioned"));
+    /// Moves every table of a layout that changed since the database was made
+    /// ([`schema::MOVES`]: the latest-state tables created partitioned before 2026-11-27, the
+    /// event log and dead letters created without a trade date before 2026-11-29) to its new
+    /// layout, rows kept.
+    fn move_tables(&mut self) -> Result<(), ClickHouseError> {
+        for m in schema::MOVES {
+            let table = m.table;
+            let (old, copy) = (m.old_name(), m.copy_name());
             if self.table_exists(&old)? && self.table_exists(&copy)? {
                 // A start that stopped inside the swap: one RENAME of two tables is two steps on
                 // older releases (18.16), and only the first was made. The rows are in the old
@@ -394,7 +397,7 @@ impl ClickHouseSink {
                     let rows = self.rows_in(table)?;
                     if rows != 0 {
                         return Err(ClickHouseError::Permanent {
-                            what: format!("moving {table} to its unpartitioned layout"),
+                            what: format!("moving {table} to its new layout ({})", m.layout),
                             message: format!(
                                 "{table}, {old} and {copy} all exist and {table} holds rows ({rows}): keep the one \
                                  with the newest versions as {table} and drop the others"
@@ -403,26 +406,43 @@ impl ClickHouseSink {
                     }
                     self.execute(&format!("DROP TABLE {table}"))?;
                 }
-                tracing::warn!(table, "a move to the unpartitioned layout stopped inside its swap; starting it again");
+                tracing::warn!(
+                    table,
+                    layout = m.layout,
+                    "a move to a new layout stopped inside its swap; starting it again"
+                );
                 self.execute(&format!("RENAME TABLE {old} TO {table}"))?;
                 self.execute(&format!("DROP TABLE {copy}"))?;
             }
             // Left by a start that stopped between the swap and the drop.
             self.execute(&format!("DROP TABLE IF EXISTS {old}"))?;
-            let key = self.query_text(&format!(
-                "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
-            ))?;
-            if key.trim().is_empty() {
+            let found = match m.old_when {
+                schema::OldLayout::Partitioned => self
+                    .query_text(&format!(
+                        "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = '{table}'"
+                    ))?
+                    .trim()
+                    .to_string(),
+                schema::OldLayout::Without(column) => {
+                    let n = self.query_text(&format!(
+                        "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = '{table}' \
+                         AND name = '{column}'"
+                    ))?;
+                    if n.trim() == "0" {
+                        format!("no column {column}")
+                    } else {
+                        String::new()
+                    }
+                }
+            };
+            if found.is_empty() {
                 if self.table_exists(&copy)? {
                     // What a release before 2026-11-28 left after a start stopped inside the swap:
                     // it dropped the old table, so the rows are in the copy alone, and `table`
                     // is the empty one its migration created. Put the copy in its place.
                     let rows = self.rows_in(table)?;
                     if rows == 0 {
-                        tracing::warn!(
-                            table,
-                            "the moved copy of a latest-state table was left aside; putting it in place"
-                        );
+                        tracing::warn!(table, "the moved copy of a table was left aside; putting it in place");
                         self.execute(&format!("DROP TABLE {table}"))?;
                         self.execute(&format!("RENAME TABLE {copy} TO {table}"))?;
                     } else {
@@ -438,12 +458,8 @@ impl ClickHouseSink {
             }
             // A copy left by a start that stopped while filling it: filled again from the start.
             self.execute(&format!("DROP TABLE IF EXISTS {copy}"))?;
-            tracing::info!(
-                table,
-                partition_key = key.trim(),
-                "moving a latest-state table to its unpartitioned layout"
-            );
-            for sql in schema::move_statements(table) {
+            tracing::info!(table, old_layout = %found, layout = m.layout, "moving a table to its new layout");
+            for sql in m.statements() {
                 self.execute(&sql)?;
             }
         }
@@ -515,7 +531,7 @@ impl ClickHouseSink {
             + 2 * orders.len()
             + instruments.len()
             + events.len()) as u64;
-        insert(self, "events", &events)?;
+        insert_partitioned(self, "events", &events)?;
         insert(self, "instruments", &instruments)?;
         insert(self, "positions", &positions)?;
         insert_partitioned(self, "position_history", &history)?;
@@ -530,7 +546,7 @@ impl ClickHouseSink {
         insert_partitioned(self, "daily_closes", &closes)?;
         insert(self, "trading_status", &status)?;
         insert(self, "volatility", &vol)?;
-        insert(self, "dead_letters", &dead)?;
+        insert_partitioned(self, "dead_letters", &dead)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
         let progress = [rows::Progress { sink: self.name.clone(), epoch, rows: n, written_at: now }];
         insert(self, "sink_progress", &progress)?;

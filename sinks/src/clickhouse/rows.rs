@@ -25,8 +25,12 @@ fn dec(d: Decimal) -> i128 {
 
 /// Days since 1970-01-01 of the HKT trade date of `ts` (ClickHouse `Date`).
 pub fn date(ts: Ts) -> u16 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    (trade_date(ts) - epoch).num_days().clamp(0, u16::MAX as i64) as u16
+    days(trade_date(ts))
+}
+
+/// `day` as ClickHouse's `Date`: days since 1970-01-01.
+pub fn days(day: NaiveDate) -> u16 {
+    (day - NaiveDate::default()).num_days().clamp(0, u16::MAX as i64) as u16
 }
 
 /// Whole seconds of `ts` (ClickHouse `DateTime`, UTC).
@@ -196,6 +200,7 @@ impl From<&Change<FillPnl>> for FillRow {
 /// `dead_letters`.
 #[derive(Row, Serialize)]
 pub struct DeadLetterRow {
+    trade_date: u16,
     source: String,
     position: u64,
     code: String,
@@ -208,6 +213,7 @@ impl DeadLetterRow {
     /// A dead letter written at `version`.
     pub fn new(d: &DeadLetter, version: u64) -> Self {
         DeadLetterRow {
+            trade_date: days(d.trade_date),
             source: d.source.to_string(),
             position: d.position,
             code: d.code.to_string(),
@@ -364,6 +370,7 @@ impl From<&Change<Instrument>> for InstrumentRow {
 /// `events`: every input message as received.
 #[derive(Row, Serialize)]
 pub struct EventRow {
+    trade_date: u16,
     source: String,
     position: u64,
     r#type: String,
@@ -376,6 +383,7 @@ pub struct EventRow {
 impl From<&SourceEvent> for EventRow {
     fn from(e: &SourceEvent) -> Self {
         EventRow {
+            trade_date: days(e.trade_date),
             source: e.source.to_string(),
             position: e.position,
             r#type: e.kind.to_string(),
@@ -612,4 +620,15 @@ macro_rules! partitioned {
     };
 }
 
-partitioned!(PositionVersion, FillRow, AccountMinute, StrategyMinute, OrderRow, Risk, Alert, DailyClose);
+partitioned!(
+    PositionVersion,
+    FillRow,
+    AccountMinute,
+    StrategyMinute,
+    OrderRow,
+    Risk,
+    Alert,
+    DailyClose,
+    DeadLetterRow,
+    EventRow
+);

@@ -44,26 +44,134 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The latest-state tables (a row per key whose trade date moves): not partitioned since
-/// 2026-11-27 (deploy/clickhouse/001_init.sql says why). A database created before has them
-/// partitioned by trade date; [`move_statements`] moves one to the new layout.
+/// A table whose layout changed after databases were made with it: how a table of the old layout
+/// is told, and how its rows go into the new one ([`MOVES`]; `ClickHouseSink` moves each at
+/// start-up, before it checks the columns).
+pub struct Move {
+    /// The table.
+    pub table: &'static str,
+    /// What tells a table of the old layout.
+    pub old_when: OldLayout,
+    /// The old table's name, as a suffix of `table`, while it is swapped out.
+    pub old: &'static str,
+    /// The copy's name, as a suffix of `table`, while it is filled.
+    pub copy: &'static str,
+    /// The SELECT list that reads an old table's rows in the new layout's columns, in order.
+    pub select: &'static str,
+    /// The new layout, for the logs.
+    pub layout: &'static str,
+}
+
+/// How a table of the old layout is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OldLayout {
+    /// It has a partition key.
+    Partitioned,
+    /// It lacks this column.
+    Without(&'static str),
+}
+
+/// The trade date of an old event-log or dead-letter row: its message's `ts` read as HKT (what
+/// the engine files a message under when it parsed), else 1970-01-01 (a refused message's date,
+/// which the engine now takes from the input around it, was never kept). Runs on 18.16 and on
+/// current releases (`visitParamExtractString` reads the JSON text as is; an empty string is not
+/// given to `parseDateTimeBestEffortOrNull`, which reads it as 2000-01-01 on 18.16).
+const DATE_OF_RAW: &str =
+    "ifNull(toDate(parseDateTimeBestEffortOrNull(nullIf(visitParamExtractString(raw, 'ts'), '')), \
+                           'Asia/Hong_Kong'), toDate(0)) AS trade_date, *";
+
+/// Every table whose layout changed, in the order they are moved.
+pub const MOVES: &[Move] = &[
+    // The latest-state tables (a row per key whose trade date moves): not partitioned since
+    // 2026-11-27 (deploy/clickhouse/001_init.sql says why).
+    Move {
+        table: "positions",
+        old_when: OldLayout::Partitioned,
+        old: "__partitioned",
+        copy: "__unpartitioned",
+        select: "*",
+        layout: "unpartitioned",
+    },
+    Move {
+        table: "orders",
+        old_when: OldLayout::Partitioned,
+        old: "__partitioned",
+        copy: "__unpartitioned",
+        select: "*",
+        layout: "unpartitioned",
+    },
+    Move {
+        table: "risk",
+        old_when: OldLayout::Partitioned,
+        old: "__partitioned",
+        copy: "__unpartitioned",
+        select: "*",
+        layout: "unpartitioned",
+    },
+    // The event log and the dead letters: a trade date and partitions by it since 2026-11-29.
+    Move {
+        table: "events",
+        old_when: OldLayout::Without("trade_date"),
+        old: "__undated",
+        copy: "__dated",
+        select: DATE_OF_RAW,
+        layout: "partitioned by trade date",
+    },
+    Move {
+        table: "dead_letters",
+        old_when: OldLayout::Without("trade_date"),
+        old: "__undated",
+        copy: "__dated",
+        select: DATE_OF_RAW,
+        layout: "partitioned by trade date",
+    },
+];
+
+/// The latest-state tables: not partitioned since 2026-11-27.
 pub const UNPARTITIONED: &[&str] = &["positions", "orders", "risk"];
 
-/// The statements that move `table`, partitioned, to the layout its migration creates: a copy
-/// made from that DDL (the columns never changed; `CREATE TABLE … AS` would keep the partition key
-/// on current releases) filled from it, swapped in by one RENAME, the old one dropped. A start
-/// that stopped part-way is mended by the next (`ClickHouseSink`'s `unpartition`): a half-filled
-/// copy is made again; a swap of which only the first rename was made (two steps on 18.16) is
-/// undone, the old table back under its name, and the move made again; an old table left after
-/// the swap is dropped.
+/// The move of `table`, when its layout changed.
+pub fn move_of(table: &str) -> Option<&'static Move> {
+    MOVES.iter().find(|m| m.table == table)
+}
+
+impl Move {
+    /// The old table's name while it is swapped out.
+    pub fn old_name(&self) -> String {
+        format!("{}{}", self.table, self.old)
+    }
+
+    /// The copy's name while it is filled.
+    pub fn copy_name(&self) -> String {
+        format!("{}{}", self.table, self.copy)
+    }
+
+    /// The statements that move the table, of the old layout, to the one its migration creates:
+    /// a copy made from that DDL (`CREATE TABLE … AS` would keep the old engine's keys) filled
+    /// from it, swapped in by one RENAME, the old one dropped. A start that stopped part-way is
+    /// mended by the next (`ClickHouseSink`'s `move_tables`): a half-filled copy is made again;
+    /// a swap of which only the first rename was made (two steps on 18.16) is undone, the old
+    /// table back under its name, and the move made again; an old table left after the swap is
+    /// dropped.
+    pub fn statements(&self) -> Vec<String> {
+        let table = self.table;
+        let (old, copy) = (self.old_name(), self.copy_name());
+        let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
+        vec![
+            ddl.replacen(&format!("EXISTS {table} ("), &format!("EXISTS {copy} ("), 1),
+            format!("INSERT INTO {copy} SELECT {} FROM {table}", self.select),
+            format!("RENAME TABLE {table} TO {old}, {copy} TO {table}"),
+            format!("DROP TABLE {old}"),
+        ]
+    }
+}
+
+/// The statements that move `table` ([`Move::statements`]).
+///
+/// # Panics
+/// When `table` has no move.
 pub fn move_statements(table: &str) -> Vec<String> {
-    let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
-    vec![
-        ddl.replacen(&format!("EXISTS {table} ("), &format!("EXISTS {table}__unpartitioned ("), 1),
-        format!("INSERT INTO {table}__unpartitioned SELECT * FROM {table}"),
-        format!("RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}"),
-        format!("DROP TABLE {table}__partitioned"),
-    ]
+    move_of(table).unwrap_or_else(|| panic!("{table} has no move")).statements()
 }
 
 /// Every table the migrations create, with its columns `(name, type)` in order, from the
@@ -164,6 +272,25 @@ mod tests {
             assert!(!ddl.contains("PARTITION BY"), "{ddl}");
             let copy = &move_statements(table)[0];
             assert_eq!(copy.replacen(&format!("{table}__unpartitioned ("), &format!("{table} ("), 1), ddl);
+            assert_eq!(move_of(table).map(|m| m.old_when), Some(OldLayout::Partitioned));
+        }
+    }
+
+    /// The moves that add a column read the old columns after it: the new layout is the added
+    /// column first, then the old ones.
+    #[test]
+    fn dated_tables_are_partitioned_by_trade_date_first() {
+        let tables = tables();
+        for m in MOVES {
+            let ddl = create_statement(m.table).unwrap_or_else(|| panic!("{} created", m.table));
+            let columns = &tables.iter().find(|(t, _)| t == m.table).expect("parsed").1;
+            if let OldLayout::Without(column) = m.old_when {
+                assert!(ddl.contains(&format!("PARTITION BY {column} ")), "{ddl}");
+                assert_eq!(columns[0].0, column, "{ddl}");
+                assert!(m.select.ends_with(&format!(" AS {column}, *")), "{}", m.select);
+            }
+            let s = m.statements();
+            assert_eq!(s[2], format!("RENAME TABLE {0} TO {0}{1}, {0}{2} TO {0}", m.table, m.old, m.copy));
         }
     }
 }

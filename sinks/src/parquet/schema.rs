@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{
-    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+    ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow_schema::{ArrowError, Field, Schema};
 use harbour_dataflows::model::{Symbol, Ts};
@@ -111,6 +111,12 @@ impl Cols {
     fn ts(self, name: &str, v: impl Iterator<Item = Ts>) -> Self {
         let a = TimestampNanosecondArray::from_iter_values(v).with_timezone("UTC");
         self.push(name, false, Arc::new(a))
+    }
+
+    /// Dates (Parquet DATE: days since 1970-01-01).
+    fn date(self, name: &str, v: impl Iterator<Item = chrono::NaiveDate>) -> Self {
+        let days = v.map(|d| (d - chrono::NaiveDate::default()).num_days() as i32);
+        self.push(name, false, Arc::new(Date32Array::from_iter_values(days)))
     }
 
     fn not_null(mut self) -> Self {
@@ -459,6 +465,7 @@ pub fn record_batches_with(
             .str("code", d.iter().map(|r| r.code.as_str()))
             .str("reason", d.iter().map(|r| r.reason.as_str()))
             .str("raw", d.iter().map(|r| r.raw.as_str()))
+            .date("trade_date", d.iter().map(|r| r.trade_date))
             .finish(),
     )?;
     Ok(out)
