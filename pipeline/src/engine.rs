@@ -122,9 +122,24 @@ pub struct RunStats {
 type Sink<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
 
 fn tap<D: Clone + 'static>(c: VecCollection<'_, u64, D, isize>, probe: &ProbeHandle<u64>) -> Sink<D> {
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::operator::Operator;
+    use timely::dataflow::operators::Probe;
     let sink: Sink<D> = Rc::new(RefCell::new(Vec::new()));
     let s = sink.clone();
-    let _ = c.inspect_batch(move |_t, batch| s.borrow_mut().extend(batch.iter().cloned())).probe_with(probe);
+    // The updates are moved into the sink, not copied (each fill's rows are a few hundred bytes).
+    // The probe watches the tap's (empty) output, whose frontier passes a time only once the tap
+    // has taken every update of it: a probe before the tap would not count updates in flight
+    // to it.
+    let taken = c.inner.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Tap", move |_cap, _info| {
+        // (The initial capability is dropped: the output carries nothing.)
+        move |input, _output| {
+            let mut s = s.borrow_mut();
+            input.for_each(|_, batch| s.append(batch));
+        }
+    });
+    let _ = taken.probe_with(probe);
     sink
 }
 

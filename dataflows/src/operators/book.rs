@@ -195,7 +195,10 @@ impl Book {
         // Steps of the entries that may change, to emit only the rows that did.
         let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        let mut fresh: FxHashMap<smol_str::SmolStr, EnrichedFill> = FxHashMap::default();
+        // (Sized for every insertion at once: growing it would move each enriched fill again.)
+        let inserts = changes.iter().filter(|(_, r)| *r > 0).count();
+        let mut fresh: FxHashMap<smol_str::SmolStr, EnrichedFill> =
+            FxHashMap::with_capacity_and_hasher(inserts, Default::default());
 
         for (f, r) in changes {
             if r > 0 {

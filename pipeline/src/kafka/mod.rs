@@ -963,11 +963,13 @@ pub fn run(
             None => l.gate.idle(&mut steps),
         }
         l.apply(&mut steps)?;
+        // One reading of the clock per message, for every check below.
+        let now = Instant::now();
         if l.gate.phase() == Phase::Live {
             if l.in_epoch > 0
                 && (l.in_epoch >= run.epoch_events
                     || (idle && !l.stretched)
-                    || l.epoch_opened.elapsed() >= l.epoch_max())
+                    || now.saturating_duration_since(l.epoch_opened) >= l.epoch_max())
             {
                 l.seal(None)?;
             }
@@ -1008,7 +1010,7 @@ pub fn run(
             }
             added.clear();
         }
-        if last_lag.elapsed() >= Duration::from_secs(2) {
+        if now.saturating_duration_since(last_lag) >= Duration::from_secs(2) {
             if added.is_empty() {
                 added = watch.added();
             }

@@ -113,6 +113,10 @@ impl Prefetched {
     /// The next record, waiting up to `timeout` for one; errors of the reader's polls (fatal
     /// ones: transient ones are logged and retried there) come out here.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
+        // The clock is read only when the batch handed over is done (not once per record).
+        if let Some(r) = self.current.next() {
+            return Ok(Some(r));
+        }
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.current.next() {
