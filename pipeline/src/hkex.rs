@@ -476,6 +476,7 @@ pub fn publish(
                 code,
                 reason: &reason,
                 payload: raw.as_bytes(),
+                trade_date: None,
             };
             // Counted as the pipeline counts its dead letters (`harbour_source_dead_letters_total`
             // by reason; sent ones in `harbour_kafka_dead_letters_sent_total`).

@@ -189,6 +189,13 @@ fn kafka_run_equals_file_replay_and_poison_reaches_the_dead_letter_topic() {
             (header("harbour.source.topic"), header("harbour.source.partition"), header("harbour.source.offset"));
         assert!(cfg.topics.inputs().contains(&topic.as_str()), "{topic}");
         assert!(!header("harbour.reason").is_empty());
+        // Filed under the date of its row in the tables.
+        let row = out
+            .state
+            .dead_letters
+            .iter()
+            .find(|d| d.source == format!("{topic}/{partition}") && d.position.to_string() == offset);
+        assert_eq!(header("harbour.trade_date"), row.expect("its dead_letters row").trade_date.to_string());
         let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
         assert_eq!(key, format!("{topic}/{partition}/{offset}"));
         seen.push((header("harbour.reason_code"), String::from_utf8_lossy(m.payload().unwrap()).into_owned(), key));
@@ -1310,8 +1317,9 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     let source = Partition { topic: cfg.topics.fills.as_str().into(), partition: 0 };
     let reason = "x".repeat(5_000);
     let mut dlq = DeadLetterProducer::new(&cfg, "dead-letters");
-    dlq.send(&Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload }, Some(3))
-        .unwrap();
+    let poison =
+        Poison { partition: &source, offset: 7, code: "parse", reason: &reason, payload: &payload, trade_date: None };
+    dlq.send(&poison, Some(3)).unwrap();
     dlq.flush().unwrap();
     let reader: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -1338,6 +1346,7 @@ fn an_oversized_poison_message_reaches_the_dead_letter_topic_cut() {
     assert_eq!(header("harbour.source.offset").as_deref(), Some("7"));
     assert_eq!(header("harbour.reason").map(|r| r.len()), Some(1_024));
     assert_eq!(header("harbour.epoch").as_deref(), Some("3"));
+    assert_eq!(header("harbour.trade_date"), None, "not filed under a date");
     assert_eq!(dlq.held_through(0, 10).unwrap(), 3);
 }
 

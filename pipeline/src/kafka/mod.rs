@@ -383,6 +383,7 @@ impl<'a, 'm> Loop<'a, 'm> {
                     code: &d.code,
                     reason: &d.reason,
                     payload: payload.as_deref().or(whole.as_ref().map(String::as_bytes)).unwrap_or(d.raw.as_bytes()),
+                    trade_date: Some(d.trade_date),
                 },
                 Some(epoch),
             )?;

@@ -269,6 +269,8 @@ pub struct Poison<'a> {
     pub reason: &'a str,
     /// The original payload.
     pub payload: &'a [u8],
+    /// The HKT trade date the pipeline filed it under (its `dead_letters` row's), when it did.
+    pub trade_date: Option<chrono::NaiveDate>,
 }
 
 /// The largest payload a dead letter carries whole (bytes); the `dead_letters` table keeps the
@@ -280,7 +282,8 @@ pub const EPOCH_HEADER: &str = "harbour.epoch";
 
 /// Writes poison messages to the dead-letter topic, with headers `harbour.reason`,
 /// `harbour.reason_code`, `harbour.source.topic`, `harbour.source.partition`,
-/// `harbour.source.offset` and `harbour.epoch` (the epoch of the message); keyed by
+/// `harbour.source.offset`, `harbour.trade_date` (when known) and `harbour.epoch` (the epoch of
+/// the message); keyed by
 /// `topic/partition/offset`. Messages are kept until [`DeadLetterProducer::flush`], which sends
 /// them in one Kafka transaction (`transactional.id` `<kafka.group_id>.<name>`: a producer of its
 /// own per writer, `dead-letters` for the pipeline) holding whole epochs:
@@ -356,6 +359,9 @@ impl DeadLetterProducer {
             ("harbour.source.partition", m.partition.partition.to_string()),
             ("harbour.source.offset", m.offset.to_string()),
         ];
+        if let Some(d) = m.trade_date {
+            headers.push(("harbour.trade_date", d.to_string()));
+        }
         if let Some(e) = epoch {
             headers.push((EPOCH_HEADER, e.to_string()));
         }
