@@ -78,8 +78,62 @@ def dashboard_sql(run):
 
 
 # The latest-state tables the sink moves off a partition by trade date at start-up, and the
-# statements it moves one with (sinks/src/clickhouse/schema.rs: UNPARTITIONED, move_statements).
+# statements it moves one with (sinks/src/clickhouse/schema.rs: MOVES, Move::statements).
 UNPARTITIONED = ["positions", "orders", "risk"]
+
+# The tables it moves from no trade date to partitions by it; an old row's date is the expression
+# schema.rs holds as DATE_OF_RAW (read from there: one definition), and the copy is filled by
+# chunks of at most 100 dates (MAX_DATES_PER_INSERT: current releases refuse an INSERT block over
+# more partitions than max_partitions_per_insert_block).
+DATED = ["events", "dead_letters"]
+
+
+def date_of_raw():
+    text = open(os.path.join(ROOT, "sinks", "src", "clickhouse", "schema.rs"), encoding="utf-8").read()
+    found = re.search(r'pub const DATE_OF_RAW: &str = r#"(.*)"#;', text)
+    if not found:
+        fail("DATE_OF_RAW not found in sinks/src/clickhouse/schema.rs")
+    return found[1]
+
+
+def check_dated_move(s, migrations, version):
+    """The event log and dead letters created the old way (no trade date) over 150 days of rows,
+    moved by the sink's statements: every row kept, dated by its message's ts in Hong Kong time."""
+    s.query("CREATE DATABASE IF NOT EXISTS harbour_dated")
+    s.query("USE harbour_dated")
+    every = [st for m in migrations for st in statements(m)]
+    date = date_of_raw()
+    for t in DATED:
+        ddl = next((st for st in every if st.startswith(f"CREATE TABLE IF NOT EXISTS {t} (")), None)
+        if ddl is None or "PARTITION BY trade_date" not in ddl or "trade_date Date," not in ddl:
+            fail(f"{t}: expected its dated DDL in the migrations, found {ddl!r}")
+        old = ddl.replace("trade_date Date,", "", 1).replace("PARTITION BY trade_date ", "", 1)
+        s.query(old)
+        rows = ", ".join(
+            f"('s/0', {i}, " + ("'fill', 1, '', " if t == "events" else "'parse', 'bad', ")
+            + f"'{{\"ts\" : \"' || toString(toDate('2025-01-01') + {i}) || 'T01:30:00+08:00\"}}', 3)"
+            for i in range(150)
+        )
+        s.query(f"INSERT INTO {t} VALUES {rows}")
+        copy = ddl.replace(f"CREATE TABLE IF NOT EXISTS {t} (", f"CREATE TABLE IF NOT EXISTS {t}__dated (", 1)
+        dates = s.query(f"SELECT DISTINCT toUInt16({date}) FROM {t} ORDER BY 1", "TSV").bytes().decode().split()
+        fills = [
+            f"INSERT INTO {t}__dated SELECT {date} AS trade_date, * FROM {t} WHERE toUInt16({date}) IN "
+            f"({', '.join(dates[i:i + 100])})"
+            for i in range(0, len(dates), 100)
+        ]
+        for st in [copy, *fills, f"RENAME TABLE {t} TO {t}__undated, {t}__dated TO {t}", f"DROP TABLE {t}__undated"]:
+            try:
+                s.query(st)
+            except Exception as e:  # noqa: BLE001 - report which statement
+                fail(f"moving {t} on ClickHouse {version}: {e}\n{st}")
+        shown = s.query(f"SELECT count(), uniqExact(trade_date), toString(min(trade_date)) FROM {t} FINAL",
+                        "TSV").bytes().decode().strip()
+        if shown != "150\t150\t2025-01-01":
+            fail(f"{t} after the move on ClickHouse {version}: (rows, dates, first date) {shown!r}")
+    s.query("USE harbour")
+    s.query("DROP DATABASE harbour_dated")
+    return len(DATED)
 
 
 def move_statements(ddl, table):
@@ -155,7 +209,7 @@ def main():
         missing = expected - set(tables)
         if missing:
             fail(f"tables missing on ClickHouse {version}: {sorted(missing)}")
-        moved = check_move(s, migrations, version)
+        moved = check_move(s, migrations, version) + check_dated_move(s, migrations, version)
         columns = {}
         for t in tables:
             rows = s.query(
@@ -207,7 +261,7 @@ def main():
             post(f"DROP DATABASE IF EXISTS {db}")
         print(
             f"check_current: ClickHouse {version}: {sum(len(statements(m)) for m in migrations)} statements applied twice, "
-            f"{len(tables)} tables with random rows, {moved} tables moved off a trade-date partition, "
+            f"{len(tables)} tables with random rows, {moved} tables moved to their new layout, "
             f"{len(queries)} docs queries and {len(panels)} dashboard queries run"
             + (f", column types equal to ClickHouse {old_version} for {compared} tables" if url else "")
         )

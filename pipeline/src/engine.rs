@@ -473,7 +473,7 @@ impl<'m> Engine<'m> {
     /// that of `at`; else 1970-01-01. Each is a function of the input and its order, so a replay
     /// (a restart re-forming its logged epochs; the clock is kept in checkpoints) dates a line as
     /// before.
-    pub fn feed_at(&mut self, line: SourceLine, parsed: Option<Result<Event, Rejection>>, at: Option<i64>) -> bool {
+    pub fn feed_at(&mut self, mut line: SourceLine, parsed: Option<Result<Event, Rejection>>, at: Option<i64>) -> bool {
         self.count_line();
         if not_utf8(&line.raw) {
             let day = self.day_of(None, at);
@@ -496,7 +496,11 @@ impl<'m> Engine<'m> {
                 if own.is_some() {
                     self.clock = self.clock.max(own);
                 }
-                self.log_event(&line, day, k, "", None);
+                if self.events.is_some() {
+                    // (The line's text is not needed past here: moved into the log, not copied.)
+                    let raw = std::mem::take(&mut line.raw);
+                    self.log_event(&line, day, k, "", raw);
+                }
                 self.stats.accepted += 1;
                 self.metrics.event(k);
                 let inputs = &mut self.inputs;
@@ -574,15 +578,15 @@ impl<'m> Engine<'m> {
         self.health.lines.store(self.stats.lines, Ordering::Relaxed);
     }
 
-    /// The event-sourcing log's record of a line (when changes are tracked), with `raw` in place
-    /// of the line's text when given (a refused line's, clipped like its dead letter's).
+    /// The event-sourcing log's record of a line of text `raw` (when changes are tracked; a
+    /// refused line's clipped like its dead letter's).
     fn log_event(
         &mut self,
         line: &SourceLine,
         trade_date: NaiveDate,
         kind: &'static str,
         code: &'static str,
-        raw: Option<&str>,
+        raw: String,
     ) {
         if let Some(log) = self.events.as_mut() {
             log.push(SourceEvent {
@@ -591,7 +595,7 @@ impl<'m> Engine<'m> {
                 trade_date,
                 kind,
                 code: SmolStr::new_static(code),
-                raw: raw.unwrap_or(&line.raw).to_owned(),
+                raw,
                 version: *self.inputs.fills.time(),
             });
         }
@@ -611,7 +615,10 @@ impl<'m> Engine<'m> {
         self.metrics.dead_letter(code);
         tracing::debug!(source = %line.source, position = line.position, %reason, "dead letter");
         let clip = clipped(&line.raw);
-        self.log_event(&line, day, kind, code, clip.as_deref());
+        if self.events.is_some() {
+            let raw = clip.clone().unwrap_or_else(|| line.raw.clone());
+            self.log_event(&line, day, kind, code, raw);
+        }
         let (raw, unclipped) = match clip {
             Some(c) => (c, Some(line.raw)),
             None => (line.raw, None),

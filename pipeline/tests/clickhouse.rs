@@ -515,7 +515,7 @@ fn an_event_log_made_without_trade_dates_is_moved_to_dated_partitions() {
     let mut old = sink("undated");
     let database = old.query_text("SELECT currentDatabase()").unwrap();
     let fill = r#"{"type":"fill","exec_id":"E1","ts":"2026-03-02T01:30:00+08:00"}"#;
-    let quote = r#"{"type":"quote","symbol":"00700","ts":"2026-03-01T20:30:00Z"}"#;
+    let quote = r#"{"type":"quote", "symbol": "00700", "ts" : "2026-03-01T20:30:00Z"}"#;
     old.execute("DROP TABLE events").unwrap();
     old.execute(
         "CREATE TABLE events (source String, position UInt64, type String, accepted UInt8, reason_code String, \
@@ -527,6 +527,14 @@ fn an_event_log_made_without_trade_dates_is_moved_to_dated_partitions() {
          ('m/0', 1, 'quote', 1, '', '{quote}', 3)"
     ))
     .unwrap();
+    // A log over more dates than one INSERT may touch on current releases: moved by chunks.
+    let spread: Vec<String> = (0..150)
+        .map(|i| {
+            let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap() + chrono::Days::new(i);
+            format!("('s/0', {i}, 'fill', 1, '', '{{\"ts\":\"{day}T10:00:00+08:00\"}}', 3)")
+        })
+        .collect();
+    old.execute(&format!("INSERT INTO events VALUES {}", spread.join(", "))).unwrap();
     old.execute("DROP TABLE dead_letters").unwrap();
     old.execute(
         "CREATE TABLE dead_letters (source String, position UInt64, code String, reason String, raw String, \
@@ -552,7 +560,12 @@ fn an_event_log_made_without_trade_dates_is_moved_to_dated_partitions() {
         ))
         .unwrap()
     };
-    assert_eq!(dated(&mut moved, "events"), format!("f/0\t1\t{mar2}\nf/0\t2\t0\nm/0\t1\t{mar2}\n"));
+    let spread_dates =
+        "SELECT count(), uniqExact(trade_date), toString(min(trade_date)) FROM events WHERE source = 's/0'";
+    assert_eq!(moved.query_text(spread_dates).unwrap(), "150\t150\t2025-01-01\n");
+    let dated_events = format!("f/0\t1\t{mar2}\nf/0\t2\t0\nm/0\t1\t{mar2}\n");
+    let shown = dated(&mut moved, "events");
+    assert!(shown.starts_with(&dated_events), "{shown}");
     assert_eq!(dated(&mut moved, "dead_letters"), format!("f/0\t2\t0\nm/0\t1\t{mar2}\n"));
     for table in ["events", "dead_letters"] {
         let key = moved
@@ -593,7 +606,7 @@ fn an_event_log_made_without_trade_dates_is_moved_to_dated_partitions() {
     moved.write(9, &changes).unwrap();
     for table in ["events", "dead_letters"] {
         let q =
-            format!("SELECT toUInt16(trade_date), count() FROM {table} FINAL WHERE position = 7 GROUP BY trade_date");
+            format!("SELECT toUInt16(trade_date), count() FROM {table} FINAL WHERE source = 'f/0' AND position = 7 GROUP BY trade_date");
         assert_eq!(moved.query_text(&q).unwrap(), format!("{mar3}\t1\n"), "{table}");
     }
 }
@@ -723,8 +736,18 @@ impl Drop for Child {
 /// Connects to `url`, which must fail at once with an error naming `cause`: a TLS handshake
 /// refused is the configuration to fix, not an outage to wait out (it was retried for ever, logged
 /// as "client error (Connect)" only).
+///
+/// A TLS hello sent to ClickHouse's plain HTTP port is sometimes left unanswered (the server
+/// waits for the rest of a request it cannot parse): that attempt is abandoned at `timeout_ms`
+/// and retried, so the timeout here is short (at the default minute, two such attempts in a row
+/// outlasted the two minutes allowed).
 fn refused_at_connect(url: &str, cause: &str) {
-    let config = ClickHouseConfig { url: url.to_string(), max_backoff_ms: 100, ..ClickHouseConfig::default() };
+    let config = ClickHouseConfig {
+        url: url.to_string(),
+        max_backoff_ms: 100,
+        timeout_ms: 2_000,
+        ..ClickHouseConfig::default()
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(ClickHouseSink::connect(&config).err().map(|e| e.to_string())));
     let error = rx

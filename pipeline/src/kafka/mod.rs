@@ -964,7 +964,8 @@ pub fn run(
             None => l.gate.idle(&mut steps),
         }
         l.apply(&mut steps)?;
-        // One reading of the clock per message, for every check below.
+        // One reading of the clock per turn of the loop (a message, or a poll that found none),
+        // for every check below.
         let now = Instant::now();
         if l.gate.phase() == Phase::Live {
             if l.in_epoch > 0

@@ -459,11 +459,35 @@ impl ClickHouseSink {
             // A copy left by a start that stopped while filling it: filled again from the start.
             self.execute(&format!("DROP TABLE IF EXISTS {copy}"))?;
             tracing::info!(table, old_layout = %found, layout = m.layout, "moving a table to its new layout");
-            for sql in m.statements() {
-                self.execute(&sql)?;
-            }
+            // A move reads a whole table (the event log's rows all parsed for their dates): its
+            // statements may take far longer than a write, and one abandoned at the request
+            // timeout would be sent again while the first still runs.
+            let timeout = self.timeout;
+            self.timeout = timeout.map(|t| t.max(MOVE_TIMEOUT));
+            let moved = self.move_table(m);
+            self.timeout = timeout;
+            moved?;
         }
         Ok(())
+    }
+
+    /// Copies `m`'s table to its new layout (by chunks of dates when the move adds one), swaps
+    /// the copy in and drops the old one.
+    fn move_table(&mut self, m: &schema::Move) -> Result<(), ClickHouseError> {
+        self.execute(&m.create_copy())?;
+        match m.date {
+            None => self.execute(&m.fill_copy(None))?,
+            Some(date) => {
+                let text = self.query_text(&format!("SELECT DISTINCT toUInt16({date}) FROM {} ORDER BY 1", m.table))?;
+                let dates: Vec<u16> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                tracing::info!(table = m.table, dates = dates.len(), "dating the rows of a table");
+                for chunk in dates.chunks(MAX_DATES_PER_INSERT) {
+                    self.execute(&m.fill_copy(Some(chunk)))?;
+                }
+            }
+        }
+        self.execute(&m.swap())?;
+        self.execute(&format!("DROP TABLE {}", m.old_name()))
     }
 
     fn rows_in(&mut self, table: &str) -> Result<u64, ClickHouseError> {
@@ -662,6 +686,10 @@ where
     }
     Ok(())
 }
+
+/// How long one statement of a start-up move may take at least (the request timeout applies
+/// when longer).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 /// Trade dates one INSERT may touch: ClickHouse refuses a block over more partitions than
 /// `max_partitions_per_insert_block` (100 by default since 19.x; a book's positions re-valued at

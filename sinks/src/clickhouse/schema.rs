@@ -56,8 +56,11 @@ pub struct Move {
     pub old: &'static str,
     /// The copy's name, as a suffix of `table`, while it is filled.
     pub copy: &'static str,
-    /// The SELECT list that reads an old table's rows in the new layout's columns, in order.
-    pub select: &'static str,
+    /// For a move that adds a trade date (the new layout's first column): the expression of an
+    /// old row's date, which the copy is filled by, at most [`super::MAX_DATES_PER_INSERT`] dates
+    /// per INSERT (current releases refuse a block over more partitions). `None`: the rows go
+    /// over as they are.
+    pub date: Option<&'static str>,
     /// The new layout, for the logs.
     pub layout: &'static str,
 }
@@ -74,11 +77,10 @@ pub enum OldLayout {
 /// The trade date of an old event-log or dead-letter row: its message's `ts` read as HKT (what
 /// the engine files a message under when it parsed), else 1970-01-01 (a refused message's date,
 /// which the engine now takes from the input around it, was never kept). Runs on 18.16 and on
-/// current releases (`visitParamExtractString` reads the JSON text as is; an empty string is not
-/// given to `parseDateTimeBestEffortOrNull`, which reads it as 2000-01-01 on 18.16).
-const DATE_OF_RAW: &str =
-    "ifNull(toDate(parseDateTimeBestEffortOrNull(nullIf(visitParamExtractString(raw, 'ts'), '')), \
-                           'Asia/Hong_Kong'), toDate(0)) AS trade_date, *";
+/// current releases: the `ts` is found by a regular expression (spaces allowed around the colon;
+/// `visitParamExtractString` assumes compact JSON), and an empty one is not given to
+/// `parseDateTimeBestEffortOrNull`, which reads it as 2000-01-01 on 18.16.
+pub const DATE_OF_RAW: &str = r#"ifNull(toDate(parseDateTimeBestEffortOrNull(nullIf(extract(raw, '"ts"\\s*:\\s*"([^"]*)"'), '')), 'Asia/Hong_Kong'), toDate(0))"#;
 
 /// Every table whose layout changed, in the order they are moved.
 pub const MOVES: &[Move] = &[
@@ -89,7 +91,7 @@ pub const MOVES: &[Move] = &[
         old_when: OldLayout::Partitioned,
         old: "__partitioned",
         copy: "__unpartitioned",
-        select: "*",
+        date: None,
         layout: "unpartitioned",
     },
     Move {
@@ -97,7 +99,7 @@ pub const MOVES: &[Move] = &[
         old_when: OldLayout::Partitioned,
         old: "__partitioned",
         copy: "__unpartitioned",
-        select: "*",
+        date: None,
         layout: "unpartitioned",
     },
     Move {
@@ -105,7 +107,7 @@ pub const MOVES: &[Move] = &[
         old_when: OldLayout::Partitioned,
         old: "__partitioned",
         copy: "__unpartitioned",
-        select: "*",
+        date: None,
         layout: "unpartitioned",
     },
     // The event log and the dead letters: a trade date and partitions by it since 2026-11-29.
@@ -114,7 +116,7 @@ pub const MOVES: &[Move] = &[
         old_when: OldLayout::Without("trade_date"),
         old: "__undated",
         copy: "__dated",
-        select: DATE_OF_RAW,
+        date: Some(DATE_OF_RAW),
         layout: "partitioned by trade date",
     },
     Move {
@@ -122,13 +124,10 @@ pub const MOVES: &[Move] = &[
         old_when: OldLayout::Without("trade_date"),
         old: "__undated",
         copy: "__dated",
-        select: DATE_OF_RAW,
+        date: Some(DATE_OF_RAW),
         layout: "partitioned by trade date",
     },
 ];
-
-/// The latest-state tables: not partitioned since 2026-11-27.
-pub const UNPARTITIONED: &[&str] = &["positions", "orders", "risk"];
 
 /// The move of `table`, when its layout changed.
 pub fn move_of(table: &str) -> Option<&'static Move> {
@@ -136,6 +135,11 @@ pub fn move_of(table: &str) -> Option<&'static Move> {
 }
 
 impl Move {
+    /// The RENAME that swaps the copy in.
+    pub fn swap(&self) -> String {
+        format!("RENAME TABLE {0} TO {1}, {2} TO {0}", self.table, self.old_name(), self.copy_name())
+    }
+
     /// The old table's name while it is swapped out.
     pub fn old_name(&self) -> String {
         format!("{}{}", self.table, self.old)
@@ -146,23 +150,39 @@ impl Move {
         format!("{}{}", self.table, self.copy)
     }
 
-    /// The statements that move the table, of the old layout, to the one its migration creates:
-    /// a copy made from that DDL (`CREATE TABLE … AS` would keep the old engine's keys) filled
-    /// from it, swapped in by one RENAME, the old one dropped. A start that stopped part-way is
+    /// The statement that makes the copy, from the DDL of the table's migration (`CREATE TABLE
+    /// … AS` would keep the old engine's keys).
+    pub fn create_copy(&self) -> String {
+        let table = self.table;
+        let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
+        ddl.replacen(&format!("EXISTS {table} ("), &format!("EXISTS {} (", self.copy_name()), 1)
+    }
+
+    /// The statement that fills the copy: with the rows of `dates` only (days since 1970-01-01)
+    /// when given and the move adds a date.
+    pub fn fill_copy(&self, dates: Option<&[u16]>) -> String {
+        let (table, copy) = (self.table, self.copy_name());
+        match (self.date, dates) {
+            (None, _) => format!("INSERT INTO {copy} SELECT * FROM {table}"),
+            (Some(date), None) => format!("INSERT INTO {copy} SELECT {date} AS trade_date, * FROM {table}"),
+            (Some(date), Some(dates)) => {
+                let list = dates.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+                format!(
+                    "INSERT INTO {copy} SELECT {date} AS trade_date, * FROM {table} WHERE toUInt16({date}) IN ({list})"
+                )
+            }
+        }
+    }
+
+    /// The statements that move the table, of the old layout, to the one its migration creates
+    /// (its rows in one INSERT: `ClickHouseSink` fills a dated copy by chunks of dates instead):
+    /// a copy made from that DDL filled from it, swapped in by one RENAME, the old one dropped. A start that stopped part-way is
     /// mended by the next (`ClickHouseSink`'s `move_tables`): a half-filled copy is made again;
     /// a swap of which only the first rename was made (two steps on 18.16) is undone, the old
     /// table back under its name, and the move made again; an old table left after the swap is
     /// dropped.
     pub fn statements(&self) -> Vec<String> {
-        let table = self.table;
-        let (old, copy) = (self.old_name(), self.copy_name());
-        let ddl = create_statement(table).unwrap_or_else(|| panic!("a migration creates {table}"));
-        vec![
-            ddl.replacen(&format!("EXISTS {table} ("), &format!("EXISTS {copy} ("), 1),
-            format!("INSERT INTO {copy} SELECT {} FROM {table}", self.select),
-            format!("RENAME TABLE {table} TO {old}, {copy} TO {table}"),
-            format!("DROP TABLE {old}"),
-        ]
+        vec![self.create_copy(), self.fill_copy(None), self.swap(), format!("DROP TABLE {}", self.old_name())]
     }
 }
 
@@ -267,7 +287,9 @@ mod tests {
 
     #[test]
     fn latest_state_tables_are_created_unpartitioned() {
-        for table in UNPARTITIONED {
+        let unpartitioned = MOVES.iter().filter(|m| m.old_when == OldLayout::Partitioned).map(|m| m.table);
+        assert_eq!(unpartitioned.clone().collect::<Vec<_>>(), ["positions", "orders", "risk"]);
+        for table in unpartitioned {
             let ddl = create_statement(table).unwrap_or_else(|| panic!("{table} created"));
             assert!(!ddl.contains("PARTITION BY"), "{ddl}");
             let copy = &move_statements(table)[0];
@@ -287,7 +309,10 @@ mod tests {
             if let OldLayout::Without(column) = m.old_when {
                 assert!(ddl.contains(&format!("PARTITION BY {column} ")), "{ddl}");
                 assert_eq!(columns[0].0, column, "{ddl}");
-                assert!(m.select.ends_with(&format!(" AS {column}, *")), "{}", m.select);
+                assert_eq!(column, "trade_date");
+                let chunk = m.fill_copy(Some(&[20_514, 20_515]));
+                assert!(chunk.ends_with(" IN (20514, 20515)"), "{chunk}");
+                assert!(chunk.contains(" AS trade_date, * FROM "), "{chunk}");
             }
             let s = m.statements();
             assert_eq!(s[2], format!("RENAME TABLE {0} TO {0}{1}, {0}{2} TO {0}", m.table, m.old, m.copy));
