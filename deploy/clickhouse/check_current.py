@@ -122,11 +122,8 @@ def check_dated_move(s, migrations, version):
             f"({', '.join(dates[i:i + 100])})"
             for i in range(0, len(dates), 100)
         ]
-        for st in [copy, *fills, f"RENAME TABLE {t} TO {t}__undated, {t}__dated TO {t}", f"DROP TABLE {t}__undated"]:
-            try:
-                s.query(st)
-            except Exception as e:  # noqa: BLE001 - report which statement
-                fail(f"moving {t} on ClickHouse {version}: {e}\n{st}")
+        swap = [f"RENAME TABLE {t} TO {t}__undated, {t}__dated TO {t}", f"DROP TABLE {t}__undated"]
+        run_move(s, t, [copy, *fills, *swap], version)
         shown = s.query(f"SELECT count(), uniqExact(trade_date), toString(min(trade_date)) FROM {t} FINAL",
                         "TSV").bytes().decode().strip()
         if shown != "150\t150\t2025-01-01":
@@ -143,6 +140,14 @@ def move_statements(ddl, table):
         f"RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}",
         f"DROP TABLE {table}__partitioned",
     ]
+
+
+def run_move(s, table, sql, version):
+    for st in sql:
+        try:
+            s.query(st)
+        except Exception as e:  # noqa: BLE001 - report which statement
+            fail(f"moving {table} on ClickHouse {version}: {e}\n{st}")
 
 
 def check_move(s, migrations, version):
@@ -162,11 +167,7 @@ def check_move(s, migrations, version):
         s.query(f"INSERT INTO {t} SELECT * FROM generateRandom('{structure}', 11, 12, 3) LIMIT 40")
         shown = lambda: s.query(f"SELECT count(), sum(cityHash64(*)) FROM {t} FINAL", "TSV").bytes().decode().strip()  # noqa: E731
         before = shown()
-        for st in move_statements(ddl, t):
-            try:
-                s.query(st)
-            except Exception as e:  # noqa: BLE001 - report which statement
-                fail(f"moving {t} on ClickHouse {version}: {e}\n{st}")
+        run_move(s, t, move_statements(ddl, t), version)
         key = s.query(f"SELECT partition_key FROM system.tables WHERE database = 'harbour_move' AND name = '{t}'",
                       "TSV").bytes().decode().strip()
         after = shown()

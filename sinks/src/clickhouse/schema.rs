@@ -86,47 +86,12 @@ pub const DATE_OF_RAW: &str = r#"ifNull(toDate(parseDateTimeBestEffortOrNull(nul
 pub const MOVES: &[Move] = &[
     // The latest-state tables (a row per key whose trade date moves): not partitioned since
     // 2026-11-27 (deploy/clickhouse/001_init.sql says why).
-    Move {
-        table: "positions",
-        old_when: OldLayout::Partitioned,
-        old: "__partitioned",
-        copy: "__unpartitioned",
-        date: None,
-        layout: "unpartitioned",
-    },
-    Move {
-        table: "orders",
-        old_when: OldLayout::Partitioned,
-        old: "__partitioned",
-        copy: "__unpartitioned",
-        date: None,
-        layout: "unpartitioned",
-    },
-    Move {
-        table: "risk",
-        old_when: OldLayout::Partitioned,
-        old: "__partitioned",
-        copy: "__unpartitioned",
-        date: None,
-        layout: "unpartitioned",
-    },
+    Move::unpartitioned("positions"),
+    Move::unpartitioned("orders"),
+    Move::unpartitioned("risk"),
     // The event log and the dead letters: a trade date and partitions by it since 2026-11-29.
-    Move {
-        table: "events",
-        old_when: OldLayout::Without("trade_date"),
-        old: "__undated",
-        copy: "__dated",
-        date: Some(DATE_OF_RAW),
-        layout: "partitioned by trade date",
-    },
-    Move {
-        table: "dead_letters",
-        old_when: OldLayout::Without("trade_date"),
-        old: "__undated",
-        copy: "__dated",
-        date: Some(DATE_OF_RAW),
-        layout: "partitioned by trade date",
-    },
+    Move::dated("events"),
+    Move::dated("dead_letters"),
 ];
 
 /// The move of `table`, when its layout changed.
@@ -135,6 +100,31 @@ pub fn move_of(table: &str) -> Option<&'static Move> {
 }
 
 impl Move {
+    /// A table created partitioned by trade date, moved to no partitions.
+    const fn unpartitioned(table: &'static str) -> Move {
+        Move {
+            table,
+            old_when: OldLayout::Partitioned,
+            old: "__partitioned",
+            copy: "__unpartitioned",
+            date: None,
+            layout: "unpartitioned",
+        }
+    }
+
+    /// A message table created without a trade date, moved to partitions by one
+    /// ([`DATE_OF_RAW`]).
+    const fn dated(table: &'static str) -> Move {
+        Move {
+            table,
+            old_when: OldLayout::Without("trade_date"),
+            old: "__undated",
+            copy: "__dated",
+            date: Some(DATE_OF_RAW),
+            layout: "partitioned by trade date",
+        }
+    }
+
     /// The RENAME that swaps the copy in.
     pub fn swap(&self) -> String {
         format!("RENAME TABLE {0} TO {1}, {2} TO {0}", self.table, self.old_name(), self.copy_name())
