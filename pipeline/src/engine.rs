@@ -334,6 +334,10 @@ impl RowVersions {
     }
 }
 
+/// How far past its message's source time (a Kafka timestamp) an accepted event time may be and
+/// still move the input's clock: a day (producers' clocks, a feed stamped in advance).
+const CLOCK_AHEAD_NS: i64 = 86_400_000_000_000;
+
 /// A running pipeline: one timely worker with the Harbour dataflow, fed line by line.
 ///
 /// Drive it with [`Engine::feed`] and [`Engine::seal`] (a source decides where epochs end), or run
@@ -493,7 +497,11 @@ impl<'m> Engine<'m> {
         let day = self.day_of(own, at);
         match outcome {
             Ok((k, accepted)) => {
-                if own.is_some() {
+                // A time more than a day past the message's own timestamp (a mistyped year, say)
+                // does not move the clock: it would date every later message without a time of
+                // its own under that day.
+                let at_ns = at.and_then(|ms| ms.checked_mul(1_000_000));
+                if own.is_some_and(|t| at_ns.is_none_or(|a| t <= a.saturating_add(CLOCK_AHEAD_NS))) {
                     self.clock = self.clock.max(own);
                 }
                 if self.events.is_some() {
@@ -559,7 +567,8 @@ impl<'m> Engine<'m> {
     }
 
     /// The trade date of a line with event time `own` and source time `at` (see
-    /// [`Engine::feed_at`]).
+    /// [`Engine::feed_at`]; the clock moves only to event times at most [`CLOCK_AHEAD_NS`] past
+    /// their message's source time, when it has one).
     fn day_of(&self, own: Option<Ts>, at: Option<i64>) -> NaiveDate {
         let at = at.and_then(|ms| ms.checked_mul(1_000_000)).filter(|ts| (TS_MIN..TS_MAX).contains(ts));
         own.or(self.clock).or(at).map_or(NaiveDate::default(), trade_date)
@@ -1159,13 +1168,14 @@ mod tests {
         // Off the tick grid: refused, dated by its own time.
         assert!(!engine.feed(line(4, &fill("E2", "385.21", "2026-03-04T09:30:00+08:00"))));
         assert!(!engine.feed_at(line(5, "{"), None, kafka_time));
-        // A late fill does not move the clock back.
+        // A late fill does not move the clock back, nor one stamped years past its message.
         assert!(engine.feed(line(6, &fill("E3", "385.2", "2026-03-02T15:00:00+08:00"))));
-        assert!(engine.feed(line(7, instrument)));
+        assert!(engine.feed_at(line(7, &fill("E4", "385.2", "2062-03-02T10:00:00+08:00")), None, kafka_time));
+        assert!(engine.feed(line(8, instrument)));
         engine.seal();
         let dates: Vec<NaiveDate> = engine.take_changes().events.iter().map(|e| e.trade_date).collect();
         let (epoch, mar2, mar3, mar4) = (NaiveDate::default(), day(2026, 3, 2), day(2026, 3, 3), day(2026, 3, 4));
-        assert_eq!(dates, [epoch, mar2, mar3, mar4, mar3, mar2, mar3]);
+        assert_eq!(dates, [epoch, mar2, mar3, mar4, mar3, mar2, day(2062, 3, 2), mar3]);
         let dead: Vec<NaiveDate> = engine.state().dead_letters.iter().map(|d| d.trade_date).collect();
         assert_eq!(dead, [epoch, mar4, mar3]);
 
@@ -1175,7 +1185,7 @@ mod tests {
         let mut restored = Engine::new(&EngineConfig::new(100), &metrics, Arc::new(Health::default()));
         restored.restore(back);
         restored.track_changes();
-        assert!(!restored.feed_at(line(8, "nope"), None, kafka_time));
+        assert!(!restored.feed_at(line(9, "nope"), None, kafka_time));
         assert_eq!(restored.state().dead_letters.last().map(|d| d.trade_date), Some(mar3));
     }
 }
