@@ -115,15 +115,13 @@ def check_dated_move(s, migrations, version):
             for i in range(150)
         )
         s.query(f"INSERT INTO {t} VALUES {rows}")
-        copy = ddl.replace(f"CREATE TABLE IF NOT EXISTS {t} (", f"CREATE TABLE IF NOT EXISTS {t}__dated (", 1)
         dates = s.query(f"SELECT DISTINCT toUInt16({date}) FROM {t} ORDER BY 1", "TSV").bytes().decode().split()
         fills = [
             f"INSERT INTO {t}__dated SELECT {date} AS trade_date, * FROM {t} WHERE toUInt16({date}) IN "
             f"({', '.join(dates[i:i + 100])})"
             for i in range(0, len(dates), 100)
         ]
-        swap = [f"RENAME TABLE {t} TO {t}__undated, {t}__dated TO {t}", f"DROP TABLE {t}__undated"]
-        run_move(s, t, [copy, *fills, *swap], version)
+        run_move(s, t, move_statements(ddl, t, "__undated", "__dated", fills), version)
         shown = s.query(f"SELECT count(), uniqExact(trade_date), toString(min(trade_date)) FROM {t} FINAL",
                         "TSV").bytes().decode().strip()
         if shown != "150\t150\t2025-01-01":
@@ -133,12 +131,15 @@ def check_dated_move(s, migrations, version):
     return len(DATED)
 
 
-def move_statements(ddl, table):
+def move_statements(ddl, table, old="__partitioned", copy="__unpartitioned", fills=None):
+    """Move::statements: the copy made from the migration's DDL, filled (by `fills`, else one
+    INSERT of every row), swapped in, the old table dropped."""
+    fills = fills if fills is not None else [f"INSERT INTO {table}{copy} SELECT * FROM {table}"]
     return [
-        ddl.replace(f"CREATE TABLE IF NOT EXISTS {table} (", f"CREATE TABLE IF NOT EXISTS {table}__unpartitioned (", 1),
-        f"INSERT INTO {table}__unpartitioned SELECT * FROM {table}",
-        f"RENAME TABLE {table} TO {table}__partitioned, {table}__unpartitioned TO {table}",
-        f"DROP TABLE {table}__partitioned",
+        ddl.replace(f"CREATE TABLE IF NOT EXISTS {table} (", f"CREATE TABLE IF NOT EXISTS {table}{copy} (", 1),
+        *fills,
+        f"RENAME TABLE {table} TO {table}{old}, {table}{copy} TO {table}",
+        f"DROP TABLE {table}{old}",
     ]
 
 

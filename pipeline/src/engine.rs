@@ -479,6 +479,7 @@ impl<'m> Engine<'m> {
     /// before.
     pub fn feed_at(&mut self, mut line: SourceLine, parsed: Option<Result<Event, Rejection>>, at: Option<i64>) -> bool {
         self.count_line();
+        let at = at.and_then(|ms| ms.checked_mul(1_000_000));
         if not_utf8(&line.raw) {
             let day = self.day_of(None, at);
             self.dead_letter(line, day, "", NOT_UTF8, "the line is not UTF-8 (bytes replaced by U+FFFD)".into());
@@ -494,18 +495,18 @@ impl<'m> Engine<'m> {
             own = e.ts().filter(|ts| (TS_MIN..TS_MAX).contains(ts));
             validator.accept(e).map(|a| (k, a))
         });
-        let day = self.day_of(own, at);
         match outcome {
             Ok((k, accepted)) => {
                 // A time more than a day past the message's own timestamp (a mistyped year, say)
                 // does not move the clock: it would date every later message without a time of
                 // its own under that day.
-                let at_ns = at.and_then(|ms| ms.checked_mul(1_000_000));
-                if own.is_some_and(|t| at_ns.is_none_or(|a| t <= a.saturating_add(CLOCK_AHEAD_NS))) {
+                if own.is_some_and(|t| at.is_none_or(|a| t <= a.saturating_add(CLOCK_AHEAD_NS))) {
                     self.clock = self.clock.max(own);
                 }
                 if self.events.is_some() {
-                    // (The line's text is not needed past here: moved into the log, not copied.)
+                    // (Dated only when logged. The line's text is not needed past here: moved
+                    // into the log, not copied.)
+                    let day = self.day_of(own, at);
                     let raw = std::mem::take(&mut line.raw);
                     self.log_event(&line, day, k, "", raw);
                 }
@@ -560,17 +561,18 @@ impl<'m> Engine<'m> {
                 true
             }
             Err(rejection) => {
+                let day = self.day_of(own, at);
                 self.dead_letter(line, day, parsed_kind, rejection.code(), rejection.to_string());
                 false
             }
         }
     }
 
-    /// The trade date of a line with event time `own` and source time `at` (see
+    /// The trade date of a line with event time `own` and source time `at` (in ns; see
     /// [`Engine::feed_at`]; the clock moves only to event times at most [`CLOCK_AHEAD_NS`] past
     /// their message's source time, when it has one).
-    fn day_of(&self, own: Option<Ts>, at: Option<i64>) -> NaiveDate {
-        let at = at.and_then(|ms| ms.checked_mul(1_000_000)).filter(|ts| (TS_MIN..TS_MAX).contains(ts));
+    fn day_of(&self, own: Option<Ts>, at: Option<Ts>) -> NaiveDate {
+        let at = at.filter(|ts| (TS_MIN..TS_MAX).contains(ts));
         own.or(self.clock).or(at).map_or(NaiveDate::default(), trade_date)
     }
 

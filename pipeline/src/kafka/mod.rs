@@ -930,16 +930,18 @@ pub fn run(
     let mut caught_up_after = None;
     let mut steps = Vec::new();
     let mut lease_checked = Instant::now();
+    // The clock as read at the previous turn of the loop (once per turn, below).
+    let mut now = lease_checked;
     loop {
         // The holder serves the lease group often enough to see a revocation before it writes
         // much more (sinks fence by version; the state folder's lock keeps a zombie out of it).
         if let Some(lease) = &mut l.lease {
-            if lease_checked.elapsed() >= LEASE_POLL {
+            if now.saturating_duration_since(lease_checked) >= LEASE_POLL {
                 if !lease.poll(Duration::ZERO)? {
                     metrics.kafka_lease_held.set(0);
                     return Err(KafkaRunError::LeaseLost);
                 }
-                lease_checked = Instant::now();
+                lease_checked = now;
             }
         }
         if l.gate.phase() == Phase::Bootstrap && l.gate.bootstrap_complete(|p| lowest(&watermarks, p), &l.read_to()) {
@@ -965,8 +967,8 @@ pub fn run(
         }
         l.apply(&mut steps)?;
         // One reading of the clock per turn of the loop (a message, or a poll that found none),
-        // for every check below.
-        let now = Instant::now();
+        // for every check below and the next turn's lease check.
+        now = Instant::now();
         if l.gate.phase() == Phase::Live {
             if l.in_epoch > 0
                 && (l.in_epoch >= run.epoch_events

@@ -474,20 +474,19 @@ impl ClickHouseSink {
     /// Copies `m`'s table to its new layout (by chunks of dates when the move adds one), swaps
     /// the copy in and drops the old one.
     fn move_table(&mut self, m: &schema::Move) -> Result<(), ClickHouseError> {
-        self.execute(&m.create_copy())?;
-        match m.date {
-            None => self.execute(&m.fill_copy(None))?,
+        let fills = match m.date {
+            None => vec![m.fill_copy(None)],
             Some(date) => {
                 let text = self.query_text(&format!("SELECT DISTINCT toUInt16({date}) FROM {} ORDER BY 1", m.table))?;
                 let dates: Vec<u16> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
                 tracing::info!(table = m.table, dates = dates.len(), "dating the rows of a table");
-                for chunk in dates.chunks(MAX_DATES_PER_INSERT) {
-                    self.execute(&m.fill_copy(Some(chunk)))?;
-                }
+                dates.chunks(MAX_DATES_PER_INSERT).map(|chunk| m.fill_copy(Some(chunk))).collect()
             }
+        };
+        for sql in m.statements(fills) {
+            self.execute(&sql)?;
         }
-        self.execute(&m.swap())?;
-        self.execute(&format!("DROP TABLE {}", m.old_name()))
+        Ok(())
     }
 
     fn rows_in(&mut self, table: &str) -> Result<u64, ClickHouseError> {

@@ -164,24 +164,28 @@ impl Move {
         }
     }
 
-    /// The statements that move the table, of the old layout, to the one its migration creates
-    /// (its rows in one INSERT: `ClickHouseSink` fills a dated copy by chunks of dates instead):
-    /// a copy made from that DDL filled from it, swapped in by one RENAME, the old one dropped. A start that stopped part-way is
+    /// The statements that move the table, of the old layout, to the one its migration creates:
+    /// a copy made from that DDL filled by `fills` ([`Move::fill_copy`]: one INSERT, or one per
+    /// chunk of dates), swapped in by one RENAME, the old one dropped. A start that stopped part-way is
     /// mended by the next (`ClickHouseSink`'s `move_tables`): a half-filled copy is made again;
     /// a swap of which only the first rename was made (two steps on 18.16) is undone, the old
     /// table back under its name, and the move made again; an old table left after the swap is
     /// dropped.
-    pub fn statements(&self) -> Vec<String> {
-        vec![self.create_copy(), self.fill_copy(None), self.swap(), format!("DROP TABLE {}", self.old_name())]
+    pub fn statements(&self, fills: Vec<String>) -> Vec<String> {
+        let mut all = vec![self.create_copy()];
+        all.extend(fills);
+        all.extend([self.swap(), format!("DROP TABLE {}", self.old_name())]);
+        all
     }
 }
 
-/// The statements that move `table` ([`Move::statements`]).
+/// The statements that move `table`, its rows in one INSERT ([`Move::statements`]).
 ///
 /// # Panics
 /// When `table` has no move.
 pub fn move_statements(table: &str) -> Vec<String> {
-    move_of(table).unwrap_or_else(|| panic!("{table} has no move")).statements()
+    let m = move_of(table).unwrap_or_else(|| panic!("{table} has no move"));
+    m.statements(vec![m.fill_copy(None)])
 }
 
 /// Every table the migrations create, with its columns `(name, type)` in order, from the
@@ -304,7 +308,7 @@ mod tests {
                 assert!(chunk.ends_with(" IN (20514, 20515)"), "{chunk}");
                 assert!(chunk.contains(" AS trade_date, * FROM "), "{chunk}");
             }
-            let s = m.statements();
+            let s = move_statements(m.table);
             assert_eq!(s[2], format!("RENAME TABLE {0} TO {0}{1}, {0}{2} TO {0}", m.table, m.old, m.copy));
         }
     }

@@ -115,7 +115,7 @@ impl Cols {
 
     /// Dates (Parquet DATE: days since 1970-01-01).
     fn date(self, name: &str, v: impl Iterator<Item = chrono::NaiveDate>) -> Self {
-        let days = v.map(|d| (d - chrono::NaiveDate::default()).num_days() as i32);
+        let days = v.map(arrow_array::types::Date32Type::from_naive_date);
         self.push(name, false, Arc::new(Date32Array::from_iter_values(days)))
     }
 

@@ -114,10 +114,7 @@ impl Prefetched {
     /// ones: transient ones are logged and retried there) come out here.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Record>, KafkaError> {
         // The clock is read only when the batch handed over is done (not once per record).
-        if let Some(r) = self.current.next() {
-            return Ok(Some(r));
-        }
-        let deadline = Instant::now() + timeout;
+        let mut deadline = None;
         loop {
             if let Some(r) = self.current.next() {
                 return Ok(Some(r));
@@ -126,6 +123,7 @@ impl Prefetched {
                 self.positions = p;
             }
             let queue = self.queue.as_ref().expect("the queue is dropped only on drop");
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Ok(batch)) => {
                     // (A batch without records says the positions moved past transaction
