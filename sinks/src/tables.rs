@@ -260,7 +260,7 @@ pub fn json_pairs<K: std::fmt::Display>(pairs: impl IntoIterator<Item = (K, rust
 
 /// The sector weights of a risk row as JSON (instruments without a sector under `""`).
 pub fn sectors_json(r: &RiskRow) -> String {
-    json_pairs(r.sectors.iter().map(|(s, w)| (s.as_deref().unwrap_or(""), *w)))
+    json_pairs(r.sectors.iter().map(|(s, w)| (s.as_deref().unwrap_or(""), w)))
 }
 
 #[cfg(test)]

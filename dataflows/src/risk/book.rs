@@ -20,6 +20,7 @@
 //! starts and one when it clears. Rows and alerts carry the group's event time (the latest fill
 //! or mark that moved it).
 
+use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use super::concentration::SectorWeights;
 use super::drawdown::Drawdown;
 use super::exposure::Exposure;
 use super::limits::{Alert, Limit, LimitState, Severity};
@@ -421,7 +423,7 @@ pub struct RiskRow {
     /// Herfindahl index Σw².
     pub hhi: Decimal,
     /// Weight per sector (`None`: instruments without a sector), by sector.
-    pub sectors: Arc<[(Option<SmolStr>, Decimal)]>,
+    pub sectors: SectorWeights,
     /// The largest position in board lots, and its symbol.
     pub max_lots: Option<(Symbol, Decimal)>,
     /// Parametric one-day VaR at 95% and 99%.
@@ -755,36 +757,41 @@ impl Sectors {
 
 /// A group's Σ|MV| per sector, exact and in f64 (kept beside it: every sector's weight is shown
 /// at each change, and a decimal's conversion is not free), in the order of the sectors' names
-/// (`None` first). A group spans a dozen sectors or so: a short list, searched by id, read in one
-/// pass into the row's list, which is allocated once at its exact length (a B-tree's iterator
-/// cannot say its length, so the list was collected into a vector and copied into the row's).
+/// (`None` first). A group spans a dozen sectors or so: a short list, searched by id. The list of
+/// their names a row shows is kept too, shared by every row until a sector comes or goes (copying
+/// a dozen names into each row was a tenth of a refresh).
 #[derive(Clone, Debug, Default)]
-struct SectorSums(Vec<(SectorId, Decimal, f64)>);
+struct SectorSums {
+    sums: Vec<(SectorId, Decimal, f64)>,
+    names: OnceCell<Arc<[Option<SmolStr>]>>,
+}
 
 impl SectorSums {
     /// Adds `v` to `sector`'s sum (`names`: the book's sector names).
     fn add(&mut self, sector: SectorId, v: Decimal, names: &[Option<SmolStr>]) {
-        let i = match self.0.iter().position(|e| e.0 == sector) {
+        let i = match self.sums.iter().position(|e| e.0 == sector) {
             Some(i) => i,
             None => {
                 let name = &names[sector as usize];
-                let i = self.0.partition_point(|e| names[e.0 as usize] < *name);
-                self.0.insert(i, (sector, Decimal::ZERO, 0.0));
+                let i = self.sums.partition_point(|e| names[e.0 as usize] < *name);
+                self.sums.insert(i, (sector, Decimal::ZERO, 0.0));
+                self.names.take();
                 i
             }
         };
-        let e = &mut self.0[i];
+        let e = &mut self.sums[i];
         e.1 += v;
         e.2 = f64_of(e.1);
     }
 
     /// Takes `v` from `sector`'s sum; a sector whose sum reaches zero goes.
     fn sub(&mut self, sector: SectorId, v: Decimal) {
-        if let Some(i) = self.0.iter().position(|e| e.0 == sector) {
-            let e = &mut self.0[i];
+        if let Some(i) = self.sums.iter().position(|e| e.0 == sector) {
+            let e = &mut self.sums[i];
             e.1 -= v;
             if e.1.is_zero() {
-                self.0.remove(i);
+                self.sums.remove(i);
+                self.names.take();
             } else {
                 e.2 = f64_of(e.1);
             }
@@ -792,12 +799,13 @@ impl SectorSums {
     }
 
     /// Each sector's share of `gross`, in the order of their names.
-    fn shares(&self, gross: f64, names: &[Option<SmolStr>]) -> Arc<[(Option<SmolStr>, Decimal)]> {
+    fn shares(&self, gross: f64, names: &[Option<SmolStr>]) -> SectorWeights {
+        let names = self.names.get_or_init(|| self.sums.iter().map(|(s, _, _)| names[*s as usize].clone()).collect());
         // One division for the row rather than one per sector: the product differs from the
         // quotient by an ulp or so, which shows in the 6th place only for a weight that close to
         // a half (the incremental book and a recomputation round the same way).
         let per = 1.0 / gross;
-        self.0.iter().map(|(s, _, v)| (names[*s as usize].clone(), fixed(v * per, RATIO_DP))).collect()
+        SectorWeights::new(names.clone(), self.sums.iter().map(|(_, _, v)| fixed(v * per, RATIO_DP)).collect())
     }
 }
 
@@ -1769,7 +1777,7 @@ impl Ctx<'_> {
         };
         let gross_cents = cents_of(e.gross);
         let (largest, hhi, sectors) = if e.gross.is_zero() {
-            (None, Decimal::ZERO, Arc::default())
+            (None, Decimal::ZERO, SectorWeights::default())
         } else {
             let gross = f64_of(e.gross);
             let largest = st.largest.known().map(|(mv, Reverse(s))| (s, weight(mv, gross)));

@@ -1,8 +1,13 @@
 //! Concentration: how much of the gross exposure sits in one name or one sector.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
 
 /// Weights are |MV| / gross exposure.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -13,6 +18,95 @@ pub struct Concentration<K> {
     pub sectors: BTreeMap<Option<String>, Decimal>,
     /// Herfindahl–Hirschman index Σw² (1 = one name; 1/n = n equal names).
     pub hhi: Decimal,
+}
+
+/// A group's weight per sector (`None`: instruments without a sector), in the order of the
+/// sectors' names: a list of `(sector, weight)` pairs, equal, ordered, hashed and serialized as
+/// one. The names are shared between the rows a group shows (they change only when the group's
+/// set of sectors does), so a row costs its weights alone.
+#[derive(Clone, Debug, Default)]
+pub struct SectorWeights {
+    names: Arc<[Option<SmolStr>]>,
+    weights: Arc<[Decimal]>,
+}
+
+impl SectorWeights {
+    /// `weights[i]` is the weight of `names[i]`; `names` sorted and distinct, as each sector once.
+    ///
+    /// # Panics
+    /// When the lengths differ.
+    pub fn new(names: Arc<[Option<SmolStr>]>, weights: Arc<[Decimal]>) -> SectorWeights {
+        assert_eq!(names.len(), weights.len(), "a weight per sector");
+        SectorWeights { names, weights }
+    }
+
+    /// Each sector with its weight.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Option<SmolStr>, Decimal)> + '_ {
+        self.names.iter().zip(self.weights.iter().copied())
+    }
+
+    /// The number of sectors.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no sector has a weight (a flat group).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The pairs, copied out.
+    pub fn to_vec(&self) -> Vec<(Option<SmolStr>, Decimal)> {
+        self.iter().map(|(s, w)| (s.clone(), w)).collect()
+    }
+}
+
+impl FromIterator<(Option<SmolStr>, Decimal)> for SectorWeights {
+    fn from_iter<I: IntoIterator<Item = (Option<SmolStr>, Decimal)>>(pairs: I) -> Self {
+        let (names, weights): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        SectorWeights::new(names.into(), weights.into())
+    }
+}
+
+impl PartialEq for SectorWeights {
+    fn eq(&self, other: &Self) -> bool {
+        self.weights == other.weights && (Arc::ptr_eq(&self.names, &other.names) || self.names == other.names)
+    }
+}
+
+impl Eq for SectorWeights {}
+
+impl PartialOrd for SectorWeights {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SectorWeights {
+    /// As the lists of pairs compare.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl Hash for SectorWeights {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.names.hash(state);
+        self.weights.hash(state);
+    }
+}
+
+impl Serialize for SectorWeights {
+    /// As the list of `(sector, weight)` pairs.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for SectorWeights {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<(Option<SmolStr>, Decimal)>::deserialize(deserializer).map(SectorWeights::from_iter)
+    }
 }
 
 /// Concentration of `(name, sector, market value)` rows (one per name: sum positions in the
@@ -65,5 +159,30 @@ mod tests {
         assert_eq!(equal.hhi, dec!(0.25));
         assert_eq!(equal.largest, Some(("a", dec!(0.25))));
         assert_eq!(concentration::<&str>(&[]).largest, None);
+    }
+
+    #[test]
+    fn sector_weights_compare_and_serialize_as_their_pairs() {
+        let pairs = |v: &[(Option<&str>, Decimal)]| -> Vec<(Option<SmolStr>, Decimal)> {
+            v.iter().map(|(s, w)| (s.map(SmolStr::from), *w)).collect()
+        };
+        let a = pairs(&[(None, dec!(0.2)), (Some("IT"), dec!(0.8))]);
+        let b = pairs(&[(None, dec!(0.2)), (Some("IT"), dec!(0.7))]);
+        let c = pairs(&[(Some("Financials"), dec!(0.5))]);
+        let (wa, wb, wc): (SectorWeights, SectorWeights, SectorWeights) =
+            (a.iter().cloned().collect(), b.iter().cloned().collect(), c.iter().cloned().collect());
+        // Shared names with other weights, separately built equal names.
+        let shared = SectorWeights::new(wa.names.clone(), [dec!(0.2), dec!(0.7)].into());
+        assert_eq!(shared, wb);
+        assert_ne!(wa, wb);
+        assert_eq!(wa.cmp(&wb), a.cmp(&b));
+        assert_eq!(wa.cmp(&wc), a.cmp(&c));
+        assert_eq!(wc.cmp(&wb), c.cmp(&b));
+        assert_eq!(wa.to_vec(), a);
+        // Checkpoints hold rows written before the type: the same bytes both ways.
+        let bytes = rmp_serde::to_vec(&wa).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec(&a).unwrap());
+        assert_eq!(rmp_serde::from_slice::<SectorWeights>(&bytes).unwrap(), wa);
+        assert!(SectorWeights::default().is_empty() && wa.len() == 2);
     }
 }

@@ -94,7 +94,7 @@ fn three_positions_by_hand() {
     assert_eq!(a.largest, Some((Symbol(700), dec!(0.485968)))); // 400,000 / 823,100
                                                                 // HHI: (400000² + 272600² + 150500²) / 823100².
     assert_eq!(a.hhi, dec!(0.379282));
-    assert_eq!(a.sectors[..], [(Some("Financials".into()), dec!(0.514032)), (Some("IT".into()), dec!(0.485968))]);
+    assert_eq!(a.sectors.to_vec(), [(Some("Financials".into()), dec!(0.514032)), (Some("IT".into()), dec!(0.485968))]);
     assert_eq!(a.max_lots, Some((Symbol(5), dec!(10)))); // 1,000/100 and 4,000/400: a tie, to the smaller code
     assert_eq!(a.names, 3);
     assert_eq!(a.total_pnl, dec!(11249.5));
