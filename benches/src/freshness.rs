@@ -2,7 +2,9 @@
 //! consumed by the real run loop (`harbour::kafka::run`) into ClickHouse and Redis; each sink's
 //! write is timed, and every fill it carried counts `acknowledged − fill ts` (fill in → row
 //! visible in ClickHouse, position hash updated in Redis). Needs HARBOUR_KAFKA_BOOTSTRAP,
-//! HARBOUR_CLICKHOUSE_URL and HARBOUR_REDIS_URL.
+//! HARBOUR_CLICKHOUSE_URL and HARBOUR_REDIS_URL. With `HARBOUR_BENCH_TAIL` set, every write
+//! whose oldest fill is older than 50 ms is printed (when, its epoch, its fills, their ages): a
+//! stall upstream shows as a run of one-fill epochs and then a large one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,20 @@ impl EpochSink for Timed {
             self.writes.lock().expect("writes").push(now - started);
             let mut ages = self.ages.lock().expect("ages");
             ages.extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
+            if std::env::var("HARBOUR_BENCH_TAIL").is_ok() {
+                let fresh = changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts);
+                let (min, max) = fresh.fold((i64::MAX, 0), |(a, b), x| (a.min(x), b.max(x)));
+                if max > 50_000_000 {
+                    eprintln!(
+                        "tail at {} ms (wall clock, mod 100 s): epoch {epoch}, {} fills aged {:.1}-{:.1} ms, written in {:.1} ms",
+                        now / 1_000_000 % 100_000,
+                        changes.fills.len(),
+                        min as f64 / 1e6,
+                        max as f64 / 1e6,
+                        (now - started) as f64 / 1e6
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -177,11 +193,26 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
     let warmup = Duration::from_secs(2);
     let started = Instant::now();
     let mut sent = 0usize;
-    let mut batch: Vec<String> = Vec::new();
+    let mut batch: Vec<(i64, String)> = Vec::new();
     let producer_cfg = cfg.clone();
     let mut stream = fills.into_iter();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(100_000);
-    let producer = std::thread::spawn(move || publish_lines(&producer_cfg, rx));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(i64, String)>(100_000);
+    // How long each fill waited for the producer's thread to take it (the first part of its age).
+    let pickup = Arc::new(Mutex::new(Vec::new()));
+    let producer = {
+        let (pickup, measuring) = (pickup.clone(), measuring.clone());
+        std::thread::spawn(move || {
+            publish_lines(
+                &producer_cfg,
+                rx.into_iter().map(|(ts, line)| {
+                    if measuring.load(Ordering::Relaxed) {
+                        pickup.lock().expect("pickup").push(now_ns() - ts);
+                    }
+                    line
+                }),
+            )
+        })
+    };
     while started.elapsed() < Duration::from_secs(seconds) {
         if started.elapsed() >= warmup {
             measuring.store(true, Ordering::Relaxed);
@@ -190,7 +221,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
         while sent < due {
             let Some(mut f) = stream.next() else { break };
             f.ts = now_ns();
-            batch.push(to_line(&harbour_dataflows::validate::Input::Fill(f)));
+            batch.push((f.ts, to_line(&harbour_dataflows::validate::Input::Fill(f))));
             sent += 1;
         }
         for l in batch.drain(..) {
@@ -210,6 +241,14 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
         produced_in.as_secs_f64(),
         sent as f64 / produced_in.as_secs_f64(),
         warmup.as_secs()
+    );
+    let mut p = pickup.lock().expect("pickup").clone();
+    p.sort_unstable();
+    println!(
+        "freshness fill stamped -> taken by the producer's thread: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&p, 0.5),
+        percentile(&p, 0.99),
+        percentile(&p, 1.0)
     );
     for (name, ages, writes, target) in
         [("clickhouse", &ch_ages, &ch_writes, "p99 < 1000 ms"), ("redis", &redis_ages, &redis_writes, "p99 < 20 ms")]

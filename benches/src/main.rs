@@ -398,10 +398,19 @@ fn fill_day(fills: u64, kinds: &[&str]) -> anyhow::Result<Vec<String>> {
     Ok(day.into_iter().filter(|l| tags.iter().any(|t| l.contains(t.as_str()))).collect())
 }
 
-/// Topics and group of their own (named after `tag`), 4 partitions each.
+/// Topics and group of their own (named after `tag`), 4 partitions each; librdkafka properties
+/// from `HARBOUR_BENCH_KAFKA_PROPERTIES` (`name=value,name=value`), as `kafka.properties` would
+/// pass them.
 fn kafka_config(tag: &str, bootstrap: String) -> harbour_sources::kafka::KafkaConfig {
     use harbour_sources::kafka::{KafkaConfig, Topics};
+    let properties = std::env::var("HARBOUR_BENCH_KAFKA_PROPERTIES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     KafkaConfig {
+        properties,
         bootstrap,
         group_id: format!("{tag}.group"),
         topics: Topics {

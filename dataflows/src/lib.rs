@@ -10,6 +10,7 @@
 //! - [`marks`], [`pnl`], [`rollups`], [`orders`]: the dataflow stages (orders also holds the
 //!   latest trading status per security and market).
 //! - [`reference`]: a from-scratch batch recomputation, the yardstick for the incremental outputs.
+//! - [`sharded`]: a hash map split by hash, for the maps that hold every fill of a day.
 //! - [`risk`]: exposure, concentration, EWMA volatility, VaR, drawdown and limit alerts, kept per
 //!   account, strategy and desk by the risk operator.
 
@@ -23,6 +24,7 @@ pub mod pnl;
 pub mod reference;
 pub mod risk;
 pub mod rollups;
+pub mod sharded;
 pub mod sums;
 pub mod ticks;
 pub mod validate;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
+
+use crate::sharded::ShardedMap;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
@@ -432,13 +434,13 @@ pub struct Validator {
     /// First trade date the cost schedules cover ([`Validator::with_costs_from`]).
     costs_from: Option<NaiveDate>,
     instruments: FxHashMap<Symbol, Instrument>,
-    fills: FxHashMap<ExecId, FillState>,
+    fills: ShardedMap<ExecId, FillState>,
 }
 
 impl Validator {
     /// A validator using the given spread tables.
     pub fn new(spreads: SpreadTables) -> Self {
-        Validator { spreads, costs_from: None, instruments: FxHashMap::default(), fills: FxHashMap::default() }
+        Validator { spreads, costs_from: None, instruments: FxHashMap::default(), fills: ShardedMap::default() }
     }
 
     /// Refuses fills traded before `first` (the first day the cost schedules cover), which would
@@ -468,7 +470,7 @@ impl Validator {
         let mut s =
             ValidatorState { instruments: self.instruments.values().cloned().collect(), ..ValidatorState::default() };
         s.instruments.sort_unstable_by_key(|i| i.symbol);
-        for (x, f) in &self.fills {
+        for (x, f) in self.fills.iter() {
             match f {
                 FillState::Live(f) => s.live.push(Arc::clone(f)),
                 FillState::Busted => s.busted.push(x.clone()),

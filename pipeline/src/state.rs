@@ -17,6 +17,7 @@ use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{AlertKind, AlertRow, Metric, RiskRow, VolRow};
 use harbour_dataflows::risk::limits::Severity;
 use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sharded::ShardedMap;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_sinks::tables::{Change, Changes, TableRefs, Tables, Versioned};
 use rustc_hash::FxHashMap;
@@ -110,7 +111,7 @@ impl Keyed for AlertRow {
 /// last taken.
 #[derive(Debug)]
 pub struct TableState<D: Keyed> {
-    rows: FxHashMap<D::Key, Box<(D, u64)>>,
+    rows: ShardedMap<D::Key, Box<(D, u64)>>,
     log: Option<Vec<Change<D>>>,
     /// Rows removed while changes are tracked (a busted fill, a position whose fills were all
     /// busted), as last held, with the version that removed them; a key written again leaves.
@@ -120,7 +121,7 @@ pub struct TableState<D: Keyed> {
 
 impl<D: Keyed> Default for TableState<D> {
     fn default() -> Self {
-        TableState { rows: FxHashMap::default(), log: None, gone: FxHashMap::default() }
+        TableState { rows: ShardedMap::default(), log: None, gone: FxHashMap::default() }
     }
 }
 
