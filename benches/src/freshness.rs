@@ -29,6 +29,8 @@ struct Timed {
     ages: Arc<Mutex<Vec<i64>>>,
     writes: Arc<Mutex<Vec<i64>>>,
     measuring: Arc<AtomicBool>,
+    /// `HARBOUR_BENCH_TAIL` is set: print the writes holding a fill older than 50 ms.
+    tail: bool,
 }
 
 impl EpochSink for Timed {
@@ -41,9 +43,11 @@ impl EpochSink for Timed {
         let now = now_ns();
         if self.measuring.load(Ordering::Relaxed) {
             self.writes.lock().expect("writes").push(now - started);
-            let mut ages = self.ages.lock().expect("ages");
-            ages.extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
-            if std::env::var("HARBOUR_BENCH_TAIL").is_ok() {
+            self.ages
+                .lock()
+                .expect("ages")
+                .extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
+            if self.tail {
                 let fresh = changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts);
                 let (min, max) = fresh.fold((i64::MAX, 0), |(a, b), x| (a.min(x), b.max(x)));
                 if max > 50_000_000 {
@@ -164,6 +168,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
                     ages: ch_ages,
                     writes: ch_writes,
                     measuring: measuring.clone(),
+                    tail: std::env::var_os("HARBOUR_BENCH_TAIL").is_some(),
                 }));
             }
             if which.redis() {
@@ -173,6 +178,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
                     ages: redis_ages,
                     writes: redis_writes,
                     measuring,
+                    tail: std::env::var_os("HARBOUR_BENCH_TAIL").is_some(),
                 }));
             }
             let engine = harbour::engine::EngineConfig::new(config.pipeline.epoch_events);
@@ -352,7 +358,10 @@ pub fn bench_clickhouse_sustained(fills: u64) -> anyhow::Result<()> {
         rows as f64 / took
     );
     let acks = acks.lock().expect("acks");
-    if let (Some((first, _)), Some((last, _))) = (acks.first(), acks.last()) {
+    // (The window ends at the last write that carried rows; none without two writes.)
+    let last = acks.iter().rposition(|(_, rows)| *rows > 0).filter(|&i| i > 0);
+    if let (Some((first, _)), Some(l)) = (acks.first(), last) {
+        let (acks, last) = (&acks[..=l], &acks[l].0);
         let window = last.duration_since(*first).as_secs_f64();
         let after: u64 = acks[1..].iter().map(|(_, r)| r).sum();
         println!(

@@ -9,6 +9,7 @@
 //! moving a 64th of the entries.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash};
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -16,22 +17,24 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 /// How many maps a [`ShardedMap`] is split into.
 pub const SHARDS: usize = 64;
 
-/// A hash map split into [`SHARDS`] [`FxHashMap`]s by bits 32–37 of a key's hash (bits neither
-/// the parts' bucket index, the low bits, nor their control bytes, the top seven, read).
+/// A hash map split into [`SHARDS`] [`FxHashMap`]s by bits 51–56 of a key's hash: bits neither
+/// the parts' bucket index (the low bits) nor their control bytes (the top seven) read, and, as
+/// `FxHasher::finish` rotates its state left by 26, the state's well-mixed middle bits 25–30
+/// (bits 32–37 were its bits 6–11, which depend on the low bits of the words hashed only: keys
+/// ending in a round number crowded into a few parts).
 #[derive(Clone, Debug)]
 pub struct ShardedMap<K, V> {
     shards: Vec<FxHashMap<K, V>>,
-    len: usize,
 }
 
 impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        ShardedMap { shards: (0..SHARDS).map(|_| FxHashMap::default()).collect(), len: 0 }
+        ShardedMap { shards: (0..SHARDS).map(|_| FxHashMap::default()).collect() }
     }
 }
 
 fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
-    ((FxBuildHasher.hash_one(key) >> 32) as usize) % SHARDS
+    ((FxBuildHasher.hash_one(key) >> 51) as usize) % SHARDS
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
@@ -42,12 +45,12 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(FxHashMap::len).sum()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.shards.iter().all(FxHashMap::is_empty)
     }
 
     /// The value of `key`.
@@ -76,9 +79,12 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 
     /// Sets `key`'s value; returns the one it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let old = self.shards[shard_of(&key)].insert(key, value);
-        self.len += usize::from(old.is_none());
-        old
+        self.shards[shard_of(&key)].insert(key, value)
+    }
+
+    /// `key`'s entry, to read, fill or change in place.
+    pub fn entry(&mut self, key: K) -> Entry<'_, K, V> {
+        self.shards[shard_of(&key)].entry(key)
     }
 
     /// Removes `key`; returns its value.
@@ -86,9 +92,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        let old = self.shards[shard_of(key)].remove(key);
-        self.len -= usize::from(old.is_some());
-        old
+        self.shards[shard_of(key)].remove(key)
     }
 
     /// Every entry, part by part.
@@ -155,13 +159,27 @@ mod tests {
         for v in m.values_mut() {
             *v += 1;
         }
+        *m.entry("E1".to_string()).or_insert(0) += 1;
+        *m.entry("new".to_string()).or_insert(0) += 5;
+        expected.push(("new".to_string(), 4)); // (the sum below adds 1 to each expected value)
+        if let Some(e) = expected.iter_mut().find(|(k, _)| k == "E1") {
+            e.1 += 1;
+        }
         assert_eq!(
             m.values().map(|v| *v as u64).sum::<u64>(),
             expected.iter().map(|(_, v)| *v as u64 + 1).sum::<u64>()
         );
-        // No part holds much more than its share (so none rehashes much more than a 64th).
+        assert_eq!(m.len(), expected.len());
+        // No part holds much more than its share (so none rehashes much more than a 64th), for
+        // names and for keys ending in round numbers (a group's minute, in nanoseconds).
         let largest = m.shards.iter().map(|s| s.len()).max().unwrap();
         assert!(largest < 2 * m.len() / SHARDS, "largest part {largest} of {}", m.len());
+        let minutes: ShardedMap<(u32, i64), ()> = (0..20_000i64)
+            .map(|i| ((i % 7) as u32, 1_700_000_000_000_000_000 + i * 60_000_000_000))
+            .map(|k| (k, ()))
+            .collect();
+        let largest = minutes.shards.iter().map(|s| s.len()).max().unwrap();
+        assert!(largest < 2 * minutes.len() / SHARDS, "largest part {largest} of {}", minutes.len());
         let copy: ShardedMap<String, u32> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(copy.len(), m.len());
     }

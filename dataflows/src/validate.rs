@@ -470,6 +470,7 @@ impl Validator {
         let mut s =
             ValidatorState { instruments: self.instruments.values().cloned().collect(), ..ValidatorState::default() };
         s.instruments.sort_unstable_by_key(|i| i.symbol);
+        s.live.reserve(self.fills.len());
         for (x, f) in self.fills.iter() {
             match f {
                 FillState::Live(f) => s.live.push(Arc::clone(f)),

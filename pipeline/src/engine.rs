@@ -31,6 +31,7 @@ use harbour_dataflows::orders::OrderFold;
 use harbour_dataflows::pnl::PositionRow;
 use harbour_dataflows::risk::book::{seeds_of, AlertRow, Limits, RiskRow, RiskSeed, VolRow};
 use harbour_dataflows::rollups::Group;
+use harbour_dataflows::sharded::ShardedMap;
 use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_dataflows::ticks::SpreadTables;
 use harbour_dataflows::validate::{
@@ -356,7 +357,7 @@ pub struct Engine<'m> {
     /// quote (kept only while changes are tracked).
     quoted: Option<FxHashMap<Symbol, u64>>,
     /// Shared with checkpoints (a snapshot takes them by reference count).
-    order_states: FxHashMap<OrderId, Arc<Order>>,
+    order_states: ShardedMap<OrderId, Arc<Order>>,
     /// Security halts, to flag fills timestamped during one ([`crate::halts`]).
     halts: crate::halts::Halts,
     state: OutputState,
@@ -440,7 +441,7 @@ impl<'m> Engine<'m> {
             spreads: config.spreads.clone(),
             mark_states: FxHashMap::default(),
             quoted: None,
-            order_states: FxHashMap::default(),
+            order_states: ShardedMap::default(),
             halts: crate::halts::Halts::default(),
             state: OutputState::default(),
             dead_letters_taken: 0,

@@ -221,7 +221,9 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
 
     /// Every row's key and version (in no particular order), for a checkpoint.
     pub fn key_versions(&self) -> Vec<(D::Key, u64)> {
-        self.rows.iter().map(|(k, b)| (k.clone(), b.1)).collect()
+        let mut v = Vec::with_capacity(self.rows.len());
+        v.extend(self.rows.iter().map(|(k, b)| (k.clone(), b.1)));
+        v
     }
 
     /// Sets the versions of rows held (rows rebuilt after a restart take the versions they
@@ -283,7 +285,9 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
 
     /// Rows with their versions, borrowed, in no particular order.
     pub fn versioned_refs(&self) -> Vec<Versioned<&D>> {
-        self.rows.values().map(|b| Versioned { row: &b.0, version: b.1 }).collect()
+        let mut v = Vec::with_capacity(self.rows.len());
+        v.extend(self.rows.values().map(|b| Versioned { row: &b.0, version: b.1 }));
+        v
     }
 
     /// Rows, sorted.

@@ -19,6 +19,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use super::pending::Pending;
+use crate::sharded::ShardedMap;
 
 /// How a key's state absorbs an update and what it shows.
 pub trait LatestFold: Clone + 'static {
@@ -57,7 +58,7 @@ where
             "LatestFold",
             move |_cap, _info| {
                 let mut pending: Pending<T, (F::Key, F::Value)> = Pending::new(1);
-                let mut states: FxHashMap<F::Key, F::State> = FxHashMap::default();
+                let mut states: ShardedMap<F::Key, F::State> = ShardedMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| pending.stash(cap, data));
                     while let Some((time, changes)) = pending.next_complete(std::slice::from_ref(frontier)) {
@@ -76,7 +77,7 @@ where
                         let cap = pending.cap_for(&time, 0);
                         let mut session = output.session(&cap);
                         for (k, old) in before {
-                            let new = fold.show(&k, &states[&k]);
+                            let new = fold.show(&k, states.get(&k).expect("a touched key has a state"));
                             if old != new {
                                 if let Some(o) = old {
                                     session.give(((k.clone(), o), time.clone(), -1));
