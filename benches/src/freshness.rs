@@ -144,6 +144,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
     let (ch_ages, redis_ages) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let (ch_writes, redis_writes) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let measuring = Arc::new(AtomicBool::new(false));
+    let tail = std::env::var_os("HARBOUR_BENCH_TAIL").is_some();
     let stop = Arc::new(AtomicBool::new(false));
     let run = KafkaRun {
         epoch_events: config.pipeline.epoch_events,
@@ -168,7 +169,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
                     ages: ch_ages,
                     writes: ch_writes,
                     measuring: measuring.clone(),
-                    tail: std::env::var_os("HARBOUR_BENCH_TAIL").is_some(),
+                    tail,
                 }));
             }
             if which.redis() {
@@ -178,7 +179,7 @@ pub fn bench_freshness(rate: u64, seconds: u64, which: Sinks) -> anyhow::Result<
                     ages: redis_ages,
                     writes: redis_writes,
                     measuring,
-                    tail: std::env::var_os("HARBOUR_BENCH_TAIL").is_some(),
+                    tail,
                 }));
             }
             let engine = harbour::engine::EngineConfig::new(config.pipeline.epoch_events);
