@@ -706,11 +706,9 @@ struct GroupState {
     max_lots: Option<(Symbol, Decimal)>,
     /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
     d: Vec<f64>,
-    /// The k-th largest scenario loss when the tails were last selected (k the 95% tail's
-    /// length), and how far any dₖ may have moved since (Σ max|r|·|Δw|): the new tail's losses
-    /// are all at least `floor − moved`, so the next selection only looks at those.
-    tail_floor: Option<f64>,
-    moved: f64,
+    /// The scenarios that can hold the tails (a few more than the tails' length), so that a
+    /// refresh selects among those instead of every scenario.
+    tail: TailCandidates,
     /// Today's d_t = Σᵢ r_{t,i}·wᵢ.
     today: f64,
     total: Decimal,
@@ -805,7 +803,15 @@ impl SectorSums {
         // quotient by an ulp or so, which shows in the 6th place only for a weight that close to
         // a half (the incremental book and a recomputation round the same way).
         let per = 1.0 / gross;
-        SectorWeights::new(names.clone(), self.sums.iter().map(|(_, _, v)| fixed(v * per, RATIO_DP)).collect())
+        let weights: Option<Arc<[i64]>> = self.sums.iter().map(|(_, _, v)| fixed_mantissa(v * per, RATIO_DP)).collect();
+        match weights {
+            Some(w) => SectorWeights::from_mantissas(names.clone(), w, RATIO_DP),
+            // (Not a share of one: a gross that does not cover its sectors' sums.)
+            None => {
+                let w: Vec<Decimal> = self.sums.iter().map(|(_, _, v)| fixed(v * per, RATIO_DP)).collect();
+                SectorWeights::new(names.clone(), &w)
+            }
+        }
     }
 }
 
@@ -913,7 +919,7 @@ pub struct RiskBook {
     index: FxHashMap<Group, usize>,
     z95: f64,
     z99: f64,
-    scratch: Vec<f64>,
+    scratch: Vec<(f64, u32)>,
     /// Per group index: its place in its shard's work of the current apply (written for the
     /// touched groups only, which are the only ones read).
     rank: Vec<u32>,
@@ -941,25 +947,26 @@ pub struct RiskInput {
 /// `x` to `dp` decimal places (at most 9), rounded half away from zero in f64 (exact while the
 /// scaled value is below 2^53).
 fn fixed(x: f64, dp: u32) -> Decimal {
+    match fixed_mantissa(x, dp) {
+        Some(m) => Decimal::new(m, dp),
+        None => Decimal::from_f64(x).unwrap_or_default().round_dp(dp),
+    }
+}
+
+/// [`fixed`]'s mantissa (at `dp` places), while the scaled value is below 9·10¹⁵ (`None` past it,
+/// and for infinities and NaN).
+fn fixed_mantissa(x: f64, dp: u32) -> Option<i64> {
     const SCALE: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
     let v = x * SCALE[dp as usize];
     if v.is_finite() && v.abs() < 9.0e15 {
         // `f64::round` without the libm call (no SSE4.1 in the baseline target): the fraction
         // v − trunc(v) is exact at these magnitudes.
+        // Branchless: the fraction's side is a coin toss.
         let i = v as i64;
         let f = v - i as f64;
-        Decimal::new(
-            if f >= 0.5 {
-                i + 1
-            } else if f <= -0.5 {
-                i - 1
-            } else {
-                i
-            },
-            dp,
-        )
+        Some(i + i64::from(f >= 0.5) - i64::from(f <= -0.5))
     } else {
-        Decimal::from_f64(x).unwrap_or_default().round_dp(dp)
+        None
     }
 }
 
@@ -1287,12 +1294,12 @@ impl RiskBook {
             if dw != 0.0 {
                 if st.d.len() != r.len() {
                     st.d.resize(r.len(), 0.0);
-                    st.tail_floor = None;
+                    st.tail.reset();
                 }
                 for (d, rk) in st.d.iter_mut().zip(r.iter()) {
                     *d += rk * dw;
                 }
-                st.moved += max_abs * dw.abs();
+                st.tail.moved += max_abs * dw.abs();
             }
         }
         st.today += new.today - old.today;
@@ -1391,6 +1398,15 @@ impl RiskBook {
 /// Touched groups fan out over threads past this many per thread (handing a shard to the pool and
 /// learning it is done costs tens of µs).
 const PARALLEL_GROUPS: usize = 128;
+
+/// `x · r` for a row's multiplicity `r` (a negation for a retraction, no multiplication).
+fn times(x: Decimal, r: isize) -> Decimal {
+    match r {
+        1 => x,
+        -1 => -x,
+        r => x * Decimal::from(r),
+    }
+}
 
 /// One (group, symbol)'s position changes of the time, netted (none: a name to re-file).
 #[derive(Default)]
@@ -1531,7 +1547,7 @@ fn merge(out: &mut RiskChanges, p: RiskChanges) {
 
 impl Ctx<'_> {
     /// Runs one shard: its names take their changes, then its groups are refreshed.
-    fn run(&self, (shard, holdings, refile, work): Job, scratch: &mut Vec<f64>) -> RiskChanges {
+    fn run(&self, (shard, holdings, refile, work): Job, scratch: &mut Vec<(f64, u32)>) -> RiskChanges {
         // Each (group, symbol)'s change of the time: netted position changes, or none (a name to
         // re-file because its instrument changed); found by its slot in `deltas`.
         let mut slots: FxHashMap<(u32, Symbol), u32> = FxHashMap::default();
@@ -1550,8 +1566,41 @@ impl Ctx<'_> {
         // the next row's too (a position's retraction and insertion are adjacent, and a mark's
         // rows all name its symbol, so the desk's is the same throughout), found without a hash.
         let mut last: [Option<((u32, Symbol), u32)>; 3] = [None; 3];
-        for ((row, r), groups) in self.positions.iter().zip(self.row_groups) {
-            let r = *r;
+        let rows = self.positions;
+        let mut i = 0;
+        while i < rows.len() {
+            let (row, groups) = (&rows[i].0, &self.row_groups[i]);
+            // A position's retraction and insertion (adjacent: same groups, same symbol) are
+            // netted first, so that each of its groups takes one decimal addition per sum.
+            let start = i;
+            i += 1;
+            while i < rows.len() && self.row_groups[i] == *groups && rows[i].0.key.symbol == row.key.symbol {
+                i += 1;
+            }
+            if groups.iter().all(|&g| self.shard_of[g as usize] as usize != shard) {
+                continue;
+            }
+            let r = rows[start].1;
+            let mut change = Delta {
+                from_positions: true,
+                positions: r as i64,
+                qty: row.qty * r as i64,
+                mv: times(row.market_value, r),
+                total: times(row.total, r),
+                ts: if r > 0 { row.last_fill_ts } else { 0 },
+            };
+            for (row, r) in &rows[start + 1..i] {
+                change.positions += *r as i64;
+                change.qty += row.qty * *r as i64;
+                match *r {
+                    1 => (change.mv += row.market_value, change.total += row.total),
+                    -1 => (change.mv -= row.market_value, change.total -= row.total),
+                    r => (change.mv += times(row.market_value, r), change.total += times(row.total, r)),
+                };
+                if *r > 0 {
+                    change.ts = change.ts.max(row.last_fill_ts);
+                }
+            }
             for (j, &g) in groups.iter().enumerate() {
                 if self.shard_of[g as usize] as usize != shard {
                     continue;
@@ -1567,25 +1616,11 @@ impl Ctx<'_> {
                 };
                 let d = &mut deltas[i as usize].1;
                 d.from_positions = true;
-                d.positions += r as i64;
-                d.qty += row.qty * r as i64;
-                match r {
-                    1 => {
-                        d.mv += row.market_value;
-                        d.total += row.total;
-                    }
-                    -1 => {
-                        d.mv -= row.market_value;
-                        d.total -= row.total;
-                    }
-                    r => {
-                        d.mv += row.market_value * Decimal::from(r);
-                        d.total += row.total * Decimal::from(r);
-                    }
-                }
-                if r > 0 {
-                    d.ts = d.ts.max(row.last_fill_ts);
-                }
+                d.positions += change.positions;
+                d.qty += change.qty;
+                d.mv += change.mv;
+                d.total += change.total;
+                d.ts = d.ts.max(change.ts);
             }
         }
         // Each group's changes together and in symbol order (so the float sums do not depend on
@@ -1636,7 +1671,7 @@ impl Ctx<'_> {
         g: &Group,
         changes: impl Iterator<Item = (Symbol, Delta)>,
         st: &mut GroupState,
-        scratch: &mut Vec<f64>,
+        scratch: &mut Vec<(f64, u32)>,
         out: &mut RiskChanges,
     ) {
         let (mut total, mut ts) = (Decimal::ZERO, 0);
@@ -1699,13 +1734,7 @@ impl Ctx<'_> {
         // A group keeps its row once it has one, even when its positions are all gone (busted):
         // its drawdown history and limit states live on (and are checkpointed from the row).
         st.largest.find(|| sizes(names_of(holdings, gi, &st.held_symbols)));
-        let tails = if st.d.is_empty() {
-            (0.0, 0.0, 0.0, 0.0)
-        } else {
-            let (t, floor) = tails(&st.d, st.tail_floor, st.moved, scratch);
-            (st.tail_floor, st.moved) = (Some(floor), 0.0);
-            t
-        };
+        let tails = if st.d.is_empty() { (0.0, 0.0, 0.0, 0.0) } else { st.tail.tails(&st.d, scratch) };
         let row = self.row_of(holdings, gi, g, st, tails);
         RiskBook::judge(&self.config.limits, st, &row, holdings, gi, &mut out.alerts);
         // (The fields a change moves most often first: a refresh changes most rows, and the
@@ -1923,48 +1952,98 @@ fn weighted_squares(a: &[f64], d: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
-/// Historical VaR and expected shortfall at 95% and 99% of the losses −dₖ of scenario P&Ls `d`:
-/// the k-th largest loss and the mean of the k largest, k = ⌈n(1−c)⌉; with the k-th largest loss
-/// of the longer tail, the next call's `floor`.
+/// The scenarios whose losses −dₖ can be among a group's tails: the m largest (about twice the
+/// tails' length) when every scenario was last looked at, the smallest of them `cut`, and how far
+/// any dₖ may have moved since (`moved`, Σ max|r|·|Δw| over the changes).
 ///
-/// With `floor` (that k-th largest loss before the dₖ moved by at most `moved` each), the
-/// selection runs over the losses of at least `floor − moved` only (about k of the n). Any such
-/// threshold set holds the k largest losses whenever it has k members, so the result is exact
-/// whatever the bound; the bound (with a little slack for the rounding of the moves) only makes
-/// sure the set is large enough, and a set too small falls back to every loss.
-fn tails(d: &[f64], floor: Option<f64>, moved: f64, scratch: &mut Vec<f64>) -> ((f64, f64, f64, f64), f64) {
-    let n = d.len();
-    let k = tail_len(n, 0.95).max(tail_len(n, 0.99));
-    scratch.clear();
-    if let Some(f) = floor {
-        let cut = f - moved - 1e-9 * (f.abs() + moved + 1.0);
-        // Branchless: every loss is written, and the end moves past those that pass (which are
-        // few and scattered, so a branch per loss would mispredict often).
-        scratch.resize(n, 0.0);
-        let mut len = 0;
-        for x in d {
-            scratch[len] = -x;
-            len += usize::from(-x >= cut);
-        }
-        scratch.truncate(if len < k { 0 } else { len });
-    }
-    if scratch.is_empty() {
-        scratch.extend(d.iter().map(|x| -x));
-    }
-    select_tails(scratch, n)
+/// A scenario left out had a loss of at most `cut` then, so at most `cut + moved` now. While the
+/// k-th largest loss among the candidates (k the longer tail's length) is above that, no
+/// scenario left out can be among the k largest, and the tails taken from the candidates are
+/// exactly those of every scenario (the same values, summed in the same order, largest first).
+/// A refresh then reads a few dozen dₖ instead of all of them, and sorts them from the order they
+/// had at the last refresh (a few small moves leave them nearly sorted: an insertion sort is a
+/// pass); the candidates are chosen again, from every scenario, once the moves add up past the
+/// gap between the tail and the cut.
+#[derive(Clone, Debug, Default)]
+struct TailCandidates {
+    /// Candidate scenarios, by their losses at the last refresh (largest first); empty: none
+    /// chosen yet.
+    idx: Vec<u32>,
+    cut: f64,
+    moved: f64,
 }
 
-/// [`tails`] over `losses` (reordered in place), a subset of `n` losses that holds their tail.
-fn select_tails(losses: &mut [f64], n: usize) -> ((f64, f64, f64, f64), f64) {
-    let (k95, k99) = (tail_len(n, 0.95), tail_len(n, 0.99));
-    let k = k95.max(k99);
-    if k < losses.len() {
-        losses.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+impl TailCandidates {
+    /// Forgets the candidates (the next selection looks at every scenario).
+    fn reset(&mut self) {
+        self.idx.clear();
+        self.moved = 0.0;
     }
-    let top = &mut losses[..k];
-    top.sort_unstable_by(|a, b| b.total_cmp(a));
-    let mean = |m: usize| top[..m].iter().sum::<f64>() / m as f64;
-    ((top[k95 - 1], mean(k95), top[k99 - 1], mean(k99)), top[k - 1])
+
+    /// Historical VaR and expected shortfall at 95% and 99% of the losses −dₖ of scenario P&Ls
+    /// `d`: the k-th largest loss and the mean of the k largest, k = ⌈n(1−c)⌉ (the means summed
+    /// largest first, as [`select_tails`] gives them over every loss).
+    fn tails(&mut self, d: &[f64], scratch: &mut Vec<(f64, u32)>) -> (f64, f64, f64, f64) {
+        let n = d.len();
+        let k = tail_len(n, 0.95).max(tail_len(n, 0.99));
+        if self.idx.len() >= k {
+            scratch.clear();
+            scratch.extend(self.idx.iter().map(|&i| (-d[i as usize], i)));
+            insertion_sort_desc(scratch);
+            for (i, &(_, s)) in self.idx.iter_mut().zip(scratch.iter()) {
+                *i = s;
+            }
+            // (With a little slack for the rounding of the moves.)
+            let bound = self.cut + self.moved + 1e-9 * (self.cut.abs() + self.moved + 1.0);
+            if scratch[k - 1].0 >= bound || self.idx.len() == n {
+                return sorted_tails(scratch, n);
+            }
+        }
+        // Every scenario: the candidates are the m largest losses.
+        let m = (2 * k + 8).min(n);
+        scratch.clear();
+        scratch.extend(d.iter().enumerate().map(|(i, x)| (-x, i as u32)));
+        if m < n {
+            scratch.select_nth_unstable_by(m - 1, |a, b| b.0.total_cmp(&a.0));
+            scratch.truncate(m);
+        }
+        scratch.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        self.idx.clear();
+        self.idx.extend(scratch.iter().map(|&(_, i)| i));
+        self.cut = if m < n { scratch[m - 1].0 } else { f64::NEG_INFINITY };
+        self.moved = 0.0;
+        sorted_tails(scratch, n)
+    }
+}
+
+/// Sorts `v` by its losses, largest first: a pass when it is nearly so already.
+fn insertion_sort_desc(v: &mut [(f64, u32)]) {
+    for i in 1..v.len() {
+        let x = v[i];
+        let mut j = i;
+        while j > 0 && v[j - 1].0.total_cmp(&x.0).is_lt() {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = x;
+    }
+}
+
+/// The tails of `n` losses from the largest of them, sorted (largest first; at least the longer
+/// tail's length of them).
+fn sorted_tails(top: &[(f64, u32)], n: usize) -> (f64, f64, f64, f64) {
+    let (k95, k99) = (tail_len(n, 0.95), tail_len(n, 0.99));
+    let mean = |m: usize| top[..m].iter().map(|x| x.0).sum::<f64>() / m as f64;
+    (top[k95 - 1].0, mean(k95), top[k99 - 1].0, mean(k99))
+}
+
+/// The tails of every loss in `losses` (reordered), as [`TailCandidates::tails`] gives them:
+/// for tests.
+#[cfg(test)]
+fn select_tails(losses: &mut [f64], n: usize) -> (f64, f64, f64, f64) {
+    losses.sort_unstable_by(|a, b| b.total_cmp(a));
+    let top: Vec<(f64, u32)> = losses.iter().map(|&x| (x, 0)).collect();
+    sorted_tails(&top, n)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smol_str::SmolStr;
@@ -21,28 +22,60 @@ pub struct Concentration<K> {
 }
 
 /// A group's weight per sector (`None`: instruments without a sector), in the order of the
-/// sectors' names: a list of `(sector, weight)` pairs, equal, ordered, hashed and serialized as
-/// one. The names are shared between the rows a group shows (they change only when the group's
-/// set of sectors does), so a row costs its weights alone.
+/// sectors' names: a list of `(sector, weight)` pairs, ordered and serialized as one. The names
+/// are shared between the rows a group shows (they change only when the group's set of sectors
+/// does), so a row costs its weights alone; and the weights are kept as integers at one scale
+/// (a row's are all to the same places), so that making, comparing and hashing a row's weights
+/// handles no decimal (building a dozen decimals for each row cost a tenth of a risk refresh).
 #[derive(Clone, Debug, Default)]
 pub struct SectorWeights {
     names: Arc<[Option<SmolStr>]>,
-    weights: Arc<[Decimal]>,
+    /// Each weight as its mantissa at `scale` places.
+    weights: Arc<[i64]>,
+    scale: u32,
 }
 
 impl SectorWeights {
     /// `weights[i]` is the weight of `names[i]`; `names` sorted and distinct, as each sector once.
+    /// The weights are kept at the largest scale among them (fewer places where that would not
+    /// fit: weights are shares of one, so only a weight past 9·10¹⁸ at any scale is rounded).
     ///
     /// # Panics
     /// When the lengths differ.
-    pub fn new(names: Arc<[Option<SmolStr>]>, weights: Arc<[Decimal]>) -> SectorWeights {
+    pub fn new(names: Arc<[Option<SmolStr>]>, weights: &[Decimal]) -> SectorWeights {
         assert_eq!(names.len(), weights.len(), "a weight per sector");
-        SectorWeights { names, weights }
+        let mut scale = weights.iter().map(|w| w.scale()).max().unwrap_or(0);
+        loop {
+            let fit: Option<Vec<i64>> = weights.iter().map(|w| mantissa_at(*w, scale)).collect();
+            if let Some(fit) = fit {
+                return SectorWeights { names, weights: fit.into(), scale };
+            }
+            if scale == 0 {
+                // Past i64 even as whole numbers: saturated (no share of one comes near).
+                let w = weights
+                    .iter()
+                    .map(|w| w.round().to_i64().unwrap_or(if w.is_sign_negative() { i64::MIN } else { i64::MAX }));
+                return SectorWeights { names, weights: w.collect(), scale };
+            }
+            scale -= 1;
+        }
+    }
+
+    /// `weights[i]` (the mantissa at `scale` places) is the weight of `names[i]`; `names` sorted
+    /// and distinct, as each sector once.
+    ///
+    /// # Panics
+    /// When the lengths differ or `scale` is past a decimal's 28 places.
+    pub fn from_mantissas(names: Arc<[Option<SmolStr>]>, weights: Arc<[i64]>, scale: u32) -> SectorWeights {
+        assert_eq!(names.len(), weights.len(), "a weight per sector");
+        assert!(scale <= Decimal::MAX_SCALE, "a decimal's scale");
+        SectorWeights { names, weights, scale }
     }
 
     /// Each sector with its weight.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Option<SmolStr>, Decimal)> + '_ {
-        self.names.iter().zip(self.weights.iter().copied())
+        let scale = self.scale;
+        self.names.iter().zip(self.weights.iter().map(move |&m| Decimal::new(m, scale)))
     }
 
     /// The number of sectors.
@@ -61,16 +94,29 @@ impl SectorWeights {
     }
 }
 
+/// `w`'s mantissa at `scale` places (at least its own), when it fits an i64.
+fn mantissa_at(w: Decimal, scale: u32) -> Option<i64> {
+    let m = if scale >= w.scale() {
+        w.mantissa().checked_mul(10i128.checked_pow(scale - w.scale())?)?
+    } else {
+        let r = w.round_dp(scale);
+        r.mantissa().checked_mul(10i128.checked_pow(scale - r.scale())?)?
+    };
+    i64::try_from(m).ok()
+}
+
 impl FromIterator<(Option<SmolStr>, Decimal)> for SectorWeights {
     fn from_iter<I: IntoIterator<Item = (Option<SmolStr>, Decimal)>>(pairs: I) -> Self {
         let (names, weights): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-        SectorWeights::new(names.into(), weights.into())
+        SectorWeights::new(names.into(), &weights)
     }
 }
 
 impl PartialEq for SectorWeights {
     fn eq(&self, other: &Self) -> bool {
-        self.weights == other.weights && (Arc::ptr_eq(&self.names, &other.names) || self.names == other.names)
+        self.scale == other.scale
+            && self.weights == other.weights
+            && (Arc::ptr_eq(&self.names, &other.names) || self.names == other.names)
     }
 }
 
@@ -83,9 +129,16 @@ impl PartialOrd for SectorWeights {
 }
 
 impl Ord for SectorWeights {
-    /// As the lists of pairs compare.
+    /// As the lists of pairs compare (then by scale: equal values to other places differ).
     fn cmp(&self, other: &Self) -> Ordering {
-        self.iter().cmp(other.iter())
+        let same_names = Arc::ptr_eq(&self.names, &other.names) || self.names == other.names;
+        let pairs = if same_names && self.scale == other.scale {
+            // The pairs then differ at the first weight that does.
+            self.weights.cmp(&other.weights)
+        } else {
+            self.iter().cmp(other.iter())
+        };
+        pairs.then(self.scale.cmp(&other.scale))
     }
 }
 
@@ -93,6 +146,7 @@ impl Hash for SectorWeights {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.names.hash(state);
         self.weights.hash(state);
+        self.scale.hash(state);
     }
 }
 
@@ -172,7 +226,7 @@ mod tests {
         let (wa, wb, wc): (SectorWeights, SectorWeights, SectorWeights) =
             (a.iter().cloned().collect(), b.iter().cloned().collect(), c.iter().cloned().collect());
         // Shared names with other weights, separately built equal names.
-        let shared = SectorWeights::new(wa.names.clone(), [dec!(0.2), dec!(0.7)].into());
+        let shared = SectorWeights::new(wa.names.clone(), &[dec!(0.2), dec!(0.7)]);
         assert_eq!(shared, wb);
         assert_ne!(wa, wb);
         assert_eq!(wa.cmp(&wb), a.cmp(&b));
@@ -184,5 +238,16 @@ mod tests {
         assert_eq!(bytes, rmp_serde::to_vec(&a).unwrap());
         assert_eq!(rmp_serde::from_slice::<SectorWeights>(&bytes).unwrap(), wa);
         assert!(SectorWeights::default().is_empty() && wa.len() == 2);
+        // Kept at one scale: the largest, or fewer places where a mantissa would not fit.
+        let mixed = SectorWeights::new(wa.names.clone(), &[dec!(0.2), dec!(0.75)]);
+        assert_eq!(mixed, SectorWeights::from_mantissas(wa.names.clone(), [20, 75].into(), 2));
+        assert_eq!(mixed.to_vec()[0].1.to_string(), "0.20");
+        let wide = SectorWeights::new(c.iter().map(|p| p.0.clone()).collect(), &[dec!(123456789012.1234567890)]);
+        assert_eq!(wide.to_vec()[0].1, dec!(123456789012.1234568));
+        // Equal values to other places are other lists (ordered after the fewer places).
+        let six = SectorWeights::new(wa.names.clone(), &[dec!(0.200000), dec!(0.750000)]);
+        assert_ne!(six, mixed);
+        assert_eq!(mixed.cmp(&six), Ordering::Less);
+        assert_eq!(six.cmp(&wa), Ordering::Less);
     }
 }

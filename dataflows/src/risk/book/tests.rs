@@ -660,35 +660,67 @@ fn many_groups_on_several_threads_equal_one_thread() {
 }
 
 proptest! {
-    /// Selecting the tails from the losses past `floor − moved` gives exactly what selecting
-    /// from every loss gives, after any moves within the bound (ties at the floor included).
+    /// The tails selected from the candidates equal those selected from every loss, after any
+    /// moves within the bound (ties included), over several refreshes: whether the candidates
+    /// still hold the tails or are chosen again.
     #[test]
-    fn bounded_tail_selection_equals_full_selection(
+    fn tails_from_the_candidates_equal_tails_from_every_scenario(
         start in prop::collection::vec(-50i32..50, 20..300),
-        moves in prop::collection::vec((0usize..300, -1.0f64..1.0), 1..6),
+        steps in prop::collection::vec(prop::collection::vec((0usize..300, -1.0f64..1.0), 0..4), 1..8),
         tied in any::<bool>(),
+        scale in prop::sample::select(vec![0.01, 1.0, 300.0]),
     ) {
         // Whole values (many ties) or spread ones.
         let mut d: Vec<f64> = start.iter().map(|x| if tied { *x as f64 } else { *x as f64 * 1.37 + 0.001 * *x as f64 * *x as f64 }).collect();
         let mut scratch = Vec::new();
-        let (_, floor) = tails(&d, None, 0.0, &mut scratch);
-        // Each move scales one "name" with returns r (|r| ≤ 0.05) by Δw: every dₖ moves by rₖ·Δw.
-        let mut moved = 0.0;
-        for (seed, dw) in moves {
-            let r: Vec<f64> = (0..d.len()).map(|k| (((k * 31 + seed * 17) % 101) as f64 - 50.0) / 1000.0).collect();
-            let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            let dw = dw * 300.0;
-            for (x, rk) in d.iter_mut().zip(&r) {
-                *x += rk * dw;
+        let full = |d: &[f64]| {
+            let mut all: Vec<f64> = d.iter().map(|x| -x).collect();
+            select_tails(&mut all, d.len())
+        };
+        let mut tail = TailCandidates::default();
+        prop_assert_eq!(tail.tails(&d, &mut scratch), full(&d));
+        prop_assert!(!tail.idx.is_empty());
+        for moves in steps {
+            // Each move scales one "name" with returns r (|r| ≤ 0.05) by Δw: every dₖ moves by
+            // rₖ·Δw, and the bound by max|r|·|Δw|.
+            for (seed, dw) in moves {
+                let r: Vec<f64> = (0..d.len()).map(|k| (((k * 31 + seed * 17) % 101) as f64 - 50.0) / 1000.0).collect();
+                let max_abs = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                let dw = dw * scale;
+                for (x, rk) in d.iter_mut().zip(&r) {
+                    *x += rk * dw;
+                }
+                tail.moved += max_abs * dw.abs();
             }
-            moved += max_abs * dw.abs();
+            prop_assert_eq!(tail.tails(&d, &mut scratch), full(&d));
         }
-        let bounded = tails(&d, Some(floor), moved, &mut scratch);
-        let full = tails(&d, None, 0.0, &mut scratch);
-        prop_assert_eq!(bounded, full);
-        // And with nothing moved (a group judged again, unchanged).
-        prop_assert_eq!(tails(&d, Some(full.1), 0.0, &mut scratch), full);
     }
+}
+
+/// Small moves keep the candidates (the refresh reads a few dozen scenarios); moves that add up
+/// past the gap between the tail and the cut make it look at every scenario again.
+#[test]
+fn the_tail_candidates_are_kept_until_the_moves_add_up() {
+    let mut d: Vec<f64> = (0..250).map(|k| ((k * 37) % 250) as f64 - 125.0).collect();
+    let mut scratch = Vec::new();
+    let mut tail = TailCandidates::default();
+    tail.tails(&d, &mut scratch);
+    // k = 13 of 250, 34 candidates: losses 125 down to 92, cut at 92.
+    assert_eq!((tail.idx.len(), tail.cut), (34, 92.0));
+    assert_eq!(tail.idx[..2], [0, 223], "largest first: d = -125, -124");
+    for step in 1..=10 {
+        d[step * 7] -= 0.5;
+        tail.moved += 0.5;
+        let mut all: Vec<f64> = d.iter().map(|x| -x).collect();
+        assert_eq!(tail.tails(&d, &mut scratch), select_tails(&mut all, 250));
+        assert_eq!((tail.cut, tail.moved), (92.0, 0.5 * step as f64), "kept at step {step}");
+    }
+    // The 13th largest loss is 113; the cut and the moves pass it.
+    d[3] -= 20.0;
+    tail.moved += 20.0;
+    let mut all: Vec<f64> = d.iter().map(|x| -x).collect();
+    assert_eq!(tail.tails(&d, &mut scratch), select_tails(&mut all, 250));
+    assert_eq!(tail.moved, 0.0, "chosen again");
 }
 
 /// Twelve symbols (more than a group's [`Largest`] list holds), ten of them with sixty past days
