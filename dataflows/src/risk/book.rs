@@ -706,6 +706,8 @@ struct GroupState {
     max_lots: Option<(Symbol, Decimal)>,
     /// Scenario P&Ls dₖ = Σᵢ r_{k,i}·wᵢ over the history.
     d: Vec<f64>,
+    /// Σₖ aₖ·dₖ² of `d` as it is, when summed as `d` last moved (None: not yet).
+    squares: Option<f64>,
     /// The scenarios that can hold the tails (a few more than the tails' length), so that a
     /// refresh selects among those instead of every scenario.
     tail: TailCandidates,
@@ -1256,6 +1258,7 @@ impl RiskBook {
         old: &Added,
         new: &Added,
         history: &History,
+        weights: &[f64],
         sectors: &[Option<SmolStr>],
     ) {
         if old.mv != new.mv || old.sector != new.sector {
@@ -1296,9 +1299,7 @@ impl RiskBook {
                     st.d.resize(r.len(), 0.0);
                     st.tail.reset();
                 }
-                for (d, rk) in st.d.iter_mut().zip(r.iter()) {
-                    *d += rk * dw;
-                }
+                st.squares = move_scenarios(&mut st.d, r, dw, weights);
                 st.tail.moved += max_abs * dw.abs();
             }
         }
@@ -1699,7 +1700,7 @@ impl Ctx<'_> {
             if created {
                 st.held_symbols.insert(s);
             }
-            RiskBook::refile(st, s, &old, &new, &self.config.history, self.sector_names);
+            RiskBook::refile(st, s, &old, &new, &self.config.history, self.weights, self.sector_names);
             if contributors && new.w != old.w {
                 // After the dₖ moved by r_{k,s}·Δw: every held uₜ moves by C(t, s)·Δw.
                 self.track(st, s, new.w - old.w, new.w, &mut changed);
@@ -1823,7 +1824,8 @@ impl Ctx<'_> {
                 (1.0 - lambda) * st.today * st.today
             }
         } else {
-            lambda * weighted_squares(self.weights, &st.d) + (1.0 - lambda) * st.today * st.today
+            let squares = st.squares.unwrap_or_else(|| weighted_squares(self.weights, &st.d));
+            lambda * squares + (1.0 - lambda) * st.today * st.today
         };
         let sigma = variance.max(0.0).sqrt();
         let h = cfg.horizon_days.max(0.0).sqrt();
@@ -1950,6 +1952,33 @@ fn weighted_squares(a: &[f64], d: &[f64]) -> f64 {
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+}
+
+/// Moves the scenario P&Ls `d` by `r·dw` and gives Σₖ aₖ·dₖ² of the result, summed exactly as
+/// [`weighted_squares`] sums it (in the same pass: `d` is read once per change); None when `a`
+/// and `d` differ in length.
+fn move_scenarios(d: &mut [f64], r: &[f64], dw: f64, a: &[f64]) -> Option<f64> {
+    if a.len() != d.len() || r.len() != d.len() {
+        for (d, rk) in d.iter_mut().zip(r.iter()) {
+            *d += rk * dw;
+        }
+        return None;
+    }
+    let mut acc = [0.0f64; 4];
+    let (mut dc, rc, ac) = (d.chunks_exact_mut(4), r.chunks_exact(4), a.chunks_exact(4));
+    let (r_rest, a_rest) = (rc.remainder(), ac.remainder());
+    for ((d, r), a) in (&mut dc).zip(rc).zip(ac) {
+        for i in 0..4 {
+            d[i] += r[i] * dw;
+            acc[i] += a[i] * d[i] * d[i];
+        }
+    }
+    let d_rest = dc.into_remainder();
+    for (d, rk) in d_rest.iter_mut().zip(r_rest) {
+        *d += rk * dw;
+    }
+    let rest: f64 = a_rest.iter().zip(d_rest.iter()).map(|(a, d)| a * d * d).sum();
+    Some((acc[0] + acc[1]) + (acc[2] + acc[3]) + rest)
 }
 
 /// The scenarios whose losses −dₖ can be among a group's tails: the m largest (about twice the

@@ -697,6 +697,30 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Moving the scenarios and summing their squares in one pass gives the same bits as moving
+    /// them and then summing apart.
+    #[test]
+    fn moving_the_scenarios_sums_their_squares_as_apart(
+        d in prop::collection::vec(-1e7f64..1e7, 0..40),
+        seed in 0usize..1000,
+        dw in -1e6f64..1e6,
+    ) {
+        let n = d.len();
+        let r: Vec<f64> = (0..n).map(|k| (((k * 31 + seed * 17) % 101) as f64 - 50.0) / 1000.0).collect();
+        let a: Vec<f64> = (0..n).map(|k| 0.94f64.powi(k as i32) * 0.06).collect();
+        let (mut fused, mut apart) = (d.clone(), d);
+        let squares = move_scenarios(&mut fused, &r, dw, &a);
+        for (x, rk) in apart.iter_mut().zip(&r) {
+            *x += rk * dw;
+        }
+        prop_assert_eq!(&fused, &apart);
+        prop_assert_eq!(squares.map(f64::to_bits), Some(weighted_squares(&a, &apart).to_bits()));
+        // Weights of another length: moved all the same, no sum.
+        prop_assert_eq!(move_scenarios(&mut fused, &r, dw, &a[..n.saturating_sub(1)]), if n == 0 { Some(0.0) } else { None });
+    }
+}
+
 /// Small moves keep the candidates (the refresh reads a few dozen scenarios); moves that add up
 /// past the gap between the tail and the cut make it look at every scenario again.
 #[test]
