@@ -25,7 +25,7 @@ warn_unjournaled() {
   local dev fstype
   read -r dev fstype < <(findmnt -no SOURCE,FSTYPE -T "$1" 2>/dev/null) || true
   if [ "${fstype:-}" = ext4 ] && [ -b "${dev:-}" ] && [ -d /proc/fs ] \
-    && ! ls /proc/fs/jbd2 2>/dev/null | grep -q "^$(basename "$(readlink -f "$dev")")-"; then
+    && ! compgen -G "/proc/fs/jbd2/$(basename "$(readlink -f "$dev")")-*" >/dev/null; then
     echo "deploy/clickhouse.sh: $1 is on ext4 without a journal ($dev): ClickHouse inserts slow down there after deletions; set TMPDIR to another file system to benchmark" >&2
   fi
 }

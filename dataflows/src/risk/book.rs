@@ -1300,7 +1300,7 @@ impl RiskBook {
                     st.tail.reset();
                 }
                 st.squares = move_scenarios(&mut st.d, r, dw, weights);
-                st.tail.moved += max_abs * dw.abs();
+                st.tail.move_by(max_abs * dw.abs());
             }
         }
         st.today += new.today - old.today;
@@ -2000,18 +2000,26 @@ struct TailCandidates {
     idx: Vec<u32>,
     cut: f64,
     moved: f64,
+    /// Moves added to `moved` since the candidates were chosen (each can round dₖ by an ulp).
+    moves: u32,
 }
 
 impl TailCandidates {
     /// Forgets the candidates (the next selection looks at every scenario).
     fn reset(&mut self) {
         self.idx.clear();
-        self.moved = 0.0;
+        (self.moved, self.moves) = (0.0, 0);
+    }
+
+    /// Every dₖ moved by at most `x`.
+    fn move_by(&mut self, x: f64) {
+        self.moved += x;
+        self.moves = self.moves.saturating_add(1);
     }
 
     /// Historical VaR and expected shortfall at 95% and 99% of the losses −dₖ of scenario P&Ls
     /// `d`: the k-th largest loss and the mean of the k largest, k = ⌈n(1−c)⌉ (the means summed
-    /// largest first, as [`select_tails`] gives them over every loss).
+    /// largest first, as a selection over every loss gives them).
     fn tails(&mut self, d: &[f64], scratch: &mut Vec<(f64, u32)>) -> (f64, f64, f64, f64) {
         let n = d.len();
         let k = tail_len(n, 0.95).max(tail_len(n, 0.99));
@@ -2022,8 +2030,11 @@ impl TailCandidates {
             for (i, &(_, s)) in self.idx.iter_mut().zip(scratch.iter()) {
                 *i = s;
             }
-            // (With a little slack for the rounding of the moves.)
-            let bound = self.cut + self.moved + 1e-9 * (self.cut.abs() + self.moved + 1.0);
+            // With slack for the rounding of the moves: each rounds a dₖ (and `moved`) by
+            // about an ulp of their size.
+            let size = self.cut.abs() + self.moved;
+            let slack = 1e-9 * (size + 1.0) + 4.0 * f64::EPSILON * size * f64::from(self.moves);
+            let bound = self.cut + self.moved + slack;
             if scratch[k - 1].0 >= bound || self.idx.len() == n {
                 return sorted_tails(scratch, n);
             }
@@ -2040,7 +2051,7 @@ impl TailCandidates {
         self.idx.clear();
         self.idx.extend(scratch.iter().map(|&(_, i)| i));
         self.cut = if m < n { scratch[m - 1].0 } else { f64::NEG_INFINITY };
-        self.moved = 0.0;
+        (self.moved, self.moves) = (0.0, 0);
         sorted_tails(scratch, n)
     }
 }

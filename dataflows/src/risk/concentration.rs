@@ -37,8 +37,9 @@ pub struct SectorWeights {
 
 impl SectorWeights {
     /// `weights[i]` is the weight of `names[i]`; `names` sorted and distinct, as each sector once.
-    /// The weights are kept at the largest scale among them (fewer places where that would not
-    /// fit: weights are shares of one, so only a weight past 9·10¹⁸ at any scale is rounded).
+    /// The weights are kept at the largest scale among them, or at the most places at which
+    /// every mantissa fits an i64 (rounded half to even there: a share of one at more than 18
+    /// places, or a weight past 9·10¹⁸ at any scale; the book's weights have 6 places).
     ///
     /// # Panics
     /// When the lengths differ.
@@ -69,6 +70,8 @@ impl SectorWeights {
     pub fn from_mantissas(names: Arc<[Option<SmolStr>]>, weights: Arc<[i64]>, scale: u32) -> SectorWeights {
         assert_eq!(names.len(), weights.len(), "a weight per sector");
         assert!(scale <= Decimal::MAX_SCALE, "a decimal's scale");
+        // (No weights: the empty list, whatever the scale.)
+        let scale = if weights.is_empty() { 0 } else { scale };
         SectorWeights { names, weights, scale }
     }
 
@@ -238,6 +241,7 @@ mod tests {
         assert_eq!(bytes, rmp_serde::to_vec(&a).unwrap());
         assert_eq!(rmp_serde::from_slice::<SectorWeights>(&bytes).unwrap(), wa);
         assert!(SectorWeights::default().is_empty() && wa.len() == 2);
+        assert_eq!(SectorWeights::from_mantissas(Arc::new([]), Arc::new([]), 6), SectorWeights::default());
         // Kept at one scale: the largest, or fewer places where a mantissa would not fit.
         let mixed = SectorWeights::new(wa.names.clone(), &[dec!(0.2), dec!(0.75)]);
         assert_eq!(mixed, SectorWeights::from_mantissas(wa.names.clone(), [20, 75].into(), 2));

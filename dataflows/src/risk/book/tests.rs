@@ -690,7 +690,7 @@ proptest! {
                 for (x, rk) in d.iter_mut().zip(&r) {
                     *x += rk * dw;
                 }
-                tail.moved += max_abs * dw.abs();
+                tail.move_by(max_abs * dw.abs());
             }
             prop_assert_eq!(tail.tails(&d, &mut scratch), full(&d));
         }
@@ -734,14 +734,14 @@ fn the_tail_candidates_are_kept_until_the_moves_add_up() {
     assert_eq!(tail.idx[..2], [0, 223], "largest first: d = -125, -124");
     for step in 1..=10 {
         d[step * 7] -= 0.5;
-        tail.moved += 0.5;
+        tail.move_by(0.5);
         let mut all: Vec<f64> = d.iter().map(|x| -x).collect();
         assert_eq!(tail.tails(&d, &mut scratch), select_tails(&mut all, 250));
         assert_eq!((tail.cut, tail.moved), (92.0, 0.5 * step as f64), "kept at step {step}");
     }
     // The 13th largest loss is 113; the cut and the moves pass it.
     d[3] -= 20.0;
-    tail.moved += 20.0;
+    tail.move_by(20.0);
     let mut all: Vec<f64> = d.iter().map(|x| -x).collect();
     assert_eq!(tail.tails(&d, &mut scratch), select_tails(&mut all, 250));
     assert_eq!(tail.moved, 0.0, "chosen again");
