@@ -43,13 +43,10 @@ impl EpochSink for Timed {
         let now = now_ns();
         if self.measuring.load(Ordering::Relaxed) {
             self.writes.lock().expect("writes").push(now - started);
-            self.ages
-                .lock()
-                .expect("ages")
-                .extend(changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts));
+            let fresh: Vec<i64> = changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts).collect();
+            self.ages.lock().expect("ages").extend_from_slice(&fresh);
             if self.tail {
-                let fresh = changes.fills.iter().filter(|c| !c.deleted).map(|c| now - c.row.fill.ts);
-                let (min, max) = fresh.fold((i64::MAX, 0), |(a, b), x| (a.min(x), b.max(x)));
+                let (min, max) = fresh.iter().fold((i64::MAX, 0), |(a, b), &x| (a.min(x), b.max(x)));
                 if max > 50_000_000 {
                     eprintln!(
                         "tail at {} ms (wall clock, mod 100 s): epoch {epoch}, {} fills aged {:.1}-{:.1} ms, written in {:.1} ms",

@@ -16,14 +16,13 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
-
-use crate::sharded::ShardedMap;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 use crate::model::{
     Bust, Close, ExecId, Fill, Instrument, MarketEvent, Order, Quote, StatusSubject, Symbol, TradingStatus, Ts,
 };
+use crate::sharded::ShardedMap;
 use crate::ticks::SpreadTables;
 
 /// A parsed input event, before the rules that need state.

@@ -1420,6 +1420,30 @@ struct Delta {
     ts: Ts,
 }
 
+impl Delta {
+    /// A position row taken `r` times (a retraction: −1).
+    fn of_row(row: &PositionRow, r: isize) -> Delta {
+        Delta {
+            from_positions: true,
+            positions: r as i64,
+            qty: row.qty * r as i64,
+            mv: times(row.market_value, r),
+            total: times(row.total, r),
+            ts: if r > 0 { row.last_fill_ts } else { 0 },
+        }
+    }
+
+    /// Adds the position changes of `o`.
+    fn absorb(&mut self, o: &Delta) {
+        self.from_positions |= o.from_positions;
+        self.positions += o.positions;
+        self.qty += o.qty;
+        self.mv += o.mv;
+        self.total += o.total;
+        self.ts = self.ts.max(o.ts);
+    }
+}
+
 /// The largest names of a group by |MV| (ties: the smaller code): up to [`TOP`] of them with
 /// their sizes, and a bound that every other name is at or below. The largest is the first of the
 /// list while that is above the bound; only when every listed name has shrunk below it are the
@@ -1581,26 +1605,9 @@ impl Ctx<'_> {
             if groups.iter().all(|&g| self.shard_of[g as usize] as usize != shard) {
                 continue;
             }
-            let r = rows[start].1;
-            let mut change = Delta {
-                from_positions: true,
-                positions: r as i64,
-                qty: row.qty * r as i64,
-                mv: times(row.market_value, r),
-                total: times(row.total, r),
-                ts: if r > 0 { row.last_fill_ts } else { 0 },
-            };
+            let mut change = Delta::of_row(row, rows[start].1);
             for (row, r) in &rows[start + 1..i] {
-                change.positions += *r as i64;
-                change.qty += row.qty * *r as i64;
-                match *r {
-                    1 => (change.mv += row.market_value, change.total += row.total),
-                    -1 => (change.mv -= row.market_value, change.total -= row.total),
-                    r => (change.mv += times(row.market_value, r), change.total += times(row.total, r)),
-                };
-                if *r > 0 {
-                    change.ts = change.ts.max(row.last_fill_ts);
-                }
+                change.absorb(&Delta::of_row(row, *r));
             }
             for (j, &g) in groups.iter().enumerate() {
                 if self.shard_of[g as usize] as usize != shard {
@@ -1615,13 +1622,7 @@ impl Ctx<'_> {
                         i
                     }
                 };
-                let d = &mut deltas[i as usize].1;
-                d.from_positions = true;
-                d.positions += change.positions;
-                d.qty += change.qty;
-                d.mv += change.mv;
-                d.total += change.total;
-                d.ts = d.ts.max(change.ts);
+                deltas[i as usize].1.absorb(&change);
             }
         }
         // Each group's changes together and in symbol order (so the float sums do not depend on
