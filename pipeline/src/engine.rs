@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use timely::dataflow::ProbeHandle;
 
-use crate::metrics::{Health, Metrics};
+use crate::metrics::{EventCounters, Health, Metrics};
 use crate::state::{Keyed, TableState};
 
 /// Dead-letter code of a line that is not UTF-8 (see docs/input-contract.md).
@@ -372,6 +372,7 @@ pub struct Engine<'m> {
     unclipped: Option<String>,
     stats: RunStats,
     metrics: &'m Metrics,
+    event_counters: EventCounters,
     health: Arc<Health>,
     limits_watch: Option<crate::risk::LimitsWatch>,
     /// The risk limits in force.
@@ -450,6 +451,7 @@ impl<'m> Engine<'m> {
             unclipped: None,
             stats: RunStats::default(),
             metrics,
+            event_counters: EventCounters::default(),
             health,
             limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
             limits: config.graph.risk.limits.clone(),
@@ -512,7 +514,7 @@ impl<'m> Engine<'m> {
                     self.log_event(&line, day, k, "", raw);
                 }
                 self.stats.accepted += 1;
-                self.metrics.event(k);
+                self.event_counters.inc(self.metrics, k);
                 let inputs = &mut self.inputs;
                 for a in accepted {
                     match a {
