@@ -70,7 +70,9 @@ auto.create.topics.enable=true
 PROPS
   id="$(java -cp "$CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
   java -cp "$CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1
-  nohup java -Xmx512m -cp "$CACHE/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
+  # HARBOUR_KAFKA_JAVA_OPTS: further JVM options (a collector, GC logging) for experiments.
+  # shellcheck disable=SC2086
+  nohup java -Xmx512m ${HARBOUR_KAFKA_JAVA_OPTS:-} -cp "$CACHE/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
   echo "$! $dir 127.0.0.1:$port" > "$STATE"
   for _ in $(seq 1 120); do
     if grep -q "Transition from STARTING to STARTED" "$dir/kafka.log" 2>/dev/null; then

@@ -11,6 +11,7 @@
 //! runs where the input is read, so a rejected line never enters the dataflow; the caller sends the
 //! rejection to the dead-letter output with the raw line and its source position.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
@@ -551,10 +552,13 @@ impl Validator {
                         return Err(Rejection::NoCostSchedule { date, first });
                     }
                 }
-                if self.fills.contains_key(&fill.exec_id) {
-                    return Err(Rejection::DuplicateExecId(fill.exec_id));
+                // (One lookup: in a map of every fill of the day, each is a cache miss.)
+                match self.fills.entry(fill.exec_id.clone()) {
+                    Entry::Occupied(_) => return Err(Rejection::DuplicateExecId(fill.exec_id)),
+                    Entry::Vacant(v) => {
+                        v.insert(FillState::Live(Arc::new(fill.clone())));
+                    }
                 }
-                self.fills.insert(fill.exec_id.clone(), FillState::Live(Arc::new(fill.clone())));
                 Ok(vec![Accepted::Fill(fill)])
             }
             Input::Bust(bust) => match self.fills.get_mut(&bust.exec_id) {
