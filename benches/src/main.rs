@@ -48,7 +48,7 @@ const BATCH: usize = 10_000;
 
 struct Harness {
     worker: timely::worker::Worker,
-    fills: InputSession<u64, Fill, isize>,
+    fills: InputSession<u64, std::sync::Arc<Fill>, isize>,
     market: InputSession<u64, MarketEvent, isize>,
     _orders: InputSession<u64, Order, isize>,
     _instruments: InputSession<u64, Instrument, isize>,
@@ -124,7 +124,7 @@ impl Harness {
         let mut fills = fills.into_iter().peekable();
         while fills.peek().is_some() {
             for f in fills.by_ref().take(self.batch) {
-                self.fills.insert(f);
+                self.fills.insert(std::sync::Arc::new(f));
             }
             self.seal();
         }

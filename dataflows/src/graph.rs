@@ -46,7 +46,7 @@ pub struct GraphConfig {
 /// The input collections.
 pub struct Inputs<'s, T: Timestamp> {
     /// Fills (+1) and busts (−1 of the same fill).
-    pub fills: VecCollection<'s, T, Fill, isize>,
+    pub fills: VecCollection<'s, T, Arc<Fill>, isize>,
     /// Market data, insert-only.
     pub market: VecCollection<'s, T, MarketEvent, isize>,
     /// Orders, insert-only.

@@ -29,11 +29,16 @@ pub struct EnrichedFill {
 
 /// Fees under the schedule in force on the fill's trade date (no costs when none is).
 pub fn enrich(fill: Fill, schedules: &CostSchedules) -> EnrichedFill {
-    let fees = match schedules.on(trade_date(fill.ts)) {
-        Some(s) => s.fees(&fill),
-        None => FeeBreakdown { schedule: "none".into(), ..Default::default() },
-    };
+    let fees = fees_of(&fill, schedules);
     EnrichedFill { fill, fees }
+}
+
+/// [`enrich`]'s fees alone.
+pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
+    match schedules.on(trade_date(fill.ts)) {
+        Some(s) => s.fees(fill),
+        None => FeeBreakdown { schedule: "none".into(), ..Default::default() },
+    }
 }
 
 /// One position valued at its mark: the `positions` table.

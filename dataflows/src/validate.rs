@@ -63,10 +63,10 @@ impl Input {
 /// An accepted input, ready for the dataflow.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Accepted {
-    /// Insert this fill.
-    Fill(Fill),
-    /// Retract this fill (a bust of it).
-    Bust(Fill),
+    /// Insert this fill (shared with the validator's record of it).
+    Fill(Arc<Fill>),
+    /// Retract this fill (a bust of it: the fill as accepted).
+    Bust(Arc<Fill>),
     /// Market data for the marks.
     Market(MarketEvent),
     /// New or changed reference data (`Listed` is also sent for a new symbol).
@@ -556,16 +556,17 @@ impl Validator {
                 match self.fills.entry(fill.exec_id.clone()) {
                     Entry::Occupied(_) => return Err(Rejection::DuplicateExecId(fill.exec_id)),
                     Entry::Vacant(v) => {
-                        v.insert(FillState::Live(Arc::new(fill.clone())));
+                        let fill = Arc::new(fill);
+                        v.insert(FillState::Live(fill.clone()));
+                        Ok(vec![Accepted::Fill(fill)])
                     }
                 }
-                Ok(vec![Accepted::Fill(fill)])
             }
             Input::Bust(bust) => match self.fills.get_mut(&bust.exec_id) {
                 None => Err(Rejection::UnknownExecId(bust.exec_id)),
                 Some(FillState::Busted) => Err(Rejection::AlreadyBusted(bust.exec_id)),
                 Some(state) => match std::mem::replace(state, FillState::Busted) {
-                    FillState::Live(fill) => Ok(vec![Accepted::Bust(Arc::unwrap_or_clone(fill))]),
+                    FillState::Live(fill) => Ok(vec![Accepted::Bust(fill)]),
                     FillState::Busted => Err(Rejection::AlreadyBusted(bust.exec_id)),
                 },
             },

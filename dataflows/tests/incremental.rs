@@ -129,7 +129,7 @@ fn run_on_workers(events: &[Ev], cuts: &[usize], workers: usize) -> Reference {
         };
         let reader = worker.index() == 0;
         let (mut fills_in, mut market_in, probe, caps) = worker.dataflow::<u64, _, _>(|scope| {
-            let (fills_in, fills) = scope.new_collection::<Fill, isize>();
+            let (fills_in, fills) = scope.new_collection::<std::sync::Arc<Fill>, isize>();
             let (market_in, market) = scope.new_collection::<MarketEvent, isize>();
             let (_o, orders) = scope.new_collection();
             let (_i, instruments) = scope.new_collection();
@@ -166,14 +166,14 @@ fn run_on_workers(events: &[Ev], cuts: &[usize], workers: usize) -> Reference {
             match ev {
                 Ev::Fill(f) => {
                     if reader {
-                        fills_in.insert(f.clone());
+                        fills_in.insert(std::sync::Arc::new(f.clone()));
                     }
                     made.push(Some(f.clone()));
                 }
                 Ev::Bust(n) => {
                     if let Some(f) = made[*n].take() {
                         if reader {
-                            fills_in.remove(f);
+                            fills_in.remove(std::sync::Arc::new(f));
                         }
                     }
                 }

@@ -159,7 +159,7 @@ struct Taps {
 }
 
 struct Sessions {
-    fills: InputSession<u64, Fill, isize>,
+    fills: InputSession<u64, Arc<Fill>, isize>,
     market: InputSession<u64, MarketEvent, isize>,
     orders: InputSession<u64, Order, isize>,
     instruments: InputSession<u64, Instrument, isize>,
@@ -734,7 +734,7 @@ impl<'m> Engine<'m> {
             }
         }
         for f in &snap.validator.live {
-            inputs.fills.insert(Fill::clone(f));
+            inputs.fills.insert(Arc::clone(f));
         }
         for o in &snap.orders {
             inputs.orders.insert(Order::clone(o));

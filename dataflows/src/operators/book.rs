@@ -8,82 +8,63 @@
 //! Cost: an in-order fill is O(1) amortized, independent of the book's length; a late fill or a
 //! bust at depth `d` from the end costs O(d + CHECKPOINT_EVERY).
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fees::{CostSchedules, FeeBreakdown};
 use crate::marks::Mark;
-use crate::model::{Fill, PositionKey, PositionState, PositionStep, Side};
-use crate::pnl::{enrich, EnrichedFill, PositionRow, MONEY_DP};
+use crate::model::{Fill, PositionKey, PositionState, PositionStep};
+use crate::pnl::{fees_of, PositionRow, MONEY_DP};
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
 
 /// An enriched fill with the realized P&L it produced and the position after it.
+///
+/// The fill is shared, not copied: the input rules (for busts and checkpoints), the book and each
+/// row of it hold one allocation (a row is 168 bytes, not 328; serialized as the fill itself).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FillPnl {
     /// The fill.
-    pub fill: Fill,
+    pub fill: Arc<Fill>,
     /// Its costs.
     pub fees: FeeBreakdown,
     /// What it did to the position (realized P&L before costs, quantity after).
     pub step: PositionStep,
 }
 
-/// One fill in a book, stored inline without the key its book already has (no allocation per
-/// fill; the fee breakdown is a pure function of the fill, so only its total is kept).
+/// One fill in a book: what the fold and the book's order read, inline, and the fill itself,
+/// shared with the input rules and the fill's rows. The fee breakdown is a pure function of the
+/// fill, so only its total is kept.
 pub(crate) struct Entry {
     ts: i64,
     exec_id: smol_str::SmolStr,
-    order_id: smol_str::SmolStr,
     signed_qty: i64,
     price: Decimal,
-    commission: Option<Decimal>,
-    stamp_duty_exempt: bool,
-    odd_lot: bool,
-    source_seq: u64,
     fee: Decimal,
     step: PositionStep,
+    fill: Arc<Fill>,
 }
 
 impl Entry {
-    fn new(f: Fill, fee: Decimal) -> Entry {
+    fn new(f: Arc<Fill>, fee: Decimal) -> Entry {
         Entry {
             ts: f.ts,
+            exec_id: f.exec_id.clone(),
             signed_qty: f.signed_qty(),
-            exec_id: f.exec_id,
-            order_id: f.order_id,
             price: f.price,
-            commission: f.commission,
-            stamp_duty_exempt: f.stamp_duty_exempt,
-            odd_lot: f.odd_lot,
-            source_seq: f.source_seq,
             fee,
             step: PositionStep::default(),
-        }
-    }
-
-    fn fill(&self, key: &PositionKey) -> Fill {
-        Fill {
-            ts: self.ts,
-            exec_id: self.exec_id.clone(),
-            order_id: self.order_id.clone(),
-            key: key.clone(),
-            side: if self.signed_qty > 0 { Side::Buy } else { Side::Sell },
-            qty: self.signed_qty.abs(),
-            price: self.price,
-            commission: self.commission,
-            stamp_duty_exempt: self.stamp_duty_exempt,
-            odd_lot: self.odd_lot,
-            source_seq: self.source_seq,
+            fill: f,
         }
     }
 
     /// The output row, fees recomputed (they are deterministic in the fill).
-    fn row(&self, key: &PositionKey, schedules: &CostSchedules) -> FillPnl {
-        let e = enrich(self.fill(key), schedules);
-        FillPnl { fill: e.fill, fees: e.fees, step: self.step.clone() }
+    fn row(&self, schedules: &CostSchedules) -> FillPnl {
+        FillPnl { fill: self.fill.clone(), fees: fees_of(&self.fill, schedules), step: self.step.clone() }
     }
 }
 
@@ -109,7 +90,7 @@ impl Book {
     /// nothing) when the changes are anything else.
     fn append(
         &mut self,
-        changes: &mut Vec<(Fill, isize)>,
+        changes: &mut Vec<(Arc<Fill>, isize)>,
         schedules: &CostSchedules,
         out: &mut impl FnMut(FillPnl, isize),
     ) -> bool {
@@ -135,10 +116,10 @@ impl Book {
             if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(self.current.clone());
             }
-            let enriched = enrich(f, schedules);
-            let mut entry = Entry::new(enriched.fill.clone(), enriched.fees.total);
+            let fees = fees_of(&f, schedules);
+            let mut entry = Entry::new(f.clone(), fees.total);
             entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
-            out(FillPnl { fill: enriched.fill, fees: enriched.fees, step: entry.step.clone() }, 1);
+            out(FillPnl { fill: f, fees, step: entry.step.clone() }, 1);
             self.entries.push(entry);
         }
         self.settle();
@@ -174,8 +155,7 @@ impl Book {
     /// Applies one time's changes; hands output updates (+1 new, −1 old) to `out`.
     pub(crate) fn apply(
         &mut self,
-        key: &PositionKey,
-        changes: Vec<(Fill, isize)>,
+        changes: Vec<(Arc<Fill>, isize)>,
         schedules: &CostSchedules,
         out: &mut impl FnMut(FillPnl, isize),
     ) {
@@ -197,7 +177,7 @@ impl Book {
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
         // (Sized for every insertion at once: growing it would move each enriched fill again.)
         let inserts = changes.iter().filter(|(_, r)| *r > 0).count();
-        let mut fresh: FxHashMap<smol_str::SmolStr, EnrichedFill> =
+        let mut fresh: FxHashMap<smol_str::SmolStr, FillPnl> =
             FxHashMap::with_capacity_and_hasher(inserts, Default::default());
 
         for (f, r) in changes {
@@ -205,23 +185,22 @@ impl Book {
                 let i = match self.find(&f) {
                     Ok(i) | Err(i) => i,
                 };
-                let enriched = enrich(f, schedules);
-                let fee = enriched.fees.total;
+                let fees = fees_of(&f, schedules);
                 // Small books grow one entry at a time: most positions hold a handful of fills.
                 if self.entries.len() < 8 {
                     self.entries.reserve_exact(r as usize);
                 }
                 for _ in 0..r {
-                    self.entries.insert(i, Entry::new(enriched.fill.clone(), fee));
+                    self.entries.insert(i, Entry::new(f.clone(), fees.total));
                 }
-                fresh.insert(enriched.fill.exec_id.clone(), enriched);
+                fresh.insert(f.exec_id.clone(), FillPnl { fill: f, fees, step: PositionStep::default() });
             } else {
                 for _ in 0..(-r) {
                     if let Ok(i) = self.find(&f) {
                         let gone = self.entries.remove(i);
                         // Retract its row unless it was inserted in this same epoch (never shown).
                         if old_steps.contains_key(&gone.exec_id) {
-                            out(gone.row(key, schedules), -1);
+                            out(gone.row(schedules), -1);
                         }
                     }
                 }
@@ -253,15 +232,15 @@ impl Book {
             match old_steps.get(&e.exec_id) {
                 Some(old) if *old == e.step => {}
                 Some(old) => {
-                    let mut row = e.row(key, schedules);
+                    let mut row = e.row(schedules);
                     out(row.clone(), 1);
                     row.step = old.clone();
                     out(row, -1);
                 }
                 None => {
                     let row = match fresh.remove(&e.exec_id) {
-                        Some(x) => FillPnl { fill: x.fill, fees: x.fees, step: e.step.clone() },
-                        None => e.row(key, schedules),
+                        Some(x) => FillPnl { step: e.step.clone(), ..x },
+                        None => e.row(schedules),
                     };
                     out(row, 1);
                 }
@@ -273,11 +252,11 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Symbol;
+    use crate::model::{Side, Symbol};
     use rust_decimal_macros::dec;
 
-    fn fill(n: i64, signed_qty: i64, price: Decimal) -> Fill {
-        Fill {
+    fn fill(n: i64, signed_qty: i64, price: Decimal) -> Arc<Fill> {
+        Arc::new(Fill {
             ts: n,
             exec_id: format!("X{n}").into(),
             order_id: "O1".into(),
@@ -289,7 +268,7 @@ mod tests {
             stamp_duty_exempt: false,
             odd_lot: false,
             source_seq: n as u64,
-        }
+        })
     }
 
     /// The average open price a book keeps follows its state, on appends and on replays (a bust, a
@@ -297,18 +276,17 @@ mod tests {
     #[test]
     fn the_average_open_price_follows_appends_busts_and_late_fills() {
         let schedules = CostSchedules::default();
-        let key = fill(0, 1, dec!(1)).key;
         let mut book = Book::default();
         let mut out = |_: FillPnl, _: isize| {};
-        book.apply(&key, vec![(fill(1, 1, dec!(10)), 1), (fill(2, 2, dec!(11)), 1)], &schedules, &mut out);
+        book.apply(vec![(fill(1, 1, dec!(10)), 1), (fill(2, 2, dec!(11)), 1)], &schedules, &mut out);
         assert_eq!(book.avg_open, Some(dec!(10.66666667)), "3 held at 32/3");
-        book.apply(&key, vec![(fill(3, -3, dec!(12)), 1)], &schedules, &mut out);
+        book.apply(vec![(fill(3, -3, dec!(12)), 1)], &schedules, &mut out);
         assert_eq!(book.avg_open, None, "flat");
         // Bust the sale: back to 3 held at 32/3 (a replay, not an append).
-        book.apply(&key, vec![(fill(3, -3, dec!(12)), -1)], &schedules, &mut out);
+        book.apply(vec![(fill(3, -3, dec!(12)), -1)], &schedules, &mut out);
         assert_eq!(book.avg_open, Some(dec!(10.66666667)));
         // A late buy before the second fill: 1 @ 10, 1 @ 13, 2 @ 11 → 45/4.
-        book.apply(&key, vec![(fill(0, 1, dec!(13)), 1)], &schedules, &mut out);
+        book.apply(vec![(fill(0, 1, dec!(13)), 1)], &schedules, &mut out);
         assert_eq!(book.avg_open, Some(dec!(11.25)));
         assert_eq!(book.avg_open, book.current.avg_price().map(|a| a.round_dp(MONEY_DP)));
     }

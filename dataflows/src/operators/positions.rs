@@ -53,7 +53,7 @@ use differential_dataflow::difference::{Abelian, IsZero, Semigroup};
 
 /// A held input record: a fill change or a mark change.
 enum In {
-    Fill(Fill),
+    Fill(Arc<Fill>),
     Mark(Symbol, Mark),
 }
 
@@ -81,7 +81,7 @@ fn no_mark() -> Mark {
 /// no price. A key whose fills are all busted disappears.
 #[allow(clippy::type_complexity)]
 pub fn positions<'s, T>(
-    fills: VecCollection<'s, T, Fill, isize>,
+    fills: VecCollection<'s, T, Arc<Fill>, isize>,
     marks: VecCollection<'s, T, (Symbol, Mark), isize>,
     schedules: Arc<CostSchedules>,
 ) -> (
@@ -94,7 +94,8 @@ where
     T: Timestamp + TotalOrder,
 {
     let mut builder = OperatorBuilder::new("Positions".to_owned(), fills.inner.scope());
-    let mut fills_in = builder.new_input(fills.inner, Exchange::new(|(f, _t, _r): &(Fill, T, isize)| key_hash(&f.key)));
+    let mut fills_in =
+        builder.new_input(fills.inner, Exchange::new(|(f, _t, _r): &(Arc<Fill>, T, isize)| key_hash(&f.key)));
     let mut marks_in = builder.new_input(marks.inner.broadcast(), Pipeline);
     let (row_out, row_stream) = builder.new_output();
     let (fill_out, fill_stream) = builder.new_output();
@@ -116,13 +117,13 @@ where
         // per position, and the rows of a million positions no longer crowd the cache).
         let mut books: FxHashMap<Symbol, FxHashMap<(SmolStr, SmolStr), Book>> = FxHashMap::default();
         let mut marks: FxHashMap<Symbol, Mark> = FxHashMap::default();
-        let mut groups: FxHashMap<PositionKey, Vec<(Fill, isize)>> = FxHashMap::default();
+        let mut groups: FxHashMap<PositionKey, Vec<(Arc<Fill>, isize)>> = FxHashMap::default();
         // Symbols re-marked this time, with the mark their rows showed before it.
         let mut touched_symbols: FxHashMap<Symbol, Mark> = FxHashMap::default();
         // Keys of re-marked symbols already re-valued with their fills this time, by symbol (the
         // re-marking pass below asks with its table's own keys, without building one).
         let mut revalued: FxHashMap<Symbol, FxHashSet<(SmolStr, SmolStr)>> = FxHashMap::default();
-        let mut batch: Vec<(PositionKey, Vec<(Fill, isize)>)> = Vec::new();
+        let mut batch: Vec<(PositionKey, Vec<(Arc<Fill>, isize)>)> = Vec::new();
         let mut key_flows: Vec<(Ts, FlowTotals)> = Vec::new();
         move |frontiers| {
             fills_in.for_each(|cap, data| pending.stash_with(cap, data, In::Fill));
@@ -214,7 +215,7 @@ where
                                 None => book.row(key, &mark),
                             };
                             // This key's flow per minute first (a few minutes an epoch), then the groups.
-                            book.apply(key, group, &schedules, &mut |d: FillPnl, r: isize| {
+                            book.apply(group, &schedules, &mut |d: FillPnl, r: isize| {
                                 let mut t = flow_of(&d);
                                 if r < 0 {
                                     t.negate();

@@ -219,7 +219,7 @@ pub fn assert_same_tables(got: &OutputState, want: &OutputState, compare: Compar
             .rows()
             .cloned()
             .map(|mut r| {
-                r.fill.source_seq = 0;
+                std::sync::Arc::make_mut(&mut r.fill).source_seq = 0;
                 r
             })
             .collect();
