@@ -554,7 +554,7 @@ impl Validator {
                 }
                 // (One lookup: in a map of every fill of the day, each is a cache miss.)
                 match self.fills.entry(fill.exec_id.clone()) {
-                    Entry::Occupied(_) => return Err(Rejection::DuplicateExecId(fill.exec_id)),
+                    Entry::Occupied(_) => Err(Rejection::DuplicateExecId(fill.exec_id)),
                     Entry::Vacant(v) => {
                         let fill = Arc::new(fill);
                         v.insert(FillState::Live(fill.clone()));
