@@ -8,6 +8,7 @@
 # `mvn dependency:copy-dependencies`) and runs on the machine's Java (17+). Java and Maven are
 # installed from Debian when missing. Jars are cached in ~/.cache/harbour/kafka-<version>; data lives
 # in a temporary directory; both ports are spare loopback ports.
+# HARBOUR_KAFKA_JAVA_OPTS adds JVM options (a collector, `-Xlog:gc:file=…`) for experiments.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -70,9 +71,10 @@ auto.create.topics.enable=true
 PROPS
   id="$(java -cp "$CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
   java -cp "$CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1
-  # HARBOUR_KAFKA_JAVA_OPTS: further JVM options (a collector, GC logging) for experiments.
-  # shellcheck disable=SC2086
-  nohup java -Xmx512m ${HARBOUR_KAFKA_JAVA_OPTS:-} -cp "$CACHE/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
+  # HARBOUR_KAFKA_JAVA_OPTS: further JVM options (a collector, GC logging), split on spaces.
+  local jopts=()
+  read -r -a jopts <<<"${HARBOUR_KAFKA_JAVA_OPTS:-}"
+  nohup java -Xmx512m "${jopts[@]}" -cp "$CACHE/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
   echo "$! $dir 127.0.0.1:$port" > "$STATE"
   for _ in $(seq 1 120); do
     if grep -q "Transition from STARTING to STARTED" "$dir/kafka.log" 2>/dev/null; then

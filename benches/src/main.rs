@@ -370,7 +370,7 @@ fn bench_fees(n: u64) {
     let start = Instant::now();
     let mut total = Decimal::ZERO;
     for f in fills {
-        total += harbour_dataflows::pnl::enrich(f, &schedules).fees.total;
+        total += harbour_dataflows::pnl::fees_of(&f, &schedules).total;
     }
     let t = start.elapsed();
     println!(

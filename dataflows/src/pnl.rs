@@ -18,22 +18,7 @@ use crate::validate::trade_date;
 /// Decimal places kept for money in output rows.
 pub const MONEY_DP: u32 = 8;
 
-/// A fill with its costs.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct EnrichedFill {
-    /// The fill.
-    pub fill: Fill,
-    /// Its cost breakdown.
-    pub fees: FeeBreakdown,
-}
-
-/// Fees under the schedule in force on the fill's trade date (no costs when none is).
-pub fn enrich(fill: Fill, schedules: &CostSchedules) -> EnrichedFill {
-    let fees = fees_of(&fill, schedules);
-    EnrichedFill { fill, fees }
-}
-
-/// [`enrich`]'s fees alone.
+/// A fill's costs under the schedule in force on its trade date (none when no schedule is).
 pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
     match schedules.on(trade_date(fill.ts)) {
         Some(s) => s.fees(fill),

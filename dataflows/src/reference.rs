@@ -9,7 +9,7 @@ use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkPolicy, MarkState};
 use crate::model::{Fill, MarketEvent, PositionKey, PositionState, Symbol, Ts};
 use crate::operators::FillPnl;
-use crate::pnl::{enrich, PositionRow};
+use crate::pnl::{fees_of, PositionRow};
 use crate::rollups::{flow_of, minute_of, totals_of, Group};
 use crate::sums::{FlowTotals, Totals};
 use differential_dataflow::difference::Semigroup;
@@ -46,9 +46,9 @@ pub fn recompute(fills: &[Fill], market: &[MarketEvent], schedules: &CostSchedul
         book.sort_by(|a, b| (a.ts, &a.exec_id).cmp(&(b.ts, &b.exec_id)));
         let mut state = PositionState::default();
         for f in book {
-            let e = enrich(f.clone(), schedules);
-            let step = state.apply(f.signed_qty(), f.price, e.fees.total, f.ts);
-            out.fills.push(FillPnl { fill: std::sync::Arc::new(e.fill), fees: e.fees, step });
+            let fees = fees_of(f, schedules);
+            let step = state.apply(f.signed_qty(), f.price, fees.total, f.ts);
+            out.fills.push(FillPnl { fill: std::sync::Arc::new(f.clone()), fees, step });
         }
         let none = Mark { price: None, source: crate::marks::MarkSource::None, ts: 0 };
         out.positions.push(PositionRow::new(key.clone(), &state, marks.get(&key.symbol).unwrap_or(&none)));

@@ -557,7 +557,7 @@ impl Validator {
                     Entry::Occupied(_) => Err(Rejection::DuplicateExecId(fill.exec_id)),
                     Entry::Vacant(v) => {
                         let fill = Arc::new(fill);
-                        v.insert(FillState::Live(fill.clone()));
+                        v.insert(FillState::Live(Arc::clone(&fill)));
                         Ok(vec![Accepted::Fill(fill)])
                     }
                 }

@@ -451,7 +451,7 @@ impl<'m> Engine<'m> {
             unclipped: None,
             stats: RunStats::default(),
             metrics,
-            event_counters: EventCounters::default(),
+            event_counters: EventCounters::new(metrics),
             health,
             limits_watch: config.limits_watch.clone().map(|(p, every)| crate::risk::LimitsWatch::new(p, every)),
             limits: config.graph.risk.limits.clone(),
@@ -514,7 +514,7 @@ impl<'m> Engine<'m> {
                     self.log_event(&line, day, k, "", raw);
                 }
                 self.stats.accepted += 1;
-                self.event_counters.inc(self.metrics, k);
+                self.event_counters.inc(k);
                 let inputs = &mut self.inputs;
                 for a in accepted {
                     match a {

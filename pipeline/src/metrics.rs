@@ -123,20 +123,28 @@ impl Collector for SinkRetries {
 
 /// Handles on [`Metrics::events_in`]'s counters, looked up once per event type: the family's own
 /// lookup builds the label and hashes it under a lock, which a million events a second notice.
-#[derive(Debug, Default)]
-pub struct EventCounters(Vec<(&'static str, Counter)>);
+#[derive(Debug)]
+pub struct EventCounters {
+    family: Family<TypeLabel, Counter>,
+    handles: Vec<(&'static str, Counter)>,
+}
 
 impl EventCounters {
-    /// Counts an accepted event of type `kind` in `metrics`.
-    pub fn inc(&mut self, metrics: &Metrics, kind: &'static str) {
-        match self.0.iter().find(|(k, _)| *k == kind) {
+    /// Handles on `metrics`' event counters (taken as each type is first seen).
+    pub fn new(metrics: &Metrics) -> EventCounters {
+        EventCounters { family: metrics.events_in.clone(), handles: Vec::new() }
+    }
+
+    /// Counts an accepted event of type `kind`.
+    pub fn inc(&mut self, kind: &'static str) {
+        match self.handles.iter().find(|(k, _)| *k == kind) {
             Some((_, c)) => {
                 c.inc();
             }
             None => {
-                let c = metrics.events_in.get_or_create(&TypeLabel { r#type: kind.to_owned() }).clone();
+                let c = self.family.get_or_create_owned(&TypeLabel { r#type: kind.to_owned() });
                 c.inc();
-                self.0.push((kind, c));
+                self.handles.push((kind, c));
             }
         }
     }
@@ -500,9 +508,9 @@ mod tests {
     fn event_counters_count_into_the_exported_family() {
         let m = Metrics::default();
         m.event("fill"); // counted before the engine's handles were taken
-        let mut counters = EventCounters::default();
+        let mut counters = EventCounters::new(&m);
         for kind in ["fill", "bust", "fill", "quote", "fill"] {
-            counters.inc(&m, kind);
+            counters.inc(kind);
         }
         let text = m.render();
         for (kind, n) in [("fill", 4), ("bust", 1), ("quote", 1)] {

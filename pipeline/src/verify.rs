@@ -41,7 +41,7 @@ pub fn reference(lines: impl Iterator<Item = SourceLine>, config: &EngineConfig)
         for a in accepted {
             match a {
                 Accepted::Fill(f) => {
-                    live.insert(f.exec_id.clone(), std::sync::Arc::unwrap_or_clone(f));
+                    live.insert(f.exec_id.clone(), Fill::clone(&f));
                 }
                 Accepted::Bust(f) => {
                     live.remove(&f.exec_id);

@@ -25,7 +25,8 @@ pub const CHECKPOINT_EVERY: usize = 64;
 /// An enriched fill with the realized P&L it produced and the position after it.
 ///
 /// The fill is shared, not copied: the input rules (for busts and checkpoints), the book and each
-/// row of it hold one allocation (a row is 168 bytes, not 328; serialized as the fill itself).
+/// row of it hold one allocation (a row is about half the size of one holding the fill inline;
+/// serialized as the fill itself).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FillPnl {
     /// The fill.
@@ -64,7 +65,7 @@ impl Entry {
 
     /// The output row, fees recomputed (they are deterministic in the fill).
     fn row(&self, schedules: &CostSchedules) -> FillPnl {
-        FillPnl { fill: self.fill.clone(), fees: fees_of(&self.fill, schedules), step: self.step.clone() }
+        FillPnl { fill: Arc::clone(&self.fill), fees: fees_of(&self.fill, schedules), step: self.step.clone() }
     }
 }
 
@@ -117,7 +118,7 @@ impl Book {
                 self.checkpoints.push(self.current.clone());
             }
             let fees = fees_of(&f, schedules);
-            let mut entry = Entry::new(f.clone(), fees.total);
+            let mut entry = Entry::new(Arc::clone(&f), fees.total);
             entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
             out(FillPnl { fill: f, fees, step: entry.step.clone() }, 1);
             self.entries.push(entry);
@@ -175,9 +176,10 @@ impl Book {
         // Steps of the entries that may change, to emit only the rows that did.
         let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        // (Sized for every insertion at once: growing it would move each enriched fill again.)
+        // The inserted fills with their costs, for their rows. (Sized for every insertion at once:
+        // growing it would move each fee breakdown again.)
         let inserts = changes.iter().filter(|(_, r)| *r > 0).count();
-        let mut fresh: FxHashMap<smol_str::SmolStr, FillPnl> =
+        let mut fresh: FxHashMap<smol_str::SmolStr, (Arc<Fill>, FeeBreakdown)> =
             FxHashMap::with_capacity_and_hasher(inserts, Default::default());
 
         for (f, r) in changes {
@@ -191,9 +193,9 @@ impl Book {
                     self.entries.reserve_exact(r as usize);
                 }
                 for _ in 0..r {
-                    self.entries.insert(i, Entry::new(f.clone(), fees.total));
+                    self.entries.insert(i, Entry::new(Arc::clone(&f), fees.total));
                 }
-                fresh.insert(f.exec_id.clone(), FillPnl { fill: f, fees, step: PositionStep::default() });
+                fresh.insert(f.exec_id.clone(), (f, fees));
             } else {
                 for _ in 0..(-r) {
                     if let Ok(i) = self.find(&f) {
@@ -239,7 +241,7 @@ impl Book {
                 }
                 None => {
                     let row = match fresh.remove(&e.exec_id) {
-                        Some(x) => FillPnl { step: e.step.clone(), ..x },
+                        Some((fill, fees)) => FillPnl { fill, fees, step: e.step.clone() },
                         None => e.row(schedules),
                     };
                     out(row, 1);

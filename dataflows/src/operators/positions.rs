@@ -2,7 +2,7 @@
 //! fills, and re-marked without an arrangement.
 //!
 //! ```text
-//!  fills (Arc<Fill>, ±1) ─exchange by key─────┐                          ┌──► PositionRow changes
+//!  fills (Arc<Fill>, ±1) ─exchange by key──────┐                          ┌──► PositionRow changes
 //!                                              ├─► [ books by symbol, marks ] ├──► FillPnl changes
 //!  marks (Symbol, Mark) ──broadcast───────────┘                          ├──► (Group, Δ Totals)
 //!                                                                         └──► ((Group, minute), Δ FlowTotals)
