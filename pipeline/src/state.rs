@@ -22,6 +22,9 @@ use harbour_dataflows::sums::{FlowTotals, Totals};
 use harbour_sinks::tables::{Change, Changes, TableRefs, Tables, Versioned};
 use rustc_hash::FxHashMap;
 
+/// Rows whose table slots [`TableState::apply`] looks up together before applying them.
+const WARM_CHUNK: usize = 64;
+
 /// A row of an output table and its deterministic key (what sinks upsert by).
 pub trait Keyed {
     /// The key.
@@ -127,17 +130,22 @@ impl<D: Keyed> Default for TableState<D> {
 
 impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
     /// Applies one epoch's updates (any order), leaving `updates` empty with its capacity.
+    ///
+    /// Every row's key is taken first, and the keys of each [`WARM_CHUNK`] rows are looked up
+    /// before any of them is applied: those reads do not depend on each other, so the processor
+    /// overlaps their cache misses (a fill row's key is read through its shared fill, and a
+    /// table of every fill of the day is far out of cache), where row by row it waited on each.
     pub fn apply(&mut self, updates: &mut Vec<(D, u64, isize)>) {
         let version = updates.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
+        let keys: Vec<D::Key> = updates.iter().map(|(d, _, _)| d.key()).collect();
         // Retractions first; one of a row not held cancels an insertion of that row in this epoch.
         let mut unmatched: Vec<D> = Vec::new();
         let mut removed: Vec<D> = Vec::new();
-        for (d, _t, r) in updates.iter().filter(|u| u.2 < 0) {
-            let key = d.key();
+        for ((d, _t, r), key) in updates.iter().zip(&keys).filter(|(u, _)| u.2 < 0) {
             for _ in 0..-r {
-                match self.rows.get(&key).map(|b| &**b) {
+                match self.rows.get(key).map(|b| &**b) {
                     Some((held, _)) if held == d => {
-                        if let Some(b) = self.rows.remove(&key) {
+                        if let Some(b) = self.rows.remove(key) {
                             if self.log.is_some() {
                                 removed.push(b.0);
                             }
@@ -149,7 +157,8 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
         let log = &mut self.log;
         let gone = &mut self.gone;
-        let mut insert = |d: D| {
+        let rows = &mut self.rows;
+        let mut insert = |rows: &mut ShardedMap<D::Key, Box<(D, u64)>>, d: D, key: D::Key| {
             if let Some(i) = unmatched.iter().position(|u| *u == d) {
                 unmatched.swap_remove(i);
                 return;
@@ -158,19 +167,32 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
                 log.push(Change { row: d.clone(), version, deleted: false });
             }
             if !gone.is_empty() {
-                gone.remove(&d.key());
+                gone.remove(&key);
             }
-            let previous = self.rows.insert(d.key(), Box::new((d, version)));
+            let previous = rows.insert(key, Box::new((d, version)));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
         };
-        for (d, _t, r) in updates.drain(..) {
-            if r > 0 {
-                for _ in 1..r {
-                    insert(d.clone());
+        let mut keys = keys.into_iter();
+        let mut rest = updates.drain(..);
+        let mut chunk: Vec<D::Key> = Vec::with_capacity(WARM_CHUNK);
+        loop {
+            chunk.extend(keys.by_ref().take(WARM_CHUNK));
+            if chunk.is_empty() {
+                break;
+            }
+            let warm = chunk.iter().filter(|k| rows.contains_key(*k)).count();
+            std::hint::black_box(warm);
+            for key in chunk.drain(..) {
+                let Some((d, _t, r)) = rest.next() else { break };
+                if r > 0 {
+                    for _ in 1..r {
+                        insert(rows, d.clone(), key.clone());
+                    }
+                    insert(rows, d, key);
                 }
-                insert(d);
             }
         }
+        drop(rest);
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
         if let Some(log) = self.log.as_mut() {
             for row in removed {
