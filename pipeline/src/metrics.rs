@@ -137,16 +137,12 @@ impl EventCounters {
 
     /// Counts an accepted event of type `kind`.
     pub fn inc(&mut self, kind: &'static str) {
-        match self.handles.iter().find(|(k, _)| *k == kind) {
-            Some((_, c)) => {
-                c.inc();
-            }
-            None => {
-                let c = self.family.get_or_create_owned(&TypeLabel { r#type: kind.to_owned() });
-                c.inc();
-                self.handles.push((kind, c));
-            }
-        }
+        let i = self.handles.iter().position(|(k, _)| *k == kind).unwrap_or_else(|| {
+            let c = self.family.get_or_create_owned(&TypeLabel { r#type: kind.to_owned() });
+            self.handles.push((kind, c));
+            self.handles.len() - 1
+        });
+        self.handles[i].1.inc();
     }
 }
 

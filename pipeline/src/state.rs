@@ -6,6 +6,7 @@
 //! the row at the epoch's version. The result is what an idempotent sink holds after the epoch,
 //! and what the Parquet sink writes.
 
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 use harbour_dataflows::marks::Mark;
@@ -143,12 +144,11 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         let mut removed: Vec<D> = Vec::new();
         for ((d, _t, r), key) in updates.iter().zip(&keys).filter(|(u, _)| u.2 < 0) {
             for _ in 0..-r {
-                match self.rows.get(key).map(|b| &**b) {
-                    Some((held, _)) if held == d => {
-                        if let Some(b) = self.rows.remove(key) {
-                            if self.log.is_some() {
-                                removed.push(b.0);
-                            }
+                match self.rows.entry(key.clone()) {
+                    Entry::Occupied(held) if held.get().0 == *d => {
+                        let b = held.remove();
+                        if self.log.is_some() {
+                            removed.push(b.0);
                         }
                     }
                     _ => unmatched.push(d.clone()),

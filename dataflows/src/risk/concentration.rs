@@ -99,13 +99,8 @@ impl SectorWeights {
 
 /// `w`'s mantissa at `scale` places (at least its own), when it fits an i64.
 fn mantissa_at(w: Decimal, scale: u32) -> Option<i64> {
-    let m = if scale >= w.scale() {
-        w.mantissa().checked_mul(10i128.checked_pow(scale - w.scale())?)?
-    } else {
-        let r = w.round_dp(scale);
-        r.mantissa().checked_mul(10i128.checked_pow(scale - r.scale())?)?
-    };
-    i64::try_from(m).ok()
+    let w = if scale < w.scale() { w.round_dp(scale) } else { w };
+    i64::try_from(w.mantissa().checked_mul(10i128.checked_pow(scale - w.scale())?)?).ok()
 }
 
 impl FromIterator<(Option<SmolStr>, Decimal)> for SectorWeights {
