@@ -47,7 +47,7 @@ use smol_str::SmolStr;
 use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{EventCounters, Health, Metrics};
-use crate::state::{Keyed, TableState};
+use crate::state::{BackgroundTable, Keyed, TableState};
 
 /// Dead-letter code of a line that is not UTF-8 (see docs/input-contract.md).
 pub const NOT_UTF8: &str = "not_utf8";
@@ -79,12 +79,11 @@ impl EngineConfig {
 }
 
 /// Every output table's current rows, plus the dead letters.
-#[derive(Default)]
 pub struct OutputState {
     /// Positions.
     pub positions: TableState<PositionRow>,
-    /// Enriched fills.
-    pub fills: TableState<FillPnl>,
+    /// Enriched fills (a million rows a day: applied on a thread of its own).
+    pub fills: BackgroundTable<FillPnl>,
     /// Roll-ups.
     pub rollups: TableState<(Group, Totals)>,
     /// Minute flows.
@@ -105,6 +104,25 @@ pub struct OutputState {
     pub vol: TableState<VolRow>,
     /// Dead letters, in input order.
     pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Default for OutputState {
+    fn default() -> Self {
+        OutputState {
+            positions: TableState::default(),
+            fills: BackgroundTable::new("fills", TableState::default()),
+            rollups: TableState::default(),
+            minutes: TableState::default(),
+            orders: TableState::default(),
+            marks: TableState::default(),
+            instruments: TableState::default(),
+            status: TableState::default(),
+            risk: TableState::default(),
+            alerts: TableState::default(),
+            vol: TableState::default(),
+            dead_letters: Vec::new(),
+        }
+    }
 }
 
 /// Counts of a finished run.
@@ -657,7 +675,8 @@ impl<'m> Engine<'m> {
 
     /// Everything needed to continue from here after a restart (see [`EngineSnapshot`]); call it
     /// right after [`Engine::seal`].
-    pub fn snapshot(&self) -> EngineSnapshot {
+    pub fn snapshot(&mut self) -> EngineSnapshot {
+        self.state.fills.settle();
         let mut marks: Vec<(Symbol, MarkState)> = self.mark_states.iter().map(|(k, v)| (*k, v.clone())).collect();
         marks.sort_unstable_by_key(|(k, _)| *k);
         // Taken by reference count and not sorted: the loop's thread takes snapshots while the
@@ -857,7 +876,7 @@ impl<'m> Engine<'m> {
         self.worker.step_while(|| probe.less_than(&next));
         let (taps, state) = (&self.taps, &mut self.state);
         drain(&taps.positions, &mut state.positions);
-        drain(&taps.fills, &mut state.fills);
+        state.fills.apply(&mut taps.fills.borrow_mut());
         drain(&taps.rollups, &mut state.rollups);
         drain(&taps.minutes, &mut state.minutes);
         drain(&taps.orders, &mut state.orders);
@@ -903,7 +922,8 @@ impl<'m> Engine<'m> {
     }
 
     /// Outputs as of the last sealed epoch.
-    pub fn state(&self) -> &OutputState {
+    pub fn state(&mut self) -> &OutputState {
+        self.state.fills.settle();
         &self.state
     }
 
@@ -959,8 +979,14 @@ impl<'m> Engine<'m> {
         &self.stats
     }
 
+    /// The dead letters so far, in input order (without waiting for the fills table's thread).
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.state.dead_letters
+    }
+
     /// Ends the run, returning the outputs and counts.
-    pub fn finish(self) -> (OutputState, RunStats) {
+    pub fn finish(mut self) -> (OutputState, RunStats) {
+        self.state.fills.settle();
         (self.state, self.stats)
     }
 }

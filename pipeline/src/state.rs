@@ -117,6 +117,9 @@ impl Keyed for AlertRow {
 pub struct TableState<D: Keyed> {
     rows: ShardedMap<D::Key, Box<(D, u64)>>,
     log: Option<Vec<Change<D>>>,
+    /// Changes are tracked: removed rows are kept in `gone` (and logged, when there is a log:
+    /// a [`BackgroundTable`] keeps its log on the loop's side).
+    tracked: bool,
     /// Rows removed while changes are tracked (a busted fill, a position whose fills were all
     /// busted), as last held, with the version that removed them; a key written again leaves.
     /// What a sink that lost acknowledged data is given again as deletions ([`full_changes`]).
@@ -125,7 +128,7 @@ pub struct TableState<D: Keyed> {
 
 impl<D: Keyed> Default for TableState<D> {
     fn default() -> Self {
-        TableState { rows: ShardedMap::default(), log: None, gone: FxHashMap::default() }
+        TableState { rows: ShardedMap::default(), log: None, tracked: false, gone: FxHashMap::default() }
     }
 }
 
@@ -147,7 +150,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
                 match self.rows.entry(key.clone()) {
                     Entry::Occupied(held) if held.get().0 == *d => {
                         let b = held.remove();
-                        if self.log.is_some() {
+                        if self.tracked {
                             removed.push(b.0);
                         }
                     }
@@ -194,13 +197,13 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         }
         drop(rest);
         debug_assert!(unmatched.is_empty(), "retracted rows that were never held: {unmatched:?}");
-        if let Some(log) = self.log.as_mut() {
-            for row in removed {
-                let key = row.key();
-                if !self.rows.contains_key(&key) {
+        for row in removed {
+            let key = row.key();
+            if !self.rows.contains_key(&key) {
+                if let Some(log) = self.log.as_mut() {
                     log.push(Change { row: row.clone(), version, deleted: true });
-                    self.gone.insert(key, Box::new((row, version)));
                 }
+                self.gone.insert(key, Box::new((row, version)));
             }
         }
     }
@@ -209,7 +212,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
     pub fn put(&mut self, c: Change<D>) {
         let key = c.row.key();
         if c.deleted {
-            if self.rows.remove(&key).is_some() && self.log.is_some() {
+            if self.rows.remove(&key).is_some() && self.tracked {
                 self.gone.insert(key, Box::new((c.row, c.version)));
             }
         } else {
@@ -274,6 +277,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
 
     /// Starts keeping a log of changes (for sinks that upsert by key and version).
     pub fn track(&mut self) {
+        self.tracked = true;
         self.log.get_or_insert_with(Vec::new);
     }
 
@@ -320,6 +324,218 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
     }
 }
 
+/// One epoch's updates of a table, as [`TableState::apply`] takes them.
+type Updates<D> = Vec<(D, u64, isize)>;
+
+/// A table applied on a thread of its own: the loop hands each epoch's updates over and goes on,
+/// and the thread puts them in the table while the loop feeds the next epoch.
+///
+/// The table of every fill is the one this is for: a million rows a day, each a hash insert far
+/// out of cache into memory touched for the first time, was a fifth of the loop's thread in a
+/// cold start. The change log stays on the loop's side, worked out from the updates alone (each
+/// row inserted; each row retracted whose key gets no row in the epoch, as a deletion), so
+/// sinks take an epoch's changes without waiting for the thread. An insertion and a retraction
+/// of the same row in one epoch cancel first (a row that was not held, and one retracted and
+/// put back unchanged alike: nothing changed).
+///
+/// The table is on one side at a time: [`BackgroundTable::settle`] (and every mutable access)
+/// takes it back, waiting for the thread when an epoch is still being applied; a shared read of
+/// an unsettled table panics, so readers go through [`crate::engine::Engine::state`], which
+/// settles it.
+pub struct BackgroundTable<D: Keyed> {
+    /// The table, while it is here (not on the thread).
+    table: Option<TableState<D>>,
+    applier: Option<Applier<D>>,
+    /// Changes since the last take, while tracked.
+    log: Option<Vec<Change<D>>>,
+    /// An empty update buffer (with capacity) to give the tap back.
+    spare: Updates<D>,
+    /// Thread name.
+    name: &'static str,
+}
+
+/// The thread applying a [`BackgroundTable`]'s updates, and its two ends.
+struct Applier<D: Keyed> {
+    jobs: Option<std::sync::mpsc::SyncSender<(TableState<D>, Updates<D>)>>,
+    /// (In a mutex only so that the tables can be shared between threads: the loop's side
+    /// takes it through `&mut`, without locking.)
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<(TableState<D>, Updates<D>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<D: Keyed> Drop for Applier<D> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<D> BackgroundTable<D>
+where
+    D: Keyed + Ord + Clone + std::fmt::Debug + Send + 'static,
+    D::Key: Send,
+{
+    /// A table applied on a thread named `harbour-{name}` (started with the first updates).
+    pub fn new(name: &'static str, table: TableState<D>) -> Self {
+        BackgroundTable { table: Some(table), applier: None, log: None, spare: Vec::new(), name }
+    }
+
+    /// Logs an epoch's changes (when tracked) and hands its updates to the thread, leaving
+    /// `updates` empty (with the capacity of an earlier epoch's buffer).
+    pub fn apply(&mut self, updates: &mut Updates<D>) {
+        if updates.is_empty() {
+            return;
+        }
+        cancel_pairs(updates);
+        if let Some(log) = self.log.as_mut() {
+            changes_of(updates, log);
+        }
+        self.settle();
+        let table = self.table.take().expect("settled");
+        let batch = std::mem::replace(updates, std::mem::take(&mut self.spare));
+        let applier = self.applier.get_or_insert_with(|| Applier::start(self.name));
+        let jobs = applier.jobs.as_ref().expect("open until dropped");
+        if jobs.send((table, batch)).is_err() {
+            applier.stopped();
+        }
+    }
+
+    /// Takes the table back from the thread, waiting for the epoch it is applying.
+    pub fn settle(&mut self) {
+        if self.table.is_some() {
+            return;
+        }
+        let applier = self.applier.as_mut().expect("a table away is on its thread");
+        let done = applier.done.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match done.recv() {
+            Ok((table, mut spare)) => {
+                spare.clear();
+                self.table = Some(table);
+                self.spare = spare;
+            }
+            Err(_) => applier.stopped(),
+        }
+    }
+
+    /// Starts tracking changes (see [`TableState::track`]).
+    pub fn track(&mut self) {
+        let t: &mut TableState<D> = self;
+        t.tracked = true;
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes since the last call (empty when not tracking).
+    pub fn take_changes(&mut self) -> Vec<Change<D>> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+impl<D: Keyed> Applier<D>
+where
+    D: Keyed + Ord + Clone + std::fmt::Debug + Send + 'static,
+    D::Key: Send,
+{
+    fn start(name: &'static str) -> Self {
+        // One epoch in flight: the loop takes the table back before it hands over the next.
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<(TableState<D>, Updates<D>)>(1);
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("harbour-{name}"))
+            .spawn(move || {
+                for (mut table, mut batch) in rx {
+                    table.apply(&mut batch);
+                    if tx.send((table, batch)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn a table thread");
+        Applier { jobs: Some(jobs), done: std::sync::Mutex::new(done), thread: Some(thread) }
+    }
+
+    /// The thread is gone: it panicked applying updates (a broken invariant); so does the loop.
+    fn stopped(&mut self) -> ! {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            _ => panic!("a table's thread stopped"),
+        }
+    }
+}
+
+impl<D: Keyed> std::ops::Deref for BackgroundTable<D> {
+    type Target = TableState<D>;
+    fn deref(&self) -> &TableState<D> {
+        self.table.as_ref().expect("the table is read before it was settled (Engine::state settles it)")
+    }
+}
+
+impl<D> std::ops::DerefMut for BackgroundTable<D>
+where
+    D: Keyed + Ord + Clone + std::fmt::Debug + Send + 'static,
+    D::Key: Send,
+{
+    fn deref_mut(&mut self) -> &mut TableState<D> {
+        self.settle();
+        self.table.as_mut().expect("settled")
+    }
+}
+
+/// Cancels insertions and retractions of the same row in one epoch's updates (and drops them).
+fn cancel_pairs<D: Keyed + PartialEq>(updates: &mut Updates<D>) {
+    if !updates.iter().any(|u| u.2 < 0) {
+        return;
+    }
+    let mut retracted: FxHashMap<D::Key, Vec<usize>> = FxHashMap::default();
+    for (i, (d, _, r)) in updates.iter().enumerate() {
+        if *r < 0 {
+            retracted.entry(d.key()).or_default().push(i);
+        }
+    }
+    let mut cancelled = false;
+    for i in 0..updates.len() {
+        if updates[i].2 <= 0 {
+            continue;
+        }
+        let Some(js) = retracted.get(&updates[i].0.key()) else { continue };
+        for &j in js {
+            let (r, q) = (updates[i].2, updates[j].2);
+            if r > 0 && q < 0 && updates[j].0 == updates[i].0 {
+                let n = r.min(-q);
+                updates[i].2 -= n;
+                updates[j].2 += n;
+                cancelled = true;
+            }
+        }
+    }
+    if cancelled {
+        updates.retain(|u| u.2 != 0);
+    }
+}
+
+/// The changes of one epoch's updates (identical pairs cancelled) as [`TableState::apply`] logs
+/// them: each insertion, then each retraction whose key gets no row in the epoch, as a deletion.
+fn changes_of<D: Keyed + Clone>(updates: &Updates<D>, log: &mut Vec<Change<D>>) {
+    let version = updates.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
+    let mut retractions = false;
+    for (d, _, r) in updates {
+        retractions |= *r < 0;
+        for _ in 0..*r {
+            log.push(Change { row: d.clone(), version, deleted: false });
+        }
+    }
+    if retractions {
+        let inserted: rustc_hash::FxHashSet<D::Key> =
+            updates.iter().filter(|u| u.2 > 0).map(|(d, _, _)| d.key()).collect();
+        for (d, _, r) in updates {
+            if *r < 0 && !inserted.contains(&d.key()) {
+                log.push(Change { row: d.clone(), version, deleted: true });
+            }
+        }
+    }
+}
+
 /// Builds the sink tables from the states.
 pub fn snapshot(s: &crate::engine::OutputState) -> Tables {
     Tables {
@@ -347,7 +563,7 @@ pub fn copy(s: &crate::engine::OutputState) -> crate::engine::OutputState {
     }
     crate::engine::OutputState {
         positions: table(&s.positions),
-        fills: table(&s.fills),
+        fills: BackgroundTable::new("fills", table(&s.fills)),
         rollups: table(&s.rollups),
         minutes: table(&s.minutes),
         orders: table(&s.orders),
@@ -490,4 +706,125 @@ pub fn track_changes(s: &mut crate::engine::OutputState) {
     s.risk.track();
     s.alerts.track();
     s.vol.track();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A test row: key and content.
+    type Row = (u16, u32);
+
+    impl Keyed for (u16, u32) {
+        type Key = u16;
+        fn key(&self) -> u16 {
+            self.0
+        }
+    }
+
+    /// Random epochs of a keyed table's updates: new rows, updates, deletions, and rows inserted
+    /// and retracted in the same epoch (which cancel); with `put_back`, also a held row retracted
+    /// and inserted again unchanged.
+    fn epochs(seed: u64, put_back: bool) -> Vec<Updates<Row>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut held: FxHashMap<u16, u32> = FxHashMap::default();
+        let mut out = Vec::new();
+        for epoch in 1..60u64 {
+            let mut updates = Vec::new();
+            let mut touched = rustc_hash::FxHashSet::default();
+            for _ in 0..rng.random_range(0..40) {
+                let key = rng.random_range(0..64u16);
+                if !touched.insert(key) {
+                    continue;
+                }
+                let content = rng.random_range(0..1_000u32);
+                match (held.get(&key).copied(), rng.random_range(0..4)) {
+                    (None, 0) => {
+                        updates.push(((key, content), epoch, 1));
+                        updates.push(((key, content), epoch, -1));
+                    }
+                    (None, _) => {
+                        updates.push(((key, content), epoch, 1));
+                        held.insert(key, content);
+                    }
+                    (Some(old), 0) => {
+                        updates.push(((key, old), epoch, -1));
+                        held.remove(&key);
+                    }
+                    (Some(old), 1) if put_back => {
+                        updates.push(((key, old), epoch, 1));
+                        updates.push(((key, old), epoch, -1));
+                    }
+                    (Some(old), _) if old != content => {
+                        updates.push(((key, content), epoch, 1));
+                        updates.push(((key, old), epoch, -1));
+                        held.insert(key, content);
+                    }
+                    (Some(_), _) => {}
+                }
+            }
+            out.push(updates);
+        }
+        out
+    }
+
+    #[test]
+    fn a_table_applied_on_its_thread_equals_one_applied_in_place() {
+        for seed in 0..20 {
+            let mut here = TableState::default();
+            here.track();
+            let mut away = BackgroundTable::new("test", TableState::default());
+            away.track();
+            let (mut logged_here, mut logged_away) = (Vec::new(), Vec::new());
+            for (i, mut updates) in epochs(seed, false).into_iter().enumerate() {
+                let mut copy = updates.clone();
+                here.apply(&mut copy);
+                away.apply(&mut updates);
+                assert!(updates.is_empty(), "the updates were handed over");
+                logged_here.extend(here.take_changes());
+                // Taken while the thread may still be applying the epoch.
+                logged_away.extend(away.take_changes());
+                if i % 7 == 0 {
+                    away.settle();
+                    assert_eq!(away.versioned(), here.versioned(), "seed {seed}, epoch {i}");
+                }
+            }
+            away.settle();
+            assert_eq!(away.versioned(), here.versioned(), "seed {seed}");
+            let gone = |t: &TableState<Row>| {
+                let mut g = t.gone();
+                g.sort();
+                g
+            };
+            assert_eq!(gone(&away), gone(&here), "seed {seed}: the removed rows kept");
+            assert_eq!(logged_away, logged_here, "seed {seed}: the same changes, in the same order");
+            assert!(logged_here.iter().any(|c| c.deleted), "seed {seed}: deletions were tried");
+        }
+    }
+
+    #[test]
+    fn a_row_put_back_unchanged_in_an_epoch_is_no_change() {
+        let mut t = BackgroundTable::new("test", TableState::default());
+        t.track();
+        t.apply(&mut vec![((1, 10), 1, 1), ((2, 20), 1, 1)]);
+        assert_eq!(t.take_changes().len(), 2);
+        t.apply(&mut vec![((1, 10), 2, -1), ((1, 10), 2, 1), ((2, 20), 2, -1), ((2, 21), 2, 1)]);
+        let changes = t.take_changes();
+        assert_eq!(changes, vec![Change { row: (2, 21), version: 2, deleted: false }]);
+        t.settle();
+        assert_eq!(t.versioned(), vec![Versioned { row: (1, 10), version: 1 }, Versioned { row: (2, 21), version: 2 }]);
+        // And with put-backs among the random epochs, the rows still end the same.
+        for seed in 0..5 {
+            let mut here = TableState::default();
+            let mut away = BackgroundTable::new("test", TableState::default());
+            for mut updates in epochs(seed, true) {
+                here.apply(&mut updates.clone());
+                away.apply(&mut updates);
+            }
+            away.settle();
+            let rows = |v: Vec<Versioned<Row>>| v.into_iter().map(|v| v.row).collect::<Vec<_>>();
+            assert_eq!(rows(away.versioned()), rows(here.versioned()));
+        }
+    }
 }

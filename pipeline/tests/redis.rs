@@ -46,7 +46,7 @@ fn day_epochs(metrics: &Metrics, fills: usize, seed: u64, every: usize) -> (Engi
 #[test]
 fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
     let metrics = Metrics::default();
-    let (engine, epochs) = day_epochs(&metrics, 3_000, 33, 500);
+    let (mut engine, epochs) = day_epochs(&metrics, 3_000, 33, 500);
     let mut rs = sink(1);
     let mut sent: Vec<(u64, Changes)> = Vec::new();
     let mut applied = 0;
@@ -60,8 +60,9 @@ fn a_day_in_redis_equals_the_engine_and_replays_are_fenced() {
     // The latest quote of every symbol: its market fields exactly, each with its event time.
     let mut c = rs.connection().unwrap();
     let mut quoted = 0;
-    for (symbol, _) in engine.state().marks.rows() {
-        let Some(m) = engine.market(*symbol) else { continue };
+    let symbols: Vec<_> = engine.state().marks.rows().map(|(s, _)| *s).collect();
+    for symbol in symbols {
+        let Some(m) = engine.market(symbol) else { continue };
         let h: HashMap<String, String> =
             redis::cmd("HGETALL").arg(format!("harbour:quote:{symbol}")).query(&mut c).unwrap();
         for (name, field) in [("bid", m.bid()), ("ask", m.ask()), ("last", m.last()), ("close", m.close())] {

@@ -374,7 +374,7 @@ impl<'a, 'm> Loop<'a, 'm> {
         if !accepted && !sent_before {
             // The topic takes the line whole (the state keeps a long one clipped).
             let whole = self.engine.take_unclipped();
-            let d = self.engine.state().dead_letters.last().expect("a refused line is a dead letter");
+            let d = self.engine.dead_letters().last().expect("a refused line is a dead letter");
             let epoch = replaying.unwrap_or_else(|| self.engine.open_epoch());
             self.dlq.send(
                 &Poison {
