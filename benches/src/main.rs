@@ -608,6 +608,14 @@ fn arg(args: &[String], i: usize, default: u64) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The pipeline's own log, to see where a run's time goes (HARBOUR_BENCH_LOG=info, or any
+    // tracing filter); none by default.
+    if let Ok(filter) = std::env::var("HARBOUR_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str).unwrap_or("all") {
         "fills" => {

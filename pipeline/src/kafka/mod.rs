@@ -218,9 +218,6 @@ struct Loop<'a, 'm> {
     /// How long the loop took to snapshot the engine for the newest checkpoint.
     snapshot_took: Duration,
     committed: u64,
-    /// The newest epoch whose dead letters the dead-letter topic holds (at least `committed`):
-    /// re-formed epochs through it send none again.
-    dead_letters_held: u64,
     /// Since when the sinks have been judged on the epochs waiting for them: the last commit, or
     /// the seal that left an epoch uncommitted after none was (an idle spell is not waiting).
     waiting_since: Instant,
@@ -370,7 +367,10 @@ impl<'a, 'm> Loop<'a, 'm> {
         let line = SourceLine { source, position: r.offset as u64, raw };
         let accepted = self.engine.feed_at(line, r.parsed.map(|p| *p), r.timestamp);
         // A re-formed epoch the dead-letter topic holds had its dead letters sent.
-        let sent_before = replaying.is_some_and(|e| e <= self.dead_letters_held.max(self.committed));
+        let sent_before = match replaying {
+            Some(e) if !accepted => e <= self.dlq.held()?.max(self.committed),
+            _ => false,
+        };
         if !accepted && !sent_before {
             // The topic takes the line whole (the state keeps a long one clipped).
             let whole = self.engine.take_unclipped();
@@ -879,9 +879,9 @@ pub fn run(
     // holder left open), then its newest epoch is read.
     let mut dlq = DeadLetterProducer::new(kafka, "dead-letters");
     dlq.set_run(&run_id);
-    let read = Instant::now();
-    let dead_letters_held = dlq.held_through(committed, last_logged.max(committed))?;
-    tracing::info!(held = dead_letters_held, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");
+    // (On a thread of its own: the loop reads meanwhile, and waits for it only to send a dead
+    // letter, or to skip one of an epoch re-formed from the log.)
+    dlq.start_reading_held(committed, last_logged.max(committed))?;
     let mut l = Loop {
         lease,
         engine,
@@ -903,7 +903,6 @@ pub fn run(
         checkpointed: restored_from,
         snapshot_took: Duration::ZERO,
         committed,
-        dead_letters_held,
         waiting_since: Instant::now(),
         stretched: false,
         committed_offsets: Offsets::new(),
@@ -1066,6 +1065,8 @@ pub fn run(
         l.seal(None)?;
     }
     l.flush(true)?;
+    // The dead-letter producer's start, if nothing waited for it: its failure is the run's too.
+    l.dlq.held()?;
     // Sinks that replace everything write their last version now.
     for slot in l.sinks.iter_mut().filter(|s| s.replaces_all) {
         if let Some(message) = slot.worker.take().and_then(Worker::finish) {

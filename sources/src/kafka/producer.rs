@@ -297,6 +297,8 @@ pub const EPOCH_HEADER: &str = "harbour.epoch";
 pub struct DeadLetterProducer {
     topic: String,
     sender: Sender,
+    /// What the start read ([`DeadLetterProducer::held`]), once taken.
+    held: Option<u64>,
     batch: Vec<OutRecord>,
     bytes: usize,
     since: Option<std::time::Instant>,
@@ -304,7 +306,12 @@ pub struct DeadLetterProducer {
 
 enum Sender {
     Transactional(Box<TransactionalProducer>),
+    /// A transactional one starting on a thread of its own, and the newest epoch the topic
+    /// holds once it has read it ([`DeadLetterProducer::start_reading_held`]).
+    Starting(std::thread::JoinHandle<Result<(Box<TransactionalProducer>, u64), KafkaError>>),
     Plain(BaseProducer<Counted>, Counted),
+    /// Between two of the above (never seen outside a method), or after a start that failed.
+    Moved,
 }
 
 impl DeadLetterProducer {
@@ -314,7 +321,7 @@ impl DeadLetterProducer {
         let topic = config.topics.dead_letters.clone();
         let id = format!("{}.{name}", config.group_id);
         let sender = Sender::Transactional(Box::new(TransactionalProducer::new(config, &topic, &id)));
-        DeadLetterProducer { topic, sender, batch: Vec::new(), bytes: 0, since: None }
+        DeadLetterProducer { topic, sender, held: None, batch: Vec::new(), bytes: 0, since: None }
     }
 
     /// A producer for `config.topics.dead_letters` that sends each dead letter at once, outside
@@ -322,11 +329,18 @@ impl DeadLetterProducer {
     pub fn plain(config: &KafkaConfig) -> Result<DeadLetterProducer, KafkaError> {
         let (p, d) = producer(config)?;
         let topic = config.topics.dead_letters.clone();
-        Ok(DeadLetterProducer { topic, sender: Sender::Plain(p, d), batch: Vec::new(), bytes: 0, since: None })
+        Ok(DeadLetterProducer {
+            topic,
+            sender: Sender::Plain(p, d),
+            held: None,
+            batch: Vec::new(),
+            bytes: 0,
+            since: None,
+        })
     }
 
     /// Dead letters from now on carry `run` ([`RUN_HEADER`](super::RUN_HEADER)), and
-    /// [`DeadLetterProducer::held_through`] reads that run's alone.
+    /// [`DeadLetterProducer::held_through`] reads that run's alone (set it before that starts).
     pub fn set_run(&mut self, run: &str) {
         if let Sender::Transactional(p) = &mut self.sender {
             p.set_run(run);
@@ -336,10 +350,55 @@ impl DeadLetterProducer {
     /// The newest epoch whose dead letters the topic holds, at least `held`
     /// ([`TransactionalProducer::held_through`]; `held` for a plain producer).
     pub fn held_through(&mut self, held: u64, logged: u64) -> Result<u64, KafkaError> {
-        match &mut self.sender {
-            Sender::Transactional(p) => p.held_through(EPOCH_HEADER, held, logged),
-            Sender::Plain(..) => Ok(held),
+        self.start_reading_held(held, logged)?;
+        self.held()
+    }
+
+    /// Starts the producer and reads [`DeadLetterProducer::held_through`] on a thread of its
+    /// own, so that a run reads its input meanwhile (the transactional producer's start and the
+    /// read of the topic's end took ~0.6 s of a cold start here, until 2026-11-30);
+    /// [`DeadLetterProducer::held`] takes the result. Dead letters are kept meanwhile; a flush
+    /// with none kept has nothing to wait for. The order is the same as `held_through`'s: the
+    /// start fences an earlier holder's producer before the topic's end is read.
+    pub fn start_reading_held(&mut self, held: u64, logged: u64) -> Result<(), KafkaError> {
+        match std::mem::replace(&mut self.sender, Sender::Moved) {
+            Sender::Transactional(mut p) => {
+                let thread = std::thread::Builder::new()
+                    .name("harbour-dlq-start".into())
+                    .spawn(move || {
+                        let read = std::time::Instant::now();
+                        let held = p.held_through(EPOCH_HEADER, held, logged)?;
+                        tracing::info!(held, ms = read.elapsed().as_millis() as u64, "dead-letter topic read");
+                        Ok((p, held))
+                    })
+                    .map_err(|e| KafkaError::Config(format!("starting the dead-letter producer's thread: {e}")))?;
+                self.sender = Sender::Starting(thread);
+            }
+            other => {
+                self.sender = other;
+                self.held = Some(self.held.unwrap_or(held));
+            }
         }
+        Ok(())
+    }
+
+    /// The newest epoch whose dead letters the topic holds, as the start read it (waiting for
+    /// it: [`DeadLetterProducer::start_reading_held`]).
+    pub fn held(&mut self) -> Result<u64, KafkaError> {
+        self.started()?;
+        Ok(self.held.unwrap_or_default())
+    }
+
+    /// Takes the producer over from its starting thread, if it is starting.
+    fn started(&mut self) -> Result<(), KafkaError> {
+        if let Sender::Starting(_) = &self.sender {
+            let Sender::Starting(t) = std::mem::replace(&mut self.sender, Sender::Moved) else { unreachable!() };
+            let (p, held) =
+                t.join().map_err(|_| KafkaError::Client("the dead-letter producer's start panicked".into()))??;
+            self.sender = Sender::Transactional(p);
+            self.held = Some(held);
+        }
+        Ok(())
     }
 
     /// Keeps one poison message of `epoch` (if any: the `harbour.epoch` header) for the next flush. A payload over
@@ -398,8 +457,15 @@ impl DeadLetterProducer {
     /// Sends the kept dead letters in one transaction and returns once it is committed: the
     /// dead-letter topic is then durable for the epochs kept so far (call between epochs).
     pub fn flush(&mut self) -> Result<(), KafkaError> {
+        if self.batch.is_empty() && matches!(self.sender, Sender::Starting(_)) {
+            return Ok(()); // nothing to send: no need to wait for the start
+        }
+        self.started()?;
         match &mut self.sender {
             Sender::Plain(p, d) => flush(p, d),
+            Sender::Moved | Sender::Starting(_) => {
+                Err(KafkaError::Client("the dead-letter producer did not start".into()))
+            }
             Sender::Transactional(p) => {
                 p.send_batch(&self.batch)?;
                 self.batch.clear();
