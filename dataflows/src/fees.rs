@@ -293,6 +293,17 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A fill's consideration is `Decimal` multiplication's, scale included.
+        #[test]
+        fn consideration_is_decimal_multiplication(m in -1_000_000_000_000i64..1_000_000_000_000, ps in 0u32..29, qty in 0i64..10_000_000_000) {
+            let f = fill(qty, Decimal::new(m, ps), false, None);
+            // (A product past `Decimal`'s range panics either way; validated fills are far below.)
+            if let Some(want) = f.price.checked_mul(Decimal::from(qty)) {
+                let got = f.consideration();
+                proptest::prop_assert_eq!((got.mantissa(), got.scale()), (want.mantissa(), want.scale()));
+            }
+        }
+
         /// The i128 fast path rounds exactly like `Decimal`.
         #[test]
         fn fast_rounding_matches_decimal(m in 1i64..100_000_000, ps in 0u32..4, qty in 1i64..10_000_000, rate in 1i64..100_000, rs in 3u32..10) {

@@ -334,9 +334,11 @@ type Updates<D> = Vec<(D, u64, isize)>;
 /// out of cache into memory touched for the first time, was a fifth of the loop's thread in a
 /// cold start. The change log stays on the loop's side, worked out from the updates alone (each
 /// row inserted; each row retracted whose key gets no row in the epoch, as a deletion), so
-/// sinks take an epoch's changes without waiting for the thread. An insertion and a retraction
-/// of the same row in one epoch cancel first (a row that was not held, and one retracted and
-/// put back unchanged alike: nothing changed).
+/// sinks take an epoch's changes without waiting for the thread. Then an insertion and a
+/// retraction of the same row in one epoch cancel first (a row that was not held, and one
+/// retracted and put back unchanged alike: nothing changed); untracked, the thread applies the
+/// updates as they come, as [`TableState::apply`] does (that pass was 5% of the loop in a cold
+/// start, whose late fills re-emit rows).
 ///
 /// The table is on one side at a time: [`BackgroundTable::settle`] (and every mutable access)
 /// takes it back, waiting for the thread when an epoch is still being applied; a shared read of
@@ -388,8 +390,8 @@ where
         if updates.is_empty() {
             return;
         }
-        cancel_pairs(updates);
         if let Some(log) = self.log.as_mut() {
+            cancel_pairs(updates);
             changes_of(updates, log);
         }
         self.settle();

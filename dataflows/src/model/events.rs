@@ -70,7 +70,13 @@ impl Fill {
 
     /// Price times quantity, unsigned.
     pub fn consideration(&self) -> Decimal {
-        self.price * Decimal::from(self.qty)
+        // The mantissas' product at the price's scale: what `Decimal` multiplication gives when
+        // it fits in 96 bits (always, for a validated fill), without its 192-bit general path.
+        let p = self.price.mantissa().checked_mul(i128::from(self.qty));
+        match p.and_then(|p| Decimal::try_from_i128_with_scale(p, self.price.scale()).ok()) {
+            Some(c) => c,
+            None => self.price * Decimal::from(self.qty),
+        }
     }
 }
 
