@@ -356,7 +356,7 @@ impl DeadLetterProducer {
 
     /// Starts the producer and reads [`DeadLetterProducer::held_through`] on a thread of its
     /// own, so that a run reads its input meanwhile (the transactional producer's start and the
-    /// read of the topic's end took ~0.6 s of a cold start here, until 2026-11-30);
+    /// read of the topic's end took ~0.6 s of a cold start here, until 2026-11-29);
     /// [`DeadLetterProducer::held`] takes the result. Dead letters are kept meanwhile; a flush
     /// with none kept has nothing to wait for. The order is the same as `held_through`'s: the
     /// start fences an earlier holder's producer before the topic's end is read.
