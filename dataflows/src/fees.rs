@@ -292,6 +292,15 @@ mod tests {
         assert_eq!(f.total, dec!(14.10));
     }
 
+    /// A zero consideration is `Decimal`'s zero (scale 0), whatever the price's scale.
+    #[test]
+    fn a_zero_consideration_is_decimals_zero() {
+        for (qty, price) in [(0, dec!(385.200)), (100, dec!(0.000)), (0, dec!(0))] {
+            let (got, want) = (fill(qty, price, false, None).consideration(), price * Decimal::from(qty));
+            assert_eq!((got.mantissa(), got.scale()), (want.mantissa(), want.scale()), "{qty} x {price}");
+        }
+    }
+
     proptest::proptest! {
         /// A fill's consideration is `Decimal` multiplication's, scale included.
         #[test]

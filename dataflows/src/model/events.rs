@@ -72,8 +72,15 @@ impl Fill {
     pub fn consideration(&self) -> Decimal {
         // The mantissas' product at the price's scale: what `Decimal` multiplication gives when
         // it fits in 96 bits (always, for a validated fill), without its 192-bit general path.
+        // (A zero is `Decimal::ZERO`, scale 0, as `Decimal` gives it.)
         let p = self.price.mantissa().checked_mul(i128::from(self.qty));
-        match p.and_then(|p| Decimal::try_from_i128_with_scale(p, self.price.scale()).ok()) {
+        match p.and_then(|p| {
+            if p == 0 {
+                Some(Decimal::ZERO)
+            } else {
+                Decimal::try_from_i128_with_scale(p, self.price.scale()).ok()
+            }
+        }) {
             Some(c) => c,
             None => self.price * Decimal::from(self.qty),
         }

@@ -368,7 +368,7 @@ impl<'a, 'm> Loop<'a, 'm> {
         let accepted = self.engine.feed_at(line, r.parsed.map(|p| *p), r.timestamp);
         // A re-formed epoch the dead-letter topic holds had its dead letters sent.
         let sent_before = match replaying {
-            Some(e) if !accepted => e <= self.dlq.held()?.max(self.committed),
+            Some(e) if !accepted => e <= self.committed || e <= self.dlq.held()?,
             _ => false,
         };
         if !accepted && !sent_before {
@@ -522,6 +522,9 @@ impl<'a, 'm> Loop<'a, 'm> {
     /// then only the changes of sealed epochs are written, and no whole-state sink or checkpoint
     /// is taken (the records of the open epoch were never fed).
     fn flush(&mut self, force: bool) -> Result<(), KafkaRunError> {
+        // A dead-letter producer that failed to start stops the run as soon as that is known,
+        // not at the first dead letter.
+        self.dlq.check_start()?;
         // (The dead letters kept are whole sealed epochs': records are fed at the seal.)
         if self.dlq.due(DEAD_LETTER_WAIT, DEAD_LETTER_BYTES) {
             self.dlq.flush()?;

@@ -5,8 +5,10 @@
 //!
 //! What the loop sees is what [`InputConsumer::poll`] would have given it, in the same order: a
 //! partition's records in offset order, each once. [`Prefetched::positions`] reports where the
-//! consumer had read each partition to *when the batches handed over so far were taken*, never
-//! further (records still queued are not passed yet). Pausing a partition stops fetching it; what
+//! batches handed over so far end, never further (records still queued are not passed yet): after
+//! a full batch, each partition's offset after its last record there; after a batch a poll cut
+//! short, where the consumer had read to then (past transaction markers and aborted messages
+//! too, which no record shows). Pausing a partition stops fetching it; what
 //! the reader took already still arrives, as after [`InputConsumer::pause`] (the caller holds
 //! it). Memory ahead of the loop: at most [`QUEUE`] batches of [`BATCH`] records queued, one
 //! being taken and one being handed over (plus what librdkafka prefetches,
@@ -47,7 +49,7 @@ fn after(before: &Offsets, records: &[Record]) -> Offsets {
     out
 }
 
-/// Records taken together, and where the consumer was once it took them.
+/// Records taken together, and where they end (see the module docs).
 struct Batch {
     records: Vec<Record>,
     positions: Offsets,
@@ -175,8 +177,8 @@ impl Prefetched {
         KafkaError::Client(format!("the kafka reader thread stopped: {why}"))
     }
 
-    /// Where the consumer had read each partition to when it took the records handed over so
-    /// far (see [`InputConsumer::positions`]); partitions not read yet are missing.
+    /// Where the records handed over so far end (see the module docs; at most
+    /// [`InputConsumer::positions`] when they were taken); partitions not read yet are missing.
     pub fn positions(&self) -> Offsets {
         self.positions.clone()
     }

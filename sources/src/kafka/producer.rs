@@ -304,6 +304,17 @@ pub struct DeadLetterProducer {
     since: Option<std::time::Instant>,
 }
 
+impl Drop for DeadLetterProducer {
+    /// Waits for a start still running: left alone, it could fence a later producer of the same
+    /// transactional id (the next run's, in this process or another).
+    fn drop(&mut self) {
+        if let Sender::Starting(_) = &self.sender {
+            let Sender::Starting(t) = std::mem::replace(&mut self.sender, Sender::Moved) else { unreachable!() };
+            let _ = t.join();
+        }
+    }
+}
+
 enum Sender {
     Transactional(Box<TransactionalProducer>),
     /// A transactional one starting on a thread of its own, and the newest epoch the topic
@@ -342,6 +353,7 @@ impl DeadLetterProducer {
     /// Dead letters from now on carry `run` ([`RUN_HEADER`](super::RUN_HEADER)), and
     /// [`DeadLetterProducer::held_through`] reads that run's alone (set it before that starts).
     pub fn set_run(&mut self, run: &str) {
+        debug_assert!(!matches!(self.sender, Sender::Starting(_)), "the run is set before the start");
         if let Sender::Transactional(p) = &mut self.sender {
             p.set_run(run);
         }
@@ -386,7 +398,18 @@ impl DeadLetterProducer {
     /// it: [`DeadLetterProducer::start_reading_held`]).
     pub fn held(&mut self) -> Result<u64, KafkaError> {
         self.started()?;
-        Ok(self.held.unwrap_or_default())
+        match (&self.sender, self.held) {
+            (Sender::Moved, _) => Err(KafkaError::Client("the dead-letter producer did not start".into())),
+            (_, held) => Ok(held.unwrap_or_default()),
+        }
+    }
+
+    /// The start's error, if it has ended with one (without waiting for a start still running).
+    pub fn check_start(&mut self) -> Result<(), KafkaError> {
+        match &self.sender {
+            Sender::Starting(t) if t.is_finished() => self.started(),
+            _ => Ok(()),
+        }
     }
 
     /// Takes the producer over from its starting thread, if it is starting.
