@@ -79,6 +79,7 @@ impl EngineConfig {
 }
 
 /// Every output table's current rows, plus the dead letters.
+#[derive(Default)]
 pub struct OutputState {
     /// Positions.
     pub positions: TableState<PositionRow>,
@@ -104,25 +105,6 @@ pub struct OutputState {
     pub vol: TableState<VolRow>,
     /// Dead letters, in input order.
     pub dead_letters: Vec<DeadLetter>,
-}
-
-impl Default for OutputState {
-    fn default() -> Self {
-        OutputState {
-            positions: TableState::default(),
-            fills: BackgroundTable::new("fills", TableState::default()),
-            rollups: TableState::default(),
-            minutes: TableState::default(),
-            orders: TableState::default(),
-            marks: TableState::default(),
-            instruments: TableState::default(),
-            status: TableState::default(),
-            risk: TableState::default(),
-            alerts: TableState::default(),
-            vol: TableState::default(),
-            dead_letters: Vec::new(),
-        }
-    }
 }
 
 /// Counts of a finished run.

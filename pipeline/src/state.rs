@@ -354,8 +354,19 @@ pub struct BackgroundTable<D: Keyed> {
     log: Option<Vec<Change<D>>>,
     /// An empty update buffer (with capacity) to give the tap back.
     spare: Updates<D>,
-    /// Thread name.
-    name: &'static str,
+}
+
+impl<D: Keyed> From<TableState<D>> for BackgroundTable<D> {
+    /// A table applied on a thread named `harbour-table` (started with the first updates).
+    fn from(table: TableState<D>) -> Self {
+        BackgroundTable { table: Some(table), applier: None, log: None, spare: Vec::new() }
+    }
+}
+
+impl<D: Keyed> Default for BackgroundTable<D> {
+    fn default() -> Self {
+        TableState::default().into()
+    }
 }
 
 /// An epoch handed to the thread: the table, the updates, and whether their identical pairs
@@ -389,11 +400,6 @@ where
     D: Keyed + Ord + Clone + std::fmt::Debug + Send + 'static,
     D::Key: Send,
 {
-    /// A table applied on a thread named `harbour-{name}` (started with the first updates).
-    pub fn new(name: &'static str, table: TableState<D>) -> Self {
-        BackgroundTable { table: Some(table), applier: None, log: None, spare: Vec::new(), name }
-    }
-
     /// Logs an epoch's changes (when tracked) and hands its updates to the thread, leaving
     /// `updates` empty (with the capacity of an earlier epoch's buffer).
     pub fn apply(&mut self, updates: &mut Updates<D>) {
@@ -412,7 +418,7 @@ where
         self.settle();
         let table = self.table.take().expect("settled");
         let batch = std::mem::replace(updates, std::mem::take(&mut self.spare));
-        let applier = self.applier.get_or_insert_with(|| Applier::start(self.name));
+        let applier = self.applier.get_or_insert_with(Applier::start);
         let jobs = applier.jobs.as_ref().expect("open until dropped");
         if jobs.send(Job { table, batch, cancelled }).is_err() {
             applier.stopped();
@@ -454,12 +460,12 @@ where
     D: Keyed + Ord + Clone + std::fmt::Debug + Send + 'static,
     D::Key: Send,
 {
-    fn start(name: &'static str) -> Self {
+    fn start() -> Self {
         // One epoch in flight: the loop takes the table back before it hands over the next.
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job<D>>(1);
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
-            .name(format!("harbour-{name}"))
+            .name("harbour-table".into())
             .spawn(move || {
                 for Job { mut table, mut batch, cancelled } in rx {
                     if !cancelled {
@@ -583,7 +589,7 @@ pub fn copy(s: &crate::engine::OutputState) -> crate::engine::OutputState {
     }
     crate::engine::OutputState {
         positions: table(&s.positions),
-        fills: BackgroundTable::new("fills", table(&s.fills)),
+        fills: table(&s.fills).into(),
         rollups: table(&s.rollups),
         minutes: table(&s.minutes),
         orders: table(&s.orders),
@@ -794,7 +800,7 @@ mod tests {
         for seed in 0..20 {
             let mut here = TableState::default();
             here.track();
-            let mut away = BackgroundTable::new("test", TableState::default());
+            let mut away = BackgroundTable::default();
             away.track();
             let (mut logged_here, mut logged_away) = (Vec::new(), Vec::new());
             for (i, mut updates) in epochs(seed, false).into_iter().enumerate() {
@@ -825,7 +831,7 @@ mod tests {
 
     #[test]
     fn a_row_put_back_unchanged_in_an_epoch_is_no_change() {
-        let mut t = BackgroundTable::new("test", TableState::default());
+        let mut t = BackgroundTable::default();
         t.track();
         t.apply(&mut vec![((1, 10), 1, 1), ((2, 20), 1, 1)]);
         assert_eq!(t.take_changes().len(), 2);
@@ -838,8 +844,8 @@ mod tests {
         // versions are the same whether changes are tracked or not.
         for seed in 0..5 {
             let mut here = TableState::default();
-            let mut away = BackgroundTable::new("test", TableState::default());
-            let mut tracked = BackgroundTable::new("test", TableState::default());
+            let mut away = BackgroundTable::default();
+            let mut tracked = BackgroundTable::default();
             tracked.track();
             for mut updates in epochs(seed, true) {
                 here.apply(&mut updates.clone());

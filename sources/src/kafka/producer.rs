@@ -308,18 +308,20 @@ impl Drop for DeadLetterProducer {
     /// Waits for a start still running: left alone, it could fence a later producer of the same
     /// transactional id (the next run's, in this process or another).
     fn drop(&mut self) {
-        if let Sender::Starting(_) = &self.sender {
-            let Sender::Starting(t) = std::mem::replace(&mut self.sender, Sender::Moved) else { unreachable!() };
+        if let Some(t) = self.take_start() {
             let _ = t.join();
         }
     }
 }
 
+/// The thread starting a transactional producer: the producer and the newest epoch read.
+type StartThread = std::thread::JoinHandle<Result<(Box<TransactionalProducer>, u64), KafkaError>>;
+
 enum Sender {
     Transactional(Box<TransactionalProducer>),
     /// A transactional one starting on a thread of its own, and the newest epoch the topic
     /// holds once it has read it ([`DeadLetterProducer::start_reading_held`]).
-    Starting(std::thread::JoinHandle<Result<(Box<TransactionalProducer>, u64), KafkaError>>),
+    Starting(StartThread),
     Plain(BaseProducer<Counted>, Counted),
     /// Between two of the above (never seen outside a method), or after a start that failed.
     Moved,
@@ -412,10 +414,20 @@ impl DeadLetterProducer {
         }
     }
 
+    /// The starting thread, if the producer is starting (leaving `Moved` in its place).
+    fn take_start(&mut self) -> Option<StartThread> {
+        match std::mem::replace(&mut self.sender, Sender::Moved) {
+            Sender::Starting(t) => Some(t),
+            other => {
+                self.sender = other;
+                None
+            }
+        }
+    }
+
     /// Takes the producer over from its starting thread, if it is starting.
     fn started(&mut self) -> Result<(), KafkaError> {
-        if let Sender::Starting(_) = &self.sender {
-            let Sender::Starting(t) = std::mem::replace(&mut self.sender, Sender::Moved) else { unreachable!() };
+        if let Some(t) = self.take_start() {
             let (p, held) =
                 t.join().map_err(|_| KafkaError::Client("the dead-letter producer's start panicked".into()))??;
             self.sender = Sender::Transactional(p);
