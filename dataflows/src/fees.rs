@@ -6,6 +6,8 @@
 //! the broker commission at a rate with a minimum, unless the fill carries its own commission.
 //! Every breakdown names the schedule it used.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,7 @@ use smol_str::SmolStr;
 use crate::model::Fill;
 
 /// One dated set of rates; applies to trade dates from `effective_from` until the next schedule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostSchedule {
     /// Name shown on every fee breakdown computed with this schedule.
@@ -65,10 +67,11 @@ pub struct FeeBreakdown {
     pub schedule: SmolStr,
 }
 
-/// Dated cost schedules; the newest not after the trade date applies.
+/// Dated cost schedules; the newest not after the trade date applies. Each is shared: a fill's
+/// row holds the one it was charged under ([`crate::operators::FillPnl`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct CostSchedules(pub Vec<CostSchedule>);
+pub struct CostSchedules(pub Vec<Arc<CostSchedule>>);
 
 impl Default for CostSchedules {
     /// Hong Kong's costs since stamp duty went to 0.13% (1 Aug 2021): ../shared/HKEX.md §3, with
@@ -121,7 +124,7 @@ impl Default for CostSchedules {
             settlement_fee_max: None,
             ..nov_2023.clone()
         };
-        CostSchedules(vec![aug_2021, jan_2022, jan_2023, nov_2023, jun_2025])
+        CostSchedules([aug_2021, jan_2022, jan_2023, nov_2023, jun_2025].map(Arc::new).into())
     }
 }
 
@@ -132,7 +135,7 @@ impl CostSchedules {
     }
 
     /// The schedule in force on `date`, if any.
-    pub fn on(&self, date: NaiveDate) -> Option<&CostSchedule> {
+    pub fn on(&self, date: NaiveDate) -> Option<&Arc<CostSchedule>> {
         self.0.iter().filter(|s| s.effective_from <= date).max_by_key(|s| s.effective_from)
     }
 }
@@ -246,7 +249,7 @@ mod tests {
     }
 
     fn schedule(y: i32, m: u32, d: u32) -> CostSchedule {
-        CostSchedules::default().on(NaiveDate::from_ymd_opt(y, m, d).unwrap()).unwrap().clone()
+        CostSchedule::clone(CostSchedules::default().on(NaiveDate::from_ymd_opt(y, m, d).unwrap()).unwrap())
     }
 
     /// 1000 × 385.20 = 385,200 consideration under the 2026 schedule.

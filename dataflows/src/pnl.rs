@@ -7,10 +7,12 @@
 //! Money in output rows is rounded to [`MONEY_DP`] decimal places (the fold itself keeps full
 //! precision), so sums over rows are exact and equal however they are grouped.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::fees::{CostSchedule, CostSchedules, FeeBreakdown};
 use crate::marks::{Mark, MarkSource};
 use crate::model::{Fill, PositionKey, PositionState, Ts};
 use crate::validate::trade_date;
@@ -18,12 +20,22 @@ use crate::validate::trade_date;
 /// Decimal places kept for money in output rows.
 pub const MONEY_DP: u32 = 8;
 
-/// A fill's costs under the schedule in force on its trade date (none when no schedule is).
-pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
-    match schedules.on(trade_date(fill.ts)) {
+/// The cost schedule in force on a fill's trade date (none when no schedule is).
+pub fn schedule_of(fill: &Fill, schedules: &CostSchedules) -> Option<Arc<CostSchedule>> {
+    schedules.on(trade_date(fill.ts)).cloned()
+}
+
+/// A fill's costs under `schedule`; without one, nothing, under the schedule name "none".
+pub fn fees_under(fill: &Fill, schedule: Option<&CostSchedule>) -> FeeBreakdown {
+    match schedule {
         Some(s) => s.fees(fill),
         None => FeeBreakdown { schedule: "none".into(), ..Default::default() },
     }
+}
+
+/// A fill's costs under the schedule in force on its trade date (none when no schedule is).
+pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
+    fees_under(fill, schedules.on(trade_date(fill.ts)).map(|s| &**s))
 }
 
 /// One position valued at its mark: the `positions` table.

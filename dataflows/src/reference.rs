@@ -48,7 +48,7 @@ pub fn recompute(fills: &[Fill], market: &[MarketEvent], schedules: &CostSchedul
         for f in book {
             let fees = fees_of(f, schedules);
             let step = state.apply(f.signed_qty(), f.price, fees.total, f.ts);
-            out.fills.push(FillPnl { fill: std::sync::Arc::new(f.clone()), fees, step });
+            out.fills.push(FillPnl::new(std::sync::Arc::new(f.clone()), schedules, step));
         }
         let none = Mark { price: None, source: crate::marks::MarkSource::None, ts: 0 };
         out.positions.push(PositionRow::new(key.clone(), &state, marks.get(&key.symbol).unwrap_or(&none)));

@@ -78,8 +78,8 @@ pub fn flow_of(row: &FillPnl) -> FlowTotals {
         buy_notional: if buy { notional } else { Decimal::ZERO },
         sell_notional: if buy { Decimal::ZERO } else { notional },
         realized,
-        fees: row.fees.total,
-        net: realized - row.fees.total,
+        fees: row.fee,
+        net: realized - row.fee,
     }
 }
 

@@ -44,7 +44,7 @@ fn expected(s: &OutputState) -> String {
         fills.len(),
         fills.iter().map(|f| f.fill.qty).sum::<i64>(),
         money(fills.iter().map(|f| f.step.realized)),
-        money(fills.iter().map(|f| f.fees.total)),
+        money(fills.iter().map(|f| f.fee)),
         positions.len(),
         positions.iter().map(|p| p.qty).sum::<i64>(),
         money(positions.iter().map(|p| p.realized)),

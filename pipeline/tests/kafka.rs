@@ -707,7 +707,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         "{}\t{}\t{}\n",
         expected.fills.len(),
         expected.fills.rows().map(|f| f.fill.qty).sum::<i64>(),
-        money(expected.fills.rows().map(|f| f.fees.total))
+        money(expected.fills.rows().map(|f| f.fee))
     );
     assert_eq!(fills, want_fills, "clickhouse fills after {kills} kills");
     let positions =

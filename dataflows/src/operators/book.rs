@@ -14,10 +14,10 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::fees::{CostSchedules, FeeBreakdown};
+use crate::fees::{CostSchedule, CostSchedules, FeeBreakdown};
 use crate::marks::Mark;
 use crate::model::{Fill, PositionKey, PositionState, PositionStep};
-use crate::pnl::{fees_of, PositionRow, MONEY_DP};
+use crate::pnl::{fees_under, schedule_of, PositionRow, MONEY_DP};
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -25,16 +25,72 @@ pub const CHECKPOINT_EVERY: usize = 64;
 /// An enriched fill with the realized P&L it produced and the position after it.
 ///
 /// The fill is shared, not copied: the input rules (for busts and checkpoints), the book and each
-/// row of it hold one allocation (a row is about half the size of one holding the fill inline;
-/// serialized as the fill itself).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// row of it hold one allocation. Its costs item by item are a function of the fill and the
+/// schedule it was charged under, so the row keeps the schedule (shared too) and the total the
+/// fold charged, and [`FillPnl::fees`] works the items out when asked: a row is 56 bytes, where
+/// with the fill and its breakdown inline it was 328 (every fill of a day is held in the fills
+/// table, and moved through the dataflow's containers on its way there).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FillPnl {
     /// The fill.
     pub fill: Arc<Fill>,
-    /// Its costs.
-    pub fees: FeeBreakdown,
+    /// The cost schedule in force on its trade date (none when no schedule covers it).
+    pub schedule: Option<Arc<CostSchedule>>,
+    /// Its total cost, what the position's fold charged (`fees().total`).
+    pub fee: Decimal,
     /// What it did to the position (realized P&L before costs, quantity after).
     pub step: PositionStep,
+}
+
+impl FillPnl {
+    /// `fill`'s row after `step`, charged under the schedule in force on its trade date.
+    pub fn new(fill: Arc<Fill>, schedules: &CostSchedules, step: PositionStep) -> FillPnl {
+        let schedule = schedule_of(&fill, schedules);
+        let fee = fees_under(&fill, schedule.as_deref()).total;
+        FillPnl { fill, schedule, fee, step }
+    }
+
+    /// Its costs item by item (the same each time: a pure function of the fill and its schedule).
+    pub fn fees(&self) -> FeeBreakdown {
+        fees_under(&self.fill, self.schedule.as_deref())
+    }
+}
+
+/// A row as checkpoints keep it (the fills table's removed rows): the fill, its costs item by item
+/// (the shape rows had before they kept their schedule instead, 2026-11-30), what it did to the
+/// position, and the schedule itself, so a row read back charges what it charged.
+#[derive(Serialize, Deserialize)]
+struct StoredFillPnl {
+    fill: Arc<Fill>,
+    fees: FeeBreakdown,
+    step: PositionStep,
+    #[serde(default)]
+    schedule: Option<Arc<CostSchedule>>,
+}
+
+impl Serialize for FillPnl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredFillPnl {
+            fill: Arc::clone(&self.fill),
+            fees: self.fees(),
+            step: self.step.clone(),
+            schedule: self.schedule.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FillPnl {
+    /// A row written before rows kept their schedule names it in its costs: the built-in schedule
+    /// of that name is taken when it gives the same costs; otherwise the row keeps its total
+    /// and no schedule (its items then read as zero, under "none").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let StoredFillPnl { fill, fees, step, schedule } = StoredFillPnl::deserialize(d)?;
+        let schedule = schedule.or_else(|| {
+            CostSchedules::default().0.into_iter().find(|s| s.name == fees.schedule && s.fees(&fill) == fees)
+        });
+        Ok(FillPnl { fill, schedule, fee: fees.total, step })
+    }
 }
 
 /// One fill in a book: what the fold and the book's order read, inline, and the fill itself,
@@ -63,9 +119,14 @@ impl Entry {
         }
     }
 
-    /// The output row, fees recomputed (they are deterministic in the fill).
+    /// The output row (its schedule looked up again: it is deterministic in the fill).
     fn row(&self, schedules: &CostSchedules) -> FillPnl {
-        FillPnl { fill: Arc::clone(&self.fill), fees: fees_of(&self.fill, schedules), step: self.step.clone() }
+        FillPnl {
+            fill: Arc::clone(&self.fill),
+            schedule: schedule_of(&self.fill, schedules),
+            fee: self.fee,
+            step: self.step.clone(),
+        }
     }
 }
 
@@ -117,10 +178,11 @@ impl Book {
             if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(self.current.clone());
             }
-            let fees = fees_of(&f, schedules);
-            let mut entry = Entry::new(Arc::clone(&f), fees.total);
+            let schedule = schedule_of(&f, schedules);
+            let fee = fees_under(&f, schedule.as_deref()).total;
+            let mut entry = Entry::new(Arc::clone(&f), fee);
             entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
-            out(FillPnl { fill: f, fees, step: entry.step.clone() }, 1);
+            out(FillPnl { fill: f, schedule, fee, step: entry.step.clone() }, 1);
             self.entries.push(entry);
         }
         self.settle();
@@ -176,10 +238,9 @@ impl Book {
         // Steps of the entries that may change, to emit only the rows that did.
         let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        // The inserted fills with their costs, for their rows. (Sized for every insertion at once:
-        // growing it would move each fee breakdown again.)
+        // The inserted fills with their schedules, for their rows.
         let inserts = changes.iter().filter(|(_, r)| *r > 0).count();
-        let mut fresh: FxHashMap<smol_str::SmolStr, (Arc<Fill>, FeeBreakdown)> =
+        let mut fresh: FxHashMap<smol_str::SmolStr, (Arc<Fill>, Option<Arc<CostSchedule>>)> =
             FxHashMap::with_capacity_and_hasher(inserts, Default::default());
 
         for (f, r) in changes {
@@ -187,15 +248,16 @@ impl Book {
                 let i = match self.find(&f) {
                     Ok(i) | Err(i) => i,
                 };
-                let fees = fees_of(&f, schedules);
+                let schedule = schedule_of(&f, schedules);
+                let fee = fees_under(&f, schedule.as_deref()).total;
                 // Small books grow one entry at a time: most positions hold a handful of fills.
                 if self.entries.len() < 8 {
                     self.entries.reserve_exact(r as usize);
                 }
                 for _ in 0..r {
-                    self.entries.insert(i, Entry::new(Arc::clone(&f), fees.total));
+                    self.entries.insert(i, Entry::new(Arc::clone(&f), fee));
                 }
-                fresh.insert(f.exec_id.clone(), (f, fees));
+                fresh.insert(f.exec_id.clone(), (f, schedule));
             } else {
                 for _ in 0..(-r) {
                     if let Ok(i) = self.find(&f) {
@@ -241,7 +303,7 @@ impl Book {
                 }
                 None => {
                     let row = match fresh.remove(&e.exec_id) {
-                        Some((fill, fees)) => FillPnl { fill, fees, step: e.step.clone() },
+                        Some((fill, schedule)) => FillPnl { fill, schedule, fee: e.fee, step: e.step.clone() },
                         None => e.row(schedules),
                     };
                     out(row, 1);
@@ -271,6 +333,31 @@ mod tests {
             odd_lot: false,
             source_seq: n as u64,
         })
+    }
+
+    /// A row keeps its schedule and total, and works its items out as `fees_of` does; a checkpoint
+    /// reads it back equal, and a row in the shape kept before (items, no schedule) finds the
+    /// built-in schedule that charged it.
+    #[test]
+    fn a_row_works_its_costs_out_and_reads_back_equal() {
+        let schedules = CostSchedules::default();
+        let f = fill(1_772_415_000_000_000_000, 1000, dec!(385.2)); // 2026-03-02 HKT
+        let row = FillPnl::new(Arc::clone(&f), &schedules, PositionStep { realized: dec!(1.5), qty_after: 1000 });
+        let want = crate::pnl::fees_of(&f, &schedules);
+        assert_eq!(row.fees(), want);
+        assert_eq!(row.fee, want.total);
+        assert_eq!(row.fees().schedule, "HK-2025-06-30");
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(serde_json::from_str::<FillPnl>(&json).unwrap(), row);
+        // The shape rows were kept in before: fill, items, step.
+        let mut legacy: serde_json::Value = serde_json::from_str(&json).unwrap();
+        legacy.as_object_mut().unwrap().remove("schedule");
+        assert_eq!(serde_json::from_value::<FillPnl>(legacy.clone()).unwrap(), row);
+        // Items no built-in schedule gives: the total stays, the items are not made up.
+        legacy["fees"]["commission"] = serde_json::json!("9999");
+        legacy["fees"]["total"] = serde_json::json!("12345.67");
+        let odd = serde_json::from_value::<FillPnl>(legacy).unwrap();
+        assert_eq!((odd.fee, odd.schedule.is_none()), (dec!(12345.67), true));
     }
 
     /// The average open price a book keeps follows its state, on appends and on replays (a bust, a

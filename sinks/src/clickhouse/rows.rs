@@ -166,7 +166,7 @@ pub struct FillRow {
 
 impl From<&Change<FillPnl>> for FillRow {
     fn from(c: &Change<FillPnl>) -> Self {
-        let (f, fees) = (&c.row.fill, &c.row.fees);
+        let (f, fees) = (&c.row.fill, c.row.fees());
         FillRow {
             trade_date: date(f.ts),
             exec_id: f.exec_id.to_string(),

@@ -156,7 +156,7 @@ pub fn fills_batch(t: &TableRefs<'_>) -> Result<RecordBatch, ArrowError> {
     let mut decs: [Vec<i128>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut seqs: [Vec<u64>; 2] = std::array::from_fn(|_| Vec::with_capacity(n)); // source_seq, version
     for (_, r) in &f {
-        let (fill, fees, step) = (&r.row.fill, &r.row.fees, &r.row.step);
+        let (fill, fees, step) = (&r.row.fill, r.row.fees(), &r.row.step);
         exec_id.append_value(&fill.exec_id);
         order_id.append_value(&fill.order_id);
         account.append_value(&fill.key.account);
