@@ -100,6 +100,20 @@ impl SpreadTables {
     }
 }
 
+/// Decimal places of the units [`SpreadTable::on_grid`] works in when it can (ticks are at
+/// least 0.001).
+const UNIT_DP: u32 = 4;
+
+/// `d` in whole 10^-[`UNIT_DP`] units, when it has at most that many places and fits.
+fn units(d: Decimal) -> Option<i64> {
+    let scale = d.scale();
+    if scale > UNIT_DP {
+        return None;
+    }
+    let m = i64::try_from(d.mantissa()).ok()?;
+    m.checked_mul(10i64.pow(UNIT_DP - scale))
+}
+
 /// The lowest price the spread table has (its first band starts at HK$0.01): 0.005 is on the
 /// 0.001 grid but not a price the exchange takes.
 pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
@@ -115,11 +129,35 @@ impl SpreadTable {
     }
 
     /// True when `price` lies on the tick grid of its band.
+    ///
+    /// Checked in whole ten-thousandths when the price and the bands are (every fill's price is
+    /// checked: integer compares and one remainder, where decimals rescale at each band); the
+    /// decimal check otherwise.
     pub fn on_grid(&self, price: Decimal) -> bool {
+        self.on_grid_in_units(price).unwrap_or_else(|| self.on_grid_decimal(price))
+    }
+
+    fn on_grid_decimal(&self, price: Decimal) -> bool {
         match self.tick(price) {
             Some(tick) => (price % tick).is_zero(),
             None => false,
         }
+    }
+
+    /// [`SpreadTable::on_grid`] in whole [`UNIT_DP`]-place units; `None` when a number involved
+    /// has more places (or does not fit).
+    fn on_grid_in_units(&self, price: Decimal) -> Option<bool> {
+        let p = units(price)?;
+        if p < units(MIN_PRICE)? {
+            return Some(false);
+        }
+        for b in &self.bands {
+            if p <= units(b.up_to)? {
+                let tick = units(b.tick)?;
+                return Some(tick > 0 && p % tick == 0);
+            }
+        }
+        Some(false)
     }
 
     /// Rounds `price` down to the grid (for generators and tests).
@@ -133,6 +171,27 @@ impl SpreadTable {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    proptest::proptest! {
+        /// The check in units agrees with the decimal one, for prices of any places and size
+        /// (the units path declines what it cannot take).
+        #[test]
+        fn the_check_in_units_agrees_with_decimals(m in 0i64..20_000_000_000, scale in 0u32..8, late in proptest::bool::ANY) {
+            let table = if late { on(2025, 8, 4) } else { on(2025, 8, 1) };
+            let price = Decimal::new(m, scale);
+            proptest::prop_assert_eq!(table.on_grid(price), table.on_grid_decimal(price), "{}", price);
+        }
+    }
+
+    #[test]
+    fn prices_with_many_places_and_negative_ones_are_checked_as_decimals() {
+        let t = on(2025, 8, 4);
+        assert!(t.on_grid(Decimal::new(3852000000, 7)), "385.2000000");
+        assert!(!t.on_grid(Decimal::new(3852000001, 7)));
+        assert!(!t.on_grid(dec!(-385.2)));
+        assert!(!t.on_grid(dec!(0.005)), "under the lowest price");
+        assert!(t.on_grid(dec!(0.01)) && t.on_grid(dec!(9995)) && !t.on_grid(dec!(10000)));
+    }
 
     fn on(y: i32, m: u32, d: u32) -> SpreadTable {
         SpreadTables::default().on(NaiveDate::from_ymd_opt(y, m, d).unwrap()).unwrap().clone()

@@ -157,26 +157,26 @@ where
                 let mut fils = fill_session.session(&fill_cap);
 
                 {
-                    let mut add = |row: &PositionRow, negate: bool| {
-                        let mut t = totals_of(row);
-                        if negate {
-                            t.negate();
-                        }
-                        sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&t);
-                        sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&t);
-                    };
-                    // Emits the change from the row shown before the time to the row shown now;
-                    // false when the book shows none (it is empty).
+                    // Emits the change from the row shown before the time to the row shown now,
+                    // and adds it to the row's account and strategy (the difference worked out
+                    // once, then added to each); false when the book shows none (it is empty).
                     let mut show = |old: Option<PositionRow>, new: Option<PositionRow>| -> bool {
                         if new == old {
                             return new.is_some();
                         }
+                        let Some(row) = new.as_ref().or(old.as_ref()) else { return false };
+                        let mut delta = new.as_ref().map(totals_of).unwrap_or_default();
+                        if let Some(old) = &old {
+                            let mut t = totals_of(old);
+                            t.negate();
+                            delta.plus_equals(&t);
+                        }
+                        sums.entry(Group::Account(row.key.account.clone())).or_default().plus_equals(&delta);
+                        sums.entry(Group::Strategy(row.key.strategy.clone())).or_default().plus_equals(&delta);
                         if let Some(old) = old {
-                            add(&old, true);
                             rows.give((old, time.clone(), -1));
                         }
                         let Some(new) = new else { return false };
-                        add(&new, false);
                         rows.give((new, time.clone(), 1));
                         true
                     };
