@@ -33,6 +33,13 @@ pub fn fees_under(fill: &Fill, schedule: Option<&CostSchedule>) -> FeeBreakdown 
     }
 }
 
+/// The schedule a fill is charged under (see [`schedule_of`]) and its total cost.
+pub fn charge(fill: &Fill, schedules: &CostSchedules) -> (Option<Arc<CostSchedule>>, Decimal) {
+    let schedule = schedule_of(fill, schedules);
+    let fee = fees_under(fill, schedule.as_deref()).total;
+    (schedule, fee)
+}
+
 /// A fill's costs under the schedule in force on its trade date (none when no schedule is).
 pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
     fees_under(fill, schedules.on(trade_date(fill.ts)).map(|s| &**s))

@@ -9,7 +9,7 @@ use crate::fees::CostSchedules;
 use crate::marks::{Mark, MarkPolicy, MarkState};
 use crate::model::{Fill, MarketEvent, PositionKey, PositionState, Symbol, Ts};
 use crate::operators::FillPnl;
-use crate::pnl::{fees_of, PositionRow};
+use crate::pnl::{charge, PositionRow};
 use crate::rollups::{flow_of, minute_of, totals_of, Group};
 use crate::sums::{FlowTotals, Totals};
 use differential_dataflow::difference::Semigroup;
@@ -46,9 +46,9 @@ pub fn recompute(fills: &[Fill], market: &[MarketEvent], schedules: &CostSchedul
         book.sort_by(|a, b| (a.ts, &a.exec_id).cmp(&(b.ts, &b.exec_id)));
         let mut state = PositionState::default();
         for f in book {
-            let fees = fees_of(f, schedules);
-            let step = state.apply(f.signed_qty(), f.price, fees.total, f.ts);
-            out.fills.push(FillPnl::new(std::sync::Arc::new(f.clone()), schedules, step));
+            let (schedule, fee) = charge(f, schedules);
+            let step = state.apply(f.signed_qty(), f.price, fee, f.ts);
+            out.fills.push(FillPnl { fill: std::sync::Arc::new(f.clone()), schedule, fee, step });
         }
         let none = Mark { price: None, source: crate::marks::MarkSource::None, ts: 0 };
         out.positions.push(PositionRow::new(key.clone(), &state, marks.get(&key.symbol).unwrap_or(&none)));

@@ -129,7 +129,7 @@ fn tap<D: Clone + 'static>(c: VecCollection<'_, u64, D, isize>, probe: &ProbeHan
     use timely::dataflow::operators::Probe;
     let sink: Sink<D> = Rc::new(RefCell::new(Vec::new()));
     let s = sink.clone();
-    // The updates are moved into the sink, not copied (each fill's rows are a few hundred bytes).
+    // The updates are moved into the sink, not copied (a position row is a few hundred bytes).
     // The probe watches the tap's (empty) output, whose frontier passes a time only once the tap
     // has taken every update of it: a probe before the tap would not count updates in flight
     // to it.

@@ -3,7 +3,7 @@
 //! | table | key | row |
 //! |---|---|---|
 //! | positions | account, strategy, symbol | [`PositionRow`] |
-//! | fills | exec_id | [`FillPnl`] (fill, fee breakdown, realized P&L) |
+//! | fills | exec_id | [`FillPnl`] (fill, cost schedule and fee total, realized P&L) |
 //! | account_rollups / strategy_rollups | account / strategy | [`Totals`] |
 //! | account_pnl_minute / strategy_pnl_minute | account / strategy, minute | [`FlowTotals`] |
 //! | orders | order_id | [`Order`] (latest state) |

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::fees::{CostSchedule, CostSchedules, FeeBreakdown};
 use crate::marks::Mark;
 use crate::model::{Fill, PositionKey, PositionState, PositionStep};
-use crate::pnl::{fees_under, schedule_of, PositionRow, MONEY_DP};
+use crate::pnl::{charge, fees_under, schedule_of, PositionRow, MONEY_DP};
 
 /// Snapshot interval of the fold state within a key's book.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -45,14 +45,18 @@ pub struct FillPnl {
 impl FillPnl {
     /// `fill`'s row after `step`, charged under the schedule in force on its trade date.
     pub fn new(fill: Arc<Fill>, schedules: &CostSchedules, step: PositionStep) -> FillPnl {
-        let schedule = schedule_of(&fill, schedules);
-        let fee = fees_under(&fill, schedule.as_deref()).total;
+        let (schedule, fee) = charge(&fill, schedules);
         FillPnl { fill, schedule, fee, step }
     }
 
     /// Its costs item by item (the same each time: a pure function of the fill and its schedule).
+    /// Without a schedule, none of the items and the row's total (zero, unless the row was read
+    /// back from a checkpoint without the schedule that charged it), under "none".
     pub fn fees(&self) -> FeeBreakdown {
-        fees_under(&self.fill, self.schedule.as_deref())
+        match &self.schedule {
+            Some(s) => s.fees(&self.fill),
+            None => FeeBreakdown { total: self.fee, ..fees_under(&self.fill, None) },
+        }
     }
 }
 
@@ -82,8 +86,8 @@ impl Serialize for FillPnl {
 
 impl<'de> Deserialize<'de> for FillPnl {
     /// A row written before rows kept their schedule names it in its costs: the built-in schedule
-    /// of that name is taken when it gives the same costs; otherwise the row keeps its total
-    /// and no schedule (its items then read as zero, under "none").
+    /// of that name is taken when it gives the same costs; otherwise (a schedule from the config)
+    /// the row keeps its total and no schedule (its items then read as zero, under "none").
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let StoredFillPnl { fill, fees, step, schedule } = StoredFillPnl::deserialize(d)?;
         let schedule = schedule.or_else(|| {
@@ -95,7 +99,7 @@ impl<'de> Deserialize<'de> for FillPnl {
 
 /// One fill in a book: what the fold and the book's order read, inline, and the fill itself,
 /// shared with the input rules and the fill's rows. The fee breakdown is a pure function of the
-/// fill, so only its total is kept.
+/// fill and its schedule, so only its total is kept.
 pub(crate) struct Entry {
     ts: i64,
     exec_id: smol_str::SmolStr,
@@ -178,8 +182,7 @@ impl Book {
             if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) && i / CHECKPOINT_EVERY > self.checkpoints.len() {
                 self.checkpoints.push(self.current.clone());
             }
-            let schedule = schedule_of(&f, schedules);
-            let fee = fees_under(&f, schedule.as_deref()).total;
+            let (schedule, fee) = charge(&f, schedules);
             let mut entry = Entry::new(Arc::clone(&f), fee);
             entry.step = self.current.apply(entry.signed_qty, entry.price, entry.fee, entry.ts);
             out(FillPnl { fill: f, schedule, fee, step: entry.step.clone() }, 1);
@@ -238,18 +241,13 @@ impl Book {
         // Steps of the entries that may change, to emit only the rows that did.
         let old_steps: FxHashMap<smol_str::SmolStr, PositionStep> =
             self.entries[lo..].iter().map(|e| (e.exec_id.clone(), e.step.clone())).collect();
-        // The inserted fills with their schedules, for their rows.
-        let inserts = changes.iter().filter(|(_, r)| *r > 0).count();
-        let mut fresh: FxHashMap<smol_str::SmolStr, (Arc<Fill>, Option<Arc<CostSchedule>>)> =
-            FxHashMap::with_capacity_and_hasher(inserts, Default::default());
 
         for (f, r) in changes {
             if r > 0 {
                 let i = match self.find(&f) {
                     Ok(i) | Err(i) => i,
                 };
-                let schedule = schedule_of(&f, schedules);
-                let fee = fees_under(&f, schedule.as_deref()).total;
+                let (_, fee) = charge(&f, schedules);
                 // Small books grow one entry at a time: most positions hold a handful of fills.
                 if self.entries.len() < 8 {
                     self.entries.reserve_exact(r as usize);
@@ -257,7 +255,6 @@ impl Book {
                 for _ in 0..r {
                     self.entries.insert(i, Entry::new(Arc::clone(&f), fee));
                 }
-                fresh.insert(f.exec_id.clone(), (f, schedule));
             } else {
                 for _ in 0..(-r) {
                     if let Ok(i) = self.find(&f) {
@@ -301,13 +298,7 @@ impl Book {
                     row.step = old.clone();
                     out(row, -1);
                 }
-                None => {
-                    let row = match fresh.remove(&e.exec_id) {
-                        Some((fill, schedule)) => FillPnl { fill, schedule, fee: e.fee, step: e.step.clone() },
-                        None => e.row(schedules),
-                    };
-                    out(row, 1);
-                }
+                None => out(e.row(schedules), 1),
             }
         }
     }
@@ -358,6 +349,19 @@ mod tests {
         legacy["fees"]["total"] = serde_json::json!("12345.67");
         let odd = serde_json::from_value::<FillPnl>(legacy).unwrap();
         assert_eq!((odd.fee, odd.schedule.is_none()), (dec!(12345.67), true));
+        assert_eq!((odd.fees().total, odd.fees().commission), (dec!(12345.67), Decimal::ZERO));
+        // Checkpoints are MessagePack, structs as arrays: the old three fields read back too.
+        #[derive(Serialize)]
+        struct Legacy {
+            fill: Arc<Fill>,
+            fees: FeeBreakdown,
+            step: PositionStep,
+        }
+        let old = Legacy { fill: Arc::clone(&f), fees: want, step: row.step.clone() };
+        let back: FillPnl = rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(back, row);
+        let new: FillPnl = rmp_serde::from_slice(&rmp_serde::to_vec(&row).unwrap()).unwrap();
+        assert_eq!(new, row);
     }
 
     /// The average open price a book keeps follows its state, on appends and on replays (a bust, a
