@@ -115,7 +115,7 @@ impl Keyed for AlertRow {
 /// last taken.
 #[derive(Debug)]
 pub struct TableState<D: Keyed> {
-    rows: ShardedMap<D::Key, Box<(D, u64)>>,
+    rows: ShardedMap<D::Key, (D, u64)>,
     log: Option<Vec<Change<D>>>,
     /// Changes are tracked: removed rows are kept in `gone` (and logged, when there is a log:
     /// a [`BackgroundTable`] keeps its log on the loop's side).
@@ -161,7 +161,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         let log = &mut self.log;
         let gone = &mut self.gone;
         let rows = &mut self.rows;
-        let mut insert = |rows: &mut ShardedMap<D::Key, Box<(D, u64)>>, d: D, key: D::Key| {
+        let mut insert = |rows: &mut ShardedMap<D::Key, (D, u64)>, d: D, key: D::Key| {
             if let Some(i) = unmatched.iter().position(|u| *u == d) {
                 unmatched.swap_remove(i);
                 return;
@@ -172,7 +172,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             if !gone.is_empty() {
                 gone.remove(&key);
             }
-            let previous = rows.insert(key, Box::new((d, version)));
+            let previous = rows.insert(key, (d, version));
             debug_assert!(previous.is_none(), "one row per key: {previous:?}");
         };
         let mut keys = keys.into_iter();
@@ -217,7 +217,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
             }
         } else {
             self.gone.remove(&key);
-            self.rows.insert(key, Box::new((c.row, c.version)));
+            self.rows.insert(key, (c.row, c.version));
         }
     }
 
@@ -240,7 +240,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
     /// Puts back rows held before a restart (at their versions), without logging them as changes.
     pub fn restore(&mut self, rows: Vec<(D, u64)>) {
         for (d, v) in rows {
-            self.rows.insert(d.key(), Box::new((d, v)));
+            self.rows.insert(d.key(), (d, v));
         }
     }
 
