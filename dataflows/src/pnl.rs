@@ -21,8 +21,13 @@ use crate::validate::trade_date;
 pub const MONEY_DP: u32 = 8;
 
 /// The cost schedule in force on a fill's trade date (none when no schedule is).
+fn in_force<'s>(fill: &Fill, schedules: &'s CostSchedules) -> Option<&'s Arc<CostSchedule>> {
+    schedules.on(trade_date(fill.ts))
+}
+
+/// The cost schedule in force on a fill's trade date, shared (none when no schedule is).
 pub fn schedule_of(fill: &Fill, schedules: &CostSchedules) -> Option<Arc<CostSchedule>> {
-    schedules.on(trade_date(fill.ts)).cloned()
+    in_force(fill, schedules).cloned()
 }
 
 /// A fill's costs under `schedule`; without one, nothing, under the schedule name "none".
@@ -42,7 +47,7 @@ pub fn charge(fill: &Fill, schedules: &CostSchedules) -> (Option<Arc<CostSchedul
 
 /// A fill's costs under the schedule in force on its trade date (none when no schedule is).
 pub fn fees_of(fill: &Fill, schedules: &CostSchedules) -> FeeBreakdown {
-    fees_under(fill, schedules.on(trade_date(fill.ts)).map(|s| &**s))
+    fees_under(fill, in_force(fill, schedules).map(|s| &**s))
 }
 
 /// One position valued at its mark: the `positions` table.

@@ -123,7 +123,7 @@ pub struct TableState<D: Keyed> {
     /// Rows removed while changes are tracked (a busted fill, a position whose fills were all
     /// busted), as last held, with the version that removed them; a key written again leaves.
     /// What a sink that lost acknowledged data is given again as deletions ([`full_changes`]).
-    gone: FxHashMap<D::Key, Box<(D, u64)>>,
+    gone: FxHashMap<D::Key, (D, u64)>,
 }
 
 impl<D: Keyed> Default for TableState<D> {
@@ -203,7 +203,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
                 if let Some(log) = self.log.as_mut() {
                     log.push(Change { row: row.clone(), version, deleted: true });
                 }
-                self.gone.insert(key, Box::new((row, version)));
+                self.gone.insert(key, (row, version));
             }
         }
     }
@@ -213,7 +213,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         let key = c.row.key();
         if c.deleted {
             if self.rows.remove(&key).is_some() && self.tracked {
-                self.gone.insert(key, Box::new((c.row, c.version)));
+                self.gone.insert(key, (c.row, c.version));
             }
         } else {
             self.gone.remove(&key);
@@ -232,7 +232,7 @@ impl<D: Keyed + Ord + Clone + std::fmt::Debug> TableState<D> {
         for (d, v) in rows {
             let key = d.key();
             if !self.rows.contains_key(&key) {
-                self.gone.insert(key, Box::new((d, v)));
+                self.gone.insert(key, (d, v));
             }
         }
     }
